@@ -1,0 +1,1 @@
+"""Blinding domain: schedules, kit numbering, sealing, unblinding policy (pure, no I/O)."""

@@ -1,0 +1,99 @@
+"""IWRS: the Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from argon2 import PasswordHasher
+from flask import Flask, request
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from iwrs import auth, db
+from iwrs.config import ConfigError, Settings
+from iwrs.protocol import load_protocol
+
+csrf = CSRFProtect()
+log = logging.getLogger("iwrs")
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Mark the session cookie Secure whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
+    """Build the application from `settings` (default: the environment)."""
+    settings = settings or Settings.from_env()
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    app = Flask(__name__, instance_path=str(settings.instance_path), instance_relative_config=False)
+    app.extensions["iwrs.settings"] = settings
+
+    missing = settings.missing_keys()
+    if missing and not settings.testing and os.environ.get("FLASK_RUN_FROM_CLI") != "true":
+        raise ConfigError(
+            f"missing key(s): {', '.join(missing)}. Set IWRS_SECRET_KEY, IWRS_AUDIT_KEY and "
+            f"IWRS_BLINDING_KEY (64 hex digits each) or run `flask --app wsgi iwrs init` to "
+            f"create key files under {settings.instance_path}"
+        )
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        SESSION_COOKIE_NAME="iwrs_session",
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked in _protect_forms, where API tokens are exempt
+        WTF_CSRF_TIME_LIMIT=None,  # the idle-session rule already bounds a form's life
+        TESTING=settings.testing,
+        MAX_CONTENT_LENGTH=8 * 1024 * 1024,
+        API_TITLE="IWRS API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    app.session_interface = _SessionInterface()
+    if os.environ.get("IWRS_BEHIND_PROXY") == "1":
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+
+    # Argon2id (memory-hard). Tests use the same algorithm with smaller costs to stay fast.
+    hasher = (
+        PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+        if settings.testing
+        else PasswordHasher()
+    )
+    app.extensions["iwrs.password_hasher"] = hasher
+    app.extensions["iwrs.dummy_hash"] = hasher.hash("not-a-real-password-for-timing")
+    app.extensions["iwrs.protocol"] = load_protocol(settings.protocol_path)
+
+    db.init_app(app, settings.database_url)
+    auth.init_app(app)
+    csrf.init_app(app)
+    app.before_request(_protect_forms)
+
+    from iwrs import cli
+    from iwrs.api import init_app as init_api
+    from iwrs.web import init_app as init_web
+
+    init_web(app)
+    init_api(app)
+    cli.init_app(app)
+    return app
+
+
+def _protect_forms() -> None:
+    """CSRF on every state-changing request, except API calls authenticated by a bearer token."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if auth.is_api_request() and request.headers.get("Authorization", "").lower().startswith(
+        "bearer "
+    ):
+        return
+    csrf.protect()

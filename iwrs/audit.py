@@ -1,0 +1,275 @@
+"""Writing and verifying the tamper-evident audit trail (an HMAC-SHA256 hash chain).
+
+Services call `record()`; the events are appended to the chain in the session's
+before_commit hook, after every other row change of the transaction, so the chain head
+row is locked last and held only through commit. A write transaction that changed rows
+but recorded no event is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from iwrs import clock
+from iwrs.models.audit import AuditChainHead, AuditEvent
+
+GENESIS = "0" * 64
+_PENDING = "iwrs_audit_pending"
+_CHANGED = "iwrs_rows_changed"
+
+
+class AuditMissing(RuntimeError):
+    """A transaction changed rows without writing an audit event: a programming error."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it: a signed-in user, or the system for scheduled and set-up commands."""
+
+    user_id: int | None
+    username: str
+    role: str
+
+    @classmethod
+    def system(cls, name: str = "system") -> Actor:
+        return cls(None, name, "system")
+
+    @classmethod
+    def of(cls, user: Any) -> Actor:
+        return cls(user.id, user.username, str(user.role))
+
+
+def canonical_json(value: Any) -> str | None:
+    """Stable JSON (sorted keys, no spaces) so the same content always hashes the same."""
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def record(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: object | None = None,
+    before: Any = None,
+    after: Any = None,
+    reason: str | None = None,
+    site_id: int | None = None,
+    subject_id: int | None = None,
+) -> None:
+    """Queue one audit event on the transaction; it is chained and written at commit."""
+    session.info.setdefault(_PENDING, []).append(
+        {
+            "occurred_at": clock.now(),
+            "user_id": actor.user_id,
+            "username": actor.username,
+            "role": actor.role,
+            "action": action,
+            "entity_type": entity_type,
+            "entity_id": None if entity_id is None else str(entity_id),
+            "site_id": site_id,
+            "subject_id": subject_id,
+            "before": canonical_json(before),
+            "after": canonical_json(after),
+            "reason": reason,
+        }
+    )
+
+
+def event_message(fields: dict[str, Any]) -> bytes:
+    """The exact bytes the HMAC covers: every field of the event but its own hash."""
+    moment: datetime = fields["occurred_at"]
+    body = {
+        "seq": fields["seq"],
+        "occurred_at": clock.as_utc(moment).isoformat(timespec="microseconds"),
+        "user_id": fields["user_id"],
+        "username": fields["username"],
+        "role": fields["role"],
+        "action": fields["action"],
+        "entity_type": fields["entity_type"],
+        "entity_id": fields["entity_id"],
+        "site_id": fields["site_id"],
+        "subject_id": fields["subject_id"],
+        "before": fields["before"],
+        "after": fields["after"],
+        "reason": fields["reason"],
+        "prev_hash": fields["prev_hash"],
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_hash(key: bytes, fields: dict[str, Any]) -> str:
+    return hmac.new(key, event_message(fields), hashlib.sha256).hexdigest()
+
+
+def _audit_key() -> bytes:
+    key = current_app.extensions["iwrs.settings"].audit_key
+    if not key:
+        raise RuntimeError("no audit key configured")
+    return key
+
+
+def _append_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, [])
+    changed = session.info.pop(_CHANGED, False)
+    if not pending:
+        if changed:
+            raise AuditMissing("a transaction changed rows without recording an audit event")
+        return
+    key = _audit_key()
+    # Locked last, so concurrent use cases serialize on the chain only for their commit.
+    head = session.scalars(
+        select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
+    ).one()
+    seq, prev = head.seq, head.hash
+    for fields in pending:
+        seq += 1
+        fields = {**fields, "seq": seq, "prev_hash": prev}
+        digest = event_hash(key, fields)
+        session.add(AuditEvent(**fields, hash=digest))
+        prev = digest
+    head.seq, head.hash = seq, prev
+    session.flush()
+    session.info.pop(_CHANGED, None)
+
+
+@event.listens_for(Session, "after_flush")
+def _note_row_changes(session: Session, _context: Any) -> None:
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if not isinstance(obj, AuditEvent | AuditChainHead) and (
+            obj in session.new or obj in session.deleted or session.is_modified(obj)
+        ):
+            session.info[_CHANGED] = True
+            return
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_on_commit(session: Session) -> None:
+    session.flush()
+    _append_pending(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_on_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+    session.info.pop(_CHANGED, None)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of walking the chain: OK with the count, or the first bad event."""
+
+    ok: bool
+    count: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    last_hash: str = GENESIS
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"OK: {self.count} audit events verified, chain intact"
+        return f"FAILED at event {self.first_bad_seq}: {self.problem}"
+
+
+def verify_events(
+    key: bytes, events: Iterable[dict[str, Any]], *, head: tuple[int, str] | None = None
+) -> Verification:
+    """Walk events in order of seq and report the first altered, removed or inserted one."""
+    expected, prev, count = 1, GENESIS, 0
+    for fields in events:
+        seq = fields["seq"]
+        if seq != expected:
+            return Verification(
+                False,
+                count,
+                expected,
+                f"event {expected} is missing (the next event is {seq})",
+                prev,
+            )
+        if fields["prev_hash"] != prev:
+            return Verification(
+                False,
+                count,
+                seq,
+                "its link to the previous event is broken "
+                "(an event before it was removed, replaced or inserted)",
+                prev,
+            )
+        if not hmac.compare_digest(event_hash(key, fields), fields["hash"]):
+            return Verification(
+                False, count, seq, "its content does not match its HMAC (altered or forged)", prev
+            )
+        prev, expected, count = fields["hash"], expected + 1, count + 1
+    if head is not None:
+        head_seq, head_hash = head
+        if head_seq > count:
+            return Verification(
+                False,
+                count,
+                count + 1,
+                f"event {count + 1} is missing: the chain head records {head_seq} events",
+                prev,
+            )
+        if head_seq < count or head_hash != prev:
+            return Verification(
+                False,
+                count,
+                head_seq + 1 if head_seq < count else head_seq,
+                "the chain head does not match the last event "
+                "(an event was inserted after the head or the head was altered)",
+                prev,
+            )
+    return Verification(True, count, None, None, prev)
+
+
+_EVENT_FIELDS = (
+    "seq",
+    "occurred_at",
+    "user_id",
+    "username",
+    "role",
+    "action",
+    "entity_type",
+    "entity_id",
+    "site_id",
+    "subject_id",
+    "before",
+    "after",
+    "reason",
+    "prev_hash",
+    "hash",
+)
+
+
+def event_fields(row: AuditEvent) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _EVENT_FIELDS}
+
+
+def verify_chain(session: Session) -> Verification:
+    """Verify the whole trail in the database against the server's audit key and chain head."""
+    head = session.get(AuditChainHead, 1)
+    columns = [getattr(AuditEvent, name) for name in _EVENT_FIELDS]
+    # Plain rows streamed in batches (a server-side cursor on PostgreSQL): flat memory.
+    result = session.execute(
+        select(*columns).order_by(AuditEvent.seq).execution_options(yield_per=5000)
+    )
+    try:
+        return verify_events(
+            _audit_key(),
+            (row._asdict() for row in result),
+            head=(head.seq, head.hash) if head else (0, GENESIS),
+        )
+    finally:
+        result.close()

@@ -1,0 +1,256 @@
+"""Sign-in wiring, roles and permissions, site scoping, API tokens and the idle-session rule."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import Flask, current_app, flash, g, redirect, request, session, url_for
+from flask_login import AnonymousUserMixin, LoginManager, current_user, logout_user
+from sqlalchemy import select
+
+from iwrs import clock
+from iwrs.db import read_session
+from iwrs.errors import AuthenticationFailed, Forbidden, NotFound
+from iwrs.models.users import ApiToken, Role, User
+
+
+class Permission(enum.StrEnum):
+    VIEW_SITES = "view_sites"
+    MANAGE_USERS = "manage_users"
+    MANAGE_SITES = "manage_sites"
+    SCREEN_SUBJECTS = "screen_subjects"
+    RANDOMIZE = "randomize"
+    EMERGENCY_UNBLIND = "emergency_unblind"
+    DISPENSE = "dispense"
+    RECEIVE_SHIPMENTS = "receive_shipments"
+    MANAGE_SUPPLY = "manage_supply"
+    MANAGE_LISTS = "manage_lists"
+    SEE_ARM = "see_arm"
+    VIEW_AUDIT = "view_audit"
+    OWN_API_TOKENS = "own_api_tokens"
+
+
+# The one place that maps roles to permissions. Only the unblinded statistician holds SEE_ARM.
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.INVESTIGATOR: frozenset(
+        {
+            Permission.VIEW_SITES,
+            Permission.SCREEN_SUBJECTS,
+            Permission.RANDOMIZE,
+            Permission.EMERGENCY_UNBLIND,
+            Permission.OWN_API_TOKENS,
+        }
+    ),
+    Role.PHARMACIST: frozenset(
+        {
+            Permission.VIEW_SITES,
+            Permission.DISPENSE,
+            Permission.RECEIVE_SHIPMENTS,
+            Permission.OWN_API_TOKENS,
+        }
+    ),
+    Role.SUPPLY_MANAGER: frozenset(
+        {Permission.VIEW_SITES, Permission.MANAGE_SUPPLY, Permission.OWN_API_TOKENS}
+    ),
+    Role.UNBLINDED_STATISTICIAN: frozenset(
+        {
+            Permission.VIEW_SITES,
+            Permission.MANAGE_LISTS,
+            Permission.SEE_ARM,
+            Permission.OWN_API_TOKENS,
+        }
+    ),
+    Role.AUDITOR: frozenset(
+        {Permission.VIEW_SITES, Permission.VIEW_AUDIT, Permission.OWN_API_TOKENS}
+    ),
+    Role.ADMIN: frozenset(
+        {
+            Permission.VIEW_SITES,
+            Permission.MANAGE_USERS,
+            Permission.MANAGE_SITES,
+            Permission.OWN_API_TOKENS,
+        }
+    ),
+}
+
+
+def has_permission(user: Any, permission: Permission) -> bool:
+    return bool(getattr(user, "is_authenticated", False)) and permission in ROLE_PERMISSIONS.get(
+        user.role, frozenset()
+    )
+
+
+def site_scope(user: User) -> frozenset[int] | None:
+    """The sites a user may see: assigned sites for site roles, None (all) for sponsor roles."""
+    return user.site_ids if user.role.site_scoped else None
+
+
+def require_site(user: User, site_id: int) -> None:
+    """Refuse a site outside the user's scope as if it did not exist."""
+    scope = site_scope(user)
+    if scope is not None and site_id not in scope:
+        raise NotFound(
+            f"site {site_id} is not one of your sites", field="site_id", rule="site_scope"
+        )
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+
+def password_hasher() -> PasswordHasher:
+    return current_app.extensions["iwrs.password_hasher"]
+
+
+def hash_password(password: str) -> str:
+    return password_hasher().hash(password)
+
+
+def password_matches(stored_hash: str | None, password: str) -> bool:
+    """Argon2id check; an unknown user is checked against a dummy hash so timing says nothing."""
+    hasher = password_hasher()
+    try:
+        return (
+            hasher.verify(stored_hash or current_app.extensions["iwrs.dummy_hash"], password)
+            and stored_hash is not None
+        )
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+TOKEN_PREFIX = "iwrs_"  # noqa: S105 - a label, not a secret
+
+
+def token_digest(token: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough; only the digest is stored.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+# --- flask-login wiring -------------------------------------------------------------------------
+
+
+class Anonymous(AnonymousUserMixin):
+    role = None
+
+
+login_manager = LoginManager()
+login_manager.anonymous_user = Anonymous
+login_manager.login_view = "auth.sign_in"
+login_manager.login_message = "Please sign in."
+login_manager.session_protection = "basic"
+
+
+@login_manager.user_loader
+def _load_user_from_session(user_key: str) -> User | None:
+    if "Authorization" in request.headers:
+        return None  # an API call with a token authenticates by the token alone
+    user_id, _, version = user_key.partition(":")
+    if not user_id.isdigit() or not version.isdigit():
+        return None
+    user = read_session().get(User, int(user_id))
+    if user is None or not user.active or user.session_version != int(version):
+        return None
+    return user
+
+
+@login_manager.request_loader
+def _load_user_from_token(_request: Any) -> User | None:
+    token = _bearer_token()
+    if token is None:
+        return None
+    row = (
+        read_session()
+        .scalars(select(ApiToken).where(ApiToken.token_sha256 == token_digest(token)))
+        .one_or_none()
+    )
+    if row is None or row.revoked_at is not None:
+        return None
+    user = read_session().get(User, row.user_id)
+    if user is None or not user.active:
+        return None
+    g.api_token_id = row.id
+    return user
+
+
+def is_api_request() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _enforce_idle_timeout() -> Any:
+    """End a browser session idle for longer than the configured limit (15 minutes)."""
+    if is_api_request() and _bearer_token() is not None:
+        return None
+    if request.endpoint == "static":
+        return None
+    last_seen = session.get("last_seen")
+    now = clock.now()
+    if current_user.is_authenticated and last_seen is not None:
+        idle = current_app.extensions["iwrs.settings"].session_idle
+        if now - datetime.fromisoformat(last_seen) > idle:
+            logout_user()
+            session.clear()
+            if is_api_request():
+                raise AuthenticationFailed(
+                    "your session expired after inactivity; sign in again",
+                    rule="session_idle_timeout",
+                )
+            flash(
+                f"Your session expired after {int(idle.total_seconds() // 60)} idle minutes. "
+                "Please sign in again.",
+                "warning",
+            )
+            return redirect(url_for("auth.sign_in"))
+    if current_user.is_authenticated:
+        session["last_seen"] = now.isoformat()
+    return None
+
+
+def init_app(app: Flask) -> None:
+    login_manager.init_app(app)
+    app.before_request(_enforce_idle_timeout)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def requires(*permissions: Permission) -> Callable[[F], F]:
+    """Let the view run only for a signed-in user holding every named permission."""
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                if is_api_request():
+                    raise AuthenticationFailed(
+                        "a valid API token (Authorization: Bearer …) or a signed-in session "
+                        "is required",
+                        field="Authorization",
+                        rule="authentication_required",
+                    )
+                return login_manager.unauthorized()
+            missing = [p for p in permissions if not has_permission(current_user, p)]
+            if missing:
+                raise Forbidden(
+                    f"your role ({current_user.role.label}) may not "
+                    f"{missing[0].value.replace('_', ' ')}",
+                    rule="permission",
+                )
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

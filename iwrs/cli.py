@@ -1,0 +1,267 @@
+"""The `iwrs` Flask command group: set-up and operations (`flask --app wsgi iwrs …`)."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from iwrs import db
+from iwrs.audit import Actor, verify_chain
+from iwrs.config import ConfigError, create_missing_keys, read_key
+from iwrs.errors import IWRSError
+from iwrs.models.users import Role, User
+from iwrs.protocol import ProtocolError
+from iwrs.services import trial, users
+
+iwrs_cli = AppGroup("iwrs", help="IWRS set-up and operations.")
+user_cli = AppGroup("user", help="Accounts: create, list, assign sites, deactivate.")
+audit_cli = AppGroup("audit", help="The audit trail.")
+iwrs_cli.add_command(user_cli)
+iwrs_cli.add_command(audit_cli)
+
+DEMO_USERS = [
+    ("dr.li", "Dr Li Wei", Role.INVESTIGATOR, ["CN01"]),
+    ("dr.zhang", "Dr Zhang Min", Role.INVESTIGATOR, ["CN02"]),
+    ("ph.wang", "Wang Fang (pharmacist)", Role.PHARMACIST, ["CN01"]),
+    ("supply.chen", "Chen Jie (supply manager)", Role.SUPPLY_MANAGER, []),
+    ("stat.liu", "Liu Yang (unblinded statistician)", Role.UNBLINDED_STATISTICIAN, []),
+    ("audit.zhao", "Zhao Lei (auditor)", Role.AUDITOR, []),
+    ("admin", "Trial administrator", Role.ADMIN, []),
+]
+
+
+def cli_actor() -> Actor:
+    return Actor.system(f"cli:{getpass.getuser()}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One clear line instead of a traceback for every refusal a command can meet."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (IWRSError, ProtocolError, ConfigError) as error:
+            raise click.ClickException(str(error)) from None
+        except OperationalError as error:
+            url = _safe_url(current_app.extensions["iwrs.settings"].database_url)
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            raise click.ClickException(f"cannot use the database at {url}: {reason}") from None
+
+    return wrapper
+
+
+def _require_keys() -> None:
+    missing = current_app.extensions["iwrs.settings"].missing_keys()
+    if missing:
+        raise click.ClickException(
+            f"missing key(s) {', '.join(missing)}: run "
+            "`flask --app wsgi iwrs init` first or set the "
+            "IWRS_*_KEY environment variables"
+        )
+
+
+@iwrs_cli.command("init")
+@friendly_errors
+def init_command() -> None:
+    """Create missing keys, migrate the database, load the protocol (sites, depot)."""
+    settings = current_app.extensions["iwrs.settings"]
+    for path in create_missing_keys(settings.instance_path):
+        click.echo(f"created key file {path} (mode 0600): keep it out of backups of the database")
+    for name in ("secret_key", "audit_key", "blinding_key"):
+        if getattr(settings, name) is None:
+            setattr(settings, name, read_key(name, settings.instance_path))
+    current_app.config["SECRET_KEY"] = settings.secret_key
+    db.upgrade_schema(db.engine())
+    click.echo(f"database schema up to date at {_safe_url(settings.database_url)}")
+    protocol = current_app.extensions["iwrs.protocol"]
+    for change in trial.load_protocol(actor=cli_actor(), protocol=protocol):
+        click.echo(f"loaded {change}")
+    click.echo(f"trial {protocol.study_id} ready (protocol file {protocol.source})")
+
+
+@iwrs_cli.command("demo")
+@friendly_errors
+def demo_command() -> None:
+    """Seed the demo trial: one user per role, and print their sign-ins."""
+    _require_keys()
+    settings = current_app.extensions["iwrs.settings"]
+    credentials = settings.instance_path / "demo-sign-ins.txt"
+    existing = set(db.read_session().scalars(select(User.username)))
+    lines = []
+    for username, name, role, sites in DEMO_USERS:
+        if username in existing:
+            continue
+        password = "-".join(secrets.token_hex(3) for _ in range(3))
+        users.create_user(
+            actor=cli_actor(),
+            username=username,
+            full_name=name,
+            role=role.value,
+            password=password,
+            site_codes=sites,
+        )
+        lines.append(
+            f"{role.value:24} {username:12} {password}   sites: {', '.join(sites) or 'all'}"
+        )
+    if lines:
+        with open(credentials, "a") as handle:
+            handle.write("\n".join(lines) + "\n")
+        credentials.chmod(0o600)
+    click.echo(f"Demo sign-ins (also in {credentials}):")
+    click.echo(credentials.read_text() if credentials.exists() else "(none recorded)")
+
+
+@iwrs_cli.command("check")
+@friendly_errors
+def check_command() -> None:
+    """Self-check: keys, database, schema version, protocol file."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    settings = current_app.extensions["iwrs.settings"]
+    problems = [f"missing key: {name}" for name in settings.missing_keys()]
+    protocol = current_app.extensions["iwrs.protocol"]
+    click.echo(f"protocol: {protocol.study_id} {protocol.version} from {protocol.source}")
+    with db.engine().connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    head = ScriptDirectory.from_config(
+        db.migrations_config(settings.database_url)
+    ).get_current_head()
+    click.echo(
+        f"database: {_safe_url(settings.database_url)} at revision {current} (newest {head})"
+    )
+    if current != head:
+        problems.append("database schema is not up to date: run `flask --app wsgi iwrs init`")
+    for problem in problems:
+        click.echo(f"PROBLEM: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo("OK")
+
+
+@user_cli.command("create")
+@click.option("--username", required=True)
+@click.option("--full-name", required=True)
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+@click.option("--site", "sites", multiple=True, help="site code (investigators, pharmacists)")
+@click.option("--email")
+@click.password_option(help="at least 12 characters (prompted when not given)")
+@friendly_errors
+def user_create(
+    username: str,
+    full_name: str,
+    role: str,
+    sites: tuple[str, ...],
+    email: str | None,
+    password: str,
+) -> None:
+    """Create a user with one role."""
+    _require_keys()
+    user = users.create_user(
+        actor=cli_actor(),
+        username=username,
+        full_name=full_name,
+        role=role,
+        password=password,
+        email=email,
+        site_codes=sites,
+    )
+    click.echo(f"created {user.username} ({user.role.label})")
+
+
+@user_cli.command("list")
+@friendly_errors
+def user_list() -> None:
+    """List users with role, sites and status."""
+    from iwrs.services import queries
+
+    for user in queries.all_users():
+        sites = (
+            ",".join(s.code for s in queries.visible_sites(user))
+            if user.role.site_scoped
+            else "all"
+        )
+        click.echo(
+            f"{user.username:16} {user.role.value:24} {sites:12} "
+            f"{'active' if user.active else 'inactive'}"
+        )
+
+
+def _user_id(username: str) -> int:
+    user_id = (
+        db.read_session().scalars(select(User.id).where(User.username == username.lower())).first()
+    )
+    if user_id is None:
+        raise click.ClickException(f"no user named {username!r}")
+    return user_id
+
+
+@user_cli.command("assign-sites")
+@click.argument("username")
+@click.option("--site", "sites", multiple=True, required=True)
+@friendly_errors
+def user_assign_sites(username: str, sites: tuple[str, ...]) -> None:
+    """Replace an investigator's or pharmacist's sites."""
+    _require_keys()
+    users.assign_sites(actor=cli_actor(), user_id=_user_id(username), site_codes=sites)
+    click.echo(f"{username}: sites {', '.join(sites)}")
+
+
+@user_cli.command("deactivate")
+@click.argument("username")
+@click.option("--reason", required=True)
+@click.option("--as", "admin_username", required=True, help="the admin who signs")
+@friendly_errors
+def user_deactivate(username: str, reason: str, admin_username: str) -> None:
+    """Deactivate a user (never deleted); the admin signs with their password."""
+    _require_keys()
+    admin = db.read_session().get(User, _user_id(admin_username))
+    if admin is None or admin.role != Role.ADMIN:
+        raise click.ClickException(f"{admin_username!r} is not an admin")
+    password = click.prompt(f"password of {admin.username} (electronic signature)", hide_input=True)
+    users.deactivate_user(
+        actor=Actor.of(admin), user_id=_user_id(username), reason=reason, signer_password=password
+    )
+    click.echo(f"{username} deactivated")
+
+
+@user_cli.command("set-password")
+@click.argument("username")
+@click.password_option()
+@friendly_errors
+def user_set_password(username: str, password: str) -> None:
+    """Set a user's password (also unlocks the account)."""
+    _require_keys()
+    users.reset_password(actor=cli_actor(), user_id=_user_id(username), new_password=password)
+    click.echo(f"password set for {username}")
+
+
+@audit_cli.command("verify")
+@friendly_errors
+def audit_verify() -> None:
+    """Walk the hash chain: OK with the count, or the first bad event (exit 1)."""
+    _require_keys()
+    result = verify_chain(db.read_session())
+    click.echo(str(result))
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(iwrs_cli)

@@ -1,0 +1,134 @@
+"""Settings from the environment, read in one place.
+
+Every variable is documented in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+KEY_NAMES = ("secret_key", "audit_key", "blinding_key")
+_ENV_FOR_KEY = {
+    "secret_key": "IWRS_SECRET_KEY",
+    "audit_key": "IWRS_AUDIT_KEY",
+    "blinding_key": "IWRS_BLINDING_KEY",
+}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message names it and says how to fix it."""
+
+
+def default_instance_path() -> Path:
+    return Path(os.environ.get("IWRS_INSTANCE_PATH", Path.cwd() / "instance")).resolve()
+
+
+@dataclass
+class Settings:
+    """The application's settings; `from_env` is the only place that reads the environment."""
+
+    instance_path: Path
+    database_url: str
+    protocol_path: Path | None = None
+    secret_key: bytes | None = None
+    audit_key: bytes | None = None
+    blinding_key: bytes | None = None
+    session_idle: timedelta = timedelta(minutes=15)
+    lockout_after: int = 5
+    lockout_for: timedelta = timedelta(minutes=15)
+    password_min_length: int = 12
+    testing: bool = False
+    secure_cookies: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, *, instance_path: Path | None = None) -> Settings:
+        instance = instance_path or default_instance_path()
+        url = os.environ.get("IWRS_DATABASE_URL") or f"sqlite:///{instance / 'iwrs.sqlite'}"
+        protocol = os.environ.get("IWRS_PROTOCOL")
+        settings = cls(
+            instance_path=instance,
+            database_url=normalize_database_url(url),
+            protocol_path=Path(protocol) if protocol else None,
+            session_idle=timedelta(minutes=_int_env("IWRS_SESSION_IDLE_MINUTES", 15)),
+            secure_cookies=os.environ.get("IWRS_SECURE_COOKIES", "0") == "1",
+        )
+        for name in KEY_NAMES:
+            setattr(settings, name, read_key(name, instance))
+        return settings
+
+    def missing_keys(self) -> list[str]:
+        return [name for name in KEY_NAMES if not getattr(self, name)]
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of minutes, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be greater than 0, got {value}")
+    return value
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whichever spelling of the URL was given."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def key_path(name: str, instance: Path) -> Path:
+    return instance / f"{name}.key"
+
+
+def read_key(name: str, instance: Path) -> bytes | None:
+    """A key from its environment variable (hex) or its key file under the instance folder."""
+    env = os.environ.get(_ENV_FOR_KEY[name])
+    if env:
+        try:
+            key = bytes.fromhex(env.strip())
+        except ValueError:
+            raise ConfigError(f"{_ENV_FOR_KEY[name]} must be hex (64 hex digits)") from None
+        return _check_key_length(key, _ENV_FOR_KEY[name])
+    path = key_path(name, instance)
+    if not path.exists():
+        return None
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        raise ConfigError(f"key file {path} must hold 64 hex digits") from None
+    return _check_key_length(key, str(path))
+
+
+def _check_key_length(key: bytes, where: str) -> bytes:
+    if len(key) != 32:
+        raise ConfigError(
+            f"{where} must hold a 256-bit key (64 hex digits), got {len(key) * 8} bits"
+        )
+    return key
+
+
+def create_missing_keys(instance: Path) -> list[Path]:
+    """Write a fresh random key file (mode 0600) for each key not given; return what was written."""
+    instance.mkdir(parents=True, exist_ok=True)
+    os.chmod(instance, stat.S_IRWXU)
+    written = []
+    for name in KEY_NAMES:
+        if os.environ.get(_ENV_FOR_KEY[name]) or key_path(name, instance).exists():
+            continue
+        path = key_path(name, instance)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,144 @@
+"""Engine and session set-up, the declarative Base, and the transaction every use case runs in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from flask import Flask, current_app, g
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from iwrs.clock import as_utc
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return as_utc(value) if value is not None else None
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the pragmas and locking this application relies on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # pysqlite's own transaction handling is switched off so that we emit BEGIN ourselves:
+    # a write unit starts with BEGIN IMMEDIATE, taking SQLite's write lock before it reads
+    # anything it will decide on; reads use a deferred BEGIN and never block writers (WAL).
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        write = connection.get_execution_options().get("iwrs_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def init_app(app: Flask, url: str) -> None:
+    engine = make_engine(url)
+    app.extensions["iwrs.engine"] = engine
+    app.extensions["iwrs.sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
+    app.teardown_appcontext(_close_read_session)
+
+
+def engine() -> Engine:
+    return current_app.extensions["iwrs.engine"]
+
+
+def read_session() -> Session:
+    """The read-only session of the current request or command (closed at teardown)."""
+    if "iwrs_read_session" not in g:
+        g.iwrs_read_session = current_app.extensions["iwrs.sessionmaker"]()
+    return g.iwrs_read_session
+
+
+def _close_read_session(_exc: BaseException | None) -> None:
+    session = g.pop("iwrs_read_session", None)
+    if session is not None:
+        session.close()
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """One use case's unit of work: a fresh session, committed together or not at all.
+
+    On SQLite the transaction takes the write lock at BEGIN; on PostgreSQL rows are locked
+    where the decision is made (`with_for_update`). The audit chain is appended in the
+    session's before_commit hook, so the chain head is locked last and held only through commit.
+    """
+    session: Session = current_app.extensions["iwrs.sessionmaker"]()
+    try:
+        session.connection(execution_options={"iwrs_write": True})
+        yield session
+        session.commit()
+        # The request's read session would otherwise keep its older snapshot (SQLite).
+        if "iwrs_read_session" in g:
+            g.iwrs_read_session.rollback()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def migrations_config(url: str, connection: Any = None) -> Any:
+    """An Alembic config pointing at the top-level migrations/ folder."""
+    from pathlib import Path
+
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option(
+        "script_location", str(Path(__file__).resolve().parent.parent / "migrations")
+    )
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade_schema(target_engine: Engine) -> None:
+    """Bring the schema to the newest migration (only ever called when asked: init, tests)."""
+    from alembic import command
+
+    with target_engine.begin() as connection:
+        command.upgrade(migrations_config(str(target_engine.url), connection), "head")

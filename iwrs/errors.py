@@ -1,0 +1,62 @@
+"""Domain refusals: each names the field and the rule, and maps to one HTTP status."""
+
+from __future__ import annotations
+
+
+class IWRSError(Exception):
+    """A refusal the user can act on: `field` is the input at fault, `rule` the rule it broke."""
+
+    status = 400
+    title = "Request refused"
+
+    def __init__(self, message: str, *, field: str | None = None, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.field, self.rule = message, field, rule
+
+    def problems(self) -> list[dict[str, str]]:
+        if self.field is None:
+            return []
+        return [{"field": self.field, "rule": self.rule or "invalid", "message": self.message}]
+
+
+class InvalidInput(IWRSError):
+    status = 422
+    title = "Invalid input"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        rule: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message, field=field, rule=rule)
+        self.errors = errors
+
+    def problems(self) -> list[dict[str, str]]:
+        return self.errors if self.errors is not None else super().problems()
+
+
+class NotFound(IWRSError):
+    status = 404
+    title = "Not found"
+
+
+class Forbidden(IWRSError):
+    status = 403
+    title = "Forbidden"
+
+
+class Conflict(IWRSError):
+    status = 409
+    title = "Conflict"
+
+
+class AuthenticationFailed(IWRSError):
+    status = 401
+    title = "Authentication failed"
+
+
+class AccountLocked(AuthenticationFailed):
+    title = "Account locked"

@@ -1,0 +1,119 @@
+"""Users, their one role, their site assignments, API tokens and electronic signatures."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Boolean, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from iwrs.db import Base, UTCDateTime
+
+
+class Role(enum.StrEnum):
+    """One role per user: a person who needs two roles gets two accounts, so a blinded
+    account can never hold an unblinded permission."""
+
+    INVESTIGATOR = "investigator"
+    PHARMACIST = "pharmacist"
+    SUPPLY_MANAGER = "supply_manager"
+    UNBLINDED_STATISTICIAN = "unblinded_statistician"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+    @property
+    def site_scoped(self) -> bool:
+        return self in (Role.INVESTIGATOR, Role.PHARMACIST)
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        name=name,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class User(Base):
+    __tablename__ = "app_user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Bumped on password change or deactivation: every existing session of the user ends.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+
+    site_links: Mapped[list[UserSite]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    @property
+    def site_ids(self) -> frozenset[int]:
+        return frozenset(link.site_id for link in self.site_links)
+
+    # The user protocol flask-login expects (kept here so models need no Flask import).
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    def get_id(self) -> str:
+        """Session key: id and session version, so a bumped version ends every session."""
+        return f"{self.id}:{self.session_version}"
+
+
+class UserSite(Base):
+    """An investigator's or pharmacist's assignment to a site."""
+
+    __tablename__ = "user_site"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), primary_key=True)
+
+    user: Mapped[User] = relationship(back_populates="site_links")
+
+
+class ApiToken(Base):
+    """A personal API token; only its SHA-256 is stored (the token is 256 random bits)."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Signature(Base):
+    """An electronic signature: who signed, when, and what the signature meant."""
+
+    __tablename__ = "signature"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    meaning: Mapped[str] = mapped_column(Text)
+    entity_type: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())

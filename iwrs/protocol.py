@@ -1,0 +1,432 @@
+"""Load and validate a protocol file (TOML) into plain, frozen values.
+
+A bad file is refused whole with one message per problem, each naming the key and the rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PROTOCOL = Path(__file__).parent / "protocols" / "gensci048-204.toml"
+CRITERION_KINDS = ("computed", "lab", "attestation")
+CRITERION_TYPES = ("inclusion", "exclusion")
+
+
+class ProtocolError(ValueError):
+    """The protocol file is invalid; `problems` lists every bad key with the rule it breaks."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source, self.problems = source, problems
+        super().__init__(f"protocol file {source} is invalid:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class Arm:
+    code: str
+    name: str
+    ratio: int
+
+
+@dataclass(frozen=True)
+class Level:
+    code: str
+    label: str
+
+
+@dataclass(frozen=True)
+class StratificationFactor:
+    factor: str
+    label: str
+    derived_from: str
+    levels: tuple[Level, ...]
+
+
+@dataclass(frozen=True)
+class KitType:
+    code: str
+    description: str
+    units_per_kit: int
+    storage: str
+
+
+@dataclass(frozen=True)
+class Visit:
+    code: str
+    name: str
+    day: int
+    window_before: int
+    window_after: int
+    kit_type: str
+    kits: int
+
+
+@dataclass(frozen=True)
+class SupplyLevel:
+    kit_type: str
+    quantity: int = 0
+    trigger: int = 0
+    maximum: int = 0
+
+
+@dataclass(frozen=True)
+class Criterion:
+    number: str
+    type: str
+    kind: str
+    text: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Place:
+    code: str
+    name: str
+    country: str
+    city: str = ""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    study_id: str
+    registry_id: str
+    title: str
+    sponsor: str
+    phase: str
+    version: str
+    planned_enrolment: int
+    enrolment_cap: int
+    site_cap: int
+    stratum_cap: int
+    arms: tuple[Arm, ...]
+    stratification: tuple[StratificationFactor, ...]
+    algorithm: str
+    block_sizes: tuple[int, ...]
+    slots_per_stratum: int
+    kit_types: tuple[KitType, ...]
+    visits: tuple[Visit, ...]
+    do_not_ship_days: int
+    do_not_dispense_days: int
+    shipping_lead_days: int
+    default_resupply_policy: str
+    initial_shipment: tuple[SupplyLevel, ...]
+    resupply: tuple[SupplyLevel, ...]
+    rescreens_allowed: int
+    qtcf_exponent: float
+    criteria: tuple[Criterion, ...]
+    unblinding_discontinues_treatment: bool
+    unblinding_notify: tuple[str, ...]
+    depot: Place
+    sites: tuple[Place, ...]
+    sha256: str
+    source: str
+
+    @property
+    def ratio_sum(self) -> int:
+        return sum(arm.ratio for arm in self.arms)
+
+
+class _Reader:
+    """Reads typed values out of the parsed TOML, collecting every problem with its key path."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def get(
+        self,
+        table: dict[str, Any],
+        key: str,
+        kind: type | tuple[type, ...],
+        path: str,
+        default: Any = ...,
+        minimum: float | None = None,
+    ) -> Any:
+        where = f"{path}.{key}" if path else key
+        if key not in table:
+            if default is ...:
+                self.problems.append(f"{where}: required key is missing")
+                return None
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            self.problems.append(f"{where}: must be {_kind_name(kinds)}, got {value!r}")
+            return None
+        if not isinstance(value, kinds):
+            self.problems.append(f"{where}: must be {_kind_name(kinds)}, got {value!r}")
+            return None
+        if minimum is not None and value < minimum:
+            self.problems.append(f"{where}: must be at least {minimum:g}, got {value!r}")
+            return None
+        return value
+
+    def tables(
+        self, table: dict[str, Any], key: str, path: str, *, required: bool = True
+    ) -> list[tuple[str, dict[str, Any]]]:
+        where = f"{path}.{key}" if path else key
+        items = table.get(key)
+        if items is None:
+            if required:
+                self.problems.append(f"{where}: at least one entry is required")
+            return []
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            self.problems.append(f"{where}: must be an array of tables ([[{where}]])")
+            return []
+        return [(f"{where}[{i}]", item) for i, item in enumerate(items)]
+
+    def unique(self, values: list[tuple[str, Any]], what: str) -> None:
+        seen: dict[Any, str] = {}
+        for where, value in values:
+            if value is None:
+                continue
+            if value in seen:
+                self.problems.append(f"{where}: {what} {value!r} repeated (first at {seen[value]})")
+            else:
+                seen[value] = where
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {
+        str: "text",
+        int: "a whole number",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def load_protocol(path: Path | str | None = None) -> Protocol:
+    """Read, parse and validate a protocol file (the shipped one by default)."""
+    path = Path(path) if path else DEFAULT_PROTOCOL
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProtocolError(str(path), [f"cannot be read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(str(path), [f"is not valid TOML: {exc}"]) from None
+    return parse_protocol(data, source=str(path), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: str = "") -> Protocol:
+    r = _Reader()
+    study = _table(r, data, "study")
+    arms = tuple(
+        Arm(
+            r.get(t, "code", str, p), r.get(t, "name", str, p), r.get(t, "ratio", int, p, minimum=1)
+        )
+        for p, t in r.tables(data, "arms", "")
+    )
+    if len(arms) == 1:
+        r.problems.append("arms: at least two arms are required")
+    r.unique([(f"arms[{i}].code", a.code) for i, a in enumerate(arms)], "arm code")
+
+    factors = []
+    for p, t in r.tables(data, "stratification", "", required=False):
+        levels = []
+        raw_levels = r.get(t, "levels", list, p)
+        for i, lv in enumerate(raw_levels or []):
+            lp = f"{p}.levels[{i}]"
+            if not isinstance(lv, dict):
+                r.problems.append(f"{lp}: must be a table with code and label")
+                continue
+            levels.append(Level(r.get(lv, "code", str, lp), r.get(lv, "label", str, lp)))
+        if raw_levels is not None and len(levels) < 2:
+            r.problems.append(f"{p}.levels: a factor needs at least two levels")
+        r.unique([(f"{p}.levels[{i}].code", lv.code) for i, lv in enumerate(levels)], "level")
+        factors.append(
+            StratificationFactor(
+                r.get(t, "factor", str, p),
+                r.get(t, "label", str, p),
+                r.get(t, "derived_from", str, p),
+                tuple(levels),
+            )
+        )
+    r.unique([(f"stratification[{i}].factor", f.factor) for i, f in enumerate(factors)], "factor")
+
+    rand = _table(r, data, "randomization")
+    algorithm = r.get(rand, "algorithm", str, "randomization")
+    block_sizes = r.get(rand, "block_sizes", list, "randomization") or []
+    ratio_sum = sum(a.ratio for a in arms if isinstance(a.ratio, int))
+    for i, size in enumerate(block_sizes):
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            r.problems.append(f"randomization.block_sizes[{i}]: must be a positive whole number")
+        elif ratio_sum and size % ratio_sum:
+            r.problems.append(
+                f"randomization.block_sizes[{i}]: {size} is not a multiple of the "
+                f"allocation ratio sum {ratio_sum}"
+            )
+    if rand and not block_sizes:
+        r.problems.append("randomization.block_sizes: at least one block size is required")
+    slots = r.get(rand, "slots_per_stratum", int, "randomization", minimum=1)
+
+    kit_types = tuple(
+        KitType(
+            r.get(t, "code", str, p),
+            r.get(t, "description", str, p),
+            r.get(t, "units_per_kit", int, p, default=1, minimum=1),
+            r.get(t, "storage", str, p, default=""),
+        )
+        for p, t in r.tables(data, "kit_types", "")
+    )
+    r.unique([(f"kit_types[{i}].code", k.code) for i, k in enumerate(kit_types)], "kit type")
+    kit_codes = {k.code for k in kit_types}
+
+    visits = []
+    for p, t in r.tables(data, "visits", ""):
+        visit = Visit(
+            r.get(t, "code", str, p),
+            r.get(t, "name", str, p),
+            r.get(t, "day", int, p, minimum=1),
+            r.get(t, "window_before", int, p, default=0, minimum=0),
+            r.get(t, "window_after", int, p, default=0, minimum=0),
+            r.get(t, "kit_type", str, p, default=""),
+            r.get(t, "kits", int, p, default=0, minimum=0),
+        )
+        if visit.kits and visit.kit_type not in kit_codes:
+            r.problems.append(
+                f"{p}.kit_type: {visit.kit_type!r} is not a kit type of this protocol"
+            )
+        visits.append(visit)
+    r.unique([(f"visits[{i}].code", v.code) for i, v in enumerate(visits)], "visit code")
+    days = [v.day for v in visits if isinstance(v.day, int)]
+    if days != sorted(set(days)):
+        r.problems.append("visits: days must strictly increase in the order visits are listed")
+
+    supply = _table(r, data, "supply")
+    levels_initial = tuple(_supply_levels(r, supply, "initial_shipment", kit_codes, ("quantity",)))
+    levels_resupply = tuple(
+        _supply_levels(r, supply, "resupply", kit_codes, ("trigger", "maximum"))
+    )
+    for i, lv in enumerate(levels_resupply):
+        if isinstance(lv.trigger, int) and isinstance(lv.maximum, int) and lv.maximum <= lv.trigger:
+            r.problems.append(
+                f"supply.resupply[{i}].maximum: must be greater than trigger "
+                f"({lv.maximum} <= {lv.trigger})"
+            )
+
+    elig = _table(r, data, "eligibility")
+    criteria = []
+    for p, t in r.tables(elig, "criteria", "eligibility", required=False):
+        kind = r.get(t, "kind", str, p)
+        ctype = r.get(t, "type", str, p)
+        if kind is not None and kind not in CRITERION_KINDS:
+            r.problems.append(
+                f"{p}.kind: must be one of {', '.join(CRITERION_KINDS)}, got {kind!r}"
+            )
+        if ctype is not None and ctype not in CRITERION_TYPES:
+            r.problems.append(f"{p}.type: must be inclusion or exclusion, got {ctype!r}")
+        params = {k: v for k, v in t.items() if k not in ("number", "type", "kind", "text")}
+        criteria.append(
+            Criterion(r.get(t, "number", str, p), ctype, kind, r.get(t, "text", str, p), params)
+        )
+    r.unique(
+        [(f"eligibility.criteria[{i}].number", c.number) for i, c in enumerate(criteria)],
+        "criterion number",
+    )
+
+    unblinding = data.get("unblinding", {})
+    depot_t = _table(r, data, "depot")
+    depot = Place(
+        r.get(depot_t, "code", str, "depot"),
+        r.get(depot_t, "name", str, "depot"),
+        r.get(depot_t, "country", str, "depot"),
+    )
+    sites = tuple(
+        Place(
+            r.get(t, "code", str, p),
+            r.get(t, "name", str, p),
+            r.get(t, "country", str, p),
+            r.get(t, "city", str, p),
+        )
+        for p, t in r.tables(data, "sites", "")
+    )
+    r.unique([(f"sites[{i}].code", s.code) for i, s in enumerate(sites)], "site code")
+
+    planned = r.get(study, "planned_enrolment", int, "study", minimum=1)
+    cap = r.get(study, "enrolment_cap", int, "study", minimum=1)
+    if isinstance(planned, int) and isinstance(cap, int) and cap < planned:
+        r.problems.append(f"study.enrolment_cap: {cap} is below planned_enrolment {planned}")
+    if (
+        isinstance(slots, int)
+        and isinstance(cap, int)
+        and slots < (r.get(study, "stratum_cap", int, "study", minimum=1) or 0)
+    ):
+        r.problems.append("randomization.slots_per_stratum: must be at least study.stratum_cap")
+
+    protocol = Protocol(
+        study_id=r.get(study, "id", str, "study"),
+        registry_id=r.get(study, "registry_id", str, "study", default=""),
+        title=r.get(study, "title", str, "study"),
+        sponsor=r.get(study, "sponsor", str, "study", default=""),
+        phase=r.get(study, "phase", str, "study", default=""),
+        version=r.get(study, "protocol_version", str, "study"),
+        planned_enrolment=planned,
+        enrolment_cap=cap,
+        site_cap=r.get(study, "site_cap", int, "study", minimum=1),
+        stratum_cap=r.get(study, "stratum_cap", int, "study", minimum=1),
+        arms=arms,
+        stratification=tuple(factors),
+        algorithm=algorithm,
+        block_sizes=tuple(block_sizes),
+        slots_per_stratum=slots,
+        kit_types=kit_types,
+        visits=tuple(visits),
+        do_not_ship_days=r.get(supply, "do_not_ship_days", int, "supply", minimum=0),
+        do_not_dispense_days=r.get(supply, "do_not_dispense_days", int, "supply", minimum=0),
+        shipping_lead_days=r.get(supply, "shipping_lead_days", int, "supply", minimum=0),
+        default_resupply_policy=r.get(supply, "default_policy", str, "supply", default="threshold"),
+        initial_shipment=levels_initial,
+        resupply=levels_resupply,
+        rescreens_allowed=r.get(
+            elig, "rescreens_allowed", int, "eligibility", default=0, minimum=0
+        ),
+        qtcf_exponent=r.get(
+            elig, "qtcf_exponent", (int, float), "eligibility", default=1 / 3, minimum=0.01
+        ),
+        criteria=tuple(criteria),
+        unblinding_discontinues_treatment=r.get(
+            unblinding, "discontinues_treatment", bool, "unblinding", default=False
+        ),
+        unblinding_notify=tuple(r.get(unblinding, "notify", list, "unblinding", default=[])),
+        depot=depot,
+        sites=sites,
+        sha256=sha256,
+        source=source,
+    )
+    if r.problems:
+        raise ProtocolError(source, r.problems)
+    return protocol
+
+
+def _table(r: _Reader, data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        r.problems.append(f"{key}: required table [{key}] is missing")
+        return {}
+    if not isinstance(value, dict):
+        r.problems.append(f"{key}: must be a table [{key}]")
+        return {}
+    return value
+
+
+def _supply_levels(
+    r: _Reader, supply: dict[str, Any], key: str, kit_codes: set[str], fields: tuple[str, ...]
+) -> list[SupplyLevel]:
+    levels = []
+    for p, t in r.tables(supply, key, "supply"):
+        kit_type = r.get(t, "kit_type", str, p)
+        if kit_type is not None and kit_type not in kit_codes:
+            r.problems.append(f"{p}.kit_type: {kit_type!r} is not a kit type of this protocol")
+        values = {f: r.get(t, f, int, p, minimum=0) for f in fields}
+        levels.append(SupplyLevel(kit_type, **values))
+    r.unique(
+        [(f"supply.{key}[{i}].kit_type", lv.kit_type) for i, lv in enumerate(levels)], "kit type"
+    )
+    return levels

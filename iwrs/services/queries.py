@@ -1,0 +1,54 @@
+"""Read-side queries shared by pages and the API, always scoped to what the user may see."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from iwrs.auth import require_site, site_scope
+from iwrs.db import read_session
+from iwrs.errors import NotFound
+from iwrs.models.sites import Site
+from iwrs.models.users import ApiToken, User
+
+
+def visible_sites(user: User) -> list[Site]:
+    """The sites the user may see, by code."""
+    query = select(Site).order_by(Site.code)
+    scope = site_scope(user)
+    if scope is not None:
+        query = query.where(Site.id.in_(scope))
+    return list(read_session().scalars(query))
+
+
+def visible_site(user: User, site_id: int) -> Site:
+    require_site(user, site_id)
+    site = read_session().get(Site, site_id)
+    if site is None:
+        raise NotFound(f"site {site_id} does not exist", field="site_id", rule="exists")
+    return site
+
+
+def all_users() -> list[User]:
+    return list(read_session().scalars(select(User).order_by(User.username)))
+
+
+def user_by_id(user_id: int) -> User:
+    user = read_session().get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist", field="user_id", rule="exists")
+    return user
+
+
+def tokens_of(user_id: int) -> list[ApiToken]:
+    return list(
+        read_session().scalars(
+            select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())
+        )
+    )
+
+
+def all_site_codes() -> list[tuple[str, str]]:
+    return [
+        (s.code, f"{s.code} {s.name}")
+        for s in read_session().scalars(select(Site).order_by(Site.code))
+    ]

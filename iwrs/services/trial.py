@@ -1,0 +1,109 @@
+"""Use cases for the trial set-up: loading the protocol's trial record, depot and sites."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.db import transaction
+from iwrs.errors import Conflict
+from iwrs.models.sites import Depot, Site, SiteStatus, Trial
+from iwrs.protocol import Protocol
+
+
+def load_protocol(*, actor: Actor, protocol: Protocol) -> list[str]:
+    """Record the protocol in the database and create its depot and sites if missing.
+
+    Returns what changed, one line each. A database holds one trial: a protocol with another
+    study id is refused.
+    """
+    changes: list[str] = []
+    with transaction() as session:
+        trial = session.scalars(select(Trial).with_for_update()).one_or_none()
+        if trial is not None and trial.study_id != protocol.study_id:
+            raise Conflict(
+                f"this database holds trial {trial.study_id}, not {protocol.study_id}",
+                field="IWRS_PROTOCOL",
+                rule="one_trial",
+            )
+        if trial is None:
+            trial = Trial(
+                study_id=protocol.study_id,
+                title=protocol.title,
+                protocol_version=protocol.version,
+                protocol_sha256=protocol.sha256,
+                loaded_at=clock.now(),
+            )
+            session.add(trial)
+            session.flush()
+            audit.record(
+                session,
+                actor=actor,
+                action="protocol.loaded",
+                entity_type="trial",
+                entity_id=trial.id,
+                after={
+                    "study_id": protocol.study_id,
+                    "version": protocol.version,
+                    "sha256": protocol.sha256,
+                },
+            )
+            changes.append(f"trial {protocol.study_id} (protocol {protocol.version})")
+        elif trial.protocol_sha256 != protocol.sha256:
+            before = {"version": trial.protocol_version, "sha256": trial.protocol_sha256}
+            trial.protocol_version, trial.protocol_sha256 = protocol.version, protocol.sha256
+            trial.loaded_at = clock.now()
+            audit.record(
+                session,
+                actor=actor,
+                action="protocol.updated",
+                entity_type="trial",
+                entity_id=trial.id,
+                before=before,
+                after={"version": protocol.version, "sha256": protocol.sha256},
+            )
+            changes.append(f"protocol file changed: now version {protocol.version}")
+
+        depot = session.scalars(select(Depot).where(Depot.code == protocol.depot.code)).first()
+        if depot is None:
+            depot = Depot(
+                code=protocol.depot.code, name=protocol.depot.name, country=protocol.depot.country
+            )
+            session.add(depot)
+            session.flush()
+            audit.record(
+                session,
+                actor=actor,
+                action="depot.created",
+                entity_type="depot",
+                entity_id=depot.id,
+                after={"code": depot.code, "name": depot.name},
+            )
+            changes.append(f"depot {depot.code}")
+
+        existing = set(session.scalars(select(Site.code)))
+        for place in protocol.sites:
+            if place.code in existing:
+                continue
+            site = Site(
+                code=place.code,
+                name=place.name,
+                city=place.city,
+                country=place.country,
+                status=SiteStatus.INACTIVE,
+                depot_id=depot.id,
+            )
+            session.add(site)
+            session.flush()
+            audit.record(
+                session,
+                actor=actor,
+                action="site.created",
+                entity_type="site",
+                entity_id=site.id,
+                site_id=site.id,
+                after={"code": site.code, "name": site.name, "status": "inactive"},
+            )
+            changes.append(f"site {site.code} {site.name}")
+    return changes

@@ -1,0 +1,445 @@
+"""Use cases for people: accounts, roles, sites, sign-in and lockout, API tokens, e-signatures."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.auth import TOKEN_PREFIX, hash_password, password_matches, token_digest
+from iwrs.db import transaction
+from iwrs.errors import AccountLocked, AuthenticationFailed, Conflict, InvalidInput, NotFound
+from iwrs.models.sites import Site
+from iwrs.models.users import ApiToken, Role, Signature, User, UserSite
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
+WRONG_CREDENTIALS = "unknown username or wrong password"
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    return current_app.extensions["iwrs.settings"]
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise InvalidInput(
+            f"role: {value!r} is not a role; choose one of {', '.join(r.value for r in Role)}",
+            field="role",
+            rule="known_role",
+        ) from None
+
+
+def check_password_rules(password: str, *, username: str = "") -> None:
+    """Refuse a weak password with a message naming the rule it breaks."""
+    minimum = _settings().password_min_length
+    if len(password) < minimum:
+        raise InvalidInput(
+            f"password: must be at least {minimum} characters (got {len(password)})",
+            field="password",
+            rule="min_length",
+        )
+    if len(password) > 256:
+        raise InvalidInput(
+            "password: must be at most 256 characters", field="password", rule="max_length"
+        )
+    if username and username.lower() in password.lower():
+        raise InvalidInput(
+            "password: must not contain the username", field="password", rule="not_username"
+        )
+    if len(set(password)) < 4:
+        raise InvalidInput(
+            "password: must use at least 4 different characters", field="password", rule="variety"
+        )
+
+
+def _user_snapshot(user: User) -> dict[str, object]:
+    return {
+        "username": user.username,
+        "full_name": user.full_name,
+        "email": user.email,
+        "role": str(user.role),
+        "active": user.active,
+        "sites": sorted(link.site_id for link in user.site_links),
+    }
+
+
+def _resolve_sites(session: Session, role: Role, site_codes: Iterable[str]) -> list[Site]:
+    codes = sorted(set(site_codes))
+    if codes and not role.site_scoped:
+        raise InvalidInput(
+            f"sites: only investigators and pharmacists are assigned to sites, not a {role.label}",
+            field="sites",
+            rule="site_roles_only",
+        )
+    sites = list(session.scalars(select(Site).where(Site.code.in_(codes)))) if codes else []
+    unknown = sorted(set(codes) - {s.code for s in sites})
+    if unknown:
+        raise InvalidInput(
+            f"sites: unknown site code(s) {', '.join(unknown)}", field="sites", rule="known_site"
+        )
+    return sites
+
+
+def create_user(
+    *,
+    actor: Actor,
+    username: str,
+    full_name: str,
+    role: str,
+    password: str,
+    email: str | None = None,
+    site_codes: Iterable[str] = (),
+) -> User:
+    """Create an account with one role (and sites for site roles)."""
+    username = username.strip().lower()
+    if not USERNAME.match(username):
+        raise InvalidInput(
+            "username: 3-64 characters, lower-case letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit",
+            field="username",
+            rule="format",
+        )
+    if not full_name.strip():
+        raise InvalidInput("full_name: must not be empty", field="full_name", rule="required")
+    parsed_role = parse_role(role)
+    check_password_rules(password, username=username)
+    password_hash = hash_password(password)  # slow by design: kept outside the write lock
+    with transaction() as session:
+        if session.scalars(select(User.id).where(User.username == username)).first():
+            raise Conflict(
+                f"username: {username!r} is already taken", field="username", rule="unique"
+            )
+        sites = _resolve_sites(session, parsed_role, site_codes)
+        user = User(
+            username=username,
+            full_name=full_name.strip(),
+            email=email or None,
+            role=parsed_role,
+            password_hash=password_hash,
+            active=True,
+            failed_sign_ins=0,
+            created_at=clock.now(),
+            session_version=1,
+            site_links=[UserSite(site_id=s.id) for s in sites],
+        )
+        session.add(user)
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="user.created",
+            entity_type="user",
+            entity_id=user.id,
+            after=_user_snapshot(user),
+        )
+    return user
+
+
+def assign_sites(*, actor: Actor, user_id: int, site_codes: Iterable[str]) -> User:
+    """Replace a site-role user's site assignments."""
+    with transaction() as session:
+        user = _get_user(session, user_id, lock=True)
+        sites = _resolve_sites(session, user.role, site_codes)
+        before = _user_snapshot(user)
+        user.site_links = [UserSite(site_id=s.id) for s in sites]
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="user.sites_assigned",
+            entity_type="user",
+            entity_id=user.id,
+            before=before,
+            after=_user_snapshot(user),
+        )
+    return user
+
+
+def deactivate_user(*, actor: Actor, user_id: int, reason: str, signer_password: str) -> User:
+    """Deactivate an account (never deleted); its sessions and tokens stop working at once."""
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    if actor.user_id == user_id:
+        raise InvalidInput(
+            "user_id: you cannot deactivate your own account", field="user_id", rule="not_self"
+        )
+    confirm_signature(signer_id=actor.user_id, password=signer_password)
+    with transaction() as session:
+        user = _get_user(session, user_id, lock=True)
+        if not user.active:
+            raise Conflict(
+                f"user {user.username} is already inactive", field="user_id", rule="active"
+            )
+        before = _user_snapshot(user)
+        user.active = False
+        user.session_version += 1
+        sign(
+            session,
+            actor=actor,
+            meaning=f"I deactivate the account {user.username}",
+            entity_type="user",
+            entity_id=user.id,
+        )
+        audit.record(
+            session,
+            actor=actor,
+            action="user.deactivated",
+            entity_type="user",
+            entity_id=user.id,
+            before=before,
+            after=_user_snapshot(user),
+            reason=reason.strip(),
+        )
+    return user
+
+
+def reset_password(*, actor: Actor, user_id: int, new_password: str) -> User:
+    """Set a new password (admin reset or own change); unlocks and ends the user's sessions."""
+    with transaction() as session:
+        user = _get_user(session, user_id, lock=True)
+        check_password_rules(new_password, username=user.username)
+        user.password_hash = hash_password(new_password)
+        user.failed_sign_ins = 0
+        user.locked_until = None
+        user.session_version += 1
+        audit.record(
+            session, actor=actor, action="user.password_set", entity_type="user", entity_id=user.id
+        )
+    return user
+
+
+def _get_user(session: Session, user_id: int, *, lock: bool = False) -> User:
+    query = select(User).where(User.id == user_id)
+    user = session.scalars(query.with_for_update() if lock else query).one_or_none()
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist", field="user_id", rule="exists")
+    return user
+
+
+# --- sign-in, lockout and e-signatures ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    user: User | None
+    error: AuthenticationFailed | None
+
+
+def _check_credentials(
+    session: Session, user: User | None, password: str, *, actor_for_failure: Actor, action: str
+) -> AuthenticationFailed | None:
+    """Check a password against the lockout rule, counting failures; audit what happened."""
+    settings = _settings()
+    now = clock.now()
+    if user is not None and user.locked_until is not None and user.locked_until > now:
+        audit.record(
+            session,
+            actor=actor_for_failure,
+            action=f"{action}_refused_locked",
+            entity_type="user",
+            entity_id=user.id,
+        )
+        return AccountLocked(
+            f"this account is locked until "
+            f"{user.locked_until:%Y-%m-%d %H:%M} UTC after "
+            f"{settings.lockout_after} failed attempts",
+            rule="lockout",
+        )
+    matches = password_matches(user.password_hash if user else None, password)
+    if user is None or not user.active or not matches:
+        if user is not None and user.active:
+            user.failed_sign_ins += 1
+            if user.failed_sign_ins >= settings.lockout_after:
+                user.locked_until = now + settings.lockout_for
+                user.failed_sign_ins = 0
+                audit.record(
+                    session,
+                    actor=actor_for_failure,
+                    action="user.locked",
+                    entity_type="user",
+                    entity_id=user.id,
+                    after={"locked_until": user.locked_until.isoformat()},
+                )
+        audit.record(
+            session,
+            actor=actor_for_failure,
+            action=f"{action}_failed",
+            entity_type="user",
+            entity_id=user.id if user else None,
+        )
+        return AuthenticationFailed(
+            WRONG_CREDENTIALS
+            if action == "auth.sign_in"
+            else "password: the password is wrong; nothing was signed",
+            field="password",
+            rule="credentials",
+        )
+    user.failed_sign_ins = 0
+    user.locked_until = None
+    return None
+
+
+def sign_in(*, username: str, password: str) -> User:
+    """Authenticate; five failures lock the account for 15 minutes. Every attempt is audited."""
+    username = username.strip().lower()
+    with transaction() as session:
+        user = session.scalars(
+            select(User).where(User.username == username).with_for_update()
+        ).one_or_none()
+        attempt = Actor(
+            user.id if user else None,
+            username[:64] or "(blank)",
+            str(user.role) if user else "unknown",
+        )
+        error = _check_credentials(
+            session, user, password, actor_for_failure=attempt, action="auth.sign_in"
+        )
+        if error is None and user is not None:
+            user.last_sign_in_at = clock.now()
+            audit.record(
+                session,
+                actor=attempt,
+                action="auth.signed_in",
+                entity_type="user",
+                entity_id=user.id,
+            )
+    if error is not None:
+        raise error
+    assert user is not None
+    return user
+
+
+def record_sign_out(*, actor: Actor) -> None:
+    with transaction() as session:
+        audit.record(
+            session,
+            actor=actor,
+            action="auth.signed_out",
+            entity_type="user",
+            entity_id=actor.user_id,
+        )
+
+
+def confirm_signature(*, signer_id: int | None, password: str) -> None:
+    """Check the signer's re-entered password in its own transaction, so failures count
+    towards the lockout even though the signed action does not happen."""
+    if signer_id is None:
+        raise AuthenticationFailed(
+            "an electronic signature needs a signed-in user", field="password", rule="signer"
+        )
+    if not password:
+        raise InvalidInput(
+            "password: re-enter your password to sign", field="password", rule="required"
+        )
+    with transaction() as session:
+        user = _get_user(session, signer_id, lock=True)
+        failures_before = user.failed_sign_ins
+        error = _check_credentials(
+            session, user, password, actor_for_failure=Actor.of(user), action="esign.signature"
+        )
+        if error is None and failures_before:
+            # A correct signature clears earlier failures: that is a change to audit.
+            audit.record(
+                session,
+                actor=Actor.of(user),
+                action="auth.failures_cleared",
+                entity_type="user",
+                entity_id=user.id,
+                before={"failed_sign_ins": failures_before},
+                after={"failed_sign_ins": 0},
+            )
+    if error is not None:
+        raise error
+
+
+def sign(
+    session: Session, *, actor: Actor, meaning: str, entity_type: str, entity_id: object
+) -> Signature:
+    """Record, inside the signed use case's transaction, that the actor signed and what it meant."""
+    signature = Signature(
+        user_id=actor.user_id,
+        meaning=meaning,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        signed_at=clock.now(),
+    )
+    session.add(signature)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="esign.signed",
+        entity_type="signature",
+        entity_id=signature.id,
+        after={"meaning": meaning, "entity_type": entity_type, "entity_id": str(entity_id)},
+    )
+    return signature
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+def create_api_token(*, actor: Actor, user_id: int, name: str) -> tuple[str, ApiToken]:
+    """Issue a personal API token; the token itself is returned once and never stored."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise InvalidInput(
+            "name: give the token a name of 1-100 characters", field="name", rule="length"
+        )
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with transaction() as session:
+        user = _get_user(session, user_id)
+        if not user.active:
+            raise Conflict(f"user {user.username} is inactive", field="user_id", rule="active")
+        row = ApiToken(
+            user_id=user.id,
+            name=name,
+            prefix=token[:12],
+            token_sha256=token_digest(token),
+            created_at=clock.now(),
+            created_by_id=actor.user_id,
+        )
+        session.add(row)
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="api_token.created",
+            entity_type="api_token",
+            entity_id=row.id,
+            after={"user": user.username, "name": name, "prefix": row.prefix},
+        )
+    return token, row
+
+
+def revoke_api_token(*, actor: Actor, token_id: int, owner_id: int | None = None) -> ApiToken:
+    """Revoke a token (owner_id restricts it to that user's own tokens)."""
+    with transaction() as session:
+        row = session.scalars(
+            select(ApiToken).where(ApiToken.id == token_id).with_for_update()
+        ).one_or_none()
+        if row is None or (owner_id is not None and row.user_id != owner_id):
+            raise NotFound(f"API token {token_id} does not exist", field="token_id", rule="exists")
+        if row.revoked_at is not None:
+            raise Conflict(
+                f"API token {token_id} is already revoked", field="token_id", rule="not_revoked"
+            )
+        row.revoked_at = clock.now()
+        audit.record(
+            session,
+            actor=actor,
+            action="api_token.revoked",
+            entity_type="api_token",
+            entity_id=row.id,
+            after={"revoked_at": row.revoked_at.isoformat()},
+        )
+    return row

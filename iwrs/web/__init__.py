@@ -1,0 +1,106 @@
+"""Server-rendered pages by area, and the one error handler for pages and the API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, current_app, render_template, request
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+
+from iwrs.auth import Permission, has_permission, is_api_request
+from iwrs.errors import IWRSError
+
+log = logging.getLogger("iwrs.web")
+
+
+def init_app(app: Flask) -> None:
+    from iwrs.web import account, admin, auth, main, sites
+
+    for blueprint in (auth.bp, main.bp, sites.bp, admin.bp, account.bp):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(IWRSError, handle_error)
+    app.register_error_handler(HTTPException, handle_error)
+    app.register_error_handler(Exception, handle_unexpected)
+    app.context_processor(_template_helpers)
+    app.after_request(_security_headers)
+
+
+def _template_helpers() -> dict[str, Any]:
+    def can(permission: str) -> bool:
+        return has_permission(current_user, Permission(permission))
+
+    return {"can": can, "protocol": current_app.extensions["iwrs.protocol"]}
+
+
+def _security_headers(response: Any) -> Any:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'",
+    )
+    if not is_api_request():
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def handle_error(error: Exception) -> Any:
+    """A domain refusal or HTTP error: problem+json for the API, a page otherwise."""
+    if isinstance(error, IWRSError):
+        status, title, detail, problems = error.status, error.title, error.message, error.problems()
+    elif isinstance(error, CSRFError):
+        status, title, problems = (
+            400,
+            "Form expired",
+            [{"field": "csrf_token", "rule": "csrf", "message": error.description}],
+        )
+        detail = (
+            "The form was missing its security token or it did not match (CSRF). "
+            "Reload the page and try again."
+        )
+    elif isinstance(error, HTTPException):
+        status, title, detail, problems = error.code or 500, error.name, error.description or "", []
+        messages = (getattr(error, "data", None) or {}).get("messages")
+        if messages:  # request validation by webargs/marshmallow (API bodies and queries)
+            from iwrs.api.problems import flatten_validation_messages
+
+            problems = flatten_validation_messages(messages)
+            title, detail = "Invalid input", "; ".join(p["message"] for p in problems)
+    else:  # pragma: no cover - handled by handle_unexpected
+        raise error
+    if is_api_request():
+        from iwrs.api.problems import problem_response
+
+        return problem_response(status, title, detail, problems, getattr(error, "rule", None))
+    return render_template(
+        "error.html", status=status, title=title, detail=detail, problems=problems
+    ), status
+
+
+def handle_unexpected(error: Exception) -> Any:
+    """Never a traceback to the user: log it, answer with a plain 500."""
+    if isinstance(error, HTTPException | IWRSError):
+        return handle_error(error)
+    if isinstance(error, OperationalError):
+        log.error("database unavailable: %s", error.orig)
+        return handle_error(
+            ServiceUnavailable(
+                "The database cannot be reached; nothing was saved. Try again in a moment, and "
+                "tell the system administrator if it persists."
+            )
+        )
+    if current_app.config.get("IWRS_PROPAGATE_UNEXPECTED"):
+        raise error  # tests see the real traceback
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return handle_error(
+        InternalServerError(
+            "An unexpected error occurred; nothing was saved. The error was logged for the "
+            "system administrator."
+        )
+    )

@@ -1,0 +1,85 @@
+"""The signed-in user's own account: password change and personal API tokens."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user, logout_user
+
+from iwrs.audit import Actor
+from iwrs.auth import Permission, requires
+from iwrs.errors import IWRSError
+from iwrs.services import queries, users
+from iwrs.web.forms import EmptyForm, PasswordResetForm, SignatureForm, TokenForm
+
+bp = Blueprint("account", __name__, url_prefix="/account")
+
+
+class PasswordChangeForm(SignatureForm, PasswordResetForm):
+    """Current password (as a signature) and the new one."""
+
+
+def _render(new_token: str | None = None, status: int = 200):  # type: ignore[no-untyped-def]
+    return render_template(
+        "account.html",
+        tokens=queries.tokens_of(current_user.id),
+        token_form=TokenForm(prefix="token"),
+        revoke=EmptyForm(prefix="revoke"),
+        password_form=PasswordChangeForm(prefix="pw"),
+        new_token=new_token,
+    ), status
+
+
+@bp.get("/")
+@requires(Permission.OWN_API_TOKENS)
+def index():  # type: ignore[no-untyped-def]
+    return _render()
+
+
+@bp.post("/tokens")
+@requires(Permission.OWN_API_TOKENS)
+def token_create():  # type: ignore[no-untyped-def]
+    form = TokenForm(prefix="token")
+    if not form.validate_on_submit():
+        flash("name: give the token a name.", "error")
+        return _render(status=422)
+    try:
+        token, _ = users.create_api_token(
+            actor=Actor.of(current_user), user_id=current_user.id, name=form.name.data
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return _render(status=refusal.status)
+    return _render(new_token=token)
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@requires(Permission.OWN_API_TOKENS)
+def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
+    EmptyForm(prefix="revoke").validate_on_submit()
+    users.revoke_api_token(
+        actor=Actor.of(current_user), token_id=token_id, owner_id=current_user.id
+    )
+    flash("Token revoked.", "info")
+    return redirect(url_for("account.index"))
+
+
+@bp.post("/password")
+@requires(Permission.OWN_API_TOKENS)
+def password_change():  # type: ignore[no-untyped-def]
+    form = PasswordChangeForm(prefix="pw")
+    if not form.validate_on_submit():
+        flash("Enter your current password and a new one.", "error")
+        return _render(status=422)
+    try:
+        users.confirm_signature(signer_id=current_user.id, password=form.signature_password.data)
+        users.reset_password(
+            actor=Actor.of(current_user),
+            user_id=current_user.id,
+            new_password=form.new_password.data,
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return _render(status=refusal.status)
+    logout_user()
+    flash("Password changed. Sign in with the new password.", "info")
+    return redirect(url_for("auth.sign_in"))

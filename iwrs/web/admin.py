@@ -1,0 +1,141 @@
+"""Admin pages: users, roles, site assignments, deactivation, password resets, tokens."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user
+
+from iwrs.audit import Actor
+from iwrs.auth import Permission, requires
+from iwrs.errors import IWRSError
+from iwrs.services import queries, users
+from iwrs.web.forms import (
+    DeactivateForm,
+    EmptyForm,
+    PasswordResetForm,
+    SiteAssignmentForm,
+    TokenForm,
+    UserCreateForm,
+)
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.get("/users")
+@requires(Permission.MANAGE_USERS)
+def user_list():  # type: ignore[no-untyped-def]
+    return render_template("admin_users.html", users=queries.all_users())
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@requires(Permission.MANAGE_USERS)
+def user_new():  # type: ignore[no-untyped-def]
+    form = UserCreateForm()
+    form.sites.choices = queries.all_site_codes()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            user = users.create_user(
+                actor=Actor.of(current_user),
+                username=form.username.data,
+                full_name=form.full_name.data,
+                email=form.email.data,
+                role=form.role.data,
+                password=form.password.data,
+                site_codes=form.sites.data or [],
+            )
+        except IWRSError as refusal:
+            flash(refusal.message, "error")
+            status = refusal.status
+        else:
+            flash(f"User {user.username} created.", "info")
+            return redirect(url_for("admin.user_detail", user_id=user.id))
+    elif form.is_submitted():
+        status = 422
+    return render_template("admin_user_new.html", form=form), status
+
+
+def _detail_forms(user):  # type: ignore[no-untyped-def]
+    assign = SiteAssignmentForm(prefix="assign")
+    assign.sites.choices = queries.all_site_codes()
+    return {
+        "assign": assign,
+        "deactivate": DeactivateForm(prefix="deactivate"),
+        "reset": PasswordResetForm(prefix="reset"),
+        "token": TokenForm(prefix="token"),
+        "revoke": EmptyForm(prefix="revoke"),
+    }
+
+
+@bp.get("/users/<int:user_id>")
+@requires(Permission.MANAGE_USERS)
+def user_detail(user_id: int):  # type: ignore[no-untyped-def]
+    user = queries.user_by_id(user_id)
+    forms = _detail_forms(user)
+    forms["assign"].sites.data = (
+        sorted(s.code for s in queries.visible_sites(user)) if user.role.site_scoped else []
+    )
+    return render_template(
+        "admin_user.html", user=user, tokens=queries.tokens_of(user.id), new_token=None, **forms
+    )
+
+
+@bp.post("/users/<int:user_id>/<action>")
+@requires(Permission.MANAGE_USERS)
+def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
+    user = queries.user_by_id(user_id)
+    forms = _detail_forms(user)
+    actor = Actor.of(current_user)
+    new_token = None
+    status = 200
+    try:
+        if action == "sites" and forms["assign"].validate_on_submit():
+            users.assign_sites(actor=actor, user_id=user_id, site_codes=forms["assign"].sites.data)
+            flash("Site assignments saved.", "info")
+        elif action == "deactivate" and forms["deactivate"].validate_on_submit():
+            form = forms["deactivate"]
+            users.deactivate_user(
+                actor=actor,
+                user_id=user_id,
+                reason=form.reason.data,
+                signer_password=form.signature_password.data,
+            )
+            flash(f"User {user.username} deactivated.", "info")
+        elif action == "reset-password" and forms["reset"].validate_on_submit():
+            users.reset_password(
+                actor=actor, user_id=user_id, new_password=forms["reset"].new_password.data
+            )
+            flash("Password set; the user's sessions have ended.", "info")
+        elif action == "token" and forms["token"].validate_on_submit():
+            new_token, _ = users.create_api_token(
+                actor=actor, user_id=user_id, name=forms["token"].name.data
+            )
+        else:
+            flash(
+                "The form was incomplete: fill every field, tick the confirmation box and "
+                "sign with your password.",
+                "error",
+            )
+            status = 422
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        status = refusal.status
+    if new_token is None and status == 200:
+        return redirect(url_for("admin.user_detail", user_id=user_id))
+    user = queries.user_by_id(user_id)
+    return render_template(
+        "admin_user.html",
+        user=user,
+        tokens=queries.tokens_of(user.id),
+        new_token=new_token,
+        **_detail_forms(user),
+    ), status
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@requires(Permission.MANAGE_USERS)
+def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
+    EmptyForm(prefix="revoke").validate_on_submit()
+    token = users.revoke_api_token(actor=Actor.of(current_user), token_id=token_id)
+    flash(f"Token {token.prefix}… revoked.", "info")
+    return redirect(url_for("admin.user_detail", user_id=token.user_id))

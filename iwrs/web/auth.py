@@ -1,0 +1,52 @@
+"""Sign-in and sign-out pages."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from iwrs import clock
+from iwrs.audit import Actor
+from iwrs.errors import AuthenticationFailed
+from iwrs.services import users
+from iwrs.web.forms import EmptyForm, SignInForm
+
+bp = Blueprint("auth", __name__)
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in():  # type: ignore[no-untyped-def]
+    if current_user.is_authenticated:
+        return redirect(url_for("main.home"))
+    form = SignInForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            user = users.sign_in(username=form.username.data, password=form.password.data)
+        except AuthenticationFailed as refusal:
+            flash(refusal.message[0].upper() + refusal.message[1:] + ".", "error")
+            status = 401
+        else:
+            session.clear()
+            login_user(user)
+            session["last_seen"] = clock.now().isoformat()
+            target = request.args.get("next", "")
+            # Only same-site relative paths: never an open redirect.
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for("main.home")
+            return redirect(target)
+    elif request.method == "POST":
+        status = 422
+    return render_template("sign_in.html", form=form), status
+
+
+@bp.post("/sign-out")
+@login_required
+def sign_out():  # type: ignore[no-untyped-def]
+    form = EmptyForm()
+    form.validate_on_submit()
+    users.record_sign_out(actor=Actor.of(current_user))
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.sign_in"))

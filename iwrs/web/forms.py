@@ -1,0 +1,58 @@
+"""WTForms used by the pages (CSRF comes with every FlaskForm)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.validators import DataRequired, Length, Optional
+
+from iwrs.models.users import Role
+
+
+class SignInForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+
+
+class SignatureForm(FlaskForm):
+    """The electronic-signature step: the signer re-enters their password."""
+
+    signature_password = PasswordField(
+        "Your password (electronic signature)", validators=[DataRequired()]
+    )
+
+
+class UserCreateForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(min=3, max=64)])
+    full_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])
+    email = StringField("E-mail", validators=[Optional(), Length(max=200)])
+    role = SelectField("Role", choices=[(r.value, r.label) for r in Role])
+    sites = SelectMultipleField("Sites (investigators and pharmacists)", choices=[])
+    password = PasswordField(
+        "Initial password (at least 12 characters)", validators=[DataRequired()]
+    )
+
+
+class SiteAssignmentForm(FlaskForm):
+    sites = SelectMultipleField("Sites", choices=[])
+
+
+class DeactivateForm(SignatureForm):
+    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+    understood = BooleanField(
+        "I understand the user can no longer sign in", validators=[DataRequired()]
+    )
+
+
+class PasswordResetForm(FlaskForm):
+    new_password = PasswordField(
+        "New password (at least 12 characters)", validators=[DataRequired()]
+    )
+
+
+class TokenForm(FlaskForm):
+    name = StringField("Token name", validators=[DataRequired(), Length(max=100)])
+
+
+class EmptyForm(FlaskForm):
+    """A form with only its CSRF token (sign out, revoke)."""

@@ -1,0 +1,1 @@
+"""Supply domain: kit states, shipments, expiry, resupply, forecasting (pure, no I/O)."""

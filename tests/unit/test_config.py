@@ -1,0 +1,62 @@
+"""Keys and settings: from the environment or key files, never defaults; clear refusals."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from iwrs import create_app
+from iwrs.config import ConfigError, Settings, create_missing_keys, normalize_database_url
+
+
+def test_init_creates_each_missing_key_once_with_owner_only_mode(tmp_path: Path, monkeypatch):
+    for var in ("IWRS_SECRET_KEY", "IWRS_AUDIT_KEY", "IWRS_BLINDING_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    written = create_missing_keys(tmp_path)
+    assert sorted(p.name for p in written) == [
+        "audit_key.key",
+        "blinding_key.key",
+        "secret_key.key",
+    ]
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert len(bytes.fromhex(path.read_text().strip())) == 32
+    assert create_missing_keys(tmp_path) == []
+    settings = Settings.from_env(instance_path=tmp_path)
+    assert settings.missing_keys() == []
+    assert len({settings.secret_key, settings.audit_key, settings.blinding_key}) == 3
+
+
+def test_key_from_environment_wins_over_file(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("IWRS_AUDIT_KEY", "ab" * 32)
+    assert Settings.from_env(instance_path=tmp_path).audit_key == bytes.fromhex("ab" * 32)
+
+
+@pytest.mark.parametrize("value, message", [("zz" * 32, "must be hex"), ("ab" * 16, "256-bit key")])
+def test_malformed_key_is_refused_by_name(tmp_path: Path, monkeypatch, value, message):
+    monkeypatch.setenv("IWRS_BLINDING_KEY", value)
+    with pytest.raises(ConfigError, match=message) as refused:
+        Settings.from_env(instance_path=tmp_path)
+    assert "IWRS_BLINDING_KEY" in str(refused.value)
+
+
+def test_server_refuses_to_start_without_keys(tmp_path: Path, monkeypatch):
+    for var in ("IWRS_SECRET_KEY", "IWRS_AUDIT_KEY", "IWRS_BLINDING_KEY", "FLASK_RUN_FROM_CLI"):
+        monkeypatch.delenv(var, raising=False)
+    settings = Settings(instance_path=tmp_path, database_url=f"sqlite:///{tmp_path}/x.sqlite")
+    with pytest.raises(ConfigError, match="missing key\\(s\\): secret_key, audit_key"):
+        create_app(settings)
+
+
+def test_bad_idle_minutes_is_refused(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("IWRS_SESSION_IDLE_MINUTES", "soon")
+    with pytest.raises(ConfigError, match="IWRS_SESSION_IDLE_MINUTES must be a whole number"):
+        Settings.from_env(instance_path=tmp_path)
+
+
+def test_postgres_urls_use_psycopg3():
+    assert normalize_database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_database_url("sqlite:///x") == "sqlite:///x"
