@@ -11,6 +11,7 @@ from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from iwrs import auth, db
 from iwrs.config import ConfigError, Settings
@@ -27,12 +28,25 @@ class _SessionInterface(SecureCookieSessionInterface):
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
 
 
+class _RowId(IntegerConverter):
+    """<int:…> in routes: a database row id, so out of range is simply not found."""
+
+    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
+
+
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """Build the application from `settings` (default: the environment)."""
     settings = settings or Settings.from_env()
     for name, value in overrides.items():
         setattr(settings, name, value)
-    app = Flask(__name__, instance_path=str(settings.instance_path), instance_relative_config=False)
+    app = Flask(
+        __name__,
+        instance_path=str(settings.instance_path),
+        template_folder="web/templates",
+        static_folder="web/static",
+    )
     app.extensions["iwrs.settings"] = settings
 
     missing = settings.missing_keys()
@@ -60,6 +74,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.session_interface = _SessionInterface()
+    app.url_map.converters["int"] = _RowId
     if os.environ.get("IWRS_BEHIND_PROXY") == "1":
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
 

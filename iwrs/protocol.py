@@ -6,6 +6,7 @@ A bad file is refused whole with one message per problem, each naming the key an
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,8 @@ class Protocol:
     rescreens_allowed: int
     qtcf_exponent: float
     criteria: tuple[Criterion, ...]
+    # The rest of [eligibility] (drug lists, conversion tables…), read by iwrs.eligibility.
+    eligibility_tables: dict[str, Any]
     unblinding_discontinues_treatment: bool
     unblinding_notify: tuple[str, ...]
     depot: Place
@@ -127,6 +130,21 @@ class Protocol:
     @property
     def ratio_sum(self) -> int:
         return sum(arm.ratio for arm in self.arms)
+
+    @property
+    def criteria_version(self) -> str:
+        """Protocol version plus a digest of everything that decides eligibility: an
+        assessment made under other criteria can never be confirmed."""
+        content = json.dumps(
+            {
+                "criteria": [[c.number, c.type, c.kind, c.text, c.params] for c in self.criteria],
+                "tables": self.eligibility_tables,
+                "qtcf_exponent": self.qtcf_exponent,
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return f"{self.version}+{hashlib.sha256(content.encode()).hexdigest()[:12]}"
 
 
 class _Reader:
@@ -391,6 +409,11 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
             elig, "qtcf_exponent", (int, float), "eligibility", default=1 / 3, minimum=0.01
         ),
         criteria=tuple(criteria),
+        eligibility_tables={
+            k: v
+            for k, v in elig.items()
+            if k not in ("criteria", "rescreens_allowed", "qtcf_exponent")
+        },
         unblinding_discontinues_treatment=r.get(
             unblinding, "discontinues_treatment", bool, "unblinding", default=False
         ),

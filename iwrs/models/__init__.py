@@ -2,17 +2,23 @@
 
 from iwrs.models.audit import AuditChainHead, AuditEvent
 from iwrs.models.sites import Depot, Site, SiteStatus, Trial
+from iwrs.models.subjects import Decision, EligibilityAssessment, Outcome, Subject, SubjectStatus
 from iwrs.models.users import ApiToken, Role, Signature, User, UserSite
 
 __all__ = [
     "ApiToken",
     "AuditChainHead",
     "AuditEvent",
+    "Decision",
     "Depot",
+    "EligibilityAssessment",
+    "Outcome",
     "Role",
     "Signature",
     "Site",
     "SiteStatus",
+    "Subject",
+    "SubjectStatus",
     "Trial",
     "User",
     "UserSite",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, String, Text
+from sqlalchemy import Enum, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from iwrs.db import Base, UTCDateTime
@@ -60,3 +60,5 @@ class Site(Base):
     )
     depot_id: Mapped[int | None] = mapped_column(ForeignKey("depot.id"))
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Last screening sequence issued at this site: numbers only ever go up, never reused.
+    screening_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

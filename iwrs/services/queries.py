@@ -8,6 +8,7 @@ from iwrs.auth import require_site, site_scope
 from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
+from iwrs.models.subjects import EligibilityAssessment, Subject
 from iwrs.models.users import ApiToken, User
 
 
@@ -25,6 +26,15 @@ def visible_site(user: User, site_id: int) -> Site:
     site = read_session().get(Site, site_id)
     if site is None:
         raise NotFound(f"site {site_id} does not exist", field="site_id", rule="exists")
+    return site
+
+
+def visible_site_by_code(user: User, code: str) -> Site:
+    site = next((s for s in visible_sites(user) if s.code == code), None)
+    if site is None:
+        raise NotFound(
+            f"site_code: {code!r} is not one of your sites", field="site_code", rule="site_scope"
+        )
     return site
 
 
@@ -52,3 +62,37 @@ def all_site_codes() -> list[tuple[str, str]]:
         (s.code, f"{s.code} {s.name}")
         for s in read_session().scalars(select(Site).order_by(Site.code))
     ]
+
+
+def visible_subjects(user: User) -> list[Subject]:
+    """Subjects at the user's sites, newest first (investigators)."""
+    query = select(Subject).order_by(Subject.id.desc())
+    scope = site_scope(user)
+    if scope is not None:
+        query = query.where(Subject.site_id.in_(scope))
+    return list(read_session().scalars(query))
+
+
+def visible_subject(user: User, subject_id: int) -> Subject:
+    """One subject, only if it is at one of the user's sites (404 otherwise)."""
+    subject = read_session().get(Subject, subject_id)
+    if subject is None:
+        raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
+    require_site(user, subject.site_id)
+    return subject
+
+
+def assessments_of(subject_id: int) -> list[EligibilityAssessment]:
+    return list(
+        read_session().scalars(
+            select(EligibilityAssessment)
+            .where(EligibilityAssessment.subject_id == subject_id)
+            .order_by(EligibilityAssessment.id.desc())
+        )
+    )
+
+
+def rescreen_of(subject_id: int) -> Subject | None:
+    return (
+        read_session().scalars(select(Subject).where(Subject.rescreen_of_id == subject_id)).first()
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, current_app, render_template, request
@@ -12,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from iwrs.auth import Permission, has_permission, is_api_request
-from iwrs.errors import IWRSError
+from iwrs.errors import InvalidInput, IWRSError
 
 log = logging.getLogger("iwrs.web")
 
@@ -27,6 +28,34 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(Exception, handle_unexpected)
     app.context_processor(_template_helpers)
     app.after_request(_security_headers)
+    app.before_request(_refuse_control_characters)
+
+
+def _nul_fields(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nul_fields(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_fields(item, f"{path}[{index}]")
+
+
+def _refuse_control_characters() -> None:
+    """No text may carry a NUL byte: PostgreSQL cannot store it, and no person types one."""
+    fields = [name for name, v in request.values.items(multi=True) if "\x00" in name + v]
+    if request.is_json:
+        fields += list(_nul_fields(request.get_json(silent=True), ""))
+    if fields:
+        raise InvalidInput(
+            f"{fields[0]}: must not contain NUL characters",
+            errors=[
+                {"field": f, "rule": "no_nul", "message": f"{f}: must not contain NUL characters"}
+                for f in fields
+            ],
+        )
 
 
 def _template_helpers() -> dict[str, Any]:

@@ -9,7 +9,7 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
 from iwrs.services import queries, users
-from iwrs.web.forms import EmptyForm, PasswordResetForm, SignatureForm, TokenForm
+from iwrs.web.forms import PasswordResetForm, SignatureForm, TokenForm
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -23,7 +23,6 @@ def _render(new_token: str | None = None, status: int = 200):  # type: ignore[no
         "account.html",
         tokens=queries.tokens_of(current_user.id),
         token_form=TokenForm(prefix="token"),
-        revoke=EmptyForm(prefix="revoke"),
         password_form=PasswordChangeForm(prefix="pw"),
         new_token=new_token,
     ), status
@@ -55,7 +54,6 @@ def token_create():  # type: ignore[no-untyped-def]
 @bp.post("/tokens/<int:token_id>/revoke")
 @requires(Permission.OWN_API_TOKENS)
 def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
-    EmptyForm(prefix="revoke").validate_on_submit()
     users.revoke_api_token(
         actor=Actor.of(current_user), token_id=token_id, owner_id=current_user.id
     )

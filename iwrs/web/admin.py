@@ -11,11 +11,11 @@ from iwrs.errors import IWRSError
 from iwrs.services import queries, users
 from iwrs.web.forms import (
     DeactivateForm,
-    EmptyForm,
     PasswordResetForm,
     SiteAssignmentForm,
     TokenForm,
     UserCreateForm,
+    choices,
 )
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -31,7 +31,7 @@ def user_list():  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_USERS)
 def user_new():  # type: ignore[no-untyped-def]
     form = UserCreateForm()
-    form.sites.choices = queries.all_site_codes()
+    form.sites.choices = choices(queries.all_site_codes())
     status = 200
     if form.validate_on_submit():
         try:
@@ -57,13 +57,12 @@ def user_new():  # type: ignore[no-untyped-def]
 
 def _detail_forms(user):  # type: ignore[no-untyped-def]
     assign = SiteAssignmentForm(prefix="assign")
-    assign.sites.choices = queries.all_site_codes()
+    assign.sites.choices = choices(queries.all_site_codes())
     return {
         "assign": assign,
         "deactivate": DeactivateForm(prefix="deactivate"),
         "reset": PasswordResetForm(prefix="reset"),
         "token": TokenForm(prefix="token"),
-        "revoke": EmptyForm(prefix="revoke"),
     }
 
 
@@ -135,7 +134,6 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
 @bp.post("/tokens/<int:token_id>/revoke")
 @requires(Permission.MANAGE_USERS)
 def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
-    EmptyForm(prefix="revoke").validate_on_submit()
     token = users.revoke_api_token(actor=Actor.of(current_user), token_id=token_id)
     flash(f"Token {token.prefix}… revoked.", "info")
     return redirect(url_for("admin.user_detail", user_id=token.user_id))

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from iwrs.models.users import Role
+
+
+def choices(pairs: list[tuple[str, str]]) -> list[SelectChoice]:
+    """Options for a select field from (value, label) pairs."""
+    return [SelectChoice(value, label) for value, label in pairs]
 
 
 class SignInForm(FlaskForm):
@@ -26,7 +32,7 @@ class UserCreateForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(min=3, max=64)])
     full_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])
     email = StringField("E-mail", validators=[Optional(), Length(max=200)])
-    role = SelectField("Role", choices=[(r.value, r.label) for r in Role])
+    role = SelectField("Role", choices=[SelectChoice(r.value, r.label) for r in Role])
     sites = SelectMultipleField("Sites (investigators and pharmacists)", choices=[])
     password = PasswordField(
         "Initial password (at least 12 characters)", validators=[DataRequired()]
@@ -54,5 +60,11 @@ class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=100)])
 
 
-class EmptyForm(FlaskForm):
-    """A form with only its CSRF token (sign out, revoke)."""
+class SiteStatusForm(SignatureForm):
+    status = SelectField(
+        "New status",
+        choices=[SelectChoice("active", "active"), SelectChoice("closed", "closed")],
+    )
+    understood = BooleanField(
+        "I understand a site's status only moves forward", validators=[DataRequired()]
+    )

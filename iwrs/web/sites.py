@@ -1,12 +1,16 @@
-"""Site pages, scoped to the user's sites."""
+"""Site pages, scoped to the user's sites; admins activate and close sites here."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user
 
+from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
-from iwrs.services import queries
+from iwrs.errors import IWRSError
+from iwrs.models.sites import SiteStatus
+from iwrs.services import queries, sites
+from iwrs.web.forms import SiteStatusForm
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
 
@@ -19,5 +23,30 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/<int:site_id>")
 @requires(Permission.VIEW_SITES)
-def detail(site_id: int):  # type: ignore[no-untyped-def]
-    return render_template("site.html", site=queries.visible_site(current_user, site_id))
+def detail(site_id: int, status_form: SiteStatusForm | None = None):  # type: ignore[no-untyped-def]
+    return render_template(
+        "site.html",
+        site=queries.visible_site(current_user, site_id),
+        status_form=status_form or SiteStatusForm(),
+    )
+
+
+@bp.post("/<int:site_id>/status")
+@requires(Permission.MANAGE_SITES)
+def change_status(site_id: int):  # type: ignore[no-untyped-def]
+    form = SiteStatusForm()
+    if not form.validate_on_submit():
+        flash("Choose the new status, tick the confirmation and sign with your password.", "error")
+        return detail(site_id, form), 422
+    try:
+        site = sites.change_site_status(
+            actor=Actor.of(current_user),
+            site_id=site_id,
+            status=SiteStatus(form.status.data),
+            signer_password=form.signature_password.data,
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return detail(site_id, form), refusal.status
+    flash(f"Site {site.code} is now {site.status}.", "info")
+    return redirect(url_for("sites.detail", site_id=site_id))

@@ -1,0 +1,92 @@
+"""Subjects and their eligibility assessments."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+
+from sqlalchemy import Date, Enum, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from iwrs.db import Base, UTCDateTime
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=True,
+        length=24,
+        name=name,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class SubjectStatus(enum.StrEnum):
+    """screening → eligible → randomized, or screening → screen_failed; withdrawn from any."""
+
+    SCREENING = "screening"
+    ELIGIBLE = "eligible"
+    RANDOMIZED = "randomized"
+    SCREEN_FAILED = "screen_failed"
+    WITHDRAWN = "withdrawn"
+
+
+class Outcome(enum.StrEnum):
+    ELIGIBLE = "eligible"
+    NOT_ELIGIBLE = "not_eligible"
+    INCOMPLETE = "incomplete"
+
+
+class Decision(enum.StrEnum):
+    """What the investigator confirmed with their signature."""
+
+    ELIGIBLE = "eligible"
+    SCREEN_FAILURE = "screen_failure"
+
+
+class Subject(Base):
+    """A screened person: no name, only what the criteria need (date of birth and sex)."""
+
+    __tablename__ = "subject"
+    __table_args__ = (Index("ix_subject_site_status", "site_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    screening_number: Mapped[str] = mapped_column(String(32), unique=True)
+    status: Mapped[SubjectStatus] = mapped_column(_enum(SubjectStatus, "subject_status"))
+    sex: Mapped[str] = mapped_column(String(8))
+    date_of_birth: Mapped[date] = mapped_column(Date)
+    screening_date: Mapped[date] = mapped_column(Date)
+    # A re-screen is a new subject record linked to the screen failure it repeats (one each).
+    rescreen_of_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), unique=True)
+    # Canonical JSON of the stratification factors, set when eligibility is confirmed.
+    stratum: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    withdrawal_reason: Mapped[str | None] = mapped_column(Text)
+
+    site = relationship("Site", lazy="joined")
+
+
+class EligibilityAssessment(Base):
+    """One evaluation of the criteria on a set of answers; kept forever, newest one counts."""
+
+    __tablename__ = "eligibility_assessment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    criteria_version: Mapped[str] = mapped_column(String(80))
+    answers: Mapped[str] = mapped_column(Text)
+    computed: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[Outcome] = mapped_column(_enum(Outcome, "assessment_outcome"))
+    failing: Mapped[str] = mapped_column(Text)
+    missing: Mapped[str] = mapped_column(Text)
+    stratum: Mapped[str | None] = mapped_column(String(200))
+    assessed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    assessed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    decision: Mapped[Decision | None] = mapped_column(_enum(Decision, "assessment_decision"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))

@@ -1,0 +1,55 @@
+"""Use cases for sites: activation and closure (the admin's part of site start-up)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.db import transaction
+from iwrs.errors import Conflict, NotFound
+from iwrs.models.sites import Site, SiteStatus
+from iwrs.services.users import confirm_signature, sign
+
+# Sites move only forward: inactive → active → closed.
+_NEXT = {SiteStatus.INACTIVE: SiteStatus.ACTIVE, SiteStatus.ACTIVE: SiteStatus.CLOSED}
+
+
+def change_site_status(
+    *, actor: Actor, site_id: int, status: SiteStatus, signer_password: str
+) -> Site:
+    """Activate (allows screening and randomization) or close a site, with an e-signature."""
+    confirm_signature(signer_id=actor.user_id, password=signer_password)
+    with transaction() as session:
+        site = session.scalars(select(Site).where(Site.id == site_id).with_for_update()).first()
+        if site is None:
+            raise NotFound(f"site {site_id} does not exist", field="site_id", rule="exists")
+        if _NEXT.get(site.status) != status:
+            raise Conflict(
+                f"status: site {site.code} is {site.status}; it cannot become {status}",
+                field="status",
+                rule="site_lifecycle",
+            )
+        before = {"status": str(site.status)}
+        site.status = status
+        if status == SiteStatus.ACTIVE:
+            site.activated_at = clock.now()
+        verb = "activate" if status == SiteStatus.ACTIVE else "close"
+        sign(
+            session,
+            actor=actor,
+            meaning=f"I {verb} site {site.code} {site.name}",
+            entity_type="site",
+            entity_id=site.id,
+        )
+        audit.record(
+            session,
+            actor=actor,
+            action=f"site.{'activated' if status == SiteStatus.ACTIVE else 'closed'}",
+            entity_type="site",
+            entity_id=site.id,
+            site_id=site.id,
+            before=before,
+            after={"status": str(status)},
+        )
+    return site
