@@ -5,10 +5,10 @@ Revises: 0001
 Create Date: 2026-11-25
 """
 
-from alembic import op
 import sqlalchemy as sa
-import iwrs.db
+from alembic import op
 
+import iwrs.db
 
 revision = "0002"
 down_revision = "0001"
