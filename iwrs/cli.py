@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from iwrs import db
 from iwrs.audit import Actor, verify_chain
 from iwrs.config import ConfigError, create_missing_keys, read_key
+from iwrs.demo import seed_screening
 from iwrs.errors import IWRSError
 from iwrs.models.users import Role, User
 from iwrs.protocol import ProtocolError
@@ -103,11 +104,11 @@ def demo_command() -> None:
     settings = current_app.extensions["iwrs.settings"]
     credentials = settings.instance_path / "demo-sign-ins.txt"
     existing = set(db.read_session().scalars(select(User.username)))
-    lines = []
+    lines, passwords = [], {}
     for username, name, role, sites in DEMO_USERS:
         if username in existing:
             continue
-        password = "-".join(secrets.token_hex(3) for _ in range(3))
+        password = passwords[username] = "-".join(secrets.token_hex(3) for _ in range(3))
         users.create_user(
             actor=cli_actor(),
             username=username,
@@ -123,6 +124,9 @@ def demo_command() -> None:
         with open(credentials, "a") as handle:
             handle.write("\n".join(lines) + "\n")
         credentials.chmod(0o600)
+    if len(passwords) == len(DEMO_USERS):  # a fresh demo: seed the trial's activity too
+        for line in seed_screening(passwords):
+            click.echo(line)
     click.echo(f"Demo sign-ins (also in {credentials}):")
     click.echo(credentials.read_text() if credentials.exists() else "(none recorded)")
 

@@ -10,7 +10,7 @@ import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 DEFAULT_PROTOCOL = Path(__file__).parent / "protocols" / "gensci048-204.toml"
 CRITERION_KINDS = ("computed", "lab", "attestation")
@@ -168,7 +168,7 @@ class _Reader:
                 self.problems.append(f"{where}: required key is missing")
                 return None
             return default
-        value = table[key]
+        value: Any = table[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if isinstance(value, bool) and bool not in kinds:
             self.problems.append(f"{where}: must be {_kind_name(kinds)}, got {value!r}")
@@ -176,7 +176,7 @@ class _Reader:
         if not isinstance(value, kinds):
             self.problems.append(f"{where}: must be {_kind_name(kinds)}, got {value!r}")
             return None
-        if minimum is not None and value < minimum:
+        if minimum is not None and cast(float, value) < minimum:
             self.problems.append(f"{where}: must be at least {minimum:g}, got {value!r}")
             return None
         return value

@@ -67,7 +67,7 @@ class Subject(Base):
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     withdrawal_reason: Mapped[str | None] = mapped_column(Text)
 
-    site = relationship("Site", lazy="joined")
+    site = relationship("Site", lazy="selectin")
 
 
 class EligibilityAssessment(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +20,9 @@ log = logging.getLogger("iwrs.web")
 
 
 def init_app(app: Flask) -> None:
-    from iwrs.web import account, admin, auth, main, sites
+    from iwrs.web import account, admin, auth, main, sites, subjects
 
-    for blueprint in (auth.bp, main.bp, sites.bp, admin.bp, account.bp):
+    for blueprint in (auth.bp, main.bp, sites.bp, subjects.bp, admin.bp, account.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(IWRSError, handle_error)
     app.register_error_handler(HTTPException, handle_error)
@@ -62,7 +63,11 @@ def _template_helpers() -> dict[str, Any]:
     def can(permission: str) -> bool:
         return has_permission(current_user, Permission(permission))
 
-    return {"can": can, "protocol": current_app.extensions["iwrs.protocol"]}
+    return {
+        "can": can,
+        "protocol": current_app.extensions["iwrs.protocol"],
+        "json_loads": json.loads,
+    }
 
 
 def _security_headers(response: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def test_shipped_protocol_lists_every_criterion_of_the_listing():
 
 
 def test_shipped_protocol_uses_real_drug_names():
-    text = DEFAULT_PROTOCOL.read_text().lower()
+    text = set(re.findall(r"[a-z-]+", DEFAULT_PROTOCOL.read_text().lower()))  # whole words:
+    # certolizumab is a real drug that contains one of the seed's misspellings
     for right in (
         "tocilizumab",
         "nintedanib",

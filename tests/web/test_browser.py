@@ -102,3 +102,40 @@ def test_admin_creates_an_investigator_and_deactivates_with_signature(page, make
     page.click("button:has-text('Deactivate user')")
     assert "User dr.wu deactivated." in page.content()
     assert "inactive" in page.locator("dl.facts").inner_text()
+
+
+def test_investigator_screens_and_sees_failing_criteria_in_the_browser(page, make_user, app):
+    from sqlalchemy import select
+
+    from iwrs.audit import Actor
+    from iwrs.db import read_session
+    from iwrs.models import Site, SiteStatus
+    from iwrs.services import sites
+
+    admin = make_user("admin")
+    with app.app_context():
+        cn01 = read_session().scalars(select(Site).where(Site.code == "CN01")).one()
+        sites.change_site_status(
+            actor=Actor.of(admin),
+            site_id=cn01.id,
+            status=SiteStatus.ACTIVE,
+            signer_password=PASSWORD,
+        )
+    investigator = make_user("investigator", sites=["CN01"])
+    sign_in(page, investigator.username)
+    page.click("nav >> text=Subjects")
+    page.fill("#date_of_birth", "1966-09-30")
+    page.select_option("#sex", "male")
+    page.click("button:has-text('Register')")
+    assert "Subject CN01-001" in page.locator("h1").inner_text()
+    page.fill("#f-fvc_pct", "400")
+    page.click("button:has-text('Check eligibility')")
+    assert "fvc_pct" in page.locator(".flash.error").last.inner_text()
+    assert page.input_value("#f-fvc_pct") == "400"
+    page.fill("#f-fvc_pct", "39.9")
+    page.check("input[name=diagnosis_ra][value=yes]")
+    page.check("input[name=diagnosis_ssc][value=no]")
+    page.click("button:has-text('Check eligibility')")
+    result = page.locator("section.result").inner_text()
+    assert "Latest assessment: not eligible" in result and "I5" in result
+    assert page.locator("button:has-text('Sign: screen failure')").count() == 1

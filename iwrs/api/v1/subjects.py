@@ -1,0 +1,222 @@
+"""/api/v1/subjects: screening, eligibility assessments and decisions (investigators)."""
+
+from __future__ import annotations
+
+import json
+
+from flask.views import MethodView
+from flask_login import current_user
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from iwrs.api.v1.schemas import ProblemSchema
+from iwrs.audit import Actor
+from iwrs.auth import Permission, requires
+from iwrs.services import queries, subjects
+
+blp = Blueprint(
+    "Subjects", __name__, url_prefix="/subjects", description="Screening and eligibility"
+)
+PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
+
+
+class SubjectSchema(Schema):
+    id = fields.Integer()
+    screening_number = fields.String()
+    site_code = fields.String(attribute="site.code")
+    status = fields.String()
+    sex = fields.String()
+    date_of_birth = fields.Date()
+    screening_date = fields.Date()
+    stratum = fields.Method("_stratum", allow_none=True)
+    rescreen_of_id = fields.Integer(allow_none=True)
+
+    def _stratum(self, subject):  # type: ignore[no-untyped-def]
+        return json.loads(subject.stratum) if subject.stratum else None
+
+
+class ScreenSchema(Schema):
+    site_code = fields.String(required=True)
+    date_of_birth = fields.Date(required=True)
+    sex = fields.String(required=True, validate=validate.OneOf(subjects.SEXES))
+
+
+class CriterionResultSchema(Schema):
+    number = fields.String()
+    type = fields.String()
+    text = fields.String()
+    status = fields.String()
+    detail = fields.String()
+    missing = fields.List(fields.String())
+
+
+class AssessmentSchema(Schema):
+    id = fields.Integer()
+    outcome = fields.String()
+    criteria_version = fields.String()
+    assessed_at = fields.DateTime()
+    failing = fields.List(fields.String())
+    missing = fields.List(fields.String())
+    computed = fields.Dict()
+    decision = fields.String(allow_none=True)
+    results = fields.List(fields.Nested(CriterionResultSchema))
+
+
+class AnswersSchema(Schema):
+    answers = fields.Dict(
+        required=True,
+        metadata={"description": "field name → value; see GET /api/v1/subjects/fields"},
+    )
+
+
+class DecisionSchema(Schema):
+    assessment_id = fields.Integer(required=True)
+    decision = fields.String(required=True, validate=validate.OneOf(["eligible", "screen_failure"]))
+    signature_password = fields.String(
+        required=True,
+        load_only=True,
+        metadata={"description": "electronic signature: the caller's password"},
+    )
+
+
+class WithdrawalSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+class FieldSpecSchema(Schema):
+    name = fields.String()
+    label = fields.String()
+    section = fields.String()
+    kind = fields.String()
+    unit = fields.String()
+    minimum = fields.Float(allow_none=True)
+    maximum = fields.Float(allow_none=True)
+    choices = fields.List(fields.String())
+    not_done_allowed = fields.Boolean()
+    help = fields.String()
+
+
+def _assessment_view(row, result=None):  # type: ignore[no-untyped-def]
+    return {
+        "id": row.id,
+        "outcome": str(row.outcome),
+        "criteria_version": row.criteria_version,
+        "assessed_at": row.assessed_at,
+        "failing": json.loads(row.failing),
+        "missing": json.loads(row.missing),
+        "computed": json.loads(row.computed),
+        "decision": str(row.decision) if row.decision else None,
+        "results": list(result.results) if result is not None else [],
+    }
+
+
+@blp.route("")
+class Subjects(MethodView):
+    @blp.response(200, SubjectSchema(many=True))
+    @requires(Permission.SCREEN_SUBJECTS)
+    def get(self):  # type: ignore[no-untyped-def]
+        """Subjects at the caller's sites."""
+        return queries.visible_subjects(current_user)
+
+    @blp.arguments(ScreenSchema)
+    @blp.response(201, SubjectSchema)
+    @blp.alt_response(422, **PROBLEM)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.SCREEN_SUBJECTS)
+    def post(self, body):  # type: ignore[no-untyped-def]
+        """Register a subject for screening at one of the caller's active sites."""
+        site = queries.visible_site_by_code(current_user, body["site_code"])
+        subject = subjects.screen_subject(
+            actor=Actor.of(current_user),
+            site_id=site.id,
+            date_of_birth=body["date_of_birth"],
+            sex=body["sex"],
+        )
+        return queries.visible_subject(current_user, subject.id)
+
+
+@blp.route("/fields")
+class Fields(MethodView):
+    @blp.response(200, FieldSpecSchema(many=True))
+    @requires(Permission.SCREEN_SUBJECTS)
+    def get(self):  # type: ignore[no-untyped-def]
+        """Every answer the eligibility criteria need: name, kind, unit, plausible range."""
+        return list(subjects.engine().fields())
+
+
+@blp.route("/<int:subject_id>")
+class SubjectById(MethodView):
+    @blp.response(200, SubjectSchema)
+    @blp.alt_response(404, **PROBLEM)
+    @requires(Permission.SCREEN_SUBJECTS)
+    def get(self, subject_id: int):  # type: ignore[no-untyped-def]
+        """One subject at the caller's sites."""
+        return queries.visible_subject(current_user, subject_id)
+
+
+@blp.route("/<int:subject_id>/assessments")
+class Assessments(MethodView):
+    @blp.response(200, AssessmentSchema(many=True))
+    @blp.alt_response(404, **PROBLEM)
+    @requires(Permission.SCREEN_SUBJECTS)
+    def get(self, subject_id: int):  # type: ignore[no-untyped-def]
+        """The subject's assessments, newest first."""
+        queries.visible_subject(current_user, subject_id)
+        return [_assessment_view(row) for row in queries.assessments_of(subject_id)]
+
+    @blp.arguments(AnswersSchema)
+    @blp.response(201, AssessmentSchema)
+    @blp.alt_response(422, **PROBLEM)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.SCREEN_SUBJECTS)
+    def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
+        """Evaluate every criterion on the answers; the result lists every failing criterion
+        and every missing answer."""
+        record = subjects.record_assessment(
+            actor=Actor.of(current_user), subject_id=subject_id, answers=body["answers"]
+        )
+        return _assessment_view(record.row, record.result)
+
+
+@blp.route("/<int:subject_id>/eligibility-decision")
+class EligibilityDecision(MethodView):
+    @blp.arguments(DecisionSchema)
+    @blp.response(200, SubjectSchema)
+    @blp.alt_response(401, **PROBLEM)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.SCREEN_SUBJECTS)
+    def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
+        """Confirm the latest assessment as eligible or as a screen failure (e-signature)."""
+        subjects.decide_eligibility(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            assessment_id=body["assessment_id"],
+            decision=body["decision"],
+            signer_password=body["signature_password"],
+        )
+        return queries.visible_subject(current_user, subject_id)
+
+
+@blp.route("/<int:subject_id>/withdrawal")
+class Withdrawal(MethodView):
+    @blp.arguments(WithdrawalSchema)
+    @blp.response(200, SubjectSchema)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.SCREEN_SUBJECTS)
+    def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
+        """Withdraw the subject (with a reason)."""
+        subjects.withdraw_subject(
+            actor=Actor.of(current_user), subject_id=subject_id, reason=body["reason"]
+        )
+        return queries.visible_subject(current_user, subject_id)
+
+
+@blp.route("/<int:subject_id>/rescreen")
+class Rescreen(MethodView):
+    @blp.response(201, SubjectSchema)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.SCREEN_SUBJECTS)
+    def post(self, subject_id: int):  # type: ignore[no-untyped-def]
+        """Re-screen a screen failure under a new screening number (as often as allowed)."""
+        subject = subjects.rescreen_subject(actor=Actor.of(current_user), subject_id=subject_id)
+        return queries.visible_subject(current_user, subject.id)

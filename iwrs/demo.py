@@ -1,0 +1,127 @@
+"""Demo data: answers that make a subject eligible (or not), relative to a screening date.
+
+Used by `iwrs demo` to give every role real data from the first sign-in, and by the tests.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from iwrs.eligibility import Engine
+
+
+def eligible_answers(
+    engine: Engine, screening: date, *, disease: str = "RA", childbearing_potential: bool = False
+) -> dict[str, Any]:
+    """A complete, eligible answer set for a subject screened on `screening`."""
+    answers: dict[str, Any] = {
+        "planned_day1": (screening + timedelta(days=7)).isoformat(),
+        "childbearing_potential": "yes" if childbearing_potential else "no",
+        "diagnosis_ra": "yes" if disease == "RA" else "no",
+        "diagnosis_ssc": "yes" if disease == "SSc" else "no",
+        "hrct_date": (screening - timedelta(days=60)).isoformat(),
+        "fvc_pct": "68",
+        "dlco_pct": "52",
+        "fev1_fvc": "0.81",
+        "medications": [
+            {
+                "drug": "methotrexate",
+                "ongoing": True,
+                "dose_stable_since": (screening - timedelta(days=200)).isoformat(),
+            },
+            {"drug": "prednisone", "ongoing": True, "max_daily_dose_mg": "7.5"},
+        ],
+        "cardiac_index": "not_done",
+        "lvef_pct": "62",
+        "qt_ms": "410",
+        "rr_ms": "880",
+        "mi_acs_pe_date": "never",
+        "revascularisation_date": "never",
+        "wbc": "6.1",
+        "neutrophils": "3.9",
+        "platelets": "240",
+        "bilirubin": "11",
+        "bilirubin_uln": "21",
+        "alt": "24",
+        "alt_uln": "40",
+        "ast": "21",
+        "ast_uln": "40",
+        "egfr": "88",
+        "hbsag": "negative",
+        "hbcab": "negative",
+        "hcv_ab": "negative",
+        "hiv_ab": "negative",
+        "treponemal_ab": "negative",
+        "infection_treatment_end": "never",
+        "live_vaccine_date": "never",
+        "covid_vaccine_date": "never",
+        "malignancy_date": "never",
+        "investigational_product_date": "never",
+    }
+    if childbearing_potential:
+        answers["pregnancy_test"] = "negative"
+    for spec in engine.fields():
+        if spec.name.startswith("attest_"):
+            # Inclusion statements must hold (yes); exclusion statements must not (no).
+            answers[spec.name] = (
+                "yes" if spec.name.removeprefix("attest_").startswith("I") else "no"
+            )
+    return answers
+
+
+def seed_screening(passwords: dict[str, str]) -> list[str]:
+    """Activate the sites and screen a few subjects at CN01 and CN02, in every state an
+    investigator meets: confirmed eligible (RA and SSc), a signed screen failure, one still in
+    screening with answers missing. Returns what was done, one line each."""
+    from sqlalchemy import select
+
+    from iwrs.audit import Actor
+    from iwrs.db import read_session
+    from iwrs.models.sites import Site, SiteStatus
+    from iwrs.models.users import User
+    from iwrs.services import sites, subjects
+
+    session = read_session()
+    people = {u.username: u for u in session.scalars(select(User))}
+    done = []
+    admin = people["admin"]
+    for site in session.scalars(select(Site).order_by(Site.code)).all():
+        if site.status == SiteStatus.INACTIVE:
+            sites.change_site_status(
+                actor=Actor.of(admin),
+                site_id=site.id,
+                status=SiteStatus.ACTIVE,
+                signer_password=passwords["admin"],
+            )
+            done.append(f"activated site {site.code}")
+    plan = [
+        ("dr.li", "CN01", "1961-05-14", "female", "RA", {}, "eligible"),
+        ("dr.li", "CN01", "1958-11-02", "male", "SSc", {}, "eligible"),
+        ("dr.li", "CN01", "1972-02-29", "female", "RA", {"fvc_pct": "35"}, "screen_failure"),
+        ("dr.li", "CN01", "1980-07-21", "female", "SSc", {"wbc": None, "qt_ms": None}, None),
+        ("dr.zhang", "CN02", "1964-03-09", "male", "RA", {}, "eligible"),
+    ]
+    codes = {s.code: s.id for s in session.scalars(select(Site))}
+    for username, site, born, sex, disease, changes, decision in plan:
+        investigator = Actor.of(people[username])
+        subject = subjects.screen_subject(
+            actor=investigator, site_id=codes[site], date_of_birth=born, sex=sex
+        )
+        answers = eligible_answers(subjects.engine(), subject.screening_date, disease=disease)
+        answers.update(changes)
+        record = subjects.record_assessment(
+            actor=investigator,
+            subject_id=subject.id,
+            answers={k: v for k, v in answers.items() if v is not None},
+        )
+        if decision:
+            subjects.decide_eligibility(
+                actor=investigator,
+                subject_id=subject.id,
+                assessment_id=record.row.id,
+                decision=decision,
+                signer_password=passwords[username],
+            )
+        done.append(f"screened {subject.screening_number}: {decision or record.result.outcome}")
+    return done

@@ -1,0 +1,460 @@
+"""Use cases for subjects: screening, eligibility assessment and confirmation, screen failure,
+withdrawal and re-screening."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from iwrs import audit, clock
+from iwrs.audit import Actor, canonical_json
+from iwrs.auth import Permission, has_permission, require_site
+from iwrs.db import transaction
+from iwrs.eligibility import Assessment, Context, Engine
+from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.models.sites import Site, SiteStatus
+from iwrs.models.subjects import (
+    Decision,
+    EligibilityAssessment,
+    Outcome,
+    Subject,
+    SubjectStatus,
+)
+from iwrs.models.users import User
+from iwrs.protocol import Protocol
+from iwrs.services.users import confirm_signature, sign
+
+SEXES = ("female", "male")
+
+
+def protocol() -> Protocol:
+    return current_app.extensions["iwrs.protocol"]
+
+
+def engine() -> Engine:
+    """The eligibility engine for the loaded protocol, built once per application."""
+    if "iwrs.eligibility" not in current_app.extensions:
+        current_app.extensions["iwrs.eligibility"] = Engine(protocol())
+    return current_app.extensions["iwrs.eligibility"]
+
+
+def _investigator(session: Session, actor: Actor, site_id: int) -> User:
+    """The acting user, if an investigator of this site; otherwise the site does not exist."""
+    user = session.get(User, actor.user_id) if actor.user_id is not None else None
+    if user is None or not has_permission(user, Permission.SCREEN_SUBJECTS):
+        raise NotFound("subjects are managed by the site's investigators", rule="permission")
+    require_site(user, site_id)
+    return user
+
+
+def _subject_for_update(session: Session, actor: Actor, subject_id: int) -> Subject:
+    subject = session.scalars(
+        select(Subject).where(Subject.id == subject_id).with_for_update()
+    ).first()
+    if subject is None:
+        raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
+    _investigator(session, actor, subject.site_id)
+    return subject
+
+
+def _snapshot(subject: Subject) -> dict[str, Any]:
+    return {
+        "screening_number": subject.screening_number,
+        "status": str(subject.status),
+        "stratum": subject.stratum,
+    }
+
+
+def _set_status(subject: Subject, status: SubjectStatus) -> None:
+    subject.status = status
+    subject.status_changed_at = clock.now()
+
+
+def parse_date(value: Any, field: str) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput(
+            f"{field}: {value!r} is not a date (YYYY-MM-DD)", field=field, rule="date"
+        ) from None
+
+
+def screen_subject(*, actor: Actor, site_id: int, date_of_birth: Any, sex: str) -> Subject:
+    """Register a subject at an active site, screened today (the application's clock)."""
+    today = clock.today()
+    dob = parse_date(date_of_birth, "date_of_birth")
+    if dob >= today:
+        raise InvalidInput(
+            "date_of_birth: must be before today", field="date_of_birth", rule="past"
+        )
+    if (today - dob).days > 120 * 366:
+        raise InvalidInput(
+            "date_of_birth: more than 120 years ago; check the year",
+            field="date_of_birth",
+            rule="plausible",
+        )
+    if sex not in SEXES:
+        raise InvalidInput("sex: must be female or male", field="sex", rule="choice")
+    with transaction() as session:
+        _investigator(session, actor, site_id)
+        return _register(session, actor, site_id=site_id, date_of_birth=dob, sex=sex)
+
+
+def _register(
+    session: Session,
+    actor: Actor,
+    *,
+    site_id: int,
+    date_of_birth: date,
+    sex: str,
+    rescreen_of: Subject | None = None,
+) -> Subject:
+    """Insert the subject; its screening number is the site code plus the site's next
+    sequence number, never reused."""
+    # The site row is locked: it holds the screening sequence and its status.
+    site = session.scalars(select(Site).where(Site.id == site_id).with_for_update()).one()
+    if site.status != SiteStatus.ACTIVE:
+        raise Conflict(
+            f"site_id: site {site.code} is {site.status}; subjects are screened only at "
+            "active sites",
+            field="site_id",
+            rule="site_active",
+        )
+    site.screening_seq += 1
+    now, today = clock.now(), clock.today()
+    subject = Subject(
+        site_id=site.id,
+        screening_number=f"{site.code}-{site.screening_seq:03d}",
+        status=SubjectStatus.SCREENING,
+        sex=sex,
+        date_of_birth=date_of_birth,
+        screening_date=today,
+        rescreen_of_id=rescreen_of.id if rescreen_of else None,
+        created_at=now,
+        created_by_id=actor.user_id,
+        status_changed_at=now,
+    )
+    session.add(subject)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="subject.rescreened" if rescreen_of else "subject.screened",
+        entity_type="subject",
+        entity_id=subject.id,
+        site_id=site.id,
+        subject_id=subject.id,
+        after={
+            **_snapshot(subject),
+            "screening_date": today.isoformat(),
+            "rescreen_of": rescreen_of.screening_number if rescreen_of else None,
+        },
+    )
+    return subject
+
+
+def context_for(subject: Subject) -> Context:
+    return Context(
+        screening_date=subject.screening_date,
+        today=clock.today(),
+        date_of_birth=subject.date_of_birth,
+        sex=subject.sex,
+    )
+
+
+@dataclass(frozen=True)
+class AssessmentRecord:
+    """A stored assessment and the engine's full result for it."""
+
+    row: EligibilityAssessment
+    result: Assessment
+
+
+def record_assessment(
+    *, actor: Actor, subject_id: int, answers: Mapping[str, Any]
+) -> AssessmentRecord:
+    """Evaluate every criterion on the answers and keep the result (any outcome).
+
+    Implausible or malformed values are refused, every one named, and nothing is stored.
+    """
+    eng = engine()
+    typed, errors = eng.parse(answers)
+    with transaction() as session:
+        subject = _subject_for_update(session, actor, subject_id)
+        if subject.status not in (SubjectStatus.SCREENING, SubjectStatus.ELIGIBLE):
+            raise Conflict(
+                f"subject {subject.screening_number} is {subject.status}; only subjects in "
+                "screening (or confirmed eligible, not yet randomized) are assessed",
+                field="subject_id",
+                rule="status",
+            )
+        ctx = context_for(subject)
+        errors = errors + eng.validate(typed, ctx)
+        if errors:
+            raise InvalidInput(
+                "; ".join(e.message for e in errors),
+                errors=[{"field": e.field, "rule": e.rule, "message": e.message} for e in errors],
+            )
+        result = eng.assess(typed, ctx)
+        row = EligibilityAssessment(
+            subject_id=subject.id,
+            criteria_version=protocol().criteria_version,
+            answers=canonical_json(typed) or "{}",
+            computed=canonical_json(result.computed) or "{}",
+            outcome=Outcome(result.outcome),
+            failing=json.dumps([r.number for r in result.failing]),
+            missing=json.dumps(list(result.missing_fields)),
+            stratum=canonical_json(result.stratum) if result.stratum else None,
+            assessed_at=clock.now(),
+            assessed_by_id=actor.user_id,
+        )
+        session.add(row)
+        before = _snapshot(subject)
+        if subject.status == SubjectStatus.ELIGIBLE:
+            # A new assessment after confirmation (a corrected value, amended criteria)
+            # reopens screening: the subject must be confirmed again before randomization.
+            subject.stratum = None
+            _set_status(subject, SubjectStatus.SCREENING)
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="eligibility.assessed",
+            entity_type="eligibility_assessment",
+            entity_id=row.id,
+            site_id=subject.site_id,
+            subject_id=subject.id,
+            before=before,
+            after={
+                **_snapshot(subject),
+                "criteria_version": row.criteria_version,
+                "outcome": result.outcome,
+                "failing": [r.number for r in result.failing],
+                "missing": list(result.missing_fields),
+                "answers": json.loads(row.answers),
+                "computed": json.loads(row.computed),
+            },
+        )
+    return AssessmentRecord(row, result)
+
+
+def _latest_assessment(session: Session, subject_id: int) -> EligibilityAssessment | None:
+    return session.scalars(
+        select(EligibilityAssessment)
+        .where(EligibilityAssessment.subject_id == subject_id)
+        .order_by(EligibilityAssessment.id.desc())
+        .limit(1)
+    ).first()
+
+
+def decide_eligibility(
+    *, actor: Actor, subject_id: int, assessment_id: int, decision: str, signer_password: str
+) -> Subject:
+    """Confirm, with an electronic signature, that the subject is eligible (the latest assessment
+    says eligible under the current criteria) or a screen failure (it says not eligible)."""
+    try:
+        wanted = Decision(decision)
+    except ValueError:
+        raise InvalidInput(
+            "decision: must be eligible or screen_failure", field="decision", rule="choice"
+        ) from None
+    confirm_signature(signer_id=actor.user_id, password=signer_password)
+    with transaction() as session:
+        subject = _subject_for_update(session, actor, subject_id)
+        if subject.status != SubjectStatus.SCREENING:
+            raise Conflict(
+                f"subject {subject.screening_number} is {subject.status}; nothing to confirm",
+                field="subject_id",
+                rule="status",
+            )
+        latest = _latest_assessment(session, subject.id)
+        if latest is None or latest.id != assessment_id:
+            raise Conflict(
+                "assessment_id: only the subject's latest assessment can be confirmed",
+                field="assessment_id",
+                rule="latest",
+            )
+        if latest.criteria_version != protocol().criteria_version:
+            raise Conflict(
+                "assessment_id: the eligibility criteria changed since this assessment; "
+                "assess again",
+                field="assessment_id",
+                rule="criteria_version",
+            )
+        needed = Outcome.ELIGIBLE if wanted == Decision.ELIGIBLE else Outcome.NOT_ELIGIBLE
+        if latest.outcome != needed:
+            raise Conflict(
+                f"decision: the assessment is {latest.outcome}; {wanted} needs {needed}",
+                field="decision",
+                rule="outcome",
+            )
+        before = _snapshot(subject)
+        meaning = (
+            f"I confirm that subject {subject.screening_number} meets every eligibility "
+            f"criterion of protocol {protocol().study_id} ({latest.criteria_version})"
+            if wanted == Decision.ELIGIBLE
+            else f"I confirm that subject {subject.screening_number} is a screen failure "
+            f"(failing criteria {', '.join(json.loads(latest.failing))})"
+        )
+        signature = sign(
+            session,
+            actor=actor,
+            meaning=meaning,
+            entity_type="eligibility_assessment",
+            entity_id=latest.id,
+        )
+        latest.decision, latest.decided_at = wanted, clock.now()
+        latest.decided_by_id, latest.signature_id = actor.user_id, signature.id
+        if wanted == Decision.ELIGIBLE:
+            subject.stratum = latest.stratum
+            _set_status(subject, SubjectStatus.ELIGIBLE)
+        else:
+            _set_status(subject, SubjectStatus.SCREEN_FAILED)
+        audit.record(
+            session,
+            actor=actor,
+            action=f"eligibility.confirmed_{wanted}",
+            entity_type="subject",
+            entity_id=subject.id,
+            site_id=subject.site_id,
+            subject_id=subject.id,
+            before=before,
+            after={**_snapshot(subject), "assessment_id": latest.id},
+        )
+    return subject
+
+
+def withdraw_subject(*, actor: Actor, subject_id: int, reason: str) -> Subject:
+    """Withdraw a subject from screening or the study; the record stays, nothing is deleted."""
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    with transaction() as session:
+        subject = _subject_for_update(session, actor, subject_id)
+        if subject.status in (SubjectStatus.WITHDRAWN, SubjectStatus.SCREEN_FAILED):
+            raise Conflict(
+                f"subject {subject.screening_number} is already {subject.status}",
+                field="subject_id",
+                rule="status",
+            )
+        before = _snapshot(subject)
+        _set_status(subject, SubjectStatus.WITHDRAWN)
+        subject.withdrawal_reason = reason.strip()
+        audit.record(
+            session,
+            actor=actor,
+            action="subject.withdrawn",
+            entity_type="subject",
+            entity_id=subject.id,
+            site_id=subject.site_id,
+            subject_id=subject.id,
+            before=before,
+            after=_snapshot(subject),
+            reason=reason.strip(),
+        )
+    return subject
+
+
+def _rescreens_before(session: Session, subject: Subject) -> int:
+    count, current = 0, subject
+    while current.rescreen_of_id is not None:
+        count += 1
+        current = session.get(Subject, current.rescreen_of_id)  # type: ignore[assignment]
+    return count
+
+
+def rescreen_subject(*, actor: Actor, subject_id: int) -> Subject:
+    """Screen a screen failure again under a new screening number linked to the old one,
+    as often as the protocol allows (GenSci048-204: once)."""
+    with transaction() as session:
+        subject = _subject_for_update(session, actor, subject_id)
+        if subject.status != SubjectStatus.SCREEN_FAILED:
+            raise Conflict(
+                f"subject {subject.screening_number} is {subject.status}; only screen failures "
+                "are re-screened",
+                field="subject_id",
+                rule="status",
+            )
+        allowed = protocol().rescreens_allowed
+        already = session.scalar(
+            select(func.count()).select_from(Subject).where(Subject.rescreen_of_id == subject.id)
+        )
+        if already or _rescreens_before(session, subject) >= allowed:
+            raise Conflict(
+                f"subject_id: the protocol allows {allowed} re-screening(s) and "
+                f"{subject.screening_number} has used them",
+                field="subject_id",
+                rule="rescreen_limit",
+            )
+        return _register(
+            session,
+            actor,
+            site_id=subject.site_id,
+            date_of_birth=subject.date_of_birth,
+            sex=subject.sex,
+            rescreen_of=subject,
+        )
+
+
+def evaluate_stored(subject: Subject, row: EligibilityAssessment) -> Assessment:
+    """Re-run the engine on a stored assessment's answers to show its criterion-by-criterion
+    result (the stored outcome stays the record; this is only for display)."""
+    eng = engine()
+    typed, _ = eng.parse(json.loads(row.answers))
+    return eng.assess(typed, context_for(subject))
+
+
+def require_confirmed_eligible(session: Session, subject: Subject) -> EligibilityAssessment:
+    """The eligibility gate randomization passes through: the subject is eligible, by a signed
+    decision on an eligible assessment made under the current criteria, with every
+    stratification factor known. Anything else is refused, naming what is missing."""
+    if subject.status != SubjectStatus.ELIGIBLE:
+        raise Conflict(
+            f"subject {subject.screening_number} is {subject.status}; only subjects confirmed "
+            "eligible are randomized",
+            field="subject_id",
+            rule="confirmed_eligible",
+        )
+    confirmed = session.scalars(
+        select(EligibilityAssessment)
+        .where(
+            EligibilityAssessment.subject_id == subject.id,
+            EligibilityAssessment.decision == Decision.ELIGIBLE,
+        )
+        .order_by(EligibilityAssessment.id.desc())
+        .limit(1)
+    ).first()
+    if (
+        confirmed is None
+        or confirmed.outcome != Outcome.ELIGIBLE
+        or confirmed.signature_id is None
+        or confirmed != _latest_assessment(session, subject.id)
+    ):
+        raise Conflict(
+            f"subject {subject.screening_number} has no signed eligible assessment",
+            field="subject_id",
+            rule="confirmed_eligible",
+        )
+    if confirmed.criteria_version != protocol().criteria_version:
+        raise Conflict(
+            "subject_id: the eligibility criteria changed since the confirmation; assess again",
+            field="subject_id",
+            rule="criteria_version",
+        )
+    factors = json.loads(subject.stratum) if subject.stratum else {}
+    unknown = [f.factor for f in protocol().stratification if f.factor not in factors]
+    if unknown:
+        raise Conflict(
+            f"subject_id: stratification factor(s) {', '.join(unknown)} unknown",
+            field="subject_id",
+            rule="stratum_known",
+        )
+    return confirmed

@@ -1,0 +1,196 @@
+"""Investigator pages: the subject list, screening, the eligibility form and its decisions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from werkzeug.datastructures import MultiDict
+
+from iwrs.audit import Actor
+from iwrs.auth import Permission, requires
+from iwrs.errors import InvalidInput, IWRSError
+from iwrs.models.sites import SiteStatus
+from iwrs.services import queries, subjects
+
+bp = Blueprint("subjects", __name__, url_prefix="/subjects")
+MEDICATION_ROWS = 8
+MEDICATION_KEYS = ("drug", "last_dose", "ongoing", "max_daily_dose_mg", "dose_stable_since")
+
+
+@bp.get("/")
+@requires(Permission.SCREEN_SUBJECTS)
+def index():  # type: ignore[no-untyped-def]
+    return _render_index()
+
+
+def _render_index(status: int = 200):  # type: ignore[no-untyped-def]
+    sites = [s for s in queries.visible_sites(current_user) if s.status == SiteStatus.ACTIVE]
+    return render_template(
+        "subjects.html",
+        subjects=queries.visible_subjects(current_user),
+        active_sites=sites,
+        form=request.form,
+    ), status
+
+
+@bp.post("/")
+@requires(Permission.SCREEN_SUBJECTS)
+def screen():  # type: ignore[no-untyped-def]
+    try:
+        site = queries.visible_site_by_code(current_user, request.form.get("site_code", ""))
+        subject = subjects.screen_subject(
+            actor=Actor.of(current_user),
+            site_id=site.id,
+            date_of_birth=request.form.get("date_of_birth", ""),
+            sex=request.form.get("sex", ""),
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return _render_index(refusal.status)
+    flash(f"Subject {subject.screening_number} registered for screening.", "info")
+    return redirect(url_for("subjects.detail", subject_id=subject.id))
+
+
+def answers_from_form(form: MultiDict[str, str]) -> dict[str, Any]:
+    """The form's flat fields as engine answers: blanks are unanswered, ticked "not done" and
+    "never" boxes stand for those words, medication rows become the medications list."""
+    answers: dict[str, Any] = {}
+    for spec in subjects.engine().fields():
+        if spec.kind == "medications":
+            rows = []
+            for i in range(MEDICATION_ROWS):
+                row = {k: form.get(f"med-{i}-{k}", "").strip() for k in MEDICATION_KEYS}
+                if row["drug"]:
+                    rows.append(
+                        {k: (v == "y" if k == "ongoing" else v or None) for k, v in row.items()}
+                    )
+            if rows or form.get("medications-none") == "y":
+                answers[spec.name] = rows
+            continue
+        for word in ("not_done", *spec.choices):
+            if spec.kind != "choice" and form.get(f"{spec.name}--{word}") == "y":
+                answers[spec.name] = word
+        value = form.get(spec.name, "").strip()
+        if spec.name not in answers and value:
+            answers[spec.name] = value
+    return answers
+
+
+def _render_detail(
+    subject_id: int,
+    *,
+    answers: dict[str, Any] | None = None,
+    errors: list[dict[str, str]] | None = None,
+    result: Any = None,
+    status: int = 200,
+):  # type: ignore[no-untyped-def]
+    subject = queries.visible_subject(current_user, subject_id)
+    history = queries.assessments_of(subject.id)
+    latest = history[0] if history else None
+    if answers is None:
+        answers = json.loads(latest.answers) if latest else {}
+    if result is None and latest is not None:
+        result = subjects.evaluate_stored(subject, latest)
+    engine = subjects.engine()
+    return render_template(
+        "subject.html",
+        subject=subject,
+        history=history,
+        latest=latest,
+        result=result,
+        answers=answers,
+        errors={e["field"]: e["message"] for e in (errors or [])},
+        error_list=errors or [],
+        sections=_sections(engine.fields()),
+        labels={spec.name: spec.label for spec in engine.fields()},
+        drugs=engine.drug_names(),
+        medication_rows=MEDICATION_ROWS,
+        rescreen=queries.rescreen_of(subject.id),
+        criteria_version=subjects.protocol().criteria_version,
+    ), status
+
+
+def _sections(specs: Any) -> list[tuple[str, list[Any]]]:
+    """Fields grouped by section, in the protocol's order (Jinja's groupby would sort them)."""
+    grouped: dict[str, list[Any]] = {}
+    for spec in specs:
+        grouped.setdefault(spec.section, []).append(spec)
+    return list(grouped.items())
+
+
+@bp.get("/<int:subject_id>")
+@requires(Permission.SCREEN_SUBJECTS)
+def detail(subject_id: int):  # type: ignore[no-untyped-def]
+    return _render_detail(subject_id)
+
+
+@bp.post("/<int:subject_id>/assessment")
+@requires(Permission.SCREEN_SUBJECTS)
+def assess(subject_id: int):  # type: ignore[no-untyped-def]
+    answers = answers_from_form(request.form)
+    try:
+        record = subjects.record_assessment(
+            actor=Actor.of(current_user), subject_id=subject_id, answers=answers
+        )
+    except InvalidInput as refusal:
+        flash(
+            "Some values were refused; nothing was saved. Correct the fields marked below.", "error"
+        )
+        return _render_detail(subject_id, answers=answers, errors=refusal.problems(), status=422)
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return _render_detail(subject_id, answers=answers, status=refusal.status)
+    flash(f"Assessment saved: {record.result.outcome.replace('_', ' ')}.", "info")
+    return redirect(url_for("subjects.detail", subject_id=subject_id) + "#result")
+
+
+@bp.post("/<int:subject_id>/decision")
+@requires(Permission.SCREEN_SUBJECTS)
+def decide(subject_id: int):  # type: ignore[no-untyped-def]
+    if request.form.get("understood") != "y":
+        flash("Tick the box to confirm you understand the decision cannot be undone.", "error")
+        return _render_detail(subject_id, status=422)
+    try:
+        subject = subjects.decide_eligibility(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            assessment_id=int(request.form.get("assessment_id", "0") or 0),
+            decision=request.form.get("decision", ""),
+            signer_password=request.form.get("signature_password", ""),
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return _render_detail(subject_id, status=refusal.status)
+    flash(f"Subject {subject.screening_number} is now {subject.status.replace('_', ' ')}.", "info")
+    return redirect(url_for("subjects.detail", subject_id=subject_id))
+
+
+@bp.post("/<int:subject_id>/withdraw")
+@requires(Permission.SCREEN_SUBJECTS)
+def withdraw(subject_id: int):  # type: ignore[no-untyped-def]
+    try:
+        subject = subjects.withdraw_subject(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            reason=request.form.get("reason", ""),
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return _render_detail(subject_id, status=refusal.status)
+    flash(f"Subject {subject.screening_number} withdrawn.", "info")
+    return redirect(url_for("subjects.detail", subject_id=subject_id))
+
+
+@bp.post("/<int:subject_id>/rescreen")
+@requires(Permission.SCREEN_SUBJECTS)
+def rescreen(subject_id: int):  # type: ignore[no-untyped-def]
+    try:
+        subject = subjects.rescreen_subject(actor=Actor.of(current_user), subject_id=subject_id)
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return _render_detail(subject_id, status=refusal.status)
+    flash(f"Re-screening registered as {subject.screening_number}.", "info")
+    return redirect(url_for("subjects.detail", subject_id=subject.id))
