@@ -35,6 +35,7 @@ class Permission(enum.StrEnum):
     SEE_ARM = "see_arm"
     VIEW_AUDIT = "view_audit"
     OWN_API_TOKENS = "own_api_tokens"
+    VIEW_SUPPLY = "view_supply"
 
 
 # The one place that maps roles to permissions. Only the unblinded statistician holds SEE_ARM.
@@ -53,11 +54,17 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.VIEW_SITES,
             Permission.DISPENSE,
             Permission.RECEIVE_SHIPMENTS,
+            Permission.VIEW_SUPPLY,
             Permission.OWN_API_TOKENS,
         }
     ),
     Role.SUPPLY_MANAGER: frozenset(
-        {Permission.VIEW_SITES, Permission.MANAGE_SUPPLY, Permission.OWN_API_TOKENS}
+        {
+            Permission.VIEW_SITES,
+            Permission.MANAGE_SUPPLY,
+            Permission.VIEW_SUPPLY,
+            Permission.OWN_API_TOKENS,
+        }
     ),
     Role.UNBLINDED_STATISTICIAN: frozenset(
         {

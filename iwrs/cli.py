@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from iwrs import db
 from iwrs.audit import Actor, verify_chain
 from iwrs.config import ConfigError, create_missing_keys, read_key
-from iwrs.demo import seed_screening
+from iwrs.demo import seed_demo_trial
 from iwrs.errors import IWRSError
 from iwrs.models.users import Role, User
 from iwrs.protocol import ProtocolError
@@ -26,13 +26,19 @@ from iwrs.services import trial, users
 iwrs_cli = AppGroup("iwrs", help="IWRS set-up and operations.")
 user_cli = AppGroup("user", help="Accounts: create, list, assign sites, deactivate.")
 audit_cli = AppGroup("audit", help="The audit trail.")
-iwrs_cli.add_command(user_cli)
-iwrs_cli.add_command(audit_cli)
+kits_cli = AppGroup("kits", help="Blinded kit lists: generate, import.")
+supply_cli = AppGroup("supply", help="Drug supply operations: expiry, resupply, ledger check.")
+keys_cli = AppGroup("keys", help="Key management.")
+for group in (user_cli, audit_cli, kits_cli, supply_cli, keys_cli):
+    iwrs_cli.add_command(group)
 
 DEMO_USERS = [
     ("dr.li", "Dr Li Wei", Role.INVESTIGATOR, ["CN01"]),
     ("dr.zhang", "Dr Zhang Min", Role.INVESTIGATOR, ["CN02"]),
     ("ph.wang", "Wang Fang (pharmacist)", Role.PHARMACIST, ["CN01"]),
+    ("ph.zhou", "Zhou Jing (pharmacist)", Role.PHARMACIST, ["CN02"]),
+    ("ph.sun", "Sun Hui (pharmacist)", Role.PHARMACIST, ["CN03"]),
+    ("ph.ma", "Ma Lin (pharmacist)", Role.PHARMACIST, ["CN04"]),
     ("supply.chen", "Chen Jie (supply manager)", Role.SUPPLY_MANAGER, []),
     ("stat.liu", "Liu Yang (unblinded statistician)", Role.UNBLINDED_STATISTICIAN, []),
     ("audit.zhao", "Zhao Lei (auditor)", Role.AUDITOR, []),
@@ -125,7 +131,7 @@ def demo_command() -> None:
             handle.write("\n".join(lines) + "\n")
         credentials.chmod(0o600)
     if len(passwords) == len(DEMO_USERS):  # a fresh demo: seed the trial's activity too
-        for line in seed_screening(passwords):
+        for line in seed_demo_trial(passwords):
             click.echo(line)
     click.echo(f"Demo sign-ins (also in {credentials}):")
     click.echo(credentials.read_text() if credentials.exists() else "(none recorded)")
@@ -265,6 +271,114 @@ def audit_verify() -> None:
     click.echo(str(result))
     if not result.ok:
         raise SystemExit(1)
+
+
+@kits_cli.command("generate")
+@click.option("--kit-type", required=True)
+@click.option("--lot", required=True, help="blinded packaging lot code")
+@click.option("--expiry", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--count", required=True, type=int, help="kits in all, split by the ratio")
+@click.option("--seed-hex", help="64 hex digits; default: a fresh random seed (printed)")
+@friendly_errors
+def kits_generate(kit_type: str, lot: str, expiry, count: int, seed_hex: str | None) -> None:  # type: ignore[no-untyped-def]
+    """Generate a blinded kit list at the depot (numbers carry no pattern by treatment)."""
+    from iwrs.services import supply
+
+    _require_keys()
+    seed = bytes.fromhex(seed_hex) if seed_hex else secrets.token_bytes(32)
+    made = supply.generate_kits(
+        actor=cli_actor(),
+        kit_type=kit_type,
+        lot=lot,
+        expiry_date=expiry.date(),
+        count=count,
+        seed=seed,
+    )
+    click.echo(
+        f"generated {made} kits in lot {lot} at the depot (seed {seed.hex()}: keep it "
+        "with the unblinded records)"
+    )
+
+
+@kits_cli.command("import")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@friendly_errors
+def kits_import(csv_file) -> None:  # type: ignore[no-untyped-def]
+    """Import a packaging vendor's kit list (kit_number,kit_type,treatment,lot,expiry)."""
+    from iwrs.services import supply
+
+    _require_keys()
+    made = supply.import_kits(actor=cli_actor(), csv_text=csv_file.read())
+    click.echo(f"imported {made} kits")
+
+
+@supply_cli.command("expire")
+@friendly_errors
+def supply_expire() -> None:
+    """The daily expiry run: expire every kit past its lot's expiry."""
+    from iwrs.services import supply
+
+    _require_keys()
+    expired = supply.run_expiry(actor=cli_actor())
+    click.echo(f"{len(expired)} kit(s) expired" + (f": {', '.join(expired)}" if expired else ""))
+
+
+@supply_cli.command("resupply")
+@friendly_errors
+def supply_resupply() -> None:
+    """The scheduled resupply run over every active site."""
+    from iwrs.services import shipments
+
+    _require_keys()
+    made = shipments.run_resupply(actor=cli_actor())
+    click.echo("\n".join(f"requested {m}" for m in made) or "no site needs resupply")
+
+
+@supply_cli.command("check-ledger")
+@friendly_errors
+def supply_check_ledger() -> None:
+    """Replay the kit ledger and reconcile every site; exit 1 on any difference."""
+    from iwrs.services import accountability
+
+    events, wrong = accountability.check_ledger()
+    rec = accountability.reconciliation()
+    click.echo(
+        f"ledger: {events} kit events replayed; "
+        + ("every kit matches" if not wrong else f"MISMATCH: {', '.join(wrong)}")
+    )
+    click.echo(
+        "reconciliation: "
+        + ("balanced" if rec.balanced else f"DIFFERENCES: {', '.join(rec.differences)}")
+    )
+    if wrong or not rec.balanced:
+        raise SystemExit(1)
+
+
+@keys_cli.command("rotate-blinding")
+@friendly_errors
+def keys_rotate_blinding() -> None:
+    """Re-seal every sealed value under a new blinding key (written to the key file)."""
+    import os
+
+    from iwrs.config import key_path
+    from iwrs.services import keys
+
+    _require_keys()
+    settings = current_app.extensions["iwrs.settings"]
+    if os.environ.get("IWRS_BLINDING_KEY"):
+        raise click.ClickException(
+            "the blinding key comes from IWRS_BLINDING_KEY: rotate by "
+            "key file only, or re-seal from a maintenance shell"
+        )
+    path = key_path("blinding_key", settings.instance_path)
+    staged = path.with_suffix(".key.new")
+    new_key = secrets.token_bytes(32)
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:  # staged first: the key is safe before data uses it
+        handle.write(new_key.hex() + "\n")
+    count = keys.rotate_blinding_key(actor=cli_actor(), new_key=new_key)
+    os.replace(staged, path)
+    click.echo(f"re-sealed {count} value(s); new key in {path}")
 
 
 def init_app(app: Flask) -> None:

@@ -70,21 +70,36 @@ def eligible_answers(
     return answers
 
 
-def seed_screening(passwords: dict[str, str]) -> list[str]:
-    """Activate the sites and screen a few subjects at CN01 and CN02, in every state an
-    investigator meets: confirmed eligible (RA and SSc), a signed screen failure, one still in
-    screening with answers missing. Returns what was done, one line each."""
+def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
+    """The demo trial's activity: a kit list at the depot; the four sites activated, their
+    initial shipments shipped and received; a few subjects screened at CN01 and CN02 in every
+    state an investigator meets (confirmed eligible RA and SSc, a signed screen failure, one
+    still in screening with answers missing). Returns what was done, one line each."""
+    import secrets
+
     from sqlalchemy import select
 
+    from iwrs import clock
     from iwrs.audit import Actor
     from iwrs.db import read_session
     from iwrs.models.sites import Site, SiteStatus
+    from iwrs.models.supply import Shipment
     from iwrs.models.users import User
-    from iwrs.services import sites, subjects
+    from iwrs.services import shipments, sites, subjects, supply, supply_views
 
     session = read_session()
     people = {u.username: u for u in session.scalars(select(User))}
     done = []
+    kit_type = supply.protocol().kit_types[0].code
+    made = supply.generate_kits(
+        actor=Actor.system("demo"),
+        kit_type=kit_type,
+        lot="DEMO-L001",
+        expiry_date=clock.today() + timedelta(days=730),
+        count=240,
+        seed=secrets.token_bytes(32),
+    )
+    done.append(f"generated {made} blinded kits in lot DEMO-L001 at the depot")
     admin = people["admin"]
     for site in session.scalars(select(Site).order_by(Site.code)).all():
         if site.status == SiteStatus.INACTIVE:
@@ -95,6 +110,25 @@ def seed_screening(passwords: dict[str, str]) -> list[str]:
                 signer_password=passwords["admin"],
             )
             done.append(f"activated site {site.code}")
+    manager = Actor.of(people["supply.chen"])
+    pharmacist_of = {"CN01": "ph.wang", "CN02": "ph.zhou", "CN03": "ph.sun", "CN04": "ph.ma"}
+    for row in session.scalars(select(Shipment).order_by(Shipment.id)).all():
+        site = session.get(Site, row.site_id)
+        assert site is not None
+        shipments.ship_shipment(
+            actor=manager,
+            shipment_id=row.id,
+            courier="Demo Cold Chain",
+            tracking=f"DCC{row.id:06d}",
+        )
+        kits = supply_views.shipment_kits(row.id)
+        shipments.receive_shipment(
+            actor=Actor.of(people[pharmacist_of[site.code]]),
+            shipment_id=row.id,
+            lines={k.number: "good" for k in kits},
+            excursion=False,
+        )
+        done.append(f"shipped and received {row.number} ({len(kits)} kits) at {site.code}")
     plan = [
         ("dr.li", "CN01", "1961-05-14", "female", "RA", {}, "eligible"),
         ("dr.li", "CN01", "1958-11-02", "male", "SSc", {}, "eligible"),

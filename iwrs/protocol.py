@@ -322,7 +322,22 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
     levels_resupply = tuple(
         _supply_levels(r, supply, "resupply", kit_codes, ("trigger", "maximum"))
     )
+    share = {a.code: a.ratio for a in arms if isinstance(a.ratio, int)}
     for i, lv in enumerate(levels_resupply):
+        first = next((x for x in levels_initial if x.kit_type == lv.kit_type), None)
+        if (
+            first is not None
+            and share
+            and isinstance(lv.trigger, int)
+            and isinstance(first.quantity, int)
+        ):
+            smallest = min(first.quantity * w // sum(share.values()) for w in share.values())
+            if smallest <= lv.trigger:
+                r.problems.append(
+                    f"supply.resupply[{i}].trigger: the initial shipment gives a treatment only "
+                    f"{smallest} kit(s), at or below the trigger {lv.trigger}: every activation "
+                    "would trigger a resupply at once"
+                )
         if isinstance(lv.trigger, int) and isinstance(lv.maximum, int) and lv.maximum <= lv.trigger:
             r.problems.append(
                 f"supply.resupply[{i}].maximum: must be greater than trigger "

@@ -3,6 +3,7 @@
 from iwrs.models.audit import AuditChainHead, AuditEvent
 from iwrs.models.sites import Depot, Site, SiteStatus, Trial
 from iwrs.models.subjects import Decision, EligibilityAssessment, Outcome, Subject, SubjectStatus
+from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
 from iwrs.models.users import ApiToken, Role, Signature, User, UserSite
 
 __all__ = [
@@ -11,14 +12,20 @@ __all__ = [
     "AuditEvent",
     "Decision",
     "Depot",
+    "Destruction",
     "EligibilityAssessment",
+    "Kit",
+    "KitEvent",
+    "Lot",
     "Outcome",
     "Role",
+    "Shipment",
     "Signature",
     "Site",
     "SiteStatus",
     "Subject",
     "SubjectStatus",
+    "SupplyAlert",
     "Trial",
     "User",
     "UserSite",

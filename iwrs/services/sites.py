@@ -42,6 +42,10 @@ def change_site_status(
             entity_type="site",
             entity_id=site.id,
         )
+        if status == SiteStatus.ACTIVE:
+            from iwrs.services.shipments import request_initial_shipment
+
+            request_initial_shipment(session, site, actor=actor)
         audit.record(
             session,
             actor=actor,

@@ -1,0 +1,130 @@
+"""Sealing of treatment codes: AES-256-GCM, a fresh nonce per value, bound to its row.
+
+Format "v1" (a statistician or auditor can reimplement it):
+  key_id = first 8 hex digits of HMAC-SHA256(key, b"iwrs-key-id"): a public fingerprint
+  padded = UTF-8 plaintext + NUL bytes up to a multiple of 16 bytes (at least 16), so every
+           plaintext of up to 16 bytes (every arm or treatment code of up to 16 ASCII
+           characters) gives a token of the same length: the length says nothing about the arm
+  aad    = b"iwrs-seal" NUL b"v1" NUL key_id NUL context (the row binding, e.g. "kit:1234567")
+  token  = "v1." + key_id + "." + base64url(nonce(12) + AESGCM(key).encrypt(nonce, padded, aad)),
+           unpadded and canonical (any other spelling of the same bytes is refused)
+A value copied onto another row, a changed character, or the wrong key all fail the same way,
+with one message that names neither plaintext nor key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+VERSION = "v1"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+PAD_BLOCK = 16
+KEY_ID_HEX = 8
+SEAL_ERROR_MESSAGE = "sealed value cannot be opened: wrong key, wrong record, or altered"
+
+NonceSource = Callable[[int], bytes]
+
+
+class SealError(Exception):
+    """A token that does not open: wrong key, altered, malformed, or sealed for another row."""
+
+    def __init__(self, *_: object) -> None:
+        # Always the one fixed message, whatever a caller passes: it can never carry a plaintext.
+        super().__init__(SEAL_ERROR_MESSAGE)
+
+
+def key_id_for(key: bytes) -> str:
+    """The public fingerprint of a key; it reveals nothing about the key itself."""
+    return hmac.new(key, b"iwrs-key-id", hashlib.sha256).hexdigest()[:KEY_ID_HEX]
+
+
+def token_key_id(token: str) -> str:
+    """The key id a token names (for key rotation: which key opens it); SealError if malformed."""
+    parts = token.split(".") if isinstance(token, str) else []
+    if len(parts) != 3 or parts[0] != VERSION or not _is_key_id(parts[1]):
+        raise SealError()
+    return parts[1]
+
+
+class Sealer:
+    """Seals and unseals short values with one 32-byte key, each bound to a context (its row)."""
+
+    def __init__(self, key: bytes, *, nonce_source: NonceSource = os.urandom) -> None:
+        if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+            raise ValueError(f"the sealing key must be {KEY_BYTES} bytes")
+        self._aead = AESGCM(bytes(key))
+        self._nonce_source = nonce_source
+        self.key_id: str = key_id_for(bytes(key))
+
+    def __repr__(self) -> str:
+        return f"Sealer(key_id={self.key_id!r})"
+
+    def seal(self, plaintext: str, *, context: str) -> str:
+        """A fresh, randomized token for `plaintext` that opens only under this key and context."""
+        if not context:
+            raise ValueError("context must name the record the value belongs to")
+        encoded = plaintext.encode("utf-8")
+        if b"\x00" in encoded:
+            raise ValueError("a sealed value may not contain NUL characters")
+        nonce = self._nonce_source(NONCE_BYTES)
+        if len(nonce) != NONCE_BYTES:
+            raise ValueError(f"the nonce source must return {NONCE_BYTES} bytes")
+        sealed = self._aead.encrypt(nonce, _pad(encoded), self._aad(context))
+        body = base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode("ascii")
+        return f"{VERSION}.{self.key_id}.{body}"
+
+    def unseal(self, token: str, *, context: str) -> str:
+        """The plaintext of a token sealed by this key for this context; SealError otherwise."""
+        if token_key_id(token) != self.key_id or not isinstance(context, str):
+            raise SealError()
+        raw = _decode_body(token.split(".")[2])
+        try:
+            padded = self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], self._aad(context))
+        except InvalidTag:
+            raise SealError() from None
+        try:
+            return padded.rstrip(b"\x00").decode("utf-8")
+        except UnicodeDecodeError:
+            raise SealError() from None
+
+    def _aad(self, context: str) -> bytes:
+        return b"\x00".join(
+            (b"iwrs-seal", VERSION.encode(), self.key_id.encode(), context.encode("utf-8"))
+        )
+
+
+def reseal(token: str, *, context: str, old: Sealer, new: Sealer) -> str:
+    """Key rotation of one value: open under `old`, seal afresh under `new`, same context."""
+    return new.seal(old.unseal(token, context=context), context=context)
+
+
+def _pad(encoded: bytes) -> bytes:
+    # Round up to whole blocks, never below one block, so short codes all encrypt to equal length.
+    size = max(PAD_BLOCK, -(-len(encoded) // PAD_BLOCK) * PAD_BLOCK)
+    return encoded.ljust(size, b"\x00")
+
+
+def _is_key_id(text: str) -> bool:
+    return len(text) == KEY_ID_HEX and all(c in "0123456789abcdef" for c in text)
+
+
+def _decode_body(body: str) -> bytes:
+    # Refuse every non-canonical spelling, so a changed character can never decode to the same
+    # bytes (base64's unused low bits in the last character would otherwise be ignored).
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise SealError() from None
+    canonical = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    if canonical != body or len(raw) < NONCE_BYTES + PAD_BLOCK + 16:
+        raise SealError()
+    return raw

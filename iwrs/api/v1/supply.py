@@ -1,0 +1,144 @@
+"""/api/v1/inventory and /api/v1/shipments: stock and shipments by kit number (never a
+treatment), receipt kit by kit, shipping."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_login import current_user
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from iwrs.api.v1.schemas import ProblemSchema
+from iwrs.audit import Actor
+from iwrs.auth import Permission, requires
+from iwrs.services import queries, shipments, supply_views
+
+blp = Blueprint("Supply", __name__, url_prefix="", description="Inventory and shipments")
+PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
+
+
+class KitSchema(Schema):
+    number = fields.String()
+    kit_type = fields.String()
+    lot = fields.String(metadata={"description": "blinded packaging lot"})
+    expiry = fields.Date()
+    state = fields.String()
+
+
+class InventoryQuery(Schema):
+    site_code = fields.String(required=True)
+
+
+class ShipmentSchema(Schema):
+    id = fields.Integer()
+    number = fields.String()
+    kind = fields.String()
+    site_id = fields.Integer()
+    state = fields.String()
+    requested_at = fields.DateTime()
+    shipped_at = fields.DateTime(allow_none=True)
+    courier = fields.String(allow_none=True)
+    tracking_number = fields.String(allow_none=True)
+    received_at = fields.DateTime(allow_none=True)
+    temperature_excursion = fields.Boolean()
+
+
+class ShipmentDetailSchema(ShipmentSchema):
+    kits = fields.List(fields.Nested(KitSchema))
+
+
+class ReceiptLineSchema(Schema):
+    kit_number = fields.String(required=True)
+    condition = fields.String(
+        required=True, validate=validate.OneOf(["good", "damaged", "missing"])
+    )
+
+
+class ReceiptSchema(Schema):
+    lines = fields.List(
+        fields.Nested(ReceiptLineSchema),
+        required=True,
+        metadata={"description": "every kit of the shipment exactly once"},
+    )
+    temperature_excursion = fields.Boolean(load_default=False)
+
+
+class ShippingSchema(Schema):
+    courier = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    tracking_number = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
+def _detail(row):  # type: ignore[no-untyped-def]
+    return {**ShipmentSchema().dump(row), "kits": supply_views.shipment_kits(row.id)}
+
+
+@blp.route("/inventory")
+class Inventory(MethodView):
+    @blp.arguments(InventoryQuery, location="query")
+    @blp.response(200, KitSchema(many=True))
+    @blp.alt_response(404, **PROBLEM)
+    @requires(Permission.VIEW_SUPPLY)
+    def get(self, query):  # type: ignore[no-untyped-def]
+        """Every kit at one of the caller's sites: number, type, blinded lot, expiry, state."""
+        site = queries.visible_site_by_code(current_user, query["site_code"])
+        return supply_views.site_inventory(current_user, site.id)
+
+
+@blp.route("/shipments")
+class Shipments(MethodView):
+    @blp.response(200, ShipmentSchema(many=True))
+    @requires(Permission.VIEW_SUPPLY)
+    def get(self):  # type: ignore[no-untyped-def]
+        """Shipments to the caller's sites (all, for the supply manager)."""
+        return supply_views.visible_shipments(current_user)
+
+
+@blp.route("/shipments/<int:shipment_id>")
+class ShipmentById(MethodView):
+    @blp.response(200, ShipmentDetailSchema)
+    @blp.alt_response(404, **PROBLEM)
+    @requires(Permission.VIEW_SUPPLY)
+    def get(self, shipment_id: int):  # type: ignore[no-untyped-def]
+        """One shipment with its manifest (kit numbers only)."""
+        return _detail(supply_views.visible_shipment(current_user, shipment_id))
+
+
+@blp.route("/shipments/<int:shipment_id>/receipt")
+class Receipt(MethodView):
+    @blp.arguments(ReceiptSchema)
+    @blp.response(200, ShipmentDetailSchema)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.RECEIVE_SHIPMENTS)
+    def post(self, body, shipment_id: int):  # type: ignore[no-untyped-def]
+        """Confirm every kit as good, damaged or missing (and any temperature excursion)."""
+        lines = {}
+        for line in body["lines"]:
+            lines.setdefault(line["kit_number"], line["condition"])
+        if len(lines) != len(body["lines"]):
+            from iwrs.errors import Conflict
+
+            raise Conflict("lines: a kit is listed more than once", field="lines", rule="shipment")
+        row = shipments.receive_shipment(
+            actor=Actor.of(current_user),
+            shipment_id=shipment_id,
+            lines=lines,
+            excursion=body["temperature_excursion"],
+        )
+        return _detail(row)
+
+
+@blp.route("/shipments/<int:shipment_id>/shipping")
+class Shipping(MethodView):
+    @blp.arguments(ShippingSchema)
+    @blp.response(200, ShipmentDetailSchema)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.MANAGE_SUPPLY)
+    def post(self, body, shipment_id: int):  # type: ignore[no-untyped-def]
+        """Hand a requested shipment to the courier (supply manager)."""
+        row = shipments.ship_shipment(
+            actor=Actor.of(current_user),
+            shipment_id=shipment_id,
+            courier=body["courier"],
+            tracking=body["tracking_number"],
+        )
+        return _detail(row)

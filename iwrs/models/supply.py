@@ -1,0 +1,123 @@
+"""Lots, kits (treatment sealed), the insert-only kit ledger, shipments and supply alerts."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+
+from sqlalchemy import Boolean, Date, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from iwrs.db import Base, UTCDateTime
+from supply.shipments import ShipmentState
+from supply.states import KitState
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=True,
+        length=24,
+        name=name,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Lot(Base):
+    """A blinded packaging lot: it holds kits of every treatment, never a bulk drug lot."""
+
+    __tablename__ = "lot"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    kit_type: Mapped[str] = mapped_column(String(32))
+    expiry: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Kit(Base):
+    """One kit: its number, blinded lot, state and place. The treatment is stored only sealed
+    (AES-GCM bound to the kit number), so a dump shows neither arms nor which kits match."""
+
+    __tablename__ = "kit"
+    __table_args__ = (
+        Index("ix_kit_place", "place_kind", "place_id", "state"),
+        Index("ix_kit_shipment", "shipment_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(16), unique=True)
+    kit_type: Mapped[str] = mapped_column(String(32))
+    lot_id: Mapped[int] = mapped_column(ForeignKey("lot.id"))
+    state: Mapped[KitState] = mapped_column(_enum(KitState, "kit_state"))
+    place_kind: Mapped[str] = mapped_column(String(16))
+    place_id: Mapped[int] = mapped_column(Integer)
+    shipment_id: Mapped[int | None] = mapped_column(ForeignKey("shipment.id"))
+    sealed_treatment: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class KitEvent(Base):
+    """The insert-only kit ledger: every transition of every kit, replayable."""
+
+    __tablename__ = "kit_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kit_id: Mapped[int] = mapped_column(ForeignKey("kit.id"), index=True)
+    action: Mapped[str] = mapped_column(String(24))
+    from_state: Mapped[str | None] = mapped_column(String(24))
+    to_state: Mapped[str] = mapped_column(String(24))
+    to_place_kind: Mapped[str] = mapped_column(String(16))
+    to_place_id: Mapped[int] = mapped_column(Integer)
+    shipment_id: Mapped[int | None] = mapped_column(ForeignKey("shipment.id"))
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+
+
+class Shipment(Base):
+    __tablename__ = "shipment"
+    __table_args__ = (Index("ix_shipment_site_state", "site_id", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(24), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # initial | resupply | manual
+    depot_id: Mapped[int] = mapped_column(ForeignKey("depot.id"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    state: Mapped[ShipmentState] = mapped_column(_enum(ShipmentState, "shipment_state"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    courier: Mapped[str | None] = mapped_column(String(100))
+    tracking_number: Mapped[str | None] = mapped_column(String(100))
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    received_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    temperature_excursion: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class SupplyAlert(Base):
+    """Something the supply manager must act on (depot shortfall, site out of a kit type).
+    Written for blinded readers: it never says which treatment is short."""
+
+    __tablename__ = "supply_alert"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Destruction(Base):
+    """A destruction record: the reference of the certificate or the witnessed destruction."""
+
+    __tablename__ = "destruction"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str] = mapped_column(String(200))
+    destroyed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    destroyed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))

@@ -1,0 +1,182 @@
+"""Use cases for kit accountability at sites: damage and loss reports, returns, destruction,
+and the reconciliation that proves every kit is where the ledger says."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.auth import Permission
+from iwrs.db import read_session, transaction
+from iwrs.errors import InvalidInput
+from iwrs.models.sites import Site
+from iwrs.models.supply import Destruction, Kit, KitEvent
+from iwrs.services.shipments import evaluate_resupply
+from iwrs.services.supply import (
+    _apply,
+    _depot,
+    acting_user,
+    kits_by_number,
+    position,
+    site_kit,
+    site_of,
+)
+from supply.ledger import KitEvent as LedgerEvent
+from supply.ledger import Reconciliation, mismatches, reconcile, replay
+from supply.states import DESTINATION, KitAction, KitPosition, KitState, Place, PlaceKind
+
+RETURN_CONDITIONS = ("used", "partly_used", "unused")
+
+
+def report_kit(*, actor: Actor, kit_number: str, lost: bool, reason: str) -> Kit:
+    """A pharmacist reports a kit at the site damaged or lost."""
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    with transaction() as session:
+        kit = site_kit(session, actor, kit_number, Permission.DISPENSE)
+        action = KitAction.REPORT_LOST if lost else KitAction.REPORT_DAMAGED
+        before = {"state": str(kit.state)}
+        _apply(session, kit, action, actor=actor, detail=reason.strip())
+        site_id = site_of(session, kit)
+        audit.record(
+            session,
+            actor=actor,
+            action=f"kit.{'lost' if lost else 'damaged'}",
+            entity_type="kit",
+            entity_id=kit.number,
+            site_id=site_id,
+            before=before,
+            after={"state": str(kit.state)},
+            reason=reason.strip(),
+        )
+        site = session.get(Site, site_id) if site_id else None
+        if site is not None:
+            evaluate_resupply(session, site, actor=actor)
+        return kit
+
+
+def record_return(*, actor: Actor, kit_number: str, condition: str) -> Kit:
+    """A pharmacist records a dispensed kit returned: used, partly used or unused."""
+    if condition not in RETURN_CONDITIONS:
+        raise InvalidInput(
+            f"condition: must be one of {', '.join(RETURN_CONDITIONS)}",
+            field="condition",
+            rule="choice",
+        )
+    with transaction() as session:
+        kit = site_kit(session, actor, kit_number, Permission.DISPENSE)
+        site_id = site_of(session, kit)
+        before = {"state": str(kit.state)}
+        _apply(
+            session,
+            kit,
+            KitAction.RETURN,
+            actor=actor,
+            to=Place.site(site_id) if site_id else None,
+            detail=condition,
+        )
+        audit.record(
+            session,
+            actor=actor,
+            action="kit.returned",
+            entity_type="kit",
+            entity_id=kit.number,
+            site_id=site_id,
+            before=before,
+            after={"state": str(kit.state), "condition": condition},
+        )
+        return kit
+
+
+def destroy_kits(*, actor: Actor, kit_numbers: Sequence[str], reference: str) -> Destruction:
+    """The supply manager records destruction (returned, damaged or expired kits) with the
+    reference of the destruction certificate."""
+    if not reference.strip():
+        raise InvalidInput(
+            "reference: the destruction reference is required", field="reference", rule="required"
+        )
+    if not kit_numbers:
+        raise InvalidInput(
+            "kit_numbers: name at least one kit", field="kit_numbers", rule="required"
+        )
+    with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_SUPPLY)
+        record = Destruction(
+            reference=reference.strip(), destroyed_at=clock.now(), destroyed_by_id=actor.user_id
+        )
+        session.add(record)
+        session.flush()
+        kits = kits_by_number(session, kit_numbers)
+        for number in sorted(kits):
+            _apply(
+                session,
+                kits[number],
+                KitAction.DESTROY,
+                actor=actor,
+                to=Place.destroyed(record.id),
+                detail=record.reference,
+            )
+        audit.record(
+            session,
+            actor=actor,
+            action="kits.destroyed",
+            entity_type="destruction",
+            entity_id=record.id,
+            reason=record.reference,
+            after={"kits": sorted(kits), "reference": record.reference},
+        )
+        return record
+
+
+def _positions_and_receipts() -> tuple[dict[str, KitPosition], dict[str, int]]:
+    session = read_session()
+    kits = {k.id: k for k in session.scalars(select(Kit))}
+    positions = {k.number: position(k) for k in kits.values()}
+    receipts: dict[str, int] = {}
+    for event in session.scalars(
+        select(KitEvent)
+        .where(
+            KitEvent.action.in_(
+                [
+                    str(KitAction.RECEIVE),
+                    str(KitAction.RECEIVE_DAMAGED),
+                    str(KitAction.RECEIVE_MISSING),
+                ]
+            )
+        )
+        .order_by(KitEvent.id)
+    ):
+        receipts[kits[event.kit_id].number] = event.to_place_id
+    return positions, receipts
+
+
+def reconciliation() -> Reconciliation:
+    """received = available + dispensed + damaged + missing + expired + quarantined + returned
+    + destroyed, per site and overall, with the kits that break it."""
+    positions, receipts = _positions_and_receipts()
+    return reconcile(positions, received_at_site=receipts)
+
+
+def check_ledger() -> tuple[int, list[str]]:
+    """Replay the kit ledger from where every kit starts (at the protocol's depot, where kits
+    are generated or imported) and name every kit whose current row disagrees."""
+    session = read_session()
+    kits = {k.id: k for k in session.scalars(select(Kit))}
+    events = session.scalars(select(KitEvent).order_by(KitEvent.id)).all()
+    depot = Place.depot(_depot(session).id)
+    start = {k.number: KitPosition(KitState.AT_DEPOT, depot) for k in kits.values()}
+    ledger = [
+        LedgerEvent(
+            kits[e.kit_id].number,
+            KitAction(e.action),
+            Place(PlaceKind(e.to_place_kind), e.to_place_id)
+            if DESTINATION[KitAction(e.action)] is not None
+            else None,
+        )
+        for e in events
+    ]
+    current = {k.number: position(k) for k in kits.values()}
+    return len(events), list(mismatches(replay(ledger, start), current))

@@ -1,0 +1,403 @@
+"""Use cases for shipments: requesting (initial, resupply, manual), shipping, cancelling,
+receipt kit by kit, quarantine decisions; and the resupply run that keeps every site stocked.
+
+Treatments are decided inside these functions from sealed data; what leaves them (manifests,
+alerts, audit events) names kits by number and counts in totals only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.auth import Permission, require_site
+from iwrs.db import transaction
+from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.models.sites import Site, SiteStatus
+from iwrs.models.supply import Kit, Lot, Shipment
+from iwrs.services.supply import (
+    _apply,
+    _apply_events,
+    _depot,
+    acting_user,
+    apply_expiry,
+    dispensable_by_arm,
+    kits_by_number,
+    open_alert,
+    protocol,
+    treatment_of,
+)
+from supply import resupply
+from supply import shipments as rules
+from supply.shipments import ShipmentError, ShipmentState
+from supply.states import KitAction, KitState
+
+OPEN_STATES = (ShipmentState.REQUESTED, ShipmentState.SHIPPED, ShipmentState.DELIVERED)
+
+
+def _refused(error: ShipmentError) -> Conflict:
+    return Conflict(error.message, field=error.field, rule="shipment")
+
+
+def _value(session: Session, row: Shipment) -> rules.Shipment:
+    """The shipment as the pure rules see it: its kits in manifest (kit-number) order."""
+    numbers = session.scalars(
+        select(Kit.number).where(Kit.shipment_id == row.id).order_by(Kit.number)
+    ).all()
+    return rules.Shipment(
+        id=row.id,
+        depot=row.depot_id,
+        site=row.site_id,
+        kits=tuple(numbers),
+        state=ShipmentState(row.state),
+        courier=row.courier or "",
+        tracking=row.tracking_number or "",
+        excursion=row.temperature_excursion,
+    )
+
+
+def _locked_shipment(session: Session, shipment_id: int) -> Shipment:
+    row = session.scalars(
+        select(Shipment).where(Shipment.id == shipment_id).with_for_update()
+    ).first()
+    if row is None:
+        raise NotFound(f"shipment {shipment_id} does not exist", field="shipment_id", rule="exists")
+    return row
+
+
+def _depot_kits_by_arm(session: Session, kit_type: str) -> dict[str, list[tuple[str, date]]]:
+    """Unblinded, inside the service: the depot's kits of a type per arm, with expiry."""
+    rows = session.execute(
+        select(Kit, Lot.expiry)
+        .join(Lot, Kit.lot_id == Lot.id)
+        .where(Kit.state == KitState.AT_DEPOT, Kit.kit_type == kit_type)
+        .order_by(Kit.number)
+        .with_for_update(of=Kit)
+    ).all()
+    by_arm: dict[str, list[tuple[str, date]]] = {a.code: [] for a in protocol().arms}
+    for kit, lot_expiry in rows:
+        by_arm.setdefault(treatment_of(kit), []).append((kit.number, lot_expiry))
+    return by_arm
+
+
+def _request(
+    session: Session, site: Site, orders: Mapping[str, resupply.Order], *, kind: str, actor: Actor
+) -> Shipment | None:
+    """Pick depot kits for each kit type's order, reserve them in a new shipment; raise a
+    shortfall alert (totals only) when the depot cannot fill it."""
+    today = clock.today()
+    apply_expiry(session, actor=actor, today=today)
+    picked: list[str] = []
+    short = 0
+    for kit_type, order in sorted(orders.items()):
+        chosen, shortfall = resupply.allocate_from_depot(
+            order,
+            _depot_kits_by_arm(session, kit_type),
+            today=today,
+            do_not_ship_days=protocol().do_not_ship_days,
+        )
+        # A shipment never carries one treatment only: without every arm, send none of it.
+        if any(not chosen.get(arm) for arm in order.per_arm):
+            short += order.total
+            continue
+        picked += [number for numbers in chosen.values() for number in numbers]
+        short += sum(shortfall.values())
+    depot = _depot(session)
+    if short:
+        open_alert(
+            session,
+            kind="depot_shortfall",
+            site_id=site.id,
+            actor=actor,
+            message=f"Depot {depot.code} could not fill the {kind} shipment for site "
+            f"{site.code}: {short} kit(s) short. Release or import kits.",
+        )
+    if not picked:
+        return None
+    number = int(session.scalar(select(func.count()).select_from(Shipment)) or 0) + 1
+    row = Shipment(
+        number=f"SHP-{number:05d}",
+        kind=kind,
+        depot_id=depot.id,
+        site_id=site.id,
+        state=ShipmentState.REQUESTED,
+        requested_at=clock.now(),
+        requested_by_id=actor.user_id,
+        temperature_excursion=False,
+    )
+    session.add(row)
+    session.flush()
+    try:
+        _, events = rules.request(
+            shipment_id=row.id, depot=depot.id, site=site.id, kits=sorted(picked)
+        )
+    except ShipmentError as error:
+        raise _refused(error) from None
+    kits = kits_by_number(session, picked)
+    _apply_events(session, events, kits, actor=actor, shipment_id=row.id)
+    for kit in kits.values():
+        kit.shipment_id = row.id
+    audit.record(
+        session,
+        actor=actor,
+        action="shipment.requested",
+        entity_type="shipment",
+        entity_id=row.id,
+        site_id=site.id,
+        after={"number": row.number, "kind": kind, "site": site.code, "kits": sorted(picked)},
+    )
+    return row
+
+
+def request_initial_shipment(session: Session, site: Site, *, actor: Actor) -> Shipment | None:
+    """Activation's first shipment: the protocol's quantity per kit type, split by ratio."""
+    ratio = {a.code: a.ratio for a in protocol().arms}
+    arms = [a.code for a in protocol().arms]
+    orders = {
+        level.kit_type: resupply.initial_order(level.quantity, ratio=ratio, arms=arms)
+        for level in protocol().initial_shipment
+    }
+    return _request(session, site, orders, kind="initial", actor=actor)
+
+
+def _open_shipment(session: Session, site_id: int) -> bool:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Shipment)
+            .where(Shipment.site_id == site_id, Shipment.state.in_(OPEN_STATES))
+        )
+        > 0
+    )
+
+
+def evaluate_resupply(session: Session, site: Site, *, actor: Actor) -> Shipment | None:
+    """Apply the site's resupply policy after any change to its stock (same transaction)."""
+    if site.status != SiteStatus.ACTIVE or _open_shipment(session, site.id):
+        return None
+    today = clock.today()
+    arms = [a.code for a in protocol().arms]
+    stock = dispensable_by_arm(session, site.id, today=today)
+    orders = {}
+    for level in protocol().resupply:
+        per_arm = {
+            arm: sum(1 for kit, _ in kits if kit.kit_type == level.kit_type)
+            for arm, kits in stock.items()
+        }
+        order = resupply.threshold_policy(
+            resupply.SiteStock(per_arm),
+            trigger=level.trigger,
+            maximum=level.maximum,
+            open_shipment=False,
+            arms=arms,
+        )
+        if order is not None:
+            orders[level.kit_type] = order
+    if not orders:
+        return None
+    return _request(session, site, orders, kind="resupply", actor=actor)
+
+
+def run_resupply(*, actor: Actor) -> list[str]:
+    """The scheduled resupply run over every active site (CLI); returns shipments requested."""
+    with transaction() as session:
+        made = []
+        for site in session.scalars(
+            select(Site)
+            .where(Site.status == SiteStatus.ACTIVE)
+            .order_by(Site.code)
+            .with_for_update()
+        ):
+            row = evaluate_resupply(session, site, actor=actor)
+            if row is not None:
+                made.append(f"{row.number} to {site.code}")
+        return made
+
+
+def request_manual_shipment(*, actor: Actor, site_id: int, quantity: int) -> Shipment:
+    """The supply manager sends `quantity` kits of each kit type (split by ratio) to a site."""
+    if quantity < 1 or quantity > 500:
+        raise InvalidInput("quantity: between 1 and 500 kits", field="quantity", rule="range")
+    with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_SUPPLY)
+        site = session.scalars(select(Site).where(Site.id == site_id).with_for_update()).first()
+        if site is None or site.status != SiteStatus.ACTIVE:
+            raise Conflict(
+                "site_id: shipments go only to active sites", field="site_id", rule="site_active"
+            )
+        ratio = {a.code: a.ratio for a in protocol().arms}
+        arms = [a.code for a in protocol().arms]
+        orders = {
+            k.code: resupply.initial_order(quantity, ratio=ratio, arms=arms)
+            for k in protocol().kit_types
+        }
+        row = _request(session, site, orders, kind="manual", actor=actor)
+        if row is None:
+            raise Conflict(
+                "the depot holds no shippable kits for this request; see the alert",
+                field="quantity",
+                rule="depot_stock",
+            )
+        return row
+
+
+def ship_shipment(*, actor: Actor, shipment_id: int, courier: str, tracking: str) -> Shipment:
+    """Hand a requested shipment to the courier; every kit must still be shippable."""
+    with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_SUPPLY)
+        row = _locked_shipment(session, shipment_id)
+        value = _value(session, row)
+        try:
+            shipped, events = rules.ship(value, courier=courier, tracking=tracking)
+        except ShipmentError as error:
+            raise _refused(error) from None
+        kits = kits_by_number(session, value.kits)
+        from supply.expiry import can_ship
+
+        today = clock.today()
+        short_dated = sorted(
+            n
+            for n, k in kits.items()
+            if not can_ship(
+                session.get(Lot, k.lot_id).expiry,
+                today,  # type: ignore[union-attr]
+                protocol().do_not_ship_days,
+            )
+        )
+        if short_dated:
+            raise Conflict(
+                f"kit {short_dated[0]} expires within "
+                f"{protocol().do_not_ship_days} days and may not be shipped; "
+                "cancel and request again",
+                field="kits",
+                rule="do_not_ship",
+            )
+        _apply_events(session, events, kits, actor=actor, shipment_id=row.id)
+        row.state, row.courier, row.tracking_number = (
+            shipped.state,
+            shipped.courier,
+            shipped.tracking,
+        )
+        row.shipped_at = clock.now()
+        audit.record(
+            session,
+            actor=actor,
+            action="shipment.shipped",
+            entity_type="shipment",
+            entity_id=row.id,
+            site_id=row.site_id,
+            after={
+                "number": row.number,
+                "courier": row.courier,
+                "tracking_number": row.tracking_number,
+            },
+        )
+        return row
+
+
+def cancel_shipment(*, actor: Actor, shipment_id: int, reason: str) -> Shipment:
+    """Cancel a requested shipment: its kits go back to depot stock."""
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_SUPPLY)
+        row = _locked_shipment(session, shipment_id)
+        value = _value(session, row)
+        try:
+            cancelled, events = rules.cancel(value)
+        except ShipmentError as error:
+            raise _refused(error) from None
+        kits = kits_by_number(session, value.kits)
+        _apply_events(session, events, kits, actor=actor, shipment_id=row.id)
+        for kit in kits.values():
+            kit.shipment_id = None
+        row.state, row.cancelled_at, row.note = cancelled.state, clock.now(), reason.strip()
+        audit.record(
+            session,
+            actor=actor,
+            action="shipment.cancelled",
+            entity_type="shipment",
+            entity_id=row.id,
+            site_id=row.site_id,
+            reason=reason.strip(),
+            after={"number": row.number, "kits_returned_to_depot": len(kits)},
+        )
+        return row
+
+
+def receive_shipment(
+    *, actor: Actor, shipment_id: int, lines: Mapping[str, str], excursion: bool
+) -> Shipment:
+    """The pharmacist confirms every kit as good, damaged or missing; after a temperature
+    excursion the good kits are quarantined until the supply manager decides."""
+    with transaction() as session:
+        user = acting_user(session, actor, Permission.RECEIVE_SHIPMENTS)
+        row = _locked_shipment(session, shipment_id)
+        require_site(user, row.site_id)
+        value = _value(session, row)
+        try:
+            received, events = rules.receive(value, dict(lines), excursion=excursion)
+        except ShipmentError as error:
+            raise _refused(error) from None
+        kits = kits_by_number(session, value.kits)
+        _apply_events(session, events, kits, actor=actor, shipment_id=row.id)
+        row.state, row.received_at = received.state, clock.now()
+        row.received_by_id, row.temperature_excursion = actor.user_id, excursion
+        tally = rules.tally(received)
+        audit.record(
+            session,
+            actor=actor,
+            action="shipment.received",
+            entity_type="shipment",
+            entity_id=row.id,
+            site_id=row.site_id,
+            after={
+                "number": row.number,
+                "good": tally.received,
+                "damaged": tally.damaged,
+                "missing": tally.missing,
+                "temperature_excursion": excursion,
+                "conditions": dict(received.conditions),
+            },
+        )
+        site = session.get(Site, row.site_id)
+        assert site is not None
+        evaluate_resupply(session, site, actor=actor)
+        return row
+
+
+def decide_quarantine(
+    *, actor: Actor, kit_numbers: list[str], release: bool, reason: str
+) -> list[str]:
+    """The supply manager releases quarantined kits to use, or rejects them (damaged)."""
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    if not kit_numbers:
+        raise InvalidInput(
+            "kit_numbers: name at least one kit", field="kit_numbers", rule="required"
+        )
+    with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_SUPPLY)
+        apply_expiry(session, actor=actor)
+        kits = kits_by_number(session, kit_numbers)
+        action = KitAction.RELEASE if release else KitAction.REJECT
+        for number in sorted(kits):
+            _apply(session, kits[number], action, actor=actor, detail=reason.strip())
+        audit.record(
+            session,
+            actor=actor,
+            action="kits.released" if release else "kits.rejected",
+            entity_type="kit",
+            entity_id=None,
+            reason=reason.strip(),
+            after={"kits": sorted(kits)},
+        )
+        for site_id in sorted({k.place_id for k in kits.values() if k.place_kind == "site"}):
+            site = session.get(Site, site_id)
+            if site is not None:
+                evaluate_resupply(session, site, actor=actor)
+        return sorted(kits)

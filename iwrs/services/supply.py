@@ -1,0 +1,460 @@
+"""Use cases for drug supply: kit lists, lots and expiry, shipments and receipt, site stock,
+returns and destruction. Every kit state change goes through `_apply`, the one write gateway
+of the kit ledger: a pure transition computed by `supply.states`, saved as an insert-only kit
+event, audited in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from blinding.kits import KitSpec, generate_kit_list, parse_kit_list_csv, verify_kit_list
+from blinding.sealing import Sealer
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.auth import Permission, has_permission, require_site
+from iwrs.db import transaction
+from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.models.sites import Depot, Site
+from iwrs.models.supply import Kit, KitEvent, Lot, SupplyAlert
+from iwrs.models.users import User
+from iwrs.protocol import Protocol
+from supply import expiry
+from supply.ledger import KitEvent as LedgerEvent
+from supply.states import (
+    IllegalTransition,
+    KitAction,
+    KitPosition,
+    KitState,
+    Place,
+    PlaceKind,
+    transition,
+)
+
+KIT_CONTEXT = "kit:{number}"
+
+
+def protocol() -> Protocol:
+    return current_app.extensions["iwrs.protocol"]
+
+
+def sealer() -> Sealer:
+    """The blinding key's sealer (the key is never in the database)."""
+    if "iwrs.sealer" not in current_app.extensions:
+        current_app.extensions["iwrs.sealer"] = Sealer(
+            current_app.extensions["iwrs.settings"].blinding_key
+        )
+    return current_app.extensions["iwrs.sealer"]
+
+
+def treatment_of(kit: Kit) -> str:
+    """Unseal a kit's treatment: only ever inside a service, never shown to a blinded user."""
+    return sealer().unseal(kit.sealed_treatment, context=KIT_CONTEXT.format(number=kit.number))
+
+
+def position(kit: Kit) -> KitPosition:
+    return KitPosition(KitState(kit.state), Place(PlaceKind(kit.place_kind), kit.place_id))
+
+
+def _apply(
+    session: Session,
+    kit: Kit,
+    action: KitAction,
+    *,
+    actor: Actor,
+    to: Place | None = None,
+    shipment_id: int | None = None,
+    detail: str | None = None,
+) -> None:
+    """The kit ledger's one write gateway: pure transition, kit row, insert-only kit event."""
+    try:
+        new = transition(position(kit), action, to=to, kit=kit.number)
+    except IllegalTransition as refusal:
+        raise Conflict(refusal.message, field=refusal.field, rule="kit_transition") from None
+    now = clock.now()
+    session.add(
+        KitEvent(
+            kit_id=kit.id,
+            action=str(action),
+            from_state=str(kit.state),
+            to_state=str(new.state),
+            to_place_kind=str(new.place.kind),
+            to_place_id=new.place.id,
+            shipment_id=shipment_id,
+            detail=detail,
+            at=now,
+            user_id=actor.user_id,
+        )
+    )
+    kit.state, kit.place_kind, kit.place_id = new.state, str(new.place.kind), new.place.id
+    kit.updated_at = now
+
+
+def _apply_events(
+    session: Session,
+    events: Iterable[LedgerEvent],
+    kits: Mapping[str, Kit],
+    *,
+    actor: Actor,
+    shipment_id: int | None = None,
+    detail: str | None = None,
+) -> None:
+    for event in events:
+        _apply(
+            session,
+            kits[event.kit],
+            event.action,
+            actor=actor,
+            to=event.to,
+            shipment_id=shipment_id,
+            detail=detail,
+        )
+
+
+# --- kit lists -------------------------------------------------------------------------------
+
+
+def _depot(session: Session) -> Depot:
+    depot = session.scalars(select(Depot).where(Depot.code == protocol().depot.code)).first()
+    if depot is None:
+        raise NotFound("the protocol's depot is not set up: run `iwrs init`", rule="depot")
+    return depot
+
+
+def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how: str) -> int:
+    """Insert verified kits at the depot, treatments sealed; audited without any treatment."""
+    errors = verify_kit_list(specs, treatments=[a.code for a in protocol().arms])
+    if errors:
+        raise InvalidInput(
+            "; ".join(e.message for e in errors),
+            errors=[{"field": e.field, "rule": e.rule, "message": e.message} for e in errors],
+        )
+    depot = _depot(session)
+    now = clock.now()
+    lots: dict[str, Lot] = {lot.code: lot for lot in session.scalars(select(Lot))}
+    for code in sorted({s.lot for s in specs}):
+        first = next(s for s in specs if s.lot == code)
+        if code in lots:
+            lot = lots[code]
+            if (lot.kit_type, lot.expiry) != (first.kit_type, first.expiry):
+                raise InvalidInput(
+                    f"lot {code}: already exists with kit type {lot.kit_type} and expiry "
+                    f"{lot.expiry}; a lot has one kit type and one expiry",
+                    field="lot",
+                    rule="lot_consistent",
+                )
+        else:
+            lots[code] = Lot(
+                code=code, kit_type=first.kit_type, expiry=first.expiry, created_at=now
+            )
+            session.add(lots[code])
+    session.flush()
+    for spec in specs:
+        if (spec.kit_type, spec.expiry) != (lots[spec.lot].kit_type, lots[spec.lot].expiry):
+            raise InvalidInput(
+                f"kit {spec.number}: its kit type and expiry must be those of lot {spec.lot}",
+                field="lot",
+                rule="lot_consistent",
+            )
+        kit = Kit(
+            number=spec.number,
+            kit_type=spec.kit_type,
+            lot_id=lots[spec.lot].id,
+            state=KitState.AT_DEPOT,
+            place_kind="depot",
+            place_id=depot.id,
+            sealed_treatment=sealer().seal(
+                spec.treatment, context=KIT_CONTEXT.format(number=spec.number)
+            ),
+            updated_at=now,
+        )
+        session.add(kit)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action=f"kits.{how}",
+        entity_type="lot",
+        entity_id=",".join(sorted({s.lot for s in specs})),
+        after={
+            "kits": len(specs),
+            "lots": sorted({s.lot for s in specs}),
+            "kit_types": sorted({s.kit_type for s in specs}),
+            "depot": depot.code,
+        },
+    )
+    return len(specs)
+
+
+def _taken_numbers(session: Session) -> set[str]:
+    return set(session.scalars(select(Kit.number)))
+
+
+def generate_kits(
+    *, actor: Actor, kit_type: str, lot: str, expiry_date: date, count: int, seed: bytes
+) -> int:
+    """Generate a blinded kit list at the depot: `count` kits split by the allocation ratio."""
+    known = {k.code for k in protocol().kit_types}
+    if kit_type not in known:
+        raise InvalidInput(
+            f"kit_type: {kit_type!r} is not a kit type of this protocol ({', '.join(known)})",
+            field="kit_type",
+            rule="known",
+        )
+    arms = protocol().arms
+    if count <= 0 or count % protocol().ratio_sum:
+        raise InvalidInput(
+            f"count: must be a positive multiple of the ratio sum {protocol().ratio_sum}",
+            field="count",
+            rule="ratio_multiple",
+        )
+    if expiry.is_expired(expiry_date, clock.today()):
+        raise InvalidInput("expiry: is in the past", field="expiry", rule="future")
+    per_arm = {a.code: count * a.ratio // protocol().ratio_sum for a in arms}
+    with transaction() as session:
+        specs = generate_kit_list(
+            seed=seed,
+            kit_type=kit_type,
+            lot=lot,
+            expiry=expiry_date,
+            per_treatment=per_arm,
+            taken=_taken_numbers(session),
+        )
+        return _store_kits(session, specs, actor=actor, how="generated")
+
+
+def import_kits(*, actor: Actor, csv_text: str) -> int:
+    """Import a packaging vendor's kit list; any bad row rejects the whole file, every row named."""
+    with transaction() as session:
+        specs, errors = parse_kit_list_csv(
+            csv_text,
+            kit_types=[k.code for k in protocol().kit_types],
+            treatments=[a.code for a in protocol().arms],
+            today=clock.today(),
+            taken=_taken_numbers(session),
+        )
+        if errors:
+            raise InvalidInput(
+                f"the kit list was rejected whole: {len(errors)} problem(s); "
+                + "; ".join(e.message for e in errors[:20]),
+                errors=[{"field": e.field, "rule": e.rule, "message": e.message} for e in errors],
+            )
+        return _store_kits(session, specs, actor=actor, how="imported")
+
+
+# --- places and access -----------------------------------------------------------------------
+
+
+def acting_user(session: Session, actor: Actor, permission: Permission) -> User:
+    """The signed-in user behind the actor, if they hold the permission (404 otherwise)."""
+    user = session.get(User, actor.user_id) if actor.user_id is not None else None
+    if user is None or not has_permission(user, permission):
+        raise NotFound("not available to your role", rule="permission")
+    return user
+
+
+def kits_by_number(
+    session: Session, numbers: Iterable[str], *, lock: bool = True
+) -> dict[str, Kit]:
+    """The kits named, locked for the decision; an unknown number is refused by name."""
+    wanted = sorted(set(numbers))
+    query = select(Kit).where(Kit.number.in_(wanted)).order_by(Kit.id)
+    found = {k.number: k for k in session.scalars(query.with_for_update() if lock else query)}
+    unknown = [n for n in wanted if n not in found]
+    if unknown:
+        raise NotFound(f"kit {unknown[0]} does not exist", field="kit_number", rule="exists")
+    return found
+
+
+def site_kit(session: Session, actor: Actor, number: str, permission: Permission) -> Kit:
+    """A kit at (or dispensed from) one of the actor's sites, locked."""
+    user = acting_user(session, actor, permission)
+    kit = kits_by_number(session, [number])[number]
+    site_id = site_of(session, kit)
+    if site_id is None:
+        raise NotFound(
+            f"kit {number} is not at one of your sites", field="kit_number", rule="site_scope"
+        )
+    require_site(user, site_id)
+    return kit
+
+
+def site_of(session: Session, kit: Kit) -> int | None:
+    """The site accountable for a kit: where it is, or where its subject is."""
+    if kit.place_kind == "site":
+        return kit.place_id
+    if kit.place_kind == "subject":
+        from iwrs.models.subjects import Subject
+
+        subject = session.get(Subject, kit.place_id)
+        return subject.site_id if subject else None
+    return None
+
+
+# --- expiry ----------------------------------------------------------------------------------
+
+
+def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -> list[str]:
+    """Expire every usable or held kit past its lot's expiry (run before each stock decision)."""
+    today = today or clock.today()
+    rows = session.execute(
+        select(Kit, Lot.expiry)
+        .join(Lot, Kit.lot_id == Lot.id)
+        .where(
+            Kit.state.in_([KitState.AT_DEPOT, KitState.AVAILABLE, KitState.QUARANTINED]),
+            Lot.expiry < today,
+        )
+        .order_by(Kit.id)
+        .with_for_update(of=Kit)
+    ).all()
+    expired = [kit for kit, lot_expiry in rows if expiry.is_expired(lot_expiry, today)]
+    for kit in expired:
+        _apply(session, kit, KitAction.EXPIRE, actor=actor, detail="expiry sweep")
+    if expired:
+        audit.record(
+            session,
+            actor=actor,
+            action="kits.expired",
+            entity_type="kit",
+            entity_id=None,
+            after={"kits": [k.number for k in expired], "on": today.isoformat()},
+        )
+    return [k.number for k in expired]
+
+
+def run_expiry(*, actor: Actor) -> list[str]:
+    """The daily expiry run (CLI)."""
+    with transaction() as session:
+        return apply_expiry(session, actor=actor)
+
+
+def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: str) -> Lot:
+    """Extend or shorten a lot's expiry; shortened to today or earlier, its usable kits are
+    quarantined at once (they stay accountable, and the supply manager decides)."""
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    today = clock.today()
+    with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_SUPPLY)
+        lot = session.scalars(select(Lot).where(Lot.code == lot_code).with_for_update()).first()
+        if lot is None:
+            raise NotFound(f"lot {lot_code} does not exist", field="lot", rule="exists")
+        if new_expiry == lot.expiry:
+            raise Conflict(
+                f"expiry: lot {lot_code} already expires on {new_expiry}",
+                field="expiry",
+                rule="changed",
+            )
+        before = {"expiry": lot.expiry.isoformat()}
+        lot.expiry = new_expiry
+        held = []
+        if expiry.is_expired(new_expiry, today) or new_expiry == today:
+            usable = session.scalars(
+                select(Kit)
+                .where(Kit.lot_id == lot.id, Kit.state.in_([KitState.AT_DEPOT, KitState.AVAILABLE]))
+                .order_by(Kit.id)
+                .with_for_update()
+            ).all()
+            for kit in usable:
+                _apply(
+                    session,
+                    kit,
+                    KitAction.QUARANTINE,
+                    actor=actor,
+                    detail=f"lot {lot_code} expiry shortened to {new_expiry}",
+                )
+            held = [k.number for k in usable]
+        audit.record(
+            session,
+            actor=actor,
+            action="lot.expiry_changed",
+            entity_type="lot",
+            entity_id=lot.code,
+            before=before,
+            after={"expiry": new_expiry.isoformat(), "quarantined": held},
+            reason=reason.strip(),
+        )
+    return lot
+
+
+# --- site stock --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StockLine:
+    """One kit as a blinded user sees it: number, type, blinded lot, expiry, state."""
+
+    number: str
+    kit_type: str
+    lot: str
+    expiry: date
+    state: str
+
+
+def dispensable_by_arm(
+    session: Session, site_id: int, *, today: date, next_visit: date | None = None
+) -> dict[str, list[tuple[Kit, date]]]:
+    """Unblinded, inside services only: the site's dispensable kits per arm (for decisions)."""
+    rows = session.execute(
+        select(Kit, Lot.expiry)
+        .join(Lot, Kit.lot_id == Lot.id)
+        .where(Kit.place_kind == "site", Kit.place_id == site_id, Kit.state == KitState.AVAILABLE)
+        .order_by(Kit.number)
+    ).all()
+    by_arm: dict[str, list[tuple[Kit, date]]] = {a.code: [] for a in protocol().arms}
+    for kit, lot_expiry in rows:
+        if expiry.can_dispense(
+            lot_expiry,
+            today,
+            next_visit=next_visit,
+            do_not_dispense_days=protocol().do_not_dispense_days,
+        ):
+            by_arm.setdefault(treatment_of(kit), []).append((kit, lot_expiry))
+    return by_arm
+
+
+def count_kits(session: Session, **where: object) -> int:
+    query = select(func.count()).select_from(Kit)
+    for column, value in where.items():
+        query = query.where(getattr(Kit, column) == value)
+    return int(session.scalar(query) or 0)
+
+
+def open_alert(
+    session: Session, *, kind: str, site_id: int | None, message: str, actor: Actor
+) -> SupplyAlert:
+    """Raise an alert for the supply manager (worded for blinded readers), once while open."""
+    existing = session.scalars(
+        select(SupplyAlert).where(
+            SupplyAlert.kind == kind,
+            SupplyAlert.site_id == site_id,
+            SupplyAlert.resolved_at.is_(None),
+        )
+    ).first()
+    if existing is not None:
+        return existing
+    alert = SupplyAlert(kind=kind, site_id=site_id, message=message, created_at=clock.now())
+    session.add(alert)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="supply.alert_raised",
+        entity_type="supply_alert",
+        entity_id=alert.id,
+        site_id=site_id,
+        after={"kind": kind, "message": message},
+    )
+    return alert
+
+
+def site_row(session: Session, site_id: int) -> Site:
+    site = session.get(Site, site_id)
+    if site is None:
+        raise NotFound(f"site {site_id} does not exist", field="site_id", rule="exists")
+    return site

@@ -1,0 +1,120 @@
+"""Read-side views of supply for pages and the API: what blinded users may see (kit numbers,
+types, blinded lots, expiry, states, totals), scoped to the user's sites."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import select
+
+from iwrs.auth import require_site, site_scope
+from iwrs.db import read_session
+from iwrs.errors import NotFound
+from iwrs.models.sites import Site
+from iwrs.models.supply import Kit, KitEvent, Lot, Shipment, SupplyAlert
+from iwrs.models.users import User
+from supply.states import KitState
+
+
+@dataclass(frozen=True)
+class KitLine:
+    number: str
+    kit_type: str
+    lot: str
+    expiry: date
+    state: str
+
+
+def _lines(query) -> list[KitLine]:  # type: ignore[no-untyped-def]
+    rows = (
+        read_session()
+        .execute(
+            query.join(Lot, Kit.lot_id == Lot.id)
+            .add_columns(Lot.code, Lot.expiry)
+            .order_by(Kit.number)
+        )
+        .all()
+    )
+    return [KitLine(k.number, k.kit_type, code, expiry, str(k.state)) for k, code, expiry in rows]
+
+
+def site_inventory(user: User, site_id: int) -> list[KitLine]:
+    """Every kit at the site (any state), by number: never its treatment."""
+    require_site(user, site_id)
+    return _lines(select(Kit).where(Kit.place_kind == "site", Kit.place_id == site_id))
+
+
+def shipment_kits(shipment_id: int) -> list[KitLine]:
+    return _lines(select(Kit).where(Kit.shipment_id == shipment_id))
+
+
+def visible_shipments(user: User) -> list[Shipment]:
+    query = select(Shipment).order_by(Shipment.id.desc())
+    scope = site_scope(user)
+    if scope is not None:
+        query = query.where(Shipment.site_id.in_(scope))
+    return list(read_session().scalars(query))
+
+
+def visible_shipment(user: User, shipment_id: int) -> Shipment:
+    row = read_session().get(Shipment, shipment_id)
+    if row is None:
+        raise NotFound(f"shipment {shipment_id} does not exist", field="shipment_id", rule="exists")
+    require_site(user, row.site_id)
+    return row
+
+
+def depot_stock() -> list[tuple[Lot, dict[str, int]]]:
+    """Per blinded lot: kit counts by state (all treatments together)."""
+    session = read_session()
+    counts: dict[int, Counter[str]] = defaultdict(Counter)
+    for kit in session.scalars(select(Kit)):
+        counts[kit.lot_id][str(kit.state)] += 1
+    return [(lot, dict(counts[lot.id])) for lot in session.scalars(select(Lot).order_by(Lot.code))]
+
+
+def stock_by_site() -> list[tuple[Site, dict[str, int]]]:
+    session = read_session()
+    counts: dict[int, Counter[str]] = defaultdict(Counter)
+    for kit in session.scalars(select(Kit).where(Kit.place_kind == "site")):
+        counts[kit.place_id][str(kit.state)] += 1
+    return [
+        (site, dict(counts[site.id])) for site in session.scalars(select(Site).order_by(Site.code))
+    ]
+
+
+def open_alerts() -> list[SupplyAlert]:
+    return list(
+        read_session().scalars(
+            select(SupplyAlert)
+            .where(SupplyAlert.resolved_at.is_(None))
+            .order_by(SupplyAlert.id.desc())
+        )
+    )
+
+
+def quarantined() -> list[KitLine]:
+    return _lines(select(Kit).where(Kit.state == KitState.QUARANTINED))
+
+
+def available_history() -> dict[str, list[tuple[date, int]]]:
+    """Available kits per site code at the end of each day with a change (for the chart)."""
+    session = read_session()
+    sites = {s.id: s.code for s in session.scalars(select(Site))}
+    where: dict[int, int] = {}
+    level: Counter[int] = Counter()
+    points: dict[str, dict[date, int]] = defaultdict(dict)
+    for event in session.scalars(select(KitEvent).order_by(KitEvent.id)):
+        before_site = where.get(event.kit_id)
+        if event.from_state == KitState.AVAILABLE and before_site is not None:
+            level[before_site] -= 1
+            points[sites[before_site]][event.at.date()] = level[before_site]
+        if event.to_place_kind == "site":
+            where[event.kit_id] = event.to_place_id
+            if event.to_state == KitState.AVAILABLE:
+                level[event.to_place_id] += 1
+                code = sites[event.to_place_id]
+                points[code][event.at.date()] = level[event.to_place_id]
+    return {code: sorted(days.items()) for code, days in sorted(points.items())}

@@ -1,0 +1,224 @@
+"""Supply pages: the pharmacist's inventory, receipts and returns; the supply manager's depot,
+shipments, alerts, quarantine, lots, reconciliation and stock chart. No page shows a treatment."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from iwrs.audit import Actor
+from iwrs.auth import Permission, has_permission, requires
+from iwrs.errors import InvalidInput, IWRSError
+from iwrs.services import accountability, queries, shipments, supply, supply_views
+
+bp = Blueprint("supply", __name__, url_prefix="/supply")
+
+
+def _actor() -> Actor:
+    return Actor.of(current_user)
+
+
+def _done(message: str, target: str) -> Any:
+    flash(message, "info")
+    return redirect(target)
+
+
+def _refused(refusal: IWRSError, target: str) -> Any:
+    flash(refusal.message, "error")
+    return redirect(target)
+
+
+@bp.get("/")
+@requires(Permission.VIEW_SUPPLY)
+def index():  # type: ignore[no-untyped-def]
+    manager = has_permission(current_user, Permission.MANAGE_SUPPLY)
+    return render_template(
+        "supply.html",
+        manager=manager,
+        sites=queries.visible_sites(current_user),
+        shipments=supply_views.visible_shipments(current_user),
+        depot=supply_views.depot_stock() if manager else [],
+        by_site=supply_views.stock_by_site() if manager else [],
+        alerts=supply_views.open_alerts() if manager else [],
+        quarantined=supply_views.quarantined() if manager else [],
+        history=supply_views.available_history() if manager else {},
+        reconciliation=accountability.reconciliation() if manager else None,
+    )
+
+
+@bp.get("/sites/<int:site_id>")
+@requires(Permission.VIEW_SUPPLY)
+def site_inventory(site_id: int):  # type: ignore[no-untyped-def]
+    site = queries.visible_site(current_user, site_id)
+    return render_template(
+        "supply_site.html", site=site, kits=supply_views.site_inventory(current_user, site_id)
+    )
+
+
+@bp.get("/shipments/<int:shipment_id>")
+@requires(Permission.VIEW_SUPPLY)
+def shipment(shipment_id: int):  # type: ignore[no-untyped-def]
+    row = supply_views.visible_shipment(current_user, shipment_id)
+    return render_template(
+        "shipment.html",
+        shipment=row,
+        kits=supply_views.shipment_kits(row.id),
+        site=queries.visible_site(current_user, row.site_id),
+    )
+
+
+@bp.post("/shipments/<int:shipment_id>/receipt")
+@requires(Permission.RECEIVE_SHIPMENTS)
+def receive(shipment_id: int):  # type: ignore[no-untyped-def]
+    target = url_for("supply.shipment", shipment_id=shipment_id)
+    lines = {
+        key.removeprefix("kit-"): value
+        for key, value in request.form.items()
+        if key.startswith("kit-")
+    }
+    try:
+        row = shipments.receive_shipment(
+            actor=_actor(),
+            shipment_id=shipment_id,
+            lines=lines,
+            excursion=request.form.get("excursion") == "y",
+        )
+    except IWRSError as refusal:
+        return _refused(refusal, target)
+    note = (
+        " Kits are quarantined until the supply manager decides."
+        if row.temperature_excursion
+        else ""
+    )
+    return _done(f"Shipment {row.number} received.{note}", target)
+
+
+@bp.post("/shipments/<int:shipment_id>/ship")
+@requires(Permission.MANAGE_SUPPLY)
+def ship(shipment_id: int):  # type: ignore[no-untyped-def]
+    target = url_for("supply.shipment", shipment_id=shipment_id)
+    try:
+        row = shipments.ship_shipment(
+            actor=_actor(),
+            shipment_id=shipment_id,
+            courier=request.form.get("courier", ""),
+            tracking=request.form.get("tracking", ""),
+        )
+    except IWRSError as refusal:
+        return _refused(refusal, target)
+    return _done(f"Shipment {row.number} shipped.", target)
+
+
+@bp.post("/shipments/<int:shipment_id>/cancel")
+@requires(Permission.MANAGE_SUPPLY)
+def cancel(shipment_id: int):  # type: ignore[no-untyped-def]
+    target = url_for("supply.shipment", shipment_id=shipment_id)
+    try:
+        row = shipments.cancel_shipment(
+            actor=_actor(), shipment_id=shipment_id, reason=request.form.get("reason", "")
+        )
+    except IWRSError as refusal:
+        return _refused(refusal, target)
+    return _done(f"Shipment {row.number} cancelled; its kits are back at the depot.", target)
+
+
+@bp.post("/sites/<int:site_id>/shipment")
+@requires(Permission.MANAGE_SUPPLY)
+def request_shipment(site_id: int):  # type: ignore[no-untyped-def]
+    try:
+        quantity = int(request.form.get("quantity", "") or 0)
+        row = shipments.request_manual_shipment(actor=_actor(), site_id=site_id, quantity=quantity)
+    except ValueError:
+        return _refused(
+            InvalidInput("quantity: a whole number of kits", field="quantity"),
+            url_for("supply.index"),
+        )
+    except IWRSError as refusal:
+        return _refused(refusal, url_for("supply.index"))
+    return _done(
+        f"Shipment {row.number} requested.", url_for("supply.shipment", shipment_id=row.id)
+    )
+
+
+@bp.post("/kits/<number>/report")
+@requires(Permission.DISPENSE)
+def report(number: str):  # type: ignore[no-untyped-def]
+    target = request.form.get("back") or url_for("supply.index")
+    if not target.startswith("/supply/"):
+        target = url_for("supply.index")
+    try:
+        kit = accountability.report_kit(
+            actor=_actor(),
+            kit_number=number,
+            lost=request.form.get("what") == "lost",
+            reason=request.form.get("reason", ""),
+        )
+    except IWRSError as refusal:
+        return _refused(refusal, target)
+    return _done(f"Kit {kit.number} recorded as {kit.state}.", target)
+
+
+@bp.post("/kits/<number>/return")
+@requires(Permission.DISPENSE)
+def kit_return(number: str):  # type: ignore[no-untyped-def]
+    target = url_for("supply.index")
+    try:
+        kit = accountability.record_return(
+            actor=_actor(), kit_number=number, condition=request.form.get("condition", "")
+        )
+    except IWRSError as refusal:
+        return _refused(refusal, target)
+    return _done(f"Kit {kit.number} returned.", target)
+
+
+@bp.post("/quarantine")
+@requires(Permission.MANAGE_SUPPLY)
+def quarantine():  # type: ignore[no-untyped-def]
+    target = url_for("supply.index") + "#quarantine"
+    try:
+        kits = shipments.decide_quarantine(
+            actor=_actor(),
+            kit_numbers=request.form.getlist("kit"),
+            release=request.form.get("decision") == "release",
+            reason=request.form.get("reason", ""),
+        )
+    except IWRSError as refusal:
+        return _refused(refusal, target)
+    return _done(f"{len(kits)} kit(s) {request.form.get('decision', 'rejected')}d.", target)
+
+
+@bp.post("/lots/<code>/expiry")
+@requires(Permission.MANAGE_SUPPLY)
+def lot_expiry(code: str):  # type: ignore[no-untyped-def]
+    target = url_for("supply.index") + "#lots"
+    try:
+        new_expiry = date.fromisoformat(request.form.get("expiry", ""))
+    except ValueError:
+        return _refused(InvalidInput("expiry: a date (YYYY-MM-DD)", field="expiry"), target)
+    try:
+        lot = supply.change_lot_expiry(
+            actor=_actor(),
+            lot_code=code,
+            new_expiry=new_expiry,
+            reason=request.form.get("reason", ""),
+        )
+    except IWRSError as refusal:
+        return _refused(refusal, target)
+    return _done(f"Lot {lot.code} now expires on {lot.expiry}.", target)
+
+
+@bp.post("/destruction")
+@requires(Permission.MANAGE_SUPPLY)
+def destruction():  # type: ignore[no-untyped-def]
+    target = url_for("supply.index")
+    numbers = [n.strip() for n in request.form.get("kits", "").replace(",", " ").split()]
+    try:
+        record = accountability.destroy_kits(
+            actor=_actor(), kit_numbers=numbers, reference=request.form.get("reference", "")
+        )
+    except IWRSError as refusal:
+        return _refused(refusal, target)
+    return _done(f"{len(numbers)} kit(s) destroyed under {record.reference}.", target)
