@@ -44,6 +44,8 @@ class Settings:
     password_min_length: int = 12
     testing: bool = False
     secure_cookies: bool = False
+    # "production" refuses dummy (UAT) randomization lists; "uat" allows them.
+    environment: str = "production"
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -57,6 +59,7 @@ class Settings:
             protocol_path=Path(protocol) if protocol else None,
             session_idle=timedelta(minutes=_int_env("IWRS_SESSION_IDLE_MINUTES", 15)),
             secure_cookies=os.environ.get("IWRS_SECURE_COOKIES", "0") == "1",
+            environment=_environment(),
         )
         for name in KEY_NAMES:
             setattr(settings, name, read_key(name, instance))
@@ -64,6 +67,13 @@ class Settings:
 
     def missing_keys(self) -> list[str]:
         return [name for name in KEY_NAMES if not getattr(self, name)]
+
+
+def _environment() -> str:
+    value = os.environ.get("IWRS_ENVIRONMENT", "production")
+    if value not in ("production", "uat"):
+        raise ConfigError(f"IWRS_ENVIRONMENT must be production or uat, got {value!r}")
+    return value
 
 
 def _int_env(name: str, default: int) -> int:

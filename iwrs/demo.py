@@ -85,7 +85,7 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
     from iwrs.models.sites import Site, SiteStatus
     from iwrs.models.supply import Shipment
     from iwrs.models.users import User
-    from iwrs.services import shipments, sites, subjects, supply, supply_views
+    from iwrs.services import randomization, shipments, sites, subjects, supply, supply_views
 
     session = read_session()
     people = {u.username: u for u in session.scalars(select(User))}
@@ -137,6 +137,7 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
         ("dr.zhang", "CN02", "1964-03-09", "male", "RA", {}, "eligible"),
     ]
     codes = {s.code: s.id for s in session.scalars(select(Site))}
+    randomized: list[tuple[str, int]] = []
     for username, site, born, sex, disease, changes, decision in plan:
         investigator = Actor.of(people[username])
         subject = subjects.screen_subject(
@@ -158,4 +159,18 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
                 signer_password=passwords[username],
             )
         done.append(f"screened {subject.screening_number}: {decision or record.result.outcome}")
+        if decision == "eligible":
+            randomized.append((username, subject.id))
+    rlist = randomization.generate_list(actor=Actor.of(people["stat.liu"]), name="GenSci048-204 v1")
+    done.append(f"generated randomization list {rlist.name} (fingerprint {rlist.fingerprint[:12]})")
+    for username, subject_id in randomized:
+        result = randomization.randomize(
+            actor=Actor.of(people[username]),
+            subject_id=subject_id,
+            signer_password=passwords[username],
+        )
+        done.append(
+            f"randomized {result.screening_number} as {result.randomization_number}, "
+            f"kit {result.kit_number}"
+        )
     return done

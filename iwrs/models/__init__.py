@@ -1,6 +1,13 @@
 """SQLAlchemy 2 typed models by area; importing this package registers every table."""
 
 from iwrs.models.audit import AuditChainHead, AuditEvent
+from iwrs.models.randomization import (
+    Dispensation,
+    Randomization,
+    RandomizationList,
+    RandomizationSlot,
+    StratumPosition,
+)
 from iwrs.models.sites import Depot, Site, SiteStatus, Trial
 from iwrs.models.subjects import Decision, EligibilityAssessment, Outcome, Subject, SubjectStatus
 from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
@@ -13,16 +20,21 @@ __all__ = [
     "Decision",
     "Depot",
     "Destruction",
+    "Dispensation",
     "EligibilityAssessment",
     "Kit",
     "KitEvent",
     "Lot",
     "Outcome",
+    "Randomization",
+    "RandomizationList",
+    "RandomizationSlot",
     "Role",
     "Shipment",
     "Signature",
     "Site",
     "SiteStatus",
+    "StratumPosition",
     "Subject",
     "SubjectStatus",
     "SupplyAlert",

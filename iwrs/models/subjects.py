@@ -66,6 +66,8 @@ class Subject(Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     withdrawal_reason: Mapped[str | None] = mapped_column(Text)
+    # Study treatment stopped (the subject may stay in follow-up): no more kits are dispensed.
+    treatment_discontinued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     site = relationship("Site", lazy="selectin")
 

@@ -20,9 +20,19 @@ log = logging.getLogger("iwrs.web")
 
 
 def init_app(app: Flask) -> None:
-    from iwrs.web import account, admin, auth, main, sites, subjects, supply
+    from iwrs.web import account, admin, auth, dispensing, lists, main, sites, subjects, supply
 
-    for blueprint in (auth.bp, main.bp, sites.bp, subjects.bp, supply.bp, admin.bp, account.bp):
+    for blueprint in (
+        auth.bp,
+        main.bp,
+        sites.bp,
+        subjects.bp,
+        dispensing.bp,
+        lists.bp,
+        supply.bp,
+        admin.bp,
+        account.bp,
+    ):
         app.register_blueprint(blueprint)
     app.register_error_handler(IWRSError, handle_error)
     app.register_error_handler(HTTPException, handle_error)

@@ -194,3 +194,64 @@ def rescreen(subject_id: int):  # type: ignore[no-untyped-def]
         return _render_detail(subject_id, status=refusal.status)
     flash(f"Re-screening registered as {subject.screening_number}.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject.id))
+
+
+@bp.post("/<int:subject_id>/randomize")
+@requires(Permission.RANDOMIZE)
+def randomize(subject_id: int):  # type: ignore[no-untyped-def]
+    from iwrs.services import randomization
+
+    if request.form.get("understood") != "y":
+        flash("Tick the box to confirm you understand randomization cannot be undone.", "error")
+        return _render_detail(subject_id, status=422)
+    try:
+        randomization.randomize(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            signer_password=request.form.get("signature_password", ""),
+            idempotency_key=request.form.get("idempotency_key") or None,
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return _render_detail(subject_id, status=refusal.status)
+    return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
+
+
+@bp.get("/<int:subject_id>/randomization")
+@requires(Permission.SCREEN_SUBJECTS)
+def randomization_page(subject_id: int):  # type: ignore[no-untyped-def]
+    from iwrs.errors import NotFound
+    from iwrs.services import randomization_views
+
+    subject = queries.visible_subject(current_user, subject_id)
+    result = randomization_views.result_of(subject.id)
+    if result is None:
+        raise NotFound(
+            f"subject {subject.screening_number} is not randomized",
+            field="subject_id",
+            rule="randomized",
+        )
+    return render_template(
+        "randomization.html",
+        subject=subject,
+        result=result,
+        dispensations=randomization_views.dispensations_of(subject.id),
+    )
+
+
+@bp.post("/<int:subject_id>/discontinue")
+@requires(Permission.SCREEN_SUBJECTS)
+def discontinue(subject_id: int):  # type: ignore[no-untyped-def]
+    from iwrs.services import dispensing
+
+    try:
+        subject = dispensing.discontinue_treatment(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            reason=request.form.get("reason", ""),
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
+    flash(f"Study treatment of {subject.screening_number} discontinued.", "info")
+    return redirect(url_for("subjects.randomization_page", subject_id=subject_id))

@@ -1,0 +1,158 @@
+"""/api/v1: randomize a subject, dispense at visits, confirm kits, list status (statistician)."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_login import current_user
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from iwrs.api.v1.schemas import ProblemSchema
+from iwrs.audit import Actor
+from iwrs.auth import Permission, requires
+from iwrs.errors import NotFound
+from iwrs.services import dispensing, queries, randomization, randomization_views
+
+blp = Blueprint(
+    "Randomization",
+    __name__,
+    url_prefix="",
+    description="Randomization, dispensing and list status",
+)
+PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
+
+
+class VisitSchema(Schema):
+    code = fields.String()
+    name = fields.String()
+    target = fields.Date()
+    earliest = fields.Date()
+    latest = fields.Date()
+    kits = fields.Integer()
+
+
+class RandomizationSchema(Schema):
+    subject_id = fields.Integer()
+    screening_number = fields.String()
+    randomization_number = fields.String()
+    kit_number = fields.String(metadata={"description": "the day-1 kit; never the arm"})
+    stratum = fields.Dict(keys=fields.String(), values=fields.String())
+    randomized_on = fields.Date()
+    visits = fields.List(fields.Nested(VisitSchema))
+
+
+class RandomizeSchema(Schema):
+    signature_password = fields.String(
+        required=True, load_only=True, metadata={"description": "electronic signature"}
+    )
+    idempotency_key = fields.String(load_default=None, validate=validate.Length(min=1, max=100))
+
+
+class DispenseSchema(Schema):
+    visit_code = fields.String(required=True)
+    kind = fields.String(load_default="scheduled", validate=validate.OneOf(list(dispensing.KINDS)))
+    reason = fields.String(load_default="", validate=validate.Length(max=1000))
+
+
+class DispenseResultSchema(Schema):
+    dispensation_id = fields.Integer()
+    subject = fields.String()
+    visit_code = fields.String()
+    kit_number = fields.String()
+    out_of_window = fields.Boolean()
+
+
+class ConfirmSchema(Schema):
+    kit_number = fields.String(required=True)
+
+
+class StratumStatusSchema(Schema):
+    stratum = fields.String()
+    used = fields.Integer()
+    remaining = fields.Integer()
+    by_arm = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class ListStatusSchema(Schema):
+    name = fields.String()
+    dummy = fields.Boolean()
+    source = fields.String()
+    fingerprint = fields.String()
+    locked = fields.Boolean()
+    strata = fields.List(fields.Nested(StratumStatusSchema))
+    overall_by_arm = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+@blp.route("/subjects/<int:subject_id>/randomization")
+class SubjectRandomization(MethodView):
+    @blp.response(200, RandomizationSchema)
+    @blp.alt_response(404, **PROBLEM)
+    @requires(Permission.SCREEN_SUBJECTS)
+    def get(self, subject_id: int):  # type: ignore[no-untyped-def]
+        """The subject's randomization number, day-1 kit and visit schedule (no arm)."""
+        queries.visible_subject(current_user, subject_id)
+        result = randomization_views.result_of(subject_id)
+        if result is None:
+            raise NotFound("the subject is not randomized", field="subject_id", rule="randomized")
+        return result
+
+    @blp.arguments(RandomizeSchema)
+    @blp.response(201, RandomizationSchema)
+    @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(401, **PROBLEM)
+    @requires(Permission.RANDOMIZE)
+    def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
+        """Randomize (e-signature); a retry with the same subject or key returns the first
+        result and randomizes nothing new."""
+        return randomization.randomize(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            signer_password=body["signature_password"],
+            idempotency_key=body["idempotency_key"],
+        )
+
+
+@blp.route("/subjects/<int:subject_id>/dispensations")
+class Dispensations(MethodView):
+    @blp.arguments(DispenseSchema)
+    @blp.response(201, DispenseResultSchema)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.DISPENSE)
+    def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
+        """Dispense a kit of the subject's (blinded) treatment at a visit (pharmacist)."""
+        return dispensing.dispense(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            visit_code=body["visit_code"],
+            kind=body["kind"],
+            reason=body["reason"],
+        )
+
+
+@blp.route("/dispensations/<int:dispensation_id>/confirmation")
+class Confirmation(MethodView):
+    @blp.arguments(ConfirmSchema)
+    @blp.response(204)
+    @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(422, **PROBLEM)
+    @requires(Permission.DISPENSE)
+    def post(self, body, dispensation_id: int):  # type: ignore[no-untyped-def]
+        """Confirm the number of the kit in hand (check digit, then match)."""
+        dispensing.confirm_kit(
+            actor=Actor.of(current_user),
+            dispensation_id=dispensation_id,
+            kit_number=body["kit_number"],
+        )
+
+
+@blp.route("/lists/status")
+class ListStatus(MethodView):
+    @blp.response(200, ListStatusSchema)
+    @blp.alt_response(404, **PROBLEM)
+    @requires(Permission.SEE_ARM)
+    def get(self):  # type: ignore[no-untyped-def]
+        """Unblinded: slots used and remaining and allocation by arm, per stratum (audited)."""
+        status = randomization_views.list_status(actor=Actor.of(current_user))
+        if status is None:
+            raise NotFound("no randomization list is loaded", rule="list_loaded")
+        return status

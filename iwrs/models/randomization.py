@@ -1,0 +1,91 @@
+"""Randomization lists (arms sealed), the per-stratum position rows that serialize slot use,
+randomizations and dispensations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from iwrs.db import Base, UTCDateTime
+
+
+class RandomizationList(Base):
+    """A list of slots per stratum: generated from a seed or imported; locked at first use."""
+
+    __tablename__ = "randomization_list"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    dummy: Mapped[bool] = mapped_column(Boolean, default=False)  # UAT only, never production
+    source: Mapped[str] = mapped_column(String(16))  # generated | imported
+    algorithm: Mapped[str] = mapped_column(String(80))
+    # The seed (hex), sealed like the arms: the statistician regenerates the list from it.
+    sealed_seed: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+
+
+class RandomizationSlot(Base):
+    __tablename__ = "randomization_slot"
+    __table_args__ = (UniqueConstraint("list_id", "stratum", "sequence"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("randomization_list.id"))
+    stratum: Mapped[str] = mapped_column(String(100))
+    sequence: Mapped[int] = mapped_column(Integer)
+    block: Mapped[int] = mapped_column(Integer)
+    block_size: Mapped[int] = mapped_column(Integer)
+    sealed_arm: Mapped[str] = mapped_column(Text)
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), unique=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StratumPosition(Base):
+    """The next unused sequence of a stratum: locked (FOR UPDATE) by every randomization in
+    the stratum, so slots are taken strictly in order, once, under any concurrency."""
+
+    __tablename__ = "stratum_position"
+
+    list_id: Mapped[int] = mapped_column(ForeignKey("randomization_list.id"), primary_key=True)
+    stratum: Mapped[str] = mapped_column(String(100), primary_key=True)
+    next_sequence: Mapped[int] = mapped_column(Integer, default=1)
+    last_sequence: Mapped[int] = mapped_column(Integer)
+
+
+class Randomization(Base):
+    __tablename__ = "randomization"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), unique=True)
+    randomization_number: Mapped[str] = mapped_column(String(16), unique=True)
+    slot_id: Mapped[int] = mapped_column(ForeignKey("randomization_slot.id"), unique=True)
+    stratum: Mapped[str] = mapped_column(String(100))
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    randomized_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    randomized_on: Mapped[str] = mapped_column(String(10))  # day 1, ISO date at the site (UTC)
+    randomized_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+
+
+class Dispensation(Base):
+    """A kit given to a subject at a visit; the pharmacist confirms the number they hold."""
+
+    __tablename__ = "dispensation"
+    __table_args__ = (Index("ix_dispensation_subject", "subject_id", "visit_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"))
+    kit_id: Mapped[int] = mapped_column(ForeignKey("kit.id"), unique=True)
+    visit_code: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # scheduled | unscheduled | replacement
+    reason: Mapped[str | None] = mapped_column(Text)
+    out_of_window: Mapped[bool] = mapped_column(Boolean, default=False)
+    dispensed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    dispensed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

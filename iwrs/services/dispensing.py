@@ -1,0 +1,287 @@
+"""Use cases for dispensing at visits: the visit schedule drives which kit a subject receives;
+the pharmacist confirms the number of the kit in hand; replacements and unscheduled kits keep
+the subject's treatment; a discontinued subject receives nothing more."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from blinding.kits import is_valid_kit_number
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.auth import Permission, require_site
+from iwrs.db import transaction
+from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.models.randomization import Dispensation, Randomization, RandomizationSlot
+from iwrs.models.sites import Site, SiteStatus
+from iwrs.models.subjects import Subject, SubjectStatus
+from iwrs.models.supply import Kit
+from iwrs.services.randomization import (
+    next_dosing_visit,
+    slot_arm,
+    tie_break,
+    visit_plan,
+)
+from iwrs.services.shipments import evaluate_resupply
+from iwrs.services.supply import _apply, acting_user, dispensable_by_arm, open_alert
+from supply.expiry import choose_kit
+from supply.states import KitAction, Place
+
+KINDS = ("scheduled", "unscheduled", "replacement")
+NO_KIT = (
+    "no dispensable kit for subject {subject} at site {site}: nothing was dispensed; the supply "
+    "manager has been alerted"
+)
+
+
+@dataclass(frozen=True)
+class DispenseResult:
+    dispensation_id: int
+    subject: str
+    visit_code: str
+    kit_number: str
+    out_of_window: bool
+
+
+def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, Randomization]:
+    user = acting_user(session, actor, Permission.DISPENSE)
+    subject = session.scalars(
+        select(Subject).where(Subject.id == subject_id).with_for_update()
+    ).first()
+    if subject is None:
+        raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
+    require_site(user, subject.site_id)
+    randomization = session.scalars(
+        select(Randomization).where(Randomization.subject_id == subject.id)
+    ).first()
+    if randomization is None or subject.status != SubjectStatus.RANDOMIZED:
+        raise Conflict(
+            f"subject {subject.screening_number} is {subject.status}; kits go only "
+            "to randomized subjects",
+            field="subject_id",
+            rule="randomized",
+        )
+    if subject.treatment_discontinued_at is not None:
+        raise Conflict(
+            f"subject {subject.screening_number} has discontinued study treatment; "
+            "no kit is dispensed",
+            field="subject_id",
+            rule="discontinued",
+        )
+    return subject, randomization
+
+
+def dispense(
+    *, actor: Actor, subject_id: int, visit_code: str, kind: str = "scheduled", reason: str = ""
+) -> DispenseResult:
+    """Pick a dispensable kit of the subject's treatment at the site (first expiry first out)
+    and record it dispensed at the visit; the pharmacist then confirms the kit number."""
+    if kind not in KINDS:
+        raise InvalidInput(f"kind: must be one of {', '.join(KINDS)}", field="kind", rule="choice")
+    if kind != "scheduled" and not reason.strip():
+        raise InvalidInput(
+            "reason: unscheduled and replacement kits need a reason",
+            field="reason",
+            rule="required",
+        )
+    refusal: Conflict | None = None
+    with transaction() as session:
+        subject, randomization = _subject(session, actor, subject_id)
+        site = session.scalars(
+            select(Site).where(Site.id == subject.site_id).with_for_update()
+        ).one()  # the site's kits: one pick at a time
+        if site.status != SiteStatus.ACTIVE:
+            raise Conflict(f"site {site.code} is {site.status}", field="site", rule="site_active")
+        day1 = date.fromisoformat(randomization.randomized_on)
+        plan = {v.code: v for v in visit_plan(day1)}
+        visit = plan.get(visit_code)
+        if visit is None or not visit.kits:
+            raise InvalidInput(
+                f"visit_code: {visit_code!r} is not a dosing visit of the protocol",
+                field="visit_code",
+                rule="dosing_visit",
+            )
+        done = session.scalars(
+            select(Dispensation).where(
+                Dispensation.subject_id == subject.id,
+                Dispensation.visit_code == visit_code,
+                Dispensation.kind == "scheduled",
+            )
+        ).first()
+        if kind == "scheduled" and done is not None:
+            raise Conflict(
+                f"visit {visit_code} of {subject.screening_number} was dispensed "
+                "already; use a replacement or an unscheduled kit",
+                field="visit_code",
+                rule="once_per_visit",
+            )
+        today = clock.today()
+        out_of_window = kind == "scheduled" and not visit.earliest <= today <= visit.latest
+        if out_of_window and not reason.strip():
+            raise InvalidInput(
+                f"reason: today is outside the window of {visit_code} "
+                f"({visit.earliest} to {visit.latest}); give a reason",
+                field="reason",
+                rule="out_of_window",
+            )
+        slot = session.get(RandomizationSlot, randomization.slot_id)
+        assert slot is not None
+        arm = slot_arm(slot)
+        stock = dispensable_by_arm(
+            session, site.id, today=today, next_visit=next_dosing_visit(day1, today)
+        )
+        candidates = stock.get(arm, [])
+        if not candidates:
+            open_alert(
+                session,
+                kind="site_stock_dispensing",
+                site_id=site.id,
+                actor=actor,
+                message=f"Site {site.code} could not dispense a kit at a visit; ship "
+                "kits to the site.",
+            )
+            evaluate_resupply(session, site, actor=actor)
+            refusal = Conflict(
+                NO_KIT.format(subject=subject.screening_number, site=site.code),
+                field="site",
+                rule="site_stock",
+            )
+        else:
+            number = choose_kit([(k.number, e) for k, e in candidates], rng_index=tie_break())
+            kit = next(k for k, _ in candidates if k.number == number)
+            _apply(
+                session,
+                kit,
+                KitAction.DISPENSE,
+                actor=actor,
+                to=Place.subject(subject.id),
+                detail=f"{visit_code} {kind}",
+            )
+            row = Dispensation(
+                subject_id=subject.id,
+                kit_id=kit.id,
+                visit_code=visit_code,
+                kind=kind,
+                reason=reason.strip() or None,
+                out_of_window=out_of_window,
+                dispensed_at=clock.now(),
+                dispensed_by_id=actor.user_id,
+            )
+            session.add(row)
+            session.flush()
+            audit.record(
+                session,
+                actor=actor,
+                action="kit.dispensed",
+                entity_type="dispensation",
+                entity_id=row.id,
+                site_id=site.id,
+                subject_id=subject.id,
+                reason=reason.strip() or None,
+                after={
+                    "subject": subject.screening_number,
+                    "visit": visit_code,
+                    "kind": kind,
+                    "kit": kit.number,
+                    "out_of_window": out_of_window,
+                },
+            )
+            evaluate_resupply(session, site, actor=actor)
+            result = DispenseResult(
+                row.id, subject.screening_number, visit_code, kit.number, out_of_window
+            )
+    if refusal is not None:
+        raise refusal
+    return result
+
+
+def confirm_kit(*, actor: Actor, dispensation_id: int, kit_number: str) -> Dispensation:
+    """The pharmacist types or scans the number of the kit in hand; it must be the kit
+    dispensed (a mistyped number is caught by its check digit first)."""
+    typed = kit_number.strip()
+    if not is_valid_kit_number(typed):
+        raise InvalidInput(
+            f"kit_number: {typed!r} is not a valid kit number (7 digits with a "
+            "check digit): check for a typing error",
+            field="kit_number",
+            rule="check_digit",
+        )
+    with transaction() as session:
+        user = acting_user(session, actor, Permission.DISPENSE)
+        row = session.scalars(
+            select(Dispensation).where(Dispensation.id == dispensation_id).with_for_update()
+        ).first()
+        subject = session.get(Subject, row.subject_id) if row else None
+        if row is None or subject is None:
+            raise NotFound(
+                f"dispensation {dispensation_id} does not exist",
+                field="dispensation_id",
+                rule="exists",
+            )
+        require_site(user, subject.site_id)
+        kit = session.get(Kit, row.kit_id)
+        assert kit is not None
+        if row.confirmed_at is not None:
+            raise Conflict(
+                f"kit {kit.number} was confirmed already", field="dispensation_id", rule="once"
+            )
+        if typed != kit.number:
+            raise Conflict(
+                f"kit_number: {typed} is not the kit dispensed to "
+                f"{subject.screening_number} at {row.visit_code}; give the subject "
+                f"kit {kit.number}",
+                field="kit_number",
+                rule="matches",
+            )
+        row.confirmed_at = clock.now()
+        audit.record(
+            session,
+            actor=actor,
+            action="kit.dispense_confirmed",
+            entity_type="dispensation",
+            entity_id=row.id,
+            site_id=subject.site_id,
+            subject_id=subject.id,
+            after={"kit": kit.number, "visit": row.visit_code},
+        )
+        return row
+
+
+def discontinue_treatment(*, actor: Actor, subject_id: int, reason: str) -> Subject:
+    """The investigator records that the subject stops study treatment (no more kits)."""
+    from iwrs.services.subjects import _investigator
+
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    with transaction() as session:
+        subject = session.scalars(
+            select(Subject).where(Subject.id == subject_id).with_for_update()
+        ).first()
+        if subject is None:
+            raise NotFound(
+                f"subject {subject_id} does not exist", field="subject_id", rule="exists"
+            )
+        _investigator(session, actor, subject.site_id)
+        if subject.status != SubjectStatus.RANDOMIZED or subject.treatment_discontinued_at:
+            raise Conflict(
+                f"subject {subject.screening_number} is not on study treatment",
+                field="subject_id",
+                rule="on_treatment",
+            )
+        subject.treatment_discontinued_at = clock.now()
+        audit.record(
+            session,
+            actor=actor,
+            action="subject.treatment_discontinued",
+            entity_type="subject",
+            entity_id=subject.id,
+            site_id=subject.site_id,
+            subject_id=subject.id,
+            reason=reason.strip(),
+            after={"treatment_discontinued_at": subject.treatment_discontinued_at},
+        )
+        return subject

@@ -1,0 +1,624 @@
+"""Use cases for randomization: lists (generate, import, extend, status) and `randomize`, the
+transaction at the heart of the trial.
+
+Locking, so each slot and each kit is used once under any concurrency, on SQLite and PostgreSQL:
+SQLite takes its write lock at BEGIN IMMEDIATE (iwrs.db.transaction). PostgreSQL locks rows where
+the decision is made, always in the same order: the subject (a retry returns the first result),
+the trial row (study caps), the site row (site cap, and the kits picked at the site), the
+stratum's position row (the next slot, strictly in sequence), then the audit chain head at commit.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from blinding import schedules
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.auth import Permission
+from iwrs.db import transaction
+from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.models.randomization import (
+    Dispensation,
+    Randomization,
+    RandomizationList,
+    RandomizationSlot,
+    StratumPosition,
+)
+from iwrs.models.sites import Site, SiteStatus, Trial
+from iwrs.models.subjects import Subject, SubjectStatus
+from iwrs.services.shipments import evaluate_resupply
+from iwrs.services.subjects import _investigator, require_confirmed_eligible
+from iwrs.services.supply import (
+    _apply,
+    acting_user,
+    dispensable_by_arm,
+    open_alert,
+    protocol,
+    sealer,
+    treatment_of,
+)
+from iwrs.services.users import confirm_signature, sign
+from supply.expiry import choose_kit
+from supply.states import KitAction, Place
+
+SLOT_CONTEXT = "slot:{list_id}:{stratum}:{sequence}"
+SEED_CONTEXT = "list-seed:{list_id}"
+NO_STOCK = (
+    "randomization refused: site {site} holds no dispensable kit for a new subject. Nothing was "
+    "recorded; the supply manager has been alerted. Try again when the resupply is received."
+)
+
+
+def tie_break() -> Callable[[int], int]:
+    """The source of random choices that are not the arm (kit tie-breaks): cryptographic in
+    production, seedable in tests so two mirror-image worlds make the same choices."""
+    return current_app.extensions.get("iwrs.tie_break", secrets.randbelow)
+
+
+def _strata() -> list[str]:
+    return schedules.strata(
+        [(f.factor, [lv.code for lv in f.levels]) for f in protocol().stratification]
+    )
+
+
+def _arms() -> list[tuple[str, int]]:
+    return [(a.code, a.ratio) for a in protocol().arms]
+
+
+def slot_arm(slot: RandomizationSlot) -> str:
+    """Unseal a slot's arm: only inside services, behind SEE_ARM or the randomize transaction."""
+    return sealer().unseal(
+        slot.sealed_arm,
+        context=SLOT_CONTEXT.format(
+            list_id=slot.list_id, stratum=slot.stratum, sequence=slot.sequence
+        ),
+    )
+
+
+def _environment_allows(dummy: bool) -> None:
+    if dummy and current_app.extensions["iwrs.settings"].environment == "production":
+        raise Conflict(
+            "a dummy (UAT) list can never be used in a production trial database",
+            field="dummy",
+            rule="no_dummy_in_production",
+        )
+
+
+def active_list(session: Session) -> RandomizationList | None:
+    return session.scalars(
+        select(RandomizationList).where(RandomizationList.active.is_(True))
+    ).first()
+
+
+def _store_list(
+    session: Session,
+    slots: list[schedules.Slot],
+    *,
+    actor: Actor,
+    name: str,
+    dummy: bool,
+    source: str,
+    seed: bytes,
+) -> RandomizationList:
+    current = session.scalars(
+        select(RandomizationList).where(RandomizationList.active.is_(True)).with_for_update()
+    ).first()
+    if current is not None:
+        if current.locked_at is not None:
+            raise Conflict(
+                f"list {current.name} is locked since the first randomization: it can only be "
+                "extended by whole blocks, never replaced",
+                field="list",
+                rule="locked",
+            )
+        current.active = False
+    row = RandomizationList(
+        name=name,
+        dummy=dummy,
+        source=source,
+        algorithm=schedules.ALGORITHM_VERSION,
+        sealed_seed="",
+        fingerprint=schedules.fingerprint(slots),
+        active=True,
+        created_at=clock.now(),
+        created_by_id=actor.user_id,
+    )
+    session.add(row)
+    session.flush()
+    row.sealed_seed = sealer().seal(seed.hex(), context=SEED_CONTEXT.format(list_id=row.id))
+    _add_slots(session, row, slots)
+    audit.record(
+        session,
+        actor=actor,
+        action=f"list.{source}",
+        entity_type="randomization_list",
+        entity_id=row.id,
+        after={
+            "name": name,
+            "dummy": dummy,
+            "fingerprint": row.fingerprint,
+            "algorithm": row.algorithm,
+            "slots_per_stratum": {
+                s: sum(1 for x in slots if x.stratum == s)
+                for s in sorted({x.stratum for x in slots})
+            },
+            "replaces": current.name if current else None,
+        },
+    )
+    return row
+
+
+def _add_slots(session: Session, row: RandomizationList, slots: list[schedules.Slot]) -> None:
+    for slot in slots:
+        session.add(
+            RandomizationSlot(
+                list_id=row.id,
+                stratum=slot.stratum,
+                sequence=slot.sequence,
+                block=slot.block,
+                block_size=slot.block_size,
+                sealed_arm=sealer().seal(
+                    slot.arm,
+                    context=SLOT_CONTEXT.format(
+                        list_id=row.id, stratum=slot.stratum, sequence=slot.sequence
+                    ),
+                ),
+            )
+        )
+    for stratum in sorted({s.stratum for s in slots}):
+        last = max(s.sequence for s in slots if s.stratum == stratum)
+        position = session.get(StratumPosition, (row.id, stratum))
+        if position is None:
+            session.add(
+                StratumPosition(
+                    list_id=row.id, stratum=stratum, next_sequence=1, last_sequence=last
+                )
+            )
+        else:
+            position.last_sequence = last
+    session.flush()
+
+
+def generate_list(
+    *, actor: Actor, name: str, dummy: bool = False, seed: bytes | None = None
+) -> RandomizationList:
+    """Generate stratified permuted-block lists from a 256-bit seed (the statistician)."""
+    _environment_allows(dummy)
+    seed = seed or secrets.token_bytes(32)
+    p = protocol()
+    slots = schedules.generate_schedule(
+        seed=seed,
+        strata=_strata(),
+        arms=_arms(),
+        block_sizes=p.block_sizes,
+        slots_per_stratum=p.slots_per_stratum,
+        algorithm=p.algorithm,
+    )
+    with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_LISTS)
+        return _store_list(
+            session, slots, actor=actor, name=name, dummy=dummy, source="generated", seed=seed
+        )
+
+
+def import_list(
+    *, actor: Actor, name: str, csv_text: str, dummy: bool = False
+) -> RandomizationList:
+    """Import a statistician-supplied list (native or REDCap layout); every bad row named."""
+    _environment_allows(dummy)
+    p = protocol()
+    slots, errors = schedules.import_schedule(
+        csv_text,
+        arms=_arms(),
+        strata=_strata(),
+        factor_names=[f.factor for f in p.stratification],
+        block_sizes=p.block_sizes,
+    )
+    if errors:
+        raise InvalidInput(
+            f"the list was rejected whole: {len(errors)} problem(s); "
+            + "; ".join(e.message for e in errors[:20]),
+            errors=[{"field": e.field, "rule": e.rule, "message": e.message} for e in errors],
+        )
+    missing = sorted(set(_strata()) - {s.stratum for s in slots})
+    if missing:
+        raise InvalidInput(
+            f"the list has no slots for stratum {', '.join(missing)}",
+            field="stratum",
+            rule="every_stratum",
+        )
+    with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_LISTS)
+        # Extensions of an imported list draw from this fresh seed (kept sealed with the list).
+        return _store_list(
+            session,
+            slots,
+            actor=actor,
+            name=name,
+            dummy=dummy,
+            source="imported",
+            seed=secrets.token_bytes(32),
+        )
+
+
+def extend_list(*, actor: Actor, stratum: str, blocks: int, reason: str) -> int:
+    """Append whole blocks to one stratum of the active list (never edits existing slots)."""
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    if not 1 <= blocks <= 100:
+        raise InvalidInput("blocks: between 1 and 100", field="blocks", rule="range")
+    with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_LISTS)
+        row = active_list(session)
+        if row is None:
+            raise NotFound("there is no active randomization list", field="list", rule="exists")
+        position = session.scalars(
+            select(StratumPosition)
+            .where(StratumPosition.list_id == row.id, StratumPosition.stratum == stratum)
+            .with_for_update()
+        ).first()
+        if position is None:
+            raise NotFound(
+                f"stratum: {stratum!r} is not a stratum of the list", field="stratum", rule="exists"
+            )
+        existing = [
+            schedules.Slot(s.stratum, s.sequence, s.block, s.block_size, slot_arm(s))
+            for s in session.scalars(
+                select(RandomizationSlot)
+                .where(RandomizationSlot.list_id == row.id, RandomizationSlot.stratum == stratum)
+                .order_by(RandomizationSlot.sequence)
+            )
+        ]
+        seed = bytes.fromhex(
+            sealer().unseal(row.sealed_seed, context=SEED_CONTEXT.format(list_id=row.id))
+        )
+        new = schedules.extend_stratum(
+            existing,
+            seed=seed,
+            arms=_arms(),
+            block_sizes=protocol().block_sizes,
+            blocks=blocks,
+            stratum=stratum,
+        )
+        _add_slots(session, row, new)
+        audit.record(
+            session,
+            actor=actor,
+            action="list.extended",
+            entity_type="randomization_list",
+            entity_id=row.id,
+            reason=reason.strip(),
+            after={
+                "stratum": stratum,
+                "blocks": blocks,
+                "slots_added": len(new),
+                "last_sequence": position.last_sequence,
+            },
+        )
+        return len(new)
+
+
+# --- randomize -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VisitPlan:
+    code: str
+    name: str
+    target: date
+    earliest: date
+    latest: date
+    kits: int
+
+
+@dataclass(frozen=True)
+class RandomizationResult:
+    """What the investigator sees: never the arm."""
+
+    subject_id: int
+    screening_number: str
+    randomization_number: str
+    kit_number: str
+    stratum: dict[str, str]
+    randomized_on: date
+    visits: tuple[VisitPlan, ...]
+
+
+def visit_plan(day1: date) -> tuple[VisitPlan, ...]:
+    return tuple(
+        VisitPlan(
+            v.code,
+            v.name,
+            day1 + timedelta(days=v.day - 1),
+            day1 + timedelta(days=v.day - 1 - v.window_before),
+            day1 + timedelta(days=v.day - 1 + v.window_after),
+            v.kits,
+        )
+        for v in protocol().visits
+    )
+
+
+def next_dosing_visit(day1: date, after: date) -> date | None:
+    """The next dosing visit's target date after `after` (for the do-not-dispense rule)."""
+    dates = [v.target for v in visit_plan(day1) if v.kits and v.target > after]
+    return min(dates) if dates else None
+
+
+def _result(session: Session, row: Randomization) -> RandomizationResult:
+    subject = session.get(Subject, row.subject_id)
+    assert subject is not None
+    first = session.scalars(
+        select(Dispensation).where(Dispensation.subject_id == subject.id).order_by(Dispensation.id)
+    ).first()
+    from iwrs.models.supply import Kit
+
+    kit = session.get(Kit, first.kit_id) if first else None
+    day1 = date.fromisoformat(row.randomized_on)
+    return RandomizationResult(
+        subject.id,
+        subject.screening_number,
+        row.randomization_number,
+        kit.number if kit else "",
+        dict(schedules.stratum_levels(row.stratum)),
+        day1,
+        visit_plan(day1),
+    )
+
+
+class _Refusal(Exception):
+    """A refusal decided inside the transaction whose alert must still be committed."""
+
+    def __init__(self, error: Conflict) -> None:
+        self.error = error
+
+
+def randomize(
+    *, actor: Actor, subject_id: int, signer_password: str, idempotency_key: str | None = None
+) -> RandomizationResult:
+    """Randomize a confirmed-eligible subject at an active site with stock of every arm:
+    next slot of the stratum, a kit of the slot's arm, all in one transaction. A retried
+    request (same subject or idempotency key) returns the first result."""
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 100:
+        raise InvalidInput(
+            "idempotency_key: 1-100 characters", field="idempotency_key", rule="length"
+        )
+    earlier = _earlier(subject_id, idempotency_key)
+    if earlier is not None:
+        return earlier
+    confirm_signature(signer_id=actor.user_id, password=signer_password)
+    refusal: Conflict | None = None
+    with transaction() as session:
+        try:
+            result = _randomize(session, actor, subject_id, idempotency_key)
+        except _Refusal as stop:
+            refusal, result = stop.error, None
+    if refusal is not None:
+        raise refusal
+    assert result is not None
+    return result
+
+
+def _earlier(subject_id: int, idempotency_key: str | None) -> RandomizationResult | None:
+    with transaction() as session:
+        query = select(Randomization).where(Randomization.subject_id == subject_id)
+        if idempotency_key is not None:
+            keyed = session.scalars(
+                select(Randomization).where(Randomization.idempotency_key == idempotency_key)
+            ).first()
+            if keyed is not None and keyed.subject_id != subject_id:
+                raise Conflict(
+                    "idempotency_key: already used for another subject",
+                    field="idempotency_key",
+                    rule="unique",
+                )
+        row = session.scalars(query).first()
+        return _result(session, row) if row is not None else None
+
+
+def _randomize(
+    session: Session, actor: Actor, subject_id: int, idempotency_key: str | None
+) -> RandomizationResult:
+    subject = session.scalars(
+        select(Subject).where(Subject.id == subject_id).with_for_update()
+    ).first()
+    if subject is None:
+        raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
+    _investigator(session, actor, subject.site_id)
+    done = session.scalars(
+        select(Randomization).where(Randomization.subject_id == subject.id)
+    ).first()
+    if done is not None:  # a concurrent retry won: return its result
+        return _result(session, done)
+    require_confirmed_eligible(session, subject)
+    p = protocol()
+    session.scalars(select(Trial).with_for_update()).one()  # study caps: one at a time
+    site = session.scalars(select(Site).where(Site.id == subject.site_id).with_for_update()).one()
+    if site.status != SiteStatus.ACTIVE:
+        raise Conflict(
+            f"site {site.code} is {site.status}; randomization needs an active site",
+            field="site",
+            rule="site_active",
+        )
+    stratum = schedules.stratum_key(
+        json.loads(subject.stratum or "{}"), [f.factor for f in p.stratification]
+    )
+    total = session.scalar(select(func.count()).select_from(Randomization)) or 0
+    at_site = (
+        session.scalar(
+            select(func.count()).select_from(Randomization).where(Randomization.site_id == site.id)
+        )
+        or 0
+    )
+    in_stratum = (
+        session.scalar(
+            select(func.count()).select_from(Randomization).where(Randomization.stratum == stratum)
+        )
+        or 0
+    )
+    for count, cap, what in (
+        (total, p.enrolment_cap, "the study"),
+        (at_site, p.site_cap, f"site {site.code}"),
+        (in_stratum, p.stratum_cap, f"stratum {stratum}"),
+    ):
+        if count >= cap:
+            raise Conflict(
+                f"randomization refused: {what} has reached its cap of {cap}",
+                field="subject_id",
+                rule="cap",
+            )
+    today = clock.today()
+    # Stock of EVERY arm, checked before the list is consulted: a refusal never hints at an arm.
+    visit2 = next_dosing_visit(today, today)
+    stock = dispensable_by_arm(session, site.id, today=today, next_visit=visit2)
+    if any(not stock.get(arm) for arm, _ in _arms()):
+        open_alert(
+            session,
+            kind="site_stock_randomization",
+            site_id=site.id,
+            actor=actor,
+            message=f"Site {site.code} refused a randomization: no dispensable kit for "
+            "a new subject. Ship kits to the site.",
+        )
+        evaluate_resupply(session, site, actor=actor)
+        raise _Refusal(Conflict(NO_STOCK.format(site=site.code), field="site", rule="site_stock"))
+    rlist = active_list(session)
+    if rlist is None:
+        raise Conflict(
+            "randomization refused: no randomization list is loaded",
+            field="list",
+            rule="list_loaded",
+        )
+    _environment_allows(rlist.dummy)
+    position = session.scalars(
+        select(StratumPosition)
+        .where(StratumPosition.list_id == rlist.id, StratumPosition.stratum == stratum)
+        .with_for_update()
+    ).first()
+    if position is None or position.next_sequence > position.last_sequence:
+        open_alert(
+            session,
+            kind="stratum_exhausted",
+            site_id=None,
+            actor=actor,
+            message=f"Stratum {stratum} of list {rlist.name} has no slot left; extend "
+            "the list by whole blocks.",
+        )
+        raise _Refusal(
+            Conflict(
+                f"randomization refused: stratum {stratum} has no slot left; "
+                "the statistician has been alerted",
+                field="stratum",
+                rule="stratum_exhausted",
+            )
+        )
+    slot = session.scalars(
+        select(RandomizationSlot)
+        .where(
+            RandomizationSlot.list_id == rlist.id,
+            RandomizationSlot.stratum == stratum,
+            RandomizationSlot.sequence == position.next_sequence,
+        )
+        .with_for_update()
+    ).one()
+    if slot.subject_id is not None:  # the position row and the slots disagree: stop everything
+        raise Conflict(
+            "the list is inconsistent: the next slot is already used",
+            field="list",
+            rule="integrity",
+        )
+    arm = slot_arm(slot)
+    candidates = stock[arm]
+    number = choose_kit([(k.number, e) for k, e in candidates], rng_index=tie_break())
+    kit = next(k for k, _ in candidates if k.number == number)
+    if treatment_of(kit) != arm:  # defence in depth: the sealed kit must match the slot
+        open_alert(
+            session,
+            kind="kit_mismatch",
+            site_id=site.id,
+            actor=actor,
+            message=f"Kit {kit.number} failed the treatment check at randomization; "
+            "quarantine the site's stock and call the unblinded team.",
+        )
+        raise _Refusal(
+            Conflict(
+                "randomization refused: a kit check failed; the team has been alerted",
+                field="kit",
+                rule="kit_check",
+            )
+        )
+    now = clock.now()
+    slot.subject_id, slot.used_at = subject.id, now
+    position.next_sequence += 1
+    if rlist.locked_at is None:
+        rlist.locked_at = now
+    row = Randomization(
+        subject_id=subject.id,
+        randomization_number=f"R{total + 1:04d}",
+        slot_id=slot.id,
+        stratum=stratum,
+        site_id=site.id,
+        randomized_at=now,
+        randomized_on=today.isoformat(),
+        randomized_by_id=actor.user_id,
+        idempotency_key=idempotency_key,
+    )
+    session.add(row)
+    session.flush()
+    signature = sign(
+        session,
+        actor=actor,
+        meaning=f"I randomize subject {subject.screening_number} in protocol {p.study_id}",
+        entity_type="randomization",
+        entity_id=row.id,
+    )
+    row.signature_id = signature.id
+    _apply(
+        session,
+        kit,
+        KitAction.DISPENSE,
+        actor=actor,
+        to=Place.subject(subject.id),
+        detail=f"{p.visits[0].code} at randomization",
+    )
+    session.add(
+        Dispensation(
+            subject_id=subject.id,
+            kit_id=kit.id,
+            visit_code=p.visits[0].code,
+            kind="scheduled",
+            out_of_window=False,
+            dispensed_at=now,
+            dispensed_by_id=actor.user_id,
+        )
+    )
+    before = {"status": str(subject.status)}
+    subject.status, subject.status_changed_at = SubjectStatus.RANDOMIZED, now
+    audit.record(
+        session,
+        actor=actor,
+        action="subject.randomized",
+        entity_type="subject",
+        entity_id=subject.id,
+        site_id=site.id,
+        subject_id=subject.id,
+        before=before,
+        after={
+            "screening_number": subject.screening_number,
+            "randomization_number": row.randomization_number,
+            "stratum": stratum,
+            "kit": kit.number,
+            "list": rlist.name,
+            "status": "randomized",
+        },
+    )
+    evaluate_resupply(session, site, actor=actor)
+    return _result(session, row)

@@ -1,0 +1,201 @@
+"""Read-side views of randomization: results and visit schedules (never an arm) for sites,
+and the statistician's unblinded list status (every view audited)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import select
+
+from iwrs import audit
+from iwrs.audit import Actor
+from iwrs.auth import Permission, require_site, site_scope
+from iwrs.db import read_session, transaction
+from iwrs.models.randomization import (
+    Dispensation,
+    Randomization,
+    RandomizationList,
+    RandomizationSlot,
+    StratumPosition,
+)
+from iwrs.models.subjects import Subject
+from iwrs.models.supply import Kit
+from iwrs.models.users import User
+from iwrs.services.randomization import (
+    RandomizationResult,
+    VisitPlan,
+    _result,
+    slot_arm,
+    visit_plan,
+)
+from iwrs.services.supply import acting_user
+
+
+def result_of(subject_id: int) -> RandomizationResult | None:
+    row = (
+        read_session()
+        .scalars(select(Randomization).where(Randomization.subject_id == subject_id))
+        .first()
+    )
+    return _result(read_session(), row) if row else None
+
+
+@dataclass(frozen=True)
+class DispensationLine:
+    id: int
+    visit_code: str
+    kind: str
+    kit_number: str
+    dispensed_at: object
+    confirmed: bool
+    out_of_window: bool
+    reason: str | None
+
+
+def dispensations_of(subject_id: int) -> list[DispensationLine]:
+    rows = (
+        read_session()
+        .execute(
+            select(Dispensation, Kit.number)
+            .join(Kit, Dispensation.kit_id == Kit.id)
+            .where(Dispensation.subject_id == subject_id)
+            .order_by(Dispensation.id)
+        )
+        .all()
+    )
+    return [
+        DispensationLine(
+            d.id,
+            d.visit_code,
+            d.kind,
+            number,
+            d.dispensed_at,
+            d.confirmed_at is not None,
+            d.out_of_window,
+            d.reason,
+        )
+        for d, number in rows
+    ]
+
+
+@dataclass(frozen=True)
+class VisitRow:
+    subject: Subject
+    randomization_number: str
+    visits: tuple[VisitPlan, ...]
+    done: frozenset[str]
+    next_visit: VisitPlan | None
+    dispensations: list[DispensationLine] = field(default_factory=list)
+
+
+def visits_board(user: User, today: date) -> list[VisitRow]:
+    """Randomized subjects at the user's sites with their schedule and what was dispensed."""
+    query = (
+        select(Subject, Randomization)
+        .join(Randomization, Randomization.subject_id == Subject.id)
+        .order_by(Subject.screening_number)
+    )
+    scope = site_scope(user)
+    if scope is not None:
+        query = query.where(Subject.site_id.in_(scope))
+    rows = []
+    for subject, randomization in read_session().execute(query).all():
+        plan = visit_plan(date.fromisoformat(randomization.randomized_on))
+        lines = dispensations_of(subject.id)
+        done = frozenset(d.visit_code for d in lines if d.kind == "scheduled")
+        upcoming = [v for v in plan if v.kits and v.code not in done and v.latest >= today]
+        rows.append(
+            VisitRow(
+                subject,
+                randomization.randomization_number,
+                plan,
+                done,
+                upcoming[0] if upcoming else None,
+                lines,
+            )
+        )
+    return rows
+
+
+def visible_randomized_subject(user: User, subject_id: int) -> Subject:
+    from iwrs.errors import NotFound
+
+    subject = read_session().get(Subject, subject_id)
+    if subject is None:
+        raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
+    require_site(user, subject.site_id)
+    return subject
+
+
+@dataclass(frozen=True)
+class StratumStatus:
+    stratum: str
+    used: int
+    remaining: int
+    by_arm: dict[str, int]  # used slots per arm (unblinded)
+
+
+@dataclass(frozen=True)
+class ListStatus:
+    list_id: int
+    name: str
+    dummy: bool
+    source: str
+    fingerprint: str
+    locked: bool
+    strata: list[StratumStatus]
+    overall_by_arm: dict[str, int]
+
+
+def list_status(*, actor: Actor) -> ListStatus | None:
+    """The unblinded statistician's view of the active list; the viewing is audited."""
+    with transaction() as session:
+        acting_user(session, actor, Permission.SEE_ARM)
+        row = session.scalars(
+            select(RandomizationList).where(RandomizationList.active.is_(True))
+        ).first()
+        if row is None:
+            return None
+        strata = []
+        overall: Counter[str] = Counter()
+        for position in session.scalars(
+            select(StratumPosition)
+            .where(StratumPosition.list_id == row.id)
+            .order_by(StratumPosition.stratum)
+        ):
+            used = session.scalars(
+                select(RandomizationSlot).where(
+                    RandomizationSlot.list_id == row.id,
+                    RandomizationSlot.stratum == position.stratum,
+                    RandomizationSlot.subject_id.is_not(None),
+                )
+            ).all()
+            arms = Counter(slot_arm(s) for s in used)
+            overall.update(arms)
+            strata.append(
+                StratumStatus(
+                    position.stratum,
+                    len(used),
+                    position.last_sequence - position.next_sequence + 1,
+                    dict(arms),
+                )
+            )
+        audit.record(
+            session,
+            actor=actor,
+            action="list.status_viewed",
+            entity_type="randomization_list",
+            entity_id=row.id,
+        )
+        return ListStatus(
+            row.id,
+            row.name,
+            row.dummy,
+            row.source,
+            row.fingerprint,
+            row.locked_at is not None,
+            strata,
+            dict(overall),
+        )

@@ -1,0 +1,62 @@
+"""Pharmacist pages: today's and upcoming visits, dispense, confirm the kit in hand, replace."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from iwrs import clock
+from iwrs.audit import Actor
+from iwrs.auth import Permission, requires
+from iwrs.errors import IWRSError
+from iwrs.services import dispensing, randomization_views
+
+bp = Blueprint("dispensing", __name__, url_prefix="/dispensing")
+
+
+@bp.get("/")
+@requires(Permission.DISPENSE)
+def index():  # type: ignore[no-untyped-def]
+    today = clock.today()
+    return render_template(
+        "dispensing.html", today=today, board=randomization_views.visits_board(current_user, today)
+    )
+
+
+@bp.post("/<int:subject_id>")
+@requires(Permission.DISPENSE)
+def dispense(subject_id: int):  # type: ignore[no-untyped-def]
+    randomization_views.visible_randomized_subject(current_user, subject_id)
+    try:
+        result = dispensing.dispense(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            visit_code=request.form.get("visit_code", ""),
+            kind=request.form.get("kind", "scheduled"),
+            reason=request.form.get("reason", ""),
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return redirect(url_for("dispensing.index"))
+    flash(
+        f"Give {result.subject} kit {result.kit_number} for {result.visit_code}, then confirm "
+        "the number of the kit in hand below.",
+        "info",
+    )
+    return redirect(url_for("dispensing.index") + f"#d{result.dispensation_id}")
+
+
+@bp.post("/confirm/<int:dispensation_id>")
+@requires(Permission.DISPENSE)
+def confirm(dispensation_id: int):  # type: ignore[no-untyped-def]
+    try:
+        dispensing.confirm_kit(
+            actor=Actor.of(current_user),
+            dispensation_id=dispensation_id,
+            kit_number=request.form.get("kit_number", ""),
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return redirect(url_for("dispensing.index") + f"#d{dispensation_id}")
+    flash("Kit confirmed.", "info")
+    return redirect(url_for("dispensing.index"))

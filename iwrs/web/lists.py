@@ -1,0 +1,82 @@
+"""The unblinded statistician's list pages: generate, import, extend, status and balance.
+Every view is audited (the page shows arms)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from iwrs.audit import Actor
+from iwrs.auth import Permission, requires
+from iwrs.errors import IWRSError
+from iwrs.services import randomization, randomization_views
+
+bp = Blueprint("lists", __name__, url_prefix="/lists")
+
+
+@bp.get("/")
+@requires(Permission.MANAGE_LISTS, Permission.SEE_ARM)
+def index():  # type: ignore[no-untyped-def]
+    status = randomization_views.list_status(actor=Actor.of(current_user))
+    return render_template("lists.html", status=status)
+
+
+@bp.post("/generate")
+@requires(Permission.MANAGE_LISTS)
+def generate():  # type: ignore[no-untyped-def]
+    try:
+        seed_hex = request.form.get("seed", "").strip()
+        seed = bytes.fromhex(seed_hex) if seed_hex else None
+        row = randomization.generate_list(
+            actor=Actor.of(current_user),
+            name=request.form.get("name", "").strip() or "list",
+            dummy=request.form.get("dummy") == "y",
+            seed=seed,
+        )
+    except ValueError:
+        flash("seed: 64 hex digits (a 256-bit seed), or leave it empty", "error")
+        return redirect(url_for("lists.index"))
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return redirect(url_for("lists.index"))
+    flash(f"List {row.name} generated (fingerprint {row.fingerprint[:16]}…).", "info")
+    return redirect(url_for("lists.index"))
+
+
+@bp.post("/import")
+@requires(Permission.MANAGE_LISTS)
+def import_():  # type: ignore[no-untyped-def]
+    upload = request.files.get("file")
+    text = upload.read().decode("utf-8-sig", errors="replace") if upload else ""
+    try:
+        row = randomization.import_list(
+            actor=Actor.of(current_user),
+            name=request.form.get("name", "").strip() or "imported",
+            csv_text=text,
+            dummy=request.form.get("dummy") == "y",
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return redirect(url_for("lists.index"))
+    flash(f"List {row.name} imported.", "info")
+    return redirect(url_for("lists.index"))
+
+
+@bp.post("/extend")
+@requires(Permission.MANAGE_LISTS)
+def extend():  # type: ignore[no-untyped-def]
+    try:
+        added = randomization.extend_list(
+            actor=Actor.of(current_user),
+            stratum=request.form.get("stratum", ""),
+            blocks=int(request.form.get("blocks", "0") or 0),
+            reason=request.form.get("reason", ""),
+        )
+    except ValueError:
+        flash("blocks: a whole number", "error")
+        return redirect(url_for("lists.index"))
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return redirect(url_for("lists.index"))
+    flash(f"{added} slot(s) appended.", "info")
+    return redirect(url_for("lists.index"))
