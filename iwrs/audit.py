@@ -110,8 +110,16 @@ def event_message(fields: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def event_hash(key: bytes, fields: dict[str, Any]) -> str:
-    return hmac.new(key, event_message(fields), hashlib.sha256).hexdigest()
+def event_hash(fields: dict[str, Any]) -> str:
+    """SHA-256 of the event (its previous event's hash included): anyone can recompute it, so an
+    exported trail can be verified offline, without the server's key."""
+    return hashlib.sha256(event_message(fields)).hexdigest()
+
+
+def event_mac(key: bytes, digest: str) -> str:
+    """HMAC-SHA256 of the event hash under the audit key (not in the database): only the server
+    can make it, so rewriting the trail and recomputing every hash is still found."""
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
 
 
 def _audit_key() -> bytes:
@@ -137,8 +145,8 @@ def _append_pending(session: Session) -> None:
     for fields in pending:
         seq += 1
         fields = {**fields, "seq": seq, "prev_hash": prev}
-        digest = event_hash(key, fields)
-        session.add(AuditEvent(**fields, hash=digest))
+        digest = event_hash(fields)
+        session.add(AuditEvent(**fields, hash=digest, mac=event_mac(key, digest)))
         prev = digest
     head.seq, head.hash = seq, prev
     session.flush()
@@ -180,14 +188,23 @@ class Verification:
     def __str__(self) -> str:
         if self.ok:
             return f"OK: {self.count} audit events verified, chain intact"
+        if self.first_bad_seq is None:
+            return f"FAILED: {self.problem}"
         return f"FAILED at event {self.first_bad_seq}: {self.problem}"
 
 
 def verify_events(
-    key: bytes, events: Iterable[dict[str, Any]], *, head: tuple[int, str] | None = None
+    key: bytes | None,
+    events: Iterable[dict[str, Any]],
+    *,
+    head: tuple[int, str] | None = None,
+    start: tuple[int, str] = (0, GENESIS),
 ) -> Verification:
-    """Walk events in order of seq and report the first altered, removed or inserted one."""
-    expected, prev, count = 1, GENESIS, 0
+    """Walk events in order of seq and report the first altered, removed or inserted one.
+
+    With the key, each event's MAC is checked too; without it (offline) the hashes and links
+    alone are checked. `start` is a verified (seq, hash) to continue from."""
+    expected, prev, count = start[0] + 1, start[1], start[0]
     for fields in events:
         seq = fields["seq"]
         if seq != expected:
@@ -207,9 +224,15 @@ def verify_events(
                 "(an event before it was removed, replaced or inserted)",
                 prev,
             )
-        if not hmac.compare_digest(event_hash(key, fields), fields["hash"]):
+        if event_hash(fields) != fields["hash"]:
             return Verification(
-                False, count, seq, "its content does not match its HMAC (altered or forged)", prev
+                False, count, seq, "its content does not match its hash (altered)", prev
+            )
+        if key is not None and not hmac.compare_digest(
+            event_mac(key, fields["hash"]), fields.get("mac") or ""
+        ):
+            return Verification(
+                False, count, seq, "its MAC does not match (forged without the audit key)", prev
             )
         prev, expected, count = fields["hash"], expected + 1, count + 1
     if head is not None:
@@ -250,6 +273,7 @@ _EVENT_FIELDS = (
     "reason",
     "prev_hash",
     "hash",
+    "mac",
 )
 
 
@@ -273,3 +297,72 @@ def verify_chain(session: Session) -> Verification:
         )
     finally:
         result.close()
+
+
+EXPORT_FORMAT = "iwrs-audit-export/1"
+EXPORT_PROCEDURE = (
+    "For each event line: hash == SHA-256 of the canonical JSON (sorted keys, separators ',' "
+    "and ':', UTF-8, no ASCII escaping) of the event's fields seq, occurred_at (ISO 8601, UTC, "
+    "microseconds), user_id, username, role, action, entity_type, entity_id, site_id, "
+    "subject_id, before, after, reason, prev_hash; where two exported events have consecutive "
+    "seq, the later one's prev_hash equals the earlier one's hash; the number of event lines "
+    "equals header.count and SHA-256 of the event lines (each with its newline) equals "
+    "header.events_sha256. `flask --app wsgi iwrs audit verify-export FILE` does exactly this."
+)
+
+
+def export_line(fields: dict[str, Any]) -> str:
+    """One event as a JSON Lines record (everything but the server-side MAC)."""
+    body = {name: fields[name] for name in _EVENT_FIELDS if name != "mac"}
+    body["occurred_at"] = clock.as_utc(fields["occurred_at"]).isoformat(timespec="microseconds")
+    return json.dumps(body, sort_keys=True, ensure_ascii=False)
+
+
+def verify_export(lines: Iterable[str]) -> Verification:
+    """Offline check of a JSON Lines export (header line first): no key, no database needed."""
+    iterator = iter(lines)
+    try:
+        header = json.loads(next(iterator))
+    except (StopIteration, ValueError):
+        return Verification(False, 0, None, "the first line is not the export header")
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        return Verification(False, 0, None, f"the header does not name {EXPORT_FORMAT}")
+    digest, count, previous = hashlib.sha256(), 0, None
+    for number, line in enumerate(iterator, start=2):
+        digest.update(line.rstrip("\n").encode() + b"\n")
+        try:
+            fields = json.loads(line)
+            fields["occurred_at"] = datetime.fromisoformat(fields["occurred_at"])
+            computed = event_hash(fields)
+        except (ValueError, KeyError, TypeError):
+            return Verification(False, count, None, f"line {number} is not an audit event")
+        if computed != fields["hash"]:
+            return Verification(
+                False,
+                count,
+                fields["seq"],
+                f"line {number}: the event does not match its hash (altered)",
+            )
+        if (
+            previous is not None
+            and fields["seq"] == previous[0] + 1
+            and fields["prev_hash"] != previous[1]
+        ):
+            return Verification(
+                False,
+                count,
+                fields["seq"],
+                f"line {number}: its link to event {previous[0]} is broken",
+            )
+        previous, count = (fields["seq"], fields["hash"]), count + 1
+    if count != header.get("count"):
+        return Verification(
+            False,
+            count,
+            None,
+            f"the header announces {header.get('count')} events, the file "
+            f"holds {count} (lines removed or added)",
+        )
+    if digest.hexdigest() != header.get("events_sha256"):
+        return Verification(False, count, None, "the event lines do not match the header digest")
+    return Verification(True, count)

@@ -36,6 +36,7 @@ class Permission(enum.StrEnum):
     VIEW_AUDIT = "view_audit"
     OWN_API_TOKENS = "own_api_tokens"
     VIEW_SUPPLY = "view_supply"
+    VIEW_UNBLINDING_REPORT = "view_unblinding_report"
 
 
 # The one place that maps roles to permissions. Only the unblinded statistician holds SEE_ARM.
@@ -43,6 +44,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.INVESTIGATOR: frozenset(
         {
             Permission.VIEW_SITES,
+            Permission.VIEW_UNBLINDING_REPORT,
             Permission.SCREEN_SUBJECTS,
             Permission.RANDOMIZE,
             Permission.EMERGENCY_UNBLIND,
@@ -69,17 +71,24 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.UNBLINDED_STATISTICIAN: frozenset(
         {
             Permission.VIEW_SITES,
+            Permission.VIEW_UNBLINDING_REPORT,
             Permission.MANAGE_LISTS,
             Permission.SEE_ARM,
             Permission.OWN_API_TOKENS,
         }
     ),
     Role.AUDITOR: frozenset(
-        {Permission.VIEW_SITES, Permission.VIEW_AUDIT, Permission.OWN_API_TOKENS}
+        {
+            Permission.VIEW_SITES,
+            Permission.VIEW_AUDIT,
+            Permission.VIEW_UNBLINDING_REPORT,
+            Permission.OWN_API_TOKENS,
+        }
     ),
     Role.ADMIN: frozenset(
         {
             Permission.VIEW_SITES,
+            Permission.VIEW_UNBLINDING_REPORT,
             Permission.MANAGE_USERS,
             Permission.MANAGE_SITES,
             Permission.OWN_API_TOKENS,

@@ -35,6 +35,8 @@ for group in (user_cli, audit_cli, kits_cli, supply_cli, keys_cli):
 DEMO_USERS = [
     ("dr.li", "Dr Li Wei", Role.INVESTIGATOR, ["CN01"]),
     ("dr.zhang", "Dr Zhang Min", Role.INVESTIGATOR, ["CN02"]),
+    ("dr.wu", "Dr Wu Tao", Role.INVESTIGATOR, ["CN03"]),
+    ("dr.he", "Dr He Ping", Role.INVESTIGATOR, ["CN04"]),
     ("ph.wang", "Wang Fang (pharmacist)", Role.PHARMACIST, ["CN01"]),
     ("ph.zhou", "Zhou Jing (pharmacist)", Role.PHARMACIST, ["CN02"]),
     ("ph.sun", "Sun Hui (pharmacist)", Role.PHARMACIST, ["CN03"]),
@@ -379,6 +381,20 @@ def keys_rotate_blinding() -> None:
     count = keys.rotate_blinding_key(actor=cli_actor(), new_key=new_key)
     os.replace(staged, path)
     click.echo(f"re-sealed {count} value(s); new key in {path}")
+
+
+@audit_cli.command("verify-export")
+@click.argument("export_file", type=click.File("r", encoding="utf-8"))
+def audit_verify_export(export_file) -> None:  # type: ignore[no-untyped-def]
+    """Verify an exported trail (JSON Lines) offline: no key and no database needed."""
+    from iwrs.audit import verify_export
+
+    result = verify_export(export_file)
+    click.echo(
+        str(result).replace("audit events verified, chain intact", "exported events verified")
+    )
+    if not result.ok:
+        raise SystemExit(1)
 
 
 def init_app(app: Flask) -> None:

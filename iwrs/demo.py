@@ -85,7 +85,15 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
     from iwrs.models.sites import Site, SiteStatus
     from iwrs.models.supply import Shipment
     from iwrs.models.users import User
-    from iwrs.services import randomization, shipments, sites, subjects, supply, supply_views
+    from iwrs.services import (
+        randomization,
+        shipments,
+        sites,
+        subjects,
+        supply,
+        supply_views,
+        unblinding,
+    )
 
     session = read_session()
     people = {u.username: u for u in session.scalars(select(User))}
@@ -135,6 +143,9 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
         ("dr.li", "CN01", "1972-02-29", "female", "RA", {"fvc_pct": "35"}, "screen_failure"),
         ("dr.li", "CN01", "1980-07-21", "female", "SSc", {"wbc": None, "qt_ms": None}, None),
         ("dr.zhang", "CN02", "1964-03-09", "male", "RA", {}, "eligible"),
+        ("dr.zhang", "CN02", "1969-08-17", "female", "SSc", {}, "eligible"),
+        ("dr.wu", "CN03", "1957-12-01", "female", "RA", {}, "eligible"),
+        ("dr.he", "CN04", "1975-06-30", "male", "SSc", {}, "eligible"),
     ]
     codes = {s.code: s.id for s in session.scalars(select(Site))}
     randomized: list[tuple[str, int]] = []
@@ -173,4 +184,15 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
             f"randomized {result.screening_number} as {result.randomization_number}, "
             f"kit {result.kit_number}"
         )
+    first_username, first_subject = randomized[0]
+    unblinding.unblind(
+        actor=Actor.of(people[first_username]),
+        subject_id=first_subject,
+        category="sae",
+        reason="Demo: anaphylaxis after the day-1 injection; the treating team needs the treatment",
+        understood=True,
+        signer_password=passwords[first_username],
+        sae_led_to_unblinding=True,
+    )
+    done.append("recorded one emergency unblinding (see the unblinding report)")
     return done

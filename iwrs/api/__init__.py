@@ -15,7 +15,7 @@ class IWRSApi(Api):
 
 
 def init_app(app: Flask) -> None:
-    from iwrs.api.v1 import randomization, sites, subjects, supply, users
+    from iwrs.api.v1 import audit, randomization, sites, subjects, supply, users
 
     api = IWRSApi(
         app,
@@ -33,6 +33,6 @@ def init_app(app: Flask) -> None:
         "sessionCookie", {"type": "apiKey", "in": "cookie", "name": "iwrs_session"}
     )
     api.spec.options["security"] = [{"bearerAuth": []}, {"sessionCookie": []}]
-    for blueprint in (users.blp, sites.blp, subjects.blp, randomization.blp, supply.blp):
+    for blueprint in (users.blp, sites.blp, subjects.blp, randomization.blp, supply.blp, audit.blp):
         api.register_blueprint(blueprint, url_prefix="/api/v1" + blueprint.url_prefix)
     app.extensions["iwrs.api"] = api

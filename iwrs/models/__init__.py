@@ -1,6 +1,6 @@
 """SQLAlchemy 2 typed models by area; importing this package registers every table."""
 
-from iwrs.models.audit import AuditChainHead, AuditEvent
+from iwrs.models.audit import AuditChainHead, AuditCheckpoint, AuditEvent
 from iwrs.models.randomization import (
     Dispensation,
     Randomization,
@@ -11,11 +11,13 @@ from iwrs.models.randomization import (
 from iwrs.models.sites import Depot, Site, SiteStatus, Trial
 from iwrs.models.subjects import Decision, EligibilityAssessment, Outcome, Subject, SubjectStatus
 from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
+from iwrs.models.unblinding import Notification, Unblinding
 from iwrs.models.users import ApiToken, Role, Signature, User, UserSite
 
 __all__ = [
     "ApiToken",
     "AuditChainHead",
+    "AuditCheckpoint",
     "AuditEvent",
     "Decision",
     "Depot",
@@ -25,6 +27,7 @@ __all__ = [
     "Kit",
     "KitEvent",
     "Lot",
+    "Notification",
     "Outcome",
     "Randomization",
     "RandomizationList",
@@ -39,6 +42,7 @@ __all__ = [
     "SubjectStatus",
     "SupplyAlert",
     "Trial",
+    "Unblinding",
     "User",
     "UserSite",
 ]

@@ -20,6 +20,8 @@ class AuditEvent(Base):
         Index("ix_audit_event_site_seq", "site_id", "seq"),
         Index("ix_audit_event_entity", "entity_type", "entity_id"),
         Index("ix_audit_event_occurred_at", "occurred_at"),
+        Index("ix_audit_event_subject_seq", "subject_id", "seq"),
+        Index("ix_audit_event_role_seq", "role", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(
@@ -38,7 +40,8 @@ class AuditEvent(Base):
     after: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256, verifiable offline
+    mac: Mapped[str] = mapped_column(String(64))  # HMAC of the hash under the server's audit key
 
 
 class AuditChainHead(Base):
@@ -50,3 +53,18 @@ class AuditChainHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A verification of the chain up to an event: what the auditor's page shows as
+    "verified up to event N at time T", and where the next verification continues."""
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    hash: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column()
+    problem: Mapped[str | None] = mapped_column(Text)
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    verified_by: Mapped[str] = mapped_column(String(64))

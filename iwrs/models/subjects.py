@@ -68,6 +68,8 @@ class Subject(Base):
     withdrawal_reason: Mapped[str | None] = mapped_column(Text)
     # Study treatment stopped (the subject may stay in follow-up): no more kits are dispensed.
     treatment_discontinued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A fact everyone may see (never the arm): this subject was emergency-unblinded.
+    unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     site = relationship("Site", lazy="selectin")
 

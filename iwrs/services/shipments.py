@@ -27,6 +27,7 @@ from iwrs.services.supply import (
     apply_expiry,
     dispensable_by_arm,
     kits_by_number,
+    lock_sites,
     open_alert,
     protocol,
     treatment_of,
@@ -176,7 +177,9 @@ def _open_shipment(session: Session, site_id: int) -> bool:
 
 
 def evaluate_resupply(session: Session, site: Site, *, actor: Actor) -> Shipment | None:
-    """Apply the site's resupply policy after any change to its stock (same transaction)."""
+    """Apply the site's resupply policy after any change to its stock (same transaction).
+    The caller holds the site's lock (taken again here, a no-op then): one decision at a time."""
+    lock_sites(session, [site.id])
     if site.status != SiteStatus.ACTIVE or _open_shipment(session, site.id):
         return None
     today = clock.today()
@@ -237,8 +240,9 @@ def request_manual_shipment(*, actor: Actor, site_id: int, quantity: int) -> Shi
         }
         row = _request(session, site, orders, kind="manual", actor=actor)
         if row is None:
+            # The refusal rolls the whole request back, its shortfall alert included.
             raise Conflict(
-                "the depot holds no shippable kits for this request; see the alert",
+                "the depot cannot fill this request with shippable kits; release or import kits",
                 field="quantity",
                 rule="depot_stock",
             )
@@ -338,6 +342,7 @@ def receive_shipment(
         user = acting_user(session, actor, Permission.RECEIVE_SHIPMENTS)
         row = _locked_shipment(session, shipment_id)
         require_site(user, row.site_id)
+        lock_sites(session, [row.site_id])  # the site before its kits
         value = _value(session, row)
         try:
             received, events = rules.receive(value, dict(lines), excursion=excursion)
@@ -382,6 +387,10 @@ def decide_quarantine(
         )
     with transaction() as session:
         acting_user(session, actor, Permission.MANAGE_SUPPLY)
+        places = session.execute(
+            select(Kit.place_kind, Kit.place_id).where(Kit.number.in_(set(kit_numbers)))
+        ).all()
+        lock_sites(session, [p.place_id for p in places if p.place_kind == "site"])
         apply_expiry(session, actor=actor)
         kits = kits_by_number(session, kit_numbers)
         action = KitAction.RELEASE if release else KitAction.REJECT

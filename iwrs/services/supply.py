@@ -168,7 +168,7 @@ def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how
             state=KitState.AT_DEPOT,
             place_kind="depot",
             place_id=depot.id,
-            sealed_treatment=sealer().seal(
+            sealed_treatment=spec.treatment + sealer().seal(
                 spec.treatment, context=KIT_CONTEXT.format(number=spec.number)
             ),
             updated_at=now,
@@ -264,7 +264,9 @@ def kits_by_number(
     """The kits named, locked for the decision; an unknown number is refused by name."""
     wanted = sorted(set(numbers))
     query = select(Kit).where(Kit.number.in_(wanted)).order_by(Kit.id)
-    found = {k.number: k for k in session.scalars(query.with_for_update() if lock else query)}
+    if lock:  # the locked rows as committed now, even if this session read them before
+        query = query.with_for_update().execution_options(populate_existing=True)
+    found = {k.number: k for k in session.scalars(query)}
     unknown = [n for n in wanted if n not in found]
     if unknown:
         raise NotFound(f"kit {unknown[0]} does not exist", field="kit_number", rule="exists")
@@ -272,26 +274,57 @@ def kits_by_number(
 
 
 def site_kit(session: Session, actor: Actor, number: str, permission: Permission) -> Kit:
-    """A kit at (or dispensed from) one of the actor's sites, locked."""
+    """A kit at (or dispensed from) one of the actor's sites, locked. A kit elsewhere (another
+    site, the depot) or no kit at all is refused alike, naming neither where it is nor whether
+    it exists."""
     user = acting_user(session, actor, permission)
-    kit = kits_by_number(session, [number])[number]
-    site_id = site_of(session, kit)
+    refused = NotFound(
+        f"kit {number} is not at one of your sites", field="kit_number", rule="site_scope"
+    )
+    place = session.execute(
+        select(Kit.place_kind, Kit.place_id).where(Kit.number == number)
+    ).first()
+    site_id = _site_of_place(session, place.place_kind, place.place_id) if place else None
     if site_id is None:
-        raise NotFound(
-            f"kit {number} is not at one of your sites", field="kit_number", rule="site_scope"
+        raise refused
+    try:
+        require_site(user, site_id)
+    except NotFound:
+        raise refused from None
+    lock_sites(session, [site_id])  # the site first, then the kit (see lock_sites)
+    kit = kits_by_number(session, [number])[number]
+    if site_of(session, kit) != site_id:
+        raise Conflict(
+            f"kit {number} was moved while this was recorded; try again",
+            field="kit_number",
+            rule="concurrent_change",
         )
-    require_site(user, site_id)
     return kit
+
+
+def lock_sites(session: Session, site_ids: Iterable[int]) -> None:
+    """Lock site rows before any of their kits: every use case that changes a site's stock
+    takes its site first (by code when several, as the resupply run does), so two of them at
+    one site run one after the other and see each other's stock (one resupply, not two)."""
+    ids = sorted(set(site_ids))
+    if ids:
+        session.execute(
+            select(Site.id).where(Site.id.in_(ids)).order_by(Site.code).with_for_update()
+        ).all()
 
 
 def site_of(session: Session, kit: Kit) -> int | None:
     """The site accountable for a kit: where it is, or where its subject is."""
-    if kit.place_kind == "site":
-        return kit.place_id
-    if kit.place_kind == "subject":
+    return _site_of_place(session, kit.place_kind, kit.place_id)
+
+
+def _site_of_place(session: Session, place_kind: str, place_id: int) -> int | None:
+    if place_kind == "site":
+        return place_id
+    if place_kind == "subject":
         from iwrs.models.subjects import Subject
 
-        subject = session.get(Subject, kit.place_id)
+        subject = session.get(Subject, place_id)
         return subject.site_id if subject else None
     return None
 

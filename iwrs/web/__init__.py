@@ -20,7 +20,19 @@ log = logging.getLogger("iwrs.web")
 
 
 def init_app(app: Flask) -> None:
-    from iwrs.web import account, admin, auth, dispensing, lists, main, sites, subjects, supply
+    from iwrs.web import (
+        account,
+        admin,
+        audit,
+        auth,
+        dispensing,
+        lists,
+        main,
+        sites,
+        subjects,
+        supply,
+        unblinding,
+    )
 
     for blueprint in (
         auth.bp,
@@ -32,6 +44,8 @@ def init_app(app: Flask) -> None:
         supply.bp,
         admin.bp,
         account.bp,
+        audit.bp,
+        unblinding.bp,
     ):
         app.register_blueprint(blueprint)
     app.register_error_handler(IWRSError, handle_error)

@@ -80,3 +80,41 @@ def extend():  # type: ignore[no-untyped-def]
         return redirect(url_for("lists.index"))
     flash(f"{added} slot(s) appended.", "info")
     return redirect(url_for("lists.index"))
+
+
+@bp.get("/allocations")
+@requires(Permission.SEE_ARM)
+def allocations():  # type: ignore[no-untyped-def]
+    from iwrs.services import statistics
+
+    return render_template(
+        "allocations.html", allocations=statistics.allocations(actor=Actor.of(current_user))
+    )
+
+
+@bp.get("/allocations.csv")
+@requires(Permission.SEE_ARM)
+def allocations_csv():  # type: ignore[no-untyped-def]
+    from flask import Response
+
+    from iwrs.services import statistics
+
+    return Response(
+        statistics.allocations_csv(actor=Actor.of(current_user)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": "attachment; filename=allocations.csv"},
+    )
+
+
+@bp.get("/status.csv")
+@requires(Permission.SEE_ARM)
+def status_csv():  # type: ignore[no-untyped-def]
+    from flask import Response
+
+    from iwrs.services import statistics
+
+    return Response(
+        statistics.list_status_csv(actor=Actor.of(current_user)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": "attachment; filename=list-status.csv"},
+    )

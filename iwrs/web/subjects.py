@@ -255,3 +255,33 @@ def discontinue(subject_id: int):  # type: ignore[no-untyped-def]
         return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
     flash(f"Study treatment of {subject.screening_number} discontinued.", "info")
     return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
+
+
+@bp.post("/<int:subject_id>/unblind")
+@requires(Permission.EMERGENCY_UNBLIND)
+def unblind(subject_id: int):  # type: ignore[no-untyped-def]
+    from iwrs.services import unblinding
+
+    try:
+        arm = unblinding.unblind(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            category=request.form.get("category", ""),
+            reason=request.form.get("reason", ""),
+            understood=request.form.get("understood") == "y",
+            signer_password=request.form.get("signature_password", ""),
+            sae_led_to_unblinding=request.form.get("sae") == "y",
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return redirect(url_for("subjects.randomization_page", subject_id=subject_id)), 303
+    return render_template("unblinded.html", arm=arm, subject_id=subject_id)
+
+
+@bp.get("/<int:subject_id>/unblinded")
+@requires(Permission.EMERGENCY_UNBLIND)
+def unblinded(subject_id: int):  # type: ignore[no-untyped-def]
+    from iwrs.services import unblinding
+
+    arm = unblinding.view_arm(actor=Actor.of(current_user), subject_id=subject_id)
+    return render_template("unblinded.html", arm=arm, subject_id=subject_id)

@@ -178,16 +178,23 @@ def kit_return(number: str):  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_SUPPLY)
 def quarantine():  # type: ignore[no-untyped-def]
     target = url_for("supply.index") + "#quarantine"
+    decision = request.form.get("decision", "")
+    if decision not in ("release", "reject"):  # never reject (irreversible) by default
+        return _refused(
+            InvalidInput("decision: choose release or reject", field="decision", rule="choice"),
+            target,
+        )
     try:
         kits = shipments.decide_quarantine(
             actor=_actor(),
             kit_numbers=request.form.getlist("kit"),
-            release=request.form.get("decision") == "release",
+            release=decision == "release",
             reason=request.form.get("reason", ""),
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
-    return _done(f"{len(kits)} kit(s) {request.form.get('decision', 'rejected')}d.", target)
+    done = "released" if decision == "release" else "rejected"
+    return _done(f"{len(kits)} kit(s) {done}.", target)
 
 
 @bp.post("/lots/<code>/expiry")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iwrs.audit import GENESIS, event_hash, verify_events
+from iwrs.audit import GENESIS, event_hash, event_mac, verify_events
 
 KEY = secrets.token_bytes(32)
 
@@ -33,7 +33,8 @@ def build_chain(n: int, key: bytes = KEY) -> list[dict]:
             "reason": None,
             "prev_hash": prev,
         }
-        fields["hash"] = event_hash(key, fields)
+        fields["hash"] = event_hash(fields)
+        fields["mac"] = event_mac(key, fields["hash"])
         prev = fields["hash"]
         events.append(fields)
     return events
@@ -96,7 +97,8 @@ def test_event_appended_without_the_key_is_found(n):
     head = head_of(events)
     forged = dict(build_chain(n + 1)[-1])  # a well-formed event, hashed with another key
     forged["prev_hash"] = events[-1]["hash"] if events else GENESIS
-    forged["hash"] = event_hash(secrets.token_bytes(32), forged)
+    forged["hash"] = event_hash(forged)  # a correct hash: only the MAC betrays it
+    forged["mac"] = event_mac(secrets.token_bytes(32), forged["hash"])
     result = verify_events(KEY, [*events, forged], head=head)
     assert not result.ok
     assert result.first_bad_seq == n + 1
@@ -107,6 +109,34 @@ def test_event_appended_and_rehashed_without_moving_head_is_found():
     head = head_of(events)
     extra = build_chain(6)[-1]  # correctly keyed, e.g. replayed from a copy
     extra = {**extra, "prev_hash": events[-1]["hash"]}
-    extra["hash"] = event_hash(KEY, extra)
+    extra["hash"] = event_hash(extra)
+    extra["mac"] = event_mac(KEY, extra["hash"])
     result = verify_events(KEY, [*events, extra], head=head)
     assert not result.ok and result.first_bad_seq == 6
+
+
+def test_offline_verification_without_the_key_finds_an_altered_event():
+    events = build_chain(10)
+    events[4]["reason"] = "edited later"
+    result = verify_events(None, events, head=head_of(events))
+    assert not result.ok and result.first_bad_seq == 5 and "altered" in result.problem
+
+
+def test_rehashing_the_whole_chain_passes_offline_but_not_the_server_mac():
+    events = build_chain(10)
+    events[4]["reason"] = "edited later"
+    prev = events[3]["hash"]
+    for fields in events[4:]:  # an attacker recomputes every public hash after the edit
+        fields["prev_hash"] = prev
+        fields["hash"] = event_hash(fields)
+        prev = fields["hash"]
+    head = head_of(events)
+    assert verify_events(None, events, head=head).ok
+    result = verify_events(KEY, events, head=head)
+    assert not result.ok and result.first_bad_seq == 5 and "MAC" in result.problem
+
+
+def test_verification_continues_from_a_verified_checkpoint():
+    events = build_chain(12)
+    result = verify_events(KEY, events[7:], head=head_of(events), start=(7, events[6]["hash"]))
+    assert result.ok and result.count == 12

@@ -11,6 +11,7 @@ from marshmallow import Schema, fields, validate
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
+from iwrs.errors import Conflict
 from iwrs.services import queries, shipments, supply_views
 
 blp = Blueprint("Supply", __name__, url_prefix="", description="Inventory and shipments")
@@ -69,7 +70,9 @@ class ShippingSchema(Schema):
 
 
 def _detail(row):  # type: ignore[no-untyped-def]
-    return {**ShipmentSchema().dump(row), "kits": supply_views.shipment_kits(row.id)}
+    # Raw values: the response schema serializes them (dumping twice broke the dates).
+    fields = {name: getattr(row, name) for name in ShipmentSchema().fields}
+    return {**fields, "kits": supply_views.shipment_kits(row.id)}
 
 
 @blp.route("/inventory")
@@ -113,11 +116,13 @@ class Receipt(MethodView):
         """Confirm every kit as good, damaged or missing (and any temperature excursion)."""
         lines = {}
         for line in body["lines"]:
-            lines.setdefault(line["kit_number"], line["condition"])
-        if len(lines) != len(body["lines"]):
-            from iwrs.errors import Conflict
-
-            raise Conflict("lines: a kit is listed more than once", field="lines", rule="shipment")
+            if line["kit_number"] in lines:
+                raise Conflict(
+                    f"lines: kit {line['kit_number']} is listed more than once",
+                    field="lines",
+                    rule="shipment",
+                )
+            lines[line["kit_number"]] = line["condition"]
         row = shipments.receive_shipment(
             actor=Actor.of(current_user),
             shipment_id=shipment_id,

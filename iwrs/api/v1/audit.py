@@ -1,0 +1,143 @@
+"""/api/v1/subjects/{id}/unblinding, /api/v1/unblindings and /api/v1/audit: emergency
+unblinding (to the investigator who asks, audited), the unblinding report, the audit trail."""
+
+from __future__ import annotations
+
+from flask import Response, request
+from flask.views import MethodView
+from flask_login import current_user
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from iwrs.api.v1.schemas import ProblemSchema
+from iwrs.audit import Actor
+from iwrs.auth import Permission, requires, site_scope
+from iwrs.services import audit_views, unblinding
+
+blp = Blueprint(
+    "Unblinding and audit",
+    __name__,
+    url_prefix="",
+    description="Emergency unblinding and the audit trail",
+)
+PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
+
+
+class UnblindSchema(Schema):
+    category = fields.String(required=True, validate=validate.OneOf(list(unblinding.CATEGORIES)))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    understood = fields.Boolean(
+        required=True,
+        metadata={"description": "true: the caller confirms an unblinding cannot be undone"},
+    )
+    sae_led_to_unblinding = fields.Boolean(load_default=False)
+    signature_password = fields.String(required=True, load_only=True)
+
+
+class UnblindedSchema(Schema):
+    screening_number = fields.String()
+    randomization_number = fields.String()
+    arm_code = fields.String()
+    arm_name = fields.String()
+    unblinded_at = fields.DateTime()
+    first_view = fields.Boolean()
+
+
+class ReportLineSchema(Schema):
+    subject = fields.String()
+    site = fields.String()
+    by = fields.String()
+    at = fields.DateTime()
+    category = fields.String()
+    reason = fields.String()
+    sae = fields.Boolean()
+    discontinued = fields.Boolean()
+
+
+class AuditQuery(Schema):
+    username = fields.String()
+    role = fields.String()
+    action = fields.String()
+    subject = fields.String()
+    site = fields.String()
+    date_from = fields.Date()
+    date_to = fields.Date()
+    before = fields.Integer(validate=validate.Range(min=1, max=2**62))
+
+
+class AuditEventSchema(Schema):
+    seq = fields.Integer()
+    occurred_at = fields.DateTime()
+    username = fields.String()
+    role = fields.String()
+    action = fields.String()
+    entity_type = fields.String()
+    entity_id = fields.String(allow_none=True)
+    site_id = fields.Integer(allow_none=True)
+    subject_id = fields.Integer(allow_none=True)
+    before = fields.String(allow_none=True)
+    after = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    prev_hash = fields.String()
+    hash = fields.String()
+
+
+class AuditPageSchema(Schema):
+    events = fields.List(fields.Nested(AuditEventSchema))
+    next_before = fields.Integer(allow_none=True)
+
+
+@blp.route("/subjects/<int:subject_id>/unblinding")
+class SubjectUnblinding(MethodView):
+    @blp.arguments(UnblindSchema)
+    @blp.response(200, UnblindedSchema)
+    @blp.alt_response(401, **PROBLEM)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.EMERGENCY_UNBLIND)
+    def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
+        """Emergency unblinding of one subject (investigator of its site, e-signature). The
+        arm is returned to the caller only; the event is audited and notified without it."""
+        return unblinding.unblind(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            category=body["category"],
+            reason=body["reason"],
+            understood=body["understood"],
+            signer_password=body["signature_password"],
+            sae_led_to_unblinding=body["sae_led_to_unblinding"],
+        )
+
+
+@blp.route("/unblindings")
+class Unblindings(MethodView):
+    @blp.response(200, ReportLineSchema(many=True))
+    @requires(Permission.VIEW_UNBLINDING_REPORT)
+    def get(self):  # type: ignore[no-untyped-def]
+        """Every emergency unblinding (never the arm), scoped to the caller's sites."""
+        return unblinding.report(site_scope(current_user))
+
+
+@blp.route("/audit/events")
+class AuditEvents(MethodView):
+    @blp.arguments(AuditQuery, location="query")
+    @blp.response(200, AuditPageSchema)
+    @requires(Permission.VIEW_AUDIT)
+    def get(self, query):  # type: ignore[no-untyped-def]
+        """The trail, newest first, 50 a page; pass next_before as `before` for the next."""
+        filters = audit_views.Filters.parse({k: str(v) for k, v in query.items() if k != "before"})
+        events, next_before = audit_views.page(filters, before=query.get("before"))
+        return {"events": events, "next_before": next_before}
+
+
+@blp.route("/audit/export")
+class AuditExport(MethodView):
+    @blp.arguments(AuditQuery, location="query")
+    @blp.response(200, content_type="application/x-ndjson")
+    @requires(Permission.VIEW_AUDIT)
+    def get(self, query):  # type: ignore[no-untyped-def]
+        """The filtered trail as JSON Lines (or CSV with ?format=csv) with a header that lets
+        anyone verify it offline (`iwrs audit verify-export`)."""
+        kind = "csv" if request.args.get("format") == "csv" else "jsonl"
+        filters = audit_views.Filters.parse({k: str(v) for k, v in query.items() if k != "before"})
+        content, media = audit_views.export(filters, kind=kind, actor=Actor.of(current_user))
+        return Response(content, mimetype=media)

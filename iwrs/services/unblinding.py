@@ -1,0 +1,290 @@
+"""Emergency unblinding: one subject's arm, to an authorised investigator of the subject's
+site who gave a reason, confirmed it cannot be undone and signed. Recorded, notified, permanent.
+The arm is shown on screen only; it is never written to the audit trail, the outbox or a log."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from sqlalchemy import select
+
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.db import read_session, transaction
+from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.models.randomization import Randomization, RandomizationSlot
+from iwrs.models.sites import Site
+from iwrs.models.subjects import Subject
+from iwrs.models.unblinding import Notification, Unblinding
+from iwrs.models.users import User
+from iwrs.services.randomization import slot_arm
+from iwrs.services.subjects import _investigator, protocol
+from iwrs.services.users import confirm_signature, sign
+
+CATEGORIES = {
+    "sae": "serious adverse event",
+    "overdose": "overdose",
+    "pregnancy": "pregnancy",
+    "other": "other",
+}
+log = logging.getLogger("iwrs.notifications")
+
+
+@dataclass(frozen=True)
+class UnblindedArm:
+    """What the unblinding investigator sees, and only they."""
+
+    screening_number: str
+    randomization_number: str
+    arm_code: str
+    arm_name: str
+    unblinded_at: object
+    first_view: bool
+
+
+def _arm(session, subject: Subject) -> tuple[str, str, str]:  # type: ignore[no-untyped-def]
+    randomization = session.scalars(
+        select(Randomization).where(Randomization.subject_id == subject.id)
+    ).first()
+    if randomization is None:
+        raise Conflict(
+            f"subject {subject.screening_number} is not randomized: there is no arm to reveal",
+            field="subject_id",
+            rule="randomized",
+        )
+    slot = session.get(RandomizationSlot, randomization.slot_id)
+    code = slot_arm(slot)
+    name = next(a.name for a in protocol().arms if a.code == code)
+    return randomization.randomization_number, code, name
+
+
+def unblind(
+    *,
+    actor: Actor,
+    subject_id: int,
+    category: str,
+    reason: str,
+    understood: bool,
+    signer_password: str,
+    sae_led_to_unblinding: bool = False,
+) -> UnblindedArm:
+    """Break the blind of one subject. A second request by the same investigator shows the
+    same arm again and is recorded as a view."""
+    if category not in CATEGORIES:
+        raise InvalidInput(
+            f"category: must be one of {', '.join(CATEGORIES)}", field="category", rule="choice"
+        )
+    if not reason.strip():
+        raise InvalidInput(
+            "reason: describe why the blind must be broken", field="reason", rule="required"
+        )
+    if not understood:
+        raise InvalidInput(
+            "understood: confirm that an unblinding cannot be undone",
+            field="understood",
+            rule="required",
+        )
+    confirm_signature(signer_id=actor.user_id, password=signer_password)
+    with transaction() as session:
+        subject = session.scalars(
+            select(Subject).where(Subject.id == subject_id).with_for_update()
+        ).first()
+        if subject is None:
+            raise NotFound(
+                f"subject {subject_id} does not exist", field="subject_id", rule="exists"
+            )
+        user = _investigator(session, actor, subject.site_id)
+        number, code, name = _arm(session, subject)  # refuses a subject never randomized
+        earlier = session.scalars(
+            select(Unblinding).where(
+                Unblinding.subject_id == subject.id, Unblinding.unblinded_by_id == user.id
+            )
+        ).first()
+        if earlier is not None:
+            audit.record(
+                session,
+                actor=actor,
+                action="unblinding.viewed",
+                entity_type="unblinding",
+                entity_id=earlier.id,
+                site_id=subject.site_id,
+                subject_id=subject.id,
+                reason=reason.strip(),
+            )
+            return UnblindedArm(
+                subject.screening_number, number, code, name, earlier.unblinded_at, False
+            )
+        now = clock.now()
+        signature = sign(
+            session,
+            actor=actor,
+            entity_type="subject",
+            entity_id=subject.id,
+            meaning=f"I break the blind of subject {subject.screening_number} "
+            f"({CATEGORIES[category]}); I understand it cannot be undone",
+        )
+        stop = protocol().unblinding_discontinues_treatment
+        row = Unblinding(
+            subject_id=subject.id,
+            unblinded_by_id=user.id,
+            unblinded_at=now,
+            category=category,
+            reason=reason.strip(),
+            sae_led_to_unblinding=sae_led_to_unblinding,
+            treatment_discontinued=stop,
+            signature_id=signature.id,
+        )
+        session.add(row)
+        subject.unblinded_at = subject.unblinded_at or now
+        if stop and subject.treatment_discontinued_at is None:
+            subject.treatment_discontinued_at = now
+        session.flush()
+        site = session.get(Site, subject.site_id)
+        text = (
+            f"Subject {subject.screening_number} ({number}) at site "
+            f"{site.code if site else subject.site_id} was emergency-unblinded by "
+            f"{user.full_name} ({user.username}) at {now:%Y-%m-%d %H:%M} UTC.\n"
+            f"Reason category: {CATEGORIES[category]}. Serious adverse event led to it: "
+            f"{'yes' if sae_led_to_unblinding else 'no'}.\nReason: {reason.strip()}\n"
+            f"Study treatment {'discontinued' if stop else 'continues'} per protocol.\n"
+        )
+        for recipient in protocol().unblinding_notify:
+            session.add(
+                Notification(
+                    recipient=recipient,
+                    created_at=now,
+                    body=text,
+                    subject_line=f"[{protocol().study_id}] Emergency "
+                    f"unblinding of {subject.screening_number}",
+                )
+            )
+        audit.record(
+            session,
+            actor=actor,
+            action="subject.unblinded",
+            entity_type="unblinding",
+            entity_id=row.id,
+            site_id=subject.site_id,
+            subject_id=subject.id,
+            reason=reason.strip(),
+            after={
+                "subject": subject.screening_number,
+                "randomization_number": number,
+                "category": category,
+                "sae_led_to_unblinding": sae_led_to_unblinding,
+                "treatment_discontinued": stop,
+                "notified": list(protocol().unblinding_notify),
+            },
+        )
+        return UnblindedArm(subject.screening_number, number, code, name, now, True)
+
+
+def view_arm(*, actor: Actor, subject_id: int) -> UnblindedArm:
+    """The investigator who unblinded a subject sees its arm again (audited as a view)."""
+    with transaction() as session:
+        subject = session.get(Subject, subject_id)
+        if subject is None:
+            raise NotFound(
+                f"subject {subject_id} does not exist", field="subject_id", rule="exists"
+            )
+        user = _investigator(session, actor, subject.site_id)
+        earlier = session.scalars(
+            select(Unblinding).where(
+                Unblinding.subject_id == subject.id, Unblinding.unblinded_by_id == user.id
+            )
+        ).first()
+        if earlier is None:
+            raise NotFound(
+                "you have not unblinded this subject", field="subject_id", rule="unblinded_by_you"
+            )
+        number, code, name = _arm(session, subject)
+        audit.record(
+            session,
+            actor=actor,
+            action="unblinding.viewed",
+            entity_type="unblinding",
+            entity_id=earlier.id,
+            site_id=subject.site_id,
+            subject_id=subject.id,
+        )
+        return UnblindedArm(
+            subject.screening_number, number, code, name, earlier.unblinded_at, False
+        )
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    subject: str
+    site: str
+    by: str
+    at: object
+    category: str
+    reason: str
+    sae: bool
+    discontinued: bool
+
+
+def report(site_ids: frozenset[int] | None) -> list[ReportLine]:
+    """Every unblinding (never the arm), newest first; scoped to sites for site roles."""
+    query = (
+        select(Unblinding, Subject, User, Site)
+        .join(Subject, Unblinding.subject_id == Subject.id)
+        .join(User, Unblinding.unblinded_by_id == User.id)
+        .join(Site, Subject.site_id == Site.id)
+        .order_by(Unblinding.id.desc())
+    )
+    if site_ids is not None:
+        query = query.where(Subject.site_id.in_(site_ids))
+    return [
+        ReportLine(
+            s.screening_number,
+            site.code,
+            u.username,
+            b.unblinded_at,
+            CATEGORIES[b.category],
+            b.reason,
+            b.sae_led_to_unblinding,
+            b.treatment_discontinued,
+        )
+        for b, s, u, site in read_session().execute(query).all()
+    ]
+
+
+def send_notifications(*, actor: Actor) -> int:
+    """Send the outbox: by SMTP when IWRS_SMTP_HOST is set, to the log otherwise."""
+    import os
+
+    host = os.environ.get("IWRS_SMTP_HOST")
+    sent = 0
+    with transaction() as session:
+        for note in session.scalars(
+            select(Notification)
+            .where(Notification.sent_at.is_(None))
+            .order_by(Notification.id)
+            .with_for_update()
+        ):
+            if host:
+                message = EmailMessage()
+                message["To"], message["Subject"] = note.recipient, note.subject_line
+                message["From"] = os.environ.get("IWRS_SMTP_FROM", "iwrs@localhost")
+                message.set_content(note.body)
+                with smtplib.SMTP(host, int(os.environ.get("IWRS_SMTP_PORT", "25"))) as smtp:
+                    smtp.send_message(message)
+                note.channel = "smtp"
+            else:
+                log.warning("notification to %s: %s", note.recipient, note.subject_line)
+                note.channel = "log"
+            note.sent_at = clock.now()
+            sent += 1
+        if sent:
+            audit.record(
+                session,
+                actor=actor,
+                action="notifications.sent",
+                entity_type="notification",
+                after={"sent": sent},
+            )
+    return sent
