@@ -383,6 +383,16 @@ def keys_rotate_blinding() -> None:
     click.echo(f"re-sealed {count} value(s); new key in {path}")
 
 
+@iwrs_cli.command("send-notifications")
+@friendly_errors
+def send_notifications_command() -> None:
+    """Send the notification outbox (SMTP when IWRS_SMTP_HOST is set, the log otherwise)."""
+    from iwrs.services import unblinding
+
+    _require_keys()
+    click.echo(f"{unblinding.send_notifications(actor=cli_actor())} notification(s) sent")
+
+
 @audit_cli.command("verify-export")
 @click.argument("export_file", type=click.File("r", encoding="utf-8"))
 def audit_verify_export(export_file) -> None:  # type: ignore[no-untyped-def]

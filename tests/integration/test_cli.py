@@ -186,3 +186,15 @@ def test_unreachable_database_gets_one_clear_message(tmp_path):
         "cannot use the database at postgresql+psycopg://iwrs:***@127.0.0.1:1/iwrs" in result.stderr
     )
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_models_and_migrations_agree(app):
+    """The schema the migrations build is exactly the one the models describe."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from iwrs.db import Base, engine
+
+    with app.app_context(), engine().connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
