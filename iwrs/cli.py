@@ -110,6 +110,7 @@ def demo_command() -> None:
     """Seed the demo trial: one user per role, and print their sign-ins."""
     _require_keys()
     settings = current_app.extensions["iwrs.settings"]
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
     credentials = settings.instance_path / "demo-sign-ins.txt"
     existing = set(db.read_session().scalars(select(User.username)))
     lines, passwords = [], {}

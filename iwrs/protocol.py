@@ -15,6 +15,7 @@ from typing import Any, cast
 DEFAULT_PROTOCOL = Path(__file__).parent / "protocols" / "gensci048-204.toml"
 CRITERION_KINDS = ("computed", "lab", "attestation")
 CRITERION_TYPES = ("inclusion", "exclusion")
+RESUPPLY_POLICIES = ("threshold", "predictive")  # the names supply.resupply.POLICIES knows
 
 
 class ProtocolError(ValueError):
@@ -88,6 +89,7 @@ class Place:
     name: str
     country: str
     city: str = ""
+    resupply_policy: str = ""  # sites only: overrides supply.default_policy
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class Protocol:
     do_not_dispense_days: int
     shipping_lead_days: int
     default_resupply_policy: str
+    predictive_randomizations_per_week: float
+    predictive_safety_stock: int
     initial_shipment: tuple[SupplyLevel, ...]
     resupply: tuple[SupplyLevel, ...]
     rescreens_allowed: int
@@ -377,10 +381,20 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
             r.get(t, "name", str, p),
             r.get(t, "country", str, p),
             r.get(t, "city", str, p),
+            r.get(t, "resupply_policy", str, p, default=""),
         )
         for p, t in r.tables(data, "sites", "")
     )
     r.unique([(f"sites[{i}].code", s.code) for i, s in enumerate(sites)], "site code")
+    default_policy = r.get(supply, "default_policy", str, "supply", default="threshold")
+    for where, policy in [("supply.default_policy", default_policy)] + [
+        (f"sites[{i}].resupply_policy", s.resupply_policy) for i, s in enumerate(sites)
+    ]:
+        if policy and policy not in RESUPPLY_POLICIES:
+            r.problems.append(
+                f"{where}: {policy!r} is not a resupply policy ({', '.join(RESUPPLY_POLICIES)})"
+            )
+    predictive = supply.get("predictive", {}) if isinstance(supply, dict) else {}
 
     planned = r.get(study, "planned_enrolment", int, "study", minimum=1)
     cap = r.get(study, "enrolment_cap", int, "study", minimum=1)
@@ -414,7 +428,18 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
         do_not_ship_days=r.get(supply, "do_not_ship_days", int, "supply", minimum=0),
         do_not_dispense_days=r.get(supply, "do_not_dispense_days", int, "supply", minimum=0),
         shipping_lead_days=r.get(supply, "shipping_lead_days", int, "supply", minimum=0),
-        default_resupply_policy=r.get(supply, "default_policy", str, "supply", default="threshold"),
+        default_resupply_policy=default_policy,
+        predictive_randomizations_per_week=r.get(
+            predictive,
+            "randomizations_per_week",
+            (int, float),
+            "supply.predictive",
+            default=1.0,
+            minimum=0,
+        ),
+        predictive_safety_stock=r.get(
+            predictive, "safety_stock", int, "supply.predictive", default=1, minimum=0
+        ),
         initial_shipment=levels_initial,
         resupply=levels_resupply,
         rescreens_allowed=r.get(

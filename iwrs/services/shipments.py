@@ -183,26 +183,84 @@ def evaluate_resupply(session: Session, site: Site, *, actor: Actor) -> Shipment
     if site.status != SiteStatus.ACTIVE or _open_shipment(session, site.id):
         return None
     today = clock.today()
-    arms = [a.code for a in protocol().arms]
+    p = protocol()
+    arms = [a.code for a in p.arms]
     stock = dispensable_by_arm(session, site.id, today=today)
+    place = next((s for s in p.sites if s.code == site.code), None)
+    policy = (place.resupply_policy if place else "") or p.default_resupply_policy
+    demand = _visit_demand(session, site.id, today) if policy == "predictive" else {}
     orders = {}
-    for level in protocol().resupply:
+    for level in p.resupply:
         per_arm = {
             arm: sum(1 for kit, _ in kits if kit.kit_type == level.kit_type)
             for arm, kits in stock.items()
         }
-        order = resupply.threshold_policy(
-            resupply.SiteStock(per_arm),
-            trigger=level.trigger,
-            maximum=level.maximum,
-            open_shipment=False,
-            arms=arms,
-        )
+        if policy == "predictive":
+            order = resupply.predictive_policy(
+                resupply.SiteStock(per_arm),
+                demand={arm: demand.get((arm, level.kit_type), 0) for arm in arms},
+                expected_randomizations=p.predictive_randomizations_per_week
+                * p.shipping_lead_days
+                / 7,
+                ratio={a.code: a.ratio for a in p.arms},
+                safety_stock=p.predictive_safety_stock,
+                open_shipment=False,
+                arms=arms,
+            )
+        else:
+            order = resupply.threshold_policy(
+                resupply.SiteStock(per_arm),
+                trigger=level.trigger,
+                maximum=level.maximum,
+                open_shipment=False,
+                arms=arms,
+            )
         if order is not None:
             orders[level.kit_type] = order
     if not orders:
         return None
     return _request(session, site, orders, kind="resupply", actor=actor)
+
+
+def _visit_demand(session: Session, site_id: int, today: date) -> dict[tuple[str, str], int]:
+    """Kits per (arm, kit type) the site's subjects on treatment need within the shipping lead
+    time (unblinded, inside the service only): the predictive policy's demand."""
+    from iwrs.models.randomization import Dispensation, Randomization, RandomizationSlot
+    from iwrs.models.subjects import Subject
+    from iwrs.services.randomization import slot_arm
+
+    p = protocol()
+    demand: dict[tuple[str, str], int] = {}
+    rows = session.execute(
+        select(Randomization, RandomizationSlot)
+        .join(RandomizationSlot, Randomization.slot_id == RandomizationSlot.id)
+        .join(Subject, Randomization.subject_id == Subject.id)
+        .where(Randomization.site_id == site_id, Subject.treatment_discontinued_at.is_(None))
+    ).all()
+    for randomization, slot in rows:
+        done = set(
+            session.scalars(
+                select(Dispensation.visit_code).where(
+                    Dispensation.subject_id == randomization.subject_id,
+                    Dispensation.kind == "scheduled",
+                )
+            )
+        )
+        arm = slot_arm(slot)
+        for kit_type in {v.kit_type for v in p.visits if v.kits}:
+            schedule = [
+                (v.day, v.window_before, v.window_after, v.kits)
+                for v in p.visits
+                if v.kits and v.kit_type == kit_type and v.code not in done
+            ]
+            due = resupply.visits_due(
+                schedule,
+                date.fromisoformat(randomization.randomized_on),
+                today,
+                p.shipping_lead_days,
+            )
+            demand[arm, kit_type] = demand.get((arm, kit_type), 0) + due
+    return demand
 
 
 def run_resupply(*, actor: Actor) -> list[str]:
