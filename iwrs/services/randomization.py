@@ -109,6 +109,9 @@ def _store_list(
     source: str,
     seed: bytes,
 ) -> RandomizationList:
+    # The trial row first, as randomize takes it: a list is never replaced while a subject is
+    # being randomized on it, and lists stored at the same moment leave one of them active.
+    session.scalars(select(Trial).with_for_update()).one()
     current = session.scalars(
         select(RandomizationList).where(RandomizationList.active.is_(True)).with_for_update()
     ).first()
@@ -145,7 +148,8 @@ def _store_list(
         after={
             "name": name,
             "dummy": dummy,
-            "fingerprint": row.fingerprint,
+            # No fingerprint here: it is computed from the arms, and the trail is read by
+            # blinded auditors. The statistician sees it on the list page.
             "algorithm": row.algorithm,
             "slots_per_stratum": {
                 s: sum(1 for x in slots if x.stratum == s)
@@ -391,7 +395,7 @@ def randomize(
         raise InvalidInput(
             "idempotency_key: 1-100 characters", field="idempotency_key", rule="length"
         )
-    earlier = _earlier(subject_id, idempotency_key)
+    earlier = _earlier(actor, subject_id, idempotency_key)
     if earlier is not None:
         return earlier
     confirm_signature(signer_id=actor.user_id, password=signer_password)
@@ -407,21 +411,37 @@ def randomize(
     return result
 
 
-def _earlier(subject_id: int, idempotency_key: str | None) -> RandomizationResult | None:
+def _earlier(
+    actor: Actor, subject_id: int, idempotency_key: str | None
+) -> RandomizationResult | None:
+    """The subject's randomization if it exists (a retry), answered only to an investigator of
+    the subject's site."""
     with transaction() as session:
-        query = select(Randomization).where(Randomization.subject_id == subject_id)
-        if idempotency_key is not None:
-            keyed = session.scalars(
-                select(Randomization).where(Randomization.idempotency_key == idempotency_key)
-            ).first()
-            if keyed is not None and keyed.subject_id != subject_id:
-                raise Conflict(
-                    "idempotency_key: already used for another subject",
-                    field="idempotency_key",
-                    rule="unique",
-                )
-        row = session.scalars(query).first()
+        subject = session.get(Subject, subject_id)
+        if subject is None:
+            return None  # refused by _randomize, after the signature
+        _investigator(session, actor, subject.site_id)
+        _refuse_key_of_another_subject(session, subject_id, idempotency_key)
+        row = session.scalars(
+            select(Randomization).where(Randomization.subject_id == subject_id)
+        ).first()
         return _result(session, row) if row is not None else None
+
+
+def _refuse_key_of_another_subject(
+    session: Session, subject_id: int, idempotency_key: str | None
+) -> None:
+    if idempotency_key is None:
+        return
+    keyed = session.scalars(
+        select(Randomization.subject_id).where(Randomization.idempotency_key == idempotency_key)
+    ).first()
+    if keyed is not None and keyed != subject_id:
+        raise Conflict(
+            "idempotency_key: already used for another subject",
+            field="idempotency_key",
+            rule="unique",
+        )
 
 
 def _randomize(
@@ -441,6 +461,8 @@ def _randomize(
     require_confirmed_eligible(session, subject)
     p = protocol()
     session.scalars(select(Trial).with_for_update()).one()  # study caps: one at a time
+    # Checked again under the trial lock: the same key sent for two subjects at once.
+    _refuse_key_of_another_subject(session, subject.id, idempotency_key)
     site = session.scalars(select(Site).where(Site.id == subject.site_id).with_for_update()).one()
     if site.status != SiteStatus.ACTIVE:
         raise Conflict(
