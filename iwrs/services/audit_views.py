@@ -131,21 +131,39 @@ def verify_now(*, actor: Actor) -> AuditCheckpoint:
             .limit(1)
         ).first()
         start = (last.seq, last.hash) if last else (0, audit.GENESIS)
-        head = session.get(AuditChainHead, 1)
-        rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.seq > start[0]).order_by(AuditEvent.seq)
+        # Plain values, not the ORM row: loaded into this session, the head would be stale
+        # when the chain appends this verification's own event at commit.
+        head = session.execute(
+            select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == 1)
+        ).first()
+        head_seq = head.seq if head else 0
+        # Up to the head as read: on PostgreSQL other use cases keep appending meanwhile (each
+        # statement sees what is committed when it starts), and an event committed after the
+        # head was read is not an event "after the head". Plain rows in batches: flat memory.
+        columns = [getattr(AuditEvent, name) for name in audit._EVENT_FIELDS]
+        rows = session.execute(
+            select(*columns)
+            .where(AuditEvent.seq > start[0], AuditEvent.seq <= head_seq)
+            .order_by(AuditEvent.seq)
+            .execution_options(yield_per=5000)
         )
-        result = verify_events(
-            key,
-            (event_fields(r) for r in rows),
-            head=(head.seq, head.hash) if head else None,
-            start=start,
-        )
+        try:
+            result = verify_events(
+                key,
+                (row._asdict() for row in rows),
+                head=(head.seq, head.hash) if head else None,
+                start=start,
+            )
+        finally:
+            rows.close()
+        problem = result.problem
+        if result.first_bad_seq is not None:
+            problem = f"event {result.first_bad_seq}: {problem}"  # name the event
         checkpoint = AuditCheckpoint(
             seq=result.count,
             hash=result.last_hash,
             ok=result.ok,
-            problem=result.problem,
+            problem=problem,
             verified_at=clock.now(),
             verified_by=actor.username,
         )
@@ -157,7 +175,7 @@ def verify_now(*, actor: Actor) -> AuditCheckpoint:
             action="audit.verified",
             entity_type="audit_chain",
             entity_id=checkpoint.id,
-            after={"ok": result.ok, "up_to": result.count, "problem": result.problem},
+            after={"ok": result.ok, "up_to": result.count, "problem": problem},
         )
     return checkpoint
 

@@ -126,8 +126,29 @@ def _depot(session: Session) -> Depot:
     return depot
 
 
+LOT_CODE_MAX = 32  # the width of lot.code
+
+
+def _lot_refusal(code: str) -> InvalidInput | None:
+    """A lot code the database would refuse (PostgreSQL) or store blank (SQLite), by name."""
+    if not code.strip():
+        return InvalidInput("lot: a lot code is required", field="lot", rule="required")
+    if len(code) > LOT_CODE_MAX or not code.isprintable():
+        shown = code[:LOT_CODE_MAX] if code.isprintable() else repr(code[:LOT_CODE_MAX])
+        return InvalidInput(
+            f"lot {shown}: at most {LOT_CODE_MAX} printable characters",
+            field="lot",
+            rule="max_length",
+        )
+    return None
+
+
 def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how: str) -> int:
     """Insert verified kits at the depot, treatments sealed; audited without any treatment."""
+    for code in sorted({s.lot for s in specs}):
+        refusal = _lot_refusal(code)
+        if refusal is not None:
+            raise refusal
     errors = verify_kit_list(specs, treatments=[a.code for a in protocol().arms])
     if errors:
         raise InvalidInput(
@@ -168,7 +189,7 @@ def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how
             state=KitState.AT_DEPOT,
             place_kind="depot",
             place_id=depot.id,
-            sealed_treatment=spec.treatment + sealer().seal(
+            sealed_treatment=sealer().seal(
                 spec.treatment, context=KIT_CONTEXT.format(number=spec.number)
             ),
             updated_at=now,
@@ -215,16 +236,22 @@ def generate_kits(
         )
     if expiry.is_expired(expiry_date, clock.today()):
         raise InvalidInput("expiry: is in the past", field="expiry", rule="future")
+    refusal = _lot_refusal(lot)
+    if refusal is not None:
+        raise refusal
     per_arm = {a.code: count * a.ratio // protocol().ratio_sum for a in arms}
     with transaction() as session:
-        specs = generate_kit_list(
-            seed=seed,
-            kit_type=kit_type,
-            lot=lot,
-            expiry=expiry_date,
-            per_treatment=per_arm,
-            taken=_taken_numbers(session),
-        )
+        try:
+            specs = generate_kit_list(
+                seed=seed,
+                kit_type=kit_type,
+                lot=lot,
+                expiry=expiry_date,
+                per_treatment=per_arm,
+                taken=_taken_numbers(session),
+            )
+        except ValueError as error:  # the kit number space cannot hold that many more kits
+            raise InvalidInput(f"count: {error}", field="count", rule="number_space") from None
         return _store_kits(session, specs, actor=actor, how="generated")
 
 
@@ -239,9 +266,12 @@ def import_kits(*, actor: Actor, csv_text: str) -> int:
             taken=_taken_numbers(session),
         )
         if errors:
+            shown = "; ".join(e.message for e in errors[:20])
+            rest = sorted({e.row for e in errors[20:]})
+            if rest:  # every bad row is still named, if only by number
+                shown += f"; and {len(errors) - 20} more in rows " + ", ".join(map(str, rest))
             raise InvalidInput(
-                f"the kit list was rejected whole: {len(errors)} problem(s); "
-                + "; ".join(e.message for e in errors[:20]),
+                f"the kit list was rejected whole: {len(errors)} problem(s); {shown}",
                 errors=[{"field": e.field, "rule": e.rule, "message": e.message} for e in errors],
             )
         return _store_kits(session, specs, actor=actor, how="imported")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from iwrs import audit, clock
 from iwrs.audit import Actor
@@ -61,6 +62,28 @@ def _arm(session, subject: Subject) -> tuple[str, str, str]:  # type: ignore[no-
     return randomization.randomization_number, code, name
 
 
+def _subject_to_unblind(
+    session: Session, actor: Actor, subject_id: int, *, lock: bool = False
+) -> tuple[Subject, User]:
+    """The subject, if it exists, is at one of the actor's sites (an investigator) and was
+    randomized; refused otherwise (a subject out of scope as if it did not exist)."""
+    query = select(Subject).where(Subject.id == subject_id)
+    subject = session.scalars(query.with_for_update() if lock else query).first()
+    if subject is None:
+        raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
+    user = _investigator(session, actor, subject.site_id)
+    randomized = session.scalar(
+        select(Randomization.id).where(Randomization.subject_id == subject.id)
+    )
+    if randomized is None:
+        raise Conflict(
+            f"subject {subject.screening_number} is not randomized: there is no arm to reveal",
+            field="subject_id",
+            rule="randomized",
+        )
+    return subject, user
+
+
 def unblind(
     *,
     actor: Actor,
@@ -87,17 +110,14 @@ def unblind(
             field="understood",
             rule="required",
         )
+    # Who may unblind whom is decided before the signature is checked: a refused request
+    # neither counts nor clears signature failures (nothing changes), and a blinded role
+    # never reaches the signature step.
+    _subject_to_unblind(read_session(), actor, subject_id)
     confirm_signature(signer_id=actor.user_id, password=signer_password)
     with transaction() as session:
-        subject = session.scalars(
-            select(Subject).where(Subject.id == subject_id).with_for_update()
-        ).first()
-        if subject is None:
-            raise NotFound(
-                f"subject {subject_id} does not exist", field="subject_id", rule="exists"
-            )
-        user = _investigator(session, actor, subject.site_id)
-        number, code, name = _arm(session, subject)  # refuses a subject never randomized
+        subject, user = _subject_to_unblind(session, actor, subject_id, lock=True)
+        number, code, name = _arm(session, subject)
         earlier = session.scalars(
             select(Unblinding).where(
                 Unblinding.subject_id == subject.id, Unblinding.unblinded_by_id == user.id
