@@ -12,12 +12,22 @@ from blinding.sealing import Sealer, reseal
 from iwrs import audit
 from iwrs.audit import Actor
 from iwrs.db import transaction
+from iwrs.models.randomization import RandomizationList, RandomizationSlot
 from iwrs.models.supply import Kit
+from iwrs.services.randomization import SEED_CONTEXT, SLOT_CONTEXT
 from iwrs.services.supply import KIT_CONTEXT, sealer
 
 # Every sealed column, with the context its values are bound to. New sealed data joins here.
 SEALED: list[tuple[Any, str, Callable[[Any], str]]] = [
     (Kit, "sealed_treatment", lambda kit: KIT_CONTEXT.format(number=kit.number)),
+    (
+        RandomizationSlot,
+        "sealed_arm",
+        lambda slot: SLOT_CONTEXT.format(
+            list_id=slot.list_id, stratum=slot.stratum, sequence=slot.sequence
+        ),
+    ),
+    (RandomizationList, "sealed_seed", lambda row: SEED_CONTEXT.format(list_id=row.id)),
 ]
 
 
