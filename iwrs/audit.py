@@ -139,7 +139,10 @@ def _append_pending(session: Session) -> None:
     key = _audit_key()
     # Locked last, so concurrent use cases serialize on the chain only for their commit.
     head = session.scalars(
-        select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
+        select(AuditChainHead)
+        .where(AuditChainHead.id == 1)
+        .with_for_update()
+        .execution_options(populate_existing=True)  # never a head read earlier in the session
     ).one()
     seq, prev = head.seq, head.hash
     for fields in pending:

@@ -119,31 +119,34 @@ def integrity() -> tuple[AuditCheckpoint | None, int]:
 
 
 def verify_now(*, actor: Actor) -> AuditCheckpoint:
-    """Verify from the last good checkpoint to the head (MACs included) and record it."""
+    """Verify from the last good checkpoint to the head (MACs included) and record it.
+
+    The walk reads in its own read-only session, outside the write transaction: on SQLite a
+    write transaction holds the database's write lock from BEGIN, and a first verification of a
+    large trail takes long enough to make every other use case wait and fail. Only recording
+    the checkpoint and its event is a (short) write transaction."""
     from flask import current_app
 
     key = current_app.extensions["iwrs.settings"].audit_key
-    with transaction() as session:
-        last = session.scalars(
+    reader = current_app.extensions["iwrs.sessionmaker"]()
+    try:
+        last = reader.scalars(
             select(AuditCheckpoint)
             .where(AuditCheckpoint.ok.is_(True))
             .order_by(AuditCheckpoint.id.desc())
             .limit(1)
         ).first()
         start = (last.seq, last.hash) if last else (0, audit.GENESIS)
-        # Plain values, not the ORM row: loaded into this session, the head would be stale
-        # when the chain appends this verification's own event at commit.
-        head = session.execute(
+        head = reader.execute(
             select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == 1)
         ).first()
-        head_seq = head.seq if head else 0
         # Up to the head as read: on PostgreSQL other use cases keep appending meanwhile (each
         # statement sees what is committed when it starts), and an event committed after the
         # head was read is not an event "after the head". Plain rows in batches: flat memory.
         columns = [getattr(AuditEvent, name) for name in audit._EVENT_FIELDS]
-        rows = session.execute(
+        rows = reader.execute(
             select(*columns)
-            .where(AuditEvent.seq > start[0], AuditEvent.seq <= head_seq)
+            .where(AuditEvent.seq > start[0], AuditEvent.seq <= (head.seq if head else 0))
             .order_by(AuditEvent.seq)
             .execution_options(yield_per=5000)
         )
@@ -156,9 +159,12 @@ def verify_now(*, actor: Actor) -> AuditCheckpoint:
             )
         finally:
             rows.close()
-        problem = result.problem
-        if result.first_bad_seq is not None:
-            problem = f"event {result.first_bad_seq}: {problem}"  # name the event
+    finally:
+        reader.close()
+    problem = result.problem
+    if result.first_bad_seq is not None:
+        problem = f"event {result.first_bad_seq}: {problem}"  # name the event
+    with transaction() as session:
         checkpoint = AuditCheckpoint(
             seq=result.count,
             hash=result.last_hash,
