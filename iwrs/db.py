@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -25,6 +26,19 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def enum_column(cls: type[enum.Enum], name: str, *, length: int = 24) -> Enum:
+    """A state column stored as its value in VARCHAR with a CHECK constraint (the same on
+    SQLite and PostgreSQL), so the database also refuses a state the code does not know."""
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=True,
+        length=length,
+        name=name,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 class UTCDateTime(TypeDecorator[datetime]):

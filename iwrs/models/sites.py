@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from iwrs.db import Base, UTCDateTime
+from iwrs.db import Base, UTCDateTime, enum_column
 
 
 class SiteStatus(enum.StrEnum):
@@ -48,15 +48,7 @@ class Site(Base):
     city: Mapped[str] = mapped_column(String(100))
     country: Mapped[str] = mapped_column(String(64))
     status: Mapped[SiteStatus] = mapped_column(
-        Enum(
-            SiteStatus,
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-            name="site_status",
-        ),
-        default=SiteStatus.INACTIVE,
+        enum_column(SiteStatus, "site_status", length=16), default=SiteStatus.INACTIVE
     )
     depot_id: Mapped[int | None] = mapped_column(ForeignKey("depot.id"))
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

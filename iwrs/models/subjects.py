@@ -5,21 +5,10 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import Date, Enum, ForeignKey, Index, String, Text
+from sqlalchemy import Date, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from iwrs.db import Base, UTCDateTime
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(
-        cls,
-        native_enum=False,
-        create_constraint=True,
-        length=24,
-        name=name,
-        values_callable=lambda e: [m.value for m in e],
-    )
+from iwrs.db import Base, UTCDateTime, enum_column
 
 
 class SubjectStatus(enum.StrEnum):
@@ -54,7 +43,7 @@ class Subject(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
     screening_number: Mapped[str] = mapped_column(String(32), unique=True)
-    status: Mapped[SubjectStatus] = mapped_column(_enum(SubjectStatus, "subject_status"))
+    status: Mapped[SubjectStatus] = mapped_column(enum_column(SubjectStatus, "subject_status"))
     sex: Mapped[str] = mapped_column(String(8))
     date_of_birth: Mapped[date] = mapped_column(Date)
     screening_date: Mapped[date] = mapped_column(Date)
@@ -84,13 +73,13 @@ class EligibilityAssessment(Base):
     criteria_version: Mapped[str] = mapped_column(String(80))
     answers: Mapped[str] = mapped_column(Text)
     computed: Mapped[str] = mapped_column(Text)
-    outcome: Mapped[Outcome] = mapped_column(_enum(Outcome, "assessment_outcome"))
+    outcome: Mapped[Outcome] = mapped_column(enum_column(Outcome, "assessment_outcome"))
     failing: Mapped[str] = mapped_column(Text)
     missing: Mapped[str] = mapped_column(Text)
     stratum: Mapped[str | None] = mapped_column(String(200))
     assessed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     assessed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
-    decision: Mapped[Decision | None] = mapped_column(_enum(Decision, "assessment_decision"))
+    decision: Mapped[Decision | None] = mapped_column(enum_column(Decision, "assessment_decision"))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from iwrs.db import Base, UTCDateTime
+from iwrs.db import Base, UTCDateTime, enum_column
 from supply.shipments import ShipmentState
 from supply.states import KitState
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(
-        cls,
-        native_enum=False,
-        create_constraint=True,
-        length=24,
-        name=name,
-        values_callable=lambda e: [m.value for m in e],
-    )
 
 
 class Lot(Base):
@@ -50,7 +38,7 @@ class Kit(Base):
     number: Mapped[str] = mapped_column(String(16), unique=True)
     kit_type: Mapped[str] = mapped_column(String(32))
     lot_id: Mapped[int] = mapped_column(ForeignKey("lot.id"))
-    state: Mapped[KitState] = mapped_column(_enum(KitState, "kit_state"))
+    state: Mapped[KitState] = mapped_column(enum_column(KitState, "kit_state"))
     place_kind: Mapped[str] = mapped_column(String(16))
     place_id: Mapped[int] = mapped_column(Integer)
     shipment_id: Mapped[int | None] = mapped_column(ForeignKey("shipment.id"))
@@ -85,7 +73,7 @@ class Shipment(Base):
     kind: Mapped[str] = mapped_column(String(16))  # initial | resupply | manual
     depot_id: Mapped[int] = mapped_column(ForeignKey("depot.id"))
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
-    state: Mapped[ShipmentState] = mapped_column(_enum(ShipmentState, "shipment_state"))
+    state: Mapped[ShipmentState] = mapped_column(enum_column(ShipmentState, "shipment_state"))
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
     requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from iwrs.db import Base, UTCDateTime
+from iwrs.db import Base, UTCDateTime, enum_column
 
 
 class Role(enum.StrEnum):
@@ -31,17 +31,6 @@ class Role(enum.StrEnum):
         return self.value.replace("_", " ")
 
 
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(
-        cls,
-        native_enum=False,
-        create_constraint=True,
-        length=32,
-        name=name,
-        values_callable=lambda e: [m.value for m in e],
-    )
-
-
 class User(Base):
     __tablename__ = "app_user"
 
@@ -49,7 +38,7 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     full_name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(200))
-    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    role: Mapped[Role] = mapped_column(enum_column(Role, "role", length=32))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from iwrs import audit
 from iwrs.audit import Actor
@@ -149,53 +150,60 @@ class ListStatus:
     overall_by_arm: dict[str, int]
 
 
+def active_list_status(session: Session) -> ListStatus | None:
+    """The active list's status by stratum and arm (unblinded), computed without recording."""
+    row = session.scalars(
+        select(RandomizationList).where(RandomizationList.active.is_(True))
+    ).first()
+    if row is None:
+        return None
+    strata = []
+    overall: Counter[str] = Counter()
+    for position in session.scalars(
+        select(StratumPosition)
+        .where(StratumPosition.list_id == row.id)
+        .order_by(StratumPosition.stratum)
+    ):
+        used = session.scalars(
+            select(RandomizationSlot).where(
+                RandomizationSlot.list_id == row.id,
+                RandomizationSlot.stratum == position.stratum,
+                RandomizationSlot.subject_id.is_not(None),
+            )
+        ).all()
+        arms = Counter(slot_arm(s) for s in used)
+        overall.update(arms)
+        strata.append(
+            StratumStatus(
+                position.stratum,
+                len(used),
+                position.last_sequence - position.next_sequence + 1,
+                dict(arms),
+            )
+        )
+    return ListStatus(
+        row.id,
+        row.name,
+        row.dummy,
+        row.source,
+        row.fingerprint,
+        row.locked_at is not None,
+        strata,
+        dict(overall),
+    )
+
+
 def list_status(*, actor: Actor) -> ListStatus | None:
     """The unblinded statistician's view of the active list; the viewing is audited."""
     with transaction() as session:
         acting_user(session, actor, Permission.SEE_ARM)
-        row = session.scalars(
-            select(RandomizationList).where(RandomizationList.active.is_(True))
-        ).first()
-        if row is None:
-            return None
-        strata = []
-        overall: Counter[str] = Counter()
-        for position in session.scalars(
-            select(StratumPosition)
-            .where(StratumPosition.list_id == row.id)
-            .order_by(StratumPosition.stratum)
-        ):
-            used = session.scalars(
-                select(RandomizationSlot).where(
-                    RandomizationSlot.list_id == row.id,
-                    RandomizationSlot.stratum == position.stratum,
-                    RandomizationSlot.subject_id.is_not(None),
-                )
-            ).all()
-            arms = Counter(slot_arm(s) for s in used)
-            overall.update(arms)
-            strata.append(
-                StratumStatus(
-                    position.stratum,
-                    len(used),
-                    position.last_sequence - position.next_sequence + 1,
-                    dict(arms),
-                )
+        status = active_list_status(session)
+        if status is not None:
+            audit.record(
+                session,
+                actor=actor,
+                action="list.status_viewed",
+                entity_type="randomization_list",
+                entity_id=status.list_id,
             )
-        audit.record(
-            session,
-            actor=actor,
-            action="list.status_viewed",
-            entity_type="randomization_list",
-            entity_id=row.id,
-        )
-        return ListStatus(
-            row.id,
-            row.name,
-            row.dummy,
-            row.source,
-            row.fingerprint,
-            row.locked_at is not None,
-            strata,
-            dict(overall),
-        )
+        return status

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from iwrs import audit
 from iwrs.audit import Actor
@@ -18,14 +16,12 @@ from iwrs.auth import Permission
 from iwrs.db import transaction
 from iwrs.models.randomization import (
     Randomization,
-    RandomizationList,
     RandomizationSlot,
-    StratumPosition,
 )
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
 from iwrs.services.randomization import slot_arm
-from iwrs.services.randomization_views import ListStatus, StratumStatus
+from iwrs.services.randomization_views import active_list_status
 from iwrs.services.supply import acting_user
 
 
@@ -110,54 +106,11 @@ def allocations_csv(*, actor: Actor) -> str:
     return buffer.getvalue()
 
 
-def _list_status(session: Session) -> ListStatus | None:
-    """The active list's status (as randomization_views.list_status computes it), without
-    recording a view: the export records its own event."""
-    row = session.scalars(
-        select(RandomizationList).where(RandomizationList.active.is_(True))
-    ).first()
-    if row is None:
-        return None
-    strata, overall = [], Counter[str]()
-    for position in session.scalars(
-        select(StratumPosition)
-        .where(StratumPosition.list_id == row.id)
-        .order_by(StratumPosition.stratum)
-    ):
-        used = session.scalars(
-            select(RandomizationSlot).where(
-                RandomizationSlot.list_id == row.id,
-                RandomizationSlot.stratum == position.stratum,
-                RandomizationSlot.subject_id.is_not(None),
-            )
-        ).all()
-        arms = Counter(slot_arm(s) for s in used)
-        overall.update(arms)
-        strata.append(
-            StratumStatus(
-                position.stratum,
-                len(used),
-                position.last_sequence - position.next_sequence + 1,
-                dict(arms),
-            )
-        )
-    return ListStatus(
-        row.id,
-        row.name,
-        row.dummy,
-        row.source,
-        row.fingerprint,
-        row.locked_at is not None,
-        strata,
-        dict(overall),
-    )
-
-
 def list_status_csv(*, actor: Actor) -> str:
     """The list status as CSV: one audited event ("list_status.exported"), not a view too."""
     with transaction() as session:
         acting_user(session, actor, Permission.SEE_ARM)
-        status = _list_status(session)
+        status = active_list_status(session)
         audit.record(
             session,
             actor=actor,
