@@ -171,10 +171,10 @@ def unblind(
             f"{'yes' if sae_led_to_unblinding else 'no'}.\nReason: {reason.strip()}\n"
             f"Study treatment {'discontinued' if stop else 'continues'} per protocol.\n"
         )
-        for recipient in protocol().unblinding_notify:
+        if protocol().unblinding_notify:  # one message to every sponsor contact
             session.add(
                 Notification(
-                    recipient=recipient,
+                    recipient=", ".join(protocol().unblinding_notify),
                     created_at=now,
                     body=text,
                     subject_line=f"[{protocol().study_id}] Emergency "

@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "notification",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("recipient", sa.String(length=200), nullable=False),
+        sa.Column("recipient", sa.String(length=1000), nullable=False),
         sa.Column("subject_line", sa.String(length=200), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("created_at", iwrs.db.UTCDateTime(timezone=True), nullable=False),
