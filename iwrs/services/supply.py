@@ -6,11 +6,10 @@ event, audited in the same transaction."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from blinding.kits import KitSpec, generate_kit_list, parse_kit_list_csv, verify_kit_list
@@ -448,17 +447,6 @@ def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: 
 # --- site stock --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StockLine:
-    """One kit as a blinded user sees it: number, type, blinded lot, expiry, state."""
-
-    number: str
-    kit_type: str
-    lot: str
-    expiry: date
-    state: str
-
-
 def dispensable_by_arm(
     session: Session, site_id: int, *, today: date, next_visit: date | None = None
 ) -> dict[str, list[tuple[Kit, date]]]:
@@ -479,13 +467,6 @@ def dispensable_by_arm(
         ):
             by_arm.setdefault(treatment_of(kit), []).append((kit, lot_expiry))
     return by_arm
-
-
-def count_kits(session: Session, **where: object) -> int:
-    query = select(func.count()).select_from(Kit)
-    for column, value in where.items():
-        query = query.where(getattr(Kit, column) == value)
-    return int(session.scalar(query) or 0)
 
 
 def open_alert(
@@ -514,10 +495,3 @@ def open_alert(
         after={"kind": kind, "message": message},
     )
     return alert
-
-
-def site_row(session: Session, site_id: int) -> Site:
-    site = session.get(Site, site_id)
-    if site is None:
-        raise NotFound(f"site {site_id} does not exist", field="site_id", rule="exists")
-    return site

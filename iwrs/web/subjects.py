@@ -153,11 +153,15 @@ def decide(subject_id: int):  # type: ignore[no-untyped-def]
     if request.form.get("understood") != "y":
         flash("Tick the box to confirm you understand the decision cannot be undone.", "error")
         return _render_detail(subject_id, status=422)
+    raw_id = request.form.get("assessment_id", "")
+    if not raw_id.isdigit():
+        flash("assessment_id: the form named no assessment; reload the page", "error")
+        return _render_detail(subject_id, status=422)
     try:
         subject = subjects.decide_eligibility(
             actor=Actor.of(current_user),
             subject_id=subject_id,
-            assessment_id=int(request.form.get("assessment_id", "0") or 0),
+            assessment_id=int(raw_id),
             decision=request.form.get("decision", ""),
             signer_password=request.form.get("signature_password", ""),
         )

@@ -238,3 +238,22 @@ def test_api_screens_and_assesses_with_every_failure_named(app, site_ids, make_u
         json={"site_code": "CN01", "date_of_birth": "1971-01-20", "sex": "female"},
     )
     assert other_site.status_code == 404
+
+
+def test_junk_assessment_id_on_the_decision_form_is_refused_not_a_500(app, investigator):
+    client, _ = investigator
+    subject_id = register(client)
+    app.config["IWRS_PROPAGATE_UNEXPECTED"] = False
+    response = post(
+        client,
+        f"/subjects/{subject_id}/decision",
+        {
+            "assessment_id": "abc",
+            "decision": "eligible",
+            "understood": "y",
+            "signature_password": PASSWORD,
+        },
+    )
+    assert response.status_code == 422
+    assert "assessment_id" in response.get_data(as_text=True)
+    assert subject_row(app, subject_id).status == "screening"
