@@ -327,13 +327,24 @@ def supply_expire() -> None:
 
 
 @supply_cli.command("resupply")
+@click.option(
+    "--slot",
+    type=click.Choice(["daily", "intraday"]),
+    default="daily",
+    show_default=True,
+    help="which scheduled run this is (recorded with every request it makes)",
+)
 @friendly_errors
-def supply_resupply() -> None:
-    """The scheduled resupply run over every active site."""
-    from iwrs.services import shipments
+def supply_resupply(slot: str) -> None:
+    """The scheduled resupply run over every active site, recorded as the system's.
+
+    Run it from cron at fixed times only, e.g. `0 6 * * *` with --slot daily and
+    `0 13 * * *` with --slot intraday: resupply never runs inside a randomization or a
+    dispensing, so a shipment's timing does not follow any subject's arm."""
+    from iwrs.services import resupply
 
     _require_keys()
-    made = shipments.run_resupply(actor=cli_actor())
+    made = resupply.run_resupply(slot=slot)
     click.echo("\n".join(f"requested {m}" for m in made) or "no site needs resupply")
 
 

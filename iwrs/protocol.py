@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +69,19 @@ class Visit:
 
 @dataclass(frozen=True)
 class SupplyLevel:
+    """An initial-shipment quantity, or the arm-agnostic resupply levels of one kit type (see
+    supply/blind_resupply.py): maximum and emergency_minimum per treatment, total_trigger and
+    guard in kits of all treatments together."""
+
     kit_type: str
     quantity: int = 0
-    trigger: int = 0
     maximum: int = 0
+    total_trigger: int = 0
+    guard: int = 0
+    guard_basis: str = ""  # "exact" or "quantile"
+    guard_quantile: float = 0.0
+    guard_source: str = ""
+    emergency_minimum: int = 0
 
 
 @dataclass(frozen=True)
@@ -324,29 +334,8 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
     supply = _table(r, data, "supply")
     levels_initial = tuple(_supply_levels(r, supply, "initial_shipment", kit_codes, ("quantity",)))
     levels_resupply = tuple(
-        _supply_levels(r, supply, "resupply", kit_codes, ("trigger", "maximum"))
+        _resupply_levels(r, supply, kit_codes, arms, visits, levels_initial, factors, block_sizes)
     )
-    share = {a.code: a.ratio for a in arms if isinstance(a.ratio, int)}
-    for i, lv in enumerate(levels_resupply):
-        first = next((x for x in levels_initial if x.kit_type == lv.kit_type), None)
-        if (
-            first is not None
-            and share
-            and isinstance(lv.trigger, int)
-            and isinstance(first.quantity, int)
-        ):
-            smallest = min(first.quantity * w // sum(share.values()) for w in share.values())
-            if smallest <= lv.trigger:
-                r.problems.append(
-                    f"supply.resupply[{i}].trigger: the initial shipment gives a treatment only "
-                    f"{smallest} kit(s), at or below the trigger {lv.trigger}: every activation "
-                    "would trigger a resupply at once"
-                )
-        if isinstance(lv.trigger, int) and isinstance(lv.maximum, int) and lv.maximum <= lv.trigger:
-            r.problems.append(
-                f"supply.resupply[{i}].maximum: must be greater than trigger "
-                f"({lv.maximum} <= {lv.trigger})"
-            )
 
     elig = _table(r, data, "eligibility")
     criteria = []
@@ -491,5 +480,103 @@ def _supply_levels(
         levels.append(SupplyLevel(kit_type, **values))
     r.unique(
         [(f"supply.{key}[{i}].kit_type", lv.kit_type) for i, lv in enumerate(levels)], "kit type"
+    )
+    return levels
+
+
+GUARD_BASES = ("exact", "quantile")
+
+
+def _resupply_levels(
+    r: _Reader,
+    supply: dict[str, Any],
+    kit_codes: set[str],
+    arms: tuple[Arm, ...],
+    visits: list[Visit],
+    initial: tuple[SupplyLevel, ...],
+    factors: list[StratificationFactor],
+    block_sizes: list[int],
+) -> list[SupplyLevel]:
+    """[[supply.resupply]]: the arm-agnostic levels, each inconsistency named with its rule."""
+    from supply.blind_resupply import block_guard, cap_guard
+
+    levels = []
+    n = len(arms) or 1
+    for p, t in r.tables(supply, "resupply", "supply"):
+        kit_type = r.get(t, "kit_type", str, p)
+        if kit_type is not None and kit_type not in kit_codes:
+            r.problems.append(f"{p}.kit_type: {kit_type!r} is not a kit type of this protocol")
+        lv = SupplyLevel(
+            kit_type,
+            maximum=r.get(t, "maximum", int, p, minimum=1),
+            total_trigger=r.get(t, "total_trigger", int, p, minimum=0),
+            guard=r.get(t, "guard", int, p, minimum=0),
+            guard_basis=r.get(t, "guard_basis", str, p),
+            guard_quantile=r.get(t, "guard_quantile", float, p, default=0.0),
+            guard_source=r.get(t, "guard_source", str, p, default=""),
+            emergency_minimum=r.get(t, "emergency_minimum", int, p, minimum=1),
+        )
+        levels.append(lv)
+        if None in (lv.maximum, lv.total_trigger, lv.guard, lv.emergency_minimum):
+            continue
+        if lv.total_trigger >= n * lv.maximum:
+            r.problems.append(
+                f"{p}.total_trigger: must be below {n} treatments x maximum {lv.maximum} "
+                f"(= {n * lv.maximum}), or a full site would trigger"
+            )
+        if lv.guard > lv.total_trigger:
+            r.problems.append(f"{p}.guard: must not exceed total_trigger ({lv.total_trigger})")
+        per_arm = (lv.total_trigger - lv.guard) // n
+        if per_arm < lv.emergency_minimum:
+            r.problems.append(
+                f"{p}.emergency_minimum: above the per-arm trigger the total stands for "
+                f"((total_trigger - guard) // {n} = {per_arm}): the fallback would fire first"
+            )
+        need = max((v.kits for v in visits if v.kit_type == kit_type), default=0)
+        if lv.emergency_minimum < need:
+            r.problems.append(
+                f"{p}.emergency_minimum: below the {need} kit(s) one dosing visit needs"
+            )
+        first = next((x for x in initial if x.kit_type == kit_type), None)
+        if (
+            first is not None
+            and isinstance(first.quantity, int)
+            and (first.quantity <= lv.total_trigger)
+        ):
+            r.problems.append(
+                f"{p}.total_trigger: the initial shipment ({first.quantity} kits) is at or "
+                "below it: every activation would trigger a resupply at once"
+            )
+        if lv.guard_basis not in GUARD_BASES:
+            r.problems.append(f"{p}.guard_basis: must be one of {', '.join(GUARD_BASES)}")
+        elif lv.guard_basis == "quantile" and not (0 < lv.guard_quantile < 1 and lv.guard_source):
+            r.problems.append(
+                f"{p}.guard_quantile: a quantile guard needs 0 < guard_quantile < 1 and its "
+                "guard_source (the command that measured it)"
+            )
+        elif lv.guard_basis == "exact" and 0 <= per_arm < lv.maximum:
+            exact = cap_guard(n_arms=n, maximum=lv.maximum, per_arm_trigger=per_arm)
+            site_bounded = any(f.factor == "site" for f in factors)
+            equal = len({a.ratio for a in arms}) == 1
+            if site_bounded and equal and block_sizes and all(b % n == 0 for b in block_sizes):
+                strata = math.prod(len(f.levels) for f in factors if f.factor != "site")
+                doses = sum(v.kits for v in visits if v.kit_type == kit_type)
+                exact = min(
+                    exact,
+                    block_guard(
+                        block_sizes=block_sizes,
+                        n_arms=n,
+                        strata_at_site=strata,
+                        doses_per_subject=max(doses, 1),
+                    ),
+                )
+            if lv.guard < exact:
+                r.problems.append(
+                    f"{p}.guard: an exact guard needs at least {exact} kit(s) for this design "
+                    "(supply.blind_resupply.exact_guard); raise it or use a quantile guard"
+                )
+    r.unique(
+        [(f"supply.resupply[{i}].kit_type", lv.kit_type) for i, lv in enumerate(levels)],
+        "kit type",
     )
     return levels

@@ -1,32 +1,22 @@
-"""Resupply policies (looked up by the protocol's name in POLICIES), initial orders, depot picks.
+"""Orders per arm, initial orders, depot picks, visits due; and the PER-ARM baseline policy.
 
-Blinding. Kits of one blinded kit type hold either treatment, and a site must be able to dispense
-whichever arm its next subject is randomized to. So the service decides inside, per arm: it
-counts each arm's dispensable kits (unblinded, never shown), asks a policy for an Order per arm,
-and picks depot kits per arm. What leaves the service is only the shipment manifest (kit numbers)
-and, for a blinded user, totals. Three rules keep that from telling the split:
-- Every order holds at least one kit of EVERY arm: a shipment never carries one treatment only.
-- The policies are symmetric in the arms: relabel the arms in every input and the order is the
-  same order relabelled, nothing else changes. That is what the noninterference test of the blind
-  (swap every arm and every kit's treatment, replay, compare what blinded roles see) relies on:
-  under the swap, the same kit numbers are shipped, in shipments of the same size.
-- Rounding never favours an arm by its position in a list: shares are rounded up for all arms.
-The shortfall returned by allocate_from_depot is per arm for the service only: an alert to the
-(blinded) supply manager must give the kit type and total, never the arms.
+The service's resupply decision is arm-agnostic (supply/blind_resupply.py, its guarantee and
+POLICIES); this module holds what that decision and the initial/manual shipments share. Orders
+are per arm for the service only (unblinded, never shown): what leaves the service is the
+manifest (kit numbers) and totals. Initial and manual orders hold at least one kit of every arm
+and round every arm's share up, so no arm is favoured by its position in a list. The shortfall
+returned by allocate_from_depot is per arm for the service only: an alert to the (blinded)
+supply manager gives the kit type and total, never the arms.
 
-Policies, for one kit type at one site:
-- threshold: fires exactly when some arm's dispensable count is <= trigger (and no resupply
-  shipment to the site is open); fills every arm up to maximum (at least one kit each).
-- predictive: need per arm = kits its randomized subjects' visits need within the lead time
-  (see visits_due) + expected randomizations in the lead time times the arm's ratio share
-  (rounded up) + safety stock; fires when some arm's stock is below its need; ships the
-  difference, at least one kit of every arm.
+threshold_policy is the per-arm policy the service used before issue 10: it fires when some
+arm's dispensable count is <= trigger, so its timing and size tell who shares an arm. It is kept
+only as the baseline bench/bench_resupply_blind.py measures the guard's stock cost against.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from fractions import Fraction
@@ -35,13 +25,11 @@ from typing import NamedTuple
 from supply.expiry import can_ship
 
 __all__ = [
-    "POLICIES",
     "Order",
     "ScheduledVisit",
     "SiteStock",
     "allocate_from_depot",
     "initial_order",
-    "predictive_policy",
     "threshold_policy",
     "visits_due",
 ]
@@ -95,7 +83,8 @@ def _arm_list(arms: Sequence[str], *named: Mapping[str, object]) -> list[str]:
 def threshold_policy(
     stock: SiteStock, *, trigger: int, maximum: int, open_shipment: bool, arms: Sequence[str]
 ) -> Order | None:
-    """Fill every arm up to `maximum` when some arm is down to `trigger` kits or fewer."""
+    """Baseline only (reveals the split): fill every arm up to `maximum` when some arm is down
+    to `trigger` kits or fewer."""
     listed = _arm_list(arms, stock.per_arm)
     if not 0 <= trigger < maximum:
         raise ValueError("trigger: must be 0 or more and below maximum")
@@ -116,35 +105,6 @@ def _shares(total: float | int, ratio: Mapping[str, int], arms: list[str]) -> di
     return {arm: math.ceil(Fraction(total) * w / whole) for arm, w in weights.items()}
 
 
-def predictive_policy(
-    stock: SiteStock,
-    *,
-    demand: Mapping[str, int],
-    expected_randomizations: float,
-    ratio: Mapping[str, int],
-    safety_stock: int,
-    open_shipment: bool,
-    arms: Sequence[str],
-) -> Order | None:
-    """Ship what each arm needs over the lead time beyond its stock, when some arm is short."""
-    listed = _arm_list(arms, stock.per_arm, demand, ratio)
-    needed = _counts(demand, "demand")
-    if not math.isfinite(expected_randomizations) or expected_randomizations < 0:
-        raise ValueError("expected_randomizations: must be a finite number, 0 or more")
-    if isinstance(safety_stock, bool) or safety_stock < 0:
-        raise ValueError("safety_stock: must be 0 or more")
-    if open_shipment:
-        return None
-    new_subjects = _shares(expected_randomizations, ratio, listed)
-    short = {
-        arm: needed.get(arm, 0) + new_subjects[arm] + safety_stock - stock.per_arm.get(arm, 0)
-        for arm in listed
-    }
-    if all(gap <= 0 for gap in short.values()):
-        return None
-    return Order({arm: max(gap, 1) for arm, gap in short.items()})
-
-
 def initial_order(quantity: int, *, ratio: Mapping[str, int], arms: Sequence[str]) -> Order:
     """A new site's first shipment of one kit type: the protocol quantity split by ratio.
 
@@ -156,12 +116,6 @@ def initial_order(quantity: int, *, ratio: Mapping[str, int], arms: Sequence[str
     if isinstance(quantity, bool) or quantity < 1:
         raise ValueError("quantity: an initial shipment needs at least one kit")
     return Order({arm: max(share, 1) for arm, share in _shares(quantity, ratio, listed).items()})
-
-
-POLICIES: dict[str, Callable[..., Order | None]] = {
-    "threshold": threshold_policy,
-    "predictive": predictive_policy,
-}
 
 
 def allocate_from_depot(

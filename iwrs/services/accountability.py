@@ -12,9 +12,7 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import read_session, transaction
 from iwrs.errors import InvalidInput
-from iwrs.models.sites import Site
 from iwrs.models.supply import Destruction, Kit, KitEvent
-from iwrs.services.shipments import evaluate_resupply
 from iwrs.services.supply import (
     _apply,
     _depot,
@@ -52,9 +50,6 @@ def report_kit(*, actor: Actor, kit_number: str, lost: bool, reason: str) -> Kit
             after={"state": str(kit.state)},
             reason=reason.strip(),
         )
-        site = session.get(Site, site_id) if site_id else None
-        if site is not None:
-            evaluate_resupply(session, site, actor=actor)
         return kit
 
 

@@ -26,7 +26,6 @@ from iwrs.services.randomization import (
     tie_break,
     visit_plan,
 )
-from iwrs.services.shipments import evaluate_resupply
 from iwrs.services.supply import _apply, acting_user, dispensable_by_arm, open_alert
 from supply.expiry import choose_kit
 from supply.states import KitAction, Place
@@ -140,11 +139,11 @@ def dispense(
                 session,
                 kind="site_stock_dispensing",
                 site_id=site.id,
-                actor=actor,
+                actor=Actor.system("stock-check"),
+                trigger={"event": "dispensing refused for stock", "site": site.code},
                 message=f"Site {site.code} could not dispense a kit at a visit; ship "
                 "kits to the site.",
             )
-            evaluate_resupply(session, site, actor=actor)
             refusal = Conflict(
                 NO_KIT.format(subject=subject.screening_number, site=site.code),
                 field="site",
@@ -190,7 +189,6 @@ def dispense(
                     "out_of_window": out_of_window,
                 },
             )
-            evaluate_resupply(session, site, actor=actor)
             result = DispenseResult(
                 row.id, subject.screening_number, visit_code, kit.number, out_of_window
             )

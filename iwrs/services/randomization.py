@@ -35,16 +35,15 @@ from iwrs.models.randomization import (
 )
 from iwrs.models.sites import Site, SiteStatus, Trial
 from iwrs.models.subjects import Subject, SubjectStatus
-from iwrs.services.shipments import evaluate_resupply
 from iwrs.services.subjects import _investigator, require_confirmed_eligible
 from iwrs.services.supply import (
     _apply,
     acting_user,
-    dispensable_by_arm,
     open_alert,
     protocol,
     sealer,
     treatment_of,
+    usable_by_arm,
 )
 from iwrs.services.users import confirm_signature, sign
 from supply.expiry import choose_kit
@@ -499,18 +498,20 @@ def _randomize(
             )
     today = clock.today()
     # Stock of EVERY arm, checked before the list is consulted: a refusal never hints at an arm.
-    visit2 = next_dosing_visit(today, today)
-    stock = dispensable_by_arm(session, site.id, today=today, next_visit=visit2)
+    stock = usable_by_arm(session, site.id, today=today)
     if any(not stock.get(arm) for arm, _ in _arms()):
+        # The refusal is decided on every arm, so this alert says no more than the refusal
+        # the investigator sees: some treatment has no usable kit. Resupply is left to the
+        # scheduled run (its emergency check serves this case); the alert is the system's.
         open_alert(
             session,
             kind="site_stock_randomization",
             site_id=site.id,
-            actor=actor,
+            actor=Actor.system("stock-check"),
+            trigger={"event": "randomization refused for stock", "site": site.code},
             message=f"Site {site.code} refused a randomization: no dispensable kit for "
             "a new subject. Ship kits to the site.",
         )
-        evaluate_resupply(session, site, actor=actor)
         raise _Refusal(Conflict(NO_STOCK.format(site=site.code), field="site", rule="site_stock"))
     rlist = active_list(session)
     if rlist is None:
@@ -642,5 +643,4 @@ def _randomize(
             "status": "randomized",
         },
     )
-    evaluate_resupply(session, site, actor=actor)
     return _result(session, row)

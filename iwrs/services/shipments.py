@@ -1,5 +1,6 @@
 """Use cases for shipments: requesting (initial, resupply, manual), shipping, cancelling,
-receipt kit by kit, quarantine decisions; and the resupply run that keeps every site stocked.
+receipt kit by kit, quarantine decisions.
+The resupply run that decides top-ups is in services/resupply.py.
 
 Treatments are decided inside these functions from sealed data; what leaves them (manifests,
 alerts, audit events) names kits by number and counts in totals only."""
@@ -25,7 +26,6 @@ from iwrs.services.supply import (
     _depot,
     acting_user,
     apply_expiry,
-    dispensable_by_arm,
     kits_by_number,
     lock_sites,
     open_alert,
@@ -86,11 +86,21 @@ def _depot_kits_by_arm(session: Session, kit_type: str) -> dict[str, list[tuple[
 
 
 def _request(
-    session: Session, site: Site, orders: Mapping[str, resupply.Order], *, kind: str, actor: Actor
+    session: Session,
+    site: Site,
+    orders: Mapping[str, resupply.Order],
+    *,
+    kind: str,
+    actor: Actor,
+    trigger: Mapping[str, object] | None = None,
 ) -> Shipment | None:
     """Pick depot kits for each kit type's order, reserve them in a new shipment; raise a
-    shortfall alert (totals only) when the depot cannot fill it."""
+    shortfall alert (totals only) when the depot cannot fill it.
+
+    Decision: a top-up (kind resupply or emergency) is sent whole or not at all: a partly
+    filled one would have a size that depends on the split by arm."""
     today = clock.today()
+    whole = kind in ("resupply", "emergency")
     apply_expiry(session, actor=actor, today=today)
     picked: list[str] = []
     short = 0
@@ -101,8 +111,11 @@ def _request(
             today=today,
             do_not_ship_days=protocol().do_not_ship_days,
         )
-        # A shipment never carries one treatment only: without every arm, send none of it.
-        if any(not chosen.get(arm) for arm in order.per_arm):
+        # An initial or manual shipment never carries one treatment only: without every arm,
+        # send none of it. A top-up is sent whole or not at all.
+        if (whole and shortfall) or any(
+            not chosen.get(arm) for arm, wanted in order.per_arm.items() if wanted or not whole
+        ):
             short += order.total
             continue
         picked += [number for numbers in chosen.values() for number in numbers]
@@ -116,6 +129,7 @@ def _request(
             actor=actor,
             message=f"Depot {depot.code} could not fill the {kind} shipment for site "
             f"{site.code}: {short} kit(s) short. Release or import kits.",
+            trigger=trigger,
         )
     if not picked:
         return None
@@ -145,11 +159,17 @@ def _request(
     audit.record(
         session,
         actor=actor,
-        action="shipment.requested",
+        action="shipment.emergency_requested" if kind == "emergency" else "shipment.requested",
         entity_type="shipment",
         entity_id=row.id,
         site_id=site.id,
-        after={"number": row.number, "kind": kind, "site": site.code, "kits": sorted(picked)},
+        after={
+            "number": row.number,
+            "kind": kind,
+            "site": site.code,
+            "kits": sorted(picked),
+            **({"trigger": dict(trigger)} if trigger else {}),
+        },
     )
     return row
 
@@ -174,109 +194,6 @@ def _open_shipment(session: Session, site_id: int) -> bool:
         )
         > 0
     )
-
-
-def evaluate_resupply(session: Session, site: Site, *, actor: Actor) -> Shipment | None:
-    """Apply the site's resupply policy after any change to its stock (same transaction).
-    The caller holds the site's lock (taken again here, a no-op then): one decision at a time."""
-    lock_sites(session, [site.id])
-    if site.status != SiteStatus.ACTIVE or _open_shipment(session, site.id):
-        return None
-    today = clock.today()
-    p = protocol()
-    arms = [a.code for a in p.arms]
-    stock = dispensable_by_arm(session, site.id, today=today)
-    place = next((s for s in p.sites if s.code == site.code), None)
-    policy = (place.resupply_policy if place else "") or p.default_resupply_policy
-    demand = _visit_demand(session, site.id, today) if policy == "predictive" else {}
-    orders = {}
-    for level in p.resupply:
-        per_arm = {
-            arm: sum(1 for kit, _ in kits if kit.kit_type == level.kit_type)
-            for arm, kits in stock.items()
-        }
-        if policy == "predictive":
-            order = resupply.predictive_policy(
-                resupply.SiteStock(per_arm),
-                demand={arm: demand.get((arm, level.kit_type), 0) for arm in arms},
-                expected_randomizations=p.predictive_randomizations_per_week
-                * p.shipping_lead_days
-                / 7,
-                ratio={a.code: a.ratio for a in p.arms},
-                safety_stock=p.predictive_safety_stock,
-                open_shipment=False,
-                arms=arms,
-            )
-        else:
-            order = resupply.threshold_policy(
-                resupply.SiteStock(per_arm),
-                trigger=level.trigger,
-                maximum=level.maximum,
-                open_shipment=False,
-                arms=arms,
-            )
-        if order is not None:
-            orders[level.kit_type] = order
-    if not orders:
-        return None
-    return _request(session, site, orders, kind="resupply", actor=actor)
-
-
-def _visit_demand(session: Session, site_id: int, today: date) -> dict[tuple[str, str], int]:
-    """Kits per (arm, kit type) the site's subjects on treatment need within the shipping lead
-    time (unblinded, inside the service only): the predictive policy's demand."""
-    from iwrs.models.randomization import Dispensation, Randomization, RandomizationSlot
-    from iwrs.models.subjects import Subject
-    from iwrs.services.randomization import slot_arm
-
-    p = protocol()
-    demand: dict[tuple[str, str], int] = {}
-    rows = session.execute(
-        select(Randomization, RandomizationSlot)
-        .join(RandomizationSlot, Randomization.slot_id == RandomizationSlot.id)
-        .join(Subject, Randomization.subject_id == Subject.id)
-        .where(Randomization.site_id == site_id, Subject.treatment_discontinued_at.is_(None))
-    ).all()
-    for randomization, slot in rows:
-        done = set(
-            session.scalars(
-                select(Dispensation.visit_code).where(
-                    Dispensation.subject_id == randomization.subject_id,
-                    Dispensation.kind == "scheduled",
-                )
-            )
-        )
-        arm = slot_arm(slot)
-        for kit_type in {v.kit_type for v in p.visits if v.kits}:
-            schedule = [
-                (v.day, v.window_before, v.window_after, v.kits)
-                for v in p.visits
-                if v.kits and v.kit_type == kit_type and v.code not in done
-            ]
-            due = resupply.visits_due(
-                schedule,
-                date.fromisoformat(randomization.randomized_on),
-                today,
-                p.shipping_lead_days,
-            )
-            demand[arm, kit_type] = demand.get((arm, kit_type), 0) + due
-    return demand
-
-
-def run_resupply(*, actor: Actor) -> list[str]:
-    """The scheduled resupply run over every active site (CLI); returns shipments requested."""
-    with transaction() as session:
-        made = []
-        for site in session.scalars(
-            select(Site)
-            .where(Site.status == SiteStatus.ACTIVE)
-            .order_by(Site.code)
-            .with_for_update()
-        ):
-            row = evaluate_resupply(session, site, actor=actor)
-            if row is not None:
-                made.append(f"{row.number} to {site.code}")
-        return made
 
 
 def request_manual_shipment(*, actor: Actor, site_id: int, quantity: int) -> Shipment:
@@ -427,9 +344,6 @@ def receive_shipment(
                 "conditions": dict(received.conditions),
             },
         )
-        site = session.get(Site, row.site_id)
-        assert site is not None
-        evaluate_resupply(session, site, actor=actor)
         return row
 
 
@@ -463,8 +377,4 @@ def decide_quarantine(
             reason=reason.strip(),
             after={"kits": sorted(kits)},
         )
-        for site_id in sorted({k.place_id for k in kits.values() if k.place_kind == "site"}):
-            site = session.get(Site, site_id)
-            if site is not None:
-                evaluate_resupply(session, site, actor=actor)
         return sorted(kits)

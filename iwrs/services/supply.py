@@ -6,7 +6,7 @@ event, audited in the same transaction."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -362,8 +362,13 @@ def _site_of_place(session: Session, place_kind: str, place_id: int) -> int | No
 
 
 def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -> list[str]:
-    """Expire every usable or held kit past its lot's expiry (run before each stock decision)."""
+    """Expire every usable or held kit past its lot's expiry (run before each stock decision).
+
+    An automatic action: recorded as the system's (`expiry`), never as the user whose request
+    ran the sweep first; the triggering actor is referenced in the event (issue 10)."""
     today = today or clock.today()
+    trigger = f"{actor.role}:{actor.username}"
+    actor = actor if actor.role == "system" else Actor.system("expiry")
     rows = session.execute(
         select(Kit, Lot.expiry)
         .join(Lot, Kit.lot_id == Lot.id)
@@ -384,7 +389,11 @@ def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -
             action="kits.expired",
             entity_type="kit",
             entity_id=None,
-            after={"kits": [k.number for k in expired], "on": today.isoformat()},
+            after={
+                "kits": [k.number for k in expired],
+                "on": today.isoformat(),
+                "trigger": trigger,
+            },
         )
     return [k.number for k in expired]
 
@@ -469,10 +478,28 @@ def dispensable_by_arm(
     return by_arm
 
 
+def usable_by_arm(
+    session: Session, site_id: int, *, today: date
+) -> dict[str, list[tuple[Kit, date]]]:
+    """Unblinded, inside services only: the site's USABLE kits per arm, i.e. kits that could
+    serve the next randomization today: dispensable through that subject's next dosing visit
+    plus the do-not-dispense buffer. The one definition randomization and resupply share."""
+    days = [v.day for v in protocol().visits if v.kits and v.day > 1]
+    next_visit = today + timedelta(days=min(days) - 1) if days else None
+    return dispensable_by_arm(session, site_id, today=today, next_visit=next_visit)
+
+
 def open_alert(
-    session: Session, *, kind: str, site_id: int | None, message: str, actor: Actor
+    session: Session,
+    *,
+    kind: str,
+    site_id: int | None,
+    message: str,
+    actor: Actor,
+    trigger: Mapping[str, object] | None = None,
 ) -> SupplyAlert:
-    """Raise an alert for the supply manager (worded for blinded readers), once while open."""
+    """Raise an alert for the supply manager (worded for blinded readers), once while open.
+    `trigger` references the event that raised it (never a subject or an arm)."""
     existing = session.scalars(
         select(SupplyAlert).where(
             SupplyAlert.kind == kind,
@@ -492,6 +519,6 @@ def open_alert(
         entity_type="supply_alert",
         entity_id=alert.id,
         site_id=site_id,
-        after={"kind": kind, "message": message},
+        after={"kind": kind, "message": message, **({"trigger": dict(trigger)} if trigger else {})},
     )
     return alert

@@ -28,6 +28,7 @@ from iwrs.models.audit import AuditEvent
 from iwrs.models.sites import Depot, Site, SiteStatus
 from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
 from iwrs.services import accountability, shipments, sites, supply
+from iwrs.services.resupply import run_resupply
 from supply.states import KitState
 from tests.conftest import PASSWORD
 
@@ -574,7 +575,11 @@ def test_shipping_is_refused_once_a_kit_is_short_dated(people, clock):
 # --- 5. threshold resupply --------------------------------------------------------------------
 
 
-def test_threshold_resupply_fires_at_the_trigger_and_fills_every_treatment(people, stocked_site):
+def test_resupply_fires_at_the_total_trigger_only_at_a_run_and_fills_every_treatment(
+    people, stocked_site
+):
+    """Total trigger 6 (of 4 + 4): a loss never requests anything by itself; the scheduled run
+    tops the site up to 4 of each treatment, as the system, referencing the run and total."""
     site_id = stocked_site.site_id
     at_site = {arm: sorted(numbers) for arm, numbers in dispensable(site_id).items()}
     assert {arm: len(n) for arm, n in at_site.items()} == {"A": 4, "P": 4}
@@ -585,48 +590,68 @@ def test_threshold_resupply_fires_at_the_trigger_and_fills_every_treatment(peopl
             actor=Actor.of(people.pharmacist), kit_number=number, lost=True, reason="not found"
         )
 
-    lose(at_site[low][0])  # 3 left: above the trigger
+    lose(at_site[low][0])  # total 7: just above the trigger
+    assert run_resupply() == []
+    lose(at_site[low][1])  # total 6: at the trigger, but nothing happens until the run
     assert len(shipments_to(site_id)) == 1
-    lose(at_site[low][1])  # 2 left: the trigger
+    assert run_resupply(slot="intraday") == ["SHP-00002 to CN01"]
     initial, resupply = shipments_to(site_id)
-    assert (resupply.kind, resupply.state) == ("resupply", "requested")
+    assert (resupply.kind, resupply.state, resupply.requested_by_id) == (
+        "resupply",
+        "requested",
+        None,
+    )
     order = arms_of(kits_where(shipment_id=resupply.id))
-    assert set(order) == set(ARMS), "a resupply carries every treatment"
-    stock = {arm: len(n) for arm, n in dispensable(site_id).items()}
-    assert stock == {"A": 2, "P": 4}
-    after = {arm: stock[arm] + order[arm] for arm in ARMS}
-    # every treatment filled to the maximum (4), with at least one kit of each
-    assert after == {arm: max(4, stock[arm] + 1) for arm in ARMS}
-    assert after[low] == 4
+    assert order == {low: 2}  # every treatment to its maximum: 2 + 2 = 4, 4 + 0 = 4
+    event = (
+        fresh()
+        .scalars(
+            select(AuditEvent)
+            .where(AuditEvent.entity_id == str(resupply.id))
+            .where(AuditEvent.action == "shipment.requested")
+        )
+        .one()
+    )
+    assert (event.username, event.role) == ("resupply", "system")
+    trigger = json.loads(event.after)["trigger"]
+    assert trigger["run"].startswith("intraday run at ")
+    assert trigger["levels"] == [
+        {"kit_type": KIT_TYPE, "total_usable": 6, "total_trigger": 6, "rule": "total_trigger"}
+    ]
 
-    lose(at_site[low][2])  # 1 left, but a resupply is already open
-    assert len(shipments_to(site_id)) == 2
-    assert shipments.run_resupply(actor=SYSTEM) == []
+    lose(at_site[low][2])  # total 5, but a resupply is already open
+    assert run_resupply() == []
     assert audit_count("shipment.requested") == 2
 
-    # received, the site is above the trigger again; the next drop to it fires once more
+    # received, the site is full again; the next run finds nothing to do
     ship(people.manager, resupply.id)
     receive(people.pharmacist, resupply.id)
-    assert {arm: len(n) for arm, n in dispensable(site_id).items()} == {"A": 3, "P": 5}
+    assert {arm: len(n) for arm, n in dispensable(site_id).items()} == {"A": 3, "P": 4}
+    assert run_resupply() == []
+    lose(dispensable(site_id)[low][0])  # total 6
     assert len(shipments_to(site_id)) == 2
-    lose(dispensable(site_id)[low][0])
-    assert len(shipments_to(site_id)) == 3
+    assert len(run_resupply()) == 1
     assert accountability.check_ledger()[1] == []
 
 
-def test_damage_reports_down_to_the_trigger_request_the_resupply_the_run_adds_none(
-    people, stocked_site
-):
-    assert shipments.run_resupply(actor=SYSTEM) == []
+def test_damage_reports_never_request_a_resupply_the_run_does_once(people, stocked_site):
+    assert run_resupply() == []
     site_id = stocked_site.site_id
     for number in dispensable(site_id)["P"][:2]:
         assert kit(number).state == KitState.AVAILABLE
         accountability.report_kit(
             actor=Actor.of(people.pharmacist), kit_number=number, lost=False, reason="cracked"
         )
-    # the report itself requested the resupply; the scheduled run finds it open
+    assert [s.kind for s in shipments_to(site_id)] == ["initial"]
+    assert len(run_resupply()) == 1
     assert [s.kind for s in shipments_to(site_id)] == ["initial", "resupply"]
-    assert shipments.run_resupply(actor=SYSTEM) == []
+    assert run_resupply() == []
+
+
+def test_a_resupply_run_names_its_slot_or_is_refused(ctx):
+    with pytest.raises(InvalidInput) as refused:
+        run_resupply(slot="hourly")
+    assert (refused.value.field, refused.value.rule) == ("slot", "choice")
 
 
 # --- 6. illegal transitions -------------------------------------------------------------------
@@ -888,16 +913,16 @@ def test_the_kit_ledger_refuses_update_and_delete(people, stocked_site, statemen
     assert accountability.check_ledger() == (rows, [])
 
 
-def test_concurrent_losses_at_one_site_request_one_resupply(app, people, stocked_site, monkeypatch):
-    """Two kits of one treatment reported lost at the same moment (3 -> 1): exactly one resupply
-    is requested, whichever commits first; the other sees it open. The first to decide waits
-    (up to 2 s) at the point of requesting, so without a per-site lock both would request."""
+def test_concurrent_resupply_runs_request_one_resupply(app, people, stocked_site, monkeypatch):
+    """Two resupply runs at the same moment (an intra-day run overlapping the daily job, or two
+    hosts running the cron): exactly one top-up is requested, whichever commits first; the other
+    sees it open. The first to decide waits (up to 2 s) at the point of requesting, so without
+    the per-site lock both would request."""
     site_id = stocked_site.site_id
-    low = dispensable(site_id)["A"]
-    accountability.report_kit(
-        actor=Actor.of(people.pharmacist), kit_number=low[0], lost=True, reason="gone"
-    )
-    assert len(shipments_to(site_id)) == 1
+    for number in dispensable(site_id)["A"][:2]:
+        accountability.report_kit(
+            actor=Actor.of(people.pharmacist), kit_number=number, lost=True, reason="gone"
+        )
     barrier = threading.Barrier(2)
     original = shipments._request
 
@@ -908,24 +933,23 @@ def test_concurrent_losses_at_one_site_request_one_resupply(app, people, stocked
 
     monkeypatch.setattr(shipments, "_request", waiting_request)
     errors: list[BaseException] = []
+    made: list[list[str]] = []
 
-    def lose(number: str) -> None:
+    def run(slot: str) -> None:
         try:
             with app.app_context():
-                accountability.report_kit(
-                    actor=Actor.of(people.pharmacist), kit_number=number, lost=True, reason="x"
-                )
+                made.append(run_resupply(slot=slot))
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=lose, args=(n,)) for n in low[1:3]]
+    threads = [threading.Thread(target=run, args=(s,)) for s in ("daily", "intraday")]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
+    assert sorted(len(m) for m in made) == [0, 1]
     assert [s.kind for s in shipments_to(site_id)] == ["initial", "resupply"]
-    assert {kit(n).state for n in low[:3]} == {KitState.MISSING}
     assert accountability.check_ledger()[1] == []
 
 

@@ -107,13 +107,11 @@ def test_every_problem_is_reported_not_just_the_first():
     data = shipped()
     del data["study"]["id"]
     data["visits"][1]["kit_type"] = "NOPE"
-    data["supply"]["resupply"][0]["maximum"] = 1
+    data["supply"]["resupply"][0]["maximum"] = 3
     problems = problems_of(data)
     assert "study.id: required key is missing" in problems
     assert "visits[1].kit_type: 'NOPE' is not a kit type of this protocol" in problems
-    assert any(
-        p.startswith("supply.resupply[0].maximum: must be greater than trigger") for p in problems
-    )
+    assert any(p.startswith("supply.resupply[0].total_trigger: must be below") for p in problems)
 
 
 def test_unknown_criterion_kind_is_refused():
@@ -152,3 +150,68 @@ def test_another_protocol_file_is_chosen_by_environment(tmp_path: Path, monkeypa
     monkeypatch.setenv("IWRS_PROTOCOL", str(other))
     settings = Settings.from_env(instance_path=tmp_path)
     assert load_protocol(settings.protocol_path).study_id == "OTHER-001"
+
+
+def resupply_problems(**changes: object) -> list[str]:
+    data = shipped()
+    data["supply"]["resupply"][0].update(changes)
+    return [p for p in problems_of(data) if p.startswith("supply.resupply[0].")]
+
+
+def test_shipped_resupply_levels_are_arm_agnostic_and_exact():
+    level = load_protocol().resupply[0]
+    assert (level.maximum, level.total_trigger, level.guard) == (4, 6, 2)
+    assert (level.guard_basis, level.emergency_minimum) == ("exact", 1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "prefix"),
+    [
+        ({"total_trigger": 8}, "supply.resupply[0].total_trigger: must be below 2 treatments"),
+        ({"guard": 7}, "supply.resupply[0].guard: must not exceed total_trigger"),
+        ({"emergency_minimum": 3}, "supply.resupply[0].emergency_minimum: above the per-arm"),
+        ({"emergency_minimum": 0}, "supply.resupply[0].emergency_minimum: must be at least 1"),
+        ({"guard": 1, "total_trigger": 5}, "supply.resupply[0].guard: an exact guard needs"),
+        ({"guard_basis": "hope"}, "supply.resupply[0].guard_basis: must be one of"),
+        ({"guard_basis": "quantile"}, "supply.resupply[0].guard_quantile: a quantile guard"),
+        ({"maximum": 5, "total_trigger": 8}, "supply.resupply[0].total_trigger: the initial"),
+    ],
+)
+def test_inconsistent_resupply_levels_are_refused_with_field_and_rule(changes, prefix):
+    assert any(p.startswith(prefix) for p in resupply_problems(**changes)), resupply_problems(
+        **changes
+    )
+
+
+def test_a_quantile_guard_with_its_source_is_accepted_below_the_exact_guard():
+    data = shipped()
+    data["supply"]["resupply"][0].update(
+        guard=1,
+        total_trigger=5,
+        guard_basis="quantile",
+        guard_quantile=0.99,
+        guard_source="bench/bench_resupply_blind.py",
+    )
+    assert parse_protocol(data).resupply[0].guard == 1
+
+
+@pytest.mark.parametrize(("site_factor", "needed"), [(True, 24), (False, 38)])
+def test_the_block_guard_applies_only_when_the_site_is_a_stratification_factor(site_factor, needed):
+    data = shipped()
+    if site_factor:
+        data["stratification"].append(
+            {
+                "factor": "site",
+                "label": "Site",
+                "derived_from": "site",
+                "levels": [{"code": "CN01", "label": "Beijing"}],
+            }
+        )
+    data["randomization"]["block_sizes"] = [2]
+    data["supply"]["resupply"][0].update(maximum=40, total_trigger=24, guard=20)
+    # per-arm trigger (24 - 20) // 2 = 2; cap guard (2 - 1) x (40 - 2) = 38; block guard with the
+    # site a factor: 2 arms x 2 disease strata x 6 doses x 2h (h = 2 x 1 / 4) = 24
+    assert any(
+        p.startswith(f"supply.resupply[0].guard: an exact guard needs at least {needed} ")
+        for p in problems_of(data)
+    ), problems_of(data)

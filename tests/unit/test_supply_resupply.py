@@ -1,4 +1,5 @@
-"""Resupply: threshold and predictive policies, their symmetry in the arms, depot picks, demand."""
+"""Resupply helpers: the per-arm threshold baseline (bench only), its symmetry in the arms,
+initial orders, depot picks, visits due. The arm-agnostic policy: test_supply_blind_resupply.py."""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ from hypothesis import strategies as st
 
 from supply.expiry import can_ship
 from supply.resupply import (
-    POLICIES,
     Order,
     ScheduledVisit,
     SiteStock,
     allocate_from_depot,
     initial_order,
-    predictive_policy,
     threshold_policy,
     visits_due,
 )
@@ -110,63 +109,6 @@ def test_threshold_fires_exactly_at_the_trigger_with_every_arm_in_the_order(
             assert stock.get(arm, 0) + order.per_arm[arm] == max(maximum, stock.get(arm, 0) + 1)
 
 
-def predictive(stock: dict[str, int], **overrides: object) -> Order | None:
-    kwargs: dict[str, object] = {
-        "demand": {"A": 2, "P": 1},
-        "expected_randomizations": 1.5,
-        "ratio": {"A": 1, "P": 1},
-        "safety_stock": 1,
-        "open_shipment": False,
-        "arms": ARMS,
-        **overrides,
-    }
-    return predictive_policy(SiteStock(stock), **kwargs)  # type: ignore[arg-type]
-
-
-def test_predictive_ships_what_each_arm_lacks_over_the_lead_time():
-    # need: A = 2 + ceil(0.75) + 1 = 4, P = 1 + 1 + 1 = 3
-    assert predictive({"A": 4, "P": 3}) is None
-    assert predictive({"A": 3, "P": 3}) == Order({"A": 1, "P": 1})
-    assert predictive({"A": 0, "P": 5}) == Order({"A": 4, "P": 1})
-    assert predictive({"A": 0, "P": 0}, open_shipment=True) is None
-
-
-def test_predictive_splits_expected_randomizations_by_the_ratio():
-    order = predictive({}, demand={}, expected_randomizations=3, ratio={"A": 2, "P": 1})
-    assert order == Order({"A": 2 + 1, "P": 1 + 1})
-
-
-@PROPERTY
-@given(
-    stock=st.dictionaries(st.sampled_from(ARMS), st.integers(0, 20)),
-    demand=st.dictionaries(st.sampled_from(ARMS), st.integers(0, 20)),
-    expected=st.floats(0, 10, allow_nan=False),
-    safety=st.integers(0, 5),
-    ratio=st.integers(1, 3),
-)
-def test_predictive_is_symmetric_and_sends_every_arm(
-    stock: dict[str, int], demand: dict[str, int], expected: float, safety: int, ratio: int
-):
-    swap = {"A": "P", "P": "A"}
-    ratios = {"A": ratio, "P": 1}
-    kwargs = {"expected_randomizations": expected, "safety_stock": safety, "open_shipment": False}
-    plain = predictive_policy(SiteStock(stock), demand=demand, ratio=ratios, arms=ARMS, **kwargs)
-    swapped = predictive_policy(
-        SiteStock(relabel(stock, swap)),
-        demand=relabel(demand, swap),
-        ratio=relabel(ratios, swap),
-        arms=("P", "A"),
-        **kwargs,
-    )
-    if plain is None:
-        assert swapped is None
-    else:
-        assert swapped is not None
-        assert dict(swapped.per_arm) == relabel(dict(plain.per_arm), swap)
-        assert min(plain.per_arm.values()) >= 1
-        assert set(plain.per_arm) == set(ARMS)
-
-
 @pytest.mark.parametrize(
     ("quantity", "ratio", "expected"),
     [
@@ -189,12 +131,6 @@ def test_initial_order_refuses_no_kits_and_a_missing_ratio():
         initial_order(0, ratio={"A": 1, "P": 1}, arms=ARMS)
     with pytest.raises(ValueError, match="ratio"):
         initial_order(8, ratio={"A": 1}, arms=ARMS)
-
-
-def test_policies_are_registered_by_the_protocol_names():
-    assert POLICIES["threshold"] is threshold_policy
-    assert POLICIES["predictive"] is predictive_policy
-    assert set(POLICIES) == {"threshold", "predictive"}
 
 
 def kits(prefix: str, *offsets: int) -> list[tuple[str, date]]:

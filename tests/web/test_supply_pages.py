@@ -26,6 +26,7 @@ from iwrs.models.audit import AuditEvent
 from iwrs.models.sites import Site, SiteStatus
 from iwrs.models.supply import Kit, KitEvent, Shipment, SupplyAlert
 from iwrs.services import shipments, sites, supply, users
+from iwrs.services.resupply import run_resupply
 from tests.conftest import PASSWORD, PG_URL, ManualClock, csrf_from, sign_in
 from tests.integration.test_blinding_at_rest import ARM_CODES, make_blind_app
 
@@ -507,6 +508,8 @@ def replay_and_fetch(app: Flask, swapped: bool) -> dict[str, str]:
         post_form(
             pharmacist, f"/supply/kits/{number}/report", {"what": "lost", "reason": "x"}, site_page
         )
+    with app.app_context():  # the scheduled run, not the losses, requests CN01's top-up
+        assert len(run_resupply()) == 1
     # CN02's shipment is shipped, not yet received
     cn02 = shipment_of(app, "CN02")
     page2 = f"/supply/shipments/{cn02.id}"
