@@ -70,7 +70,7 @@ class Shipment(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(24), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # initial | resupply | manual
+    kind: Mapped[str] = mapped_column(String(16))  # initial | resupply | manual | emergency
     depot_id: Mapped[int] = mapped_column(ForeignKey("depot.id"))
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
     state: Mapped[ShipmentState] = mapped_column(enum_column(ShipmentState, "shipment_state"))
