@@ -142,3 +142,29 @@ def test_cli_import_prints_the_warning_and_refuses_a_bad_lot(app, tmp_path):
     result = runner.invoke(args=["iwrs", "kits", "import", str(path)])
     assert result.exit_code == 0, result.output
     assert "imported 40 kits" in result.output and "WARNING" in result.output
+
+
+def test_lists_of_kits_come_in_kit_number_order_not_import_row_order(ctx, make_user, clock):
+    """A vendor file grouped by treatment (AAAA…PPPP) must not come out of the expiry run, a
+    lot's expiry change or their audit events in that order."""
+    short = specs("VL-SHORT", {"A": 6, "P": 6})
+    grouped = sorted(short, key=lambda k: (k.treatment, k.number))
+    assert grouped != sorted(grouped, key=lambda k: k.number)  # rows really are by treatment
+    supply.import_kits(actor=SYSTEM, csv_text=format_kit_list_csv(grouped))
+    later = specs("VL-LATER", {"A": 6, "P": 6}, seed=b"t" * 32)
+    supply.import_kits(
+        actor=SYSTEM,
+        csv_text=format_kit_list_csv(sorted(later, key=lambda k: (k.treatment, k.number))),
+    )
+    manager = Actor.of(make_user("supply_manager"))
+    supply.change_lot_expiry(
+        actor=manager, lot_code="VL-LATER", new_expiry=app_clock.today(), reason="recall"
+    )
+    (changed,) = events("lot.expiry_changed")
+    held = json.loads(changed.after)["quarantined"]
+    assert held == sorted(k.number for k in later)
+    clock.advance(days=401)
+    expired = supply.run_expiry(actor=SYSTEM)
+    assert expired == sorted(expired) and len(expired) == 24
+    (event,) = events("kits.expired")
+    assert json.loads(event.after)["kits"] == expired
