@@ -37,16 +37,17 @@ from iwrs.models.sites import Site, SiteStatus, Trial
 from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.services.subjects import _investigator, require_confirmed_eligible
 from iwrs.services.supply import (
+    ShelfTreatments,
     _apply,
     acting_user,
+    dispensable_shelf,
     open_alert,
     protocol,
     sealer,
     treatment_of,
-    usable_by_arm,
+    usable_through,
 )
 from iwrs.services.users import confirm_signature, sign
-from supply.expiry import choose_kit
 from supply.states import KitAction, Place
 
 SLOT_CONTEXT = "slot:{list_id}:{stratum}:{sequence}"
@@ -498,8 +499,11 @@ def _randomize(
             )
     today = clock.today()
     # Stock of EVERY arm, checked before the list is consulted: a refusal never hints at an arm.
-    stock = usable_by_arm(session, site.id, today=today)
-    if any(not stock.get(arm) for arm, _ in _arms()):
+    # Usable stock: the one definition resupply uses too (services.supply.usable_by_arm).
+    shelf = ShelfTreatments(
+        dispensable_shelf(session, site.id, today=today, next_visit=usable_through(today))
+    )
+    if shelf.arms_in_stock() != {arm for arm, _ in _arms()}:
         # The refusal is decided on every arm, so this alert says no more than the refusal
         # the investigator sees: some treatment has no usable kit. Resupply is left to the
         # scheduled run (its emergency check serves this case); the alert is the system's.
@@ -559,17 +563,16 @@ def _randomize(
             rule="integrity",
         )
     arm = slot_arm(slot)
-    candidates = stock[arm]
-    number = choose_kit([(k.number, e) for k, e in candidates], rng_index=tie_break())
-    kit = next(k for k, _ in candidates if k.number == number)
-    if treatment_of(kit) != arm:  # defence in depth: the sealed kit must match the slot
+    kit = shelf.pick(arm, tie_break())  # first expiry first out by lot, across every arm
+    # Defence in depth: the sealed kit must match the slot.
+    if kit is None or treatment_of(kit) != arm:
         open_alert(
             session,
             kind="kit_mismatch",
             site_id=site.id,
             actor=actor,
-            message=f"Kit {kit.number} failed the treatment check at randomization; "
-            "quarantine the site's stock and call the unblinded team.",
+            message=f"Kit {kit.number if kit else '?'} failed the treatment check at "
+            "randomization; quarantine the site's stock and call the unblinded team.",
         )
         raise _Refusal(
             Conflict(

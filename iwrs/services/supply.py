@@ -5,14 +5,21 @@ event, audited in the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from blinding.kits import KitSpec, generate_kit_list, parse_kit_list_csv, verify_kit_list
+from blinding.kits import (
+    KitSpec,
+    generate_kit_list,
+    number_rank_test,
+    parse_kit_list_csv,
+    verify_kit_list,
+)
 from blinding.sealing import Sealer
 from iwrs import audit, clock
 from iwrs.audit import Actor
@@ -23,7 +30,8 @@ from iwrs.models.sites import Depot, Site
 from iwrs.models.supply import Kit, KitEvent, Lot, SupplyAlert
 from iwrs.models.users import User
 from iwrs.protocol import Protocol
-from supply import expiry
+from supply import expiry, kit_choice
+from supply.kit_choice import ShelfKit
 from supply.ledger import KitEvent as LedgerEvent
 from supply.states import (
     IllegalTransition,
@@ -142,13 +150,31 @@ def _lot_refusal(code: str) -> InvalidInput | None:
     return None
 
 
-def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how: str) -> int:
+@dataclass(frozen=True)
+class KitImportReport:
+    """What an import or generation stored: the kit count, and the rank test of kit numbers by
+    treatment (its p-value and whether it warns; never which kit holds which treatment)."""
+
+    kits: int
+    lots: tuple[str, ...]
+    rank_p_value: float
+    rank_warning: bool
+
+
+def _store_kits(
+    session: Session, specs: Sequence[KitSpec], *, actor: Actor, how: str
+) -> KitImportReport:
     """Insert verified kits at the depot, treatments sealed; audited without any treatment."""
     for code in sorted({s.lot for s in specs}):
         refusal = _lot_refusal(code)
         if refusal is not None:
             raise refusal
-    errors = verify_kit_list(specs, treatments=[a.code for a in protocol().arms])
+    errors = verify_kit_list(
+        specs,
+        treatments=[a.code for a in protocol().arms],
+        ratios={a.code: a.ratio for a in protocol().arms},
+        lot_balance_tolerance=protocol().lot_balance_tolerance,
+    )
     if errors:
         raise InvalidInput(
             "; ".join(e.message for e in errors),
@@ -195,6 +221,13 @@ def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how
         )
         session.add(kit)
     session.flush()
+    ranks = number_rank_test(specs)
+    report = KitImportReport(
+        kits=len(specs),
+        lots=tuple(sorted({s.lot for s in specs})),
+        rank_p_value=float(f"{ranks.p_value:.4g}"),
+        rank_warning=ranks.warning,
+    )
     audit.record(
         session,
         actor=actor,
@@ -206,9 +239,14 @@ def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how
             "lots": sorted({s.lot for s in specs}),
             "kit_types": sorted({s.kit_type for s in specs}),
             "depot": depot.code,
+            # The test's outcome only: a p-value and a flag, never a kit with its treatment.
+            "number_rank_test": {
+                "p_value": report.rank_p_value,
+                "warning": report.rank_warning,
+            },
         },
     )
-    return len(specs)
+    return report
 
 
 def _taken_numbers(session: Session) -> set[str]:
@@ -217,7 +255,7 @@ def _taken_numbers(session: Session) -> set[str]:
 
 def generate_kits(
     *, actor: Actor, kit_type: str, lot: str, expiry_date: date, count: int, seed: bytes
-) -> int:
+) -> KitImportReport:
     """Generate a blinded kit list at the depot: `count` kits split by the allocation ratio."""
     known = {k.code for k in protocol().kit_types}
     if kit_type not in known:
@@ -254,8 +292,9 @@ def generate_kits(
         return _store_kits(session, specs, actor=actor, how="generated")
 
 
-def import_kits(*, actor: Actor, csv_text: str) -> int:
-    """Import a packaging vendor's kit list; any bad row rejects the whole file, every row named."""
+def import_kits(*, actor: Actor, csv_text: str) -> KitImportReport:
+    """Import a packaging vendor's kit list; any bad row or unbalanced lot rejects the whole
+    file, every one named; kit numbers that correlate with treatment warn in the report."""
     with transaction() as session:
         specs, errors = parse_kit_list_csv(
             csv_text,
@@ -292,7 +331,7 @@ def kits_by_number(
 ) -> dict[str, Kit]:
     """The kits named, locked for the decision; an unknown number is refused by name."""
     wanted = sorted(set(numbers))
-    query = select(Kit).where(Kit.number.in_(wanted)).order_by(Kit.id)
+    query = select(Kit).where(Kit.number.in_(wanted)).order_by(Kit.number)
     if lock:  # the locked rows as committed now, even if this session read them before
         query = query.with_for_update().execution_options(populate_existing=True)
     found = {k.number: k for k in session.scalars(query)}
@@ -376,7 +415,7 @@ def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -
             Kit.state.in_([KitState.AT_DEPOT, KitState.AVAILABLE, KitState.QUARANTINED]),
             Lot.expiry < today,
         )
-        .order_by(Kit.id)
+        .order_by(Kit.number)  # never import-row order: a vendor file may be grouped by arm
         .with_for_update(of=Kit)
     ).all()
     expired = [kit for kit, lot_expiry in rows if expiry.is_expired(lot_expiry, today)]
@@ -390,12 +429,12 @@ def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -
             entity_type="kit",
             entity_id=None,
             after={
-                "kits": [k.number for k in expired],
+                "kits": sorted(k.number for k in expired),
                 "on": today.isoformat(),
                 "trigger": trigger,
             },
         )
-    return [k.number for k in expired]
+    return sorted(k.number for k in expired)
 
 
 def run_expiry(*, actor: Actor) -> list[str]:
@@ -428,7 +467,7 @@ def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: 
             usable = session.scalars(
                 select(Kit)
                 .where(Kit.lot_id == lot.id, Kit.state.in_([KitState.AT_DEPOT, KitState.AVAILABLE]))
-                .order_by(Kit.id)
+                .order_by(Kit.number)
                 .with_for_update()
             ).all()
             for kit in usable:
@@ -439,7 +478,7 @@ def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: 
                     actor=actor,
                     detail=f"lot {lot_code} expiry shortened to {new_expiry}",
                 )
-            held = [k.number for k in usable]
+            held = sorted(k.number for k in usable)
         audit.record(
             session,
             actor=actor,
@@ -484,9 +523,57 @@ def usable_by_arm(
     """Unblinded, inside services only: the site's USABLE kits per arm, i.e. kits that could
     serve the next randomization today: dispensable through that subject's next dosing visit
     plus the do-not-dispense buffer. The one definition randomization and resupply share."""
+    return dispensable_by_arm(session, site_id, today=today, next_visit=usable_through(today))
+
+
+def usable_through(today: date) -> date | None:
+    """The next dosing visit of a subject randomized today: usable stock must serve through it
+    (plus the do-not-dispense buffer)."""
     days = [v.day for v in protocol().visits if v.kits and v.day > 1]
-    next_visit = today + timedelta(days=min(days) - 1) if days else None
-    return dispensable_by_arm(session, site_id, today=today, next_visit=next_visit)
+    return today + timedelta(days=min(days) - 1) if days else None
+
+
+def dispensable_shelf(
+    session: Session, site_id: int, *, today: date, next_visit: date | None = None
+) -> list[tuple[Kit, ShelfKit]]:
+    """The site's dispensable kits of every arm, as blinded users see them (nothing unsealed)."""
+    rows = session.execute(
+        select(Kit, Lot.code, Lot.expiry)
+        .join(Lot, Kit.lot_id == Lot.id)
+        .where(Kit.place_kind == "site", Kit.place_id == site_id, Kit.state == KitState.AVAILABLE)
+        .order_by(Kit.number)
+    ).all()
+    days = protocol().do_not_dispense_days
+    return [
+        (kit, ShelfKit(kit.number, lot_code, lot_expiry))
+        for kit, lot_code, lot_expiry in rows
+        if expiry.can_dispense(lot_expiry, today, next_visit=next_visit, do_not_dispense_days=days)
+    ]
+
+
+class ShelfTreatments:
+    """Unseals a shelf's kits on demand, each at most once (kit choice reads lot by lot)."""
+
+    def __init__(self, shelf: Sequence[tuple[Kit, ShelfKit]]) -> None:
+        self.kits = {kit.number: kit for kit, _ in shelf}
+        self.shelf = [entry for _, entry in shelf]
+        self._known: dict[str, str] = {}
+
+    def __call__(self, number: str) -> str:
+        if number not in self._known:
+            self._known[number] = treatment_of(self.kits[number])
+        return self._known[number]
+
+    def arms_in_stock(self) -> frozenset[str]:
+        """The arms with a dispensable kit on the shelf (stops unsealing once all are found)."""
+        return kit_choice.arms_on_shelf(
+            self.shelf, arms=[a.code for a in protocol().arms], treatment_of=self
+        )
+
+    def pick(self, arm: str, rng_index: Callable[[int], int]) -> Kit | None:
+        """The kit for a slot of `arm` by `supply.kit_choice.choose_kit`, or None."""
+        number = kit_choice.choose_kit(self.shelf, arm=arm, treatment_of=self, rng_index=rng_index)
+        return None if number is None else self.kits[number]
 
 
 def open_alert(
@@ -497,9 +584,12 @@ def open_alert(
     message: str,
     actor: Actor,
     trigger: Mapping[str, object] | None = None,
+    once: bool = True,
 ) -> SupplyAlert:
-    """Raise an alert for the supply manager (worded for blinded readers), once while open.
-    `trigger` references the event that raised it (never a subject or an arm)."""
+    """Raise an alert for the supply manager (worded for blinded readers); with `once`, only
+    while no alert of the kind is open at the site (an event that must alert every time
+    passes once=False). `trigger` references the event that raised it (never a subject or an
+    arm)."""
     existing = session.scalars(
         select(SupplyAlert).where(
             SupplyAlert.kind == kind,
@@ -507,7 +597,7 @@ def open_alert(
             SupplyAlert.resolved_at.is_(None),
         )
     ).first()
-    if existing is not None:
+    if existing is not None and once:
         return existing
     alert = SupplyAlert(kind=kind, site_id=site_id, message=message, created_at=clock.now())
     session.add(alert)
