@@ -134,3 +134,31 @@ def test_a_fresh_unblinding_answers_with_one_length_on_the_page_and_the_api(worl
         assert len(plain.get_data()) == len(mirror.get_data())
         assert plain.headers["Content-Length"] == mirror.headers["Content-Length"]
     assert answers[0].get_json()["arm_code"] != answers[1].get_json()["arm_code"]
+
+
+def test_counts_by_arm_take_the_room_of_their_total_on_the_list_page_and_api(app):
+    """The mirror worlds swap counts, so they cannot show this: allocations of 9:1 and 5:5 in a
+    stratum of 10 (and 10:0) give pages and list-status answers of one length."""
+    from flask import render_template
+
+    from iwrs import padding
+    from iwrs.services.randomization_views import ListStatus, StratumStatus
+
+    def status(ra: int, ssc: int) -> ListStatus:
+        strata = [
+            StratumStatus("disease=RA", 10, 110, {"A": ra, "P": 10 - ra}),
+            StratumStatus("disease=SSc", 10, 110, {"A": ssc, "P": 10 - ssc}),
+        ]
+        overall = {"A": ra + ssc, "P": 20 - ra - ssc}
+        return ListStatus(1, "v1", False, "generated", "f" * 64, True, strata, overall)
+
+    pages, pads = set(), set()
+    with app.test_request_context("/lists/"):
+        for ra, ssc in ((9, 1), (5, 5), (10, 0), (0, 10), (10, 10)):
+            shown = status(ra, ssc)
+            pages.add(len(render_template("lists.html", status=shown).encode()))
+            counts = [(n, s.used) for s in shown.strata for n in s.by_arm.values()]
+            counts += [(n, 20) for n in shown.overall_by_arm.values()]
+            digits = sum(len(str(n)) for n, _ in counts)
+            pads.add(digits + padding.json_padding(counts=counts))
+    assert len(pages) == 1 and len(pads) == 1
