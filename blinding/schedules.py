@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import hmac
 import io
 import itertools
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -306,9 +307,19 @@ def serialize(slots: Sequence[Slot]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def fingerprint(slots: Sequence[Slot]) -> str:
-    """SHA-256 (hex) of the canonical CSV: one value that identifies the list."""
-    return hashlib.sha256(serialize(slots)).hexdigest()
+FINGERPRINT_LABEL = "iwrs/list-fingerprint/v1"
+
+
+def fingerprint(slots: Sequence[Slot], *, key: bytes) -> str:
+    """HMAC-SHA256 (hex) of the canonical CSV under `key`: one value that identifies the list.
+
+    Keyed, because a list is small: an unkeyed digest of its arms could be brute-forced by anyone
+    who reads the database (two arms and 24 subjects are only 2**24 guesses). The key is derived
+    from the blinding key (blinding.sealing.derive_key with FINGERPRINT_LABEL), so it is never in
+    the database, and a key rotation recomputes every list's fingerprint."""
+    if len(key) != 32:
+        raise ValueError("the fingerprint key must be 32 bytes")
+    return hmac.new(key, serialize(slots), hashlib.sha256).hexdigest()
 
 
 # --- import and verification live in blinding/schedule_import.py (size); re-exported here so

@@ -10,6 +10,10 @@ Format "v1" (a statistician or auditor can reimplement it):
            unpadded and canonical (any other spelling of the same bytes is refused)
 A value copied onto another row, a changed character, or the wrong key all fail the same way,
 with one message that names neither plaintext nor key.
+
+Derived keys (`derive_key`): HKDF-SHA256 (RFC 5869) of the blinding key, no salt, info = the
+label (e.g. "iwrs/list-fingerprint/v1"), 32 bytes. A derived key is independent of the sealing
+key and of every other label's key, lives only in memory, and changes when the key is rotated.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import os
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 VERSION = "v1"
 KEY_BYTES = 32
@@ -55,6 +61,16 @@ def token_key_id(token: str) -> str:
     return parts[1]
 
 
+def derive_key(key: bytes, *, label: str) -> bytes:
+    """A 32-byte key for one purpose (`label`), derived from `key` by HKDF-SHA256 (see above)."""
+    if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+        raise ValueError(f"the key must be {KEY_BYTES} bytes")
+    if not label:
+        raise ValueError("a derived key needs a label naming its purpose")
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label.encode())
+    return hkdf.derive(bytes(key))
+
+
 class Sealer:
     """Seals and unseals short values with one 32-byte key, each bound to a context (its row)."""
 
@@ -62,11 +78,16 @@ class Sealer:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
             raise ValueError(f"the sealing key must be {KEY_BYTES} bytes")
         self._aead = AESGCM(bytes(key))
+        self._key = bytes(key)
         self._nonce_source = nonce_source
         self.key_id: str = key_id_for(bytes(key))
 
     def __repr__(self) -> str:
         return f"Sealer(key_id={self.key_id!r})"
+
+    def derive_key(self, *, label: str) -> bytes:
+        """This key's derived key for `label` (HKDF, see the module): for keyed digests."""
+        return derive_key(self._key, label=label)
 
     def seal(self, plaintext: str, *, context: str) -> str:
         """A fresh, randomized token for `plaintext` that opens only under this key and context."""

@@ -96,7 +96,7 @@ def init_command() -> None:
         if getattr(settings, name) is None:
             setattr(settings, name, read_key(name, settings.instance_path))
     current_app.config["SECRET_KEY"] = settings.secret_key
-    db.upgrade_schema(db.engine())
+    db.upgrade_schema(db.engine(), blinding_key=settings.blinding_key)
     click.echo(f"database schema up to date at {_safe_url(settings.database_url)}")
     protocol = current_app.extensions["iwrs.protocol"]
     for change in trial.load_protocol(actor=cli_actor(), protocol=protocol):

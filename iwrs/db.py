@@ -150,9 +150,13 @@ def migrations_config(url: str, connection: Any = None) -> Any:
     return cfg
 
 
-def upgrade_schema(target_engine: Engine) -> None:
-    """Bring the schema to the newest migration (only ever called when asked: init, tests)."""
+def upgrade_schema(target_engine: Engine, *, blinding_key: bytes | None = None) -> None:
+    """Bring the schema to the newest migration (only ever called when asked: init, tests).
+    Migrations that re-seal or re-key stored values (0010) need `blinding_key` when the
+    database holds such values; without it they read IWRS_BLINDING_KEY or the key file."""
     from alembic import command
 
     with target_engine.begin() as connection:
-        command.upgrade(migrations_config(str(target_engine.url), connection), "head")
+        config = migrations_config(str(target_engine.url), connection)
+        config.attributes["blinding_key"] = blinding_key
+        command.upgrade(config, "head")

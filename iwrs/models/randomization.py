@@ -23,6 +23,8 @@ class RandomizationList(Base):
     algorithm: Mapped[str] = mapped_column(String(80))
     # The seed (hex), sealed like the arms: the statistician regenerates the list from it.
     sealed_seed: Mapped[str] = mapped_column(Text)
+    # HMAC-SHA256 of the whole list under a key derived from the blinding key (never SHA-256 of
+    # the arms, which a database reader could brute-force); recomputed on extension and rotation.
     fingerprint: Mapped[str] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -31,6 +33,8 @@ class RandomizationList(Base):
 
 
 class RandomizationSlot(Base):
+    """One slot of a list; its arm and its block (number and size) are stored only sealed."""
+
     __tablename__ = "randomization_slot"
     __table_args__ = (UniqueConstraint("list_id", "stratum", "sequence"),)
 
@@ -38,9 +42,9 @@ class RandomizationSlot(Base):
     list_id: Mapped[int] = mapped_column(ForeignKey("randomization_list.id"))
     stratum: Mapped[str] = mapped_column(String(100))
     sequence: Mapped[int] = mapped_column(Integer)
-    block: Mapped[int] = mapped_column(Integer)
-    block_size: Mapped[int] = mapped_column(Integer)
     sealed_arm: Mapped[str] = mapped_column(Text)
+    # "<block>/<block size>", sealed like the arm: in clear they would show where blocks end.
+    sealed_block: Mapped[str] = mapped_column(Text)
     subject_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), unique=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

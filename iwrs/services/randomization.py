@@ -51,6 +51,7 @@ from iwrs.services.users import confirm_signature, sign
 from supply.states import KitAction, Place
 
 SLOT_CONTEXT = "slot:{list_id}:{stratum}:{sequence}"
+BLOCK_CONTEXT = "slot-block:{list_id}:{stratum}:{sequence}"
 SEED_CONTEXT = "list-seed:{list_id}"
 NO_STOCK = (
     "randomization refused: site {site} holds no dispensable kit for a new subject. Nothing was "
@@ -82,6 +83,37 @@ def slot_arm(slot: RandomizationSlot) -> str:
             list_id=slot.list_id, stratum=slot.stratum, sequence=slot.sequence
         ),
     )
+
+
+def slot_block(slot: RandomizationSlot) -> tuple[int, int]:
+    """Unseal a slot's (block number, block size); (0, 0) for an imported table without blocks."""
+    block, _, size = (
+        sealer()
+        .unseal(
+            slot.sealed_block,
+            context=BLOCK_CONTEXT.format(
+                list_id=slot.list_id, stratum=slot.stratum, sequence=slot.sequence
+            ),
+        )
+        .partition("/")
+    )
+    return int(block), int(size)
+
+
+def stored_slot(slot: RandomizationSlot) -> schedules.Slot:
+    """A stored slot, unsealed (arm and block): only for the statistician's use cases."""
+    block, size = slot_block(slot)
+    return schedules.Slot(slot.stratum, slot.sequence, block, size, slot_arm(slot))
+
+
+def list_fingerprint(slots: list[schedules.Slot]) -> str:
+    """The list's keyed fingerprint (blinding.schedules.fingerprint) under the current key."""
+    return schedules.fingerprint(slots, key=sealer().derive_key(label=schedules.FINGERPRINT_LABEL))
+
+
+def _stored_slots(session: Session, list_id: int) -> list[schedules.Slot]:
+    query = select(RandomizationSlot).where(RandomizationSlot.list_id == list_id)
+    return [stored_slot(s) for s in session.scalars(query)]
 
 
 def _environment_allows(dummy: bool) -> None:
@@ -130,7 +162,7 @@ def _store_list(
         source=source,
         algorithm=schedules.ALGORITHM_VERSION,
         sealed_seed="",
-        fingerprint=schedules.fingerprint(slots),
+        fingerprint=list_fingerprint(slots),
         active=True,
         created_at=clock.now(),
         created_by_id=actor.user_id,
@@ -148,8 +180,8 @@ def _store_list(
         after={
             "name": name,
             "dummy": dummy,
-            # No fingerprint here: it is computed from the arms, and the trail is read by
-            # blinded auditors. The statistician sees it on the list page.
+            # No fingerprint here: keyed, it reveals nothing, but it differs whenever the arms
+            # do, and the trail is read by blinded auditors. The statistician sees it.
             "algorithm": row.algorithm,
             "slots_per_stratum": {
                 s: sum(1 for x in slots if x.stratum == s)
@@ -163,18 +195,13 @@ def _store_list(
 
 def _add_slots(session: Session, row: RandomizationList, slots: list[schedules.Slot]) -> None:
     for slot in slots:
+        where = {"list_id": row.id, "stratum": slot.stratum, "sequence": slot.sequence}
         session.add(
             RandomizationSlot(
-                list_id=row.id,
-                stratum=slot.stratum,
-                sequence=slot.sequence,
-                block=slot.block,
-                block_size=slot.block_size,
-                sealed_arm=sealer().seal(
-                    slot.arm,
-                    context=SLOT_CONTEXT.format(
-                        list_id=row.id, stratum=slot.stratum, sequence=slot.sequence
-                    ),
+                **where,
+                sealed_arm=sealer().seal(slot.arm, context=SLOT_CONTEXT.format(**where)),
+                sealed_block=sealer().seal(
+                    f"{slot.block}/{slot.block_size}", context=BLOCK_CONTEXT.format(**where)
                 ),
             )
         )
@@ -274,14 +301,8 @@ def extend_list(*, actor: Actor, stratum: str, blocks: int, reason: str) -> int:
             raise NotFound(
                 f"stratum: {stratum!r} is not a stratum of the list", field="stratum", rule="exists"
             )
-        existing = [
-            schedules.Slot(s.stratum, s.sequence, s.block, s.block_size, slot_arm(s))
-            for s in session.scalars(
-                select(RandomizationSlot)
-                .where(RandomizationSlot.list_id == row.id, RandomizationSlot.stratum == stratum)
-                .order_by(RandomizationSlot.sequence)
-            )
-        ]
+        every = _stored_slots(session, row.id)
+        existing = sorted((s for s in every if s.stratum == stratum), key=lambda s: s.sequence)
         seed = bytes.fromhex(
             sealer().unseal(row.sealed_seed, context=SEED_CONTEXT.format(list_id=row.id))
         )
@@ -294,6 +315,8 @@ def extend_list(*, actor: Actor, stratum: str, blocks: int, reason: str) -> int:
             stratum=stratum,
         )
         _add_slots(session, row, new)
+        # The fingerprint names the list as it now is (every slot, the new blocks included).
+        row.fingerprint = list_fingerprint(every + new)
         audit.record(
             session,
             actor=actor,
@@ -301,12 +324,9 @@ def extend_list(*, actor: Actor, stratum: str, blocks: int, reason: str) -> int:
             entity_type="randomization_list",
             entity_id=row.id,
             reason=reason.strip(),
-            after={
-                "stratum": stratum,
-                "blocks": blocks,
-                "slots_added": len(new),
-                "last_sequence": position.last_sequence,
-            },
+            # Not the slots added: the trail is read by blinded auditors, and the number of
+            # slots in the appended blocks is the sum of their (sealed) sizes.
+            after={"stratum": stratum, "blocks": blocks},
         )
         return len(new)
 

@@ -31,7 +31,7 @@ from iwrs.services.randomization import (
     slot_arm,
     visit_plan,
 )
-from iwrs.services.supply import acting_user
+from iwrs.services.supply import acting_user, protocol
 
 
 def result_of(subject_id: int) -> RandomizationResult | None:
@@ -159,6 +159,8 @@ def active_list_status(session: Session) -> ListStatus | None:
         return None
     strata = []
     overall: Counter[str] = Counter()
+    # Every arm, used or not: an arm that appears only once allocated would name the first arm.
+    codes = [arm.code for arm in protocol().arms]
     for position in session.scalars(
         select(StratumPosition)
         .where(StratumPosition.list_id == row.id)
@@ -178,7 +180,7 @@ def active_list_status(session: Session) -> ListStatus | None:
                 position.stratum,
                 len(used),
                 position.last_sequence - position.next_sequence + 1,
-                dict(arms),
+                {code: arms[code] for code in codes},
             )
         )
     return ListStatus(
@@ -189,7 +191,7 @@ def active_list_status(session: Session) -> ListStatus | None:
         row.fingerprint,
         row.locked_at is not None,
         strata,
-        dict(overall),
+        {code: overall[code] for code in codes},
     )
 
 

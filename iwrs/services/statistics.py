@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from iwrs import audit
+from iwrs import audit, padding
 from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import transaction
@@ -20,9 +20,9 @@ from iwrs.models.randomization import (
 )
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
-from iwrs.services.randomization import slot_arm
+from iwrs.services.randomization import slot_arm, slot_block
 from iwrs.services.randomization_views import active_list_status
-from iwrs.services.supply import acting_user
+from iwrs.services.supply import acting_user, protocol
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def allocations(*, actor: Actor, export: bool = False) -> list[Allocation]:
                 site.code,
                 r.stratum,
                 slot.sequence,
-                slot.block,
+                slot_block(slot)[0],
                 slot_arm(slot),
                 r.randomized_on,
                 s.unblinded_at is not None,
@@ -74,6 +74,8 @@ def allocations(*, actor: Actor, export: bool = False) -> list[Allocation]:
 
 
 def allocations_csv(*, actor: Actor) -> str:
+    """Every allocation as CSV (audited as an export). The last column, `padding`, holds spaces
+    that make each row's length independent of its arm (iwrs/padding.py); ignore it."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
@@ -87,6 +89,7 @@ def allocations_csv(*, actor: Actor) -> str:
             "arm",
             "randomized_on",
             "unblinded",
+            "padding",
         ]
     )
     for a in allocations(actor=actor, export=True):
@@ -101,13 +104,15 @@ def allocations_csv(*, actor: Actor) -> str:
                 a.arm,
                 a.randomized_on,
                 a.unblinded,
+                padding.csv_padding(labels=[(a.arm, padding.CODE)]),
             ]
         )
     return buffer.getvalue()
 
 
 def list_status_csv(*, actor: Actor) -> str:
-    """The list status as CSV: one audited event ("list_status.exported"), not a view too."""
+    """The list status as CSV: one audited event ("list_status.exported"), not a view too. The
+    last column, `padding`, makes each row's length independent of its counts by arm."""
     with transaction() as session:
         acting_user(session, actor, Permission.SEE_ARM)
         status = active_list_status(session)
@@ -120,16 +125,22 @@ def list_status_csv(*, actor: Actor) -> str:
         )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    arms = sorted({arm for s in status.strata for arm in s.by_arm}) if status else []
-    writer.writerow(["list", "stratum", "used", "remaining", *[f"used_{a}" for a in arms]])
+    # Every arm of the protocol, in its order, whether used yet or not: a column that appears
+    # only once an arm is allocated would say which arm the first subjects got.
+    arms = [arm.code for arm in protocol().arms]
+    writer.writerow(
+        ["list", "stratum", "used", "remaining", *[f"used_{a}" for a in arms], "padding"]
+    )
     for s in status.strata if status else []:
+        counts = [s.by_arm.get(a, 0) for a in arms]
         writer.writerow(
             [
                 status.name if status else "",
                 s.stratum,
                 s.used,
                 s.remaining,
-                *[s.by_arm.get(a, 0) for a in arms],
+                *counts,
+                padding.csv_padding(counts=[(n, s.used) for n in counts]),
             ]
         )
     return buffer.getvalue()

@@ -81,6 +81,16 @@ def _subject_to_unblind(
             field="subject_id",
             rule="randomized",
         )
+    if subject.unblinded_at is not None:
+        # Free text a blinded reader (auditor, sponsor contacts) sees must be written before its
+        # writer could know the arm: once a subject is unblinded, its site may know the arm,
+        # so no new reason is taken. The investigator who unblinded sees it again by view_arm.
+        raise Conflict(
+            f"subject {subject.screening_number} is already emergency-unblinded: nothing was "
+            "recorded; the investigator who unblinded can view the treatment again",
+            field="subject_id",
+            rule="already_unblinded",
+        )
     return subject, user
 
 
@@ -94,8 +104,10 @@ def unblind(
     signer_password: str,
     sae_led_to_unblinding: bool = False,
 ) -> UnblindedArm:
-    """Break the blind of one subject. A second request by the same investigator shows the
-    same arm again and is recorded as a view."""
+    """Break the blind of one subject, once: a request for a subject already unblinded (by
+    anyone) is refused with rule `already_unblinded` and records nothing, so no reason is ever
+    written by someone who may know the arm. The unblinding investigator sees the arm again
+    with view_arm (audited, no free text)."""
     if category not in CATEGORIES:
         raise InvalidInput(
             f"category: must be one of {', '.join(CATEGORIES)}", field="category", rule="choice"
@@ -118,25 +130,6 @@ def unblind(
     with transaction() as session:
         subject, user = _subject_to_unblind(session, actor, subject_id, lock=True)
         number, code, name = _arm(session, subject)
-        earlier = session.scalars(
-            select(Unblinding).where(
-                Unblinding.subject_id == subject.id, Unblinding.unblinded_by_id == user.id
-            )
-        ).first()
-        if earlier is not None:
-            audit.record(
-                session,
-                actor=actor,
-                action="unblinding.viewed",
-                entity_type="unblinding",
-                entity_id=earlier.id,
-                site_id=subject.site_id,
-                subject_id=subject.id,
-                reason=reason.strip(),
-            )
-            return UnblindedArm(
-                subject.screening_number, number, code, name, earlier.unblinded_at, False
-            )
         now = clock.now()
         signature = sign(
             session,

@@ -13,6 +13,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
+from iwrs import padding
 from iwrs.auth import Permission, has_permission, is_api_request
 from iwrs.errors import InvalidInput, IWRSError
 
@@ -91,6 +92,9 @@ def _template_helpers() -> dict[str, Any]:
         "can": can,
         "protocol": current_app.extensions["iwrs.protocol"],
         "json_loads": json.loads,
+        # Answers that show arms are padded to arm-independent lengths (iwrs/padding.py).
+        "arm_padding": padding.html_label_padding,
+        "count_padding": padding.html_count_padding,
     }
 
 

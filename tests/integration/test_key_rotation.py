@@ -1,4 +1,6 @@
-"""Key rotation re-seals every sealed value: kits, list slots and list seeds."""
+"""Key rotation re-seals every sealed value (kits, list slots' arms and blocks, list seeds) and
+recomputes each list's keyed fingerprint; a list that no longer matches its fingerprint stops
+the rotation, changing nothing."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ def test_rotation_reseals_kits_slots_and_seeds_and_randomization_goes_on(app):
         old = Sealer(app.extensions["iwrs.settings"].blinding_key)
         slots = read_session().scalars(select(RandomizationSlot)).all()
         arms_before = {s.id: randomization.slot_arm(s) for s in slots}
+        blocks_before = {s.id: randomization.slot_block(s) for s in slots}
+        fingerprint_before = read_session().scalars(select(RandomizationList)).one().fingerprint
         count = keys.rotate_blinding_key(
             actor=Actor.system("test"), new_key=secrets.token_bytes(32)
         )
@@ -28,8 +32,27 @@ def test_rotation_reseals_kits_slots_and_seeds_and_randomization_goes_on(app):
         kits = read_session().scalars(select(Kit)).all()
         slots = read_session().scalars(select(RandomizationSlot)).all()
         lists = read_session().scalars(select(RandomizationList)).all()
-        assert count == len(kits) + len(slots) + len(lists)
+        assert count == len(kits) + 2 * len(slots) + len(lists)
         assert {s.id: randomization.slot_arm(s) for s in slots} == arms_before
+        assert {s.id: randomization.slot_block(s) for s in slots} == blocks_before
+        # The fingerprint is recomputed under the new key's derived key, and still names the list.
+        (row,) = lists
+        assert row.fingerprint != fingerprint_before
+        every = [randomization.stored_slot(s) for s in slots]
+        assert row.fingerprint == randomization.list_fingerprint(every)
+        for column, template in (
+            ("sealed_arm", randomization.SLOT_CONTEXT),
+            ("sealed_block", randomization.BLOCK_CONTEXT),
+        ):
+            with pytest.raises(SealError):
+                old.unseal(
+                    getattr(slots[0], column),
+                    context=template.format(
+                        list_id=slots[0].list_id,
+                        stratum=slots[0].stratum,
+                        sequence=slots[0].sequence,
+                    ),
+                )
         with pytest.raises(SealError):
             old.unseal(kits[0].sealed_treatment, context=KIT_CONTEXT.format(number=kits[0].number))
         with pytest.raises(SealError):
@@ -55,3 +78,37 @@ def _statistician():  # type: ignore[no-untyped-def]
     from iwrs.models import User
 
     return read_session().scalars(select(User).where(User.username == "stat.liu")).one()
+
+
+def test_rotation_refuses_a_list_that_no_longer_matches_its_fingerprint(app):
+    from sqlalchemy import update
+
+    from iwrs.db import engine
+    from iwrs.errors import Conflict
+    from iwrs.services.supply import sealer
+
+    assert app.test_cli_runner().invoke(args=["iwrs", "demo"]).exit_code == 0
+    with app.app_context():
+        # A slot's arm rewritten behind the application's back (a raw connection, no audit).
+        slot = (
+            read_session().scalars(select(RandomizationSlot).order_by(RandomizationSlot.id)).first()
+        )
+        context = randomization.SLOT_CONTEXT.format(
+            list_id=slot.list_id, stratum=slot.stratum, sequence=slot.sequence
+        )
+        other = "P" if randomization.slot_arm(slot) == "A" else "A"
+        with engine().begin() as connection:
+            connection.execute(
+                update(RandomizationSlot.__table__)
+                .where(RandomizationSlot.__table__.c.id == slot.id)
+                .values(sealed_arm=sealer().seal(other, context=context))
+            )
+        key_id = sealer().key_id
+        read_session().rollback()
+        sealed = sorted(read_session().scalars(select(Kit.sealed_treatment)))
+        with pytest.raises(Conflict) as refused:
+            keys.rotate_blinding_key(actor=Actor.system("test"), new_key=secrets.token_bytes(32))
+        assert (refused.value.field, refused.value.rule) == ("list", "fingerprint")
+        read_session().rollback()
+        assert sealer().key_id == key_id
+        assert sorted(read_session().scalars(select(Kit.sealed_treatment))) == sealed

@@ -5,6 +5,7 @@ idempotent retries, and audit events that never name an arm."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +31,7 @@ from iwrs.models import (
 )
 from iwrs.models.supply import Lot
 from iwrs.services import accountability, randomization, randomization_views, sites, subjects
-from iwrs.services.randomization import SEED_CONTEXT, next_dosing_visit, slot_arm
+from iwrs.services.randomization import SEED_CONTEXT, next_dosing_visit, slot_arm, stored_slot
 from iwrs.services.supply import dispensable_by_arm, sealer, treatment_of
 from iwrs.services.users import create_api_token
 from tests.integration.randomization_worker import (
@@ -105,7 +106,7 @@ def alerts(kind: str) -> list[SupplyAlert]:
 def stored_slots(list_id: int) -> list[schedules.Slot]:
     """A stored list's slots with their arms unsealed."""
     return [
-        schedules.Slot(s.stratum, s.sequence, s.block, s.block_size, slot_arm(s))
+        stored_slot(s)
         for s in read_session().scalars(
             select(RandomizationSlot).where(RandomizationSlot.list_id == list_id)
         )
@@ -174,7 +175,9 @@ def test_same_seed_gives_the_same_list_byte_for_byte_and_another_seed_another(wo
         algorithm=p.algorithm,
     )
     assert schedules.serialize(stored_slots(first.id)) == schedules.serialize(direct)
-    assert first.fingerprint == schedules.fingerprint(direct)
+    key = sealer().derive_key(label=schedules.FINGERPRINT_LABEL)
+    assert first.fingerprint == schedules.fingerprint(direct, key=key)
+    assert first.fingerprint != hashlib.sha256(schedules.serialize(direct)).hexdigest()
     assert first.algorithm == schedules.ALGORITHM_VERSION
     # The documented seed is kept (sealed) with the list.
     unsealed = sealer().unseal(first.sealed_seed, context=SEED_CONTEXT.format(list_id=first.id))
@@ -346,12 +349,8 @@ def test_an_exhausted_stratum_refuses_alerts_and_never_wraps_until_extended(worl
         read_session().scalars(select(AuditEvent).where(AuditEvent.action == "list.extended")).one()
     )
     assert event.reason == "stratum RA exhausted"
-    assert json.loads(event.after) == {
-        "stratum": "disease=RA",
-        "blocks": 1,
-        "slots_added": added,
-        "last_sequence": 4 + added,
-    }
+    # Not the slots added: their number is the appended block's (sealed) size.
+    assert json.loads(event.after) == {"stratum": "disease=RA", "blocks": 1}
     randomize(world, ids[4])
     assert slot_of(ids[4]).sequence == 5
     assert slot_of(ids[4]).list_id == imported.id
@@ -406,6 +405,10 @@ def test_the_list_is_locked_after_the_first_randomization(world):
     assert (
         read_session().scalars(select(AuditEvent).where(AuditEvent.action == "list.extended")).one()
     ).reason == "more"
+    # The fingerprint now names the extended list.
+    extended = read_session().get(RandomizationList, position.list_id)
+    assert extended is not None
+    assert extended.fingerprint == randomization.list_fingerprint(stored_slots(extended.id))
     randomize(world, subject_ids[1])
     assert slot_of(subject_ids[1]).sequence == 2
 

@@ -596,28 +596,40 @@ def test_unblinding_reveals_the_sealed_arm_records_one_event_and_notifies_each_r
     }
 
 
-def test_repeated_request_and_view_show_the_same_arm_and_are_recorded_as_views(world):
+def test_once_unblinded_a_new_request_is_refused_and_views_take_no_free_text(world):
+    """Free text a blinded reader sees is written before its writer could know the arm: a
+    second request (a reason that could name the arm) is refused and records nothing, even
+    with a wrong password; the unblinding investigator sees the arm again by a view that is
+    audited without any text of theirs."""
+    from iwrs.models.users import User
     from iwrs.services import unblinding
 
     first = unblind(world, "dr.li", "R1")
     world.clock.advance(hours=3)
     before, seq = state(), head_seq()
+    for password in (PASSWORD, "not my password at all"):
+        with pytest.raises(Conflict) as refused:
+            unblind(
+                world,
+                "dr.li",
+                "R1",
+                category="other",
+                reason="It was Genakumab",
+                signer_password=password,
+            )
+        assert (refused.value.field, refused.value.rule) == ("subject_id", "already_unblinded")
+        assert_no_arm(refused.value.message)
+    assert actions_since(seq) == [] and state() == before
+    user = fresh().scalars(select(User).where(User.username == "dr.li")).one()
+    assert user.failed_sign_ins == 0  # refused before the signature step
 
-    again = unblind(world, "dr.li", "R1", category="other", reason="Checking again")
-    assert (again.arm_code, again.arm_name) == (first.arm_code, first.arm_name)
-    assert not again.first_view and again.unblinded_at == first.unblinded_at
-    events = events_since(seq)
-    assert [e.action for e in events] == ["unblinding.viewed"]
-    assert events[0].reason == "Checking again" and events[0].username == "dr.li"
-    assert_no_arm(event_text(events[0]))
-    assert state() == before  # no new Unblinding, Notification or signature
-
-    seq = head_seq()
     seen = unblinding.view_arm(actor=world.actor("dr.li"), subject_id=world.subjects["R1"])
-    assert seen.arm_code == first.arm_code and not seen.first_view
+    assert (seen.arm_code, seen.arm_name) == (first.arm_code, first.arm_name)
+    assert not seen.first_view and seen.unblinded_at == first.unblinded_at
     events = events_since(seq)
     assert [e.action for e in events] == ["unblinding.viewed"]
-    assert events[0].subject_id == world.subjects["R1"]
+    assert events[0].subject_id == world.subjects["R1"] and events[0].username == "dr.li"
+    assert events[0].reason is None
     assert_no_arm(event_text(events[0]))
     assert state() == before
 
@@ -641,26 +653,26 @@ def test_view_arm_is_only_for_the_investigator_who_unblinded(world):
     assert state() == before and actions_since(seq) == []
 
 
-def test_another_investigator_of_the_site_gets_a_record_of_their_own(world):
+def test_another_investigator_of_the_site_cannot_unblind_the_subject_again(world):
+    """Decision: once a subject is unblinded its site may know the arm, so a colleague's
+    request (and its reason) is refused like the unblinder's own; the treatment is in the
+    unblinding investigator's record. The first unblinding keeps its moment."""
     from iwrs.models.subjects import Subject
     from iwrs.models.unblinding import Unblinding
 
-    first = unblind(world, "dr.li", "R1")
+    unblind(world, "dr.li", "R1")
     first_moment = world.clock.current
     world.clock.advance(hours=1)
-    seq = head_seq()
-    second = unblind(world, "dr.lin", "R1", category="overdose", sae_led_to_unblinding=False)
-    assert second.first_view and second.arm_code == first.arm_code
-    assert actions_since(seq) == ["esign.signed", "subject.unblinded"]
+    before, seq = state(), head_seq()
+    with pytest.raises(Conflict) as refused:
+        unblind(world, "dr.lin", "R1", category="overdose", sae_led_to_unblinding=False)
+    assert refused.value.rule == "already_unblinded"
+    assert actions_since(seq) == [] and state() == before
     session = fresh()
     rows = session.scalars(
         select(Unblinding).where(Unblinding.subject_id == world.subjects["R1"])
     ).all()
-    assert sorted(r.unblinded_by_id for r in rows) == sorted(
-        [world.people["dr.li"].id, world.people["dr.lin"].id]
-    )
-    assert state().notifications == 2  # one message (to both contacts) per unblinding
-    # The subject's fact keeps the first unblinding's moment.
+    assert [r.unblinded_by_id for r in rows] == [world.people["dr.li"].id]
     assert session.get(Subject, world.subjects["R1"]).unblinded_at == first_moment
 
 

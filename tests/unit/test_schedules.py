@@ -45,6 +45,9 @@ CHI2_UPPER = {1: 10.828, 2: 13.816, 3: 16.266, 5: 20.515}
 CHI2_LOWER = {1: 0.0000016, 2: 0.0020, 3: 0.0243, 5: 0.2102}
 
 
+KEY = hashlib.sha256(b"fingerprint key").digest()
+
+
 def seed(i: int | str) -> bytes:
     return hashlib.sha256(f"seed{i}".encode()).digest()
 
@@ -145,12 +148,12 @@ def generate(seed_bytes: bytes, **overrides: Any) -> list[Slot]:
 
 def test_the_same_seed_gives_the_same_list_byte_for_byte():
     assert serialize(generate(seed(1))) == serialize(generate(seed(1)))
-    assert fingerprint(generate(seed(1))) == fingerprint(generate(seed(1)))
+    assert fingerprint(generate(seed(1)), key=KEY) == fingerprint(generate(seed(1)), key=KEY)
 
 
 def test_a_different_seed_gives_a_different_list():
     assert serialize(generate(seed(1))) != serialize(generate(seed(2)))
-    assert len({fingerprint(generate(s)) for s in SEEDS[:50]}) == 50
+    assert len({fingerprint(generate(s), key=KEY) for s in SEEDS[:50]}) == 50
 
 
 def test_the_list_does_not_depend_on_the_order_parameters_are_written_in():
@@ -199,9 +202,23 @@ def test_golden_list_is_pinned_to_the_algorithm_version():
     )
     ra = "".join(slot.arm for slot in golden if slot.stratum == "disease=RA")
     assert ra == "PAAPAPAAAPPPAPPAPAAPAPAAPPAP"
-    assert fingerprint(golden) == (
+    assert hashlib.sha256(serialize(golden)).hexdigest() == (
         "bf26ec6572391d95b1bb5373979f96fc1cdb6dde538e05237de16f2aaebf6fb5"
     )
+
+
+def test_the_fingerprint_is_an_hmac_that_cannot_be_recomputed_without_the_key():
+    """A database reader who guesses the arms (a small list is few guesses) cannot check a
+    guess: the fingerprint is HMAC-SHA256 under a key that is not in the database."""
+    import hmac
+
+    slots = generate(seed(5), slots_per_stratum=8)
+    value = fingerprint(slots, key=KEY)
+    assert value == hmac.new(KEY, serialize(slots), hashlib.sha256).hexdigest()
+    assert value != hashlib.sha256(serialize(slots)).hexdigest()
+    assert value != fingerprint(slots, key=hashlib.sha256(b"another key").digest())
+    with pytest.raises(ValueError):
+        fingerprint(slots, key=b"short")
 
 
 def test_canonical_csv_is_sorted_with_newline_endings():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import string
 
@@ -14,6 +16,7 @@ from blinding.sealing import (
     SEAL_ERROR_MESSAGE,
     Sealer,
     SealError,
+    derive_key,
     key_id_for,
     reseal,
     token_key_id,
@@ -182,3 +185,24 @@ def test_seal_refuses_an_unbound_value_or_nul():
         SEALER.seal("A", context="")
     with pytest.raises(ValueError):
         SEALER.seal("A\x00", context=CONTEXT)
+
+
+def test_derived_keys_follow_hkdf_and_differ_by_label_and_from_the_key():
+    """derive_key is HKDF-SHA256 (RFC 5869: no salt, info = label), as the module documents."""
+    key = bytes(range(32))
+    prk = hmac.new(b"\x00" * 32, key, hashlib.sha256).digest()
+    expected = hmac.new(prk, b"iwrs/list-fingerprint/v1" + b"\x01", hashlib.sha256).digest()
+    assert derive_key(key, label="iwrs/list-fingerprint/v1") == expected
+    assert Sealer(key).derive_key(label="iwrs/list-fingerprint/v1") == expected
+    assert derive_key(key, label="another purpose") not in (expected, key)
+    with pytest.raises(ValueError):
+        derive_key(key, label="")
+    with pytest.raises(ValueError):
+        derive_key(b"short", label="x")
+
+
+@given(st.binary(min_size=32, max_size=32), st.text(min_size=1, max_size=40))
+def test_a_derived_key_never_equals_its_key_and_depends_on_it(key: bytes, label: str):
+    derived = derive_key(key, label=label)
+    assert len(derived) == 32 and derived != key
+    assert derive_key(bytes(b ^ 1 for b in key), label=label) != derived

@@ -88,10 +88,24 @@ def test_the_investigator_unblinds_through_the_signed_form_and_sees_the_arm_agai
     assert actions_since(seq) == ["esign.signed", "subject.unblinded"]
     assert state().unblindings == 1 and state().notifications == 1  # one, to every contact
 
-    # The subject's page now states the fact, with a way to see the treatment again (recorded).
+    # The subject's page now states the fact, with a way to see the treatment again (recorded),
+    # and no unblinding form: a reason written now could name the arm.
     page = client.get(f"/subjects/{subject_id}/randomization").get_data(as_text=True)
     assert "emergency-unblinded" in page and f"/subjects/{subject_id}/unblinded" in page
+    assert f'action="/subjects/{subject_id}/unblind"' not in page
+    assert 'id="u-reason"' not in page and 'id="u-signature"' not in page
     assert_no_arm(page, names=False)
+    colleague = world.client("dr.lin").get(f"/subjects/{subject_id}/randomization")
+    assert f'action="/subjects/{subject_id}/unblind"' not in colleague.get_data(as_text=True)
+    # A second submission (an old tab, a crafted post) is refused and records nothing.
+    clients = (client, world.client("dr.lin"))
+    before, seq = state(), head_seq()
+    for colleague_client in clients:
+        refused = _post_unblind(colleague_client, subject_id, reason="It was the active one")
+        assert refused.status_code == 303
+        followed = colleague_client.get(refused.headers["Location"])
+        assert "already emergency-unblinded" in followed.get_data(as_text=True)
+    assert state() == before and actions_since(seq) == []
     seq = head_seq()
     again = client.get(f"/subjects/{subject_id}/unblinded")
     assert again.status_code == 200
@@ -192,8 +206,18 @@ def test_the_api_unblinds_for_the_investigator_and_refuses_with_problems(world):
     assert "signature_password" not in body
     # The good signature clears the earlier failed one (a change, audited), then the unblinding.
     assert actions_since(seq) == ["auth.failures_cleared", "esign.signed", "subject.unblinded"]
-    again = client.post(url, json={**BODY, "reason": "again"}, headers=token).get_json()
-    assert again["arm_code"] == arm and again["first_view"] is False
+    # Once unblinded, a new request (a reason that could name the arm) is refused, unrecorded.
+    tokens = {"dr.li": token, "dr.lin": world.token("dr.lin")}
+    before, seq = state(), head_seq()
+    for username in ("dr.li", "dr.lin"):
+        again = client.post(url, json={**BODY, "reason": "again"}, headers=tokens[username])
+        assert again.status_code == 409 and again.mimetype == PROBLEM
+        problem = again.get_json()
+        assert {(e["field"], e["rule"]) for e in problem["errors"]} == {
+            ("subject_id", "already_unblinded")
+        }
+        assert_no_arm(again.get_data(as_text=True))
+    assert state() == before and actions_since(seq) == []
     assert state().unblindings == 1
 
 

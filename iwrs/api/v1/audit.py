@@ -9,6 +9,7 @@ from flask_login import current_user
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from iwrs import padding
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires, site_scope
@@ -95,9 +96,11 @@ class SubjectUnblinding(MethodView):
     @blp.alt_response(409, **PROBLEM)
     @requires(Permission.EMERGENCY_UNBLIND)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
-        """Emergency unblinding of one subject (investigator of its site, e-signature). The
-        arm is returned to the caller only; the event is audited and notified without it."""
-        return unblinding.unblind(
+        """Emergency unblinding of one subject (investigator of its site, e-signature), once:
+        a subject already unblinded is refused (409, rule already_unblinded). The arm is
+        returned to the caller only, followed by whitespace that makes the answer's length
+        independent of the arm; the event is audited and notified without it."""
+        arm = unblinding.unblind(
             actor=Actor.of(current_user),
             subject_id=subject_id,
             category=body["category"],
@@ -105,6 +108,10 @@ class SubjectUnblinding(MethodView):
             understood=body["understood"],
             signer_password=body["signature_password"],
             sae_led_to_unblinding=body["sae_led_to_unblinding"],
+        )
+        labels = [(arm.arm_code, padding.CODE), (arm.arm_name, padding.NAME)]
+        return padding.padded_json(
+            UnblindedSchema().dump(arm), pad=padding.json_padding(labels=labels)
         )
 
 

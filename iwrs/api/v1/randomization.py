@@ -7,6 +7,7 @@ from flask_login import current_user
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from iwrs import padding
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
@@ -189,8 +190,15 @@ class ListStatus(MethodView):
     @blp.alt_response(404, **PROBLEM)
     @requires(Permission.SEE_ARM)
     def get(self):  # type: ignore[no-untyped-def]
-        """Unblinded: slots used and remaining and allocation by arm, per stratum (audited)."""
+        """Unblinded: slots used and remaining and allocation by arm (every arm), per stratum
+        (audited). Whitespace after the document makes its length independent of the counts
+        by arm."""
         status = randomization_views.list_status(actor=Actor.of(current_user))
         if status is None:
             raise NotFound("no randomization list is loaded", rule="list_loaded")
-        return status
+        total = sum(s.used for s in status.strata)
+        counts = [(n, s.used) for s in status.strata for n in s.by_arm.values()]
+        counts += [(n, total) for n in status.overall_by_arm.values()]
+        return padding.padded_json(
+            ListStatusSchema().dump(status), pad=padding.json_padding(counts=counts)
+        )
