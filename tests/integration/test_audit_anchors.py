@@ -80,7 +80,10 @@ def independent_verify_export(content: str, public_pem: bytes) -> tuple[bool, st
         if [seqs[-1], events[-1]["hash"]] != [header["chain_head"][k] for k in ("seq", "hash")]:
             return False, "head"
     for index, event in enumerate(events):
-        digest = hashlib.sha256(_canonical({n: event[n] for n in HASHED})).hexdigest()
+        hashed = {n: event[n] for n in HASHED}
+        if event.get("auth") is not None:  # how the actor authenticated, hashed when recorded
+            hashed["auth"] = event["auth"]
+        digest = hashlib.sha256(_canonical(hashed)).hexdigest()
         if digest != event["hash"]:
             return False, f"hash {event['seq']}"
         linked = index and event["seq"] == seqs[index - 1] + 1

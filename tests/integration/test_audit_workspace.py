@@ -3,7 +3,7 @@
 Statistician: every view and export of arms is in the trail, with the statistician as actor, and
 no page of theirs changes subject or kit data. Auditor: filters return exactly the matching
 events, keyset paging walks the whole trail, "verify now" records checkpoints and names a
-tampered event, exports verify offline (with the CLI, with iwrs.audit.verify_export and with an
+tampered event, exports verify offline (with the CLI, with iwrs.audit_export.verify_export and an
 independent implementation of the documented procedure), and the auditor never sees an arm.
 """
 
