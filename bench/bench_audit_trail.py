@@ -67,6 +67,7 @@ def _setup(url: str, folder: Path):  # type: ignore[no-untyped-def]
         secret_key=secrets.token_bytes(32),
         audit_key=secrets.token_bytes(32),
         blinding_key=secrets.token_bytes(32),
+        audit_signing_key=secrets.token_bytes(32),
         testing=True,
     )
     app = create_app(settings)

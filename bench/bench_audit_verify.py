@@ -33,6 +33,7 @@ def main() -> None:
         secret_key=secrets.token_bytes(32),
         audit_key=secrets.token_bytes(32),
         blinding_key=secrets.token_bytes(32),
+        audit_signing_key=secrets.token_bytes(32),
         testing=True,
     )
     app = create_app(settings)

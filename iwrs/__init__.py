@@ -52,9 +52,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     missing = settings.missing_keys()
     if missing and not settings.testing and os.environ.get("FLASK_RUN_FROM_CLI") != "true":
         raise ConfigError(
-            f"missing key(s): {', '.join(missing)}. Set IWRS_SECRET_KEY, IWRS_AUDIT_KEY and "
-            f"IWRS_BLINDING_KEY (64 hex digits each) or run `flask --app wsgi iwrs init` to "
-            f"create key files under {settings.instance_path}"
+            f"missing key(s): {', '.join(missing)}. Set IWRS_SECRET_KEY, IWRS_AUDIT_KEY, "
+            "IWRS_BLINDING_KEY and IWRS_AUDIT_SIGNING_KEY (64 hex digits each) or run "
+            f"`flask --app wsgi iwrs init` to create key files under {settings.instance_path}"
         )
     app.config.update(
         SECRET_KEY=settings.secret_key,

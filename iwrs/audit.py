@@ -20,8 +20,8 @@ from flask import current_app
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from iwrs import clock
-from iwrs.models.audit import AuditChainHead, AuditEvent
+from iwrs import audit_anchor, clock
+from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditEvent
 
 GENESIS = "0" * 64
 _PENDING = "iwrs_audit_pending"
@@ -137,6 +137,7 @@ def _append_pending(session: Session) -> None:
             raise AuditMissing("a transaction changed rows without recording an audit event")
         return
     key = _audit_key()
+    last_checkpoint = audit_anchor.last_checkpoint_seen(session)  # read before the lock
     # Locked last, so concurrent use cases serialize on the chain only for their commit.
     head = session.scalars(
         select(AuditChainHead)
@@ -153,13 +154,14 @@ def _append_pending(session: Session) -> None:
         prev = digest
     head.seq, head.hash = seq, prev
     session.flush()
+    audit_anchor.note_due(session, last_checkpoint, seq)
     session.info.pop(_CHANGED, None)
 
 
 @event.listens_for(Session, "after_flush")
 def _note_row_changes(session: Session, _context: Any) -> None:
     for obj in (*session.new, *session.dirty, *session.deleted):
-        if not isinstance(obj, AuditEvent | AuditChainHead) and (
+        if not isinstance(obj, AuditEvent | AuditChainHead | AuditAnchor) and (
             obj in session.new or obj in session.deleted or session.is_modified(obj)
         ):
             session.info[_CHANGED] = True
@@ -302,70 +304,8 @@ def verify_chain(session: Session) -> Verification:
         result.close()
 
 
-EXPORT_FORMAT = "iwrs-audit-export/1"
-EXPORT_PROCEDURE = (
-    "For each event line: hash == SHA-256 of the canonical JSON (sorted keys, separators ',' "
-    "and ':', UTF-8, no ASCII escaping) of the event's fields seq, occurred_at (ISO 8601, UTC, "
-    "microseconds), user_id, username, role, action, entity_type, entity_id, site_id, "
-    "subject_id, before, after, reason, prev_hash; where two exported events have consecutive "
-    "seq, the later one's prev_hash equals the earlier one's hash; the number of event lines "
-    "equals header.count and SHA-256 of the event lines (each with its newline) equals "
-    "header.events_sha256. `flask --app wsgi iwrs audit verify-export FILE` does exactly this."
-)
-
-
 def export_line(fields: dict[str, Any]) -> str:
     """One event as a JSON Lines record (everything but the server-side MAC)."""
     body = {name: fields[name] for name in _EVENT_FIELDS if name != "mac"}
     body["occurred_at"] = clock.as_utc(fields["occurred_at"]).isoformat(timespec="microseconds")
     return json.dumps(body, sort_keys=True, ensure_ascii=False)
-
-
-def verify_export(lines: Iterable[str]) -> Verification:
-    """Offline check of a JSON Lines export (header line first): no key, no database needed."""
-    iterator = iter(lines)
-    try:
-        header = json.loads(next(iterator))
-    except (StopIteration, ValueError):
-        return Verification(False, 0, None, "the first line is not the export header")
-    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
-        return Verification(False, 0, None, f"the header does not name {EXPORT_FORMAT}")
-    digest, count, previous = hashlib.sha256(), 0, None
-    for number, line in enumerate(iterator, start=2):
-        digest.update(line.rstrip("\n").encode() + b"\n")
-        try:
-            fields = json.loads(line)
-            fields["occurred_at"] = datetime.fromisoformat(fields["occurred_at"])
-            computed = event_hash(fields)
-        except (ValueError, KeyError, TypeError):
-            return Verification(False, count, None, f"line {number} is not an audit event")
-        if computed != fields["hash"]:
-            return Verification(
-                False,
-                count,
-                fields["seq"],
-                f"line {number}: the event does not match its hash (altered)",
-            )
-        if (
-            previous is not None
-            and fields["seq"] == previous[0] + 1
-            and fields["prev_hash"] != previous[1]
-        ):
-            return Verification(
-                False,
-                count,
-                fields["seq"],
-                f"line {number}: its link to event {previous[0]} is broken",
-            )
-        previous, count = (fields["seq"], fields["hash"]), count + 1
-    if count != header.get("count"):
-        return Verification(
-            False,
-            count,
-            None,
-            f"the header announces {header.get('count')} events, the file "
-            f"holds {count} (lines removed or added)",
-        )
-    if digest.hexdigest() != header.get("events_sha256"):
-        return Verification(False, count, None, "the event lines do not match the header digest")
-    return Verification(True, count)

@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from iwrs import db
-from iwrs.audit import Actor, verify_chain
-from iwrs.config import ConfigError, create_missing_keys, read_key
+from iwrs.audit import Actor
+from iwrs.audit_anchor import load_public_key, public_key, public_key_pem, take_checkpoint
+from iwrs.config import KEY_NAMES, ConfigError, create_missing_keys, read_key
 from iwrs.demo import seed_demo_trial
 from iwrs.errors import IWRSError
 from iwrs.models.users import Role, User
@@ -92,7 +93,7 @@ def init_command() -> None:
     settings = current_app.extensions["iwrs.settings"]
     for path in create_missing_keys(settings.instance_path):
         click.echo(f"created key file {path} (mode 0600): keep it out of backups of the database")
-    for name in ("secret_key", "audit_key", "blinding_key"):
+    for name in KEY_NAMES:
         if getattr(settings, name) is None:
             setattr(settings, name, read_key(name, settings.instance_path))
     current_app.config["SECRET_KEY"] = settings.secret_key
@@ -266,14 +267,64 @@ def user_set_password(username: str, password: str) -> None:
 
 
 @audit_cli.command("verify")
+@click.option("--record", is_flag=True, help="record the result (the page's last full walk)")
 @friendly_errors
-def audit_verify() -> None:
-    """Walk the hash chain: OK with the count, or the first bad event (exit 1)."""
+def audit_verify(record: bool) -> None:
+    """Walk the whole chain and check it against every signed checkpoint (database and witness
+    file); one line per problem and exit 1 on any. Run with --record from cron."""
+    from iwrs.services import audit_views
+
     _require_keys()
-    result = verify_chain(db.read_session())
-    click.echo(str(result))
-    if not result.ok:
+    reader = current_app.extensions["iwrs.sessionmaker"]()
+    try:
+        result, problems = audit_views.walk(reader, full=True)
+    finally:
+        reader.close()
+    for problem in problems:
+        click.echo(f"FAILED {problem}")
+    if not problems:
+        click.echo(str(result))
+    if record:
+        audit_views.record_verification(
+            actor=cli_actor(), result=result, problems=problems, full=True
+        )
+        anchor = take_checkpoint(occasion="verify")
+        click.echo(f"recorded; checkpoint signed at event {anchor.seq}")
+    if problems:
         raise SystemExit(1)
+
+
+@audit_cli.command("checkpoint")
+@friendly_errors
+def audit_checkpoint() -> None:
+    """Sign the chain head now (database and witness file); run from cron every M minutes."""
+    _require_keys()
+    anchor = take_checkpoint(occasion="scheduled")
+    click.echo(f"checkpoint signed at event {anchor.seq} ({anchor.hash})")
+
+
+@audit_cli.command("public-key")
+@friendly_errors
+def audit_public_key() -> None:
+    """Print the Ed25519 public key (PEM) that verifies exports and checkpoints."""
+    _require_keys()
+    click.echo(public_key_pem(), nl=False)
+
+
+@audit_cli.command("reconcile")
+@friendly_errors
+def audit_reconcile() -> None:
+    """Rebuild users, subjects, randomizations, unblindings and kits from the trail and report
+    every live row it does not explain (one line each; exit 1 on any)."""
+    from iwrs.services import reconcile
+
+    _require_keys()
+    problems = reconcile.reconcile()
+    for problem in problems:
+        click.echo(f"UNEXPLAINED {problem}")
+    if problems:
+        raise SystemExit(1)
+    click.echo("OK: every user, subject, randomization, unblinding and kit row is explained")
 
 
 @kits_cli.command("generate")
@@ -364,17 +415,19 @@ def supply_check_ledger() -> None:
     """Replay the kit ledger and reconcile every site; exit 1 on any difference."""
     from iwrs.services import accountability
 
-    events, wrong = accountability.check_ledger()
+    events, problems = accountability.ledger_problems()
+    for kit, problem in problems:
+        click.echo(f"MISMATCH kit {kit}: {problem}")
     rec = accountability.reconciliation()
     click.echo(
         f"ledger: {events} kit events replayed; "
-        + ("every kit matches" if not wrong else f"MISMATCH: {', '.join(wrong)}")
+        + ("every kit matches" if not problems else f"{len(problems)} problem(s)")
     )
     click.echo(
         "reconciliation: "
         + ("balanced" if rec.balanced else f"DIFFERENCES: {', '.join(rec.differences)}")
     )
-    if wrong or not rec.balanced:
+    if problems or not rec.balanced:
         raise SystemExit(1)
 
 
@@ -416,15 +469,26 @@ def send_notifications_command() -> None:
 
 
 @audit_cli.command("verify-export")
-@click.argument("export_file", type=click.File("r", encoding="utf-8"))
-def audit_verify_export(export_file) -> None:  # type: ignore[no-untyped-def]
-    """Verify an exported trail (JSON Lines) offline: no key and no database needed."""
-    from iwrs.audit import verify_export
+@click.argument("export_file", type=click.File("rb"))
+@click.option(
+    "--public-key",
+    "key_file",
+    type=click.File("rb"),
+    help="the PEM public key (GET /audit/public-key); default: this instance's key",
+)
+def audit_verify_export(export_file, key_file) -> None:  # type: ignore[no-untyped-def]
+    """Verify a signed export (JSON Lines or CSV) with the public key alone; exit 1 if forged."""
+    from iwrs.audit_export import verify_export
 
-    result = verify_export(export_file)
-    click.echo(
-        str(result).replace("audit events verified, chain intact", "exported events verified")
-    )
+    try:
+        key = load_public_key(key_file.read()) if key_file else public_key()
+    except (ValueError, RuntimeError) as error:
+        raise click.ClickException(f"--public-key: {error}") from None
+    try:
+        result = verify_export(export_file.read().decode("utf-8"), key)
+    except UnicodeDecodeError:
+        raise click.ClickException("EXPORT_FILE: not UTF-8 text") from None
+    click.echo(str(result))
     if not result.ok:
         raise SystemExit(1)
 

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-KEY_NAMES = ("secret_key", "audit_key", "blinding_key")
+# audit_signing_key is the 32-byte Ed25519 seed that signs checkpoints and exports.
+KEY_NAMES = ("secret_key", "audit_key", "blinding_key", "audit_signing_key")
 _ENV_FOR_KEY = {
     "secret_key": "IWRS_SECRET_KEY",
     "audit_key": "IWRS_AUDIT_KEY",
     "blinding_key": "IWRS_BLINDING_KEY",
+    "audit_signing_key": "IWRS_AUDIT_SIGNING_KEY",
 }
 
 
@@ -38,6 +40,11 @@ class Settings:
     secret_key: bytes | None = None
     audit_key: bytes | None = None
     blinding_key: bytes | None = None
+    audit_signing_key: bytes | None = None
+    # A signed checkpoint of the chain head at least every N events or M minutes.
+    checkpoint_every_events: int = 500
+    checkpoint_every: timedelta = timedelta(minutes=60)
+    witness_path: Path | None = None  # default: <instance>/audit-witness.jsonl
     session_idle: timedelta = timedelta(minutes=15)
     lockout_after: int = 5
     lockout_for: timedelta = timedelta(minutes=15)
@@ -60,10 +67,19 @@ class Settings:
             session_idle=timedelta(minutes=_int_env("IWRS_SESSION_IDLE_MINUTES", 15)),
             secure_cookies=os.environ.get("IWRS_SECURE_COOKIES", "0") == "1",
             environment=_environment(),
+            checkpoint_every_events=_int_env("IWRS_CHECKPOINT_EVERY_EVENTS", 500, "events"),
+            checkpoint_every=timedelta(minutes=_int_env("IWRS_CHECKPOINT_EVERY_MINUTES", 60)),
+            witness_path=Path(os.environ["IWRS_AUDIT_WITNESS"])
+            if os.environ.get("IWRS_AUDIT_WITNESS")
+            else None,
         )
         for name in KEY_NAMES:
             setattr(settings, name, read_key(name, instance))
         return settings
+
+    def witness_file(self) -> Path:
+        """The append-only witness file of signed checkpoints (outside the database)."""
+        return self.witness_path or self.instance_path / "audit-witness.jsonl"
 
     def missing_keys(self) -> list[str]:
         return [name for name in KEY_NAMES if not getattr(self, name)]
@@ -76,14 +92,14 @@ def _environment() -> str:
     return value
 
 
-def _int_env(name: str, default: int) -> int:
+def _int_env(name: str, default: int, unit: str = "minutes") -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number of minutes, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a whole number of {unit}, got {raw!r}") from None
     if value <= 0:
         raise ConfigError(f"{name} must be greater than 0, got {value}")
     return value

@@ -117,6 +117,7 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         secret_key=secrets.token_bytes(32),
         audit_key=secrets.token_bytes(32),
         blinding_key=secrets.token_bytes(32),
+        audit_signing_key=secrets.token_bytes(32),
         testing=True,
     )
     for name, value in overrides.items():

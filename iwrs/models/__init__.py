@@ -1,6 +1,6 @@
 """SQLAlchemy 2 typed models by area; importing this package registers every table."""
 
-from iwrs.models.audit import AuditChainHead, AuditCheckpoint, AuditEvent
+from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
 from iwrs.models.randomization import (
     Dispensation,
     KitRequest,
@@ -17,6 +17,7 @@ from iwrs.models.users import ApiToken, Role, Signature, User, UserSite
 
 __all__ = [
     "ApiToken",
+    "AuditAnchor",
     "AuditChainHead",
     "AuditCheckpoint",
     "AuditEvent",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from iwrs.db import Base, UTCDateTime
@@ -68,3 +68,24 @@ class AuditCheckpoint(Base):
     problem: Mapped[str | None] = mapped_column(Text)
     verified_at: Mapped[datetime] = mapped_column(UTCDateTime())
     verified_by: Mapped[str] = mapped_column(String(64))
+    # A walk from event 1 (the scheduled `audit verify --record`), not one resumed from here.
+    full_walk: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Ed25519 over (seq, hash, ok, verified_at, full_walk): "Verify now" resumes only from a
+    # checkpoint whose signature holds, so a forged row cannot make it report "intact".
+    signature: Mapped[str | None] = mapped_column(String(128))
+
+
+class AuditAnchor(Base):
+    """A signed checkpoint of the chain head (seq, hash, time), also appended to the witness
+    file outside the database: a trail shorter than or different from it is found."""
+
+    __tablename__ = "audit_anchor"
+    __table_args__ = (Index("ix_audit_anchor_seq", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    occasion: Mapped[str] = mapped_column(String(16))  # interval | export | notification | …
+    key_id: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(String(128))  # Ed25519, hex

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 
 from iwrs import audit, clock
 from iwrs.audit import Actor
@@ -22,9 +22,17 @@ from iwrs.services.supply import (
     site_kit,
     site_of,
 )
-from supply.ledger import KitEvent as LedgerEvent
-from supply.ledger import Reconciliation, mismatches, reconcile, replay
-from supply.states import DESTINATION, KitAction, KitPosition, KitState, Place, PlaceKind
+from supply.ledger import Reconciliation, reconcile
+from supply.states import (
+    DESTINATION,
+    IllegalTransition,
+    KitAction,
+    KitPosition,
+    KitState,
+    Place,
+    PlaceKind,
+    transition,
+)
 
 RETURN_CONDITIONS = ("used", "partly_used", "unused")
 
@@ -129,7 +137,12 @@ def destroy_kits(*, actor: Actor, kit_numbers: Sequence[str], reference: str) ->
 def _positions_and_receipts() -> tuple[dict[str, KitPosition], dict[str, int]]:
     session = read_session()
     kits = {k.id: k for k in session.scalars(select(Kit))}
-    positions = {k.number: position(k) for k in kits.values()}
+    positions = {}
+    for kit in kits.values():
+        try:
+            positions[kit.number] = position(kit)
+        except ValueError:
+            continue  # an unreadable row: `ledger_problems` reports it
     receipts: dict[str, int] = {}
     for event in session.scalars(
         select(KitEvent)
@@ -144,7 +157,8 @@ def _positions_and_receipts() -> tuple[dict[str, KitPosition], dict[str, int]]:
         )
         .order_by(KitEvent.id)
     ):
-        receipts[kits[event.kit_id].number] = event.to_place_id
+        if event.kit_id in kits:
+            receipts[kits[event.kit_id].number] = event.to_place_id
     return positions, receipts
 
 
@@ -156,22 +170,81 @@ def reconciliation() -> Reconciliation:
 
 
 def check_ledger() -> tuple[int, list[str]]:
+    """Replay the kit ledger and name every kit whose row disagrees (see `ledger_problems`)."""
+    events, problems = ledger_problems()
+    return events, sorted({kit for kit, _ in problems})
+
+
+def ledger_problems() -> tuple[int, list[tuple[str, str]]]:
     """Replay the kit ledger from where every kit starts (at the protocol's depot, where kits
-    are generated or imported) and name every kit whose current row disagrees."""
+    are generated or imported) and return (events replayed, [(kit number, problem)]).
+
+    Reads plain column values, so a tampered row (an unknown state, place or action, an event
+    of no kit, an illegal transition) is reported as a problem of its kit, never raised."""
     session = read_session()
-    kits = {k.id: k for k in session.scalars(select(Kit))}
-    events = session.scalars(select(KitEvent).order_by(KitEvent.id)).all()
-    depot = Place.depot(_depot(session).id)
-    start = {k.number: KitPosition(KitState.AT_DEPOT, depot) for k in kits.values()}
-    ledger = [
-        LedgerEvent(
-            kits[e.kit_id].number,
-            KitAction(e.action),
-            Place(PlaceKind(e.to_place_kind), e.to_place_id)
-            if DESTINATION[KitAction(e.action)] is not None
-            else None,
+    kits = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Kit.id,
+                Kit.number,
+                cast(Kit.state, String).label("state"),
+                Kit.place_kind,
+                Kit.place_id,
+            )
         )
-        for e in events
-    ]
-    current = {k.number: position(k) for k in kits.values()}
-    return len(events), list(mismatches(replay(ledger, start), current))
+    }
+    depot = Place.depot(_depot(session).id)
+    replayed: dict[int, KitPosition | None] = {
+        k: KitPosition(KitState.AT_DEPOT, depot) for k in kits
+    }
+    problems: list[tuple[str, str]] = []
+    events = session.execute(
+        select(
+            KitEvent.id,
+            KitEvent.kit_id,
+            KitEvent.action,
+            KitEvent.to_place_kind,
+            KitEvent.to_place_id,
+        ).order_by(KitEvent.id)
+    ).all()
+    for event in events:
+        kit = kits.get(event.kit_id)
+        if kit is None:
+            problems.append((f"#{event.kit_id}", f"kit event {event.id} names no kit"))
+            continue
+        here = replayed[event.kit_id]
+        if here is None:
+            continue  # already reported
+        try:
+            action = KitAction(event.action)
+            to = (
+                Place(PlaceKind(event.to_place_kind), event.to_place_id)
+                if DESTINATION[action] is not None
+                else None
+            )
+            replayed[event.kit_id] = transition(here, action, to=to, kit=kit.number)
+        except (ValueError, IllegalTransition) as error:
+            problems.append((kit.number, f"kit event {event.id}: {error}"))
+            replayed[event.kit_id] = None
+    for kit_id, kit in kits.items():
+        expected = replayed[kit_id]
+        if expected is None:
+            continue
+        try:
+            current = KitPosition(
+                KitState(kit.state), Place(PlaceKind(kit.place_kind), kit.place_id)
+            )
+        except ValueError as error:
+            problems.append((kit.number, f"the kit row is unreadable: {error}"))
+            continue
+        if current != expected:
+            problems.append(
+                (
+                    kit.number,
+                    f"the row says {current.state} at {current.place.kind} "
+                    f"{current.place.id}, the ledger says {expected.state} at "
+                    f"{expected.place.kind} {expected.place.id}",
+                )
+            )
+    return len(events), problems

@@ -3,20 +3,20 @@ chain incrementally, export the filtered trail as CSV or JSON Lines (offline-ver
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+from flask import current_app
 from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
-from iwrs import audit, clock
-from iwrs.audit import EXPORT_FORMAT, EXPORT_PROCEDURE, Actor, event_fields, verify_events
+from iwrs import audit, audit_anchor, audit_export, clock
+from iwrs.audit import Actor, Verification, event_fields, verify_events
+from iwrs.audit_anchor import Problem
 from iwrs.db import read_session, transaction
-from iwrs.errors import InvalidInput, NotFound
-from iwrs.models.audit import AuditChainHead, AuditCheckpoint, AuditEvent
+from iwrs.errors import Forbidden, InvalidInput, NotFound
+from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
 
@@ -107,72 +107,106 @@ def event(seq: int) -> AuditEvent:
     return row
 
 
-def integrity() -> tuple[AuditCheckpoint | None, int]:
-    """The latest verification and the number of events in the chain now."""
-    checkpoint = (
-        read_session()
-        .scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1))
-        .first()
+def integrity() -> tuple[AuditCheckpoint | None, int, AuditCheckpoint | None]:
+    """The latest verification, the number of events in the chain now, and the latest full
+    walk (the scheduled `iwrs audit verify --record`)."""
+    session = read_session()
+    latest = select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)
+    checkpoint = session.scalars(latest).first()
+    full = session.scalars(latest.where(AuditCheckpoint.full_walk.is_(True))).first()
+    head = session.get(AuditChainHead, 1)
+    return checkpoint, head.seq if head else 0, full
+
+
+def _resume_point(reader: Session) -> tuple[tuple[int, str], list[Problem]]:
+    """Where "Verify now" may continue from: the last OK verification, only if its signature
+    holds and its event still has the verified hash; otherwise from event 1 (a full walk)."""
+    last = reader.scalars(
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.ok.is_(True))
+        .order_by(AuditCheckpoint.id.desc())
+        .limit(1)
+    ).first()
+    if last is None or last.seq == 0:
+        return (0, audit.GENESIS), []
+    if not audit_anchor.verification_holds(last):
+        return (0, audit.GENESIS), audit_anchor.check_verifications([last])
+    if reader.scalar(select(AuditEvent.hash).where(AuditEvent.seq == last.seq)) != last.hash:
+        return (0, audit.GENESIS), []  # the walk from event 1 names what changed
+    return (last.seq, last.hash), []
+
+
+def walk(reader: Session, *, full: bool) -> tuple[Verification, list[Problem]]:
+    """Walk the chain (from event 1, or from the signed resume point) to the head, MACs
+    included, then check every signed checkpoint; plain rows in batches: flat memory."""
+    key = current_app.extensions["iwrs.settings"].audit_key
+    witness = audit_anchor.read_witness_now()  # before the snapshot: see read_witness_now
+    if reader.get_bind().dialect.name == "postgresql":
+        # One snapshot for the head and the events: other use cases keep appending meanwhile.
+        # (SQLite: a read transaction is a snapshot already.)
+        reader.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    start, problems = ((0, audit.GENESIS), []) if full else _resume_point(reader)
+    head = reader.execute(
+        select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == 1)
+    ).first()
+    rows = reader.execute(
+        select(*[getattr(AuditEvent, name) for name in audit._EVENT_FIELDS])
+        .where(AuditEvent.seq > start[0])
+        .order_by(AuditEvent.seq)
+        .execution_options(yield_per=5000)
     )
-    head = read_session().get(AuditChainHead, 1)
-    return checkpoint, head.seq if head else 0
+    try:
+        result = verify_events(
+            key,
+            (row._asdict() for row in rows),
+            head=(head.seq, head.hash) if head else None,
+            start=start,
+        )
+    finally:
+        rows.close()
+    if not result.ok:
+        problems.append(Problem("chain", result.first_bad_seq, str(result)))
+    problems += audit_anchor.check_anchors(reader, witness)
+    if full:
+        problems += audit_anchor.check_verifications(reader.scalars(select(AuditCheckpoint)))
+    return result, problems
 
 
-def verify_now(*, actor: Actor) -> AuditCheckpoint:
-    """Verify from the last good checkpoint to the head (MACs included) and record it.
+def verify_now(*, actor: Actor, full: bool = False) -> AuditCheckpoint:
+    """Verify the chain (resuming from the last signed verification unless `full`), check the
+    signed checkpoints, and record the signed result.
 
     The walk reads in its own read-only session, outside the write transaction: on SQLite a
-    write transaction holds the database's write lock from BEGIN, and a first verification of a
-    large trail takes long enough to make every other use case wait and fail. Only recording
-    the checkpoint and its event is a (short) write transaction."""
-    from flask import current_app
-
-    key = current_app.extensions["iwrs.settings"].audit_key
+    write transaction holds the database's write lock from BEGIN. Only recording the result and
+    its event is a (short) write transaction."""
+    if actor.role not in ("auditor", "system"):
+        raise Forbidden("only an auditor verifies the trail", field="role", rule="permission")
     reader = current_app.extensions["iwrs.sessionmaker"]()
     try:
-        last = reader.scalars(
-            select(AuditCheckpoint)
-            .where(AuditCheckpoint.ok.is_(True))
-            .order_by(AuditCheckpoint.id.desc())
-            .limit(1)
-        ).first()
-        start = (last.seq, last.hash) if last else (0, audit.GENESIS)
-        head = reader.execute(
-            select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == 1)
-        ).first()
-        # Up to the head as read: on PostgreSQL other use cases keep appending meanwhile (each
-        # statement sees what is committed when it starts), and an event committed after the
-        # head was read is not an event "after the head". Plain rows in batches: flat memory.
-        columns = [getattr(AuditEvent, name) for name in audit._EVENT_FIELDS]
-        rows = reader.execute(
-            select(*columns)
-            .where(AuditEvent.seq > start[0], AuditEvent.seq <= (head.seq if head else 0))
-            .order_by(AuditEvent.seq)
-            .execution_options(yield_per=5000)
-        )
-        try:
-            result = verify_events(
-                key,
-                (row._asdict() for row in rows),
-                head=(head.seq, head.hash) if head else None,
-                start=start,
-            )
-        finally:
-            rows.close()
+        result, problems = walk(reader, full=full)
     finally:
         reader.close()
-    problem = result.problem
-    if result.first_bad_seq is not None:
-        problem = f"event {result.first_bad_seq}: {problem}"  # name the event
+    return record_verification(actor=actor, result=result, problems=problems, full=full)
+
+
+def record_verification(
+    *, actor: Actor, result: Verification, problems: list[Problem], full: bool
+) -> AuditCheckpoint:
+    """Store a walk's outcome as a signed verification record, with its audit event."""
+    if actor.role not in ("auditor", "system"):
+        raise Forbidden("only an auditor verifies the trail", field="role", rule="permission")
+    ok = not problems
     with transaction() as session:
         checkpoint = AuditCheckpoint(
             seq=result.count,
             hash=result.last_hash,
-            ok=result.ok,
-            problem=problem,
+            ok=ok,
+            problem="; ".join(str(p) for p in problems[:5]) or None,
             verified_at=clock.now(),
             verified_by=actor.username,
+            full_walk=full,
         )
+        checkpoint.signature = audit_anchor.sign(audit_anchor.verification_message(checkpoint))
         session.add(checkpoint)
         session.flush()
         audit.record(
@@ -181,7 +215,12 @@ def verify_now(*, actor: Actor) -> AuditCheckpoint:
             action="audit.verified",
             entity_type="audit_chain",
             entity_id=checkpoint.id,
-            after={"ok": result.ok, "up_to": result.count, "problem": problem},
+            after={
+                "ok": ok,
+                "up_to": result.count,
+                "full_walk": full,
+                "problems": sorted({p.code for p in problems}),
+            },
         )
     return checkpoint
 
@@ -206,25 +245,38 @@ CSV_COLUMNS = (
 
 
 def export(filters: Filters, *, kind: str, actor: Actor) -> tuple[str, str]:
-    """The filtered trail, oldest first, as (content, media type); the export is audited."""
-    rows = [
-        event_fields(r) for r in read_session().scalars(_query(filters).order_by(AuditEvent.seq))
-    ]
-    lines = [audit.export_line(r) for r in rows]
-    head = read_session().get(AuditChainHead, 1)
+    """The filtered trail, oldest first, signed (see iwrs.audit_export), as (content, media
+    type); a checkpoint is signed at the export and the export is audited."""
+    anchor = audit_anchor.take_checkpoint(occasion="export")
+    session = read_session()
+    query = _query(filters).where(AuditEvent.seq <= anchor.seq).order_by(AuditEvent.seq)
+    lines = [audit.export_line(event_fields(r)) for r in session.scalars(query)]
+    first, last = (json.loads(lines[0])["seq"], json.loads(lines[-1])["seq"]) if lines else (0, 0)
+    # The signed checkpoints the export spans: a verifier checks each exported event at one.
+    spanned = session.scalars(
+        select(AuditAnchor)
+        .where(AuditAnchor.seq >= first, AuditAnchor.seq <= last, AuditAnchor.seq > 0)
+        .order_by(AuditAnchor.id)
+    )
     header = {
-        "format": EXPORT_FORMAT,
+        "kind": kind,
+        "study_id": current_app.extensions["iwrs.protocol"].study_id,
         "exported_at": clock.now().isoformat(),
         "exported_by": actor.username,
+        "filtered": bool(filters.as_dict()),
         "filters": filters.as_dict(),
+        "first_seq": first or None,
+        "last_seq": last or None,
         "count": len(lines),
-        "events_sha256": hashlib.sha256("".join(f"{x}\n" for x in lines).encode()).hexdigest(),
-        "chain_head": {"seq": head.seq if head else 0, "hash": head.hash if head else ""},
-        "procedure": EXPORT_PROCEDURE,
+        "chain_head": {"seq": anchor.seq, "hash": anchor.hash},
+        "checkpoint": audit_anchor.checkpoint_record(anchor),
+        "checkpoints": [audit_anchor.checkpoint_record(a) for a in spanned],
+        "key_id": anchor.key_id,
     }
-    with transaction() as session:
+    content = audit_export.render(header, lines, kind, CSV_COLUMNS)
+    with transaction() as write:
         audit.record(
-            session,
+            write,
             actor=actor,
             action="audit.exported",
             entity_type="audit_chain",
@@ -232,19 +284,8 @@ def export(filters: Filters, *, kind: str, actor: Actor) -> tuple[str, str]:
                 "kind": kind,
                 "filters": filters.as_dict(),
                 "count": len(lines),
-                "events_sha256": header["events_sha256"],
+                "up_to": anchor.seq,
             },
         )
-    if kind == "jsonl":
-        return json.dumps(header, sort_keys=True) + "\n" + "".join(
-            f"{x}\n" for x in lines
-        ), "application/x-ndjson"
-    buffer = io.StringIO()
-    buffer.write("# " + json.dumps(header, sort_keys=True) + "\n")
-    writer = csv.DictWriter(
-        buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n"
-    )
-    writer.writeheader()
-    for line in lines:
-        writer.writerow(json.loads(line))
-    return buffer.getvalue(), "text/csv"
+    media = "application/x-ndjson" if kind == "jsonl" else "text/csv"
+    return content, media

@@ -4,15 +4,16 @@ The arm is shown on screen only; it is never written to the audit trail, the out
 
 from __future__ import annotations
 
+import json
 import logging
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, clock
+from iwrs import audit, audit_anchor, clock
 from iwrs.audit import Actor
 from iwrs.db import read_session, transaction
 from iwrs.errors import Conflict, InvalidInput, NotFound
@@ -272,6 +273,15 @@ def send_notifications(*, actor: Actor) -> int:
 
     host = os.environ.get("IWRS_SMTP_HOST")
     sent = 0
+    # Each message carries a freshly signed chain head (after the unblinding it reports), so
+    # every recipient's mailbox witnesses the trail's length outside the database.
+    waiting = read_session().scalar(
+        select(func.count()).select_from(Notification).where(Notification.sent_at.is_(None))
+    )
+    if not waiting:
+        return 0
+    signed = audit_anchor.take_checkpoint(occasion="notification")
+    anchor = json.dumps(audit_anchor.checkpoint_record(signed), sort_keys=True)
     with transaction() as session:
         for note in session.scalars(
             select(Notification)
@@ -279,6 +289,7 @@ def send_notifications(*, actor: Actor) -> int:
             .order_by(Notification.id)
             .with_for_update()
         ):
+            note.body = f"{note.body}\n\n-- \nSigned audit checkpoint: {anchor}\n"
             if host:
                 message = EmailMessage()
                 message["To"], message["Subject"] = note.recipient, note.subject_line

@@ -8,6 +8,7 @@ import json
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from iwrs import audit_anchor
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.models.users import Role
@@ -22,7 +23,7 @@ def index():  # type: ignore[no-untyped-def]
     filters = audit_views.Filters.parse(request.args)
     before = request.args.get("before", type=int)
     events, next_before = audit_views.page(filters, before=before)
-    checkpoint, head = audit_views.integrity()
+    checkpoint, head, full_walk = audit_views.integrity()
     return render_template(
         "audit.html",
         events=events,
@@ -30,6 +31,7 @@ def index():  # type: ignore[no-untyped-def]
         filters=filters,
         checkpoint=checkpoint,
         head=head,
+        full_walk=full_walk,
         roles=[r.value for r in Role] + ["system", "unknown"],
     )
 
@@ -56,6 +58,12 @@ def verify():  # type: ignore[no-untyped-def]
     else:
         flash(f"Chain verification FAILED: {checkpoint.problem}", "error")
     return redirect(url_for("audit.index"))
+
+
+@bp.get("/public-key")
+def public_key():  # type: ignore[no-untyped-def]
+    """The Ed25519 public key that verifies exports and checkpoints (PEM; public, no sign-in)."""
+    return Response(audit_anchor.public_key_pem(), mimetype="application/x-pem-file")
 
 
 @bp.get("/export.<kind>")

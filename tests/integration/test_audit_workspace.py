@@ -3,14 +3,13 @@
 Statistician: every view and export of arms is in the trail, with the statistician as actor, and
 no page of theirs changes subject or kit data. Auditor: filters return exactly the matching
 events, keyset paging walks the whole trail, "verify now" records checkpoints and names a
-tampered event, exports verify offline (with the CLI, with iwrs.audit.verify_export and with an
+tampered event, exports verify offline (with the CLI, with iwrs.audit_export.verify_export and an
 independent implementation of the documented procedure), and the auditor never sees an arm.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import re
@@ -24,6 +23,7 @@ from sqlalchemy import text
 
 from iwrs.clock import as_utc
 from tests.conftest import csrf_from
+from tests.integration.test_audit_anchors import independent_verify_export
 from tests.integration.test_unblinding import (  # noqa: F401 - built_trials is a fixture
     ARM_CODES,
     START,
@@ -347,7 +347,12 @@ def test_verify_now_records_checkpoints_and_names_a_tampered_event(world):
     assert f"Verified up to event {head} " in page
     (recorded,) = events_since(head)
     assert (recorded.action, recorded.username) == ("audit.verified", AUDITOR)
-    assert json.loads(recorded.after) == {"ok": True, "up_to": head, "problem": None}
+    assert json.loads(recorded.after) == {
+        "ok": True,
+        "up_to": head,
+        "full_walk": False,
+        "problems": [],
+    }
 
     # The next verification continues from the checkpoint (the "audit.verified" event).
     page = _verify_now(client)
@@ -417,53 +422,17 @@ def test_verify_now_neither_blocks_nor_is_fooled_by_events_committed_while_it_ru
 
 # --- the auditor: exports -----------------------------------------------------------------------
 
-FIELDS = [
-    "seq",
-    "occurred_at",
-    "user_id",
-    "username",
-    "role",
-    "action",
-    "entity_type",
-    "entity_id",
-    "site_id",
-    "subject_id",
-    "before",
-    "after",
-    "reason",
-    "prev_hash",
-]
-
 
 def independent_verify(content: str) -> tuple[bool, str]:
-    """The documented procedure (the export header's "procedure"), followed with hashlib and
-    json only: no iwrs code. Returns (ok, what failed)."""
-    lines = content.split("\n")
-    if lines[-1] != "":
-        return False, "the file does not end with a newline"
-    header, events = json.loads(lines[0]), lines[1:-1]
-    procedure = header["procedure"]
-    listed = re.search(r"the event's fields (.*?); where", procedure)
-    assert listed, procedure
-    names = [n.strip() for n in re.sub(r"\s*\([^)]*\)", "", listed.group(1)).split(",")]
-    names = [n.removeprefix("and ").strip() for n in names]
-    assert names == FIELDS, names  # the procedure names every hashed field
-    previous: tuple[int, str] | None = None
-    for number, line in enumerate(events, start=2):
-        event = json.loads(line)
-        body = {name: event[name] for name in names}
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        if hashlib.sha256(canonical.encode("utf-8")).hexdigest() != event["hash"]:
-            return False, f"line {number}: hash"
-        if previous and event["seq"] == previous[0] + 1 and event["prev_hash"] != previous[1]:
-            return False, f"line {number}: link"
-        previous = (event["seq"], event["hash"])
-    if len(events) != header["count"]:
-        return False, "count"
-    digest = hashlib.sha256("".join(f"{line}\n" for line in events).encode("utf-8"))
-    if digest.hexdigest() != header["events_sha256"]:
-        return False, "digest"
-    return True, "ok"
+    """The documented procedure, followed with cryptography, hashlib and json only (no iwrs
+    code), with the public key published at /audit/public-key. Returns (ok, what failed)."""
+    return independent_verify_export(content, public_pem())
+
+
+def public_pem() -> bytes:
+    from flask import current_app
+
+    return current_app.test_client().get("/audit/public-key").get_data()
 
 
 def _altered(line: str, name: str) -> str:
@@ -487,11 +456,26 @@ def _altered(line: str, name: str) -> str:
 
 def _cli_verify(app, content: str, path: Path) -> Any:  # type: ignore[no-untyped-def]
     path.write_text(content, encoding="utf-8")
-    return app.test_cli_runner().invoke(args=["iwrs", "audit", "verify-export", str(path)])
+    key = path.with_suffix(".pem")
+    key.write_bytes(public_pem())
+    return app.test_cli_runner().invoke(
+        args=["iwrs", "audit", "verify-export", str(path), "--public-key", str(key)]
+    )
+
+
+def _verify(content: str) -> Any:  # type: ignore[no-untyped-def]
+    from iwrs.audit_anchor import load_public_key
+    from iwrs.audit_export import verify_export
+
+    return verify_export(content, load_public_key(public_pem()))
+
+
+def _codes(result: Any) -> set[str]:  # type: ignore[no-untyped-def]
+    return {p.code for p in result.problems}
 
 
 def test_the_filtered_jsonl_export_verifies_offline_and_any_change_is_found(world, tmp_path):
-    from iwrs.audit import EXPORT_PROCEDURE, verify_export
+    from iwrs.audit_export import EXPORT_PROCEDURE
 
     unblind(world, "dr.li", "R1")
     client = world.client(AUDITOR)
@@ -511,7 +495,7 @@ def test_the_filtered_jsonl_export_verifies_offline_and_any_change_is_found(worl
     header = json.loads(lines[0])
     assert header["count"] == len(expected) and header["filters"] == {"action": "subject."}
     assert header["exported_by"] == AUDITOR and header["procedure"] == EXPORT_PROCEDURE
-    assert header["chain_head"]["seq"] == seq
+    assert header["chain_head"]["seq"] == seq and header["filtered"] is True
     assert [json.loads(x)["seq"] for x in lines[1:]] == expected
     assert all(json.loads(x)["action"].startswith("subject.") for x in lines[1:])
     assert "subject.unblinded" in {json.loads(x)["action"] for x in lines[1:]}
@@ -520,39 +504,40 @@ def test_the_filtered_jsonl_export_verifies_offline_and_any_change_is_found(worl
     result = _cli_verify(world.app, content, tmp_path / "export.jsonl")
     assert result.exit_code == 0, result.output
     assert f"OK: {len(expected)} exported events verified" in result.output
-    verified = verify_export(content.splitlines(keepends=True))
-    assert verified.ok and verified.count == len(expected)
+    verified = _verify(content)
+    assert verified.ok and verified.count == len(expected), verified
     assert independent_verify(content) == (True, "ok")
 
-    # Any one field of any one line altered: found, naming the line.
+    # Any one field of any one line altered: found by the signed digest and the event's hash.
     target = len(lines) // 2
+    seq_at = json.loads(lines[target])["seq"]
     for name in json.loads(lines[target]):
         altered = lines.copy()
         altered[target] = _altered(lines[target], name)
         changed = "\n".join(altered) + "\n"
-        result = verify_export(changed.splitlines(keepends=True))
-        assert not result.ok and f"line {target + 1}" in (result.problem or ""), (name, result)
+        result = _verify(changed)
+        assert "digest" in _codes(result), (name, result)
+        if name not in ("seq",):
+            assert any(p.seq == seq_at for p in result.problems), (name, result)
         cli = _cli_verify(world.app, changed, tmp_path / "changed.jsonl")
-        assert cli.exit_code == 1 and f"line {target + 1}" in cli.output, (name, cli.output)
-        assert independent_verify(changed) == (False, f"line {target + 1}: hash"), name
+        assert cli.exit_code == 1 and "[digest]" in cli.output, (name, cli.output)
+        assert independent_verify(changed) == (False, "digest"), name
 
-    # A line deleted (middle or last): found by the count (and the digest).
+    # A line deleted (middle or last): found by the count and the digest.
     for gone in (target, len(lines) - 1):
         shorter = "\n".join(lines[:gone] + lines[gone + 1 :]) + "\n"
-        result = verify_export(shorter.splitlines(keepends=True))
-        assert not result.ok and "lines removed or added" in (result.problem or "")
+        assert {"count", "digest"} <= _codes(_verify(shorter))
         cli = _cli_verify(world.app, shorter, tmp_path / "shorter.jsonl")
         assert cli.exit_code == 1 and "FAILED" in cli.output
         assert independent_verify(shorter)[0] is False
-    # The count fixed too: the digest still finds it.
+    # The count fixed too: the header's signature no longer holds.
     header_fixed = json.dumps({**header, "count": header["count"] - 1}, sort_keys=True)
     shorter = "\n".join([header_fixed, *lines[1:target], *lines[target + 1 :]]) + "\n"
-    assert "digest" in (verify_export(shorter.splitlines(keepends=True)).problem or "")
-    assert independent_verify(shorter) == (False, "digest")
+    assert _codes(_verify(shorter)) == {"signature"}
+    assert independent_verify(shorter) == (False, "signature")
 
 
 def test_the_whole_trail_exports_as_jsonl_and_csv_on_the_web_and_the_api(world, tmp_path):
-    from iwrs.audit import verify_export
     from iwrs.services.audit_views import CSV_COLUMNS
 
     unblind(world, "dr.li", "R1")
@@ -569,7 +554,8 @@ def test_the_whole_trail_exports_as_jsonl_and_csv_on_the_web_and_the_api(world, 
         "seq": seq,
         "hash": json.loads(lines[-1])["hash"],
     }
-    assert verify_export(content.splitlines(keepends=True)).ok
+    assert _verify(content).ok
+    assert json.loads(lines[0])["filtered"] is False
     assert independent_verify(content) == (True, "ok")
     assert _cli_verify(world.app, content, tmp_path / "all.jsonl").exit_code == 0
     # Every link of the whole chain is checked: a changed prev_hash anywhere is found.
@@ -583,7 +569,7 @@ def test_the_whole_trail_exports_as_jsonl_and_csv_on_the_web_and_the_api(world, 
     assert [json.loads(x)["seq"] for x in filtered_lines[1:]] == sorted(
         sql_seqs("action LIKE 'subject.%' AND site_id = (SELECT id FROM site WHERE code = 'CN01')")
     )
-    assert verify_export(filtered.get_data(as_text=True).splitlines(keepends=True)).ok
+    assert _verify(filtered.get_data(as_text=True)).ok
 
     for response in (
         client.get("/audit/export.csv?action=subject."),
@@ -597,7 +583,8 @@ def test_the_whole_trail_exports_as_jsonl_and_csv_on_the_web_and_the_api(world, 
         rows = list(csv.DictReader(io.StringIO(rest)))
         assert tuple(rows[0].keys()) == CSV_COLUMNS
         assert [int(r["seq"]) for r in rows] == sorted(sql_seqs("action LIKE 'subject.%'"))
-        assert header["count"] == len(rows)
+        assert header["count"] == len(rows) and header["filtered"] is True
+        assert _verify(body).ok
         # The CSV carries the same events as the JSON Lines export (same hashes).
         by_seq = {json.loads(x)["seq"]: json.loads(x) for x in lines[1:]}
         for row in rows:

@@ -231,7 +231,12 @@ def build_trial(directory: Path, database_url: str, *, discontinues: bool = Fals
 
 
 # Fixed keys, so a trial built once can be copied: its sealed arms and audit MACs stay valid.
-KEYS = {"secret_key": b"S" * 32, "audit_key": b"A" * 32, "blinding_key": b"B" * 32}
+KEYS = {
+    "secret_key": b"S" * 32,
+    "audit_key": b"A" * 32,
+    "blinding_key": b"B" * 32,
+    "audit_signing_key": b"E" * 32,
+}
 # (backend, discontinues) -> (the built database: SQLite bytes or a PostgreSQL template name,
 # the clock at the end of the build)
 _BUILT: dict[tuple[str, bool], tuple[Any, datetime]] = {}

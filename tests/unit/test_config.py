@@ -12,11 +12,12 @@ from iwrs.config import ConfigError, Settings, create_missing_keys, normalize_da
 
 
 def test_init_creates_each_missing_key_once_with_owner_only_mode(tmp_path: Path, monkeypatch):
-    for var in ("IWRS_SECRET_KEY", "IWRS_AUDIT_KEY", "IWRS_BLINDING_KEY"):
+    for var in ("IWRS_SECRET_KEY", "IWRS_AUDIT_KEY", "IWRS_BLINDING_KEY", "IWRS_AUDIT_SIGNING_KEY"):
         monkeypatch.delenv(var, raising=False)
     written = create_missing_keys(tmp_path)
     assert sorted(p.name for p in written) == [
         "audit_key.key",
+        "audit_signing_key.key",
         "blinding_key.key",
         "secret_key.key",
     ]
@@ -26,7 +27,8 @@ def test_init_creates_each_missing_key_once_with_owner_only_mode(tmp_path: Path,
     assert create_missing_keys(tmp_path) == []
     settings = Settings.from_env(instance_path=tmp_path)
     assert settings.missing_keys() == []
-    assert len({settings.secret_key, settings.audit_key, settings.blinding_key}) == 3
+    keys = {settings.secret_key, settings.audit_key, settings.blinding_key}
+    assert len(keys | {settings.audit_signing_key}) == 4
 
 
 def test_key_from_environment_wins_over_file(tmp_path: Path, monkeypatch):
@@ -43,7 +45,13 @@ def test_malformed_key_is_refused_by_name(tmp_path: Path, monkeypatch, value, me
 
 
 def test_server_refuses_to_start_without_keys(tmp_path: Path, monkeypatch):
-    for var in ("IWRS_SECRET_KEY", "IWRS_AUDIT_KEY", "IWRS_BLINDING_KEY", "FLASK_RUN_FROM_CLI"):
+    for var in (
+        "IWRS_SECRET_KEY",
+        "IWRS_AUDIT_KEY",
+        "IWRS_BLINDING_KEY",
+        "IWRS_AUDIT_SIGNING_KEY",
+        "FLASK_RUN_FROM_CLI",
+    ):
         monkeypatch.delenv(var, raising=False)
     settings = Settings(instance_path=tmp_path, database_url=f"sqlite:///{tmp_path}/x.sqlite")
     with pytest.raises(ConfigError, match="missing key\\(s\\): secret_key, audit_key"):
@@ -60,3 +68,18 @@ def test_postgres_urls_use_psycopg3():
     assert normalize_database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_database_url("sqlite:///x") == "sqlite:///x"
+
+
+def test_checkpoint_settings_and_the_signing_key_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("IWRS_AUDIT_SIGNING_KEY", "cd" * 32)
+    monkeypatch.setenv("IWRS_CHECKPOINT_EVERY_EVENTS", "40")
+    monkeypatch.setenv("IWRS_CHECKPOINT_EVERY_MINUTES", "5")
+    monkeypatch.setenv("IWRS_AUDIT_WITNESS", str(tmp_path / "w.jsonl"))
+    settings = Settings.from_env(instance_path=tmp_path)
+    assert settings.audit_signing_key == bytes.fromhex("cd" * 32)
+    assert settings.checkpoint_every_events == 40
+    assert settings.checkpoint_every.total_seconds() == 300
+    assert settings.witness_file() == tmp_path / "w.jsonl"
+    monkeypatch.setenv("IWRS_CHECKPOINT_EVERY_EVENTS", "many")
+    with pytest.raises(ConfigError, match="IWRS_CHECKPOINT_EVERY_EVENTS"):
+        Settings.from_env(instance_path=tmp_path)

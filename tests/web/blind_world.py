@@ -56,6 +56,7 @@ KEYS = {
     "secret_key": b"S" * 32,
     "audit_key": b"A" * 32,
     "blinding_key": b"B" * 32,
+    "audit_signing_key": b"E" * 32,
 }
 SHIPPED_PROTOCOL = Path(__file__).resolve().parents[2] / "iwrs" / "protocols" / "gensci048-204.toml"
 

@@ -148,3 +148,13 @@ class AuditExport(MethodView):
         filters = audit_views.Filters.parse({k: str(v) for k, v in query.items() if k != "before"})
         content, media = audit_views.export(filters, kind=kind, actor=Actor.of(current_user))
         return Response(content, mimetype=media)
+
+
+@blp.route("/audit/public-key")
+class AuditPublicKey(MethodView):
+    @blp.response(200, content_type="application/x-pem-file")
+    def get(self):  # type: ignore[no-untyped-def]
+        """The Ed25519 public key (PEM) that verifies signed exports and checkpoints; public."""
+        from iwrs import audit_anchor
+
+        return Response(audit_anchor.public_key_pem(), mimetype="application/x-pem-file")
