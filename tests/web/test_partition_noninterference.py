@@ -1,0 +1,286 @@
+"""Partition-world noninterference (DESIGN.md rule 2; issue 10): a blinded role must not learn
+*who shares an arm*. The mirror worlds (test_noninterference.py) swap every arm; here pairs of
+worlds differ in ONE slot's arm, so two subjects share an arm in one world and not in the other.
+
+The worlds (tests/web/partition_world.py) replay the same script at one site near its resupply
+trigger, with three blinded lots of different expiry, each holding both treatments: randomize,
+dispense at visits (early in the window, a replacement, an unscheduled kit), receive shipments,
+expire a lot at the site, run the daily jobs at fixed times, and let the pharmacist probe for
+unscheduled kits on free text. A subject whose arm differs necessarily receives another
+physical kit, so every kit number is replaced by a neutral label (its lot and the order in
+which it first appears). Everything else must be identical: the audit trail with its times and
+actors, shipments (timing, size, attribution, lots), kit events, alerts, stock by lot and state,
+the lot each kit was drawn from, expiry runs, and every page, API answer and export each
+blinded role can fetch (tests/web/blind_world.py `crawl`).
+
+What a shelf at the very end of a lot can still reveal. The guarantee holds while the lot a kit
+is drawn from still holds kits of both treatments (the scenario asserts it at every draw). Kit
+choice is first-expiry-first-out by LOT across both arms: the lot is the earliest usable one at
+the site, whatever the arms, and the kit is drawn at random among that lot's kits of the slot's
+arm. So the lot every subject's kit comes from is a function of the shelf alone, and the kit
+numbers left behind are a uniformly random subset: a pharmacist who sees them learns nothing.
+When the earliest lot holds kits of one treatment only (its last kits), a subject of the other
+arm must get a kit of a later lot while earlier kits stay on the shelf: that tells the pharmacist
+that the kits left in the earlier lot and that subject's kit differ in treatment, and that the
+subjects who drew the earlier lot's other kits share... nothing more than the lot's remaining
+count allows. The exposure is bounded: it arises only in the last kits of a lot at a site (at
+most the lot's imbalance at that site, which shipping both treatments of a lot together and
+shipping each lot in equal numbers per arm keeps to a kit or two), it names the remaining kits
+of one lot, never a subject's arm by itself, and it ends when the lot expires or the next lot
+arrives. Sites see it less when lots are shipped in balanced pairs and the do-not-dispense
+margin retires a lot's last kits before they are needed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.web.blind_world import START, STATISTICIAN, Fetched, crawl, fresh_databases, normalize
+from tests.web.partition_world import (
+    PROBE_DAY,
+    ROLES,
+    SITE,
+    SUBJECTS,
+    VARIANTS,
+    PartitionWorld,
+    Relabeller,
+    arms_of,
+    build_partition_world,
+    ledgers,
+    relabeller,
+)
+
+Worlds = dict[str | None, tuple[PartitionWorld, Relabeller]]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def worlds(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worlds]:
+    directory = tmp_path_factory.mktemp("partition-worlds")
+    names: list[str | None] = [None, *VARIANTS]
+    with fresh_databases(request, request.param, directory, len(names)) as urls:
+        built = {}
+        for name, url in zip(names, urls, strict=True):
+            world = build_partition_world(directory / (name or "base"), url, variant=name)
+            assert isinstance(world, PartitionWorld)
+            built[name] = (world, relabeller(world))
+        yield built
+        for world, _ in built.values():
+            world.dispose()
+
+
+def _pair(worlds: Worlds, variant: str) -> tuple[tuple[PartitionWorld, Relabeller], ...]:
+    return worlds[None], worlds[variant]
+
+
+# --- the worlds are what they claim to be -------------------------------------------------------
+
+
+def _subject_arms(world: PartitionWorld) -> dict[str, str]:
+    from iwrs.db import read_session
+    from iwrs.models.randomization import Randomization, RandomizationSlot
+    from iwrs.services.randomization import slot_arm
+
+    with world.app.app_context():
+        session = read_session()
+        by_id = {v: k for k, v in world.subject_ids.items()}
+        return {
+            by_id[r.subject_id]: slot_arm(session.get(RandomizationSlot, r.slot_id))
+            for r in session.scalars(select(Randomization))
+        }
+
+
+def _kit_treatments(world: PartitionWorld) -> dict[str, str]:
+    from iwrs.db import read_session
+    from iwrs.models.supply import Kit
+    from iwrs.services.supply import treatment_of
+
+    with world.app.app_context():
+        return {k.number: treatment_of(k) for k in read_session().scalars(select(Kit))}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_variant_world_changes_who_shares_an_arm(worlds, variant):
+    """One slot's arm differs; every subject was randomized; the kits are the same kits."""
+    (base, _), (other, _) = _pair(worlds, variant)
+    arms = _subject_arms(base), _subject_arms(other)
+    assert arms[0] == arms_of(None) and arms[1] == arms_of(variant)
+    assert [key for key, _ in SUBJECTS if arms[0][key] != arms[1][key]] == [variant]
+
+    def sharing(by_subject: dict[str, str]) -> set[frozenset[str]]:
+        keys = sorted(by_subject)
+        return {
+            frozenset((a, b))
+            for a in keys
+            for b in keys
+            if a < b and by_subject[a] == by_subject[b]
+        }
+
+    assert sharing(arms[0]) != sharing(arms[1])
+    assert _kit_treatments(base) == _kit_treatments(other)
+
+
+def test_every_kit_was_drawn_from_a_lot_holding_both_treatments(worlds):
+    """The scenario stays where the guarantee holds: at every dispensing, in every world, the
+    site's available kits of the drawn kit's lot held both treatments just before the draw
+    (the pharmacist's free-text probe at the end excepted: it may empty the shelf of an arm)."""
+    probe_day = START.replace(hour=0) + timedelta(days=PROBE_DAY)
+    from iwrs.db import read_session
+    from iwrs.models.supply import Kit, KitEvent, Lot
+
+    for world, _ in worlds.values():
+        treatments = _kit_treatments(world)
+        with world.app.app_context():
+            session = read_session()
+            lots = {
+                a: b
+                for a, b in session.execute(
+                    select(Kit.id, Lot.code).join(Lot, Kit.lot_id == Lot.id)
+                )
+            }
+            numbers = {a: b for a, b in session.execute(select(Kit.id, Kit.number))}
+            shelf: dict[str, set[int]] = defaultdict(set)
+            draws = 0
+            for event in session.scalars(
+                select(KitEvent).where(KitEvent.at < probe_day).order_by(KitEvent.id)
+            ):
+                lot = lots[event.kit_id]
+                if event.action == "dispense":
+                    held = {treatments[numbers[k]] for k in shelf[lot]}
+                    assert len(held) == 2, (world.variant, lot, event.at)
+                    draws += 1
+                if event.to_state == "available":
+                    shelf[lot].add(event.kit_id)
+                else:
+                    shelf[lot].discard(event.kit_id)
+            assert draws >= 12
+
+
+def test_the_statistician_sees_the_worlds_differ(worlds):
+    """The unblinded list page does change: proof that a crawl could see a difference."""
+    pages = {}
+    for name, (world, _) in worlds.items():
+        response = world.client(STATISTICIAN).get("/lists/")
+        assert response.status_code == 200
+        pages[name] = normalize(response.get_data(as_text=True))
+    assert all(pages[variant] != pages[None] for variant in VARIANTS)
+
+
+# --- the records, with times and actors -----------------------------------------------------------
+
+PARTS = [
+    "audit trail",
+    "shipments",
+    "kit events",
+    "alerts",
+    "kits at sites and with subjects",
+    "depot stock by lot",
+    "dispensations",
+]
+
+
+def _first_differences(a: list[Any], b: list[Any], limit: int = 6) -> str:
+    lines = [f"{len(a)} vs {len(b)} records"]
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            lines.append(f"#{index}\n  base:    {x}\n  variant: {y}")
+            if len(lines) > limit:
+                break
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("part", PARTS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_records_are_the_same_up_to_kit_labels(worlds, variant, part):
+    (base, base_labels), (other, other_labels) = _pair(worlds, variant)
+    a = ledgers(base, base_labels)[part]
+    b = ledgers(other, other_labels)[part]
+    assert a, f"the scenario left no {part}"
+    assert a == b, _first_differences(a, b)
+
+
+def test_the_free_text_probe_reads_the_same(worlds):
+    """Asking for unscheduled kits on free text alone gets the same answers in every world."""
+    probes = {name: world.probe for name, (world, _) in worlds.items()}
+    assert len({tuple(p) for p in probes.values()}) == 1, probes
+
+
+# --- everything a blinded role can fetch -----------------------------------------------------------
+
+
+def _relabelled(fetched: Fetched, labels: Relabeller) -> Fetched:
+    headers = tuple((name, labels.text(value)) for name, value in fetched.headers)
+    kind = dict(fetched.headers).get("Content-Type", "")
+    body = fetched.body
+    if "json" in kind and "jsonl" not in kind and "ndjson" not in kind:
+        try:
+            body = json.dumps(labels.value(json.loads(body)), sort_keys=True, indent=1)
+        except ValueError:
+            body = labels.text(body)
+    elif "jsonl" in kind or "ndjson" in kind:
+        body = "\n".join(
+            json.dumps(labels.value(json.loads(line)), sort_keys=True) if line.strip() else line
+            for line in body.split("\n")
+        )
+    else:
+        body = labels.text(body)
+    return Fetched(fetched.status, headers, body)
+
+
+def _explain(a: dict[str, Fetched], b: dict[str, Fetched], differing: list[str]) -> str:
+    lines = [f"{len(differing)} URL(s) differ between the partition worlds:"]
+    lines += [f"  {url}" for url in differing[:40]]
+    for url in differing[:5]:
+        x, y = a.get(url), b.get(url)
+        lines.append(f"--- {url}")
+        if x is None or y is None:
+            lines.append(
+                f"  reached in only one world: base={x is not None} variant={y is not None}"
+            )
+            continue
+        if x.status != y.status:
+            lines.append(f"  status {x.status} != {y.status}")
+        if x.headers != y.headers:
+            lines.append(f"  headers {x.headers} != {y.headers}")
+        lines += list(
+            difflib.unified_diff(
+                x.body.splitlines(), y.body.splitlines(), "base", "variant", n=0, lineterm=""
+            )
+        )[:30]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_blinded_role_fetches_the_same_up_to_kit_labels(worlds, variant, role):
+    (base, base_labels), (other, other_labels) = _pair(worlds, variant)
+    username = ROLES[role]
+    a = {url: _relabelled(f, base_labels) for url, f in crawl(base, username).items()}
+    b = {url: _relabelled(f, other_labels) for url, f in crawl(other, username).items()}
+    assert sum(1 for f in a.values() if f.status == 200) >= 10, "the crawl reached too little"
+    differing = sorted(url for url in a.keys() | b.keys() if a.get(url) != b.get(url))
+    assert not differing, _explain(a, b, differing)
+
+
+def test_the_relabelling_keeps_what_it_must(worlds):
+    """Labels name the lot; the trail export names kits only by label after relabelling, and a
+    kit's label is the same wherever it appears (so a leak through which kit is which shows)."""
+    world, labels = worlds[None]
+    assert all(
+        label.startswith(("PKG-0101/", "PKG-0102/", "PKG-0103/")) for label in labels.label.values()
+    )
+    assert len(set(labels.label.values())) == len(labels.label)
+    response = world.client(ROLES["auditor"]).get("/audit/export.jsonl")
+    assert response.status_code == 200
+    text = labels.text(response.get_data(as_text=True))
+    assert not any(number in text for number in labels.label)
+    assert SITE in text
