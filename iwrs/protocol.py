@@ -117,6 +117,8 @@ class Protocol:
     default_resupply_policy: str
     predictive_randomizations_per_week: float
     predictive_safety_stock: int
+    extra_kits_per_visit: int
+    lot_balance_tolerance: int
     initial_shipment: tuple[SupplyLevel, ...]
     resupply: tuple[SupplyLevel, ...]
     rescreens_allowed: int
@@ -395,6 +397,7 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
                 f"{where}: {policy!r} is not a resupply policy ({', '.join(RESUPPLY_POLICIES)})"
             )
     predictive = supply.get("predictive", {}) if isinstance(supply, dict) else {}
+    kits_t = supply.get("kits", {}) if isinstance(supply, dict) else {}
 
     planned = r.get(study, "planned_enrolment", int, "study", minimum=1)
     cap = r.get(study, "enrolment_cap", int, "study", minimum=1)
@@ -439,6 +442,12 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
         ),
         predictive_safety_stock=r.get(
             predictive, "safety_stock", int, "supply.predictive", default=1, minimum=0
+        ),
+        extra_kits_per_visit=r.get(
+            kits_t, "extra_kits_per_visit", int, "supply.kits", default=1, minimum=0
+        ),
+        lot_balance_tolerance=r.get(
+            kits_t, "lot_balance_tolerance", int, "supply.kits", default=2, minimum=0
         ),
         initial_shipment=levels_initial,
         resupply=levels_resupply,

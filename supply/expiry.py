@@ -1,4 +1,5 @@
-"""Expiry rules: when a kit is expired, may be shipped, may be dispensed; which kit goes first.
+"""Expiry rules: when a kit is expired, may be shipped, may be dispensed (which kit goes first:
+`supply.kit_choice`).
 
 The rule of the day: a kit is usable through its expiry date and expired from the next day on.
 The shipping and dispensing rules use the same reading: a kit passes when it is still usable on
@@ -16,12 +17,11 @@ holds an expired kit before the next one is dispensed. "today" is always passed 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 
 from supply.states import KitAction, KitPosition, can
 
-__all__ = ["can_dispense", "can_dispense_kit", "can_ship", "choose_kit", "is_expired"]
+__all__ = ["can_dispense", "can_dispense_kit", "can_ship", "is_expired"]
 
 
 def is_expired(expiry: date, today: date) -> bool:
@@ -65,22 +65,3 @@ def can_dispense_kit(
     return can(position, KitAction.DISPENSE) and can_dispense(
         expiry, today, next_visit=next_visit, do_not_dispense_days=do_not_dispense_days
     )
-
-
-def choose_kit(candidates: Sequence[tuple[str, date]], *, rng_index: Callable[[int], int]) -> str:
-    """First expiry, first out: the kit number expiring first among dispensable `candidates`.
-
-    Kits sharing the earliest expiry are sorted by number and one is picked by rng_index(n),
-    which must return an index in [0, n): a seedable source passed by the caller, so which kit
-    of a tie goes out is not predictable from the numbers yet reproducible in tests.
-    """
-    if not candidates:
-        raise ValueError("no dispensable kit to choose from")
-    first = min(expiry for _, expiry in candidates)
-    tied = sorted({kit for kit, expiry in candidates if expiry == first})
-    if len(tied) == 1:
-        return tied[0]
-    index = rng_index(len(tied))
-    if not 0 <= index < len(tied):
-        raise ValueError(f"rng_index({len(tied)}) returned {index}, outside 0..{len(tied) - 1}")
-    return tied[index]

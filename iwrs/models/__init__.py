@@ -3,6 +3,7 @@
 from iwrs.models.audit import AuditChainHead, AuditCheckpoint, AuditEvent
 from iwrs.models.randomization import (
     Dispensation,
+    KitRequest,
     Randomization,
     RandomizationList,
     RandomizationSlot,
@@ -26,6 +27,7 @@ __all__ = [
     "EligibilityAssessment",
     "Kit",
     "KitEvent",
+    "KitRequest",
     "Lot",
     "Notification",
     "Outcome",

@@ -89,3 +89,21 @@ class Dispensation(Base):
     dispensed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     dispensed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class KitRequest(Base):
+    """An investigator's signed request for an unscheduled or replacement kit at a visit; the
+    pharmacist's dispensation fulfils it (once)."""
+
+    __tablename__ = "kit_request"
+    __table_args__ = (Index("ix_kit_request_subject", "subject_id", "visit_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"))
+    visit_code: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # unscheduled | replacement
+    reason: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+    dispensation_id: Mapped[int | None] = mapped_column(ForeignKey("dispensation.id"), unique=True)

@@ -7,31 +7,45 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from blinding.kits import is_valid_kit_number
 from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission, require_site
-from iwrs.db import transaction
+from iwrs.db import read_session, transaction
 from iwrs.errors import Conflict, InvalidInput, NotFound
-from iwrs.models.randomization import Dispensation, Randomization, RandomizationSlot
+from iwrs.models.randomization import (
+    Dispensation,
+    KitRequest,
+    Randomization,
+    RandomizationSlot,
+)
 from iwrs.models.sites import Site, SiteStatus
 from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.models.supply import Kit
 from iwrs.services.randomization import (
+    VisitPlan,
     next_dosing_visit,
     slot_arm,
     tie_break,
     visit_plan,
 )
 from iwrs.services.shipments import evaluate_resupply
-from iwrs.services.supply import _apply, acting_user, dispensable_by_arm, open_alert
-from supply.expiry import choose_kit
+from iwrs.services.supply import (
+    ShelfTreatments,
+    _apply,
+    acting_user,
+    dispensable_shelf,
+    open_alert,
+    protocol,
+)
+from iwrs.services.users import confirm_signature, sign
 from supply.states import KitAction, Place
 
 KINDS = ("scheduled", "unscheduled", "replacement")
+EXTRA_KINDS = KINDS[1:]
 NO_KIT = (
     "no dispensable kit for subject {subject} at site {site}: nothing was dispensed; the supply "
     "manager has been alerted"
@@ -75,19 +89,57 @@ def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, 
     return subject, randomization
 
 
+def _open_request(session: Session, subject: Subject, visit_code: str, kind: str) -> KitRequest:
+    """The investigator's signed request an unscheduled or replacement kit fulfils (oldest)."""
+    request = session.scalars(
+        select(KitRequest)
+        .where(
+            KitRequest.subject_id == subject.id,
+            KitRequest.visit_code == visit_code,
+            KitRequest.kind == kind,
+            KitRequest.dispensation_id.is_(None),
+        )
+        .order_by(KitRequest.id)
+        .with_for_update()
+    ).first()
+    if request is None:
+        raise Conflict(
+            f"kind: a {kind} kit for {subject.screening_number} at {visit_code} needs the "
+            "investigator's signed request first",
+            field="kind",
+            rule="investigator_request",
+        )
+    return request
+
+
+def _refuse_for_stock(session: Session, site: Site, subject: Subject, actor: Actor) -> Conflict:
+    """No kit of the subject's arm: alert and refuse in words, field and rule that are the
+    same whatever the arm (the refusal must not tell which arm is short)."""
+    open_alert(
+        session,
+        kind="site_stock_dispensing",
+        site_id=site.id,
+        actor=actor,
+        message=f"Site {site.code} could not dispense a kit at a visit; ship kits to the site.",
+    )
+    evaluate_resupply(session, site, actor=actor)
+    return Conflict(
+        NO_KIT.format(subject=subject.screening_number, site=site.code),
+        field="site",
+        rule="site_stock",
+    )
+
+
 def dispense(
     *, actor: Actor, subject_id: int, visit_code: str, kind: str = "scheduled", reason: str = ""
 ) -> DispenseResult:
-    """Pick a dispensable kit of the subject's treatment at the site (first expiry first out)
-    and record it dispensed at the visit; the pharmacist then confirms the kit number."""
+    """Pick a dispensable kit of the subject's treatment at the site (first expiry first out
+    by lot, `supply.kit_choice`) and record it dispensed at the visit; the pharmacist then
+    confirms the kit number. An unscheduled or replacement kit fulfils the investigator's
+    signed request (`request_extra_kit`), whose reason it carries; `reason` is the
+    pharmacist's for a scheduled kit out of its window."""
     if kind not in KINDS:
         raise InvalidInput(f"kind: must be one of {', '.join(KINDS)}", field="kind", rule="choice")
-    if kind != "scheduled" and not reason.strip():
-        raise InvalidInput(
-            "reason: unscheduled and replacement kits need a reason",
-            field="reason",
-            rule="required",
-        )
     refusal: Conflict | None = None
     with transaction() as session:
         subject, randomization = _subject(session, actor, subject_id)
@@ -97,14 +149,8 @@ def dispense(
         if site.status != SiteStatus.ACTIVE:
             raise Conflict(f"site {site.code} is {site.status}", field="site", rule="site_active")
         day1 = date.fromisoformat(randomization.randomized_on)
-        plan = {v.code: v for v in visit_plan(day1)}
-        visit = plan.get(visit_code)
-        if visit is None or not visit.kits:
-            raise InvalidInput(
-                f"visit_code: {visit_code!r} is not a dosing visit of the protocol",
-                field="visit_code",
-                rule="dosing_visit",
-            )
+        visit = _dosing_visit(day1, visit_code)
+        request = None if kind == "scheduled" else _open_request(session, subject, visit_code, kind)
         done = session.scalars(
             select(Dispensation).where(
                 Dispensation.subject_id == subject.id,
@@ -128,31 +174,18 @@ def dispense(
                 field="reason",
                 rule="out_of_window",
             )
+        why = request.reason if request is not None else reason.strip()
         slot = session.get(RandomizationSlot, randomization.slot_id)
         assert slot is not None
-        arm = slot_arm(slot)
-        stock = dispensable_by_arm(
-            session, site.id, today=today, next_visit=next_dosing_visit(day1, today)
+        shelf = ShelfTreatments(
+            dispensable_shelf(
+                session, site.id, today=today, next_visit=next_dosing_visit(day1, today)
+            )
         )
-        candidates = stock.get(arm, [])
-        if not candidates:
-            open_alert(
-                session,
-                kind="site_stock_dispensing",
-                site_id=site.id,
-                actor=actor,
-                message=f"Site {site.code} could not dispense a kit at a visit; ship "
-                "kits to the site.",
-            )
-            evaluate_resupply(session, site, actor=actor)
-            refusal = Conflict(
-                NO_KIT.format(subject=subject.screening_number, site=site.code),
-                field="site",
-                rule="site_stock",
-            )
+        kit = shelf.pick(slot_arm(slot), tie_break())
+        if kit is None:
+            refusal = _refuse_for_stock(session, site, subject, actor)
         else:
-            number = choose_kit([(k.number, e) for k, e in candidates], rng_index=tie_break())
-            kit = next(k for k, _ in candidates if k.number == number)
             _apply(
                 session,
                 kit,
@@ -166,13 +199,23 @@ def dispense(
                 kit_id=kit.id,
                 visit_code=visit_code,
                 kind=kind,
-                reason=reason.strip() or None,
+                reason=why or None,
                 out_of_window=out_of_window,
                 dispensed_at=clock.now(),
                 dispensed_by_id=actor.user_id,
             )
             session.add(row)
             session.flush()
+            after: dict[str, object] = {
+                "subject": subject.screening_number,
+                "visit": visit_code,
+                "kind": kind,
+                "kit": kit.number,
+                "out_of_window": out_of_window,
+            }
+            if request is not None:
+                request.dispensation_id = row.id
+                after["kit_request"] = request.id
             audit.record(
                 session,
                 actor=actor,
@@ -181,14 +224,8 @@ def dispense(
                 entity_id=row.id,
                 site_id=site.id,
                 subject_id=subject.id,
-                reason=reason.strip() or None,
-                after={
-                    "subject": subject.screening_number,
-                    "visit": visit_code,
-                    "kind": kind,
-                    "kit": kit.number,
-                    "out_of_window": out_of_window,
-                },
+                reason=why or None,
+                after=after,
             )
             evaluate_resupply(session, site, actor=actor)
             result = DispenseResult(
@@ -197,6 +234,121 @@ def dispense(
     if refusal is not None:
         raise refusal
     return result
+
+
+def _dosing_visit(day1: date, visit_code: str) -> VisitPlan:
+    visit = {v.code: v for v in visit_plan(day1)}.get(visit_code)
+    if visit is None or not visit.kits:
+        raise InvalidInput(
+            f"visit_code: {visit_code!r} is not a dosing visit of the protocol",
+            field="visit_code",
+            rule="dosing_visit",
+        )
+    return visit
+
+
+def _requester(session: Session, actor: Actor, subject_id: int, *, lock: bool) -> Subject:
+    """The subject, if the actor is an investigator of its site and it is on study treatment."""
+    user = acting_user(session, actor, Permission.RANDOMIZE)
+    query = select(Subject).where(Subject.id == subject_id)
+    subject = session.scalars(query.with_for_update() if lock else query).first()
+    if subject is None:
+        raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
+    require_site(user, subject.site_id)
+    if subject.status != SubjectStatus.RANDOMIZED or subject.treatment_discontinued_at:
+        raise Conflict(
+            f"subject {subject.screening_number} is not on study treatment",
+            field="subject_id",
+            rule="on_treatment",
+        )
+    return subject
+
+
+def request_extra_kit(
+    *,
+    actor: Actor,
+    subject_id: int,
+    visit_code: str,
+    kind: str,
+    reason: str,
+    signer_password: str,
+) -> KitRequest:
+    """The investigator asks, with a reason and an e-signature, for an unscheduled or
+    replacement kit at a dosing visit; at most the protocol's `extra_kits_per_visit` per
+    subject and visit (rule replacement_limit). Every request alerts the supply manager.
+    The pharmacist then dispenses it (`dispense`, same kind) and confirms the kit in hand."""
+    if kind not in EXTRA_KINDS:
+        raise InvalidInput(
+            f"kind: must be one of {', '.join(EXTRA_KINDS)}", field="kind", rule="choice"
+        )
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    # Who may ask is settled before the signature: a refused role never reaches it.
+    _requester(read_session(), actor, subject_id, lock=False)
+    confirm_signature(signer_id=actor.user_id, password=signer_password)
+    limit = protocol().extra_kits_per_visit
+    with transaction() as session:
+        subject = _requester(session, actor, subject_id, lock=True)
+        randomization = session.scalars(
+            select(Randomization).where(Randomization.subject_id == subject.id)
+        ).one()
+        _dosing_visit(date.fromisoformat(randomization.randomized_on), visit_code)
+        earlier = (
+            session.scalar(
+                select(func.count())
+                .select_from(KitRequest)
+                .where(KitRequest.subject_id == subject.id, KitRequest.visit_code == visit_code)
+            )
+            or 0
+        )
+        if earlier >= limit:
+            raise Conflict(
+                f"visit_code: {subject.screening_number} has had {earlier} unscheduled or "
+                f"replacement kit(s) at {visit_code}; the protocol allows {limit} per visit",
+                field="visit_code",
+                rule="replacement_limit",
+            )
+        site = session.get(Site, subject.site_id)
+        assert site is not None
+        row = KitRequest(
+            subject_id=subject.id,
+            visit_code=visit_code,
+            kind=kind,
+            reason=reason.strip(),
+            requested_at=clock.now(),
+            requested_by_id=actor.user_id,
+        )
+        session.add(row)
+        session.flush()
+        row.signature_id = sign(
+            session,
+            actor=actor,
+            meaning=f"I request a {kind} kit for subject {subject.screening_number} at "
+            f"visit {visit_code}",
+            entity_type="kit_request",
+            entity_id=row.id,
+        ).id
+        audit.record(
+            session,
+            actor=actor,
+            action="kit.requested",
+            entity_type="kit_request",
+            entity_id=row.id,
+            site_id=site.id,
+            subject_id=subject.id,
+            reason=row.reason,
+            after={"subject": subject.screening_number, "visit": visit_code, "kind": kind},
+        )
+        open_alert(
+            session,
+            kind="kit_requested",
+            site_id=site.id,
+            actor=actor,
+            once=False,
+            message=f"Site {site.code}: an investigator requested a {kind} kit at visit "
+            f"{visit_code}.",
+        )
+        return row
 
 
 def confirm_kit(*, actor: Actor, dispensation_id: int, kit_number: str) -> Dispensation:

@@ -38,16 +38,16 @@ from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.services.shipments import evaluate_resupply
 from iwrs.services.subjects import _investigator, require_confirmed_eligible
 from iwrs.services.supply import (
+    ShelfTreatments,
     _apply,
     acting_user,
-    dispensable_by_arm,
+    dispensable_shelf,
     open_alert,
     protocol,
     sealer,
     treatment_of,
 )
 from iwrs.services.users import confirm_signature, sign
-from supply.expiry import choose_kit
 from supply.states import KitAction, Place
 
 SLOT_CONTEXT = "slot:{list_id}:{stratum}:{sequence}"
@@ -500,8 +500,8 @@ def _randomize(
     today = clock.today()
     # Stock of EVERY arm, checked before the list is consulted: a refusal never hints at an arm.
     visit2 = next_dosing_visit(today, today)
-    stock = dispensable_by_arm(session, site.id, today=today, next_visit=visit2)
-    if any(not stock.get(arm) for arm, _ in _arms()):
+    shelf = ShelfTreatments(dispensable_shelf(session, site.id, today=today, next_visit=visit2))
+    if shelf.arms_in_stock() != {arm for arm, _ in _arms()}:
         open_alert(
             session,
             kind="site_stock_randomization",
@@ -558,17 +558,16 @@ def _randomize(
             rule="integrity",
         )
     arm = slot_arm(slot)
-    candidates = stock[arm]
-    number = choose_kit([(k.number, e) for k, e in candidates], rng_index=tie_break())
-    kit = next(k for k, _ in candidates if k.number == number)
-    if treatment_of(kit) != arm:  # defence in depth: the sealed kit must match the slot
+    kit = shelf.pick(arm, tie_break())  # first expiry first out by lot, across every arm
+    # Defence in depth: the sealed kit must match the slot.
+    if kit is None or treatment_of(kit) != arm:
         open_alert(
             session,
             kind="kit_mismatch",
             site_id=site.id,
             actor=actor,
-            message=f"Kit {kit.number} failed the treatment check at randomization; "
-            "quarantine the site's stock and call the unblinded team.",
+            message=f"Kit {kit.number if kit else '?'} failed the treatment check at "
+            "randomization; quarantine the site's stock and call the unblinded team.",
         )
         raise _Refusal(
             Conflict(

@@ -5,7 +5,7 @@ event, audited in the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 
 from flask import current_app
@@ -23,7 +23,8 @@ from iwrs.models.sites import Depot, Site
 from iwrs.models.supply import Kit, KitEvent, Lot, SupplyAlert
 from iwrs.models.users import User
 from iwrs.protocol import Protocol
-from supply import expiry
+from supply import expiry, kit_choice
+from supply.kit_choice import ShelfKit
 from supply.ledger import KitEvent as LedgerEvent
 from supply.states import (
     IllegalTransition,
@@ -469,10 +470,61 @@ def dispensable_by_arm(
     return by_arm
 
 
+def dispensable_shelf(
+    session: Session, site_id: int, *, today: date, next_visit: date | None = None
+) -> list[tuple[Kit, ShelfKit]]:
+    """The site's dispensable kits of every arm, as blinded users see them (nothing unsealed)."""
+    rows = session.execute(
+        select(Kit, Lot.code, Lot.expiry)
+        .join(Lot, Kit.lot_id == Lot.id)
+        .where(Kit.place_kind == "site", Kit.place_id == site_id, Kit.state == KitState.AVAILABLE)
+        .order_by(Kit.number)
+    ).all()
+    days = protocol().do_not_dispense_days
+    return [
+        (kit, ShelfKit(kit.number, lot_code, lot_expiry))
+        for kit, lot_code, lot_expiry in rows
+        if expiry.can_dispense(lot_expiry, today, next_visit=next_visit, do_not_dispense_days=days)
+    ]
+
+
+class ShelfTreatments:
+    """Unseals a shelf's kits on demand, each at most once (kit choice reads lot by lot)."""
+
+    def __init__(self, shelf: Sequence[tuple[Kit, ShelfKit]]) -> None:
+        self.kits = {kit.number: kit for kit, _ in shelf}
+        self.shelf = [entry for _, entry in shelf]
+        self._known: dict[str, str] = {}
+
+    def __call__(self, number: str) -> str:
+        if number not in self._known:
+            self._known[number] = treatment_of(self.kits[number])
+        return self._known[number]
+
+    def arms_in_stock(self) -> frozenset[str]:
+        """The arms with a dispensable kit on the shelf (stops unsealing once all are found)."""
+        return kit_choice.arms_on_shelf(
+            self.shelf, arms=[a.code for a in protocol().arms], treatment_of=self
+        )
+
+    def pick(self, arm: str, rng_index: Callable[[int], int]) -> Kit | None:
+        """The kit for a slot of `arm` by `supply.kit_choice.choose_kit`, or None."""
+        number = kit_choice.choose_kit(self.shelf, arm=arm, treatment_of=self, rng_index=rng_index)
+        return None if number is None else self.kits[number]
+
+
 def open_alert(
-    session: Session, *, kind: str, site_id: int | None, message: str, actor: Actor
+    session: Session,
+    *,
+    kind: str,
+    site_id: int | None,
+    message: str,
+    actor: Actor,
+    once: bool = True,
 ) -> SupplyAlert:
-    """Raise an alert for the supply manager (worded for blinded readers), once while open."""
+    """Raise an alert for the supply manager (worded for blinded readers); with `once`, only
+    while no alert of the kind is open at the site (an event that must alert every time
+    passes once=False)."""
     existing = session.scalars(
         select(SupplyAlert).where(
             SupplyAlert.kind == kind,
@@ -480,7 +532,7 @@ def open_alert(
             SupplyAlert.resolved_at.is_(None),
         )
     ).first()
-    if existing is not None:
+    if existing is not None and once:
         return existing
     alert = SupplyAlert(kind=kind, site_id=site_id, message=message, created_at=clock.now())
     session.add(alert)

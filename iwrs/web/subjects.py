@@ -243,6 +243,31 @@ def randomization_page(subject_id: int):  # type: ignore[no-untyped-def]
     )
 
 
+@bp.post("/<int:subject_id>/kit-requests")
+@requires(Permission.RANDOMIZE)
+def request_kit(subject_id: int):  # type: ignore[no-untyped-def]
+    from iwrs.services import dispensing
+
+    try:
+        row = dispensing.request_extra_kit(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            visit_code=request.form.get("visit_code", ""),
+            kind=request.form.get("kind", ""),
+            reason=request.form.get("reason", ""),
+            signer_password=request.form.get("signature_password", ""),
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
+    flash(
+        f"{row.kind.capitalize()} kit requested for {row.visit_code}; the pharmacist can "
+        "dispense it now.",
+        "info",
+    )
+    return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
+
+
 @bp.post("/<int:subject_id>/discontinue")
 @requires(Permission.SCREEN_SUBJECTS)
 def discontinue(subject_id: int):  # type: ignore[no-untyped-def]

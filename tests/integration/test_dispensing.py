@@ -12,11 +12,20 @@ from sqlalchemy import func, select
 
 from blinding.kits import is_valid_kit_number
 from iwrs.db import read_session
-from iwrs.errors import Conflict, InvalidInput, NotFound
-from iwrs.models import AuditEvent, Dispensation, Kit, Randomization, RandomizationSlot, SupplyAlert
+from iwrs.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
+from iwrs.models import (
+    AuditEvent,
+    Dispensation,
+    Kit,
+    Randomization,
+    RandomizationSlot,
+    Subject,
+    SupplyAlert,
+)
 from iwrs.services import accountability, dispensing
 from iwrs.services.randomization import slot_arm
 from iwrs.services.supply import treatment_of
+from tests.conftest import PASSWORD
 from tests.integration.randomization_worker import (
     World,
     eligible_subject,
@@ -218,24 +227,92 @@ def test_out_of_window_needs_a_reason_and_is_recorded(world, subject, clock):
     assert event.reason == "subject was in hospital" and '"out_of_window":true' in event.after
 
 
+def request_kit(world: World, subject_id: int, visit: str = "V1", **kw: Any) -> Any:
+    kw.setdefault("kind", "replacement")
+    kw.setdefault("reason", "syringe dropped")
+    kw.setdefault("signer_password", PASSWORD)
+    return dispensing.request_extra_kit(
+        actor=world.actor(kw.pop("by", "inv-CN01")), subject_id=subject_id, visit_code=visit, **kw
+    )
+
+
+def alerts(kind: str) -> list[SupplyAlert]:
+    read_session().rollback()
+    return list(read_session().scalars(select(SupplyAlert).where(SupplyAlert.kind == kind)))
+
+
 @pytest.mark.parametrize("kind", ["replacement", "unscheduled"])
-def test_replacement_and_unscheduled_kits_need_a_reason_and_keep_the_treatment(
+def test_replacement_and_unscheduled_kits_need_the_investigators_signed_request(
     world, subject, clock, kind
 ):
     clock.advance(days=10)
-    error = refused(InvalidInput, dispense, world=world, subject_id=subject, visit="V1", kind=kind)
-    assert (error.field, error.rule) == ("reason", "required")
+    error = refused(Conflict, dispense, world=world, subject_id=subject, visit="V1", kind=kind)
+    assert (error.field, error.rule) == ("kind", "investigator_request")
+    # The pharmacist's free text is no request; only the site's investigator may ask.
     error = refused(
-        InvalidInput, dispense, world=world, subject_id=subject, visit="V1", kind="extra"
+        Conflict, dispense, world=world, subject_id=subject, visit="V1", kind=kind, reason="x"
     )
+    assert error.rule == "investigator_request"
+    for by in ("ph-CN01", "inv-CN02"):
+        assert refused(
+            NotFound, request_kit, world=world, subject_id=subject, by=by, kind=kind
+        ).rule in (
+            "permission",
+            "site_scope",
+        )
+    error = refused(
+        InvalidInput, request_kit, world=world, subject_id=subject, kind=kind, reason=" "
+    )
+    assert (error.field, error.rule) == ("reason", "required")
+    error = refused(InvalidInput, request_kit, world=world, subject_id=subject, kind="scheduled")
     assert (error.field, error.rule) == ("kind", "choice")
-    numbers = [
-        dispense(world, subject, "V1", kind=kind, reason=f"syringe dropped {n}").kit_number
-        for n in range(3)
-    ]
-    assert len(set(numbers)) == 3
-    assert {treatment_of(kit(n)) for n in numbers} == {arm_of(subject)}
-    assert [(d.kind, d.out_of_window) for d in given(subject)[1:]] == [(kind, False)] * 3
+    error = refused(
+        InvalidInput, request_kit, world=world, subject_id=subject, visit="EOT", kind=kind
+    )
+    assert (error.field, error.rule) == ("visit_code", "dosing_visit")
+    with pytest.raises(AuthenticationFailed):
+        request_kit(world, subject, kind=kind, signer_password="wrong password")
+    assert not alerts("kit_requested")
+
+    row = request_kit(world, subject, kind=kind, reason="syringe dropped")
+    assert row.signature_id is not None and row.dispensation_id is None
+    assert [a.site_id for a in alerts("kit_requested")] == [world.sites["CN01"]]
+    # Another kind than the one requested is still refused.
+    other = "unscheduled" if kind == "replacement" else "replacement"
+    refused(Conflict, dispense, world=world, subject_id=subject, visit="V1", kind=other)
+    result = dispense(world, subject, "V1", kind=kind)
+    assert treatment_of(kit(result.kit_number)) == arm_of(subject)
+    (extra,) = given(subject)[1:]
+    assert (extra.kind, extra.reason, extra.out_of_window) == (kind, "syringe dropped", False)
+    # The request is used up: no second kit from it, and the protocol allows one per visit.
+    error = refused(Conflict, dispense, world=world, subject_id=subject, visit="V1", kind=kind)
+    assert error.rule == "investigator_request"
+    error = refused(Conflict, request_kit, world=world, subject_id=subject, kind=kind)
+    assert (error.field, error.rule) == ("visit_code", "replacement_limit")
+    error = refused(Conflict, request_kit, world=world, subject_id=subject, kind=other)
+    assert error.rule == "replacement_limit"
+    # Every request alerts the supply manager, not only the first while one is open.
+    request_kit(world, subject, "V2", kind=kind)
+    assert len(alerts("kit_requested")) == 2
+    events = (
+        read_session().scalars(select(AuditEvent).where(AuditEvent.action == "kit.requested")).all()
+    )
+    assert [(e.username, e.reason) for e in events] == [
+        ("inv-cn01", "syringe dropped"),
+    ] * 2
+
+
+def test_the_limit_per_visit_is_the_protocols(tmp_path, database_url, clock):
+    more = {**PROTOCOL, "extra_kits_per_visit = 1": "extra_kits_per_visit = 2"}
+    w = make_world(tmp_path, database_url, clock, replacements=more)
+    with w.app.app_context():
+        subject_id = eligible_subject(w, "CN01")
+        randomize(w, subject_id)
+        request_kit(w, subject_id)
+        request_kit(w, subject_id, kind="unscheduled")
+        error = refused(Conflict, request_kit, world=w, subject_id=subject_id)
+        assert error.rule == "replacement_limit"
+    w.app.extensions["iwrs.engine"].dispose()
 
 
 def test_a_discontinued_subject_gets_nothing(world, subject, clock):
@@ -256,6 +333,11 @@ def test_a_discontinued_subject_gets_nothing(world, subject, clock):
         assert str(error) == (
             "subject CN01-001 has discontinued study treatment; no kit is dispensed"
         )
+        if kind != "scheduled":
+            error = refused(
+                Conflict, request_kit, world=world, subject_id=subject, visit="V2", kind=kind
+            )
+            assert (error.field, error.rule) == ("subject_id", "on_treatment")
     error = refused(
         Conflict,
         dispensing.discontinue_treatment,
@@ -308,6 +390,81 @@ def test_a_site_without_the_subjects_treatment_refuses_without_naming_it(world, 
     for word in ARMS:
         assert word not in alert.message
     assert [d.visit_code for d in given(subject)] == ["V1"]
+
+
+def _empty_shelf_of(world: World, site: str, arm: str) -> None:
+    read_session().rollback()
+    for k in (
+        read_session()
+        .scalars(select(Kit).where(Kit.place_kind == "site", Kit.place_id == world.sites[site]))
+        .all()
+    ):
+        if treatment_of(k) == arm and k.state == "available":
+            accountability.report_kit(
+                actor=world.actor(f"ph-{site}"), kit_number=k.number, lost=True, reason="lost"
+            )
+
+
+def _refusal_seen(world: World, subject_id: int, site: str, kind: str) -> tuple[Any, ...]:
+    """Everything a blinded reader can see of a refused dispensing, the subject and site
+    replaced by placeholders: the exception, its status, field, rule and words, and the audit
+    events and alerts it wrote."""
+    read_session().rollback()
+    seq = read_session().scalar(select(func.max(AuditEvent.seq))) or 0
+    number = read_session().get(Subject, subject_id).screening_number  # type: ignore[union-attr]
+    if kind != "scheduled":
+        request_kit(world, subject_id, "V2", kind=kind, by=f"inv-{site}")
+    with pytest.raises(Conflict) as refusal:
+        dispense(world, subject_id, kind=kind, by=f"ph-{site}")
+    error = refusal.value
+
+    def neutral(text: str | None) -> str | None:
+        if text is None:
+            return None
+        return text.replace(number, "<subject>").replace(site, "<site>")
+
+    read_session().rollback()
+    events = read_session().scalars(
+        select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq)
+    )
+    return (
+        type(error),
+        error.status,
+        error.field,
+        error.rule,
+        neutral(str(error)),
+        [
+            (e.action, e.entity_type, e.username.replace(site.lower(), "<site>"), neutral(e.after))
+            for e in events
+            if e.action not in ("kit.requested", "esign.signed")
+        ],
+        sorted(
+            (a.kind, neutral(a.message))
+            for a in alerts("site_stock_dispensing")
+            if a.site_id == world.sites[site]
+        ),
+    )
+
+
+@pytest.mark.parametrize("kind", ["scheduled", "unscheduled"])
+def test_a_refusal_for_stock_is_the_same_whatever_the_arm(world, clock, kind):
+    first = eligible_subject(world, "CN01")
+    randomize(world, first)
+    other = None
+    while other is None:  # a subject of the other arm, at the other site
+        candidate = eligible_subject(world, "CN02")
+        randomize(world, candidate)
+        other = candidate if arm_of(candidate) != arm_of(first) else None
+    _empty_shelf_of(world, "CN01", arm_of(first))
+    _empty_shelf_of(world, "CN02", arm_of(other))
+    clock.advance(days=28)
+    seen = [
+        _refusal_seen(world, first, "CN01", kind),
+        _refusal_seen(world, other, "CN02", kind),
+    ]
+    assert seen[0][3] == "site_stock"
+    assert seen[0] == seen[1]
+    assert "<subject>" in seen[0][4] and seen[0][5]  # the comparison saw words and events
 
 
 def test_other_sites_pharmacists_get_not_found(world, subject, clock):

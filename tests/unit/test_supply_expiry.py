@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supply.expiry import can_dispense, can_dispense_kit, can_ship, choose_kit, is_expired
+from supply.expiry import can_dispense, can_dispense_kit, can_ship, is_expired
 from supply.states import PLACES, KitPosition, KitState, Place
 
 TODAY = date(2026, 3, 1)
@@ -107,34 +107,3 @@ def test_only_an_available_kit_passes_the_dispensing_guard(state: KitState):
     assert not can_dispense_kit(
         available, TODAY + DAY, today=TODAY, next_visit=None, do_not_dispense_days=7
     )
-
-
-def test_choose_kit_takes_the_first_expiry():
-    candidates = [("K3", date(2027, 1, 1)), ("K1", date(2026, 9, 1)), ("K2", date(2026, 10, 1))]
-    assert choose_kit(candidates, rng_index=lambda n: pytest.fail("no tie")) == "K1"
-
-
-def test_choose_kit_breaks_ties_with_the_seeded_source_over_sorted_numbers():
-    first = date(2026, 9, 1)
-    candidates = [("K9", first), ("K2", date(2027, 1, 1)), ("K5", first), ("K7", first)]
-    asked: list[int] = []
-
-    def pick(index: int):
-        def rng_index(n: int) -> int:
-            asked.append(n)
-            return index
-
-        return rng_index
-
-    assert [choose_kit(candidates, rng_index=pick(i)) for i in range(3)] == ["K5", "K7", "K9"]
-    assert asked == [3, 3, 3]
-    # The input order does not matter, only the seeded index does.
-    assert choose_kit(list(reversed(candidates)), rng_index=pick(1)) == "K7"
-
-
-def test_choose_kit_refuses_an_empty_list_and_a_bad_index():
-    with pytest.raises(ValueError, match="no dispensable kit"):
-        choose_kit([], rng_index=lambda n: 0)
-    tie = [("K1", TODAY), ("K2", TODAY)]
-    with pytest.raises(ValueError, match="outside 0..1"):
-        choose_kit(tie, rng_index=lambda n: n)

@@ -16,7 +16,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from supply.expiry import can_dispense, can_dispense_kit, can_ship, choose_kit, is_expired
+from supply.expiry import can_dispense, can_dispense_kit, can_ship, is_expired
+from supply.kit_choice import ShelfKit, choose_kit
 from supply.ledger import KitEvent, mismatches, received_at_site, reconcile, replay
 from supply.shipments import Condition, Shipment, ShipmentError, ShipmentState, tally
 from supply.shipments import cancel as cancel_shipment
@@ -226,7 +227,7 @@ class SupplyModel(RuleBasedStateMachine):
     def dispense(self, site: int, data: st.DataObject) -> None:
         next_visit = self.today + timedelta(days=DOSING_INTERVAL)
         candidates = [
-            (k, self.expiry[k])
+            ShelfKit(k, f"L{self.expiry[k]:%Y%m%d}", self.expiry[k])
             for k, p in sorted(self.positions.items())
             if p.place == Place.site(site)
             and can_dispense_kit(
@@ -239,7 +240,13 @@ class SupplyModel(RuleBasedStateMachine):
         ]
         if not candidates:
             return
-        kit = choose_kit(candidates, rng_index=lambda n: data.draw(st.integers(0, n - 1)))
+        kit = choose_kit(
+            candidates,
+            arm="A",
+            treatment_of=lambda number: "A",
+            rng_index=lambda n: data.draw(st.integers(0, n - 1)),
+        )
+        assert kit is not None
         assert self.positions[kit].state is KitState.AVAILABLE
         assert not is_expired(self.expiry[kit], self.today)
         self.apply([KitEvent(kit, KitAction.DISPENSE, Place.subject(next(self.ids)))])

@@ -62,6 +62,24 @@ class DispenseResultSchema(Schema):
     out_of_window = fields.Boolean()
 
 
+class KitRequestSchema(Schema):
+    visit_code = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(list(dispensing.EXTRA_KINDS)))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    signature_password = fields.String(
+        required=True, load_only=True, metadata={"description": "electronic signature"}
+    )
+
+
+class KitRequestResultSchema(Schema):
+    id = fields.Integer()
+    subject_id = fields.Integer()
+    visit_code = fields.String()
+    kind = fields.String()
+    reason = fields.String()
+    requested_at = fields.DateTime()
+
+
 class ConfirmSchema(Schema):
     kit_number = fields.String(required=True)
 
@@ -126,6 +144,26 @@ class Dispensations(MethodView):
             visit_code=body["visit_code"],
             kind=body["kind"],
             reason=body["reason"],
+        )
+
+
+@blp.route("/subjects/<int:subject_id>/kit-requests")
+class KitRequests(MethodView):
+    @blp.arguments(KitRequestSchema)
+    @blp.response(201, KitRequestResultSchema)
+    @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(401, **PROBLEM)
+    @requires(Permission.RANDOMIZE)
+    def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
+        """The investigator's signed request for an unscheduled or replacement kit at a visit
+        (at most the protocol's number per visit); the pharmacist then dispenses it."""
+        return dispensing.request_extra_kit(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            visit_code=body["visit_code"],
+            kind=body["kind"],
+            reason=body["reason"],
+            signer_password=body["signature_password"],
         )
 
 
