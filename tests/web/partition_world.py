@@ -53,8 +53,8 @@ from tests.web.blind_world import (
     KEYS,
     LIST_SEED,
     PLACEBO,
-    STATISTICIAN,
     START,
+    STATISTICIAN,
     USERS,
     World,
     protocol_copy,
@@ -374,15 +374,28 @@ class _Scenario:
         self.clock.advance(minutes=9)
 
     def extra_kit(self, key: str, visit: str, kind: str, reason: str) -> None:
-        """A replacement or unscheduled kit, the way the code on this branch allows it."""
+        """A replacement or unscheduled kit: the investigator's signed request (issue 10), then
+        the pharmacist dispenses it. Without `request_extra_kit` (before the kit-request fix)
+        the pharmacist dispenses on free text, as that code allows."""
         from iwrs.services import dispensing
 
+        request = getattr(dispensing, "request_extra_kit", None)
+        if request is not None:
+            request(
+                actor=self.actor(INVESTIGATOR),
+                subject_id=self.subject_ids[key],
+                visit_code=visit,
+                kind=kind,
+                reason=reason,
+                signer_password=PASSWORD,
+            )
+            self.clock.advance(minutes=4)
         result = dispensing.dispense(
             actor=self.actor(PHARMACIST),
             subject_id=self.subject_ids[key],
             visit_code=visit,
             kind=kind,
-            reason=reason,
+            reason="" if request is not None else reason,
         )
         self.clock.advance(minutes=2)
         dispensing.confirm_kit(

@@ -214,7 +214,7 @@ def test_the_free_text_probe_reads_the_same(worlds):
     assert len({tuple(p) for p in probes.values()}) == 1, probes
 
 
-# --- everything a blinded role can fetch -----------------------------------------------------------
+# --- everything a blinded role can fetch ---------------------------------------------------------
 
 
 def _relabelled(fetched: Fetched, labels: Relabeller) -> Fetched:
