@@ -476,101 +476,108 @@ _DIGEST = re.compile(r"\b[0-9a-f]{40,}\b")
 
 
 class Relabeller:
-    """Every kit number of a world replaced by a neutral label, `<lot>/k<n>`: n is the order in
-    which the kit first appears in the audit trail, counted per lot. Kits that first appear in
-    the same event (a shipment's list, ordered by kit number) are ordered by where they appear
-    afterwards, then by number; kits never in the trail come last, by number. Lists ordered by
-    kit number (a run of two or more kits, each in its own line, list item or JSON element,
-    ascending by number) are re-sorted by label, since the order of random numbers says
-    nothing and two worlds' lists hold different numbers."""
+    """Every kit number of a world replaced by a neutral label.
+
+    A kit named alone in an audit event (dispensed, confirmed, damaged, returned...) is
+    `<lot>/#<n>`, n the order in which kits of its lot are first named alone; a kit never named
+    alone is `<lot>/*`. In a list of kits (two or more in a JSON list, an inline list, or
+    consecutive lines, rows or items holding one kit each) every kit is `<lot>/*` and the list
+    is sorted, so a list compares as the multiset of its kits' lots
+    (and, around them, their states): its order is not compared here. Why not one label per
+    kit from its first appearance in any list: the kit drawn for a subject is random among the
+    lot's kits of the slot's arm, so with a fixed seed the two worlds draw kits that came in
+    different shipments of the same lot even where the chances are equal; which shipment of a lot a dispensed kit came from is
+    therefore not compared (see the test module's docstring for what that channel can leak).
+    Lists of kits must be ordered by kit number: a test of its own checks that."""
 
     def __init__(self, lot_of: dict[str, str], events: list[tuple[str, str]]) -> None:
-        first: dict[str, int] = {}
-        history: dict[str, list[tuple[int, str]]] = defaultdict(list)
-        for index, (action, text) in enumerate(events):
-            for number in _NUMBER.findall(text):
-                if number in lot_of:
-                    first.setdefault(number, index)
-                    history[number].append((index, action))
-        never = len(events)
-        order = sorted(lot_of, key=lambda n: (first.get(n, never), tuple(history.get(n, ())), n))
+        self.lot_of = lot_of
         counters: dict[str, int] = defaultdict(int)
         self.label: dict[str, str] = {}
-        for number in order:
-            counters[lot_of[number]] += 1
-            self.label[number] = f"{lot_of[number]}/k{counters[lot_of[number]]:02d}"
+        for _, text in events:
+            named = {n for n in _NUMBER.findall(text) if n in lot_of}
+            if len(named) == 1:
+                (number,) = named
+                if number not in self.label:
+                    counters[lot_of[number]] += 1
+                    self.label[number] = f"{lot_of[number]}/#{counters[lot_of[number]]:02d}"
+        for number, lot in lot_of.items():
+            self.label.setdefault(number, f"{lot}/*")
 
     def text(self, text: str) -> str:
-        """Text with digests masked, kit lists re-sorted and kit numbers relabelled."""
+        """Text with digests masked, kit lists reduced to lots and kit numbers relabelled."""
         text = _DIGEST.sub("<digest>", text)
-        text = self._sort_inline_lists(text)
-        text = self._sort_line_runs(text)
+        if "<" in text and "</" in text:  # HTML: one line per row or list item
+            text = re.sub(r"\s*\n\s*", " ", text)
+            text = re.sub(r"(?=<(?:tr|li|p|div|/tbody|/table|/ul|/ol)\b)", "\n", text)
+            text = "\n".join(line.strip() for line in text.split("\n") if line.strip())
+        text = self._inline_lists(text)
+        text = self._line_runs(text)
+        return self._individual(text)
+
+    def _individual(self, text: str) -> str:
         return _NUMBER.sub(lambda m: self.label.get(m.group(), m.group()), text)
 
+    def _as_list(self, text: str) -> str:
+        return _NUMBER.sub(
+            lambda m: f"{self.lot_of[m.group()]}/*" if m.group() in self.lot_of else m.group(),
+            text,
+        )
+
     def value(self, value: Any) -> Any:
-        """A parsed JSON value relabelled; lists of kit-bearing elements ordered by number are
-        re-sorted by label."""
+        """A parsed JSON value relabelled; a list of two or more elements that each name one
+        kit is a list of lots (re-sorted when it was ordered by kit number)."""
         if isinstance(value, dict):
+            if sum(1 for k in value if str(k) in self.lot_of) >= 2:  # keyed by kit: a list
+                return self.value([[k, v] for k, v in value.items()])
             return {self.text(str(k)): self.value(v) for k, v in value.items()}
         if isinstance(value, list):
             kits = [self._kits(json.dumps(item)) for item in value]
-            items = [self.value(item) for item in value]
-            if self._ascending(kits):
-                items.sort(key=lambda item: json.dumps(item, sort_keys=True))
-            return items
+            if len(kits) < 2 or any(len(k) != 1 for k in kits):
+                return [self.value(item) for item in value]
+            items = [json.loads(self._as_list(json.dumps(item))) for item in value]
+            items = [self.value(item) for item in items]
+            return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
         if isinstance(value, str):
             return self.text(value)
         return value
 
     def _kits(self, text: str) -> list[str]:
-        return [n for n in _NUMBER.findall(text) if n in self.label]
+        return [n for n in _NUMBER.findall(text) if n in self.lot_of]
 
-    @staticmethod
-    def _ascending(kits: list[list[str]]) -> bool:
-        if len(kits) < 2 or any(len(k) != 1 for k in kits):
-            return False
-        return all(a[0] < b[0] for a, b in zip(kits, kits[1:], strict=False))
-
-    def _sort_inline_lists(self, text: str) -> str:
-        separator = r"(?:&#34;|&#39;|&quot;|[\"'])?\s*[,;]\s*(?:&#34;|&#39;|&quot;|[\"'])?"
+    def _inline_lists(self, text: str) -> str:
+        # Whatever stands between two kits of one list: quotes (HTML-escaped, CSV-doubled), a
+        # comma, a dict value ("1234567": "good", "2345678": ...); never a digit or a bracket.
+        gap = r"(?:&#\d+;|[^\d\n<>{}\[\]]){0,30}?"
+        separator = rf"{gap}[,;]{gap}"
         run = re.compile(rf"{_NUMBER.pattern}(?:{separator}{_NUMBER.pattern})+")
 
-        def resort(match: re.Match[str]) -> str:
+        def as_lots(match: re.Match[str]) -> str:
             numbers = _NUMBER.findall(match.group())
-            if any(n not in self.label for n in numbers):
-                return match.group()
-            if not self._ascending([[n] for n in numbers]):
+            if any(n not in self.lot_of for n in numbers):
                 return match.group()
             parts = _NUMBER.split(match.group())
-            ordered = sorted(numbers, key=self.label.__getitem__)
-            return parts[0] + "".join(n + part for n, part in zip(ordered, parts[1:], strict=True))
+            lots = sorted(f"{self.lot_of[n]}/*" for n in numbers)
+            return parts[0] + "".join(lot + part for lot, part in zip(lots, parts[1:], strict=True))
 
-        return run.sub(resort, text)
+        return run.sub(as_lots, text)
 
-    def _sort_line_runs(self, text: str) -> str:
-        if "<" in text and "</" in text:  # HTML: one line per row or list item
-            text = re.sub(r"\s*\n\s*", " ", text)
-            text = re.sub(r"(?=<(?:tr|li|p|div|/tbody|/table|/ul|/ol)\b)", "\n", text)
-        lines = text.split("\n")
+    def _line_runs(self, text: str) -> str:
         out: list[str] = []
         run: list[str] = []
 
         def flush() -> None:
-            if self._ascending([self._kits(line) for line in run]):
-                run.sort(key=lambda line: _NUMBER.sub(lambda m: self.label[m.group()], line))
+            if len(run) >= 2:
+                run[:] = sorted(self._as_list(line) for line in run)
             out.extend(run)
             run.clear()
 
-        for line in lines:
-            kits = self._kits(line)
-            if len(kits) == 1 and (not run or kits[0] > self._kits(run[-1])[0]):
+        for line in text.split("\n"):
+            if len(set(self._kits(line))) == 1:
                 run.append(line)
                 continue
             flush()
-            if len(kits) == 1:
-                run.append(line)
-            else:
-                out.append(line)
+            out.append(line)
         flush()
         return "\n".join(out)
 
@@ -613,7 +620,7 @@ def ledgers(world: World, relabel: Relabeller) -> dict[str, list[Any]]:
     from iwrs.models.supply import Kit, KitEvent, Lot, Shipment, SupplyAlert
 
     def lot(kit: Kit) -> str:
-        return relabel.label[kit.number]
+        return relabel.lot_of[kit.number]
 
     with world.app.app_context():
         session = read_session()
@@ -646,21 +653,25 @@ def ledgers(world: World, relabel: Relabeller) -> dict[str, list[Any]]:
             )
             for s in session.scalars(select(Shipment).order_by(Shipment.id))
         ]
-        kit_events = [
-            (
-                _when(e.at),
-                e.action,
-                e.from_state,
-                e.to_state,
-                e.to_place_kind,
-                e.to_place_id,
-                e.shipment_id,
-                e.user_id,
-                e.detail,
-                lot(kits[e.kit_id]),
-            )
-            for e in session.scalars(select(KitEvent).order_by(KitEvent.id))
-        ]
+        # By time, then content: the kits of one shipment or expiry run move in number order.
+        kit_events = sorted(
+            [
+                (
+                    _when(e.at) or "",
+                    e.action,
+                    e.from_state,
+                    e.to_state,
+                    e.to_place_kind,
+                    e.to_place_id,
+                    e.shipment_id,
+                    e.user_id,
+                    e.detail,
+                    lot(kits[e.kit_id]),
+                )
+                for e in session.scalars(select(KitEvent).order_by(KitEvent.id))
+            ],
+            key=repr,
+        )
         alerts = [
             (a.kind, a.site_id, a.message, _when(a.created_at), _when(a.resolved_at))
             for a in session.scalars(select(SupplyAlert).order_by(SupplyAlert.id))
@@ -676,7 +687,13 @@ def ledgers(world: World, relabel: Relabeller) -> dict[str, list[Any]]:
             if k.place_kind == "depot"
         )
         dispensed = [
-            (d.subject_id, d.visit_code, d.kind, _when(d.dispensed_at), lot(kits[d.kit_id]))
+            (
+                d.subject_id,
+                d.visit_code,
+                d.kind,
+                _when(d.dispensed_at),
+                relabel.label[kits[d.kit_id].number],
+            )
             for d in session.scalars(select(Dispensation).order_by(Dispensation.id))
         ]
     return {
