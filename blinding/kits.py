@@ -8,8 +8,11 @@ Kit numbers carry no pattern by treatment. Algorithm "kit-numbers-v1", reproduci
            shuffle (i = 0, 1, ...: swap i with i + randbelow(free - i)) of the free bodies in
            ascending order, so the draw always ends
   list   = numbers from Drbg(seed, label=f"kits/{lot}"); then the same stream shuffles the
-           treatments (codes in sorted order, each repeated its count); kit i gets treatment i;
+           treatments (codes in sorted order, each repeated its count), again while the rank
+           test of kit numbers by treatment (`blinding.ranks`) warns; kit i gets treatment i;
            the list is returned sorted by kit number, so neither order nor number says the arm
+A lot holds every treatment in the allocation ratio, within the protocol's tolerance
+(`check_lot_balance`); a generated lot holds them exactly in the ratio asked.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from blinding.drbg import Drbg
+from blinding.ranks import RankTest, kit_number_rank_test
 
 ALGORITHM = "kit-numbers-v1"
 BODY_MIN = 100_000
@@ -135,11 +139,27 @@ def generate_kit_list(
     treatments = [code for code in sorted(per_treatment) for _ in range(per_treatment[code])]
     numbers = draw_kit_numbers(len(treatments), rng, taken=taken)
     rng.shuffle(treatments)
+    while _numbers_tell_treatment(numbers, treatments):
+        rng.shuffle(treatments)
     kits = [
         KitSpec(number=number, kit_type=kit_type, treatment=treatment, lot=lot, expiry=expiry)
         for number, treatment in zip(numbers, treatments, strict=True)
     ]
     return sorted(kits, key=lambda kit: kit.number)
+
+
+def _numbers_tell_treatment(numbers: Sequence[str], treatments: Sequence[str]) -> bool:
+    return number_rank_test(
+        [KitSpec(n, "", t, "", date.min) for n, t in zip(numbers, treatments, strict=True)]
+    ).warning
+
+
+def number_rank_test(kits: Sequence[KitSpec]) -> RankTest:
+    """The rank test of kit numbers by treatment over a kit list (see `blinding.ranks`)."""
+    by_treatment: dict[str, list[int]] = {}
+    for kit in kits:
+        by_treatment.setdefault(kit.treatment, []).append(int(kit.number))
+    return kit_number_rank_test(by_treatment)
 
 
 def format_kit_list_csv(kits: Sequence[KitSpec]) -> str:
@@ -367,11 +387,46 @@ def check_every_treatment_in_every_lot(
     ]
 
 
-def verify_kit_list(kits: Sequence[KitSpec], *, treatments: Collection[str]) -> list[RowError]:
-    """The verify step after import: run every kit list check and report every problem."""
+def check_lot_balance(
+    kits: Sequence[KitSpec], *, ratios: Mapping[str, int], tolerance: int
+) -> list[RowError]:
+    """Every lot holds the treatments in the allocation ratio: each treatment's count divided
+    by its ratio differs from every other's by at most `tolerance` kits (rule lot_balance).
+    For 1:1 that is the difference of the two counts: 49 + 1 differs by 48."""
+    counts: dict[str, dict[str, int]] = {}
+    for kit in kits:
+        held = counts.setdefault(kit.lot, dict.fromkeys(ratios, 0))
+        held[kit.treatment] = held.get(kit.treatment, 0) + 1
+    errors = []
+    for lot in sorted(counts):
+        shares = [counts[lot].get(code, 0) / ratio for code, ratio in ratios.items()]
+        spread = max(shares) - min(shares)
+        if spread > tolerance:
+            text = (
+                f"lot {_shown(lot)}: its treatment counts differ by {spread:g} kits (per unit "
+                f"of the allocation ratio), more than the tolerance {tolerance}"
+            )
+            errors.append(_error(0, "lot", "lot_balance", text))
+    return errors
+
+
+def verify_kit_list(
+    kits: Sequence[KitSpec],
+    *,
+    treatments: Collection[str],
+    ratios: Mapping[str, int] | None = None,
+    lot_balance_tolerance: int = 0,
+) -> list[RowError]:
+    """The verify step after import: run every kit list check and report every problem (the
+    lot balance check when `ratios`, treatment -> ratio, is given)."""
     return [
         *check_numbers_valid(kits),
         *check_no_duplicate_numbers(kits),
         *check_treatments_known(kits, treatments),
         *check_every_treatment_in_every_lot(kits, treatments),
+        *(
+            check_lot_balance(kits, ratios=ratios, tolerance=lot_balance_tolerance)
+            if ratios is not None
+            else []
+        ),
     ]

@@ -298,7 +298,7 @@ def kits_generate(kit_type: str, lot: str, expiry, count: int, seed_hex: str | N
         seed=seed,
     )
     click.echo(
-        f"generated {made} kits in lot {lot} at the depot (seed {seed.hex()}: keep it "
+        f"generated {made.kits} kits in lot {lot} at the depot (seed {seed.hex()}: keep it "
         "with the unblinded records)"
     )
 
@@ -308,11 +308,21 @@ def kits_generate(kit_type: str, lot: str, expiry, count: int, seed_hex: str | N
 @friendly_errors
 def kits_import(csv_file) -> None:  # type: ignore[no-untyped-def]
     """Import a packaging vendor's kit list (kit_number,kit_type,treatment,lot,expiry)."""
+    from blinding import ranks
     from iwrs.services import supply
 
     _require_keys()
-    made = supply.import_kits(actor=cli_actor(), csv_text=csv_file.read())
-    click.echo(f"imported {made} kits")
+    report = supply.import_kits(actor=cli_actor(), csv_text=csv_file.read())
+    click.echo(f"imported {report.kits} kits in lot(s) {', '.join(report.lots)}")
+    click.echo(
+        f"kit numbers by treatment: rank test p = {report.rank_p_value:.4g}"
+        + (
+            f" - WARNING: below {ranks.ALPHA}, the kit numbers may tell the treatment; ask the "
+            "vendor how they were assigned before shipping any kit"
+            if report.rank_warning
+            else " (no pattern found)"
+        )
+    )
 
 
 @supply_cli.command("expire")

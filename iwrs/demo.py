@@ -107,7 +107,7 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
         count=240,
         seed=secrets.token_bytes(32),
     )
-    done.append(f"generated {made} blinded kits in lot DEMO-L001 at the depot")
+    done.append(f"generated {made.kits} blinded kits in lot DEMO-L001 at the depot")
     admin = people["admin"]
     for site in session.scalars(select(Site).order_by(Site.code)).all():
         if site.status == SiteStatus.INACTIVE:

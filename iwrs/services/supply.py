@@ -6,13 +6,20 @@ event, audited in the same transaction."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from blinding.kits import KitSpec, generate_kit_list, parse_kit_list_csv, verify_kit_list
+from blinding.kits import (
+    KitSpec,
+    generate_kit_list,
+    number_rank_test,
+    parse_kit_list_csv,
+    verify_kit_list,
+)
 from blinding.sealing import Sealer
 from iwrs import audit, clock
 from iwrs.audit import Actor
@@ -143,13 +150,31 @@ def _lot_refusal(code: str) -> InvalidInput | None:
     return None
 
 
-def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how: str) -> int:
+@dataclass(frozen=True)
+class KitImportReport:
+    """What an import or generation stored: the kit count, and the rank test of kit numbers by
+    treatment (its p-value and whether it warns; never which kit holds which treatment)."""
+
+    kits: int
+    lots: tuple[str, ...]
+    rank_p_value: float
+    rank_warning: bool
+
+
+def _store_kits(
+    session: Session, specs: Sequence[KitSpec], *, actor: Actor, how: str
+) -> KitImportReport:
     """Insert verified kits at the depot, treatments sealed; audited without any treatment."""
     for code in sorted({s.lot for s in specs}):
         refusal = _lot_refusal(code)
         if refusal is not None:
             raise refusal
-    errors = verify_kit_list(specs, treatments=[a.code for a in protocol().arms])
+    errors = verify_kit_list(
+        specs,
+        treatments=[a.code for a in protocol().arms],
+        ratios={a.code: a.ratio for a in protocol().arms},
+        lot_balance_tolerance=protocol().lot_balance_tolerance,
+    )
     if errors:
         raise InvalidInput(
             "; ".join(e.message for e in errors),
@@ -196,6 +221,13 @@ def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how
         )
         session.add(kit)
     session.flush()
+    ranks = number_rank_test(specs)
+    report = KitImportReport(
+        kits=len(specs),
+        lots=tuple(sorted({s.lot for s in specs})),
+        rank_p_value=float(f"{ranks.p_value:.4g}"),
+        rank_warning=ranks.warning,
+    )
     audit.record(
         session,
         actor=actor,
@@ -207,9 +239,14 @@ def _store_kits(session: Session, specs: Sequence[KitSpec], *, actor: Actor, how
             "lots": sorted({s.lot for s in specs}),
             "kit_types": sorted({s.kit_type for s in specs}),
             "depot": depot.code,
+            # The test's outcome only: a p-value and a flag, never a kit with its treatment.
+            "number_rank_test": {
+                "p_value": report.rank_p_value,
+                "warning": report.rank_warning,
+            },
         },
     )
-    return len(specs)
+    return report
 
 
 def _taken_numbers(session: Session) -> set[str]:
@@ -218,7 +255,7 @@ def _taken_numbers(session: Session) -> set[str]:
 
 def generate_kits(
     *, actor: Actor, kit_type: str, lot: str, expiry_date: date, count: int, seed: bytes
-) -> int:
+) -> KitImportReport:
     """Generate a blinded kit list at the depot: `count` kits split by the allocation ratio."""
     known = {k.code for k in protocol().kit_types}
     if kit_type not in known:
@@ -255,8 +292,9 @@ def generate_kits(
         return _store_kits(session, specs, actor=actor, how="generated")
 
 
-def import_kits(*, actor: Actor, csv_text: str) -> int:
-    """Import a packaging vendor's kit list; any bad row rejects the whole file, every row named."""
+def import_kits(*, actor: Actor, csv_text: str) -> KitImportReport:
+    """Import a packaging vendor's kit list; any bad row or unbalanced lot rejects the whole
+    file, every one named; kit numbers that correlate with treatment warn in the report."""
     with transaction() as session:
         specs, errors = parse_kit_list_csv(
             csv_text,
@@ -293,7 +331,7 @@ def kits_by_number(
 ) -> dict[str, Kit]:
     """The kits named, locked for the decision; an unknown number is refused by name."""
     wanted = sorted(set(numbers))
-    query = select(Kit).where(Kit.number.in_(wanted)).order_by(Kit.id)
+    query = select(Kit).where(Kit.number.in_(wanted)).order_by(Kit.number)
     if lock:  # the locked rows as committed now, even if this session read them before
         query = query.with_for_update().execution_options(populate_existing=True)
     found = {k.number: k for k in session.scalars(query)}
@@ -372,7 +410,7 @@ def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -
             Kit.state.in_([KitState.AT_DEPOT, KitState.AVAILABLE, KitState.QUARANTINED]),
             Lot.expiry < today,
         )
-        .order_by(Kit.id)
+        .order_by(Kit.number)  # never import-row order: a vendor file may be grouped by arm
         .with_for_update(of=Kit)
     ).all()
     expired = [kit for kit, lot_expiry in rows if expiry.is_expired(lot_expiry, today)]
@@ -385,9 +423,9 @@ def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -
             action="kits.expired",
             entity_type="kit",
             entity_id=None,
-            after={"kits": [k.number for k in expired], "on": today.isoformat()},
+            after={"kits": sorted(k.number for k in expired), "on": today.isoformat()},
         )
-    return [k.number for k in expired]
+    return sorted(k.number for k in expired)
 
 
 def run_expiry(*, actor: Actor) -> list[str]:
@@ -420,7 +458,7 @@ def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: 
             usable = session.scalars(
                 select(Kit)
                 .where(Kit.lot_id == lot.id, Kit.state.in_([KitState.AT_DEPOT, KitState.AVAILABLE]))
-                .order_by(Kit.id)
+                .order_by(Kit.number)
                 .with_for_update()
             ).all()
             for kit in usable:
@@ -431,7 +469,7 @@ def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: 
                     actor=actor,
                     detail=f"lot {lot_code} expiry shortened to {new_expiry}",
                 )
-            held = [k.number for k in usable]
+            held = sorted(k.number for k in usable)
         audit.record(
             session,
             actor=actor,

@@ -18,15 +18,18 @@ from blinding.kits import (
     NUMBER_SPACE,
     KitSpec,
     RowError,
+    check_lot_balance,
     damm_check_digit,
     draw_kit_numbers,
     format_kit_list_csv,
     generate_kit_list,
     is_valid_kit_number,
     kit_number,
+    number_rank_test,
     parse_kit_list_csv,
     verify_kit_list,
 )
+from blinding.ranks import ALPHA
 
 SEED = bytes(range(32))
 OTHER_SEED = bytes(range(1, 33))
@@ -329,3 +332,55 @@ def test_verify_reports_every_problem():
     assert (9, "treatment", "unknown_treatment") in found
     assert (0, "lot", "lot_missing_treatment") in found
     assert any("PL-009" in e.message and "P" in e.message for e in errors)
+
+
+# Lot balance and the rank test of kit numbers by treatment
+
+
+def test_a_lot_out_of_balance_is_named_by_lot_with_every_bad_lot():
+    kits = [*make_list(lot="L1", A=49, P=1), *make_list(lot="L2", A=5, P=4)]
+    kits += make_list(lot="L3", A=2, P=9)
+    errors = check_lot_balance(kits, ratios={"A": 1, "P": 1}, tolerance=2)
+    assert [(e.field, e.rule) for e in errors] == [("lot", "lot_balance")] * 2
+    assert ["L1" in errors[0].message, "L3" in errors[1].message] == [True, True]
+    assert verify_kit_list(kits, treatments=TREATMENTS) == []  # without ratios: not checked
+    checked = verify_kit_list(
+        kits, treatments=TREATMENTS, ratios={"A": 1, "P": 1}, lot_balance_tolerance=2
+    )
+    assert [e.rule for e in checked] == ["lot_balance", "lot_balance"]
+
+
+@pytest.mark.parametrize(
+    ("counts", "tolerance", "bad"),
+    [
+        ({"A": 5, "P": 3}, 2, False),
+        ({"A": 5, "P": 2}, 2, True),
+        ({"A": 3, "P": 2}, 0, True),
+        ({"A": 3, "P": 3}, 0, False),
+    ],
+)
+def test_lot_balance_compares_counts_with_the_tolerance(counts, tolerance, bad):
+    errors = check_lot_balance(make_list(**counts), ratios={"A": 1, "P": 1}, tolerance=tolerance)
+    assert bool(errors) is bad
+
+
+def test_lot_balance_counts_per_unit_of_the_allocation_ratio():
+    two_to_one = make_list(A=20, P=10)
+    assert check_lot_balance(two_to_one, ratios={"A": 2, "P": 1}, tolerance=0) == []
+    assert check_lot_balance(two_to_one, ratios={"A": 1, "P": 1}, tolerance=2) != []
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(1, 30), st.integers(0, 1))
+@settings(deadline=None, max_examples=100)
+def test_generated_lots_pass_both_checks_by_construction(seed, per_arm, extra):
+    kits = make_list(seed=seed, A=per_arm + extra, P=per_arm)
+    assert check_lot_balance(kits, ratios={"A": 1, "P": 1}, tolerance=1) == []
+    assert not number_rank_test(kits).warning
+
+
+def test_a_list_numbered_by_arm_warns():
+    kits = make_list(A=20, P=20)
+    ordered = sorted(k.number for k in kits)
+    split = [replace(k, treatment="A" if k.number in ordered[:20] else "P") for k in kits]
+    result = number_rank_test(split)
+    assert result.warning and result.p_value < ALPHA
