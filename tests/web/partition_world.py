@@ -480,15 +480,15 @@ class Relabeller:
 
     A kit named alone in an audit event (dispensed, confirmed, damaged, returned...) is
     `<lot>/#<n>`, n the order in which kits of its lot are first named alone; a kit never named
-    alone is `<lot>/*`. In a list of kits (two or more in a JSON list, an inline list, or
-    consecutive lines, rows or items holding one kit each) every kit is `<lot>/*` and the list
-    is sorted, so a list compares as the multiset of its kits' lots
-    (and, around them, their states): its order is not compared here. Why not one label per
-    kit from its first appearance in any list: the kit drawn for a subject is random among the
-    lot's kits of the slot's arm, so with a fixed seed the two worlds draw kits that came in
-    different shipments of the same lot even where the chances are equal; which shipment of a lot a dispensed kit came from is
-    therefore not compared (see the test module's docstring for what that channel can leak).
-    Lists of kits must be ordered by kit number: a test of its own checks that."""
+    alone is `<lot>/*`. In a list of kits (two or more in a JSON list or object, an inline list,
+    or consecutive lines, rows or items holding one kit each) every kit is `<lot>/*` and the
+    list is sorted: a list compares as the multiset of its kits' lots and, beside them, their
+    states. Why not one label per kit from its first appearance in a list: the kit drawn for a
+    subject is random among the lot's kits of the slot's arm, so with a fixed seed two worlds
+    may draw kits from different shipments of one lot even where the chances are equal. Pages
+    that show the state of each kit of a shipment still tell which shipment a dispensed kit
+    came from; the test module's docstring says why that is a channel, not only noise. The
+    order of a list is checked by a test of its own (kit-number order)."""
 
     def __init__(self, lot_of: dict[str, str], events: list[tuple[str, str]]) -> None:
         self.lot_of = lot_of

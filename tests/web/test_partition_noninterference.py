@@ -13,27 +13,40 @@ actors, shipments (timing, size, attribution, lots), kit events, alerts, stock b
 the lot each kit was drawn from, expiry runs, and every page, API answer and export each
 blinded role can fetch (tests/web/blind_world.py `crawl`).
 
-What a shelf at the very end of a lot can still reveal. The guarantee holds while the lot a kit
-is drawn from still holds kits of both treatments (the scenario asserts it at every draw). Kit
-choice is first-expiry-first-out by LOT across both arms: the lot is the earliest usable one at
-the site, whatever the arms, and the kit is drawn at random among that lot's kits of the slot's
-arm. So the lot every subject's kit comes from is a function of the shelf alone, and the kit
-numbers left behind are a uniformly random subset: a pharmacist who sees them learns nothing.
-When the earliest lot holds kits of one treatment only (its last kits), a subject of the other
-arm must get a kit of a later lot while earlier kits stay on the shelf: that tells the pharmacist
-that the kits left in the earlier lot and that subject's kit differ in treatment, and that the
-subjects who drew the earlier lot's other kits share... nothing more than the lot's remaining
-count allows. The exposure is bounded: it arises only in the last kits of a lot at a site (at
-most the lot's imbalance at that site, which shipping both treatments of a lot together and
-shipping each lot in equal numbers per arm keeps to a kit or two), it names the remaining kits
-of one lot, never a subject's arm by itself, and it ends when the lot expires or the next lot
-arrives. Sites see it less when lots are shipped in balanced pairs and the do-not-dispense
-margin retires a lot's last kits before they are needed.
+What a shelf at the very end of a lot can still reveal. Kit choice (supply/kit_choice.py) is
+first-expiry-first-out by LOT across both treatments: the earliest usable lot at the site is
+chosen whatever the arms, and the kit is drawn at random among that lot's kits of the slot's
+arm. While that lot still holds kits of both treatments, the lot a subject's kit comes from is a
+function of the blinded shelf alone, and the kits left behind are a random subset of the lot:
+nothing about the arm. At the very end of a lot, when its remaining usable kits are all of one
+treatment, a subject of the other arm gets a kit of a later lot while earlier kits stay on the
+shelf. A pharmacist who notices learns that the kits left in the earlier lot are of the other
+treatment than that subject's, and so that the next subject who does draw from the earlier lot
+shares no arm with the one who skipped it. The exposure is small and bounded: it needs a lot's
+last kits at one site (at most the lot's imbalance there, a kit or two when lots hold both
+treatments 1:1 and are shipped in both treatments together), it pairs two subjects at most per
+lot end, and it closes when the lot expires or is used up. The do-not-dispense margin retires a
+lot's last kits before they are needed more often than not. This scenario keeps every draw
+where the guarantee holds (`test_every_kit_was_drawn_from_a_lot_holding_both_treatments`).
+
+A channel the kit choice leaves open (found here, no branch closes it yet). Within a lot, a
+subject's kit is drawn at random among the lot's kits of the arm; when one lot reached the site
+in several shipments whose per-arm make-up differs (the arm-agnostic top-up brings each arm to
+its maximum, so a top-up is heavy in the arm used most), the chance that the kit comes from a
+given shipment depends on the subject's arm. The shipment pages and the shipments API show each
+kit's current state, and the trail pairs shipments with kit numbers and dispensations with kits,
+so a pharmacist or supply manager can see which shipment a dispensed kit came from: a weak,
+statistical hint of who shares an arm. The crawls of those two roles fail on it (marked below).
+Closing it needs either shipments of even per-arm make-up within a lot, or a choice whose
+shipment of origin does not depend on the arm (e.g. within the lot, the earliest received
+shipment first, random within it: the residue then moves to a shipment's last kits, bounded
+like a lot's).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 from collections import defaultdict
 from collections.abc import Iterator
@@ -59,6 +72,32 @@ from tests.web.partition_world import (
 )
 
 Worlds = dict[str | None, tuple[PartitionWorld, Relabeller]]
+
+# Until the arm-agnostic resupply (branch wt-B: iwrs/services/resupply.py) is merged, resupply
+# runs inside randomization and dispensing, per arm and as the acting user: the records and the
+# pages differ, for most pairs and roles (some pass by chance), so the mark is not strict. It
+# lifts itself once the module exists; the lead removes it after merging wt-B.
+ARM_AGNOSTIC_RESUPPLY = importlib.util.find_spec("iwrs.services.resupply") is not None
+needs_arm_agnostic_resupply = pytest.mark.xfail(
+    not ARM_AGNOSTIC_RESUPPLY,
+    reason="issue 10 (2): resupply decided per arm inside randomization/dispensing and "
+    "attributed to the user; fixed by wt-B (arm-agnostic resupply, scheduled runs only)",
+    strict=False,
+)
+# With wt-B and wt-C1 merged, the shipment pages still show which shipment a dispensed kit
+# came from (see the module docstring): an open leak, strict so that its fix is noticed.
+shipment_of_origin = pytest.mark.xfail(
+    ARM_AGNOSTIC_RESUPPLY,
+    reason="open leak: kit drawn at random within a lot whose shipments differ in per-arm "
+    "make-up; /supply/shipments/<id> and /api/v1/shipments/<id> show each kit's state",
+    strict=True,
+)
+ROLE_PARAMS = [
+    pytest.param(role, marks=shipment_of_origin)
+    if role in ("pharmacist", "supply_manager")
+    else role
+    for role in sorted(ROLES)
+]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -200,6 +239,7 @@ def _first_differences(a: list[Any], b: list[Any], limit: int = 6) -> str:
     return "\n".join(lines)
 
 
+@needs_arm_agnostic_resupply
 @pytest.mark.parametrize("part", PARTS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_records_are_the_same_up_to_kit_labels(worlds, variant, part):
@@ -322,7 +362,8 @@ def _crawled(worlds: Worlds, username: str) -> dict[str | None, dict[str, Fetche
     return _CRAWLS[key]
 
 
-@pytest.mark.parametrize("role", sorted(ROLES))
+@needs_arm_agnostic_resupply
+@pytest.mark.parametrize("role", ROLE_PARAMS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_blinded_role_fetches_the_same_up_to_kit_labels(worlds, variant, role):
     crawled = _crawled(worlds, ROLES[role])
