@@ -28,7 +28,9 @@ kit of the slot's arm, so the lot chosen is the one per-arm first-expiry-first-o
 no greater than under per-arm FEFO. The waste cost of a stricter rule is for the simulation.
 
 Treatments are read lazily through `treatment_of`, lot by lot in pick order, so a caller that
-unseals on demand unseals only the lots up to the one the kit comes from.
+unseals on demand unseals only the lots up to the one the kit comes from. While the first lot
+holds both arms, that is the whole first lot whatever the arm, so the work done (and its time)
+does not depend on the arm either.
 """
 
 from __future__ import annotations
