@@ -387,3 +387,31 @@ def test_the_relabelling_keeps_what_it_must(worlds):
     text = labels.text(response.get_data(as_text=True))
     assert not any(number in text for number in labels.label)
     assert SITE in text
+
+
+def test_relabelling_hides_which_kit_but_not_its_lot():
+    """The relabelling alone (no world): two lists of different kits of the same lots read the
+    same; a kit of another lot, or a list out of step with its states, does not."""
+    lots = {"1000008": "L1", "2000007": "L1", "3000006": "L2", "4000005": "L2"}
+    labels = Relabeller(lots, [("kit.dispensed", '{"kit": "3000006"}')])
+    assert labels.label == {
+        "3000006": "L2/#01",
+        "1000008": "L1/*",
+        "2000007": "L1/*",
+        "4000005": "L2/*",
+    }
+    rows = "<table>\n<tr><td>{}</td><td>{}</td></tr>\n<tr><td>{}</td><td>{}</td></tr>\n</table>"
+    base = rows.format("1000008", "available", "4000005", "dispensed")
+    same = rows.format("3000006", "dispensed", "2000007", "available")
+    other_lot = rows.format("1000008", "available", "2000007", "dispensed")
+    other_state = rows.format("1000008", "dispensed", "4000005", "available")
+    assert labels.text(base) == labels.text(same)
+    assert labels.text(base) != labels.text(other_lot)
+    assert labels.text(base) != labels.text(other_state)
+    assert labels.value({"kits": ["2000007", "3000006"]}) == labels.value(
+        {"kits": ["4000005", "1000008"]}
+    )
+    assert labels.value({"kit": "3000006"}) != labels.value({"kit": "4000005"})
+    assert labels.text('"kits": ["1000008", "4000005"]') == labels.text(
+        '"kits": ["3000006", "2000007"]'
+    )
