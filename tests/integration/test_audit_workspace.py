@@ -432,6 +432,7 @@ FIELDS = [
     "reason",
     "prev_hash",
 ]
+OPTIONAL_FIELDS = ["auth"]  # hashed only when not null, so trails older than it still verify
 
 
 def independent_verify(content: str) -> tuple[bool, str]:
@@ -446,11 +447,14 @@ def independent_verify(content: str) -> tuple[bool, str]:
     assert listed, procedure
     names = [n.strip() for n in re.sub(r"\s*\([^)]*\)", "", listed.group(1)).split(",")]
     names = [n.removeprefix("and ").strip() for n in names]
-    assert names == FIELDS, names  # the procedure names every hashed field
+    optional = [n.removesuffix(" when it is not null") for n in names if "when it is not" in n]
+    names = [n for n in names if "when it is not" not in n]
+    assert (names, optional) == (FIELDS, OPTIONAL_FIELDS), names  # every hashed field named
     previous: tuple[int, str] | None = None
     for number, line in enumerate(events, start=2):
         event = json.loads(line)
         body = {name: event[name] for name in names}
+        body.update({name: event[name] for name in optional if event.get(name) is not None})
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         if hashlib.sha256(canonical.encode("utf-8")).hexdigest() != event["hash"]:
             return False, f"line {number}: hash"
