@@ -111,6 +111,12 @@ def test_events_record_session_or_token_id(app, make_user):
         select(AuditEvent).where(AuditEvent.action == "api_token.created").order_by(AuditEvent.seq),
     )
     assert [e.auth for e in created] == ["cli", f"token:{token_id}", "session"]
+    auditor = app.test_client()
+    sign_in(auditor, make_user("auditor").username)
+    detail = auditor.get(f"/audit/events/{created[1].seq}").get_data(as_text=True)
+    assert f"token:{token_id}" in detail
+    export = auditor.get("/audit/export.csv").get_data(as_text=True)
+    assert f",token:{token_id}," in export
 
 
 # --- tokens are their owner's alone -------------------------------------------------------------
