@@ -5,7 +5,9 @@ DESIGN rule 11 / ICH E6(R3) "prevent inappropriate unblinding": no one person ca
 unblinded access. The admin (or the CLI operator once an unblinded user exists) files a request;
 it takes effect only when an active unblinded statistician who is not the requester approves it
 with their e-signature. The account then gets a system-generated temporary password sent only to
-its own e-mail, so neither the requester nor the approver ever holds its credential.
+its own e-mail, so neither the requester nor the approver ever holds its credential; the approver
+signs for that address too (it is in the signature's meaning), so an admin who put their own
+mailbox in the request is stopped by the second person.
 
 Decision: roles are fixed per account (a person needing another role gets another account), so
 "moving a user into an unblinded role" is this same request for a new account; there is no
@@ -144,7 +146,9 @@ def decide_unblinded_request(
         signature = users.sign(
             session,
             actor=actor,
-            meaning=f"I {verb} unblinded access for {row.username}",
+            # The approver vouches for the person and the address the credential goes to.
+            meaning=f"I {verb} unblinded access for {row.username} ({row.full_name}, "
+            f"temporary password to {row.email})",
             entity_type="unblinded_access_request",
             entity_id=row.id,
         )

@@ -299,6 +299,8 @@ def test_unblinded_access_takes_a_request_and_a_signed_approval(people):
     created = fresh(decided.user_id)
     assert str(created.role) == "unblinded_statistician" and created.password_temporary
     assert outbox_password("stat.two@example.org")
+    (signature,) = read_session().scalars(select(Signature).where(Signature.user_id == stat.id))
+    assert "stat.two@example.org" in signature.meaning  # the approver vouches for the address
     assert [e.action for e in events("unblinded_access.approved")] == ["unblinded_access.approved"]
     again = refused(
         lambda: unblinded_access.decide_unblinded_request(
