@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import current_app
+from flask import current_app, g, has_request_context
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
@@ -34,19 +34,29 @@ class AuditMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class Actor:
-    """Who did it: a signed-in user, or the system for scheduled and set-up commands."""
+    """Who did it: a signed-in user, or the system for scheduled and set-up commands, and how
+    they authenticated (`auth`): "session", "token:<id>", "password" (a sign-in attempt), "cli"
+    or "system"; None only for events written before it was recorded."""
 
     user_id: int | None
     username: str
     role: str
+    auth: str | None = None
 
     @classmethod
-    def system(cls, name: str = "system") -> Actor:
-        return cls(None, name, "system")
+    def system(cls, name: str = "system", *, auth: str = "system") -> Actor:
+        return cls(None, name, "system", auth)
 
     @classmethod
     def of(cls, user: Any) -> Actor:
-        return cls(user.id, user.username, str(user.role))
+        """The user as actor; in a request, by session or by the API token that authenticated
+        it (set as `g.api_token_id` by the token loader); outside a request, the CLI."""
+        if has_request_context():
+            token_id = g.get("api_token_id")
+            auth = f"token:{token_id}" if token_id is not None else "session"
+        else:
+            auth = "cli"
+        return cls(user.id, user.username, str(user.role), auth)
 
 
 def canonical_json(value: Any) -> str | None:
@@ -84,12 +94,14 @@ def record(
             "before": canonical_json(before),
             "after": canonical_json(after),
             "reason": reason,
+            "auth": actor.auth,
         }
     )
 
 
 def event_message(fields: dict[str, Any]) -> bytes:
-    """The exact bytes the HMAC covers: every field of the event but its own hash."""
+    """The exact bytes the hash covers: every field of the event but its own hash; `auth` only
+    when it is set, so events written before it existed still verify."""
     moment: datetime = fields["occurred_at"]
     body = {
         "seq": fields["seq"],
@@ -107,6 +119,8 @@ def event_message(fields: dict[str, Any]) -> bytes:
         "reason": fields["reason"],
         "prev_hash": fields["prev_hash"],
     }
+    if fields.get("auth") is not None:
+        body["auth"] = fields["auth"]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -276,6 +290,7 @@ _EVENT_FIELDS = (
     "before",
     "after",
     "reason",
+    "auth",
     "prev_hash",
     "hash",
     "mac",

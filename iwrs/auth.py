@@ -193,7 +193,7 @@ def _load_user_from_token(_request: Any) -> User | None:
         .scalars(select(ApiToken).where(ApiToken.token_sha256 == token_digest(token)))
         .one_or_none()
     )
-    if row is None or row.revoked_at is not None:
+    if row is None or row.revoked_at is not None or not is_api_request():
         return None
     user = read_session().get(User, row.user_id)
     if user is None or not user.active:
@@ -235,9 +235,41 @@ def _enforce_idle_timeout() -> Any:
     return None
 
 
+def _tokens_only_for_the_api() -> None:
+    """Bearer tokens authenticate /api/ only: a page or its CSV export answers only to a
+    signed-in session (DESIGN rule 11), so a token never opens what a browser shows."""
+    if not is_api_request() and _bearer_token() is not None:
+        raise AuthenticationFailed(
+            "API tokens are accepted only under /api/; sign in to use the pages",
+            field="Authorization",
+            rule="token_api_only",
+        )
+
+
+# Pages a user with a temporary password may still reach: the change form and signing out.
+_WHILE_TEMPORARY = frozenset({"account.password_page", "auth.sign_out", "static"})
+
+
+def _require_password_change() -> Any:
+    """A temporary password must be replaced before anything else: every page redirects to the
+    change form, every API call answers 403 password_change_required."""
+    if not current_user.is_authenticated or not current_user.password_temporary:
+        return None
+    if is_api_request():
+        raise Forbidden(
+            "change your temporary password (signed in, on the account page) before anything else",
+            rule="password_change_required",
+        )
+    if request.endpoint in _WHILE_TEMPORARY:
+        return None
+    return redirect(url_for("account.password_page"))
+
+
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
+    app.before_request(_tokens_only_for_the_api)
     app.before_request(_enforce_idle_timeout)
+    app.before_request(_require_password_change)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -50,7 +50,7 @@ DEMO_USERS = [
 
 
 def cli_actor() -> Actor:
-    return Actor.system(f"cli:{getpass.getuser()}")
+    return Actor.system(f"cli:{getpass.getuser()}", auth="cli")
 
 
 def _safe_url(url: str) -> str:
@@ -174,8 +174,8 @@ def check_command() -> None:
 @click.option("--full-name", required=True)
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
 @click.option("--site", "sites", multiple=True, help="site code (investigators, pharmacists)")
-@click.option("--email")
-@click.password_option(help="at least 12 characters (prompted when not given)")
+@click.option("--email", help="without --password, the temporary password is sent here")
+@click.option("--password", help="a temporary password (prompted when neither it nor --email)")
 @friendly_errors
 def user_create(
     username: str,
@@ -183,20 +183,37 @@ def user_create(
     role: str,
     sites: tuple[str, ...],
     email: str | None,
-    password: str,
+    password: str | None,
 ) -> None:
-    """Create a user with one role."""
+    """Create a user with one role; the password is temporary (changed at the first sign-in).
+
+    An unblinded statistician is created directly only while no active unblinded user exists
+    (the bootstrap); afterwards this files a request that an unblinded statistician approves."""
     _require_keys()
+    from iwrs.services import unblinded_access
+
+    if role == Role.UNBLINDED_STATISTICIAN and unblinded_access.active_unblinded_users():
+        request = unblinded_access.request_unblinded_account(
+            actor=cli_actor(), username=username, full_name=full_name, email=email or ""
+        )
+        click.echo(
+            f"filed request {request.id} for {request.username}: an active unblinded "
+            "statistician must approve it; the temporary password then goes to its e-mail"
+        )
+        return
+    if password is None and not email:
+        password = click.prompt("temporary password", hide_input=True, confirmation_prompt=True)
     user = users.create_user(
         actor=cli_actor(),
         username=username,
         full_name=full_name,
         role=role,
         password=password,
+        temporary=True,
         email=email,
         site_codes=sites,
     )
-    click.echo(f"created {user.username} ({user.role.label})")
+    click.echo(f"created {user.username} ({user.role.label}); password to change at sign-in")
 
 
 @user_cli.command("list")
@@ -260,10 +277,12 @@ def user_deactivate(username: str, reason: str, admin_username: str) -> None:
 @click.password_option()
 @friendly_errors
 def user_set_password(username: str, password: str) -> None:
-    """Set a user's password (also unlocks the account)."""
+    """Set a temporary password (the user must change it at sign-in; it cannot sign); unlocks."""
     _require_keys()
-    users.reset_password(actor=cli_actor(), user_id=_user_id(username), new_password=password)
-    click.echo(f"password set for {username}")
+    from iwrs.services import passwords
+
+    passwords.set_password(actor=cli_actor(), user_id=_user_id(username), new_password=password)
+    click.echo(f"temporary password set for {username}")
 
 
 @audit_cli.command("verify")

@@ -13,9 +13,19 @@ from iwrs.models.sites import Depot, Site, SiteStatus, Trial
 from iwrs.models.subjects import Decision, EligibilityAssessment, Outcome, Subject, SubjectStatus
 from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
 from iwrs.models.unblinding import Notification, Unblinding
-from iwrs.models.users import ApiToken, Role, Signature, User, UserSite
+from iwrs.models.users import (
+    AccessRequestStatus,
+    ApiToken,
+    Role,
+    Signature,
+    UnblindedAccessRequest,
+    User,
+    UserNotice,
+    UserSite,
+)
 
 __all__ = [
+    "AccessRequestStatus",
     "ApiToken",
     "AuditAnchor",
     "AuditChainHead",
@@ -45,7 +55,9 @@ __all__ = [
     "SubjectStatus",
     "SupplyAlert",
     "Trial",
+    "UnblindedAccessRequest",
     "Unblinding",
     "User",
+    "UserNotice",
     "UserSite",
 ]

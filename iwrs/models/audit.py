@@ -39,6 +39,8 @@ class AuditEvent(Base):
     before: Mapped[str | None] = mapped_column(Text)
     after: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
+    # How the actor authenticated: session, token:<id>, cli, system, password (None: before 0007).
+    auth: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256, verifiable offline
     mac: Mapped[str] = mapped_column(String(64))  # HMAC of the hash under the server's audit key

@@ -1,11 +1,12 @@
-"""Users, their one role, their site assignments, API tokens and electronic signatures."""
+"""Users, their one role, their site assignments, API tokens, electronic signatures, in-app
+notices and requests for unblinded accounts."""
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from iwrs.db import Base, UTCDateTime, enum_column
@@ -47,6 +48,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Bumped on password change or deactivation: every existing session of the user ends.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
+    # A system-generated one-time password: it must be changed before anything else and can
+    # never sign (DESIGN rule 11).
+    password_temporary: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     site_links: Mapped[list[UserSite]] = relationship(
         back_populates="user", cascade="all, delete-orphan", lazy="selectin"
@@ -106,3 +110,46 @@ class Signature(Base):
     entity_type: Mapped[str] = mapped_column(String(64))
     entity_id: Mapped[str] = mapped_column(String(64))
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UserNotice(Base):
+    """A message to one user shown in the application after they sign in (e.g. "your password
+    was reset by ..."); the outbox carries the e-mail copy."""
+
+    __tablename__ = "user_notice"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AccessRequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class UnblindedAccessRequest(Base):
+    """An admin's request for a new unblinded account: it exists only once an active unblinded
+    user, not the requester, approves it with an e-signature (the two-person rule)."""
+
+    __tablename__ = "unblinded_access_request"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    full_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(200))
+    role: Mapped[Role] = mapped_column(enum_column(Role, "role", length=32))
+    status: Mapped[AccessRequestStatus] = mapped_column(
+        enum_column(AccessRequestStatus, "status", length=16)
+    )
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    requested_by: Mapped[str] = mapped_column(String(64))  # username, or the CLI actor's name
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))

@@ -230,6 +230,7 @@ CSV_COLUMNS = (
     "occurred_at",
     "username",
     "role",
+    "auth",
     "action",
     "entity_type",
     "entity_id",

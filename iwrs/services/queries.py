@@ -9,7 +9,7 @@ from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
 from iwrs.models.subjects import EligibilityAssessment, Subject
-from iwrs.models.users import ApiToken, User
+from iwrs.models.users import ApiToken, User, UserNotice
 
 
 def visible_sites(user: User) -> list[Site]:
@@ -96,3 +96,11 @@ def rescreen_of(subject_id: int) -> Subject | None:
     return (
         read_session().scalars(select(Subject).where(Subject.rescreen_of_id == subject_id)).first()
     )
+
+
+def notices_of(user_id: int, *, unread_only: bool = False) -> list[UserNotice]:
+    """A user's in-app notices, newest first."""
+    query = select(UserNotice).where(UserNotice.user_id == user_id)
+    if unread_only:
+        query = query.where(UserNotice.read_at.is_(None))
+    return list(read_session().scalars(query.order_by(UserNotice.id.desc())))

@@ -13,13 +13,29 @@ from sqlalchemy.orm import Session
 
 from iwrs import audit, clock
 from iwrs.audit import Actor
-from iwrs.auth import TOKEN_PREFIX, hash_password, password_matches, token_digest
-from iwrs.db import transaction
-from iwrs.errors import AccountLocked, AuthenticationFailed, Conflict, InvalidInput, NotFound
+from iwrs.auth import (
+    ROLE_PERMISSIONS,
+    TOKEN_PREFIX,
+    Permission,
+    hash_password,
+    password_matches,
+    token_digest,
+)
+from iwrs.db import read_session, transaction
+from iwrs.errors import (
+    AccountLocked,
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+)
 from iwrs.models.sites import Site
 from iwrs.models.users import ApiToken, Role, Signature, User, UserSite
+from iwrs.services import passwords
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
+EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 WRONG_CREDENTIALS = "unknown username or wrong password"
 
 
@@ -89,17 +105,38 @@ def _resolve_sites(session: Session, role: Role, site_codes: Iterable[str]) -> l
     return sites
 
 
-def create_user(
-    *,
-    actor: Actor,
-    username: str,
-    full_name: str,
-    role: str,
-    password: str,
-    email: str | None = None,
-    site_codes: Iterable[str] = (),
-) -> User:
-    """Create an account with one role (and sites for site roles)."""
+def may(actor: Actor, permission: Permission) -> bool:
+    """Whether the actor's role holds the permission; the system (CLI, jobs) holds every one."""
+    if actor.role == "system":
+        return True
+    try:
+        return permission in ROLE_PERMISSIONS[Role(actor.role)]
+    except ValueError:
+        return False
+
+
+def require(actor: Actor, permission: Permission) -> None:
+    """The service's own wall (a route decorator is only the second)."""
+    if not may(actor, permission):
+        raise Forbidden(
+            f"your role ({actor.role}) may not {permission.value.replace('_', ' ')}",
+            rule="permission",
+        )
+
+
+def clean_email(email: str | None) -> str | None:
+    """One plain address or None; refuses lists and spaces (the outbox sends to it alone)."""
+    email = (email or "").strip()
+    if not email:
+        return None
+    if len(email) > 200 or not EMAIL.match(email):
+        raise InvalidInput(
+            f"email: {email[:200]!r} is not one e-mail address", field="email", rule="email_format"
+        )
+    return email
+
+
+def check_identity(username: str, full_name: str) -> str:
     username = username.strip().lower()
     if not USERNAME.match(username):
         raise InvalidInput(
@@ -110,37 +147,115 @@ def create_user(
         )
     if not full_name.strip():
         raise InvalidInput("full_name: must not be empty", field="full_name", rule="required")
+    return username
+
+
+def create_user(
+    *,
+    actor: Actor,
+    username: str,
+    full_name: str,
+    role: str,
+    email: str | None = None,
+    site_codes: Iterable[str] = (),
+    password: str | None = None,
+    temporary: bool = False,
+) -> User:
+    """Create an account with one role (and sites for site roles).
+
+    No person chooses another person's usable password (DESIGN rule 11): without `password`
+    the system generates a one-time password and sends it only to the user's e-mail (rule
+    email_required without one); the creator never sees it. Only the system (the CLI operator's
+    bootstrap, the demo, test fixtures) may pass a password (rule system_only), kept as given
+    or, with `temporary`, to be changed at the first sign-in. An unblinded account is never
+    created directly by a person: the admin files `request_unblinded_account` (rule
+    two_person_approval)."""
+    require(actor, Permission.MANAGE_USERS)
+    by_system = actor.role == "system"
+    if password is not None and not by_system:
+        raise Forbidden(
+            "password: the system generates the first password and sends it to the user",
+            field="password",
+            rule="system_only",
+        )
+    username = check_identity(username, full_name)
     parsed_role = parse_role(role)
-    check_password_rules(password, username=username)
+    if parsed_role is Role.UNBLINDED_STATISTICIAN and not by_system:
+        raise Forbidden(
+            "role: an unblinded account needs a request approved by an unblinded statistician",
+            field="role",
+            rule="two_person_approval",
+        )
+    email = clean_email(email)
+    if password is None:
+        if email is None:
+            raise InvalidInput(
+                "email: the temporary password is sent to the user's e-mail; give one",
+                field="email",
+                rule="email_required",
+            )
+        password, temporary, send_to = passwords.temporary_password(), True, email
+    else:
+        check_password_rules(password, username=username)
+        send_to = None
     password_hash = hash_password(password)  # slow by design: kept outside the write lock
     with transaction() as session:
-        if session.scalars(select(User.id).where(User.username == username)).first():
-            raise Conflict(
-                f"username: {username!r} is already taken", field="username", rule="unique"
-            )
-        sites = _resolve_sites(session, parsed_role, site_codes)
-        user = User(
-            username=username,
-            full_name=full_name.strip(),
-            email=email or None,
-            role=parsed_role,
-            password_hash=password_hash,
-            active=True,
-            failed_sign_ins=0,
-            created_at=clock.now(),
-            session_version=1,
-            site_links=[UserSite(site_id=s.id) for s in sites],
-        )
-        session.add(user)
-        session.flush()
-        audit.record(
+        user = add_account(
             session,
             actor=actor,
-            action="user.created",
-            entity_type="user",
-            entity_id=user.id,
-            after=_user_snapshot(user),
+            username=username,
+            full_name=full_name,
+            role=parsed_role,
+            email=email,
+            sites=_resolve_sites(session, parsed_role, site_codes),
+            password_hash=password_hash,
+            temporary=temporary,
         )
+        if send_to is not None:
+            passwords.send_temporary_password(
+                session, user=user, password=password, why="account_created"
+            )
+    return user
+
+
+def add_account(
+    session: Session,
+    *,
+    actor: Actor,
+    username: str,
+    full_name: str,
+    role: Role,
+    email: str | None,
+    sites: list[Site],
+    password_hash: str,
+    temporary: bool,
+) -> User:
+    """Insert the account and its audit event inside the caller's transaction."""
+    if session.scalars(select(User.id).where(User.username == username)).first():
+        raise Conflict(f"username: {username!r} is already taken", field="username", rule="unique")
+    user = User(
+        username=username,
+        full_name=full_name.strip(),
+        email=email,
+        role=role,
+        password_hash=password_hash,
+        password_temporary=temporary,
+        active=True,
+        failed_sign_ins=0,
+        created_at=clock.now(),
+        session_version=1,
+        site_links=[UserSite(site_id=s.id) for s in sites],
+    )
+    session.add(user)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="user.created",
+        entity_type="user",
+        entity_id=user.id,
+        after={**_user_snapshot(user), "password_temporary": temporary},
+    )
     return user
 
 
@@ -202,18 +317,11 @@ def deactivate_user(*, actor: Actor, user_id: int, reason: str, signer_password:
     return user
 
 
-def reset_password(*, actor: Actor, user_id: int, new_password: str) -> User:
-    """Set a new password (admin reset or own change); unlocks and ends the user's sessions."""
-    with transaction() as session:
-        user = _get_user(session, user_id, lock=True)
-        check_password_rules(new_password, username=user.username)
-        user.password_hash = hash_password(new_password)
-        user.failed_sign_ins = 0
-        user.locked_until = None
-        user.session_version += 1
-        audit.record(
-            session, actor=actor, action="user.password_set", entity_type="user", entity_id=user.id
-        )
+def get_user(user_id: int) -> User:
+    """A user by id, or NotFound naming the field."""
+    user = read_session().get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist", field="user_id", rule="exists")
     return user
 
 
@@ -299,6 +407,7 @@ def sign_in(*, username: str, password: str) -> User:
             user.id if user else None,
             username[:64] or "(blank)",
             str(user.role) if user else "unknown",
+            "password",
         )
         error = _check_credentials(
             session, user, password, actor_for_failure=attempt, action="auth.sign_in"
@@ -331,20 +440,34 @@ def record_sign_out(*, actor: Actor) -> None:
 
 def confirm_signature(*, signer_id: int | None, password: str) -> None:
     """Check the signer's re-entered password in its own transaction, so failures count
-    towards the lockout even though the signed action does not happen."""
+    towards the lockout even though the signed action does not happen. A temporary password
+    (set by the system for an admin reset or a new account) never signs: rule
+    temporary_password (21 CFR 11.200: a signature is its owner's alone)."""
     if signer_id is None:
         raise AuthenticationFailed(
             "an electronic signature needs a signed-in user", field="password", rule="signer"
         )
+    confirm_password(user_id=signer_id, password=password, action="esign.signature")
+
+
+def confirm_password(*, user_id: int, password: str, action: str) -> None:
+    """Check a user's own password under the lockout rule, in its own transaction; for a
+    signature (action esign.signature) a temporary password is refused before it is checked."""
     if not password:
         raise InvalidInput(
             "password: re-enter your password to sign", field="password", rule="required"
         )
     with transaction() as session:
-        user = _get_user(session, signer_id, lock=True)
+        user = _get_user(session, user_id, lock=True)
+        if action == "esign.signature" and user.password_temporary:
+            raise Forbidden(
+                "password: a temporary password cannot sign; change your password first",
+                field="password",
+                rule="temporary_password",
+            )
         failures_before = user.failed_sign_ins
         error = _check_credentials(
-            session, user, password, actor_for_failure=Actor.of(user), action="esign.signature"
+            session, user, password, actor_for_failure=Actor.of(user), action=action
         )
         if error is None and failures_before:
             # A correct signature clears earlier failures: that is a change to audit.
@@ -389,7 +512,14 @@ def sign(
 
 
 def create_api_token(*, actor: Actor, user_id: int, name: str) -> tuple[str, ApiToken]:
-    """Issue a personal API token; the token itself is returned once and never stored."""
+    """Issue a personal API token to the actor themselves; the token is returned once and never
+    stored. Nobody, the admin included, mints a token for another person: rule own_tokens_only."""
+    if actor.user_id is None or actor.user_id != user_id:
+        raise Forbidden(
+            "user_id: an API token is issued only to its owner, signed in as themselves",
+            field="user_id",
+            rule="own_tokens_only",
+        )
     name = name.strip()
     if not name or len(name) > 100:
         raise InvalidInput(
@@ -406,7 +536,7 @@ def create_api_token(*, actor: Actor, user_id: int, name: str) -> tuple[str, Api
             prefix=token[:12],
             token_sha256=token_digest(token),
             created_at=clock.now(),
-            created_by_id=actor.user_id,
+            created_by_id=user.id,
         )
         session.add(row)
         session.flush()
@@ -422,12 +552,17 @@ def create_api_token(*, actor: Actor, user_id: int, name: str) -> tuple[str, Api
 
 
 def revoke_api_token(*, actor: Actor, token_id: int, owner_id: int | None = None) -> ApiToken:
-    """Revoke a token (owner_id restricts it to that user's own tokens)."""
+    """Revoke a token: the owner's own, or anyone's by a user manager (owner_id restricts it to
+    that user's own tokens)."""
     with transaction() as session:
         row = session.scalars(
             select(ApiToken).where(ApiToken.id == token_id).with_for_update()
         ).one_or_none()
-        if row is None or (owner_id is not None and row.user_id != owner_id):
+        if (
+            row is None
+            or (owner_id is not None and row.user_id != owner_id)
+            or (row.user_id != actor.user_id and not may(actor, Permission.MANAGE_USERS))
+        ):
             raise NotFound(f"API token {token_id} does not exist", field="token_id", rule="exists")
         if row.revoked_at is not None:
             raise Conflict(

@@ -22,6 +22,7 @@ log = logging.getLogger("iwrs.web")
 
 def init_app(app: Flask) -> None:
     from iwrs.web import (
+        access,
         account,
         admin,
         audit,
@@ -47,6 +48,7 @@ def init_app(app: Flask) -> None:
         account.bp,
         audit.bp,
         unblinding.bp,
+        access.bp,
     ):
         app.register_blueprint(blueprint)
     app.register_error_handler(IWRSError, handle_error)

@@ -1,4 +1,4 @@
-"""The signed-in user's own account: password change and personal API tokens."""
+"""The signed-in user's own account: password change, personal API tokens and notices."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ from flask_login import current_user, logout_user
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
-from iwrs.services import queries, users
-from iwrs.web.forms import PasswordResetForm, SignatureForm, TokenForm
+from iwrs.services import passwords, queries, users
+from iwrs.web.forms import PasswordChangeForm, TokenForm
 
 bp = Blueprint("account", __name__, url_prefix="/account")
-
-
-class PasswordChangeForm(SignatureForm, PasswordResetForm):
-    """Current password (as a signature) and the new one."""
 
 
 def _render(new_token: str | None = None, status: int = 200):  # type: ignore[no-untyped-def]
@@ -24,6 +20,7 @@ def _render(new_token: str | None = None, status: int = 200):  # type: ignore[no
         tokens=queries.tokens_of(current_user.id),
         token_form=TokenForm(prefix="token"),
         password_form=PasswordChangeForm(prefix="pw"),
+        notices=queries.notices_of(current_user.id),
         new_token=new_token,
     ), status
 
@@ -61,23 +58,34 @@ def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
     return redirect(url_for("account.index"))
 
 
-@bp.post("/password")
-@requires(Permission.OWN_API_TOKENS)
-def password_change():  # type: ignore[no-untyped-def]
+@bp.route("/password", methods=["GET", "POST"])
+@requires()
+def password_page():  # type: ignore[no-untyped-def]
+    """Change one's own password; the only page a user with a temporary password can reach."""
     form = PasswordChangeForm(prefix="pw")
-    if not form.validate_on_submit():
+    status = 200
+    if form.validate_on_submit():
+        try:
+            passwords.change_own_password(
+                actor=Actor.of(current_user),
+                current_password=form.current_password.data,
+                new_password=form.new_password.data,
+            )
+        except IWRSError as refusal:
+            flash(refusal.message, "error")
+            status = refusal.status
+        else:
+            logout_user()
+            flash("Password changed. Sign in with the new password.", "info")
+            return redirect(url_for("auth.sign_in"))
+    elif form.is_submitted():
         flash("Enter your current password and a new one.", "error")
-        return _render(status=422)
-    try:
-        users.confirm_signature(signer_id=current_user.id, password=form.signature_password.data)
-        users.reset_password(
-            actor=Actor.of(current_user),
-            user_id=current_user.id,
-            new_password=form.new_password.data,
-        )
-    except IWRSError as refusal:
-        flash(refusal.message, "error")
-        return _render(status=refusal.status)
-    logout_user()
-    flash("Password changed. Sign in with the new password.", "info")
-    return redirect(url_for("auth.sign_in"))
+        status = 422
+    return render_template("password.html", form=form), status
+
+
+@bp.post("/notices/<int:notice_id>/read")
+@requires()
+def notice_read(notice_id: int):  # type: ignore[no-untyped-def]
+    passwords.mark_notice_read(actor=Actor.of(current_user), notice_id=notice_id)
+    return redirect(url_for("main.home"))

@@ -1,4 +1,5 @@
-"""Admin pages: users, roles, site assignments, deactivation, password resets, tokens."""
+"""Admin pages: users, roles, site assignments, deactivation, password resets, token revocation,
+requests for unblinded accounts. An admin never sets, sees or mints another person's credential."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from flask_login import current_user
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
-from iwrs.services import queries, users
+from iwrs.services import passwords, queries, unblinded_access, users
 from iwrs.web.forms import (
+    AccessRequestForm,
     DeactivateForm,
     PasswordResetForm,
     SiteAssignmentForm,
-    TokenForm,
     UserCreateForm,
     choices,
 )
@@ -41,14 +42,15 @@ def user_new():  # type: ignore[no-untyped-def]
                 full_name=form.full_name.data,
                 email=form.email.data,
                 role=form.role.data,
-                password=form.password.data,
                 site_codes=form.sites.data or [],
             )
         except IWRSError as refusal:
             flash(refusal.message, "error")
             status = refusal.status
         else:
-            flash(f"User {user.username} created.", "info")
+            flash(
+                f"User {user.username} created; a temporary password went to their e-mail.", "info"
+            )
             return redirect(url_for("admin.user_detail", user_id=user.id))
     elif form.is_submitted():
         status = 422
@@ -62,7 +64,6 @@ def _detail_forms(user):  # type: ignore[no-untyped-def]
         "assign": assign,
         "deactivate": DeactivateForm(prefix="deactivate"),
         "reset": PasswordResetForm(prefix="reset"),
-        "token": TokenForm(prefix="token"),
     }
 
 
@@ -74,9 +75,7 @@ def user_detail(user_id: int):  # type: ignore[no-untyped-def]
     forms["assign"].sites.data = (
         sorted(s.code for s in queries.visible_sites(user)) if user.role.site_scoped else []
     )
-    return render_template(
-        "admin_user.html", user=user, tokens=queries.tokens_of(user.id), new_token=None, **forms
-    )
+    return render_template("admin_user.html", user=user, tokens=queries.tokens_of(user.id), **forms)
 
 
 @bp.post("/users/<int:user_id>/<action>")
@@ -85,7 +84,6 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
     user = queries.user_by_id(user_id)
     forms = _detail_forms(user)
     actor = Actor.of(current_user)
-    new_token = None
     status = 200
     try:
         if action == "sites" and forms["assign"].validate_on_submit():
@@ -101,13 +99,15 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
             )
             flash(f"User {user.username} deactivated.", "info")
         elif action == "reset-password" and forms["reset"].validate_on_submit():
-            users.reset_password(
-                actor=actor, user_id=user_id, new_password=forms["reset"].new_password.data
+            passwords.reset_password(
+                actor=actor,
+                user_id=user_id,
+                signer_password=forms["reset"].signature_password.data,
             )
-            flash("Password set; the user's sessions have ended.", "info")
-        elif action == "token" and forms["token"].validate_on_submit():
-            new_token, _ = users.create_api_token(
-                actor=actor, user_id=user_id, name=forms["token"].name.data
+            flash(
+                "Password reset: a temporary password went to the user's e-mail; "
+                "their sessions have ended.",
+                "info",
             )
         else:
             flash(
@@ -119,15 +119,11 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
     except IWRSError as refusal:
         flash(refusal.message, "error")
         status = refusal.status
-    if new_token is None and status == 200:
+    if status == 200:
         return redirect(url_for("admin.user_detail", user_id=user_id))
     user = queries.user_by_id(user_id)
     return render_template(
-        "admin_user.html",
-        user=user,
-        tokens=queries.tokens_of(user.id),
-        new_token=new_token,
-        **_detail_forms(user),
+        "admin_user.html", user=user, tokens=queries.tokens_of(user.id), **_detail_forms(user)
     ), status
 
 
@@ -137,3 +133,35 @@ def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
     token = users.revoke_api_token(actor=Actor.of(current_user), token_id=token_id)
     flash(f"Token {token.prefix}… revoked.", "info")
     return redirect(url_for("admin.user_detail", user_id=token.user_id))
+
+
+@bp.route("/unblinded-requests", methods=["GET", "POST"])
+@requires(Permission.MANAGE_USERS)
+def access_requests():  # type: ignore[no-untyped-def]
+    """Request an unblinded statistician account; it exists only once an unblinded statistician
+    approves it (the two-person rule)."""
+    form = AccessRequestForm(prefix="request")
+    status = 200
+    if form.validate_on_submit():
+        try:
+            unblinded_access.request_unblinded_account(
+                actor=Actor.of(current_user),
+                username=form.username.data,
+                full_name=form.full_name.data,
+                email=form.email.data,
+            )
+        except IWRSError as refusal:
+            flash(refusal.message, "error")
+            status = refusal.status
+        else:
+            flash("Request filed; an unblinded statistician must approve it.", "info")
+            return redirect(url_for("admin.access_requests"))
+    elif form.is_submitted():
+        flash("Fill the username, full name and e-mail.", "error")
+        status = 422
+    return render_template(
+        "access_requests.html",
+        form=form,
+        requests=unblinded_access.access_requests(),
+        decide=False,
+    ), status

@@ -34,9 +34,22 @@ class UserCreateForm(FlaskForm):
     email = StringField("E-mail", validators=[Optional(), Length(max=200)])
     role = SelectField("Role", choices=[SelectChoice(r.value, r.label) for r in Role])
     sites = SelectMultipleField("Sites (investigators and pharmacists)", choices=[])
-    password = PasswordField(
-        "Initial password (at least 12 characters)", validators=[DataRequired()]
+
+
+class AccessRequestForm(FlaskForm):
+    """An admin's request for an unblinded statistician account."""
+
+    username = StringField("Username", validators=[DataRequired(), Length(min=3, max=64)])
+    full_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])
+    email = StringField("E-mail", validators=[DataRequired(), Length(max=200)])
+
+
+class AccessDecisionForm(SignatureForm):
+    decision = SelectField(
+        "Decision",
+        choices=[SelectChoice("approve", "approve"), SelectChoice("reject", "reject")],
     )
+    reason = StringField("Reason (required to reject)", validators=[Optional(), Length(max=500)])
 
 
 class SiteAssignmentForm(FlaskForm):
@@ -50,7 +63,14 @@ class DeactivateForm(SignatureForm):
     )
 
 
-class PasswordResetForm(FlaskForm):
+class PasswordResetForm(SignatureForm):
+    """An admin's reset: a temporary password goes to the user's e-mail, never to the admin."""
+
+
+class PasswordChangeForm(FlaskForm):
+    """One's own change: the current password and the new one."""
+
+    current_password = PasswordField("Current password", validators=[DataRequired()])
     new_password = PasswordField(
         "New password (at least 12 characters)", validators=[DataRequired()]
     )

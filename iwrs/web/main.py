@@ -13,7 +13,11 @@ bp = Blueprint("main", __name__)
 @bp.get("/")
 @login_required
 def home():  # type: ignore[no-untyped-def]
-    return render_template("home.html", sites=queries.visible_sites(current_user))
+    return render_template(
+        "home.html",
+        sites=queries.visible_sites(current_user),
+        notices=queries.notices_of(current_user.id, unread_only=True),
+    )
 
 
 @bp.get("/healthz")

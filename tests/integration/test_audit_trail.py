@@ -14,10 +14,10 @@ from iwrs.audit import Actor, AuditMissing, verify_chain
 from iwrs.db import engine, read_session, transaction
 from iwrs.errors import AuthenticationFailed, InvalidInput
 from iwrs.models import AuditEvent, Site
-from iwrs.services import users
+from iwrs.services import passwords, users
 from tests.conftest import PASSWORD
 
-ADMIN = Actor(None, "test-admin", "admin")
+ADMIN = Actor.system("test-admin")  # the bootstrap path: the system may give a password
 
 
 def actions_since(seq: int) -> list[str]:
@@ -54,7 +54,7 @@ def test_each_use_case_writes_exactly_its_audit_events(ctx, investigator):
             ["user.sites_assigned"],
         ),
         (
-            lambda: users.reset_password(
+            lambda: passwords.set_password(
                 actor=ADMIN, user_id=investigator.id, new_password=PASSWORD + "!"
             ),
             ["user.password_set"],
@@ -62,6 +62,14 @@ def test_each_use_case_writes_exactly_its_audit_events(ctx, investigator):
         (
             lambda: users.sign_in(username=investigator.username, password=PASSWORD + "!"),
             ["auth.signed_in"],
+        ),
+        (
+            lambda: passwords.change_own_password(
+                actor=Actor.of(investigator),
+                current_password=PASSWORD + "!",
+                new_password=PASSWORD + "?",
+            ),
+            ["user.password_changed"],
         ),
         (lambda: users.record_sign_out(actor=Actor.of(investigator)), ["auth.signed_out"]),
     ]
@@ -154,7 +162,8 @@ def test_audit_time_and_actor_are_recorded(ctx, clock):
         )
     event = read_session().get(AuditEvent, before + 1)
     assert event.occurred_at == clock.current
-    assert (event.username, event.role, event.reason) == ("test-admin", "admin", "because")
+    assert (event.username, event.role, event.reason) == ("test-admin", "system", "because")
+    assert event.auth == "system"
 
 
 def test_concurrent_writers_keep_one_gapless_verified_chain(app, make_user):

@@ -13,7 +13,7 @@ from iwrs.models import ApiToken, User
 from iwrs.services import users
 from tests.conftest import PASSWORD
 
-ADMIN = Actor(None, "test-admin", "admin")
+ADMIN = Actor.system("test-admin")  # the bootstrap path: the system may give a password
 
 
 def create(**overrides):

@@ -16,7 +16,7 @@ NEW_USER = {
     "username": "apiuser",
     "full_name": "Api User",
     "role": "investigator",
-    "password": "a long enough password",
+    "email": "api.user@example.org",
     "site_codes": ["CN01"],
 }
 
@@ -169,12 +169,12 @@ def test_admin_creates_user_with_one_audit_event(app, admin_client):
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"password": None}, "password"),
+        ({"email": None}, "email"),
         ({"full_name": None}, "full_name"),
-        ({"password": "short pass"}, "password"),
+        ({"password": "an admin-chosen one"}, "password"),
         ({"role": "superuser"}, "role"),
     ],
-    ids=["missing-password", "missing-full-name", "short-password", "unknown-role"],
+    ids=["missing-email", "missing-full-name", "admin-chosen-password", "unknown-role"],
 )
 def test_invalid_user_is_refused_naming_the_field(app, admin_client, change, field):
     body = {k: v for k, v in {**NEW_USER, **change}.items() if v is not None}

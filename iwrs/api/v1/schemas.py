@@ -43,10 +43,36 @@ class UserCreateSchema(Schema):
     full_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     email = fields.String(load_default=None, validate=validate.Length(max=200))
     role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
-    password = fields.String(
-        required=True, load_only=True, validate=validate.Length(min=12, max=256)
-    )
     site_codes = fields.List(fields.String(), load_default=list)
+
+
+class AccessRequestCreateSchema(Schema):
+    username = fields.String(required=True, validate=validate.Length(min=3, max=64))
+    full_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    email = fields.String(required=True, validate=validate.Length(min=3, max=200))
+
+
+class AccessRequestSchema(Schema):
+    id = fields.Integer()
+    username = fields.String()
+    full_name = fields.String()
+    email = fields.String()
+    role = fields.String()
+    status = fields.String()
+    requested_by = fields.String()
+    requested_at = fields.DateTime()
+    decided_at = fields.DateTime(allow_none=True)
+    decision_reason = fields.String(allow_none=True)
+
+
+class AccessDecisionSchema(Schema):
+    decision = fields.String(required=True, validate=validate.OneOf(["approve", "reject"]))
+    reason = fields.String(load_default="", validate=validate.Length(max=500))
+    signature_password = fields.String(
+        required=True,
+        load_only=True,
+        metadata={"description": "electronic signature: the caller's password"},
+    )
 
 
 class TokenSchema(Schema):

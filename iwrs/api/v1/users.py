@@ -1,4 +1,4 @@
-"""/api/v1/me, /api/v1/users and /api/v1/tokens."""
+"""/api/v1/me, /api/v1/users, /api/v1/tokens and /api/v1/unblinded-access-requests."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from flask_login import current_user
 from flask_smorest import Blueprint
 
 from iwrs.api.v1.schemas import (
+    AccessDecisionSchema,
+    AccessRequestCreateSchema,
+    AccessRequestSchema,
     NewTokenSchema,
     ProblemSchema,
     TokenCreateSchema,
@@ -15,8 +18,9 @@ from iwrs.api.v1.schemas import (
     UserSchema,
 )
 from iwrs.audit import Actor
-from iwrs.auth import Permission, requires
-from iwrs.services import queries, users
+from iwrs.auth import Permission, has_permission, requires
+from iwrs.errors import Forbidden
+from iwrs.services import queries, unblinded_access, users
 
 blp = Blueprint("Users", __name__, url_prefix="", description="Users and API tokens")
 PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
@@ -61,14 +65,15 @@ class Users(MethodView):
     @blp.alt_response(409, **PROBLEM)
     @requires(Permission.MANAGE_USERS)
     def post(self, body):  # type: ignore[no-untyped-def]
-        """Create a user with one role (admins only)."""
+        """Create a user with one role (admins only). The system sends a temporary password to
+        the user's e-mail (required); an unblinded statistician account is requested instead
+        (POST /unblinded-access-requests)."""
         user = users.create_user(
             actor=Actor.of(current_user),
             username=body["username"],
             full_name=body["full_name"],
             email=body["email"],
             role=body["role"],
-            password=body["password"],
             site_codes=body["site_codes"],
         )
         return _user_view(queries.user_by_id(user.id))
@@ -110,4 +115,48 @@ class TokenById(MethodView):
         """Revoke one of the caller's tokens."""
         users.revoke_api_token(
             actor=Actor.of(current_user), token_id=token_id, owner_id=current_user.id
+        )
+
+
+@blp.route("/unblinded-access-requests")
+class AccessRequests(MethodView):
+    @blp.response(200, AccessRequestSchema(many=True))
+    @blp.alt_response(403, **PROBLEM)
+    @requires()
+    def get(self):  # type: ignore[no-untyped-def]
+        """Requests for unblinded accounts (admins and unblinded statisticians)."""
+        if not (
+            has_permission(current_user, Permission.MANAGE_USERS)
+            or has_permission(current_user, Permission.SEE_ARM)
+        ):
+            raise Forbidden("your role may not see access requests", rule="permission")
+        return unblinded_access.access_requests()
+
+    @blp.arguments(AccessRequestCreateSchema)
+    @blp.response(201, AccessRequestSchema)
+    @blp.alt_response(422, **PROBLEM)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.MANAGE_USERS)
+    def post(self, body):  # type: ignore[no-untyped-def]
+        """Request an unblinded statistician account (admins); it takes effect only once an
+        unblinded statistician approves it."""
+        return unblinded_access.request_unblinded_account(actor=Actor.of(current_user), **body)
+
+
+@blp.route("/unblinded-access-requests/<int:request_id>/decision")
+class AccessDecision(MethodView):
+    @blp.arguments(AccessDecisionSchema)
+    @blp.response(200, AccessRequestSchema)
+    @blp.alt_response(403, **PROBLEM)
+    @blp.alt_response(409, **PROBLEM)
+    @requires(Permission.SEE_ARM)
+    def post(self, body, request_id: int):  # type: ignore[no-untyped-def]
+        """Approve or reject a pending request, signed (unblinded statisticians, not the
+        requester)."""
+        return unblinded_access.decide_unblinded_request(
+            actor=Actor.of(current_user),
+            request_id=request_id,
+            approve=body["decision"] == "approve",
+            signer_password=body["signature_password"],
+            reason=body["reason"],
         )

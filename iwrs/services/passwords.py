@@ -1,0 +1,194 @@
+"""Use cases for passwords and in-app notices: an admin's signed reset to a temporary password,
+one's own change, the CLI operator's set-password, and reading one's notices.
+
+DESIGN rule 11 (21 CFR 11.300): a password is usable only by its owner. Whatever an admin does
+ends in a one-time password the system generates and sends only to the user's e-mail; it must be
+changed at the next sign-in before anything else and never signs."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from iwrs import audit, clock
+from iwrs.audit import Actor
+from iwrs.auth import Permission, hash_password
+from iwrs.db import transaction
+from iwrs.errors import Conflict, Forbidden, InvalidInput, NotFound
+from iwrs.models.unblinding import Notification
+from iwrs.models.users import User, UserNotice
+from iwrs.services import users
+
+_WHY = {
+    "account_created": "An account was created for you",
+    "password_reset": "Your password was reset",
+    "unblinded_access_approved": "An unblinded account was created for you after approval",
+}
+
+
+def temporary_password() -> str:
+    """A one-time password of 96 random bits, e.g. '3fa9c1-07be42-d1e0aa-5c2f19'."""
+    return "-".join(secrets.token_hex(3) for _ in range(4))
+
+
+def send_temporary_password(session: Session, *, user: User, password: str, why: str) -> None:
+    """Queue the one-time password in the outbox to the user's own address, in the caller's
+    transaction. It is the only copy in clear: never shown, logged or audited."""
+    assert user.email is not None
+    study = current_app.extensions["iwrs.protocol"].study_id
+    session.add(
+        Notification(
+            recipient=user.email,
+            subject_line=f"[{study}] Your temporary IWRS password",
+            body=(
+                f"{_WHY[why]} ({user.username}).\n"
+                f"Temporary password: {password}\n"
+                "Sign in with it and choose a new password at once; until you do, you can do "
+                "nothing else and cannot sign. If you did not expect this, tell your trial "
+                "administrator and the sponsor's quality assurance.\n"
+            ),
+            created_at=clock.now(),
+        )
+    )
+
+
+def reset_password(*, actor: Actor, user_id: int, signer_password: str) -> User:
+    """An admin's signed reset of another person's password to a system-generated temporary one
+    sent to that person's e-mail; ends their sessions, unlocks, and leaves an in-app notice.
+
+    Refusals: not an admin (permission), oneself (not_self: change your own with the current
+    password), no e-mail (email_required), inactive (active), wrong or temporary signature."""
+    users.require(actor, Permission.MANAGE_USERS)
+    if actor.user_id is None:
+        raise Forbidden("a password reset is signed by a signed-in admin", rule="signer")
+    if actor.user_id == user_id:
+        raise InvalidInput(
+            "user_id: change your own password with your current password, not by a reset",
+            field="user_id",
+            rule="not_self",
+        )
+    users.confirm_signature(signer_id=actor.user_id, password=signer_password)
+    password = temporary_password()
+    password_hash = hash_password(password)
+    with transaction() as session:
+        user = session.scalars(select(User).where(User.id == user_id).with_for_update()).first()
+        if user is None:
+            raise NotFound(f"user {user_id} does not exist", field="user_id", rule="exists")
+        if user.email is None:
+            raise InvalidInput(
+                f"email: {user.username} has no e-mail to receive a temporary password",
+                field="email",
+                rule="email_required",
+            )
+        if not user.active:
+            raise Conflict(f"user {user.username} is inactive", field="user_id", rule="active")
+        _set(user, password_hash, temporary=True)
+        users.sign(
+            session,
+            actor=actor,
+            meaning=f"I reset the password of {user.username}",
+            entity_type="user",
+            entity_id=user.id,
+        )
+        send_temporary_password(session, user=user, password=password, why="password_reset")
+        session.add(
+            UserNotice(
+                user_id=user.id,
+                text=f"Your password was reset by {actor.username} on "
+                f"{clock.now():%Y-%m-%d %H:%M} UTC. If you did not ask for it, tell the "
+                "sponsor's quality assurance.",
+                created_at=clock.now(),
+            )
+        )
+        audit.record(
+            session,
+            actor=actor,
+            action="user.password_reset",
+            entity_type="user",
+            entity_id=user.id,
+            after={"password_temporary": True, "sent_to": user.email},
+        )
+    return user
+
+
+def change_own_password(*, actor: Actor, current_password: str, new_password: str) -> User:
+    """The signed-in user's own change, with the current (possibly temporary) password; the new
+    one is permanent. Ends every session of the user (they sign in again)."""
+    if actor.user_id is None:
+        raise Forbidden("only a signed-in user changes their own password", rule="signer")
+    user_row = users.get_user(actor.user_id)
+    users.check_password_rules(new_password, username=user_row.username)
+    if new_password == current_password:
+        raise InvalidInput(
+            "new_password: must differ from the current password",
+            field="new_password",
+            rule="new_password_differs",
+        )
+    users.confirm_password(
+        user_id=actor.user_id, password=current_password, action="user.password_change"
+    )
+    password_hash = hash_password(new_password)
+    with transaction() as session:
+        user = session.scalars(select(User).where(User.id == actor.user_id).with_for_update()).one()
+        was_temporary = user.password_temporary
+        _set(user, password_hash, temporary=False)
+        audit.record(
+            session,
+            actor=actor,
+            action="user.password_changed",
+            entity_type="user",
+            entity_id=user.id,
+            before={"password_temporary": was_temporary},
+            after={"password_temporary": False},
+        )
+    return user
+
+
+def set_password(*, actor: Actor, user_id: int, new_password: str) -> User:
+    """The CLI operator's set-password (bootstrap, or a user without e-mail): the password is
+    temporary, so the user must replace it at the next sign-in and cannot sign with it."""
+    if actor.role != "system":
+        raise Forbidden("only the CLI operator sets a password", rule="system_only")
+    user_row = users.get_user(user_id)
+    users.check_password_rules(new_password, username=user_row.username)
+    password_hash = hash_password(new_password)
+    with transaction() as session:
+        user = session.scalars(select(User).where(User.id == user_id).with_for_update()).one()
+        _set(user, password_hash, temporary=True)
+        audit.record(
+            session,
+            actor=actor,
+            action="user.password_set",
+            entity_type="user",
+            entity_id=user.id,
+            after={"password_temporary": True},
+        )
+    return user
+
+
+def _set(user: User, password_hash: str, *, temporary: bool) -> None:
+    user.password_hash = password_hash
+    user.password_temporary = temporary
+    user.failed_sign_ins = 0
+    user.locked_until = None
+    user.session_version += 1  # every session of the user ends
+
+
+def mark_notice_read(*, actor: Actor, notice_id: int) -> None:
+    """The user acknowledges one of their own in-app notices."""
+    with transaction() as session:
+        notice = session.get(UserNotice, notice_id, with_for_update=True)
+        if notice is None or notice.user_id != actor.user_id:
+            raise NotFound(f"notice {notice_id} does not exist", field="notice_id", rule="exists")
+        if notice.read_at is None:
+            notice.read_at = clock.now()
+            audit.record(
+                session,
+                actor=actor,
+                action="notice.read",
+                entity_type="notice",
+                entity_id=notice.id,
+            )
