@@ -91,7 +91,7 @@ def test_a_dump_of_the_slots_shows_no_block_and_the_fingerprint_needs_the_key(ap
 
 def _before_0010(url: str) -> str:
     script = ScriptDirectory.from_config(migrations_config(url))
-    down = script.get_revision("0010").down_revision
+    down = script.get_revision("0009").down_revision
     assert isinstance(down, str)
     return down
 
@@ -124,7 +124,7 @@ def _columns(url: str) -> set[str]:
         reading.dispose()
 
 
-def test_migration_0010_seals_existing_blocks_with_the_key_and_refuses_without_it(
+def test_migration_0009_seals_existing_blocks_with_the_key_and_refuses_without_it(
     app, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """Down to the revision before 0010 (blocks in clear, SHA-256 fingerprint), then up again:

@@ -29,24 +29,18 @@ lot end, and it closes when the lot expires or is used up. The do-not-dispense m
 lot's last kits before they are needed more often than not. This scenario keeps every draw
 where the guarantee holds (`test_every_kit_was_drawn_from_a_lot_holding_both_treatments`).
 
-A channel the kit choice leaves open (found here, no branch closes it yet). Within a lot, a
-subject's kit is drawn at random among the lot's kits of the arm; when one lot reached the site
-in several shipments whose per-arm make-up differs (the arm-agnostic top-up brings each arm to
-its maximum, so a top-up is heavy in the arm used most), the chance that the kit comes from a
-given shipment depends on the subject's arm. The shipment pages and the shipments API show each
-kit's current state, and the trail pairs shipments with kit numbers and dispensations with kits,
-so a pharmacist or supply manager can see which shipment a dispensed kit came from: a weak,
-statistical hint of who shares an arm. The crawls of those two roles fail on it (marked below).
-Closing it needs either shipments of even per-arm make-up within a lot, or a choice whose
-shipment of origin does not depend on the arm (e.g. within the lot, the earliest received
-shipment first, random within it: the residue then moves to a shipment's last kits, bounded
-like a lot's).
+The shipment of origin. A lot can reach the site in several shipments whose per-arm make-up
+differs (the arm-agnostic top-up brings each arm to its maximum, so a top-up is heavy in the arm
+used most), and every blinded role can see which shipment a kit arrived in. The kit choice
+therefore draws consignment by consignment within a lot (bins of one lot and one shipment,
+oldest first): the shipment a subject's kit comes from is a function of the blinded shelf while
+the bin holds both treatments, and the residue above moves to a bin's last kits, bounded like a
+lot's. This test found the channel; the crawls of the pharmacist and supply manager guard it.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
 from collections import defaultdict
 from collections.abc import Iterator
@@ -73,31 +67,7 @@ from tests.web.partition_world import (
 
 Worlds = dict[str | None, tuple[PartitionWorld, Relabeller]]
 
-# Until the arm-agnostic resupply (branch wt-B: iwrs/services/resupply.py) is merged, resupply
-# runs inside randomization and dispensing, per arm and as the acting user: the records and the
-# pages differ, for most pairs and roles (some pass by chance), so the mark is not strict. It
-# lifts itself once the module exists; the lead removes it after merging wt-B.
-ARM_AGNOSTIC_RESUPPLY = importlib.util.find_spec("iwrs.services.resupply") is not None
-needs_arm_agnostic_resupply = pytest.mark.xfail(
-    not ARM_AGNOSTIC_RESUPPLY,
-    reason="issue 10 (2): resupply decided per arm inside randomization/dispensing and "
-    "attributed to the user; fixed by wt-B (arm-agnostic resupply, scheduled runs only)",
-    strict=False,
-)
-# With wt-B and wt-C1 merged, the shipment pages still show which shipment a dispensed kit
-# came from (see the module docstring): an open leak, strict so that its fix is noticed.
-shipment_of_origin = pytest.mark.xfail(
-    ARM_AGNOSTIC_RESUPPLY,
-    reason="open leak: kit drawn at random within a lot whose shipments differ in per-arm "
-    "make-up; /supply/shipments/<id> and /api/v1/shipments/<id> show each kit's state",
-    strict=True,
-)
-ROLE_PARAMS = [
-    pytest.param(role, marks=shipment_of_origin)
-    if role in ("pharmacist", "supply_manager")
-    else role
-    for role in sorted(ROLES)
-]
+ROLE_PARAMS = sorted(ROLES)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -239,7 +209,6 @@ def _first_differences(a: list[Any], b: list[Any], limit: int = 6) -> str:
     return "\n".join(lines)
 
 
-@needs_arm_agnostic_resupply
 @pytest.mark.parametrize("part", PARTS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_records_are_the_same_up_to_kit_labels(worlds, variant, part):
@@ -362,7 +331,6 @@ def _crawled(worlds: Worlds, username: str) -> dict[str | None, dict[str, Fetche
     return _CRAWLS[key]
 
 
-@needs_arm_agnostic_resupply
 @pytest.mark.parametrize("role", ROLE_PARAMS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_blinded_role_fetches_the_same_up_to_kit_labels(worlds, variant, role):

@@ -16,8 +16,8 @@ On SQLite the columns are dropped with ALTER TABLE ... DROP COLUMN (SQLite 3.35+
 copying the table, which foreign keys from `randomization` would refuse; `sealed_block` keeps
 a server default of '' there (PostgreSQL drops it), which the application never relies on.
 
-Revision ID: 0010
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-29
 """
 
@@ -31,8 +31,8 @@ from alembic import context, op
 
 from blinding.sealing import Sealer
 
-revision = "0010"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

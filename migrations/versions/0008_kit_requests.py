@@ -1,7 +1,7 @@
 """kit requests: an investigator's signed request for an unscheduled or replacement kit
 
-Revision ID: 0009
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-29
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import iwrs.db
 
-revision = "0009"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """signed audit checkpoints (anchors) and signed verification records
 
-Revision ID: 0011
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-29
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import iwrs.db
 
-revision = "0011"
-down_revision = "0006"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
