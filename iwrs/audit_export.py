@@ -34,7 +34,8 @@ EXPORT_PROCEDURE = (
     "SHA-256 of the canonical JSON of its fields seq, occurred_at (ISO 8601 UTC, microseconds), "
     "user_id, username, role, action, entity_type, entity_id, site_id, subject_id, before, after, "
     "reason, prev_hash, and auth when it is not null; consecutive seqs link by prev_hash. "
-    "Each checkpoint's signature covers {format, seq, hash, signed_at}; an exported event at a checkpoint's seq has its hash. "
+    "Each checkpoint's signature covers {format, seq, hash, signed_at}; an exported event at a "
+    "checkpoint's seq has its hash. "
     "`flask --app wsgi iwrs audit verify-export FILE --public-key KEY.pem` does exactly this."
 )
 
