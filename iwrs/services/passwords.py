@@ -29,6 +29,20 @@ _WHY = {
 }
 
 
+TEMPORARY_PASSWORD_LINE = "Temporary password: "  # noqa: S105 - a label, not a secret
+
+
+def without_credentials(body: str) -> str:
+    """An outbox message with its temporary password removed: what stays in the database once
+    the message has been delivered by SMTP (the password's only copy is then the mailbox)."""
+    return "\n".join(
+        f"{TEMPORARY_PASSWORD_LINE}(delivered by e-mail; removed from the outbox)"
+        if line.startswith(TEMPORARY_PASSWORD_LINE)
+        else line
+        for line in body.split("\n")
+    )
+
+
 def temporary_password() -> str:
     """A one-time password of 96 random bits, e.g. '3fa9c1-07be42-d1e0aa-5c2f19'."""
     return "-".join(secrets.token_hex(3) for _ in range(4))
@@ -45,7 +59,7 @@ def send_temporary_password(session: Session, *, user: User, password: str, why:
             subject_line=f"[{study}] Your temporary IWRS password",
             body=(
                 f"{_WHY[why]} ({user.username}).\n"
-                f"Temporary password: {password}\n"
+                f"{TEMPORARY_PASSWORD_LINE}{password}\n"
                 "Sign in with it and choose a new password at once; until you do, you can do "
                 "nothing else and cannot sign. If you did not expect this, tell your trial "
                 "administrator and the sponsor's quality assurance.\n"

@@ -22,6 +22,7 @@ from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
 from iwrs.models.unblinding import Notification, Unblinding
 from iwrs.models.users import User
+from iwrs.services.passwords import without_credentials
 from iwrs.services.randomization import slot_arm
 from iwrs.services.subjects import _investigator, protocol
 from iwrs.services.users import confirm_signature, sign
@@ -298,6 +299,7 @@ def send_notifications(*, actor: Actor) -> int:
                 with smtplib.SMTP(host, int(os.environ.get("IWRS_SMTP_PORT", "25"))) as smtp:
                     smtp.send_message(message)
                 note.channel = "smtp"
+                note.body = without_credentials(note.body)
             else:
                 log.warning("notification to %s: %s", note.recipient, note.subject_line)
                 note.channel = "log"

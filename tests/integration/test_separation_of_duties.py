@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import socketserver
+import threading
 
 import pytest
 from sqlalchemy import select
@@ -404,3 +406,59 @@ def test_trails_with_and_without_auth_verify_and_auth_is_hashed(people):
     fields = audit.event_fields(signed)
     assert audit.event_hash({**fields, "auth": "session"}) != signed.hash
     assert audit.event_hash({**fields, "auth": None}) != signed.hash
+
+
+# --- delivery: the outbox keeps no usable credential once the mail is sent -----------------------
+
+
+class _SmtpCatcher(socketserver.StreamRequestHandler):
+    """The least SMTP a client needs (RFC 5321 replies), holding each message's DATA."""
+
+    received: list[str] = []
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 localhost test SMTP\r\n")
+        while line := self.rfile.readline():
+            verb = line.decode().strip().split(" ")[0].upper()
+            if verb == "DATA":
+                self.wfile.write(b"354 end with <CRLF>.<CRLF>\r\n")
+                data = []
+                while (part := self.rfile.readline()) not in (b".\r\n", b""):
+                    data.append(part.decode())
+                self.received.append("".join(data))
+                self.wfile.write(b"250 queued\r\n")
+            elif verb == "QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+@pytest.fixture
+def smtp_server(monkeypatch):  # type: ignore[no-untyped-def]
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpCatcher)
+    _SmtpCatcher.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("IWRS_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("IWRS_SMTP_PORT", str(server.server_address[1]))
+    yield _SmtpCatcher.received
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_mailed_temporary_password_is_removed_from_the_outbox(people, smtp_server):
+    from iwrs.services import unblinding
+
+    admin, investigator = people["admin"], people["investigator"]
+    passwords.reset_password(
+        actor=Actor.of(admin), user_id=investigator.id, signer_password=PASSWORD
+    )
+    temporary = outbox_password("inv@example.org")
+    assert unblinding.send_notifications(actor=Actor.system("test")) >= 1
+    (mail,) = [m for m in smtp_server if "inv@example.org" in m]
+    assert TEMPORARY.search(mail.replace("=\r\n", "")).group(1) == temporary
+    read_session().rollback()
+    bodies = [n.body for n in read_session().scalars(select(Notification))]
+    assert not any(temporary in body for body in bodies)
+    assert users.sign_in(username=investigator.username, password=temporary).id == investigator.id
