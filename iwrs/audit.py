@@ -32,6 +32,25 @@ class AuditMissing(RuntimeError):
     """A transaction changed rows without writing an audit event: a programming error."""
 
 
+class AuditFieldTooLong(ValueError):
+    """An audit field longer than its column: a programming error of the caller, which must
+    build the field to fit (issue 12, finding 9). Raised by `record` before anything is
+    written, so the use case's transaction rolls back whole instead of failing in the database
+    (PostgreSQL) or storing an over-long value (SQLite). Decision: refused, never truncated: a
+    cut entity id could name another entity."""
+
+    def __init__(self, field: str, width: int, length: int) -> None:
+        super().__init__(f"audit {field}: {length} characters, the column holds {width}")
+        self.field, self.width, self.length = field, width, length
+
+
+# The bounded text columns of an audit event, with their widths (read from the model).
+BOUNDED_FIELDS = {
+    name: AuditEvent.__table__.c[name].type.length
+    for name in ("username", "role", "action", "entity_type", "entity_id", "auth")
+}
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who did it: a signed-in user, or the system for scheduled and set-up commands, and how
@@ -79,7 +98,22 @@ def record(
     site_id: int | None = None,
     subject_id: int | None = None,
 ) -> None:
-    """Queue one audit event on the transaction; it is chained and written at commit."""
+    """Queue one audit event on the transaction; it is chained and written at commit.
+
+    Raises AuditFieldTooLong when username, role, action, entity_type, entity_id or auth is
+    longer than its column (BOUNDED_FIELDS), naming the field; nothing is queued then."""
+    fields = {
+        "username": actor.username,
+        "role": actor.role,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": None if entity_id is None else str(entity_id),
+        "auth": actor.auth,
+    }
+    for name, width in BOUNDED_FIELDS.items():
+        value = fields[name]
+        if value is not None and width is not None and len(value) > width:
+            raise AuditFieldTooLong(name, width, len(value))
     session.info.setdefault(_PENDING, []).append(
         {
             "occurred_at": clock.now(),
@@ -88,7 +122,7 @@ def record(
             "role": actor.role,
             "action": action,
             "entity_type": entity_type,
-            "entity_id": None if entity_id is None else str(entity_id),
+            "entity_id": fields["entity_id"],
             "site_id": site_id,
             "subject_id": subject_id,
             "before": canonical_json(before),

@@ -27,7 +27,6 @@ from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.models.supply import Kit
 from iwrs.services.randomization import (
     VisitPlan,
-    next_dosing_visit,
     slot_arm,
     tie_break,
     visit_plan,
@@ -37,6 +36,7 @@ from iwrs.services.supply import (
     _apply,
     acting_user,
     dispensable_shelf,
+    kit_through,
     open_alert,
     protocol,
 )
@@ -177,10 +177,10 @@ def dispense(
         why = request.reason if request is not None else reason.strip()
         slot = session.get(RandomizationSlot, randomization.slot_id)
         assert slot is not None
+        # Every kind lasts through the window end of the dosing visit after `visit_code`
+        # (supply.expiry: an extra kit serves the interval of the visit it is requested for).
         shelf = ShelfTreatments(
-            dispensable_shelf(
-                session, site.id, today=today, next_visit=next_dosing_visit(day1, today)
-            )
+            dispensable_shelf(session, site.id, today=today, through=kit_through(day1, visit_code))
         )
         kit = shelf.pick(slot_arm(slot), tie_break())
         if kit is None:

@@ -40,12 +40,11 @@ from iwrs.services.supply import (
     ShelfTreatments,
     _apply,
     acting_user,
-    dispensable_shelf,
     open_alert,
     protocol,
     sealer,
     treatment_of,
-    usable_through,
+    usable_shelf,
 )
 from iwrs.services.users import confirm_signature, sign
 from supply.states import KitAction, Place
@@ -371,12 +370,6 @@ def visit_plan(day1: date) -> tuple[VisitPlan, ...]:
     )
 
 
-def next_dosing_visit(day1: date, after: date) -> date | None:
-    """The next dosing visit's target date after `after` (for the do-not-dispense rule)."""
-    dates = [v.target for v in visit_plan(day1) if v.kits and v.target > after]
-    return min(dates) if dates else None
-
-
 def _result(session: Session, row: Randomization) -> RandomizationResult:
     subject = session.get(Subject, row.subject_id)
     assert subject is not None
@@ -519,10 +512,8 @@ def _randomize(
             )
     today = clock.today()
     # Stock of EVERY arm, checked before the list is consulted: a refusal never hints at an arm.
-    # Usable stock: the one definition resupply uses too (services.supply.usable_by_arm).
-    shelf = ShelfTreatments(
-        dispensable_shelf(session, site.id, today=today, next_visit=usable_through(today))
-    )
+    # Usable stock: the one definition resupply uses too (services.supply.usable_shelf).
+    shelf = ShelfTreatments(usable_shelf(session, site.id, today=today))
     if shelf.arms_in_stock() != {arm for arm, _ in _arms()}:
         # The refusal is decided on every arm, so this alert says no more than the refusal
         # the investigator sees: some treatment has no usable kit. Resupply is left to the

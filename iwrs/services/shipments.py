@@ -32,6 +32,7 @@ from iwrs.services.supply import (
     protocol,
     treatment_of,
 )
+from supply import expiry as expiry_rules
 from supply import resupply
 from supply import shipments as rules
 from supply.shipments import ShipmentError, ShipmentState
@@ -98,19 +99,24 @@ def _request(
     shortfall alert (totals only) when the depot cannot fill it.
 
     Decision: a top-up (kind resupply or emergency) is sent whole or not at all: a partly
-    filled one would have a size that depends on the split by arm."""
+    filled one would have a size that depends on the split by arm. A manual request is never
+    shrunk either (issue 12, finding 7): when the depot cannot fill all of it, it is refused
+    (`_manual_shortfall`), nothing requested and no alert kept."""
     today = clock.today()
-    whole = kind in ("resupply", "emergency")
+    whole = kind in ("resupply", "emergency", "manual")
     apply_expiry(session, actor=actor, today=today)
     picked: list[str] = []
     short = 0
     for kit_type, order in sorted(orders.items()):
+        depot_kits = _depot_kits_by_arm(session, kit_type)
         chosen, shortfall = resupply.allocate_from_depot(
             order,
-            _depot_kits_by_arm(session, kit_type),
+            depot_kits,
             today=today,
             do_not_ship_days=protocol().do_not_ship_days,
         )
+        if kind == "manual" and shortfall:
+            raise _manual_shortfall(kit_type, order.total, depot_kits, today)
         # An initial or manual shipment never carries one treatment only: without every arm,
         # send none of it. A top-up is sent whole or not at all.
         if (whole and shortfall) or any(
@@ -214,14 +220,49 @@ def request_manual_shipment(*, actor: Actor, site_id: int, quantity: int) -> Shi
             for k in protocol().kit_types
         }
         row = _request(session, site, orders, kind="manual", actor=actor)
-        if row is None:
-            # The refusal rolls the whole request back, its shortfall alert included.
-            raise Conflict(
-                "the depot cannot fill this request with shippable kits; release or import kits",
-                field="quantity",
-                rule="depot_stock",
-            )
+        assert row is not None  # a manual request is filled whole or refused in _request
         return row
+
+
+class DepotShortfall(Conflict):
+    """A manual request larger than the depot can ship: field quantity, rule depot_stock, with
+    the kits requested and the depot's shippable kits of the type (totals, both blinded)."""
+
+    def __init__(self, message: str, *, requested: int, available: int) -> None:
+        super().__init__(message, field="quantity", rule="depot_stock")
+        self.requested, self.available = requested, available
+
+    def problems(self) -> list[dict[str, str]]:
+        return [
+            entry | {"requested": str(self.requested), "available": str(self.available)}
+            for entry in super().problems()
+        ]
+
+
+def _manual_shortfall(
+    kit_type: str, requested: int, depot_kits: Mapping[str, list[tuple[str, date]]], today: date
+) -> DepotShortfall:
+    """The refusal of a manual request the depot cannot fill whole: the kits requested, the
+    depot's shippable kits of the type (a total: never a count by arm) and the shortfall.
+
+    Decision: refused, not confirmed with a smaller quantity: the manager asks again for what
+    the depot can ship. When the total would do but one treatment is short (lots are packed
+    balanced, so rarely), the same refusal names a shortfall of 0 by total."""
+    days = protocol().do_not_ship_days
+    shippable = sum(
+        1
+        for kits in depot_kits.values()
+        for _, kit_expiry in kits
+        if expiry_rules.can_ship(kit_expiry, today, days)
+    )
+    return DepotShortfall(
+        f"quantity: {requested} kit(s) of {kit_type} requested, the depot holds {shippable} "
+        f"shippable (short by {max(requested - shippable, 0)}"
+        f"{'' if requested > shippable else ' in the allocation ratio'}); nothing was "
+        "requested: ask for fewer kits, or release or import kits",
+        requested=requested,
+        available=shippable,
+    )
 
 
 def ship_shipment(*, actor: Actor, shipment_id: int, courier: str, tracking: str) -> Shipment:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 from flask import current_app
 from sqlalchemy import select
@@ -228,12 +228,14 @@ def _store_kits(
         rank_p_value=float(f"{ranks.p_value:.4g}"),
         rank_warning=ranks.warning,
     )
+    # One lot: its code; several (a vendor file may hold hundreds): no single id, every lot is
+    # listed in `after` (an id of joined codes overflowed the column, issue 12 finding 9).
     audit.record(
         session,
         actor=actor,
         action=f"kits.{how}",
         entity_type="lot",
-        entity_id=",".join(sorted({s.lot for s in specs})),
+        entity_id=report.lots[0] if len(report.lots) == 1 else None,
         after={
             "kits": len(specs),
             "lots": sorted({s.lot for s in specs}),
@@ -495,60 +497,68 @@ def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: 
 # --- site stock --------------------------------------------------------------------------------
 
 
-def dispensable_by_arm(
-    session: Session, site_id: int, *, today: date, next_visit: date | None = None
-) -> dict[str, list[tuple[Kit, date]]]:
-    """Unblinded, inside services only: the site's dispensable kits per arm (for decisions)."""
-    rows = session.execute(
-        select(Kit, Lot.expiry)
-        .join(Lot, Kit.lot_id == Lot.id)
-        .where(Kit.place_kind == "site", Kit.place_id == site_id, Kit.state == KitState.AVAILABLE)
-        .order_by(Kit.number)
-    ).all()
-    by_arm: dict[str, list[tuple[Kit, date]]] = {a.code: [] for a in protocol().arms}
-    for kit, lot_expiry in rows:
-        if expiry.can_dispense(
-            lot_expiry,
-            today,
-            next_visit=next_visit,
-            do_not_dispense_days=protocol().do_not_dispense_days,
-        ):
-            by_arm.setdefault(treatment_of(kit), []).append((kit, lot_expiry))
-    return by_arm
+def schedule() -> tuple[expiry.ScheduleVisit, ...]:
+    """The protocol's visit schedule as the pure expiry rule reads it."""
+    return tuple(
+        expiry.ScheduleVisit(v.code, v.day, v.window_before, v.window_after, v.kits > 0)
+        for v in protocol().visits
+    )
 
 
-def usable_by_arm(
-    session: Session, site_id: int, *, today: date
-) -> dict[str, list[tuple[Kit, date]]]:
-    """Unblinded, inside services only: the site's USABLE kits per arm, i.e. kits that could
-    serve the next randomization today: dispensable through that subject's next dosing visit
-    plus the do-not-dispense buffer. The one definition randomization and resupply share."""
-    return dispensable_by_arm(session, site_id, today=today, next_visit=usable_through(today))
+def kit_through(day1: date, visit_code: str) -> date:
+    """The date a kit dispensed at `visit_code` to a subject randomized on `day1` must stay
+    usable through (plus the do-not-dispense buffer): `supply.expiry.must_last_through`."""
+    return expiry.must_last_through(schedule(), day1=day1, dispensed=visit_code)
 
 
-def usable_through(today: date) -> date | None:
-    """The next dosing visit of a subject randomized today: usable stock must serve through it
-    (plus the do-not-dispense buffer)."""
-    days = [v.day for v in protocol().visits if v.kits and v.day > 1]
-    return today + timedelta(days=min(days) - 1) if days else None
+def usable_through(today: date) -> date:
+    """The date usable stock must last through: what the kit of a subject randomized today
+    needs (the randomization visit's kit: through the next dosing visit's window end)."""
+    first = min((v for v in protocol().visits if v.kits), key=lambda v: v.day)
+    return kit_through(today, first.code)
 
 
-def dispensable_shelf(
-    session: Session, site_id: int, *, today: date, next_visit: date | None = None
-) -> list[tuple[Kit, ShelfKit]]:
-    """The site's dispensable kits of every arm, as blinded users see them (nothing unsealed)."""
+def _site_shelf(session: Session, site_id: int) -> list[tuple[Kit, str, date]]:
+    """The site's available kits with their lot code and expiry, by kit number."""
     rows = session.execute(
         select(Kit, Lot.code, Lot.expiry)
         .join(Lot, Kit.lot_id == Lot.id)
         .where(Kit.place_kind == "site", Kit.place_id == site_id, Kit.state == KitState.AVAILABLE)
         .order_by(Kit.number)
     ).all()
-    days = protocol().do_not_dispense_days
-    return [
-        (kit, ShelfKit(kit.number, lot_code, lot_expiry))
-        for kit, lot_code, lot_expiry in rows
-        if expiry.can_dispense(lot_expiry, today, next_visit=next_visit, do_not_dispense_days=days)
-    ]
+    return [(kit, code, lot_expiry) for kit, code, lot_expiry in rows]
+
+
+def dispensable_shelf(
+    session: Session, site_id: int, *, today: date, through: date
+) -> list[tuple[Kit, ShelfKit]]:
+    """The site's kits that may be dispensed today for a kit that must last through `through`
+    (`supply.expiry.usable_kits`), as blinded users see them (nothing unsealed)."""
+    return expiry.usable_kits(
+        (
+            ((kit, ShelfKit(kit.number, code, lot_expiry)), lot_expiry)
+            for kit, code, lot_expiry in _site_shelf(session, site_id)
+        ),
+        today=today,
+        through=through,
+        do_not_dispense_days=protocol().do_not_dispense_days,
+    )
+
+
+def usable_shelf(session: Session, site_id: int, *, today: date) -> list[tuple[Kit, ShelfKit]]:
+    """The site's USABLE stock: kits that could serve the next randomization today. The one
+    definition randomization, resupply and the daily run share (`usable_through`)."""
+    return dispensable_shelf(session, site_id, today=today, through=usable_through(today))
+
+
+def usable_by_arm(
+    session: Session, site_id: int, *, today: date
+) -> dict[str, list[tuple[Kit, date]]]:
+    """Unblinded, inside services only: the site's usable kits (`usable_shelf`) per arm."""
+    by_arm: dict[str, list[tuple[Kit, date]]] = {a.code: [] for a in protocol().arms}
+    for kit, shelf_kit in usable_shelf(session, site_id, today=today):
+        by_arm.setdefault(treatment_of(kit), []).append((kit, shelf_kit.expiry))
+    return by_arm
 
 
 class ShelfTreatments:

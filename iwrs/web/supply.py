@@ -138,8 +138,10 @@ def request_shipment(site_id: int):  # type: ignore[no-untyped-def]
         )
     except IWRSError as refusal:
         return _refused(refusal, url_for("supply.index"))
+    kits = len(supply_views.shipment_kits(row.id))
     return _done(
-        f"Shipment {row.number} requested.", url_for("supply.shipment", shipment_id=row.id)
+        f"Shipment {row.number} requested: {kits} kit(s), the whole request.",
+        url_for("supply.shipment", shipment_id=row.id),
     )
 
 

@@ -31,8 +31,8 @@ from iwrs.models import (
 )
 from iwrs.models.supply import Lot
 from iwrs.services import accountability, randomization, randomization_views, sites, subjects
-from iwrs.services.randomization import SEED_CONTEXT, next_dosing_visit, slot_arm, stored_slot
-from iwrs.services.supply import dispensable_by_arm, sealer, treatment_of
+from iwrs.services.randomization import SEED_CONTEXT, slot_arm, stored_slot
+from iwrs.services.supply import sealer, treatment_of, usable_by_arm
 from iwrs.services.users import create_api_token
 from tests.integration.randomization_worker import (
     PASSWORD,
@@ -511,9 +511,7 @@ def test_the_kit_is_of_the_slots_arm_and_first_expiry_first_out(new_world, clock
         expiry = {lot.id: lot.expiry for lot in read_session().scalars(select(Lot))}
         for n in range(4):
             with transaction() as session:
-                stock = dispensable_by_arm(
-                    session, site_id, today=today, next_visit=next_dosing_visit(today, today)
-                )
+                stock = usable_by_arm(session, site_id, today=today)
                 candidates = {arm: {k.number: e for k, e in kits} for arm, kits in stock.items()}
             if n == 0:  # both lots, of both arms, are at the site
                 assert all(len(set(c.values())) == 2 for c in candidates.values())

@@ -154,7 +154,7 @@ def receive(pharmacist, shipment_id: int, excursion: bool = False, **conditions:
 
 
 def dispensable(site_id: int) -> dict[str, list[str]]:
-    by_arm = supply.dispensable_by_arm(fresh(), site_id, today=today())
+    by_arm = supply.usable_by_arm(fresh(), site_id, today=today())
     return {arm: [k.number for k, _ in kits] for arm, kits in by_arm.items() if kits}
 
 
@@ -790,13 +790,14 @@ def test_expiry_sweep_expires_kits_past_expiry_and_they_are_never_dispensable(
 ):
     site_id = stocked_site.site_id
     expiry = fresh().scalars(select(Lot)).one().expiry
-    clock.advance(days=(expiry - today()).days - 7)  # usable through today + 7: dispensable
+    # Usable: through V2's window end (day 32, today + 31) + do_not_dispense_days 7.
+    clock.advance(days=(expiry - today()).days - 38)
     assert len(dispensable(site_id)["A"]) == 4
-    clock.advance(days=1)  # expires within do_not_dispense_days: not dispensable, not expired
+    clock.advance(days=1)  # expires within that horizon: not usable, not expired
     assert supply.run_expiry(actor=SYSTEM) == []
     assert dispensable(site_id) == {}
     assert {k.state for k in kits_where(place_kind="site")} == {KitState.AVAILABLE}
-    clock.advance(days=6)  # the expiry day: still not expired
+    clock.advance(days=37)  # the expiry day: still not expired
     assert supply.run_expiry(actor=SYSTEM) == []
     clock.advance(days=1)
     expired = supply.run_expiry(actor=SYSTEM)
@@ -811,7 +812,7 @@ def test_expiry_sweep_expires_kits_past_expiry_and_they_are_never_dispensable(
         shipments.decide_quarantine(
             actor=Actor.of(people.manager), kit_numbers=[number], release=True, reason="x"
         )
-    result = supply.dispensable_by_arm(fresh(), site_id, today=today())
+    result = supply.usable_by_arm(fresh(), site_id, today=today())
     assert all(not kits for kits in result.values())
 
 

@@ -51,9 +51,7 @@ NEXT_VISIT = TODAY + timedelta(days=28)
 def test_dispense_only_a_kit_usable_through_next_visit_plus_margin(offset: int, dispensable: bool):
     # edge = next visit (today + 28) + 7 days
     expiry = TODAY + timedelta(days=offset)
-    assert can_dispense(expiry, TODAY, next_visit=NEXT_VISIT, do_not_dispense_days=7) is (
-        dispensable
-    )
+    assert can_dispense(expiry, TODAY, through=NEXT_VISIT, do_not_dispense_days=7) is (dispensable)
 
 
 @pytest.mark.parametrize(
@@ -63,14 +61,14 @@ def test_dispense_only_a_kit_usable_through_next_visit_plus_margin(offset: int, 
 )
 def test_without_a_next_visit_the_margin_counts_from_today(offset: int, dispensable: bool):
     expiry = TODAY + timedelta(days=offset)
-    assert can_dispense(expiry, TODAY, next_visit=None, do_not_dispense_days=7) is dispensable
+    assert can_dispense(expiry, TODAY, through=None, do_not_dispense_days=7) is dispensable
 
 
 def test_an_overdue_next_visit_counts_from_today():
     expiry = TODAY + timedelta(days=7)
     overdue = TODAY - timedelta(days=3)
-    assert can_dispense(expiry, TODAY, next_visit=overdue, do_not_dispense_days=7)
-    assert not can_dispense(expiry - DAY, TODAY, next_visit=overdue, do_not_dispense_days=7)
+    assert can_dispense(expiry, TODAY, through=overdue, do_not_dispense_days=7)
+    assert not can_dispense(expiry - DAY, TODAY, through=overdue, do_not_dispense_days=7)
 
 
 @settings(max_examples=300, deadline=None)
@@ -84,7 +82,7 @@ def test_an_expired_kit_is_never_dispensable(
     expiry: date, today: date, gap: int | None, margin: int
 ):
     next_visit = None if gap is None else today + timedelta(days=gap)
-    ok = can_dispense(expiry, today, next_visit=next_visit, do_not_dispense_days=margin)
+    ok = can_dispense(expiry, today, through=next_visit, do_not_dispense_days=margin)
     if is_expired(expiry, today):
         assert not ok
     if ok:
@@ -98,12 +96,12 @@ def test_only_an_available_kit_passes_the_dispensing_guard(state: KitState):
     for place_kind in PLACES[state]:
         position = KitPosition(state, Place(place_kind, 1))
         assert not can_dispense_kit(
-            position, date(2030, 1, 1), today=TODAY, next_visit=None, do_not_dispense_days=7
+            position, date(2030, 1, 1), today=TODAY, through=None, do_not_dispense_days=7
         )
     available = KitPosition(KitState.AVAILABLE, Place.site(1))
     assert can_dispense_kit(
-        available, date(2030, 1, 1), today=TODAY, next_visit=None, do_not_dispense_days=7
+        available, date(2030, 1, 1), today=TODAY, through=None, do_not_dispense_days=7
     )
     assert not can_dispense_kit(
-        available, TODAY + DAY, today=TODAY, next_visit=None, do_not_dispense_days=7
+        available, TODAY + DAY, today=TODAY, through=None, do_not_dispense_days=7
     )

@@ -234,7 +234,7 @@ class SupplyModel(RuleBasedStateMachine):
                 p,
                 self.expiry[k],
                 today=self.today,
-                next_visit=next_visit,
+                through=next_visit,
                 do_not_dispense_days=DO_NOT_DISPENSE_DAYS,
             )
         ]
@@ -339,7 +339,7 @@ class SupplyModel(RuleBasedStateMachine):
                 position,
                 self.expiry[kit],
                 today=self.today,
-                next_visit=next_visit,
+                through=next_visit,
                 do_not_dispense_days=DO_NOT_DISPENSE_DAYS,
             )
             if position.state is not KitState.AVAILABLE:
@@ -350,7 +350,7 @@ class SupplyModel(RuleBasedStateMachine):
                 assert not can_dispense(
                     self.expiry[kit],
                     self.today,
-                    next_visit=next_visit,
+                    through=next_visit,
                     do_not_dispense_days=DO_NOT_DISPENSE_DAYS,
                 )
                 assert not dispensable

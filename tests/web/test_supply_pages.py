@@ -293,6 +293,25 @@ def test_supply_manager_ships_and_cancels_through_the_forms(app, admin, login_as
     assert set(kit_states(app, numbers).values()) == {"at_depot"}
 
 
+def test_a_manual_request_larger_than_the_depot_is_refused_on_the_page_never_shrunk(
+    app, admin, login_as
+):
+    stock(app, admin, codes=("CN01",))  # 40 kits, 8 shipped: 32 at the depot
+    client, _ = login_as("supply_manager")
+    cn01 = site_ids(app)["CN01"]
+    before = counts(app)
+    with app.app_context():
+        shipped_before = _fresh().scalar(select(func.count()).select_from(Shipment))
+    post_form(client, f"/supply/sites/{cn01}/shipment", {"quantity": "300"})
+    page = client.get("/supply/").get_data(as_text=True)
+    assert "300 kit(s) of GSK-SC requested, the depot holds 32 shippable" in page
+    assert counts(app) == before
+    with app.app_context():
+        assert _fresh().scalar(select(func.count()).select_from(Shipment)) == shipped_before
+    done = post_form(client, f"/supply/sites/{cn01}/shipment", {"quantity": "32"})
+    assert "32 kit(s), the whole request" in client.get(done.location).get_data(as_text=True)
+
+
 def test_a_quarantine_form_without_a_decision_rejects_nothing(app, admin, manager, login_as):
     stock(app, admin)
     cn01 = shipment_of(app, "CN01")

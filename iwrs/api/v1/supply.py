@@ -64,6 +64,15 @@ class ReceiptSchema(Schema):
     temperature_excursion = fields.Boolean(load_default=False)
 
 
+class ManualShipmentSchema(Schema):
+    site_code = fields.String(required=True)
+    quantity = fields.Integer(
+        required=True,
+        strict=True,
+        metadata={"description": "kits of each kit type, split by the allocation ratio"},
+    )
+
+
 class ShippingSchema(Schema):
     courier = fields.String(required=True, validate=validate.Length(min=1, max=100))
     tracking_number = fields.String(required=True, validate=validate.Length(min=1, max=100))
@@ -94,6 +103,20 @@ class Shipments(MethodView):
     def get(self):  # type: ignore[no-untyped-def]
         """Shipments to the caller's sites (all, for the supply manager)."""
         return supply_views.visible_shipments(current_user)
+
+    @blp.arguments(ManualShipmentSchema)
+    @blp.response(201, ShipmentDetailSchema)
+    @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(422, **PROBLEM)
+    @requires(Permission.MANAGE_SUPPLY)
+    def post(self, body):  # type: ignore[no-untyped-def]
+        """Request a manual shipment (supply manager): filled whole, or refused 409 with rule
+        depot_stock and the kits requested and available; never shrunk."""
+        site = queries.visible_site_by_code(current_user, body["site_code"])
+        row = shipments.request_manual_shipment(
+            actor=Actor.of(current_user), site_id=site.id, quantity=body["quantity"]
+        )
+        return _detail(row)
 
 
 @blp.route("/shipments/<int:shipment_id>")
