@@ -3,7 +3,7 @@
 `build_partition_world` runs one scripted, deterministic trial at one site, CN01, kept close to
 its resupply trigger, with three blinded packaging lots (each holding both treatments, 1:1):
 
-    PKG-0101   8 kits, expiry day 50   imported from a vendor file grouped by treatment
+    PKG-0101   8 kits, expiry day 53   imported from a vendor file grouped by treatment
     PKG-0102  24 kits, expiry day 400  generated
     PKG-0103  24 kits, expiry day 500  generated
 
@@ -61,7 +61,7 @@ from tests.web.blind_world import (
 )
 
 SITE = "CN01"
-LOTS = (("PKG-0101", 8, 50), ("PKG-0102", 24, 400), ("PKG-0103", 24, 500))
+LOTS = (("PKG-0101", 8, 53), ("PKG-0102", 24, 400), ("PKG-0103", 24, 500))
 # (key, stratum) of the subjects randomized at CN01, in order; the slot each gets is the next of
 # its stratum: R1 (RA,1), R2 (SSc,1), R3 (RA,2), R4 (SSc,2), R5 (RA,3).
 SUBJECTS = [("R1", "RA"), ("R2", "SSc"), ("R3", "RA"), ("R4", "SSc"), ("R5", "RA")]
