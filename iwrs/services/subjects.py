@@ -173,6 +173,18 @@ class AssessmentRecord:
     result: Assessment
 
 
+def _check_answer_text(value: Any, path: str) -> None:
+    """Typed answers (a drug name, a choice) hold no control or bidi characters (validation)."""
+    if isinstance(value, str):
+        validation.check_characters(value, field=path or "answers")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_answer_text(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_answer_text(item, f"{path}[{index}]")
+
+
 def record_assessment(
     *, actor: Actor, subject_id: int, answers: Mapping[str, Any]
 ) -> AssessmentRecord:
@@ -180,6 +192,7 @@ def record_assessment(
 
     Implausible or malformed values are refused, every one named, and nothing is stored.
     """
+    _check_answer_text(answers, "")
     eng = engine()
     typed, errors = eng.parse(answers)
     with transaction() as session:

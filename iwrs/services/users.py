@@ -146,6 +146,8 @@ def check_identity(username: str, full_name: str) -> str:
             field="username",
             rule="format",
         )
+    if not full_name.strip():
+        raise InvalidInput("full_name: must not be empty", field="full_name", rule="required")
     validation.text(full_name, field="full_name", kind="name")
     return username
 

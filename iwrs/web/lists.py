@@ -68,12 +68,11 @@ def extend():  # type: ignore[no-untyped-def]
         added = randomization.extend_list(
             actor=Actor.of(current_user),
             stratum=request.form.get("stratum", ""),
-            blocks=int(request.form.get("blocks", "0") or 0),
+            blocks=validation.integer(
+                request.form.get("blocks", ""), field="blocks", minimum=1, maximum=100
+            ),
             reason=request.form.get("reason", ""),
         )
-    except ValueError:
-        flash("blocks: a whole number", "error")
-        return redirect(url_for("lists.index"))
     except IWRSError as refusal:
         flash(refusal.message, "error")
         return redirect(url_for("lists.index"))

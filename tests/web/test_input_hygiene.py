@@ -322,3 +322,22 @@ def test_every_answer_is_no_store_and_the_csp_names_form_action_and_base_uri(app
     static = client.get("/static/style.css")
     assert "no-store" not in static.headers.get("Cache-Control", "")
     static.close()
+
+
+def test_typed_answers_with_a_bidi_override_are_refused_by_the_service(app, cn01, login_as):
+    from iwrs.errors import InvalidInput
+    from iwrs.services import subjects
+
+    _, user = login_as("investigator", ["CN01"])
+    with app.app_context():
+        subject = subjects.screen_subject(
+            actor=Actor.of(user), site_id=cn01, date_of_birth="1966-09-30", sex="male"
+        )
+        answers = {"medications": [{"drug": f"other:{RLO}nimuda"}]}
+        with pytest.raises(InvalidInput) as refused:
+            subjects.record_assessment(actor=Actor.of(user), subject_id=subject.id, answers=answers)
+    assert (refused.value.field, refused.value.rule) == (
+        "medications[0].drug",
+        "control_characters",
+    )
+    assert events(app, "eligibility.assessed") == []
