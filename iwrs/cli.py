@@ -44,9 +44,6 @@ def one_line(error: BaseException) -> str:
         if error.field and not message.startswith(error.field):
             message = f"{error.field}: {message}"
         message += f" ({error.rule})" if error.rule else ""
-    elif isinstance(error, click.BadParameter) and error.param is not None:
-        hint = error.param_hint or error.param.get_error_hint(error.ctx)  # type: ignore[arg-type]
-        message = f"{hint}: {error.message} (usage)"
     elif isinstance(error, click.UsageError):
         message = f"{error.format_message()} (usage)"
     elif isinstance(error, click.ClickException):
@@ -82,8 +79,8 @@ class IWRSGroup(AppGroup):
             if os.environ.get("IWRS_CLI_TRACEBACK") == "1":
                 raise
             raise CLIError(
-                f"unexpected {type(error).__name__}: {one_line(error)} (internal; set "
-                "IWRS_CLI_TRACEBACK=1 for the traceback)"
+                f"unexpected {type(error).__name__}: {one_line(error)}; set "
+                "IWRS_CLI_TRACEBACK=1 for the traceback (internal)"
             ) from None
 
 

@@ -108,3 +108,17 @@ def test_a_bidi_override_in_a_cli_name_is_one_line(app):
         "correct horse battery staple 1",
     )
     assert one_line_error(result, "control_characters").startswith("error: full_name: ")
+
+
+def test_an_unexpected_error_is_one_line_without_traceback(app):
+    from iwrs.cli import iwrs_cli
+
+    @iwrs_cli.command("test-unexpected")
+    def unexpected() -> None:
+        raise RuntimeError("first line\nsecond line")
+
+    try:
+        line = one_line_error(run(app, "test-unexpected"), "internal")
+    finally:
+        iwrs_cli.commands.pop("test-unexpected")
+    assert line.startswith("error: unexpected RuntimeError: first line second line")

@@ -341,3 +341,29 @@ def test_typed_answers_with_a_bidi_override_are_refused_by_the_service(app, cn01
         "control_characters",
     )
     assert events(app, "eligibility.assessed") == []
+
+
+def test_the_list_pages_refuse_a_bad_seed_and_a_badly_encoded_file(app, make_user):
+    from iwrs.models.randomization import RandomizationList
+
+    stat = make_user("unblinded_statistician")
+    client = app.test_client()
+    sign_in(client, stat.username)
+    token = csrf_from(client.get("/lists/").get_data(as_text=True))
+    seed = client.post("/lists/generate", data={"csrf_token": token, "name": "L", "seed": "zz"})
+    upload = client.post(
+        "/lists/import",
+        data={
+            "csrf_token": token,
+            "name": "L",
+            "file": (io.BytesIO("café".encode("latin-1")), "l.csv"),
+        },
+        content_type="multipart/form-data",
+    )
+    extend = client.post("/lists/extend", data={"csrf_token": token, "blocks": "١", "reason": "r"})
+    for response in (seed, upload, extend):
+        assert response.status_code == 302
+    page = client.get("/lists/").get_data(as_text=True)
+    assert "seed: 64 hex digits" in page and "file: not UTF-8" in page and "blocks: a whole" in page
+    with app.app_context():
+        assert read_session().scalar(select(func.count()).select_from(RandomizationList)) == 0
