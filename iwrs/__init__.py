@@ -13,7 +13,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from iwrs import auth, db
+from iwrs import auth, db, request_guard
 from iwrs.config import ConfigError, Settings
 from iwrs.protocol import load_protocol
 
@@ -65,7 +65,6 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         WTF_CSRF_CHECK_DEFAULT=False,  # checked in _protect_forms, where API tokens are exempt
         WTF_CSRF_TIME_LIMIT=None,  # the idle-session rule already bounds a form's life
         TESTING=settings.testing,
-        MAX_CONTENT_LENGTH=8 * 1024 * 1024,
         API_TITLE="IWRS API",
         API_VERSION="v1",
         OPENAPI_VERSION="3.1.0",
@@ -89,6 +88,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["iwrs.protocol"] = load_protocol(settings.protocol_path)
 
     db.init_app(app, settings.database_url)
+    request_guard.init_app(app)  # before authentication: bodies are checked first
     auth.init_app(app)
     csrf.init_app(app)
     app.before_request(_protect_forms)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from iwrs.audit import event_hash
 from iwrs.audit_anchor import Problem, canonical, checkpoint_message, sign, signature_holds
+from iwrs.csv_export import dicts_csv, original
 
 EXPORT_FORMAT = "iwrs-audit-export/2"
 EXPORT_PROCEDURE = (
@@ -35,7 +36,9 @@ EXPORT_PROCEDURE = (
     "user_id, username, role, action, entity_type, entity_id, site_id, subject_id, before, after, "
     "reason, prev_hash, and auth when it is not null; consecutive seqs link by prev_hash. "
     "Each checkpoint's signature covers {format, seq, hash, signed_at}; an exported event at a "
-    "checkpoint's seq has its hash. "
+    "checkpoint's seq has its hash. CSV rows end in CRLF (RFC 4180); a cell that would begin "
+    "with = + - @ TAB CR or ' is written with one ' in front (spreadsheet formula injection): "
+    "drop one leading ' from a cell that begins with one to read its value. "
     "`flask --app wsgi iwrs audit verify-export FILE --public-key KEY.pem` does exactly this."
 )
 
@@ -56,12 +59,8 @@ def render(header: dict[str, Any], lines: list[str], kind: str, columns: tuple[s
     if kind == "jsonl":
         body = "".join(f"{line}\n" for line in lines)
         return json.dumps(signed_header(header, body), sort_keys=True) + "\n" + body
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for line in lines:
-        writer.writerow(json.loads(line))
-    body = buffer.getvalue()
+    # Cells are neutralised (iwrs/csv_export.py) before the digest: it covers the bytes written.
+    body = dicts_csv(columns, (json.loads(line) for line in lines))
     return "# " + json.dumps(signed_header(header, body), sort_keys=True) + "\n" + body
 
 
@@ -120,7 +119,10 @@ def _events(body: str, kind: str) -> list[dict[str, Any]]:
     if kind == "jsonl":
         events = [json.loads(line) for line in body.splitlines()]
     else:
-        events = list(csv.DictReader(io.StringIO(body)))
+        events = [
+            {name: original(cell) if isinstance(cell, str) else cell for name, cell in row.items()}
+            for row in csv.DictReader(io.StringIO(body))
+        ]
     for fields in events:
         fields["seq"] = int(fields["seq"])
     return events

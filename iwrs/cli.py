@@ -14,7 +14,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from iwrs import db
+from iwrs import db, validation
 from iwrs.audit import Actor
 from iwrs.audit_anchor import load_public_key, public_key, public_key_pem, take_checkpoint
 from iwrs.config import KEY_NAMES, ConfigError, create_missing_keys, read_key
@@ -23,8 +23,68 @@ from iwrs.errors import IWRSError
 from iwrs.models.users import Role, User
 from iwrs.protocol import ProtocolError
 from iwrs.services import trial, users
+from iwrs.uploads import MAX_UPLOAD_BYTES, decode_text
 
-iwrs_cli = AppGroup("iwrs", help="IWRS set-up and operations.")
+
+class CLIError(click.ClickException):
+    """One line on stderr, `error: <field>: <message> (<rule>)`, and exit status 1."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of any refusal as one line naming the field and the rule, when known."""
+    if isinstance(error, IWRSError):
+        message = error.message
+        if error.field and not message.startswith(error.field):
+            message = f"{error.field}: {message}"
+        message += f" ({error.rule})" if error.rule else ""
+    elif isinstance(error, click.UsageError):
+        message = f"{error.format_message()} (usage)"
+    elif isinstance(error, click.ClickException):
+        message = error.format_message()
+    elif isinstance(error, OSError):
+        message = f"{error.filename or 'file'}: {error.strerror or error} (file)"
+    else:
+        message = f"{error}"
+    return " ".join(message.split())
+
+
+class IWRSGroup(AppGroup):
+    """The `iwrs` group: every error of every sub-command ends in one line and status 1, never
+    a traceback (an unexpected error names its type; IWRS_CLI_TRACEBACK=1 shows the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import os
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except CLIError:
+            raise
+        except (IWRSError, ProtocolError, ConfigError, click.ClickException, OSError) as error:
+            usage = isinstance(error, click.UsageError)  # click's convention: status 2
+            raise CLIError(one_line(error), 2 if usage else 1) from None
+        except OperationalError as error:
+            url = _safe_url(current_app.extensions["iwrs.settings"].database_url)
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            raise CLIError(f"cannot use the database at {url}: {reason}") from None
+        except Exception as error:
+            if os.environ.get("IWRS_CLI_TRACEBACK") == "1":
+                raise
+            raise CLIError(
+                f"unexpected {type(error).__name__}: {one_line(error)}; set "
+                "IWRS_CLI_TRACEBACK=1 for the traceback (internal)"
+            ) from None
+
+
+iwrs_cli = IWRSGroup("iwrs", help="IWRS set-up and operations.")
 user_cli = AppGroup("user", help="Accounts: create, list, assign sites, deactivate.")
 audit_cli = AppGroup("audit", help="The audit trail.")
 kits_cli = AppGroup("kits", help="Blinded kit lists: generate, import.")
@@ -67,11 +127,11 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except (IWRSError, ProtocolError, ConfigError) as error:
-            raise click.ClickException(str(error)) from None
+            raise CLIError(one_line(error)) from None
         except OperationalError as error:
             url = _safe_url(current_app.extensions["iwrs.settings"].database_url)
             reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-            raise click.ClickException(f"cannot use the database at {url}: {reason}") from None
+            raise CLIError(f"cannot use the database at {url}: {reason}") from None
 
     return wrapper
 
@@ -349,7 +409,7 @@ def audit_reconcile() -> None:
 @kits_cli.command("generate")
 @click.option("--kit-type", required=True)
 @click.option("--lot", required=True, help="blinded packaging lot code")
-@click.option("--expiry", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--expiry", required=True, help="the lot's expiry date, YYYY-MM-DD")
 @click.option("--count", required=True, type=int, help="kits in all, split by the ratio")
 @click.option("--seed-hex", help="64 hex digits; default: a fresh random seed (printed)")
 @friendly_errors
@@ -358,12 +418,16 @@ def kits_generate(kit_type: str, lot: str, expiry, count: int, seed_hex: str | N
     from iwrs.services import supply
 
     _require_keys()
-    seed = bytes.fromhex(seed_hex) if seed_hex else secrets.token_bytes(32)
+    seed = (
+        validation.hex_bytes(seed_hex, field="--seed-hex", length=32)
+        if seed_hex is not None
+        else secrets.token_bytes(32)
+    )
     made = supply.generate_kits(
         actor=cli_actor(),
         kit_type=kit_type,
         lot=lot,
-        expiry_date=expiry.date(),
+        expiry_date=validation.iso_date(expiry, field="--expiry"),
         count=count,
         seed=seed,
     )
@@ -374,7 +438,7 @@ def kits_generate(kit_type: str, lot: str, expiry, count: int, seed_hex: str | N
 
 
 @kits_cli.command("import")
-@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@click.argument("csv_file", type=click.File("rb"))
 @friendly_errors
 def kits_import(csv_file) -> None:  # type: ignore[no-untyped-def]
     """Import a packaging vendor's kit list (kit_number,kit_type,treatment,lot,expiry)."""
@@ -382,7 +446,8 @@ def kits_import(csv_file) -> None:  # type: ignore[no-untyped-def]
     from iwrs.services import supply
 
     _require_keys()
-    report = supply.import_kits(actor=cli_actor(), csv_text=csv_file.read())
+    text = decode_text(csv_file.read(MAX_UPLOAD_BYTES + 1), field="CSV_FILE")
+    report = supply.import_kits(actor=cli_actor(), csv_text=text)
     click.echo(f"imported {report.kits} kits in lot(s) {', '.join(report.lots)}")
     click.echo(
         f"kit numbers by treatment: rank test p = {report.rank_p_value:.4g}"

@@ -81,7 +81,10 @@ _ENTRY_VALUES = (
     ("ongoing", "yesno", ""),
     ("max_daily_dose_mg", "number", "mg/day"),
 )
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII: \d would take "٢٠٢٠"
+# A typed number: ASCII digits, one optional sign and decimal point (float() would also take
+# "١٢", "1_000", "1e3", "inf" and "nan").
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 _DOSE = FieldSpec(
     "max_daily_dose_mg", "Highest daily dose", "Medications", "number", "mg/day", 0, 2000
 )
@@ -460,6 +463,8 @@ def _parse_value(spec: FieldSpec, value: Any) -> tuple[Any, list[FieldError]]:
         if spec.not_done_allowed and text == "not_done":
             return "not_done", []
         try:
+            if not _is_number(value) and not _NUMBER.fullmatch(text or ""):
+                raise ValueError("not ASCII digits")
             number = float(value if _is_number(value) else text)  # type: ignore[arg-type]
         except (TypeError, ValueError, OverflowError):
             number = math.nan

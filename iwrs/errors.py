@@ -60,3 +60,18 @@ class AuthenticationFailed(IWRSError):
 
 class AccountLocked(AuthenticationFailed):
     title = "Account locked"
+
+
+class MalformedRequest(IWRSError):
+    status = 400
+    title = "Malformed request"
+
+
+class PayloadTooLarge(IWRSError):
+    status = 413
+    title = "Request too large"
+
+
+class UnsupportedMediaType(IWRSError):
+    status = 415
+    title = "Unsupported media type"

@@ -17,6 +17,7 @@ from flask import Response, current_app
 from markupsafe import Markup, escape
 
 from blinding import padding
+from iwrs.csv_export import neutralise
 
 CODE, NAME = "code", "name"
 
@@ -35,6 +36,7 @@ def _json_length(text: str) -> int:
 
 
 def _csv_length(text: str) -> int:
+    text = neutralise(text)  # as written (iwrs/csv_export.py)
     quoted = any(c in text for c in ',"\r\n')
     return len(text.encode("utf-8")) + (2 + text.count('"') if quoted else 0)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import String, cast, select
 
-from iwrs import audit, clock
+from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import read_session, transaction
@@ -39,8 +39,7 @@ RETURN_CONDITIONS = ("used", "partly_used", "unused")
 
 def report_kit(*, actor: Actor, kit_number: str, lost: bool, reason: str) -> Kit:
     """A pharmacist reports a kit at the site damaged or lost."""
-    if not reason.strip():
-        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    reason = validation.reason(reason)
     with transaction() as session:
         kit = site_kit(session, actor, kit_number, Permission.DISPENSE)
         action = KitAction.REPORT_LOST if lost else KitAction.REPORT_DAMAGED
@@ -97,10 +96,7 @@ def record_return(*, actor: Actor, kit_number: str, condition: str) -> Kit:
 def destroy_kits(*, actor: Actor, kit_numbers: Sequence[str], reference: str) -> Destruction:
     """The supply manager records destruction (returned, damaged or expired kits) with the
     reference of the destruction certificate."""
-    if not reference.strip():
-        raise InvalidInput(
-            "reference: the destruction reference is required", field="reference", rule="required"
-        )
+    reference = validation.text(reference, field="reference", kind="reference")
     if not kit_numbers:
         raise InvalidInput(
             "kit_numbers: name at least one kit", field="kit_numbers", rule="required"

@@ -11,11 +11,11 @@ from flask import current_app
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, audit_anchor, audit_export, clock
+from iwrs import audit, audit_anchor, audit_export, clock, validation
 from iwrs.audit import Actor, Verification, event_fields, verify_events
 from iwrs.audit_anchor import Problem
 from iwrs.db import read_session, transaction
-from iwrs.errors import Forbidden, InvalidInput, NotFound
+from iwrs.errors import Forbidden, NotFound
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
@@ -37,14 +37,7 @@ class Filters:
     def parse(cls, args: dict[str, str]) -> Filters:
         def day(name: str) -> date | None:
             value = (args.get(name) or "").strip()
-            if not value:
-                return None
-            try:
-                return date.fromisoformat(value)
-            except ValueError:
-                raise InvalidInput(
-                    f"{name}: {value!r} is not a date (YYYY-MM-DD)", field=name, rule="date"
-                ) from None
+            return validation.iso_date(value, field=name) if value else None
 
         return cls(
             **{

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from blinding.kits import is_valid_kit_number
-from iwrs import audit, clock
+from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, require_site
 from iwrs.db import read_session, transaction
@@ -138,6 +138,7 @@ def dispense(
     confirms the kit number. An unscheduled or replacement kit fulfils the investigator's
     signed request (`request_extra_kit`), whose reason it carries; `reason` is the
     pharmacist's for a scheduled kit out of its window."""
+    reason = validation.reason(reason, required=False)
     if kind not in KINDS:
         raise InvalidInput(f"kind: must be one of {', '.join(KINDS)}", field="kind", rule="choice")
     refusal: Conflict | None = None
@@ -280,8 +281,7 @@ def request_extra_kit(
         raise InvalidInput(
             f"kind: must be one of {', '.join(EXTRA_KINDS)}", field="kind", rule="choice"
         )
-    if not reason.strip():
-        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    reason = validation.reason(reason)
     # Who may ask is settled before the signature: a refused role never reaches it.
     _requester(read_session(), actor, subject_id, lock=False)
     confirm_signature(signer_id=actor.user_id, password=signer_password)
@@ -406,8 +406,7 @@ def discontinue_treatment(*, actor: Actor, subject_id: int, reason: str) -> Subj
     """The investigator records that the subject stops study treatment (no more kits)."""
     from iwrs.services.subjects import _investigator
 
-    if not reason.strip():
-        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    reason = validation.reason(reason)
     with transaction() as session:
         subject = session.scalars(
             select(Subject).where(Subject.id == subject_id).with_for_update()

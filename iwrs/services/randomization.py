@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from blinding import schedules
-from iwrs import audit, clock
+from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import transaction
@@ -222,6 +222,7 @@ def generate_list(
     *, actor: Actor, name: str, dummy: bool = False, seed: bytes | None = None
 ) -> RandomizationList:
     """Generate stratified permuted-block lists from a 256-bit seed (the statistician)."""
+    name = validation.text(name, field="name", kind="name")
     _environment_allows(dummy)
     seed = seed or secrets.token_bytes(32)
     p = protocol()
@@ -244,6 +245,7 @@ def import_list(
     *, actor: Actor, name: str, csv_text: str, dummy: bool = False
 ) -> RandomizationList:
     """Import a statistician-supplied list (native or REDCap layout); every bad row named."""
+    name = validation.text(name, field="name", kind="name")
     _environment_allows(dummy)
     p = protocol()
     slots, errors = schedules.import_schedule(
@@ -282,8 +284,7 @@ def import_list(
 
 def extend_list(*, actor: Actor, stratum: str, blocks: int, reason: str) -> int:
     """Append whole blocks to one stratum of the active list (never edits existing slots)."""
-    if not reason.strip():
-        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    reason = validation.reason(reason)
     if not 1 <= blocks <= 100:
         raise InvalidInput("blocks: between 1 and 100", field="blocks", rule="range")
     with transaction() as session:

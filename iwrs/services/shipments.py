@@ -13,7 +13,7 @@ from datetime import date
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, clock
+from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, require_site
 from iwrs.db import transaction
@@ -267,6 +267,8 @@ def _manual_shortfall(
 
 def ship_shipment(*, actor: Actor, shipment_id: int, courier: str, tracking: str) -> Shipment:
     """Hand a requested shipment to the courier; every kit must still be shippable."""
+    courier = validation.text(courier, field="courier", kind="reference", required=False)
+    tracking = validation.text(tracking, field="tracking", kind="reference", required=False)
     with transaction() as session:
         acting_user(session, actor, Permission.MANAGE_SUPPLY)
         row = _locked_shipment(session, shipment_id)
@@ -321,8 +323,7 @@ def ship_shipment(*, actor: Actor, shipment_id: int, courier: str, tracking: str
 
 def cancel_shipment(*, actor: Actor, shipment_id: int, reason: str) -> Shipment:
     """Cancel a requested shipment: its kits go back to depot stock."""
-    if not reason.strip():
-        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    reason = validation.reason(reason)
     with transaction() as session:
         acting_user(session, actor, Permission.MANAGE_SUPPLY)
         row = _locked_shipment(session, shipment_id)
@@ -392,8 +393,7 @@ def decide_quarantine(
     *, actor: Actor, kit_numbers: list[str], release: bool, reason: str
 ) -> list[str]:
     """The supply manager releases quarantined kits to use, or rejects them (damaged)."""
-    if not reason.strip():
-        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    reason = validation.reason(reason)
     if not kit_numbers:
         raise InvalidInput(
             "kit_numbers: name at least one kit", field="kit_numbers", rule="required"

@@ -4,8 +4,6 @@ subject or kit data."""
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -13,6 +11,7 @@ from sqlalchemy import select
 from iwrs import audit, padding
 from iwrs.audit import Actor
 from iwrs.auth import Permission
+from iwrs.csv_export import rows_csv
 from iwrs.db import transaction
 from iwrs.models.randomization import (
     Randomization,
@@ -76,25 +75,22 @@ def allocations(*, actor: Actor, export: bool = False) -> list[Allocation]:
 def allocations_csv(*, actor: Actor) -> str:
     """Every allocation as CSV (audited as an export). The last column, `padding`, holds spaces
     that make each row's length independent of its arm (iwrs/padding.py); ignore it."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "randomization_number",
-            "screening_number",
-            "site",
-            "stratum",
-            "sequence",
-            "block",
-            "arm",
-            "randomized_on",
-            "unblinded",
-            "padding",
-        ]
+    header = (
+        "randomization_number",
+        "screening_number",
+        "site",
+        "stratum",
+        "sequence",
+        "block",
+        "arm",
+        "randomized_on",
+        "unblinded",
+        "padding",
     )
-    for a in allocations(actor=actor, export=True):
-        writer.writerow(
-            [
+    return rows_csv(
+        header,
+        (
+            (
                 a.randomization_number,
                 a.screening_number,
                 a.site,
@@ -105,9 +101,10 @@ def allocations_csv(*, actor: Actor) -> str:
                 a.randomized_on,
                 a.unblinded,
                 padding.csv_padding(labels=[(a.arm, padding.CODE)]),
-            ]
-        )
-    return buffer.getvalue()
+            )
+            for a in allocations(actor=actor, export=True)
+        ),
+    )
 
 
 def list_status_csv(*, actor: Actor) -> str:
@@ -123,17 +120,14 @@ def list_status_csv(*, actor: Actor) -> str:
             entity_type="randomization_list",
             entity_id=status.list_id if status else None,
         )
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
     # Every arm of the protocol, in its order, whether used yet or not: a column that appears
     # only once an arm is allocated would say which arm the first subjects got.
     arms = [arm.code for arm in protocol().arms]
-    writer.writerow(
-        ["list", "stratum", "used", "remaining", *[f"used_{a}" for a in arms], "padding"]
-    )
+    header = ["list", "stratum", "used", "remaining", *[f"used_{a}" for a in arms], "padding"]
+    rows = []
     for s in status.strata if status else []:
         counts = [s.by_arm.get(a, 0) for a in arms]
-        writer.writerow(
+        rows.append(
             [
                 status.name if status else "",
                 s.stratum,
@@ -143,4 +137,4 @@ def list_status_csv(*, actor: Actor) -> str:
                 padding.csv_padding(counts=[(n, s.used) for n in counts]),
             ]
         )
-    return buffer.getvalue()
+    return rows_csv(header, rows)

@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, clock
+from iwrs import audit, clock, validation
 from iwrs.audit import Actor, canonical_json
 from iwrs.auth import Permission, has_permission, require_site
 from iwrs.db import transaction
@@ -78,14 +78,8 @@ def _set_status(subject: Subject, status: SubjectStatus) -> None:
 
 
 def parse_date(value: Any, field: str) -> date:
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        raise InvalidInput(
-            f"{field}: {value!r} is not a date (YYYY-MM-DD)", field=field, rule="date"
-        ) from None
+    """A date typed YYYY-MM-DD (iwrs/validation.py, rule date)."""
+    return validation.iso_date(value, field=field)
 
 
 def screen_subject(*, actor: Actor, site_id: int, date_of_birth: Any, sex: str) -> Subject:
@@ -179,6 +173,18 @@ class AssessmentRecord:
     result: Assessment
 
 
+def _check_answer_text(value: Any, path: str) -> None:
+    """Typed answers (a drug name, a choice) hold no control or bidi characters (validation)."""
+    if isinstance(value, str):
+        validation.check_characters(value, field=path or "answers")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_answer_text(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_answer_text(item, f"{path}[{index}]")
+
+
 def record_assessment(
     *, actor: Actor, subject_id: int, answers: Mapping[str, Any]
 ) -> AssessmentRecord:
@@ -186,6 +192,7 @@ def record_assessment(
 
     Implausible or malformed values are refused, every one named, and nothing is stored.
     """
+    _check_answer_text(answers, "")
     eng = engine()
     typed, errors = eng.parse(answers)
     with transaction() as session:
@@ -335,8 +342,7 @@ def decide_eligibility(
 
 def withdraw_subject(*, actor: Actor, subject_id: int, reason: str) -> Subject:
     """Withdraw a subject from screening or the study; the record stays, nothing is deleted."""
-    if not reason.strip():
-        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    reason = validation.reason(reason)
     with transaction() as session:
         subject = _subject_for_update(session, actor, subject_id)
         if subject.status in (SubjectStatus.WITHDRAWN, SubjectStatus.SCREEN_FAILED):

@@ -21,7 +21,7 @@ from blinding.kits import (
     verify_kit_list,
 )
 from blinding.sealing import Sealer
-from iwrs import audit, clock
+from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, require_site
 from iwrs.db import transaction
@@ -140,6 +140,8 @@ def _lot_refusal(code: str) -> InvalidInput | None:
     """A lot code the database would refuse (PostgreSQL) or store blank (SQLite), by name."""
     if not code.strip():
         return InvalidInput("lot: a lot code is required", field="lot", rule="required")
+    if validation.refused_character(code) is not None:
+        validation.check_characters(code, field="lot")
     if len(code) > LOT_CODE_MAX or not code.isprintable():
         shown = code[:LOT_CODE_MAX] if code.isprintable() else repr(code[:LOT_CODE_MAX])
         return InvalidInput(
@@ -448,8 +450,7 @@ def run_expiry(*, actor: Actor) -> list[str]:
 def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: str) -> Lot:
     """Extend or shorten a lot's expiry; shortened to today or earlier, its usable kits are
     quarantined at once (they stay accountable, and the supply manager decides)."""
-    if not reason.strip():
-        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    reason = validation.reason(reason)
     today = clock.today()
     with transaction() as session:
         acting_user(session, actor, Permission.MANAGE_SUPPLY)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from iwrs import audit, clock
+from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, hash_password
 from iwrs.db import read_session, transaction
@@ -114,8 +114,7 @@ def decide_unblinded_request(
             "only an active unblinded statistician decides on unblinded access",
             rule="unblinded_approver",
         )
-    if not approve and not reason.strip():
-        raise InvalidInput("reason: a rejection needs a reason", field="reason", rule="required")
+    reason = validation.reason(reason, required=not approve)
     users.confirm_signature(signer_id=actor.user_id, password=signer_password)
     password = passwords.temporary_password()
     password_hash = hash_password(password)

@@ -13,15 +13,16 @@ from email.message import EmailMessage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, audit_anchor, clock
+from iwrs import audit, audit_anchor, clock, validation
 from iwrs.audit import Actor
 from iwrs.db import read_session, transaction
-from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.errors import Conflict, InvalidInput, IWRSError, NotFound
 from iwrs.models.randomization import Randomization, RandomizationSlot
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
 from iwrs.models.unblinding import Notification, Unblinding
 from iwrs.models.users import User
+from iwrs.services import refusals
 from iwrs.services.passwords import without_credentials
 from iwrs.services.randomization import slot_arm
 from iwrs.services.subjects import _investigator, protocol
@@ -118,6 +119,7 @@ def unblind(
         raise InvalidInput(
             "reason: describe why the blind must be broken", field="reason", rule="required"
         )
+    reason = validation.reason(reason)
     if not understood:
         raise InvalidInput(
             "understood: confirm that an unblinding cannot be undone",
@@ -127,8 +129,14 @@ def unblind(
     # Who may unblind whom is decided before the signature is checked: a refused request
     # neither counts nor clears signature failures (nothing changes), and a blinded role
     # never reaches the signature step.
-    _subject_to_unblind(read_session(), actor, subject_id)
-    confirm_signature(signer_id=actor.user_id, password=signer_password)
+    try:
+        _subject_to_unblind(read_session(), actor, subject_id)
+        confirm_signature(signer_id=actor.user_id, password=signer_password)
+    except IWRSError as refusal:  # who may not, or a wrong signature: audited, no arm
+        refusals.record(
+            actor=actor, action=refusals.UNBLINDING_REFUSED, refusal=refusal, subject_id=subject_id
+        )
+        raise
     with transaction() as session:
         subject, user = _subject_to_unblind(session, actor, subject_id, lock=True)
         number, code, name = _arm(session, subject)
@@ -198,7 +206,18 @@ def unblind(
 
 
 def view_arm(*, actor: Actor, subject_id: int) -> UnblindedArm:
-    """The investigator who unblinded a subject sees its arm again (audited as a view)."""
+    """The investigator who unblinded a subject sees its arm again (audited as a view); a
+    refused view is audited as `unblinding.refused` (iwrs/services/refusals.py)."""
+    try:
+        return _view_arm(actor=actor, subject_id=subject_id)
+    except IWRSError as refusal:
+        refusals.record(
+            actor=actor, action=refusals.UNBLINDING_REFUSED, refusal=refusal, subject_id=subject_id
+        )
+        raise
+
+
+def _view_arm(*, actor: Actor, subject_id: int) -> UnblindedArm:
     with transaction() as session:
         subject = session.get(Subject, subject_id)
         if subject is None:

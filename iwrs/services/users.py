@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, clock
+from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import (
     ROLE_PERMISSIONS,
@@ -129,6 +129,7 @@ def clean_email(email: str | None) -> str | None:
     email = (email or "").strip()
     if not email:
         return None
+    validation.check_characters(email, field="email")
     if len(email) > 200 or not EMAIL.match(email):
         raise InvalidInput(
             f"email: {email[:200]!r} is not one e-mail address", field="email", rule="email_format"
@@ -147,6 +148,7 @@ def check_identity(username: str, full_name: str) -> str:
         )
     if not full_name.strip():
         raise InvalidInput("full_name: must not be empty", field="full_name", rule="required")
+    validation.text(full_name, field="full_name", kind="name")
     return username
 
 
@@ -281,8 +283,7 @@ def assign_sites(*, actor: Actor, user_id: int, site_codes: Iterable[str]) -> Us
 
 def deactivate_user(*, actor: Actor, user_id: int, reason: str, signer_password: str) -> User:
     """Deactivate an account (never deleted); its sessions and tokens stop working at once."""
-    if not reason.strip():
-        raise InvalidInput("reason: a reason is required", field="reason", rule="required")
+    reason = validation.reason(reason)
     if actor.user_id == user_id:
         raise InvalidInput(
             "user_id: you cannot deactivate your own account", field="user_id", rule="not_self"
@@ -520,7 +521,7 @@ def create_api_token(*, actor: Actor, user_id: int, name: str) -> tuple[str, Api
             field="user_id",
             rule="own_tokens_only",
         )
-    name = name.strip()
+    name = validation.check_characters(name.strip(), field="name")
     if not name or len(name) > 100:
         raise InvalidInput(
             "name: give the token a name of 1-100 characters", field="name", rule="length"

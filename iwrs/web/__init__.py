@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, current_app, render_template, request
@@ -14,8 +13,10 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from iwrs import padding
+from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, is_api_request
-from iwrs.errors import InvalidInput, IWRSError
+from iwrs.errors import IWRSError
+from iwrs.services import refusals
 
 log = logging.getLogger("iwrs.web")
 
@@ -56,34 +57,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(Exception, handle_unexpected)
     app.context_processor(_template_helpers)
     app.after_request(_security_headers)
-    app.before_request(_refuse_control_characters)
-
-
-def _nul_fields(value: Any, path: str) -> Iterator[str]:
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield path
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _nul_fields(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _nul_fields(item, f"{path}[{index}]")
-
-
-def _refuse_control_characters() -> None:
-    """No text may carry a NUL byte: PostgreSQL cannot store it, and no person types one."""
-    fields = [name for name, v in request.values.items(multi=True) if "\x00" in name + v]
-    if request.is_json:
-        fields += list(_nul_fields(request.get_json(silent=True), ""))
-    if fields:
-        raise InvalidInput(
-            f"{fields[0]}: must not contain NUL characters",
-            errors=[
-                {"field": f, "rule": "no_nul", "message": f"{f}: must not contain NUL characters"}
-                for f in fields
-            ],
-        )
 
 
 def _template_helpers() -> dict[str, Any]:
@@ -101,22 +74,47 @@ def _template_helpers() -> dict[str, Any]:
 
 
 def _security_headers(response: Any) -> Any:
+    """Security headers on every answer. Decision: every answer but the static files is
+    `Cache-Control: no-store` (pages, the API, exports): an answer may carry an arm (the
+    statistician's, the unblinding investigator's) or a person's data, and no browser, proxy or
+    shared cache may keep it; the static files hold neither."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'",
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     )
-    if not is_api_request():
-        response.headers.setdefault("Cache-Control", "no-store")
+    if request.endpoint != "static":
+        response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _audit_refusal(error: IWRSError) -> None:
+    """A refused request for an unblinding or an arm view is recorded (iwrs/services/refusals.py),
+    whether the route's permission check or the service refused it. The requests concerned:
+    the statistician's list pages and exports (/lists…, /api/v1/lists…) and the unblinding
+    pages and endpoints (…/unblind, …/unblinded, …/unblinding)."""
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    if rule.endswith(("/unblind", "/unblinded", "/unblinding")):
+        action = refusals.UNBLINDING_REFUSED
+    elif rule.startswith(("/lists", "/api/v1/lists")):
+        action = refusals.ARM_ACCESS_REFUSED
+    else:
+        return
+    if not getattr(current_user, "is_authenticated", False):
+        return
+    subject_id = (request.view_args or {}).get("subject_id")
+    refusals.record(
+        actor=Actor.of(current_user), action=action, refusal=error, subject_id=subject_id
+    )
 
 
 def handle_error(error: Exception) -> Any:
     """A domain refusal or HTTP error: problem+json for the API, a page otherwise."""
     if isinstance(error, IWRSError):
+        _audit_refusal(error)
         status, title, detail, problems = error.status, error.title, error.message, error.problems()
     elif isinstance(error, CSRFError):
         status, title, problems = (

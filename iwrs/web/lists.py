@@ -6,10 +6,12 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from iwrs import validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
 from iwrs.services import randomization, randomization_views
+from iwrs.uploads import MAX_UPLOAD_BYTES, decode_text
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 
@@ -26,16 +28,13 @@ def index():  # type: ignore[no-untyped-def]
 def generate():  # type: ignore[no-untyped-def]
     try:
         seed_hex = request.form.get("seed", "").strip()
-        seed = bytes.fromhex(seed_hex) if seed_hex else None
+        seed = validation.hex_bytes(seed_hex, field="seed", length=32) if seed_hex else None
         row = randomization.generate_list(
             actor=Actor.of(current_user),
             name=request.form.get("name", "").strip() or "list",
             dummy=request.form.get("dummy") == "y",
             seed=seed,
         )
-    except ValueError:
-        flash("seed: 64 hex digits (a 256-bit seed), or leave it empty", "error")
-        return redirect(url_for("lists.index"))
     except IWRSError as refusal:
         flash(refusal.message, "error")
         return redirect(url_for("lists.index"))
@@ -47,8 +46,8 @@ def generate():  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_LISTS)
 def import_():  # type: ignore[no-untyped-def]
     upload = request.files.get("file")
-    text = upload.read().decode("utf-8-sig", errors="replace") if upload else ""
     try:
+        text = decode_text(upload.read(MAX_UPLOAD_BYTES + 1)) if upload else ""
         row = randomization.import_list(
             actor=Actor.of(current_user),
             name=request.form.get("name", "").strip() or "imported",
@@ -69,12 +68,11 @@ def extend():  # type: ignore[no-untyped-def]
         added = randomization.extend_list(
             actor=Actor.of(current_user),
             stratum=request.form.get("stratum", ""),
-            blocks=int(request.form.get("blocks", "0") or 0),
+            blocks=validation.integer(
+                request.form.get("blocks", ""), field="blocks", minimum=1, maximum=100
+            ),
             reason=request.form.get("reason", ""),
         )
-    except ValueError:
-        flash("blocks: a whole number", "error")
-        return redirect(url_for("lists.index"))
     except IWRSError as refusal:
         flash(refusal.message, "error")
         return redirect(url_for("lists.index"))

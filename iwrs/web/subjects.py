@@ -154,7 +154,7 @@ def decide(subject_id: int):  # type: ignore[no-untyped-def]
         flash("Tick the box to confirm you understand the decision cannot be undone.", "error")
         return _render_detail(subject_id, status=422)
     raw_id = request.form.get("assessment_id", "")
-    if not raw_id.isdigit():
+    if not raw_id.isascii() or not raw_id.isdigit():
         flash("assessment_id: the form named no assessment; reload the page", "error")
         return _render_detail(subject_id, status=422)
     try:

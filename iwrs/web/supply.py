@@ -3,12 +3,12 @@ shipments, alerts, quarantine, lots, reconciliation and stock chart. No page sho
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from iwrs import validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, requires
 from iwrs.errors import InvalidInput, IWRSError
@@ -129,13 +129,10 @@ def cancel(shipment_id: int):  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_SUPPLY)
 def request_shipment(site_id: int):  # type: ignore[no-untyped-def]
     try:
-        quantity = int(request.form.get("quantity", "") or 0)
-        row = shipments.request_manual_shipment(actor=_actor(), site_id=site_id, quantity=quantity)
-    except ValueError:
-        return _refused(
-            InvalidInput("quantity: a whole number of kits", field="quantity"),
-            url_for("supply.index"),
+        quantity = validation.integer(
+            request.form.get("quantity", ""), field="quantity", minimum=1, maximum=500
         )
+        row = shipments.request_manual_shipment(actor=_actor(), site_id=site_id, quantity=quantity)
     except IWRSError as refusal:
         return _refused(refusal, url_for("supply.index"))
     kits = len(supply_views.shipment_kits(row.id))
@@ -204,10 +201,7 @@ def quarantine():  # type: ignore[no-untyped-def]
 def lot_expiry(code: str):  # type: ignore[no-untyped-def]
     target = url_for("supply.index") + "#lots"
     try:
-        new_expiry = date.fromisoformat(request.form.get("expiry", ""))
-    except ValueError:
-        return _refused(InvalidInput("expiry: a date (YYYY-MM-DD)", field="expiry"), target)
-    try:
+        new_expiry = validation.iso_date(request.form.get("expiry", ""), field="expiry")
         lot = supply.change_lot_expiry(
             actor=_actor(),
             lot_code=code,

@@ -120,7 +120,14 @@ def test_the_statistician_pages_are_refused_to_blinded_roles(world, username):
     response = client.get("/api/v1/lists/status", headers=token)
     assert response.status_code == 403
     assert_no_arm(response.get_data(as_text=True), names=False)
-    assert events_since(seq) == []
+    # Each refused request is audited once (arm_access.refused, its rule), never with an arm.
+    events = events_since(seq)
+    assert [e.action for e in events] == ["arm_access.refused"] * 5
+    assert {json.loads(e.after)["rule"] for e in events} == {"permission"}
+    assert [e.auth for e in events][-1].startswith("token:")
+    for event in events:
+        assert event.username == username
+        assert_no_arm(" ".join(str(getattr(event, c.key)) for c in event.__table__.columns))
 
 
 # --- the auditor: filters and paging ------------------------------------------------------------

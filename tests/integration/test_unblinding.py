@@ -9,6 +9,7 @@ also used by the audit-workspace and unblinding-page tests.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -540,8 +541,18 @@ def test_each_refusal_changes_nothing_and_names_the_rule(world):
         if rule is not None:
             assert refused.value.rule == rule, case
         assert state() == before, case
-        expected = ["esign.signature_failed"] if error is AuthenticationFailed else []
+        # A refusal of who (401/403/404) is audited as unblinding.refused with its rule
+        # (iwrs/services/refusals.py); input errors and already_unblinded record nothing.
+        expected = {
+            AuthenticationFailed: ["esign.signature_failed", "unblinding.refused"],
+            NotFound: ["unblinding.refused"],
+        }.get(error, [])
         assert actions_since(seq) == expected, case
+        for event in events_since(seq):
+            if event.action == "unblinding.refused":
+                assert json.loads(event.after)["rule"] == refused.value.rule, case
+                assert (event.username, event.auth) == (username, world.actor(username).auth), case
+                assert_no_arm(event_text(event))
         assert_no_arm(refused.value.message)
     # Only the wrong password counted, against its signer; nobody else's count changed.
     failures = {u.username: u.failed_sign_ins for u in fresh().scalars(select(User))}
@@ -655,7 +666,17 @@ def test_view_arm_is_only_for_the_investigator_who_unblinded(world):
             unblinding.view_arm(actor=world.actor(username), subject_id=world.subjects["R1"])
         assert refused.value.rule == rule
         assert_no_arm(refused.value.message)
-    assert state() == before and actions_since(seq) == []
+    # Each refused view is audited once, with its rule and never the arm.
+    assert state() == before and actions_since(seq) == ["unblinding.refused"] * 5
+    assert [json.loads(e.after)["rule"] for e in events_since(seq)] == [
+        "unblinded_by_you",
+        "site_scope",
+        "permission",
+        "permission",
+        "permission",
+    ]
+    for event in events_since(seq):
+        assert_no_arm(event_text(event))
 
 
 def test_another_investigator_of_the_site_cannot_unblind_the_subject_again(world):

@@ -4,6 +4,7 @@ unblinding shown to the pharmacist and the auditor without the arm, the scoped r
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -140,7 +141,11 @@ def test_each_web_refusal_is_explained_and_changes_nothing(world):
         html = followed.get_data(as_text=True)
         assert str(escape(message)) in html, (case, html[:2000])
         assert state() == before, case
-        expected = ["esign.signature_failed"] if case == "wrong password" else []
+        # Refusals of who (a signature, a site, a subject) are audited, input errors are not.
+        expected = {
+            "wrong password": ["esign.signature_failed", "unblinding.refused"],
+            "another site": ["unblinding.refused"],
+        }.get(case, [])
         assert actions_since(seq) == expected, case
         assert_no_arm(html, names=False)
 
@@ -158,7 +163,12 @@ def test_roles_without_the_permission_get_403_on_the_web_and_the_api(world, user
     api = client.post(f"/api/v1/subjects/{subject_id}/unblinding", json=BODY, headers=token)
     assert api.status_code == 403 and api.mimetype == PROBLEM
     assert api.get_json()["detail"].endswith("may not emergency unblind")
-    assert state() == before and actions_since(seq) == []
+    # Each refused request is audited once, with the rule and how the caller authenticated.
+    assert state() == before and actions_since(seq) == ["unblinding.refused"] * 3
+    events = events_since(seq)
+    assert [json.loads(e.after)["rule"] for e in events] == ["permission"] * 3
+    assert [e.auth for e in events][:2] == ["session", "session"]
+    assert events[2].auth.startswith("token:") and events[2].username == username
 
 
 # --- the API ------------------------------------------------------------------------------------
@@ -184,7 +194,7 @@ def test_the_api_unblinds_for_the_investigator_and_refuses_with_problems(world):
         fields = {p["field"] for p in problem.get("errors", [])}
         assert field in fields or field in problem["detail"], (changes, problem)
         assert state() == before
-        expected = ["esign.signature_failed"] if status == 401 else []
+        expected = ["esign.signature_failed", "unblinding.refused"] if status == 401 else []
         assert actions_since(seq) == expected
     for key, username, status in (("R1", "dr.zhang", 404), ("E1", "dr.li", 409)):
         before = state()

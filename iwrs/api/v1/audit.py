@@ -61,8 +61,9 @@ class AuditQuery(Schema):
     action = fields.String()
     subject = fields.String()
     site = fields.String()
-    date_from = fields.Date()
-    date_to = fields.Date()
+    # Dates are checked by the service (iwrs/validation.py: YYYY-MM-DD only, rule date).
+    date_from = fields.String(metadata={"format": "date"})
+    date_to = fields.String(metadata={"format": "date"})
     before = fields.Integer(validate=validate.Range(min=1, max=2**62))
 
 

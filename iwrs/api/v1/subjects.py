@@ -37,7 +37,9 @@ class SubjectSchema(Schema):
 
 class ScreenSchema(Schema):
     site_code = fields.String(required=True)
-    date_of_birth = fields.Date(required=True)
+    # Checked by the service (iwrs/validation.py: YYYY-MM-DD only, rule date); marshmallow's
+    # Date would take the ISO week date 1970-W01-1 and the basic format 19700101.
+    date_of_birth = fields.String(required=True, metadata={"format": "date"})
     sex = fields.String(required=True, validate=validate.OneOf(subjects.SEXES))
 
 
