@@ -26,6 +26,7 @@ from iwrs.services.supply import (
     _depot,
     acting_user,
     apply_expiry,
+    depot_today,
     kits_by_number,
     lock_sites,
     open_alert,
@@ -99,9 +100,9 @@ def _request(
 
     Decision: a top-up (kind resupply or emergency) is sent whole or not at all: a partly
     filled one would have a size that depends on the split by arm."""
-    today = clock.today()
+    today = depot_today()  # the kits leave the depot: its calendar decides do-not-ship
     whole = kind in ("resupply", "emergency")
-    apply_expiry(session, actor=actor, today=today)
+    apply_expiry(session, actor=actor)
     picked: list[str] = []
     short = 0
     for kit_type, order in sorted(orders.items()):
@@ -237,7 +238,7 @@ def ship_shipment(*, actor: Actor, shipment_id: int, courier: str, tracking: str
         kits = kits_by_number(session, value.kits)
         from supply.expiry import can_ship
 
-        today = clock.today()
+        today = depot_today()
         short_dated = sorted(
             n
             for n, k in kits.items()

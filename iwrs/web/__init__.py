@@ -27,6 +27,7 @@ def init_app(app: Flask) -> None:
         admin,
         audit,
         auth,
+        calendar,
         dispensing,
         lists,
         main,
@@ -55,6 +56,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_error)
     app.register_error_handler(Exception, handle_unexpected)
     app.context_processor(_template_helpers)
+    calendar.init_app(app)
     app.after_request(_security_headers)
     app.before_request(_refuse_control_characters)
 

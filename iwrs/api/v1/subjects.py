@@ -19,6 +19,11 @@ blp = Blueprint(
 )
 PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
 
+STATED = (
+    "YYYY-MM-DD, the site's local date; default today at the site. Not in the future, not "
+    "before the previous step; a date before today needs backdate_reason"
+)
+
 
 class SubjectSchema(Schema):
     id = fields.Integer()
@@ -27,7 +32,8 @@ class SubjectSchema(Schema):
     status = fields.String()
     sex = fields.String()
     date_of_birth = fields.Date()
-    screening_date = fields.Date()
+    screening_date = fields.Date(metadata={"description": "the site's local date"})
+    site_time_zone = fields.String(attribute="site.time_zone")
     stratum = fields.Method("_stratum", allow_none=True)
     rescreen_of_id = fields.Integer(allow_none=True)
 
@@ -39,6 +45,8 @@ class ScreenSchema(Schema):
     site_code = fields.String(required=True)
     date_of_birth = fields.Date(required=True)
     sex = fields.String(required=True, validate=validate.OneOf(subjects.SEXES))
+    screening_date = fields.String(load_default=None, metadata={"description": STATED})
+    backdate_reason = fields.String(load_default=None, validate=validate.Length(max=1000))
 
 
 class CriterionResultSchema(Schema):
@@ -54,7 +62,8 @@ class AssessmentSchema(Schema):
     id = fields.Integer()
     outcome = fields.String()
     criteria_version = fields.String()
-    assessed_at = fields.DateTime()
+    assessed_at = fields.DateTime(metadata={"description": "moment of entry, UTC"})
+    assessment_date = fields.Date(metadata={"description": "the site's local date"})
     failing = fields.List(fields.String())
     missing = fields.List(fields.String())
     computed = fields.Dict()
@@ -67,6 +76,8 @@ class AnswersSchema(Schema):
         required=True,
         metadata={"description": "field name → value; see GET /api/v1/subjects/fields"},
     )
+    assessment_date = fields.String(load_default=None, metadata={"description": STATED})
+    backdate_reason = fields.String(load_default=None, validate=validate.Length(max=1000))
 
 
 class DecisionSchema(Schema):
@@ -102,6 +113,7 @@ def _assessment_view(row, result=None):  # type: ignore[no-untyped-def]
         "outcome": str(row.outcome),
         "criteria_version": row.criteria_version,
         "assessed_at": row.assessed_at,
+        "assessment_date": row.assessment_date,
         "failing": json.loads(row.failing),
         "missing": json.loads(row.missing),
         "computed": json.loads(row.computed),
@@ -131,6 +143,8 @@ class Subjects(MethodView):
             site_id=site.id,
             date_of_birth=body["date_of_birth"],
             sex=body["sex"],
+            screening_date=body["screening_date"],
+            backdate_reason=body["backdate_reason"],
         )
         return queries.visible_subject(current_user, subject.id)
 
@@ -173,7 +187,11 @@ class Assessments(MethodView):
         """Evaluate every criterion on the answers; the result lists every failing criterion
         and every missing answer."""
         record = subjects.record_assessment(
-            actor=Actor.of(current_user), subject_id=subject_id, answers=body["answers"]
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            answers=body["answers"],
+            assessment_date=body["assessment_date"],
+            backdate_reason=body["backdate_reason"],
         )
         return _assessment_view(record.row, record.result)
 
