@@ -1,11 +1,28 @@
-"""The one clock the application owns: every "now" and "today" comes from here (tests set it)."""
+"""The one clock the application owns: every "now" and every clinical "today" comes from here
+(tests set it).
+
+Times are UTC instants. A date a rule uses (screening, age, washouts, windows, dispensing,
+expiry) is a *place's* local date: `today(place)` takes anything with an IANA `time_zone`
+(a site row, the protocol's depot or site entry). There is deliberately no `today()` without a
+place: a bare UTC date is the wrong day for half the world (DESIGN rule 13, issue 12).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app, has_app_context
+
+
+class Zoned(Protocol):
+    """A place with an IANA time zone name: a site, the depot (protocol), a protocol site."""
+
+    @property
+    def time_zone(self) -> str: ...
 
 
 def system_now() -> datetime:
@@ -20,8 +37,56 @@ def now() -> datetime:
     return system_now()
 
 
-def today() -> date:
-    return now().date()
+@lru_cache(maxsize=64)
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone `name`; raises KeyError for a name the tz database does not know."""
+    try:
+        if not name or name != name.strip():
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise KeyError(name) from None
+
+
+def is_time_zone(name: object) -> bool:
+    """Whether `name` is an IANA time zone name known to this machine's tz database."""
+    if not isinstance(name, str):
+        return False
+    try:
+        zone(name)
+    except KeyError:
+        return False
+    return True
+
+
+def local_time(moment: datetime, place: Zoned) -> datetime:
+    """The UTC instant `moment` as wall-clock time at `place` (naive SQLite values are UTC)."""
+    return as_utc(moment).astimezone(zone(place.time_zone))
+
+
+def local_now(place: Zoned) -> datetime:
+    """The current wall-clock time at `place` (aware, in the place's zone)."""
+    return local_time(now(), place)
+
+
+def today(place: Zoned) -> date:
+    """The current calendar date at `place`: the date every clinical rule there uses."""
+    return local_now(place).date()
+
+
+def local_date(moment: datetime, place: Zoned) -> date:
+    """The calendar date at `place` of the UTC instant `moment` (reports by day)."""
+    return local_time(moment, place).date()
+
+
+def start_of_day(day: date, place: Zoned) -> datetime:
+    """The UTC instant at which `day` begins at `place` (midnight local, DST-aware)."""
+    return datetime.combine(day, time.min, tzinfo=zone(place.time_zone)).astimezone(UTC)
+
+
+def end_of_day(day: date, place: Zoned) -> datetime:
+    """The UTC instant at which `day` ends at `place` (the next local midnight)."""
+    return start_of_day(day + timedelta(days=1), place)
 
 
 def set_clock(app, source: Callable[[], datetime]) -> None:  # type: ignore[no-untyped-def]

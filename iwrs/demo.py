@@ -103,7 +103,7 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
         actor=Actor.system("demo"),
         kit_type=kit_type,
         lot="DEMO-L001",
-        expiry_date=clock.today() + timedelta(days=730),
+        expiry_date=clock.today(supply.protocol().depot) + timedelta(days=730),
         count=240,
         seed=secrets.token_bytes(32),
     )

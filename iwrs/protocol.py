@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_PROTOCOL = Path(__file__).parent / "protocols" / "gensci048-204.toml"
 CRITERION_KINDS = ("computed", "lab", "attestation")
@@ -100,6 +101,8 @@ class Place:
     country: str
     city: str = ""
     resupply_policy: str = ""  # sites only: overrides supply.default_policy
+    # IANA zone: every clinical date at this place is its local date (DESIGN rule 13).
+    time_zone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,23 @@ class _Reader:
                 self.problems.append(f"{where}: {what} {value!r} repeated (first at {seen[value]})")
             else:
                 seen[value] = where
+
+
+def _time_zone(r: _Reader, table: dict[str, Any], path: str) -> str:
+    """The place's required IANA time zone (`time_zone`), checked against the tz database."""
+    name = r.get(table, "time_zone", str, path)
+    if name is None:
+        return "UTC"
+    try:
+        known = bool(name) and name == name.strip() and ZoneInfo(name) is not None
+    except (ZoneInfoNotFoundError, ValueError):
+        known = False
+    if not known:
+        r.problems.append(
+            f"{path}.time_zone: {name!r} is not an IANA time zone (rule iana_time_zone)"
+        )
+        return "UTC"
+    return str(name)
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
@@ -365,6 +385,7 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
         r.get(depot_t, "code", str, "depot"),
         r.get(depot_t, "name", str, "depot"),
         r.get(depot_t, "country", str, "depot"),
+        time_zone=_time_zone(r, depot_t, "depot"),
     )
     sites = tuple(
         Place(
@@ -373,6 +394,7 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
             r.get(t, "country", str, p),
             r.get(t, "city", str, p),
             r.get(t, "resupply_policy", str, p, default=""),
+            time_zone=_time_zone(r, t, p),
         )
         for p, t in r.tables(data, "sites", "")
     )

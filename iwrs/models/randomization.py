@@ -3,9 +3,9 @@ randomizations and dispensations."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from iwrs.db import Base, UTCDateTime
@@ -71,7 +71,7 @@ class Randomization(Base):
     stratum: Mapped[str] = mapped_column(String(100))
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
     randomized_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    randomized_on: Mapped[str] = mapped_column(String(10))  # day 1, ISO date at the site (UTC)
+    randomized_on: Mapped[str] = mapped_column(String(10))  # day 1, the site's local ISO date
     randomized_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     idempotency_key: Mapped[str | None] = mapped_column(String(100), unique=True)
     signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
@@ -91,6 +91,8 @@ class Dispensation(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     out_of_window: Mapped[bool] = mapped_column(Boolean, default=False)
     dispensed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The visit's date at the site (stated when entered later); dispensed_at is the entry.
+    visit_date: Mapped[date | None] = mapped_column(Date)
     dispensed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -54,3 +54,5 @@ class Site(Base):
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Last screening sequence issued at this site: numbers only ever go up, never reused.
     screening_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # IANA zone (protocol file, then the admin): every clinical date here is the local date.
+    time_zone: Mapped[str | None] = mapped_column(String(64))

@@ -78,6 +78,9 @@ class EligibilityAssessment(Base):
     missing: Mapped[str] = mapped_column(Text)
     stratum: Mapped[str | None] = mapped_column(String(200))
     assessed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The date the facts were assessed at the site (stated, or the site's local today); NULL
+    # only on rows written before issue 12 (then the local date of assessed_at).
+    assessment_date: Mapped[date | None] = mapped_column(Date)
     assessed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     decision: Mapped[Decision | None] = mapped_column(enum_column(Decision, "assessment_decision"))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -5,7 +5,7 @@ the subject's treatment; a discontinued subject receives nothing more."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -31,6 +31,7 @@ from iwrs.services.randomization import (
     tie_break,
     visit_plan,
 )
+from iwrs.services.stated_dates import StatedDate, stated_date
 from iwrs.services.supply import (
     ShelfTreatments,
     _apply,
@@ -58,6 +59,8 @@ class DispenseResult:
     visit_code: str
     kit_number: str
     out_of_window: bool
+    visit_date: date | None = None  # the site's local date of the visit
+    dispensed_at: datetime | None = None  # the moment of entry, UTC
 
 
 def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, Randomization]:
@@ -131,13 +134,22 @@ def _refuse_for_stock(session: Session, site: Site, subject: Subject) -> Conflic
 
 
 def dispense(
-    *, actor: Actor, subject_id: int, visit_code: str, kind: str = "scheduled", reason: str = ""
+    *,
+    actor: Actor,
+    subject_id: int,
+    visit_code: str,
+    kind: str = "scheduled",
+    reason: str = "",
+    visit_date: object = None,
+    backdate_reason: str | None = None,
 ) -> DispenseResult:
     """Pick a dispensable kit of the subject's treatment at the site (first expiry first out
     by lot, `supply.kit_choice`) and record it dispensed at the visit; the pharmacist then
     confirms the kit number. An unscheduled or replacement kit fulfils the investigator's
     signed request (`request_extra_kit`), whose reason it carries; `reason` is the
-    pharmacist's for a scheduled kit out of its window."""
+    pharmacist's for a scheduled kit out of its window. `visit_date` (stated, `stated_dates`;
+    default the site's local today) is not before day 1 or an earlier visit, and decides the
+    window; the kit is judged usable on the site's local today, when it is handed over."""
     reason = validation.reason(reason, required=False)
     if kind not in KINDS:
         raise InvalidInput(f"kind: must be one of {', '.join(KINDS)}", field="kind", rule="choice")
@@ -166,11 +178,13 @@ def dispense(
                 field="visit_code",
                 rule="once_per_visit",
             )
-        today = clock.today()
-        out_of_window = kind == "scheduled" and not visit.earliest <= today <= visit.latest
+        today = clock.today(site)
+        stated = _stated_visit_date(session, subject, day1, visit_code, visit_date, backdate_reason)
+        on = stated.on
+        out_of_window = kind == "scheduled" and not visit.earliest <= on <= visit.latest
         if out_of_window and not reason.strip():
             raise InvalidInput(
-                f"reason: today is outside the window of {visit_code} "
+                f"reason: the visit date {on} is outside the window of {visit_code} "
                 f"({visit.earliest} to {visit.latest}); give a reason",
                 field="reason",
                 rule="out_of_window",
@@ -203,6 +217,7 @@ def dispense(
                 reason=why or None,
                 out_of_window=out_of_window,
                 dispensed_at=clock.now(),
+                visit_date=on,
                 dispensed_by_id=actor.user_id,
             )
             session.add(row)
@@ -213,7 +228,10 @@ def dispense(
                 "kind": kind,
                 "kit": kit.number,
                 "out_of_window": out_of_window,
+                **stated.audit_fields("visit_date"),
             }
+            if stated.backdated:
+                after["backdate_reason"] = stated.backdate_reason
             if request is not None:
                 request.dispensation_id = row.id
                 after["kit_request"] = request.id
@@ -229,11 +247,45 @@ def dispense(
                 after=after,
             )
             result = DispenseResult(
-                row.id, subject.screening_number, visit_code, kit.number, out_of_window
+                row.id,
+                subject.screening_number,
+                visit_code,
+                kit.number,
+                out_of_window,
+                visit_date=on,
+                dispensed_at=row.dispensed_at,
             )
     if refusal is not None:
         raise refusal
     return result
+
+
+def _stated_visit_date(
+    session: Session,
+    subject: Subject,
+    day1: date,
+    visit_code: str,
+    value: object,
+    backdate_reason: str | None,
+) -> StatedDate:
+    """The visit's date at the site: not in the future, not before day 1 (randomization) nor
+    before the date of an earlier visit of the schedule already dispensed."""
+    order = [v.code for v in visit_plan(day1)]
+    earlier = set(order[: order.index(visit_code)]) if visit_code in order else set()
+    previous = [
+        d.visit_date
+        for d in session.scalars(select(Dispensation).where(Dispensation.subject_id == subject.id))
+        if d.visit_code in earlier and d.visit_date is not None
+    ]
+    not_before = max([day1, *previous])
+    return stated_date(
+        value=value,
+        field="visit_date",
+        site=subject.site,
+        not_before=not_before,
+        previous_step="randomization (day 1)" if not_before == day1 else "previous visit",
+        reason=backdate_reason,
+    )
 
 
 def _dosing_visit(day1: date, visit_code: str) -> VisitPlan:

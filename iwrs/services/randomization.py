@@ -511,7 +511,7 @@ def _randomize(
                 field="subject_id",
                 rule="cap",
             )
-    today = clock.today()
+    today = clock.today(site)
     # Stock of EVERY arm, checked before the list is consulted: a refusal never hints at an arm.
     # Usable stock: the one definition resupply uses too (services.supply.usable_shelf).
     shelf = ShelfTreatments(usable_shelf(session, site.id, today=today))

@@ -10,7 +10,7 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from iwrs import audit
+from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission, require_site, site_scope
 from iwrs.db import read_session, transaction
@@ -53,6 +53,7 @@ class DispensationLine:
     confirmed: bool
     out_of_window: bool
     reason: str | None
+    visit_date: date | None = None  # the visit's date at the site (None before issue 12)
 
 
 def dispensations_of(subject_id: int) -> list[DispensationLine]:
@@ -76,6 +77,7 @@ def dispensations_of(subject_id: int) -> list[DispensationLine]:
             d.confirmed_at is not None,
             d.out_of_window,
             d.reason,
+            d.visit_date,
         )
         for d, number in rows
     ]
@@ -89,10 +91,12 @@ class VisitRow:
     done: frozenset[str]
     next_visit: VisitPlan | None
     dispensations: list[DispensationLine] = field(default_factory=list)
+    today: date | None = None  # the subject's site's local date
 
 
-def visits_board(user: User, today: date) -> list[VisitRow]:
-    """Randomized subjects at the user's sites with their schedule and what was dispensed."""
+def visits_board(user: User) -> list[VisitRow]:
+    """Randomized subjects at the user's sites with their schedule and what was dispensed;
+    "next" and "due" are judged on each subject's site's local date."""
     query = (
         select(Subject, Randomization)
         .join(Randomization, Randomization.subject_id == Subject.id)
@@ -105,6 +109,7 @@ def visits_board(user: User, today: date) -> list[VisitRow]:
     for subject, randomization in read_session().execute(query).all():
         plan = visit_plan(date.fromisoformat(randomization.randomized_on))
         lines = dispensations_of(subject.id)
+        today = clock.today(subject.site)
         done = frozenset(d.visit_code for d in lines if d.kind == "scheduled")
         upcoming = [v for v in plan if v.kits and v.code not in done and v.latest >= today]
         rows.append(
@@ -115,6 +120,7 @@ def visits_board(user: User, today: date) -> list[VisitRow]:
                 done,
                 upcoming[0] if upcoming else None,
                 lines,
+                today,
             )
         )
     return rows

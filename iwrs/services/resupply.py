@@ -36,7 +36,7 @@ def evaluate_resupply(session: Session, site: Site, *, run: str) -> Shipment | N
     lock_sites(session, [site.id])
     if site.status != SiteStatus.ACTIVE or shipments._open_shipment(session, site.id):
         return None
-    today = clock.today()
+    today = clock.today(site)
     p = protocol()
     arms = [a.code for a in p.arms]
     stock = usable_by_arm(session, site.id, today=today)

@@ -26,6 +26,7 @@ from iwrs.services.supply import (
     _depot,
     acting_user,
     apply_expiry,
+    depot_today,
     kits_by_number,
     lock_sites,
     open_alert,
@@ -102,9 +103,9 @@ def _request(
     filled one would have a size that depends on the split by arm. A manual request is never
     shrunk either (issue 12, finding 7): when the depot cannot fill all of it, it is refused
     (`_manual_shortfall`), nothing requested and no alert kept."""
-    today = clock.today()
+    today = depot_today()  # the kits leave the depot: its calendar decides do-not-ship
     whole = kind in ("resupply", "emergency", "manual")
-    apply_expiry(session, actor=actor, today=today)
+    apply_expiry(session, actor=actor)
     picked: list[str] = []
     short = 0
     for kit_type, order in sorted(orders.items()):
@@ -280,7 +281,7 @@ def ship_shipment(*, actor: Actor, shipment_id: int, courier: str, tracking: str
         kits = kits_by_number(session, value.kits)
         from supply.expiry import can_ship
 
-        today = clock.today()
+        today = depot_today()
         short_dated = sorted(
             n
             for n, k in kits.items()

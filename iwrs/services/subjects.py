@@ -29,6 +29,7 @@ from iwrs.models.subjects import (
 )
 from iwrs.models.users import User
 from iwrs.protocol import Protocol
+from iwrs.services.stated_dates import StatedDate, stated_date
 from iwrs.services.users import confirm_signature, sign
 
 SEXES = ("female", "male")
@@ -82,25 +83,49 @@ def parse_date(value: Any, field: str) -> date:
     return validation.iso_date(value, field=field)
 
 
-def screen_subject(*, actor: Actor, site_id: int, date_of_birth: Any, sex: str) -> Subject:
-    """Register a subject at an active site, screened today (the application's clock)."""
-    today = clock.today()
+def screen_subject(
+    *,
+    actor: Actor,
+    site_id: int,
+    date_of_birth: Any,
+    sex: str,
+    screening_date: Any = None,
+    backdate_reason: str | None = None,
+) -> Subject:
+    """Register a subject at an active site, screened on `screening_date` (stated, see
+    `stated_dates`) or the site's local today."""
     dob = parse_date(date_of_birth, "date_of_birth")
-    if dob >= today:
-        raise InvalidInput(
-            "date_of_birth: must be before today", field="date_of_birth", rule="past"
+    if sex not in SEXES:
+        raise InvalidInput("sex: must be female or male", field="sex", rule="choice")
+    with transaction() as session:
+        _investigator(session, actor, site_id)
+        site = session.get(Site, site_id)
+        assert site is not None  # _investigator found it
+        screening = stated_date(
+            value=screening_date,
+            field="screening_date",
+            site=site,
+            not_before=None,
+            previous_step="",
+            reason=backdate_reason,
         )
-    if (today - dob).days > 120 * 366:
+        _check_birth(dob, screening.on)
+        return _register(
+            session, actor, site_id=site_id, date_of_birth=dob, sex=sex, screening=screening
+        )
+
+
+def _check_birth(dob: date, screening_date: date) -> None:
+    if dob >= screening_date:
+        raise InvalidInput(
+            "date_of_birth: must be before the screening date", field="date_of_birth", rule="past"
+        )
+    if (screening_date - dob).days > 120 * 366:
         raise InvalidInput(
             "date_of_birth: more than 120 years ago; check the year",
             field="date_of_birth",
             rule="plausible",
         )
-    if sex not in SEXES:
-        raise InvalidInput("sex: must be female or male", field="sex", rule="choice")
-    with transaction() as session:
-        _investigator(session, actor, site_id)
-        return _register(session, actor, site_id=site_id, date_of_birth=dob, sex=sex)
 
 
 def _register(
@@ -110,6 +135,7 @@ def _register(
     site_id: int,
     date_of_birth: date,
     sex: str,
+    screening: StatedDate | None = None,
     rescreen_of: Subject | None = None,
 ) -> Subject:
     """Insert the subject; its screening number is the site code plus the site's next
@@ -124,7 +150,9 @@ def _register(
             rule="site_active",
         )
     site.screening_seq += 1
-    now, today = clock.now(), clock.today()
+    now = clock.now()
+    screening = screening or StatedDate(clock.today(site), None)
+    today = screening.on
     subject = Subject(
         site_id=site.id,
         screening_number=f"{site.code}-{site.screening_seq:03d}",
@@ -149,17 +177,20 @@ def _register(
         subject_id=subject.id,
         after={
             **_snapshot(subject),
-            "screening_date": today.isoformat(),
+            **screening.audit_fields("screening_date"),
             "rescreen_of": rescreen_of.screening_number if rescreen_of else None,
         },
+        reason=screening.backdate_reason,
     )
     return subject
 
 
-def context_for(subject: Subject) -> Context:
+def context_for(subject: Subject, on: date | None = None) -> Context:
+    """The engine's context for `subject`, assessed on `on` (default: the site's local today):
+    no answer may be dated after the day the facts were assessed."""
     return Context(
         screening_date=subject.screening_date,
-        today=clock.today(),
+        today=on or clock.today(subject.site),
         date_of_birth=subject.date_of_birth,
         sex=subject.sex,
     )
@@ -186,11 +217,18 @@ def _check_answer_text(value: Any, path: str) -> None:
 
 
 def record_assessment(
-    *, actor: Actor, subject_id: int, answers: Mapping[str, Any]
+    *,
+    actor: Actor,
+    subject_id: int,
+    answers: Mapping[str, Any],
+    assessment_date: Any = None,
+    backdate_reason: str | None = None,
 ) -> AssessmentRecord:
     """Evaluate every criterion on the answers and keep the result (any outcome).
 
-    Implausible or malformed values are refused, every one named, and nothing is stored.
+    `assessment_date` (stated, `stated_dates`; default the site's local today) is not before
+    the screening date; no answer may be dated after it. Implausible or malformed values are
+    refused, every one named, and nothing is stored.
     """
     _check_answer_text(answers, "")
     eng = engine()
@@ -204,7 +242,15 @@ def record_assessment(
                 field="subject_id",
                 rule="status",
             )
-        ctx = context_for(subject)
+        assessed = stated_date(
+            value=assessment_date,
+            field="assessment_date",
+            site=subject.site,
+            not_before=subject.screening_date,
+            previous_step="screening date",
+            reason=backdate_reason,
+        )
+        ctx = context_for(subject, assessed.on)
         errors = errors + eng.validate(typed, ctx)
         if errors:
             raise InvalidInput(
@@ -222,6 +268,7 @@ def record_assessment(
             missing=json.dumps(list(result.missing_fields)),
             stratum=canonical_json(result.stratum) if result.stratum else None,
             assessed_at=clock.now(),
+            assessment_date=assessed.on,
             assessed_by_id=actor.user_id,
         )
         session.add(row)
@@ -249,7 +296,9 @@ def record_assessment(
                 "missing": list(result.missing_fields),
                 "answers": json.loads(row.answers),
                 "computed": json.loads(row.computed),
+                **assessed.audit_fields("assessment_date"),
             },
+            reason=assessed.backdate_reason,
         )
     return AssessmentRecord(row, result)
 
@@ -415,7 +464,8 @@ def evaluate_stored(subject: Subject, row: EligibilityAssessment) -> Assessment:
     result (the stored outcome stays the record; this is only for display)."""
     eng = engine()
     typed, _ = eng.parse(json.loads(row.answers))
-    return eng.assess(typed, context_for(subject))
+    on = row.assessment_date or clock.local_date(row.assessed_at, subject.site)
+    return eng.assess(typed, context_for(subject, on))
 
 
 def require_confirmed_eligible(session: Session, subject: Subject) -> EligibilityAssessment:

@@ -275,7 +275,7 @@ def generate_kits(
             field="count",
             rule="ratio_multiple",
         )
-    if expiry.is_expired(expiry_date, clock.today()):
+    if expiry.is_expired(expiry_date, depot_today()):
         raise InvalidInput("expiry: is in the past", field="expiry", rule="future")
     refusal = _lot_refusal(lot)
     if refusal is not None:
@@ -304,7 +304,7 @@ def import_kits(*, actor: Actor, csv_text: str) -> KitImportReport:
             csv_text,
             kit_types=[k.code for k in protocol().kit_types],
             treatments=[a.code for a in protocol().arms],
-            today=clock.today(),
+            today=depot_today(),
             taken=_taken_numbers(session),
         )
         if errors:
@@ -404,12 +404,34 @@ def _site_of_place(session: Session, place_kind: str, place_id: int) -> int | No
 # --- expiry ----------------------------------------------------------------------------------
 
 
-def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -> list[str]:
+def depot_today() -> date:
+    """The depot's local date ([depot] time_zone of the protocol): the date of depot decisions
+    (kit import, do-not-ship) and of kits at the depot or in transit from it."""
+    return clock.today(protocol().depot)
+
+
+def site_todays(session: Session) -> dict[int, date]:
+    """Each site's local date, by site id."""
+    return {site.id: clock.today(site) for site in session.scalars(select(Site))}
+
+
+def kit_today(kit: Kit, sites: Mapping[int, date], depot: date) -> date:
+    """The local date of the place the kit is in: its site's (at a site or with a subject of
+    it, resolved by the caller), else the depot's (at the depot or in transit)."""
+    if kit.place_kind == "site":
+        return sites.get(kit.place_id, depot)
+    return depot
+
+
+def apply_expiry(session: Session, *, actor: Actor) -> list[str]:
     """Expire every usable or held kit past its lot's expiry (run before each stock decision).
 
+    Decision (issue 12): a kit expires at the end of its lot's expiry date in the zone of the
+    place it is in: its site's zone at a site, the depot's zone at the depot or in transit.
     An automatic action: recorded as the system's (`expiry`), never as the user whose request
     ran the sweep first; the triggering actor is referenced in the event (issue 10)."""
-    today = today or clock.today()
+    sites, depot = site_todays(session), depot_today()
+    latest = max([depot, *sites.values()])
     trigger = f"{actor.role}:{actor.username}"
     actor = actor if actor.role == "system" else Actor.system("expiry")
     rows = session.execute(
@@ -417,12 +439,16 @@ def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -
         .join(Lot, Kit.lot_id == Lot.id)
         .where(
             Kit.state.in_([KitState.AT_DEPOT, KitState.AVAILABLE, KitState.QUARANTINED]),
-            Lot.expiry < today,
+            Lot.expiry < latest,
         )
         .order_by(Kit.number)  # never import-row order: a vendor file may be grouped by arm
         .with_for_update(of=Kit)
     ).all()
-    expired = [kit for kit, lot_expiry in rows if expiry.is_expired(lot_expiry, today)]
+    expired = [
+        kit
+        for kit, lot_expiry in rows
+        if expiry.is_expired(lot_expiry, kit_today(kit, sites, depot))
+    ]
     for kit in expired:
         _apply(session, kit, KitAction.EXPIRE, actor=actor, detail="expiry sweep")
     if expired:
@@ -434,7 +460,7 @@ def apply_expiry(session: Session, *, actor: Actor, today: date | None = None) -
             entity_id=None,
             after={
                 "kits": sorted(k.number for k in expired),
-                "on": today.isoformat(),
+                "on": depot.isoformat(),
                 "trigger": trigger,
             },
         )
@@ -451,9 +477,9 @@ def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: 
     """Extend or shorten a lot's expiry; shortened to today or earlier, its usable kits are
     quarantined at once (they stay accountable, and the supply manager decides)."""
     reason = validation.reason(reason)
-    today = clock.today()
     with transaction() as session:
         acting_user(session, actor, Permission.MANAGE_SUPPLY)
+        sites, depot = site_todays(session), depot_today()
         lot = session.scalars(select(Lot).where(Lot.code == lot_code).with_for_update()).first()
         if lot is None:
             raise NotFound(f"lot {lot_code} does not exist", field="lot", rule="exists")
@@ -466,13 +492,20 @@ def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: 
         before = {"expiry": lot.expiry.isoformat()}
         lot.expiry = new_expiry
         held = []
-        if expiry.is_expired(new_expiry, today) or new_expiry == today:
-            usable = session.scalars(
-                select(Kit)
-                .where(Kit.lot_id == lot.id, Kit.state.in_([KitState.AT_DEPOT, KitState.AVAILABLE]))
-                .order_by(Kit.number)
-                .with_for_update()
-            ).all()
+        if new_expiry <= max([depot, *sites.values()]):
+            usable = [
+                kit
+                for kit in session.scalars(
+                    select(Kit)
+                    .where(
+                        Kit.lot_id == lot.id,
+                        Kit.state.in_([KitState.AT_DEPOT, KitState.AVAILABLE]),
+                    )
+                    .order_by(Kit.number)
+                    .with_for_update()
+                )
+                if new_expiry <= kit_today(kit, sites, depot)
+            ]
             for kit in usable:
                 _apply(
                     session,

@@ -9,6 +9,7 @@ from datetime import date
 
 from sqlalchemy import select
 
+from iwrs import clock
 from iwrs.auth import require_site, site_scope
 from iwrs.db import read_session
 from iwrs.errors import NotFound
@@ -118,9 +119,11 @@ def quarantined() -> list[KitLine]:
 
 
 def available_history() -> dict[str, list[tuple[date, int]]]:
-    """Available kits per site code at the end of each day with a change (for the chart)."""
+    """Available kits per site code at the end of each of the site's local days with a change
+    (for the chart)."""
     session = read_session()
-    sites = {s.id: s.code for s in session.scalars(select(Site))}
+    rows = {s.id: s for s in session.scalars(select(Site))}
+    sites = {site_id: s.code for site_id, s in rows.items()}
     where: dict[int, int] = {}
     level: Counter[int] = Counter()
     points: dict[str, dict[date, int]] = defaultdict(dict)
@@ -128,11 +131,13 @@ def available_history() -> dict[str, list[tuple[date, int]]]:
         before_site = where.get(event.kit_id)
         if event.from_state == KitState.AVAILABLE and before_site is not None:
             level[before_site] -= 1
-            points[sites[before_site]][event.at.date()] = level[before_site]
+            day = clock.local_date(event.at, rows[before_site])
+            points[sites[before_site]][day] = level[before_site]
         if event.to_place_kind == "site":
             where[event.kit_id] = event.to_place_id
             if event.to_state == KitState.AVAILABLE:
                 level[event.to_place_id] += 1
                 code = sites[event.to_place_id]
-                points[code][event.at.date()] = level[event.to_place_id]
+                day = clock.local_date(event.at, rows[event.to_place_id])
+                points[code][day] = level[event.to_place_id]
     return {code: sorted(days.items()) for code, days in sorted(points.items())}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.db import transaction
 from iwrs.errors import Conflict
 from iwrs.models.sites import Depot, Site, SiteStatus, Trial
-from iwrs.protocol import Protocol
+from iwrs.protocol import Place, Protocol
 
 
 def load_protocol(*, actor: Actor, protocol: Protocol) -> list[str]:
@@ -82,9 +83,10 @@ def load_protocol(*, actor: Actor, protocol: Protocol) -> list[str]:
             )
             changes.append(f"depot {depot.code}")
 
-        existing = set(session.scalars(select(Site.code)))
+        existing = {s.code: s for s in session.scalars(select(Site).with_for_update())}
         for place in protocol.sites:
             if place.code in existing:
+                changes += _default_time_zone(session, actor, existing[place.code], place)
                 continue
             site = Site(
                 code=place.code,
@@ -93,6 +95,7 @@ def load_protocol(*, actor: Actor, protocol: Protocol) -> list[str]:
                 country=place.country,
                 status=SiteStatus.INACTIVE,
                 depot_id=depot.id,
+                time_zone=place.time_zone,
             )
             session.add(site)
             session.flush()
@@ -103,7 +106,31 @@ def load_protocol(*, actor: Actor, protocol: Protocol) -> list[str]:
                 entity_type="site",
                 entity_id=site.id,
                 site_id=site.id,
-                after={"code": site.code, "name": site.name, "status": "inactive"},
+                after={
+                    "code": site.code,
+                    "name": site.name,
+                    "status": "inactive",
+                    "time_zone": site.time_zone,
+                },
             )
             changes.append(f"site {site.code} {site.name}")
     return changes
+
+
+def _default_time_zone(session: Session, actor: Actor, site: Site, place: Place) -> list[str]:
+    """A site created before sites had zones takes the protocol's; one set (by the protocol or
+    the admin) is kept: the admin's later correction wins over the file."""
+    if site.time_zone:
+        return []
+    site.time_zone = place.time_zone
+    audit.record(
+        session,
+        actor=actor,
+        action="site.time_zone_changed",
+        entity_type="site",
+        entity_id=site.id,
+        site_id=site.id,
+        before={"time_zone": None},
+        after={"time_zone": place.time_zone, "source": "protocol"},
+    )
+    return [f"site {site.code} time zone {place.time_zone}"]

@@ -28,6 +28,7 @@ def init_app(app: Flask) -> None:
         admin,
         audit,
         auth,
+        calendar,
         dispensing,
         lists,
         main,
@@ -56,6 +57,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_error)
     app.register_error_handler(Exception, handle_unexpected)
     app.context_processor(_template_helpers)
+    calendar.init_app(app)
     app.after_request(_security_headers)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from iwrs import clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
@@ -17,10 +16,7 @@ bp = Blueprint("dispensing", __name__, url_prefix="/dispensing")
 @bp.get("/")
 @requires(Permission.DISPENSE)
 def index():  # type: ignore[no-untyped-def]
-    today = clock.today()
-    return render_template(
-        "dispensing.html", today=today, board=randomization_views.visits_board(current_user, today)
-    )
+    return render_template("dispensing.html", board=randomization_views.visits_board(current_user))
 
 
 @bp.post("/<int:subject_id>")
@@ -34,6 +30,8 @@ def dispense(subject_id: int):  # type: ignore[no-untyped-def]
             visit_code=request.form.get("visit_code", ""),
             kind=request.form.get("kind", "scheduled"),
             reason=request.form.get("reason", ""),
+            visit_date=request.form.get("visit_date") or None,
+            backdate_reason=request.form.get("backdate_reason") or None,
         )
     except IWRSError as refusal:
         flash(refusal.message, "error")

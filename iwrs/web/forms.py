@@ -80,6 +80,11 @@ class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=100)])
 
 
+class SiteTimeZoneForm(FlaskForm):
+    time_zone = StringField("IANA time zone", validators=[DataRequired(), Length(max=64)])
+    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+
+
 class SiteStatusForm(SignatureForm):
     status = SelectField(
         "New status",

@@ -10,7 +10,7 @@ from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
 from iwrs.models.sites import SiteStatus
 from iwrs.services import queries, sites
-from iwrs.web.forms import SiteStatusForm
+from iwrs.web.forms import SiteStatusForm, SiteTimeZoneForm
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
 
@@ -23,11 +23,16 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/<int:site_id>")
 @requires(Permission.VIEW_SITES)
-def detail(site_id: int, status_form: SiteStatusForm | None = None):  # type: ignore[no-untyped-def]
+def detail(  # type: ignore[no-untyped-def]
+    site_id: int,
+    status_form: SiteStatusForm | None = None,
+    zone_form: SiteTimeZoneForm | None = None,
+):
     return render_template(
         "site.html",
         site=queries.visible_site(current_user, site_id),
         status_form=status_form or SiteStatusForm(),
+        zone_form=zone_form or SiteTimeZoneForm(),
     )
 
 
@@ -49,4 +54,25 @@ def change_status(site_id: int):  # type: ignore[no-untyped-def]
         flash(refusal.message, "error")
         return detail(site_id, form), refusal.status
     flash(f"Site {site.code} is now {site.status}.", "info")
+    return redirect(url_for("sites.detail", site_id=site_id))
+
+
+@bp.post("/<int:site_id>/time-zone")
+@requires(Permission.MANAGE_SITES)
+def change_time_zone(site_id: int):  # type: ignore[no-untyped-def]
+    form = SiteTimeZoneForm()
+    if not form.validate_on_submit():
+        flash("Give the IANA time zone (e.g. Asia/Shanghai) and a reason.", "error")
+        return detail(site_id, zone_form=form), 422
+    try:
+        site = sites.change_site_time_zone(
+            actor=Actor.of(current_user),
+            site_id=site_id,
+            time_zone=form.time_zone.data or "",
+            reason=form.reason.data or "",
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return detail(site_id, zone_form=form), refusal.status
+    flash(f"Site {site.code} is now in time zone {site.time_zone}.", "info")
     return redirect(url_for("sites.detail", site_id=site_id))

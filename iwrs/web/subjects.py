@@ -46,6 +46,8 @@ def screen():  # type: ignore[no-untyped-def]
             site_id=site.id,
             date_of_birth=request.form.get("date_of_birth", ""),
             sex=request.form.get("sex", ""),
+            screening_date=request.form.get("screening_date") or None,
+            backdate_reason=request.form.get("backdate_reason") or None,
         )
     except IWRSError as refusal:
         flash(refusal.message, "error")
@@ -133,7 +135,11 @@ def assess(subject_id: int):  # type: ignore[no-untyped-def]
     answers = answers_from_form(request.form)
     try:
         record = subjects.record_assessment(
-            actor=Actor.of(current_user), subject_id=subject_id, answers=answers
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            answers=answers,
+            assessment_date=request.form.get("assessment_date") or None,
+            backdate_reason=request.form.get("backdate_reason") or None,
         )
     except InvalidInput as refusal:
         flash(

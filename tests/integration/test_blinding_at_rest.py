@@ -19,7 +19,7 @@ import iwrs
 from blinding.sealing import Sealer, SealError
 from iwrs import create_app
 from iwrs.audit import Actor
-from iwrs.clock import set_clock, today
+from iwrs.clock import set_clock
 from iwrs.db import engine, read_session
 from iwrs.models.audit import AuditEvent
 from iwrs.models.sites import Site, SiteStatus
@@ -77,7 +77,7 @@ def stock_a_site(app: Flask) -> dict[str, int]:
             actor=Actor.system("test"),
             kit_type="GSK-SC",
             lot="BL01",
-            expiry_date=today() + timedelta(days=365),
+            expiry_date=supply.depot_today() + timedelta(days=365),
             count=40,
             seed=b"b" * 32,
         )

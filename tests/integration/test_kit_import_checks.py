@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 
 from blinding.kits import KitSpec, format_kit_list_csv, generate_kit_list
 from blinding.ranks import ALPHA
-from iwrs import clock as app_clock
 from iwrs.audit import Actor
 from iwrs.db import read_session
 from iwrs.errors import InvalidInput
@@ -31,7 +30,7 @@ def specs(lot: str, per_arm: dict[str, int], *, seed: bytes = b"s" * 32) -> list
         seed=seed,
         kit_type="GSK-SC",
         lot=lot,
-        expiry=app_clock.today() + timedelta(days=400),
+        expiry=supply.depot_today() + timedelta(days=400),
         per_treatment=per_arm,
     )
 
@@ -158,7 +157,7 @@ def test_lists_of_kits_come_in_kit_number_order_not_import_row_order(ctx, make_u
     )
     manager = Actor.of(make_user("supply_manager"))
     supply.change_lot_expiry(
-        actor=manager, lot_code="VL-LATER", new_expiry=app_clock.today(), reason="recall"
+        actor=manager, lot_code="VL-LATER", new_expiry=supply.depot_today(), reason="recall"
     )
     (changed,) = events("lot.expiry_changed")
     held = json.loads(changed.after)["quarantined"]

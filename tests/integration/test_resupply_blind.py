@@ -56,9 +56,9 @@ def stock(world: World, code: str) -> dict[str, list[str]]:
 
 
 def world_today():  # type: ignore[no-untyped-def]
-    from iwrs import clock
+    from iwrs.services.supply import depot_today
 
-    return clock.today()
+    return depot_today()
 
 
 def lose(world: World, code: str, numbers: list[str]) -> None:

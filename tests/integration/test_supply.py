@@ -22,7 +22,6 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from blinding.kits import format_kit_list_csv, generate_kit_list
-from iwrs import clock as app_clock
 from iwrs.audit import Actor
 from iwrs.db import engine, read_session
 from iwrs.errors import Conflict, InvalidInput, NotFound
@@ -51,7 +50,7 @@ def fresh():  # type: ignore[no-untyped-def]
 
 
 def today() -> date:
-    return app_clock.today()
+    return supply.depot_today()
 
 
 def audit_count(action: str | None = None) -> int:

@@ -215,3 +215,32 @@ def test_the_block_guard_applies_only_when_the_site_is_a_stratification_factor(s
         p.startswith(f"supply.resupply[0].guard: an exact guard needs at least {needed} ")
         for p in problems_of(data)
     ), problems_of(data)
+
+
+def test_every_shipped_site_and_the_depot_are_in_beijing_time():
+    protocol = load_protocol()
+    assert [s.time_zone for s in protocol.sites] == ["Asia/Shanghai"] * 4
+    assert protocol.depot.time_zone == "Asia/Shanghai"
+
+
+def test_a_site_in_an_unknown_time_zone_is_refused_by_field_and_rule():
+    data = shipped()
+    data["sites"][1]["time_zone"] = "Asia/Beijing"  # not an IANA zone (Beijing is Asia/Shanghai)
+    data["depot"]["time_zone"] = "UTC+8"
+    problems = problems_of(data)
+    assert any(p.startswith("sites[1].time_zone:") and "iana_time_zone" in p for p in problems), (
+        problems
+    )
+    assert any(p.startswith("depot.time_zone:") and "iana_time_zone" in p for p in problems)
+
+
+def test_a_site_without_a_time_zone_is_refused():
+    data = shipped()
+    del data["sites"][0]["time_zone"]
+    assert "sites[0].time_zone: required key is missing" in problems_of(data)
+
+
+def test_a_site_in_new_york_is_accepted():
+    data = shipped()
+    data["sites"].append({**data["sites"][0], "code": "US01", "time_zone": "America/New_York"})
+    assert parse_protocol(data).sites[-1].time_zone == "America/New_York"

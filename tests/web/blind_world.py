@@ -302,7 +302,6 @@ def build_world(directory: Path, database_url: str, *, mirror: bool) -> World:
 
 
 def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
-    from iwrs import clock as app_clock
     from iwrs.db import read_session
     from iwrs.demo import eligible_answers
     from iwrs.models.sites import Site, SiteStatus
@@ -336,7 +335,7 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
         actor=Actor.of(people["supply.chen"]),
         kit_type=supply.protocol().kit_types[0].code,
         lot="PKG-0001",
-        expiry_date=app_clock.today() + timedelta(days=730),
+        expiry_date=supply.depot_today() + timedelta(days=730),
         count=96,
         seed=KIT_SEED,
     )

@@ -229,7 +229,6 @@ class _Scenario:
     # --- steps --------------------------------------------------------------------------------
 
     def set_up(self) -> None:
-        from iwrs import clock as app_clock
         from iwrs.services import supply, users
 
         for username, full_name, role, site_codes in USERS:
@@ -242,7 +241,7 @@ class _Scenario:
                 site_codes=site_codes,
             )
         self.clock.advance(minutes=5)
-        today = app_clock.today()
+        today = supply.depot_today()
         manager = self.actor("supply.chen")
         kit_type = supply.protocol().kit_types[0].code
         code, count, days = LOTS[0]
@@ -417,13 +416,12 @@ class _Scenario:
     def shorten_first_lot(self) -> None:
         """New stability data: PKG-0101 expires today; its kits still usable are quarantined
         (`lot.expiry_changed` lists them) and the next expiry job expires them."""
-        from iwrs import clock as app_clock
         from iwrs.services import supply
 
         supply.change_lot_expiry(
             actor=self.actor("supply.chen"),
             lot_code=LOTS[0][0],
-            new_expiry=app_clock.today(),
+            new_expiry=supply.depot_today(),
             reason="Stability data: shelf life shortened",
         )
         self.clock.advance(minutes=5)

@@ -20,13 +20,13 @@ from sqlalchemy.engine import make_url
 
 from blinding.kits import KitSpec, format_kit_list_csv, generate_kit_list
 from iwrs.audit import Actor
-from iwrs.clock import today
 from iwrs.db import read_session
 from iwrs.models.audit import AuditEvent
 from iwrs.models.sites import Site, SiteStatus
 from iwrs.models.supply import Kit, KitEvent, Shipment, SupplyAlert
 from iwrs.services import shipments, sites, supply, users
 from iwrs.services.resupply import run_resupply
+from iwrs.services.supply import depot_today as today
 from tests.conftest import PASSWORD, PG_URL, ManualClock, csrf_from, sign_in
 from tests.integration.test_blinding_at_rest import ARM_CODES, make_blind_app
 

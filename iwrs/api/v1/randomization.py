@@ -38,7 +38,7 @@ class RandomizationSchema(Schema):
     randomization_number = fields.String()
     kit_number = fields.String(metadata={"description": "the day-1 kit; never the arm"})
     stratum = fields.Dict(keys=fields.String(), values=fields.String())
-    randomized_on = fields.Date()
+    randomized_on = fields.Date(metadata={"description": "day 1, the site's local date"})
     visits = fields.List(fields.Nested(VisitSchema))
 
 
@@ -53,6 +53,15 @@ class DispenseSchema(Schema):
     visit_code = fields.String(required=True)
     kind = fields.String(load_default="scheduled", validate=validate.OneOf(list(dispensing.KINDS)))
     reason = fields.String(load_default="", validate=validate.Length(max=1000))
+    visit_date = fields.String(
+        load_default=None,
+        metadata={
+            "description": "YYYY-MM-DD, the site's local date of the visit; default today at "
+            "the site. Not in the future, not before day 1 or an earlier visit; a date "
+            "before today needs backdate_reason"
+        },
+    )
+    backdate_reason = fields.String(load_default=None, validate=validate.Length(max=1000))
 
 
 class DispenseResultSchema(Schema):
@@ -61,6 +70,8 @@ class DispenseResultSchema(Schema):
     visit_code = fields.String()
     kit_number = fields.String()
     out_of_window = fields.Boolean()
+    visit_date = fields.Date(metadata={"description": "the site's local date"})
+    dispensed_at = fields.DateTime(metadata={"description": "moment of entry, UTC"})
 
 
 class KitRequestSchema(Schema):
@@ -145,6 +156,8 @@ class Dispensations(MethodView):
             visit_code=body["visit_code"],
             kind=body["kind"],
             reason=body["reason"],
+            visit_date=body["visit_date"],
+            backdate_reason=body["backdate_reason"],
         )
 
 

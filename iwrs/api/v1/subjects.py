@@ -19,6 +19,11 @@ blp = Blueprint(
 )
 PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
 
+STATED = (
+    "YYYY-MM-DD, the site's local date; default today at the site. Not in the future, not "
+    "before the previous step; a date before today needs backdate_reason"
+)
+
 
 class SubjectSchema(Schema):
     id = fields.Integer()
@@ -27,7 +32,8 @@ class SubjectSchema(Schema):
     status = fields.String()
     sex = fields.String()
     date_of_birth = fields.Date()
-    screening_date = fields.Date()
+    screening_date = fields.Date(metadata={"description": "the site's local date"})
+    site_time_zone = fields.String(attribute="site.time_zone")
     stratum = fields.Method("_stratum", allow_none=True)
     rescreen_of_id = fields.Integer(allow_none=True)
 
@@ -41,6 +47,8 @@ class ScreenSchema(Schema):
     # Date would take the ISO week date 1970-W01-1 and the basic format 19700101.
     date_of_birth = fields.String(required=True, metadata={"format": "date"})
     sex = fields.String(required=True, validate=validate.OneOf(subjects.SEXES))
+    screening_date = fields.String(load_default=None, metadata={"description": STATED})
+    backdate_reason = fields.String(load_default=None, validate=validate.Length(max=1000))
 
 
 class CriterionResultSchema(Schema):
@@ -56,7 +64,8 @@ class AssessmentSchema(Schema):
     id = fields.Integer()
     outcome = fields.String()
     criteria_version = fields.String()
-    assessed_at = fields.DateTime()
+    assessed_at = fields.DateTime(metadata={"description": "moment of entry, UTC"})
+    assessment_date = fields.Date(metadata={"description": "the site's local date"})
     failing = fields.List(fields.String())
     missing = fields.List(fields.String())
     computed = fields.Dict()
@@ -69,6 +78,8 @@ class AnswersSchema(Schema):
         required=True,
         metadata={"description": "field name → value; see GET /api/v1/subjects/fields"},
     )
+    assessment_date = fields.String(load_default=None, metadata={"description": STATED})
+    backdate_reason = fields.String(load_default=None, validate=validate.Length(max=1000))
 
 
 class DecisionSchema(Schema):
@@ -104,6 +115,7 @@ def _assessment_view(row, result=None):  # type: ignore[no-untyped-def]
         "outcome": str(row.outcome),
         "criteria_version": row.criteria_version,
         "assessed_at": row.assessed_at,
+        "assessment_date": row.assessment_date,
         "failing": json.loads(row.failing),
         "missing": json.loads(row.missing),
         "computed": json.loads(row.computed),
@@ -133,6 +145,8 @@ class Subjects(MethodView):
             site_id=site.id,
             date_of_birth=body["date_of_birth"],
             sex=body["sex"],
+            screening_date=body["screening_date"],
+            backdate_reason=body["backdate_reason"],
         )
         return queries.visible_subject(current_user, subject.id)
 
@@ -175,7 +189,11 @@ class Assessments(MethodView):
         """Evaluate every criterion on the answers; the result lists every failing criterion
         and every missing answer."""
         record = subjects.record_assessment(
-            actor=Actor.of(current_user), subject_id=subject_id, answers=body["answers"]
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            answers=body["answers"],
+            assessment_date=body["assessment_date"],
+            backdate_reason=body["backdate_reason"],
         )
         return _assessment_view(record.row, record.result)
 

@@ -1,0 +1,38 @@
+"""Jinja filters that show stored UTC times with their zone and the site's local time."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from flask import Flask
+
+from iwrs import clock
+
+
+def utc_time(moment: datetime | None) -> str:
+    """ "2026-03-02 23:30 UTC" (empty for no time)."""
+    if moment is None:
+        return ""
+    return f"{clock.as_utc(moment):%Y-%m-%d %H:%M} UTC"
+
+
+def site_time(moment: datetime | None, site: clock.Zoned | None) -> str:
+    """The site's local time with its zone, then UTC: "2026-03-03 07:30 CST (Asia/Shanghai) ·
+    2026-03-02 23:30 UTC"; UTC alone when no site (or zone) is concerned."""
+    if moment is None:
+        return ""
+    if site is None or not getattr(site, "time_zone", None):
+        return utc_time(moment)
+    local = clock.local_time(moment, site)
+    return f"{local:%Y-%m-%d %H:%M %Z} ({site.time_zone}) · {utc_time(moment)}"
+
+
+def site_today(site: clock.Zoned) -> date:
+    """The site's current local date."""
+    return clock.today(site)
+
+
+def init_app(app: Flask) -> None:
+    app.add_template_filter(site_time, "site_time")
+    app.add_template_filter(utc_time, "utc_time")
+    app.add_template_filter(site_today, "site_today")
