@@ -233,7 +233,7 @@ def balanced_file(lots: int, per_arm: int, expiry: date) -> str:
 
 
 def test_a_kit_file_of_200_lots_imports_and_its_audit_event_lists_every_lot(world):
-    text = balanced_file(200, 1, app_clock.today() + timedelta(days=500))
+    text = balanced_file(200, 1, supply.depot_today() + timedelta(days=500))
     report = supply.import_kits(actor=Actor.system("test"), csv_text=text)
     assert (report.kits, len(report.lots)) == (400, 200)
     (event,) = fresh().scalars(select(AuditEvent).where(AuditEvent.action == "kits.imported"))
@@ -259,7 +259,12 @@ def test_an_over_long_audit_field_is_refused_by_name_before_anything_is_written(
     before = counts()
     with pytest.raises(AuditFieldTooLong) as refused, transaction() as session:
         session.add(
-            Lot(code="X", kit_type="GSK-SC", expiry=app_clock.today(), created_at=app_clock.now())
+            Lot(
+                code="X",
+                kit_type="GSK-SC",
+                expiry=supply.depot_today(),
+                created_at=app_clock.now(),
+            )
         )
         audit.record(session, **call(65))
     assert (refused.value.field, refused.value.width, refused.value.length) == (field, 64, 65)
@@ -272,7 +277,7 @@ def test_an_over_long_audit_field_is_refused_by_name_before_anything_is_written(
 
 def test_kits_import_of_200_lots_through_the_cli_exits_cleanly(world, tmp_path):
     path = tmp_path / "vendor.csv"
-    path.write_text(balanced_file(200, 1, app_clock.today() + timedelta(days=500)))
+    path.write_text(balanced_file(200, 1, supply.depot_today() + timedelta(days=500)))
     result = world.app.test_cli_runner().invoke(args=["iwrs", "kits", "import", str(path)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("imported 400 kits")
