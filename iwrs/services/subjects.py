@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from iwrs import audit, clock
 from iwrs.audit import Actor, canonical_json
@@ -29,6 +29,8 @@ from iwrs.models.subjects import (
 )
 from iwrs.models.users import User
 from iwrs.protocol import Protocol
+from iwrs.services import persons
+from iwrs.services.drug_classes import with_drug_classes
 from iwrs.services.users import confirm_signature, sign
 
 SEXES = ("female", "male")
@@ -88,8 +90,20 @@ def parse_date(value: Any, field: str) -> date:
         ) from None
 
 
-def screen_subject(*, actor: Actor, site_id: int, date_of_birth: Any, sex: str) -> Subject:
-    """Register a subject at an active site, screened today (the application's clock)."""
+def screen_subject(
+    *,
+    actor: Actor,
+    site_id: int,
+    date_of_birth: Any,
+    sex: str,
+    initials: str | None = None,
+    different_person_password: str | None = None,
+) -> Subject:
+    """Register a subject at an active site, screened today (the application's clock).
+
+    The same date of birth, sex and initials screened before at any site is refused (rule
+    possible_duplicate, iwrs.services.persons) unless the investigator signs, with
+    `different_person_password`, that this is a different person."""
     today = clock.today()
     dob = parse_date(date_of_birth, "date_of_birth")
     if dob >= today:
@@ -104,9 +118,46 @@ def screen_subject(*, actor: Actor, site_id: int, date_of_birth: Any, sex: str) 
         )
     if sex not in SEXES:
         raise InvalidInput("sex: must be female or male", field="sex", rule="choice")
+    key = persons.person_key(
+        date_of_birth=dob, sex=sex, initials=persons.normalize_initials(initials)
+    )
+    if different_person_password is not None:
+        confirm_signature(signer_id=actor.user_id, password=different_person_password)
     with transaction() as session:
         _investigator(session, actor, site_id)
-        return _register(session, actor, site_id=site_id, date_of_birth=dob, sex=sex)
+        found = persons.matches(session, key=key, site_id=site_id)
+        if found and different_person_password is None:
+            persons.refuse_duplicate(found)
+        subject = _register(
+            session, actor, site_id=site_id, date_of_birth=dob, sex=sex, person_key=key
+        )
+        if found:
+            _sign_distinct_person(session, actor, subject, found)
+        return subject
+
+
+def _sign_distinct_person(
+    session: Session, actor: Actor, subject: Subject, found: persons.Matches
+) -> None:
+    signature = sign(
+        session,
+        actor=actor,
+        meaning=f"I confirm that the person screened as {subject.screening_number} is not "
+        f"the person already screened as {found.described()}",
+        entity_type="subject",
+        entity_id=subject.id,
+    )
+    subject.distinct_person_signature_id = signature.id
+    audit.record(
+        session,
+        actor=actor,
+        action="subject.distinct_person_confirmed",
+        entity_type="subject",
+        entity_id=subject.id,
+        site_id=subject.site_id,
+        subject_id=subject.id,
+        after={"screening_number": subject.screening_number, "matched": found.described()},
+    )
 
 
 def _register(
@@ -117,6 +168,7 @@ def _register(
     date_of_birth: date,
     sex: str,
     rescreen_of: Subject | None = None,
+    person_key: str | None = None,
 ) -> Subject:
     """Insert the subject; its screening number is the site code plus the site's next
     sequence number, never reused."""
@@ -139,6 +191,10 @@ def _register(
         date_of_birth=date_of_birth,
         screening_date=today,
         rescreen_of_id=rescreen_of.id if rescreen_of else None,
+        person_key=rescreen_of.person_key if rescreen_of else person_key,
+        distinct_person_signature_id=(
+            rescreen_of.distinct_person_signature_id if rescreen_of else None
+        ),
         created_at=now,
         created_by_id=actor.user_id,
         status_changed_at=now,
@@ -197,7 +253,7 @@ def record_assessment(
                 field="subject_id",
                 rule="status",
             )
-        ctx = context_for(subject)
+        ctx = with_drug_classes(session, subject.id, context_for(subject))
         errors = errors + eng.validate(typed, ctx)
         if errors:
             raise InvalidInput(
@@ -242,6 +298,7 @@ def record_assessment(
                 "missing": list(result.missing_fields),
                 "answers": json.loads(row.answers),
                 "computed": json.loads(row.computed),
+                "drug_classes": dict(ctx.drug_classes),
             },
         )
     return AssessmentRecord(row, result)
@@ -387,7 +444,11 @@ def rescreen_subject(*, actor: Actor, subject_id: int) -> Subject:
         already = session.scalar(
             select(func.count()).select_from(Subject).where(Subject.rescreen_of_id == subject.id)
         )
-        if already or _rescreens_before(session, subject) >= allowed:
+        # Every path counts: the re-screen chain and any other screening of the same person.
+        used = max(
+            _rescreens_before(session, subject), persons.screenings_of_person(session, subject) - 1
+        )
+        if already or used >= allowed:
             raise Conflict(
                 f"subject_id: the protocol allows {allowed} re-screening(s) and "
                 f"{subject.screening_number} has used them",
@@ -409,7 +470,9 @@ def evaluate_stored(subject: Subject, row: EligibilityAssessment) -> Assessment:
     result (the stored outcome stays the record; this is only for display)."""
     eng = engine()
     typed, _ = eng.parse(json.loads(row.answers))
-    return eng.assess(typed, context_for(subject))
+    session = object_session(subject)
+    ctx = context_for(subject)
+    return eng.assess(typed, with_drug_classes(session, subject.id, ctx) if session else ctx)
 
 
 def require_confirmed_eligible(session: Session, subject: Subject) -> EligibilityAssessment:

@@ -46,6 +46,8 @@ def screen():  # type: ignore[no-untyped-def]
             site_id=site.id,
             date_of_birth=request.form.get("date_of_birth", ""),
             sex=request.form.get("sex", ""),
+            initials=request.form.get("initials", "").strip() or None,
+            different_person_password=request.form.get("different_person_password") or None,
         )
     except IWRSError as refusal:
         flash(refusal.message, "error")
