@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iwrs.drugs import DrugDictionary, normalize
+from iwrs.eligibility import Engine
 from tests.unit.test_eligibility import CTX, DAY1, ENGINE, PROTOCOL, assess, baseline, refusals
+from tests.unit.test_eligibility_properties import answer_sets, judge
 
 DICTIONARY = DrugDictionary.from_table(PROTOCOL.eligibility_tables["drug_dictionary"])
 
@@ -222,3 +224,30 @@ def test_dates_are_still_checked_for_the_new_yes_no_companions():
     errors = refusals(baseline(malignancy_history="yes", malignancy_date="2026-03-11"))
     assert [(e.field, e.rule) for e in errors] == [("malignancy_date", "future")]
     assert date(2026, 3, 11) > CTX.today
+
+
+# ---------------------------------------------------------------- properties and protocol checks
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    answer_sets,
+    st.sampled_from(["iguratimod", "other:baricitinib", "Other: Unknownumab"]),
+    st.booleans(),
+)
+def test_a_drug_off_the_dictionary_never_yields_eligible_unless_classified(raw, drug, ongoing):
+    entry = {"drug": drug, "ongoing": True} if ongoing else {"drug": drug}
+    meds = raw.get("medications") if isinstance(raw.get("medications"), list) else []
+    assessment = judge({**raw, "medications": [*meds, entry]})
+    assert assessment.outcome != "eligible"
+
+
+def test_a_criterion_naming_an_unknown_class_is_refused_when_the_protocol_loads():
+    criteria = tuple(
+        dataclasses.replace(c, params={**c.params, "classes": ["no_such_class"]})
+        if c.number == "E3.2"
+        else c
+        for c in PROTOCOL.criteria
+    )
+    with pytest.raises(ValueError, match="E3.2.*no_such_class"):
+        Engine(dataclasses.replace(PROTOCOL, criteria=criteria))

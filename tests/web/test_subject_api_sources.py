@@ -97,3 +97,48 @@ def test_a_drug_is_classified_then_judged_and_a_missing_date_is_incomplete(
     answers["medications"][0]["last_dose"] = "2020-01-01"
     second = client.post(f"{url}/assessments", headers=auth, json={"answers": answers})
     assert second.json["outcome"] == "not_eligible" and second.json["failing"] == ["E3.3c"]
+
+
+def test_the_subject_page_offers_the_signed_classification_of_an_unknown_drug(
+    app, site_ids, login_as
+):
+    client, _ = login_as("investigator", ["CN01"])
+    subject_id = test_subject_pages.register(client)
+    with app.app_context():
+        from iwrs.demo import eligible_answers
+        from iwrs.services import subjects
+
+        screening = test_subject_pages.subject_row(app, subject_id).screening_date
+        answers = eligible_answers(subjects.engine(), screening)
+    answers["medications"] = [{"drug": "iguratimod", "ongoing": True}]
+    data = test_subject_pages.form_fields(answers)
+    test_subject_pages.post(client, f"/subjects/{subject_id}/assessment", data)
+    page = client.get(f"/subjects/{subject_id}").get_data(as_text=True)
+    assert "drug_class:iguratimod" in page and "classify-drug" in page
+    form = {"drug": "iguratimod", "drug_class": "not_restricted"}
+    wrong = test_subject_pages.post(
+        client, f"/subjects/{subject_id}/classify-drug", {**form, "signature_password": "x"}
+    )
+    assert wrong.status_code == 401
+    done = test_subject_pages.post(
+        client, f"/subjects/{subject_id}/classify-drug", {**form, "signature_password": PASSWORD}
+    )
+    assert done.status_code == 302
+    again = test_subject_pages.post(client, f"/subjects/{subject_id}/assessment", data)
+    assert again.status_code in (200, 302)
+    with app.app_context():
+        from sqlalchemy import select
+
+        from iwrs.db import read_session
+        from iwrs.models import EligibilityAssessment
+
+        outcomes = (
+            read_session()
+            .scalars(
+                select(EligibilityAssessment.outcome)
+                .where(EligibilityAssessment.subject_id == subject_id)
+                .order_by(EligibilityAssessment.id)
+            )
+            .all()
+        )
+    assert [str(o) for o in outcomes] == ["incomplete", "eligible"]
