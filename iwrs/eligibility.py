@@ -55,7 +55,7 @@ from iwrs.eligibility_checks import (
     Env,
     FieldSpec,
     Finding,
-    _MedicationCheck,
+    MedicationCheck,
     add_months,
     ckd_epi_2021,
     completed_years,
@@ -385,7 +385,7 @@ class Engine:
             status = _STATUS.get((criterion.type, finding.state), finding.state)
             pending = (
                 check.pending(answers.get("medications"))
-                if isinstance(check, _MedicationCheck)
+                if isinstance(check, MedicationCheck)
                 else ()
             )
             if pending and (status == "pass" or finding.missing == ("medications",)):

@@ -548,7 +548,7 @@ def _taken(entry: Mapping[str, Any]) -> str:
     return "ongoing" if entry.get("ongoing") else f"last dose {entry.get('last_dose')}"
 
 
-class _MedicationCheck(Check):
+class MedicationCheck(Check):
     """A check on answers["medications"]; needs the reference date and the medication list.
 
     Entries reach a check with "drug_class" (the dictionary's class, or the investigator's
@@ -597,7 +597,7 @@ class _MedicationCheck(Check):
         return ref, entries, (_missing(*absent) if absent else None)
 
 
-class Glucocorticoid(_MedicationCheck):
+class Glucocorticoid(MedicationCheck):
     """Sum of prednisone-equivalent max daily doses of glucocorticoids taken in the window."""
 
     name = "glucocorticoid"
@@ -645,7 +645,7 @@ class Glucocorticoid(_MedicationCheck):
         )
 
 
-class Washout(_MedicationCheck):
+class Washout(MedicationCheck):
     """A listed drug taken on or after (reference - washout); optionally N half-lives if longer."""
 
     name = "washout"
@@ -691,7 +691,7 @@ class Washout(_MedicationCheck):
         return Finding("not_met", f"none of {listed} within {where}")
 
 
-class Immunosuppressant(_MedicationCheck):
+class Immunosuppressant(MedicationCheck):
     """At most `max_count` listed drugs in the stability window, each at a dose stable since."""
 
     name = "immunosuppressant"
