@@ -19,10 +19,18 @@ fail; exclusion met -> fail, not met -> pass. Missing data is never a pass. The 
                      categorical result (and a second one); not applicable outside only_sex/only_if
   glucocorticoid     days|weeks, limit, [table], [reference]: the summed prednisone-equivalent
                      highest daily dose of glucocorticoids taken in the window exceeds limit
-  washout            drugs, days|weeks|months, [half_lives], [reference]: a listed drug taken in
-                     the washout (N half-lives from [eligibility.half_life_hours] if longer)
-  immunosuppressant  drugs, months, [max_count], [reference]: at most max_count listed drugs in
-                     the window, each ongoing at a dose stable since the edge day
+  washout            drugs|classes, days|weeks|months, [half_lives], [reference]: a listed drug
+                     (or a drug of a listed class) taken in the washout (N half-lives from
+                     [eligibility.half_life_hours] if longer)
+  immunosuppressant  drugs|classes, months, [max_count], [reference]: at most max_count listed
+                     drugs in the window, each ongoing at a dose stable since the edge day
+  date_window and compare also take an optional yes/no field (event, only_if) that states the
+  negative finding: "HRCT confirms ILD = no", "catheterisation done = no".
+Drug names are resolved through the drug dictionary (iwrs.drugs, [eligibility] drug_dictionary);
+a drug off the dictionary ("other:<name>" or any unknown name) keeps every medication criterion
+it could affect from passing until the investigator classifies it (Context.drug_classes); a
+medication entry lacking a detail a criterion needs (its last dose, a glucocorticoid's dose) does
+the same: the assessment is incomplete, naming "drug_class:<name>" or "<drug>.<key>".
 Reference dates: "screening" = Context.screening_date, "day1" = the answer planned_day1.
 """
 
@@ -36,6 +44,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from iwrs.drugs import OTHER, DrugDictionary, normalize
 from iwrs.eligibility_checks import (
     CHECKS,
     SEX_CHOICES,
@@ -46,6 +55,7 @@ from iwrs.eligibility_checks import (
     Env,
     FieldSpec,
     Finding,
+    MedicationCheck,
     add_months,
     ckd_epi_2021,
     completed_years,
@@ -71,6 +81,7 @@ SETTINGS = (
     "prednisone_equivalent_mg",
     "half_life_hours",
     "drug_groups",
+    "drug_dictionary",
     "screening_window_days",
 )
 KINDS = ("date", "number", "choice", "yesno", "medications")
@@ -149,7 +160,9 @@ class Engine:
                     f"eligibility.{key}: unknown setting (known: {', '.join(SETTINGS)})"
                 )
         catalogue = _field_specs(tables.get("fields", {}))
-        env = Env(catalogue, tables, protocol.qtcf_exponent)
+        raw = tables.get("drug_dictionary")
+        self.dictionary = DrugDictionary.from_table(raw) if raw is not None else None
+        env = Env(catalogue, tables, protocol.qtcf_exponent, self.dictionary)
         self._checks: list[tuple[Criterion, Check]] = []
         for criterion in protocol.criteria:
             name = criterion.params.get("check")
@@ -179,6 +192,7 @@ class Engine:
         drugs = {d for _, c in self._checks for d in c.drugs} | {
             d for g in groups.values() for d in g
         }
+        drugs |= {d.name for d in self.dictionary.drugs} if self.dictionary else set()
         bad = sorted(d for d in drugs if d != d.strip().lower() or d.startswith("other:"))
         if bad:
             raise ValueError(f"eligibility: drug name {bad[0]!r} must be lower case and trimmed")
@@ -208,6 +222,20 @@ class Engine:
     def drug_names(self) -> tuple[str, ...]:
         """The canonical drug names a medication entry may use (besides "other:<name>")."""
         return self._drugs
+
+    def resolve_drug(self, name: str) -> str:
+        """A written drug name -> its canonical name, or "other:<name>" when it is unknown
+        (dictionary synonyms and misspellings resolve; the "other:" prefix is no bypass)."""
+        key = normalize(name)
+        known = self.dictionary.lookup(key) if self.dictionary else None
+        if known is not None:
+            return known.name
+        return key if key in self._drugs else OTHER + key
+
+    def drug_class(self, drug: str) -> str | None:
+        """The dictionary class of a canonical drug name (None if off the dictionary)."""
+        known = self.dictionary.lookup(drug) if self.dictionary else None
+        return known.drug_class if known else None
 
     def _stratum_sources(self) -> list[tuple[str, Check | str, set[str]]]:
         sources: list[tuple[str, Check | str, set[str]]] = []
@@ -281,33 +309,20 @@ class Engine:
         entry: dict[str, Any] = dict.fromkeys(MEDICATION_KEYS)
         entry["ongoing"] = False
         drug = item.get("drug")
-        name = drug.strip() if isinstance(drug, str) else ""
-        if name.lower().startswith("other:") and name[6:].strip():
-            entry["drug"] = "other:" + name[6:].strip()
-        elif name.lower() in self._drugs:
-            entry["drug"] = name.lower()
+        if isinstance(drug, str) and normalize(drug):
+            entry["drug"] = self.resolve_drug(drug)
         else:
-            message = f"{where}.drug: {drug!r} is not a drug of this protocol; use 'other:<name>'"
-            errors.append(FieldError(f"{where}.drug", "unknown_drug", message))
+            message = f"{where}.drug: the drug's name is required"
+            errors.append(FieldError(f"{where}.drug", "required", message))
         for key, kind, unit in _ENTRY_VALUES:
             value = item.get(key)
             if value is not None and not (isinstance(value, str) and not value.strip()):
                 spec = FieldSpec(f"{where}.{key}", key, "Medications", kind, unit)
                 entry[key], problems = _parse_value(spec, value)
                 errors += problems
-        if errors:
-            return entry, errors
-        needed = [] if entry["ongoing"] or entry["last_dose"] else ["last_dose"]
-        needed += [k for _, c in self._checks if (k := c.entry_needs(entry)) and k not in needed]
-        unless = {"last_dose": " unless ongoing"}
-        return entry, [
-            FieldError(
-                f"{where}.{key}",
-                "required",
-                f"{where}.{key}: required for {entry['drug']}{unless.get(key, '')}",
-            )
-            for key in needed
-        ]
+        # Decision: a missing detail (last dose, dose) is not refused: the assessment is
+        # incomplete, naming it (Engine.assess), like every other missing answer.
+        return entry, errors
 
     def validate(self, answers: Mapping[str, Any], ctx: Context) -> list[FieldError]:
         """Plausibility: out-of-range numbers and impossible dates are refused, never judged."""
@@ -360,7 +375,8 @@ class Engine:
         answers = dict(answers)
         if isinstance(answers.get("medications"), list):
             answers["medications"] = sorted(
-                answers["medications"], key=lambda e: [str(e.get(k)) for k in MEDICATION_KEYS]
+                (self._classed(e, ctx) for e in answers["medications"]),
+                key=lambda e: [str(e.get(k)) for k in MEDICATION_KEYS],
             )
         computed: dict[str, float | int | str] = {
             "age": completed_years(ctx.date_of_birth, ctx.screening_date)
@@ -369,8 +385,17 @@ class Engine:
         results = []
         for criterion, check in self._checks:
             finding = check.evaluate(answers, ctx, computed)
-            findings[id(check)] = finding
             status = _STATUS.get((criterion.type, finding.state), finding.state)
+            pending = (
+                check.pending(answers.get("medications"))
+                if isinstance(check, MedicationCheck)
+                else ()
+            )
+            if pending and (status == "pass" or finding.missing == ("medications",)):
+                # A pass that an unclassified drug or a missing detail could overturn.
+                status = "missing"
+                finding = Finding("missing", "not decided: " + ", ".join(pending), pending)
+            findings[id(check)] = finding
             results.append(
                 CriterionResult(
                     criterion.number,
@@ -396,6 +421,17 @@ class Engine:
                 stratum[factor] = level
         determined = len(stratum) == len(self._strata)
         return Assessment(outcome, tuple(results), computed, stratum if determined else None)
+
+    def _classed(self, entry: Any, ctx: Context) -> Any:
+        """The entry with its "drug_class": the dictionary's, else the investigator's."""
+        if not isinstance(entry, Mapping):
+            return entry
+        drug = str(entry.get("drug") or "")
+        if drug.startswith(OTHER):
+            drug_class = ctx.drug_classes.get(drug[len(OTHER) :])
+        else:
+            drug_class = self.drug_class(drug) if drug else None
+        return {**entry, "drug_class": drug_class}
 
 
 # ---------------------------------------------------------------- helpers

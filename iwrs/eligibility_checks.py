@@ -12,11 +12,12 @@ import calendar
 import math
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from iwrs.drugs import OTHER, DrugDictionary
 from iwrs.protocol import Criterion
 
 REFERENCES = {"screening": "screening", "day1": "day 1"}
@@ -47,6 +48,8 @@ class Context:
     today: date
     date_of_birth: date
     sex: str  # "female" | "male"
+    # The investigator's signed classifications of drugs off the dictionary: name -> class.
+    drug_classes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ class Env:
     catalogue: Mapping[str, FieldSpec]
     tables: Mapping[str, Any]
     qtcf_exponent: float
+    drugs: DrugDictionary | None = None
 
 
 class Params:
@@ -220,13 +224,24 @@ class Params:
         days = {"days": n, "weeks": 7 * n}.get(unit, 0)
         return Period(months, days, f"{n} {unit[:-1] if n == 1 else unit}")
 
-    def drugs(self) -> tuple[str, ...]:
-        """The `drugs` param: canonical names, lower case and trimmed."""
-        names = self.get("drugs", "strs")
+    def drugs(self, env: Env | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The `drugs` param (canonical names, lower case and trimmed) and the `classes` param
+        (classes of the drug dictionary, whose drugs join the names); one of them is required."""
+        classes = tuple(self.get("classes", "strs", []))
+        names = self.get("drugs", "strs", None if not classes else [])
+        if names is None:
+            raise self.error("drugs", "drugs or classes is required")
+        if classes:
+            if env is None or env.drugs is None:
+                raise self.error("classes", "needs [eligibility] drug_dictionary")
+            try:
+                names = [*names, *env.drugs.in_classes(classes)]
+            except ValueError as exc:
+                raise self.error("classes", str(exc)) from None
         for name in names:
             if name != name.strip().lower() or name.startswith("other:"):
                 raise self.error("drugs", f"{name!r} must be lower case and trimmed")
-        return tuple(names)
+        return tuple(sorted(set(names))), classes
 
     def finish(self) -> None:
         unknown = sorted(set(self.criterion.params) - self.seen)
@@ -371,10 +386,21 @@ class DateWindow(Check):
         self.reference = params.choice("reference", REFERENCES)
         self.period = params.period()
         self.until = params.choice("until", REFERENCES, None)
+        self.event = params.field("event", self.env, ("yesno",), None)
         day1 = "day1" in (self.reference, self.until)
-        self.fields = ("planned_day1", self.field) if day1 else (self.field,)
+        event = (self.event,) if self.event else ()
+        self.fields = ("planned_day1", *event, self.field) if day1 else (*event, self.field)
 
     def evaluate(self, answers: Mapping[str, Any], ctx: Context, computed: Any) -> Finding:
+        if self.event:
+            # Decision: the yes/no (e.g. "HRCT confirms ILD", "malignancy ever") decides "no"
+            # alone; "yes" needs the date. Unanswered, the date alone decides as before (a date
+            # = yes, "never" = no); "yes" with "never" contradicts and is not judged.
+            happened, event = answers.get(self.event), answers.get(self.field)
+            if happened is False:
+                return Finding("not_met", f"{self.event} = no")
+            if happened is True and not isinstance(event, date) and event != "ongoing":
+                return _missing(self.field)
         ref = _reference_date(self.reference, answers, ctx)
         until = _reference_date(self.until, answers, ctx) if self.until else None
         event = answers.get(self.field)
@@ -414,6 +440,7 @@ class Compare(Check):
         self.op = params.choice("op", _OPS)
         self.limit = float(params.get("limit", "number"))
         self.per = params.field("per", self.env, ("number",), None)
+        self.only_if = params.field("only_if", self.env, ("yesno",), None)
         if self.value in DERIVED:
             self.label, self.unit, inputs, _ = DERIVED[self.value]
             self.fields = inputs
@@ -422,6 +449,7 @@ class Compare(Check):
             self.label, self.unit, self.fields = spec.label, spec.unit, (self.value,)
             self.fields += (self.per,) if self.per else ()
         self.label = params.get("label", "str", self.label)
+        self.fields = ((self.only_if,) if self.only_if else ()) + self.fields
 
     def evaluate(
         self, answers: Mapping[str, Any], ctx: Context, computed: dict[str, float | int | str]
@@ -429,6 +457,9 @@ class Compare(Check):
         symbol, holds = _OPS[self.op]
         if any(answers.get(f) == "not_done" for f in self.fields):
             return Finding("not_applicable", f"{self.label}: not done")
+        if self.only_if and answers.get(self.only_if) is False:
+            # Decision: "catheterisation done = no" is the negative finding: not applicable.
+            return Finding("not_applicable", f"not applicable: {self.only_if} = no")
         if self.value in DERIVED:
             value, missing, source = DERIVED[self.value][3](answers, ctx, self.env)
             if value is None:
@@ -440,7 +471,8 @@ class Compare(Check):
         else:
             value = _number(answers, self.value)
             per = _number(answers, self.per) if self.per else None
-            missing = tuple(f for f in self.fields if _number(answers, f) is None)
+            numbers = (self.value, self.per) if self.per else (self.value,)
+            missing = tuple(f for f in numbers if _number(answers, f) is None)
             if value is None or missing:
                 return _missing(*missing)
             shown = f"{value:g} {self.unit}"
@@ -481,13 +513,16 @@ class Lab(Check):
     def evaluate(self, answers: Mapping[str, Any], ctx: Context, computed: Any) -> Finding:
         if self.only_sex and ctx.sex != self.only_sex:
             return Finding("not_applicable", f"not applicable: {ctx.sex}")
-        if self.only_if:
+        result = answers.get(self.test)
+        if self.only_if and not (result == self.positive and not self.and_test):
+            # Decision: a positive result that alone meets the criterion counts whatever
+            # only_if says (a positive pregnancy test excludes even if "not of childbearing
+            # potential" was answered); otherwise only_if = no makes it not applicable.
             applies = answers.get(self.only_if)
             if not isinstance(applies, bool):
                 return _missing(self.only_if)
             if not applies:
                 return Finding("not_applicable", f"not applicable: {self.only_if} = no")
-        result = answers.get(self.test)
         if result is None:
             return _missing(self.test)
         detail = f"{self.test} {_answer(result)}"
@@ -513,10 +548,39 @@ def _taken(entry: Mapping[str, Any]) -> str:
     return "ongoing" if entry.get("ongoing") else f"last dose {entry.get('last_dose')}"
 
 
-class _MedicationCheck(Check):
-    """A check on answers["medications"]; needs the reference date and the medication list."""
+class MedicationCheck(Check):
+    """A check on answers["medications"]; needs the reference date and the medication list.
+
+    Entries reach a check with "drug_class" (the dictionary's class, or the investigator's
+    signed classification of a drug off the dictionary, else None)."""
 
     reference = "day1"
+    classes: tuple[str, ...] = ()
+
+    def concerns(self, entry: Mapping[str, Any]) -> bool:
+        """The entry's drug is one this check restricts (by name or by class)."""
+        return entry.get("drug") in self.drugs or (
+            bool(self.classes) and entry.get("drug_class") in self.classes
+        )
+
+    def pending(self, entries: Any) -> tuple[str, ...]:
+        """What keeps a pass from being decided: each drug off the dictionary not yet
+        classified ("drug_class:<name>"), each concerned entry lacking a detail it needs
+        ("<drug>.last_dose", "<drug>.max_daily_dose_mg", ...)."""
+        if not isinstance(entries, list):
+            return ()
+        names: list[str] = []
+        for e in entries:
+            drug = str(e.get("drug") or "")
+            if drug.startswith(OTHER) and e.get("drug_class") is None:
+                names.append("drug_class:" + drug[len(OTHER) :])
+            elif self.concerns(e):
+                if not e.get("ongoing") and not isinstance(e.get("last_dose"), date):
+                    names.append(f"{drug}.last_dose")
+                need = self.entry_needs(e)
+                if need:
+                    names.append(f"{drug}.{need}")
+        return tuple(dict.fromkeys(sorted(names)))
 
     def setup_medications(self, params: Params, default_reference: str) -> None:
         self.reference = params.choice("reference", REFERENCES, default_reference)
@@ -533,7 +597,7 @@ class _MedicationCheck(Check):
         return ref, entries, (_missing(*absent) if absent else None)
 
 
-class Glucocorticoid(_MedicationCheck):
+class Glucocorticoid(MedicationCheck):
     """Sum of prednisone-equivalent max daily doses of glucocorticoids taken in the window."""
 
     name = "glucocorticoid"
@@ -552,7 +616,7 @@ class Glucocorticoid(_MedicationCheck):
         self.drugs = tuple(sorted(self.table))
 
     def entry_needs(self, entry: Mapping[str, Any]) -> str | None:
-        gc = entry.get("drug") in self.table and entry.get("max_daily_dose_mg") is None
+        gc = self.concerns(entry) and entry.get("max_daily_dose_mg") is None
         return "max_daily_dose_mg" if gc else None
 
     def evaluate(
@@ -562,7 +626,7 @@ class Glucocorticoid(_MedicationCheck):
         if absent or ref is None or entries is None:
             return absent or _missing("medications")
         start = self.period.start(ref)
-        taken = [e for e in entries if e.get("drug") in self.table and _taken_since(e, start)]
+        taken = [e for e in entries if self.concerns(e) and _taken_since(e, start)]
         if any(e.get("max_daily_dose_mg") is None for e in taken):
             return _missing("medications")
         prednisone = _dec(self.table["prednisone"])
@@ -581,14 +645,14 @@ class Glucocorticoid(_MedicationCheck):
         )
 
 
-class Washout(_MedicationCheck):
+class Washout(MedicationCheck):
     """A listed drug taken on or after (reference - washout); optionally N half-lives if longer."""
 
     name = "washout"
 
     def setup(self, params: Params) -> None:
         self.setup_medications(params, "day1")
-        self.drugs = params.drugs()
+        self.drugs, self.classes = params.drugs(self.env)
         self.period = params.period()
         self.half_lives = params.get("half_lives", "int", None)
         self.half_life_hours: dict[str, float] = {}
@@ -605,7 +669,9 @@ class Washout(_MedicationCheck):
         start = self.period.start(ref)
         if self.half_lives is None:
             return start
-        days = math.ceil(self.half_lives * self.half_life_hours[drug] / 24)
+        # Decision: a drug without a stored half-life (one the investigator classified)
+        # takes the period alone.
+        days = math.ceil(self.half_lives * self.half_life_hours.get(drug, 0) / 24)
         return min(start, ref - timedelta(days=days))
 
     def evaluate(self, answers: Mapping[str, Any], ctx: Context, computed: Any) -> Finding:
@@ -615,7 +681,7 @@ class Washout(_MedicationCheck):
         hits = sorted(
             f"{e['drug']} {_taken(e)} (window from {self.start(e['drug'], ref)})"
             for e in entries
-            if e.get("drug") in self.drugs and _taken_since(e, self.start(e["drug"], ref))
+            if self.concerns(e) and _taken_since(e, self.start(e["drug"], ref))
         )
         where = f"{self.period.text}{' or the half-lives' if self.half_lives else ''}"
         where += f" before {REFERENCES[self.reference]} {ref}"
@@ -625,19 +691,19 @@ class Washout(_MedicationCheck):
         return Finding("not_met", f"none of {listed} within {where}")
 
 
-class Immunosuppressant(_MedicationCheck):
+class Immunosuppressant(MedicationCheck):
     """At most `max_count` listed drugs in the stability window, each at a dose stable since."""
 
     name = "immunosuppressant"
 
     def setup(self, params: Params) -> None:
         self.setup_medications(params, "day1")
-        self.drugs = params.drugs()
+        self.drugs, self.classes = params.drugs(self.env)
         self.max_count = params.get("max_count", "int", 1)
         self.period = params.period()
 
     def entry_needs(self, entry: Mapping[str, Any]) -> str | None:
-        needs = entry.get("drug") in self.drugs and entry.get("ongoing")
+        needs = self.concerns(entry) and entry.get("ongoing")
         return "dose_stable_since" if needs and entry.get("dose_stable_since") is None else None
 
     def evaluate(self, answers: Mapping[str, Any], ctx: Context, computed: Any) -> Finding:
@@ -645,7 +711,7 @@ class Immunosuppressant(_MedicationCheck):
         if absent or ref is None or entries is None:
             return absent or _missing("medications")
         edge = self.period.start(ref)
-        taken = [e for e in entries if e.get("drug") in self.drugs and _taken_since(e, edge)]
+        taken = [e for e in entries if self.concerns(e) and _taken_since(e, edge)]
         names = sorted({e["drug"] for e in taken})
         window = f"{self.period.text} before {REFERENCES[self.reference]} (from {edge})"
         if len(names) > self.max_count:

@@ -265,6 +265,20 @@ def load_protocol(path: Path | str | None = None) -> Protocol:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(str(path), [f"is not valid TOML: {exc}"]) from None
+    elig = data.get("eligibility")
+    if isinstance(elig, dict) and isinstance(elig.get("drug_dictionary"), str):
+        # The dictionary file sits beside the protocol; its content joins the eligibility
+        # tables, so it is part of the criteria version.
+        # Decision: looked up beside the protocol file, then among the shipped protocol files
+        # (a protocol file copied elsewhere keeps the shipped dictionary).
+        name = elig["drug_dictionary"]
+        beside = path.parent / name
+        try:
+            extra = (beside if beside.exists() else DEFAULT_PROTOCOL.parent / name).read_bytes()
+            elig["drug_dictionary"] = {"file": name, **tomllib.loads(extra.decode("utf-8"))}
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ProtocolError(str(path), [f"eligibility.drug_dictionary: {exc}"]) from None
+        raw += extra
     return parse_protocol(data, source=str(path), sha256=hashlib.sha256(raw).hexdigest())
 
 

@@ -209,3 +209,17 @@ def login_as(app: Flask, make_user):  # type: ignore[no-untyped-def]
         return client, user
 
     return _login
+
+
+_INITIALS = itertools.count()
+
+
+def initials_for(n: int) -> str:
+    """Distinct initials for the n-th test person ("AA", "AB", ...): a screened person is
+    matched on date of birth, sex and initials, so test persons sharing a birth date differ."""
+    return "".join(chr(65 + d) for d in (n // 676 % 26, n // 26 % 26, n % 26))
+
+
+def next_initials() -> str:
+    """Initials never used before in this test process."""
+    return initials_for(next(_INITIALS))

@@ -10,7 +10,14 @@ from iwrs.models.randomization import (
     StratumPosition,
 )
 from iwrs.models.sites import Depot, Site, SiteStatus, Trial
-from iwrs.models.subjects import Decision, EligibilityAssessment, Outcome, Subject, SubjectStatus
+from iwrs.models.subjects import (
+    Decision,
+    DrugClassification,
+    EligibilityAssessment,
+    Outcome,
+    Subject,
+    SubjectStatus,
+)
 from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
 from iwrs.models.unblinding import Notification, Unblinding
 from iwrs.models.users import (
@@ -35,6 +42,7 @@ __all__ = [
     "Depot",
     "Destruction",
     "Dispensation",
+    "DrugClassification",
     "EligibilityAssessment",
     "Kit",
     "KitEvent",

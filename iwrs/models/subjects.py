@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, String, Text
+from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from iwrs.db import Base, UTCDateTime, enum_column
@@ -59,6 +59,11 @@ class Subject(Base):
     treatment_discontinued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A fact everyone may see (never the arm): this subject was emergency-unblinded.
     unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Who the person is, only as a keyed hash (HMAC of date of birth, sex and initials under a
+    # key derived from the audit key): finds the same person screened again at any site.
+    person_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The investigator's signature that this person is not the one(s) the key matched.
+    distinct_person_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
 
     site = relationship("Site", lazy="selectin")
 
@@ -86,3 +91,19 @@ class EligibilityAssessment(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+
+
+class DrugClassification(Base):
+    """The investigator's signed classification of a drug off the dictionary, for one subject:
+    the class of the protocol's drug dictionary its washout or count follows."""
+
+    __tablename__ = "drug_classification"
+    __table_args__ = (UniqueConstraint("subject_id", "drug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    drug: Mapped[str] = mapped_column(String(120))
+    drug_class: Mapped[str] = mapped_column(String(64))
+    classified_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    classified_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id"))

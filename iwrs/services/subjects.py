@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor, canonical_json
@@ -29,6 +29,8 @@ from iwrs.models.subjects import (
 )
 from iwrs.models.users import User
 from iwrs.protocol import Protocol
+from iwrs.services import persons
+from iwrs.services.drug_classes import with_drug_classes
 from iwrs.services.stated_dates import StatedDate, stated_date
 from iwrs.services.users import confirm_signature, sign
 
@@ -91,12 +93,23 @@ def screen_subject(
     sex: str,
     screening_date: Any = None,
     backdate_reason: str | None = None,
+    initials: str | None = None,
+    different_person_password: str | None = None,
 ) -> Subject:
     """Register a subject at an active site, screened on `screening_date` (stated, see
-    `stated_dates`) or the site's local today."""
+    `stated_dates`) or the site's local today.
+
+    The same date of birth, sex and initials screened before at any site is refused (rule
+    possible_duplicate, iwrs.services.persons) unless the investigator signs, with
+    `different_person_password`, that this is a different person."""
     dob = parse_date(date_of_birth, "date_of_birth")
     if sex not in SEXES:
         raise InvalidInput("sex: must be female or male", field="sex", rule="choice")
+    key = persons.person_key(
+        date_of_birth=dob, sex=sex, initials=persons.normalize_initials(initials)
+    )
+    if different_person_password is not None:
+        confirm_signature(signer_id=actor.user_id, password=different_person_password)
     with transaction() as session:
         _investigator(session, actor, site_id)
         site = session.get(Site, site_id)
@@ -110,9 +123,21 @@ def screen_subject(
             reason=backdate_reason,
         )
         _check_birth(dob, screening.on)
-        return _register(
-            session, actor, site_id=site_id, date_of_birth=dob, sex=sex, screening=screening
+        found = persons.matches(session, key=key, site_id=site_id)
+        if found and different_person_password is None:
+            persons.refuse_duplicate(found)
+        subject = _register(
+            session,
+            actor,
+            site_id=site_id,
+            date_of_birth=dob,
+            sex=sex,
+            screening=screening,
+            person_key=key,
         )
+        if found:
+            _sign_distinct_person(session, actor, subject, found)
+        return subject
 
 
 def _check_birth(dob: date, screening_date: date) -> None:
@@ -128,6 +153,30 @@ def _check_birth(dob: date, screening_date: date) -> None:
         )
 
 
+def _sign_distinct_person(
+    session: Session, actor: Actor, subject: Subject, found: persons.Matches
+) -> None:
+    signature = sign(
+        session,
+        actor=actor,
+        meaning=f"I confirm that the person screened as {subject.screening_number} is not "
+        f"the person already screened as {found.described()}",
+        entity_type="subject",
+        entity_id=subject.id,
+    )
+    subject.distinct_person_signature_id = signature.id
+    audit.record(
+        session,
+        actor=actor,
+        action="subject.distinct_person_confirmed",
+        entity_type="subject",
+        entity_id=subject.id,
+        site_id=subject.site_id,
+        subject_id=subject.id,
+        after={"screening_number": subject.screening_number, "matched": found.described()},
+    )
+
+
 def _register(
     session: Session,
     actor: Actor,
@@ -137,6 +186,7 @@ def _register(
     sex: str,
     screening: StatedDate | None = None,
     rescreen_of: Subject | None = None,
+    person_key: str | None = None,
 ) -> Subject:
     """Insert the subject; its screening number is the site code plus the site's next
     sequence number, never reused."""
@@ -161,6 +211,10 @@ def _register(
         date_of_birth=date_of_birth,
         screening_date=today,
         rescreen_of_id=rescreen_of.id if rescreen_of else None,
+        person_key=rescreen_of.person_key if rescreen_of else person_key,
+        distinct_person_signature_id=(
+            rescreen_of.distinct_person_signature_id if rescreen_of else None
+        ),
         created_at=now,
         created_by_id=actor.user_id,
         status_changed_at=now,
@@ -250,7 +304,7 @@ def record_assessment(
             previous_step="screening date",
             reason=backdate_reason,
         )
-        ctx = context_for(subject, assessed.on)
+        ctx = with_drug_classes(session, subject.id, context_for(subject, assessed.on))
         errors = errors + eng.validate(typed, ctx)
         if errors:
             raise InvalidInput(
@@ -297,6 +351,7 @@ def record_assessment(
                 "answers": json.loads(row.answers),
                 "computed": json.loads(row.computed),
                 **assessed.audit_fields("assessment_date"),
+                "drug_classes": dict(ctx.drug_classes),
             },
             reason=assessed.backdate_reason,
         )
@@ -442,7 +497,11 @@ def rescreen_subject(*, actor: Actor, subject_id: int) -> Subject:
         already = session.scalar(
             select(func.count()).select_from(Subject).where(Subject.rescreen_of_id == subject.id)
         )
-        if already or _rescreens_before(session, subject) >= allowed:
+        # Every path counts: the re-screen chain and any other screening of the same person.
+        used = max(
+            _rescreens_before(session, subject), persons.screenings_of_person(session, subject) - 1
+        )
+        if already or used >= allowed:
             raise Conflict(
                 f"subject_id: the protocol allows {allowed} re-screening(s) and "
                 f"{subject.screening_number} has used them",
@@ -465,7 +524,9 @@ def evaluate_stored(subject: Subject, row: EligibilityAssessment) -> Assessment:
     eng = engine()
     typed, _ = eng.parse(json.loads(row.answers))
     on = row.assessment_date or clock.local_date(row.assessed_at, subject.site)
-    return eng.assess(typed, context_for(subject, on))
+    session = object_session(subject)
+    ctx = context_for(subject, on)
+    return eng.assess(typed, with_drug_classes(session, subject.id, ctx) if session else ctx)
 
 
 def require_confirmed_eligible(session: Session, subject: Subject) -> EligibilityAssessment:

@@ -13,7 +13,7 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import InvalidInput, IWRSError
 from iwrs.models.sites import SiteStatus
-from iwrs.services import queries, subjects
+from iwrs.services import drug_classes, queries, subjects
 
 bp = Blueprint("subjects", __name__, url_prefix="/subjects")
 MEDICATION_ROWS = 8
@@ -48,6 +48,8 @@ def screen():  # type: ignore[no-untyped-def]
             sex=request.form.get("sex", ""),
             screening_date=request.form.get("screening_date") or None,
             backdate_reason=request.form.get("backdate_reason") or None,
+            initials=request.form.get("initials", "").strip() or None,
+            different_person_password=request.form.get("different_person_password") or None,
         )
     except IWRSError as refusal:
         flash(refusal.message, "error")
@@ -109,6 +111,7 @@ def _render_detail(
         sections=_sections(engine.fields()),
         labels={spec.name: spec.label for spec in engine.fields()},
         drugs=engine.drug_names(),
+        drug_classes=engine.dictionary.classifiable() if engine.dictionary else (),
         medication_rows=MEDICATION_ROWS,
         rescreen=queries.rescreen_of(subject.id),
         criteria_version=subjects.protocol().criteria_version,
@@ -191,6 +194,24 @@ def withdraw(subject_id: int):  # type: ignore[no-untyped-def]
         flash(refusal.message, "error")
         return _render_detail(subject_id, status=refusal.status)
     flash(f"Subject {subject.screening_number} withdrawn.", "info")
+    return redirect(url_for("subjects.detail", subject_id=subject_id))
+
+
+@bp.post("/<int:subject_id>/classify-drug")
+@requires(Permission.SCREEN_SUBJECTS)
+def classify_drug(subject_id: int):  # type: ignore[no-untyped-def]
+    try:
+        row = drug_classes.classify_drug(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            drug=request.form.get("drug", ""),
+            drug_class=request.form.get("drug_class", ""),
+            signer_password=request.form.get("signature_password", ""),
+        )
+    except IWRSError as refusal:
+        flash(refusal.message, "error")
+        return _render_detail(subject_id, status=refusal.status)
+    flash(f"{row.drug} classified as {row.drug_class}; assess again to apply it.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject_id))
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
-from tests.conftest import PASSWORD, make_settings
+from tests.conftest import PASSWORD, initials_for, make_settings, next_initials
 
 SHIPPED_PROTOCOL = Path(__file__).resolve().parents[2] / "iwrs" / "protocols" / "gensci048-204.toml"
 SITES = ("CN01", "CN02", "CN03", "CN04")
@@ -212,6 +212,8 @@ def screen(world: World, code: str, *, sex: str = "female") -> Any:
         site_id=world.sites[code],
         date_of_birth="1966-05-14",
         sex=sex,
+        # worker processes run side by side: the process id keeps their persons apart
+        initials=initials_for(os.getpid()) + next_initials(),
     )
 
 

@@ -14,7 +14,7 @@ from iwrs.demo import eligible_answers
 from iwrs.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from iwrs.models import AuditEvent, EligibilityAssessment, Site, SiteStatus, Subject
 from iwrs.services import sites, subjects
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, next_initials
 
 
 @pytest.fixture
@@ -38,7 +38,8 @@ def investigator(active_sites, make_user):
 
 
 def screen(investigator, site_id, **overrides):
-    values = {"date_of_birth": "1968-04-02", "sex": "female"} | overrides
+    values = {"date_of_birth": "1968-04-02", "sex": "female", "initials": next_initials()}
+    values |= overrides
     return subjects.screen_subject(actor=Actor.of(investigator), site_id=site_id, **values)
 
 

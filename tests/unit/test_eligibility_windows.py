@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iwrs.drugs import DrugDictionary
 from iwrs.eligibility import Context, Engine, add_months, months_before
 from tests.unit.test_eligibility import CTX, DAY1, PROTOCOL, SCREENING, assess, baseline, result
 
@@ -118,12 +119,13 @@ WASHOUTS = [
     ("E3.3b", date(2025, 12, 20)),  # 3 months
     ("E3.3c", date(2026, 1, 31)),  # 30 days (longer than 5 half-lives of each drug)
 ]
+DICTIONARY = DrugDictionary.from_table(PROTOCOL.eligibility_tables["drug_dictionary"])
 WASHOUT_DRUGS = [
     (number, drug, edge)
     for number, edge in WASHOUTS
     for c in PROTOCOL.criteria
     if c.number == number
-    for drug in c.params["drugs"]
+    for drug in DICTIONARY.in_classes(tuple(c.params["classes"]))
 ]
 
 
@@ -142,10 +144,17 @@ def test_washouts_need_the_planned_day1_and_the_medication_list():
     assert status(medications=None)["E3.3c"] == "missing"
 
 
-def test_a_drug_on_no_list_is_left_to_the_investigator():
+def test_a_drug_off_the_dictionary_stays_incomplete_until_the_investigator_classifies_it():
     meds = [{"drug": "other:baricitinib", "ongoing": True}]
     assessment = assess(baseline(medications=meds))
-    assert assessment.outcome == "eligible"
+    assert assessment.outcome == "incomplete"
+    assert "drug_class:baricitinib" in assessment.missing_fields
+    classified = dataclasses.replace(CTX, drug_classes={"baricitinib": "washout_30_days"})
+    assessment = assess(baseline(medications=meds), classified)
+    assert assessment.outcome == "not_eligible"
+    assert [r.number for r in assessment.failing] == ["E3.3c"]
+    harmless = dataclasses.replace(CTX, drug_classes={"baricitinib": "not_restricted"})
+    assert assess(baseline(medications=meds), harmless).outcome == "eligible"
 
 
 def test_five_half_lives_apply_when_longer_than_30_days():

@@ -144,6 +144,8 @@ def test_another_protocol_file_is_chosen_by_environment(tmp_path: Path, monkeypa
     from iwrs.config import Settings
 
     other = tmp_path / "other.toml"
+    dictionary = DEFAULT_PROTOCOL.parent / "drugs-gensci048-204.toml"
+    (tmp_path / dictionary.name).write_text(dictionary.read_text())
     other.write_text(
         DEFAULT_PROTOCOL.read_text().replace('id = "GenSci048-204"', 'id = "OTHER-001"')
     )

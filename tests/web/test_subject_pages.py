@@ -13,7 +13,7 @@ from iwrs.eligibility import Engine
 from iwrs.models import EligibilityAssessment, Site, SiteStatus, Subject
 from iwrs.protocol import load_protocol
 from iwrs.services import sites, subjects, users
-from tests.conftest import PASSWORD, csrf_from
+from tests.conftest import PASSWORD, csrf_from, next_initials
 
 ENGINE = Engine(load_protocol())
 
@@ -62,7 +62,14 @@ def investigator(login_as, site_ids):
 
 def register(client, site_code="CN01"):
     response = post(
-        client, "/subjects/", {"site_code": site_code, "date_of_birth": "1966-09-30", "sex": "male"}
+        client,
+        "/subjects/",
+        {
+            "site_code": site_code,
+            "date_of_birth": "1966-09-30",
+            "sex": "male",
+            "initials": next_initials(),
+        },
     )
     assert response.status_code == 302, response.get_data(as_text=True)
     return int(response.headers["Location"].rsplit("/", 1)[1])

@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
-from iwrs.services import queries, subjects
+from iwrs.services import drug_classes, queries, subjects
 
 blp = Blueprint(
     "Subjects", __name__, url_prefix="/subjects", description="Screening and eligibility"
@@ -49,6 +49,29 @@ class ScreenSchema(Schema):
     sex = fields.String(required=True, validate=validate.OneOf(subjects.SEXES))
     screening_date = fields.String(load_default=None, metadata={"description": STATED})
     backdate_reason = fields.String(load_default=None, validate=validate.Length(max=1000))
+    initials = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=12),
+        metadata={
+            "description": "the person's initials; stored only inside a keyed hash with date of "
+            "birth and sex, to find the same person screened before at any site (without "
+            "initials the match is on date of birth and sex alone)"
+        },
+    )
+    different_person_signature_password = fields.String(
+        load_default=None,
+        load_only=True,
+        metadata={
+            "description": "e-signature (the caller's password) confirming that a possible "
+            "duplicate (409 possible_duplicate) is a different person"
+        },
+    )
+
+
+class DrugClassificationSchema(Schema):
+    drug = fields.String(required=True, validate=validate.Length(min=1, max=120))
+    drug_class = fields.String(required=True)
+    signature_password = fields.String(required=True, load_only=True)
 
 
 class CriterionResultSchema(Schema):
@@ -107,6 +130,30 @@ class FieldSpecSchema(Schema):
     choices = fields.List(fields.String())
     not_done_allowed = fields.Boolean()
     help = fields.String()
+    drugs = fields.Method(
+        "_drugs",
+        metadata={
+            "description": "medications only: every accepted drug name (canonical, "
+            "synonym or misspelling) with its drug, class and ATC code"
+        },
+    )
+    drug_classes = fields.Method(
+        "_classes",
+        metadata={
+            "description": "medications only: the classes a drug off the dictionary "
+            "may be classified into (POST .../drug-classifications)"
+        },
+    )
+
+    def _drugs(self, spec):  # type: ignore[no-untyped-def]
+        dictionary = subjects.engine().dictionary
+        return dictionary.listing() if spec.kind == "medications" and dictionary else []
+
+    def _classes(self, spec):  # type: ignore[no-untyped-def]
+        dictionary = subjects.engine().dictionary
+        if spec.kind != "medications" or dictionary is None:
+            return []
+        return [{"code": c.code, "label": c.label} for c in dictionary.classifiable()]
 
 
 def _assessment_view(row, result=None):  # type: ignore[no-untyped-def]
@@ -147,6 +194,8 @@ class Subjects(MethodView):
             sex=body["sex"],
             screening_date=body["screening_date"],
             backdate_reason=body["backdate_reason"],
+            initials=body["initials"],
+            different_person_password=body["different_person_signature_password"],
         )
         return queries.visible_subject(current_user, subject.id)
 
@@ -196,6 +245,27 @@ class Assessments(MethodView):
             backdate_reason=body["backdate_reason"],
         )
         return _assessment_view(record.row, record.result)
+
+
+@blp.route("/<int:subject_id>/drug-classifications")
+class DrugClassifications(MethodView):
+    @blp.arguments(DrugClassificationSchema)
+    @blp.response(201, DrugClassificationSchema)
+    @blp.alt_response(401, **PROBLEM)
+    @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(422, **PROBLEM)
+    @requires(Permission.SCREEN_SUBJECTS)
+    def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
+        """Classify a drug off the dictionary into a protocol class (e-signature); the next
+        assessment judges it by that class."""
+        row = drug_classes.classify_drug(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            drug=body["drug"],
+            drug_class=body["drug_class"],
+            signer_password=body["signature_password"],
+        )
+        return {"drug": row.drug, "drug_class": row.drug_class}
 
 
 @blp.route("/<int:subject_id>/eligibility-decision")
