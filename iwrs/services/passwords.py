@@ -19,7 +19,7 @@ from iwrs.auth import Permission, hash_password
 from iwrs.db import transaction
 from iwrs.errors import Conflict, Forbidden, InvalidInput, NotFound
 from iwrs.models.unblinding import Notification
-from iwrs.models.users import User, UserNotice
+from iwrs.models.users import Role, User, UserNotice
 from iwrs.services import users
 
 _WHY = {
@@ -163,10 +163,30 @@ def change_own_password(*, actor: Actor, current_password: str, new_password: st
 
 def set_password(*, actor: Actor, user_id: int, new_password: str) -> User:
     """The CLI operator's set-password (bootstrap, or a user without e-mail): the password is
-    temporary, so the user must replace it at the next sign-in and cannot sign with it."""
+    temporary, so the user must replace it at the next sign-in and cannot sign with it.
+
+    Decision (DESIGN rule 11): the operator knows the password set, so it is refused for a user
+    with an e-mail (rule email_on_file: the admin's signed reset mails them one) and for an
+    unblinded statistician (rule two_person_approval: a forgotten one is deactivated and a new
+    account requested and approved). Otherwise the operator could sign in as that person
+    after the forced change, and the trail would name them."""
     if actor.role != "system":
         raise Forbidden("only the CLI operator sets a password", rule="system_only")
     user_row = users.get_user(user_id)
+    if user_row.role == Role.UNBLINDED_STATISTICIAN:
+        raise Forbidden(
+            f"user_id: nobody sets the password of the unblinded account {user_row.username}; "
+            "deactivate it and request a new one (two-person approval)",
+            field="user_id",
+            rule="two_person_approval",
+        )
+    if user_row.email is not None:
+        raise Forbidden(
+            f"user_id: {user_row.username} has an e-mail; an admin's signed reset sends them "
+            "a temporary password",
+            field="user_id",
+            rule="email_on_file",
+        )
     users.check_password_rules(new_password, username=user_row.username)
     password_hash = hash_password(new_password)
     with transaction() as session:
