@@ -13,6 +13,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from blinding.sealing import Sealer, SealError
 from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission, hash_password
@@ -30,6 +31,36 @@ _WHY = {
 
 
 TEMPORARY_PASSWORD_LINE = "Temporary password: "  # noqa: S105 - a label, not a secret
+SEALED = "sealed:"
+
+
+def _outbox_sealer() -> Sealer:
+    """A sealer under a key derived from the blinding key (outside the database)."""
+    from iwrs.services.supply import sealer
+
+    return Sealer(sealer().derive_key(label="outbox temporary passwords"))
+
+
+def _context(recipient: str) -> str:
+    return f"temporary-password:{recipient}"
+
+
+def with_credentials(body: str, recipient: str) -> str:
+    """An outbox message as mailed: its sealed temporary password opened for `recipient` (the
+    only address it opens for). A line that does not open (moved to another message, or sealed
+    before a blinding-key rotation) is left out, as `without_credentials` shows it."""
+    lines = []
+    for line in body.split("\n"):
+        if line.startswith(TEMPORARY_PASSWORD_LINE + SEALED):
+            token = line[len(TEMPORARY_PASSWORD_LINE + SEALED) :]
+            try:
+                line = TEMPORARY_PASSWORD_LINE + _outbox_sealer().unseal(
+                    token, context=_context(recipient)
+                )
+            except SealError:
+                line = without_credentials(line)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def without_credentials(body: str) -> str:
@@ -50,8 +81,11 @@ def temporary_password() -> str:
 
 def send_temporary_password(session: Session, *, user: User, password: str, why: str) -> None:
     """Queue the one-time password in the outbox to the user's own address, in the caller's
-    transaction. It is the only copy in clear: never shown, logged or audited."""
+    transaction. It is never shown, logged or audited, and the outbox holds it only sealed
+    (bound to the address): a database reader finds no usable password (issue 10); sending
+    opens it for the mail alone (`with_credentials`)."""
     assert user.email is not None
+    sealed = _outbox_sealer().seal(password, context=_context(user.email))
     study = current_app.extensions["iwrs.protocol"].study_id
     session.add(
         Notification(
@@ -59,7 +93,7 @@ def send_temporary_password(session: Session, *, user: User, password: str, why:
             subject_line=f"[{study}] Your temporary IWRS password",
             body=(
                 f"{_WHY[why]} ({user.username}).\n"
-                f"{TEMPORARY_PASSWORD_LINE}{password}\n"
+                f"{TEMPORARY_PASSWORD_LINE}{SEALED}{sealed}\n"
                 "Sign in with it and choose a new password at once; until you do, you can do "
                 "nothing else and cannot sign. If you did not expect this, tell your trial "
                 "administrator and the sponsor's quality assurance.\n"

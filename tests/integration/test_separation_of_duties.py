@@ -37,7 +37,7 @@ def outbox_password(address: str) -> str:
     notes = read_session().scalars(
         select(Notification).where(Notification.recipient == address).order_by(Notification.id)
     )
-    bodies = [TEMPORARY.search(n.body) for n in notes]
+    bodies = [TEMPORARY.search(passwords.with_credentials(n.body, n.recipient)) for n in notes]
     found = [m.group(1) for m in bodies if m]
     assert found, f"no temporary password sent to {address}"
     return found[-1]
@@ -557,3 +557,34 @@ def test_an_address_already_on_an_account_gets_no_new_account(people):
     assert error.rule == "email_in_use"  # a pending request holds its address too
     read_session().rollback()
     assert read_session().scalars(select(User).where(User.username == "inv.two")).all() == []
+
+
+# --- a database reader ------------------------------------------------------------------------
+
+
+def test_a_database_reader_finds_no_usable_temporary_password_in_the_outbox(people):
+    """Before the outbox is sent (and forever when it goes to the log), a reader of the
+    notification table must not find a password to sign in with: the line is sealed under a key
+    outside the database, bound to its recipient, and opened only to send the mail."""
+    from sqlalchemy import text
+
+    investigator = people["investigator"]
+    passwords.reset_password(
+        actor=Actor.of(people["admin"]), user_id=investigator.id, signer_password=PASSWORD
+    )
+    read_session().rollback()
+    raw = [
+        row.body
+        for row in read_session().execute(
+            text("SELECT body FROM notification WHERE recipient = 'inv@example.org'")
+        )
+    ]
+    (line,) = [m.group(1) for m in (TEMPORARY.search(body) for body in raw) if m]
+    with pytest.raises(AuthenticationFailed):
+        users.sign_in(username=investigator.username, password=line)
+    temporary = outbox_password("inv@example.org")  # opened with the key, as sending does
+    assert temporary != line and temporary not in "".join(raw)
+    assert users.sign_in(username=investigator.username, password=temporary).id == investigator.id
+    # Moved to another recipient's message, the sealed line opens for nobody.
+    other = "someone.else@example.org"
+    assert passwords.with_credentials(raw[0], other) == passwords.without_credentials(raw[0])
