@@ -7,6 +7,13 @@ with more than two treatments, the smallest p-value over the pairs times the num
 (Bonferroni). Exact distribution of U when n1 * n2 <= EXACT_MAX (numbers are distinct, so no
 ties); otherwise the normal approximation with continuity and tie correction.
 
+Numbers can also encode the treatment without ranking it: one treatment on even numbers and the
+other on odd ones, interleaved, or a digit that spells the treatment. The rank sums are then
+alike, so the test adds, for integer numbers, a chi-square test of independence between the
+treatment and each digit position, and between the treatment and the number's residue modulo
+2 to 12 (tables over the values that occur). The kit-number test's p-value is the smallest of
+the rank test's and these, times how many there were (Bonferroni over all of them).
+
 Decision: the warning threshold is ALPHA = 0.001. A randomly numbered list warns about once in
 a thousand imports (a warning asks for a look at the vendor's numbering; it refuses nothing),
 while a list of 50 + 50 kits whose lower half holds 30 kits of one arm in a run is caught
@@ -17,12 +24,20 @@ list never warns.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import combinations
 
-__all__ = ["ALPHA", "EXACT_MAX", "RankTest", "kit_number_rank_test", "rank_sum_p_value"]
+__all__ = [
+    "ALPHA",
+    "EXACT_MAX",
+    "RankTest",
+    "chi_square_independence",
+    "chi_square_sf",
+    "kit_number_rank_test",
+    "rank_sum_p_value",
+]
 
 ALPHA = 0.001
 EXACT_MAX = 400
@@ -94,15 +109,95 @@ def rank_sum_p_value(first: Sequence[int], second: Sequence[int]) -> float:
     return min(1.0, math.erfc(z / math.sqrt(2)))
 
 
+RESIDUES = range(2, 13)
+
+
 def kit_number_rank_test(
     numbers_by_treatment: Mapping[str, Sequence[int]], *, alpha: float = ALPHA
 ) -> RankTest:
-    """Test whether kit numbers (as integers) differ in distribution between treatments."""
+    """Test whether kit numbers (as integers) differ between treatments: in distribution (rank
+    sums over each pair of treatments) or, for integers, in a digit or a residue (chi-square)."""
     pairs = list(combinations(sorted(numbers_by_treatment), 2))
     if not pairs:
         return RankTest(p_value=1.0, warning=False)
-    smallest = min(
+    p_values = [
         rank_sum_p_value(numbers_by_treatment[a], numbers_by_treatment[b]) for a, b in pairs
-    )
-    p_value = min(1.0, smallest * len(pairs))
+    ]
+    p_values += _pattern_p_values(numbers_by_treatment)
+    p_value = min(1.0, min(p_values) * len(p_values))
     return RankTest(p_value=p_value, warning=p_value < alpha)
+
+
+def _pattern_p_values(numbers_by_treatment: Mapping[str, Sequence[int]]) -> list[float]:
+    """Chi-square p-values of treatment against each digit position and each residue."""
+    rows = sorted(numbers_by_treatment)
+    values = [n for r in rows for n in numbers_by_treatment[r]]
+    if not values or not all(isinstance(n, int) and n >= 0 for n in values):
+        return []
+    width = max(len(str(n)) for n in values)
+    features: list[Callable[[int], int]] = [_digit(i, width) for i in range(width)]
+    features += [_residue(m) for m in RESIDUES]
+    return [
+        chi_square_independence([[f(n) for n in numbers_by_treatment[r]] for r in rows])
+        for f in features
+    ]
+
+
+def _digit(position: int, width: int) -> Callable[[int], int]:
+    return lambda n: int(str(n).zfill(width)[position])
+
+
+def _residue(modulus: int) -> Callable[[int], int]:
+    return lambda n: n % modulus
+
+
+def chi_square_independence(samples: Sequence[Sequence[int]]) -> float:
+    """The p-value of Pearson's chi-square test that the category counts of the samples (one
+    sample per treatment, each a list of category values) come from one distribution. 1.0 when
+    fewer than two samples or categories occur."""
+    samples = [s for s in samples if s]
+    categories = sorted({c for s in samples for c in s})
+    if len(samples) < 2 or len(categories) < 2:
+        return 1.0
+    n = sum(len(s) for s in samples)
+    column = {c: sum(s.count(c) for s in samples) for c in categories}
+    statistic = 0.0
+    for sample in samples:
+        for c in categories:
+            expected = len(sample) * column[c] / n
+            statistic += (sample.count(c) - expected) ** 2 / expected
+    return chi_square_sf(statistic, (len(samples) - 1) * (len(categories) - 1))
+
+
+def chi_square_sf(x: float, df: int) -> float:
+    """P(X >= x) for X chi-square with `df` degrees of freedom (regularized upper gamma)."""
+    if x <= 0:
+        return 1.0
+    a, z = df / 2, x / 2
+    log_front = -z + a * math.log(z) - math.lgamma(a)
+    if z < a + 1:  # series for the lower gamma
+        term = total = 1 / a
+        k = 1
+        while term > total * 1e-15:
+            term *= z / (a + k)
+            total += term
+            k += 1
+        return min(1.0, max(0.0, 1 - total * math.exp(log_front)))
+    # Lentz's continued fraction for the upper gamma
+    tiny = 1e-300
+    b = z + 1 - a
+    c, d = 1 / tiny, 1 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        step = d * c
+        h *= step
+        if abs(step - 1) < 1e-15:
+            break
+    return min(1.0, max(0.0, math.exp(log_front) * h))

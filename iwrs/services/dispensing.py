@@ -181,6 +181,8 @@ def dispense(
         today = clock.today(site)
         stated = _stated_visit_date(session, subject, day1, visit_code, visit_date, backdate_reason)
         on = stated.on
+        if kind == "scheduled":
+            _visit_current(day1, visit, on)
         out_of_window = kind == "scheduled" and not visit.earliest <= on <= visit.latest
         if out_of_window and not reason.strip():
             raise InvalidInput(
@@ -299,6 +301,33 @@ def _dosing_visit(day1: date, visit_code: str) -> VisitPlan:
     return visit
 
 
+def _visit_current(day1: date, visit: VisitPlan, today: date) -> None:
+    """A scheduled kit is dispensed from the first day of its visit's window (rule
+    window_not_open) until the window of the protocol's next visit opens (rule visit_missed);
+    late within that stretch takes the pharmacist's reason (rule out_of_window).
+
+    Decision (issue 10, finding 4): without this, a pharmacist could dispense a subject's later
+    visits ahead, on free text alone, drawing kits of one arm until "no dispensable kit" splits
+    the shelf by arm. So a subject has at most one scheduled kit open to dispensing at a time -
+    its real demand. A kit outside that stretch (a missed visit) is an unscheduled kit: the
+    investigator's signed request, capped per visit."""
+    if today < visit.earliest:
+        raise Conflict(
+            f"visit_code: the window of {visit.code} opens on {visit.earliest}; "
+            "nothing was dispensed",
+            field="visit_code",
+            rule="window_not_open",
+        )
+    later = [v.earliest for v in visit_plan(day1) if v.target > visit.target]
+    if later and today >= min(later):
+        raise Conflict(
+            f"visit_code: {visit.code} was missed (the next visit's window opened on "
+            f"{min(later)}); a kit now needs the investigator's signed unscheduled request",
+            field="visit_code",
+            rule="visit_missed",
+        )
+
+
 def _requester(session: Session, actor: Actor, subject_id: int, *, lock: bool) -> Subject:
     """The subject, if the actor is an investigator of its site and it is on study treatment."""
     user = acting_user(session, actor, Permission.RANDOMIZE)
@@ -343,7 +372,13 @@ def request_extra_kit(
         randomization = session.scalars(
             select(Randomization).where(Randomization.subject_id == subject.id)
         ).one()
-        _dosing_visit(date.fromisoformat(randomization.randomized_on), visit_code)
+        visit = _dosing_visit(date.fromisoformat(randomization.randomized_on), visit_code)
+        if clock.today(subject.site) < visit.earliest:  # an extra kit belongs to a visit already reached
+            raise Conflict(
+                f"visit_code: the window of {visit_code} opens on {visit.earliest}",
+                field="visit_code",
+                rule="window_not_open",
+            )
         earlier = (
             session.scalar(
                 select(func.count())
@@ -394,7 +429,8 @@ def request_extra_kit(
             session,
             kind="kit_requested",
             site_id=site.id,
-            actor=actor,
+            actor=Actor.system("kit-requests"),
+            trigger={"event": "kit.requested", "kit_request": row.id},
             once=False,
             message=f"Site {site.code}: an investigator requested a {kind} kit at visit "
             f"{visit_code}.",

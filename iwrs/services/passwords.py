@@ -13,13 +13,14 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from blinding.sealing import Sealer, SealError
 from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission, hash_password
 from iwrs.db import transaction
 from iwrs.errors import Conflict, Forbidden, InvalidInput, NotFound
 from iwrs.models.unblinding import Notification
-from iwrs.models.users import User, UserNotice
+from iwrs.models.users import Role, User, UserNotice
 from iwrs.services import users
 
 _WHY = {
@@ -30,6 +31,36 @@ _WHY = {
 
 
 TEMPORARY_PASSWORD_LINE = "Temporary password: "  # noqa: S105 - a label, not a secret
+SEALED = "sealed:"
+
+
+def _outbox_sealer() -> Sealer:
+    """A sealer under a key derived from the blinding key (outside the database)."""
+    from iwrs.services.supply import sealer
+
+    return Sealer(sealer().derive_key(label="outbox temporary passwords"))
+
+
+def _context(recipient: str) -> str:
+    return f"temporary-password:{recipient}"
+
+
+def with_credentials(body: str, recipient: str) -> str:
+    """An outbox message as mailed: its sealed temporary password opened for `recipient` (the
+    only address it opens for). A line that does not open (moved to another message, or sealed
+    before a blinding-key rotation) is left out, as `without_credentials` shows it."""
+    lines = []
+    for line in body.split("\n"):
+        if line.startswith(TEMPORARY_PASSWORD_LINE + SEALED):
+            token = line[len(TEMPORARY_PASSWORD_LINE + SEALED) :]
+            try:
+                line = TEMPORARY_PASSWORD_LINE + _outbox_sealer().unseal(
+                    token, context=_context(recipient)
+                )
+            except SealError:
+                line = without_credentials(line)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def without_credentials(body: str) -> str:
@@ -50,8 +81,11 @@ def temporary_password() -> str:
 
 def send_temporary_password(session: Session, *, user: User, password: str, why: str) -> None:
     """Queue the one-time password in the outbox to the user's own address, in the caller's
-    transaction. It is the only copy in clear: never shown, logged or audited."""
+    transaction. It is never shown, logged or audited, and the outbox holds it only sealed
+    (bound to the address): a database reader finds no usable password (issue 10); sending
+    opens it for the mail alone (`with_credentials`)."""
     assert user.email is not None
+    sealed = _outbox_sealer().seal(password, context=_context(user.email))
     study = current_app.extensions["iwrs.protocol"].study_id
     session.add(
         Notification(
@@ -59,7 +93,7 @@ def send_temporary_password(session: Session, *, user: User, password: str, why:
             subject_line=f"[{study}] Your temporary IWRS password",
             body=(
                 f"{_WHY[why]} ({user.username}).\n"
-                f"{TEMPORARY_PASSWORD_LINE}{password}\n"
+                f"{TEMPORARY_PASSWORD_LINE}{SEALED}{sealed}\n"
                 "Sign in with it and choose a new password at once; until you do, you can do "
                 "nothing else and cannot sign. If you did not expect this, tell your trial "
                 "administrator and the sponsor's quality assurance.\n"
@@ -163,10 +197,30 @@ def change_own_password(*, actor: Actor, current_password: str, new_password: st
 
 def set_password(*, actor: Actor, user_id: int, new_password: str) -> User:
     """The CLI operator's set-password (bootstrap, or a user without e-mail): the password is
-    temporary, so the user must replace it at the next sign-in and cannot sign with it."""
+    temporary, so the user must replace it at the next sign-in and cannot sign with it.
+
+    Decision (DESIGN rule 11): the operator knows the password set, so it is refused for a user
+    with an e-mail (rule email_on_file: the admin's signed reset mails them one) and for an
+    unblinded statistician (rule two_person_approval: a forgotten one is deactivated and a new
+    account requested and approved). Otherwise the operator could sign in as that person
+    after the forced change, and the trail would name them."""
     if actor.role != "system":
         raise Forbidden("only the CLI operator sets a password", rule="system_only")
     user_row = users.get_user(user_id)
+    if user_row.role == Role.UNBLINDED_STATISTICIAN:
+        raise Forbidden(
+            f"user_id: nobody sets the password of the unblinded account {user_row.username}; "
+            "deactivate it and request a new one (two-person approval)",
+            field="user_id",
+            rule="two_person_approval",
+        )
+    if user_row.email is not None:
+        raise Forbidden(
+            f"user_id: {user_row.username} has an e-mail; an admin's signed reset sends them "
+            "a temporary password",
+            field="user_id",
+            rule="email_on_file",
+        )
     users.check_password_rules(new_password, username=user_row.username)
     password_hash = hash_password(new_password)
     with transaction() as session:

@@ -547,7 +547,8 @@ def _randomize(
             session,
             kind="stratum_exhausted",
             site_id=None,
-            actor=actor,
+            actor=Actor.system("list-check"),
+            trigger={"event": "randomization refused: no slot left", "stratum": stratum},
             message=f"Stratum {stratum} of list {rlist.name} has no slot left; extend "
             "the list by whole blocks.",
         )
@@ -582,7 +583,8 @@ def _randomize(
             session,
             kind="kit_mismatch",
             site_id=site.id,
-            actor=actor,
+            actor=Actor.system("stock-check"),
+            trigger={"event": "randomization refused: kit check failed", "site": site.code},
             message=f"Kit {kit.number if kit else '?'} failed the treatment check at "
             "randomization; quarantine the site's stock and call the unblinded team.",
         )

@@ -133,10 +133,10 @@ def _request(
             session,
             kind="depot_shortfall",
             site_id=site.id,
-            actor=actor,
+            actor=Actor.system("stock-check"),
             message=f"Depot {depot.code} could not fill the {kind} shipment for site "
             f"{site.code}: {short} kit(s) short. Release or import kits.",
-            trigger=trigger,
+            trigger=trigger or {"event": f"{kind} shipment requested", "by": actor.username},
         )
     if not picked:
         return None

@@ -75,6 +75,7 @@ def request_unblinded_account(
                 field="username",
                 rule="unique",
             )
+        users.require_unused_email(session, address)
         row = UnblindedAccessRequest(
             username=username,
             full_name=full_name.strip(),

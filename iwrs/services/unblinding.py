@@ -23,7 +23,7 @@ from iwrs.models.subjects import Subject
 from iwrs.models.unblinding import Notification, Unblinding
 from iwrs.models.users import User
 from iwrs.services import refusals
-from iwrs.services.passwords import without_credentials
+from iwrs.services.passwords import with_credentials, without_credentials
 from iwrs.services.randomization import slot_arm
 from iwrs.services.subjects import _investigator, protocol
 from iwrs.services.users import confirm_signature, sign
@@ -314,7 +314,7 @@ def send_notifications(*, actor: Actor) -> int:
                 message = EmailMessage()
                 message["To"], message["Subject"] = note.recipient, note.subject_line
                 message["From"] = os.environ.get("IWRS_SMTP_FROM", "iwrs@localhost")
-                message.set_content(note.body)
+                message.set_content(with_credentials(note.body, note.recipient))
                 with smtplib.SMTP(host, int(os.environ.get("IWRS_SMTP_PORT", "25"))) as smtp:
                     smtp.send_message(message)
                 note.channel = "smtp"

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from iwrs import audit, clock, validation
@@ -31,7 +31,15 @@ from iwrs.errors import (
     NotFound,
 )
 from iwrs.models.sites import Site
-from iwrs.models.users import ApiToken, Role, Signature, User, UserSite
+from iwrs.models.users import (
+    AccessRequestStatus,
+    ApiToken,
+    Role,
+    Signature,
+    UnblindedAccessRequest,
+    User,
+    UserSite,
+)
 from iwrs.services import passwords
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
@@ -137,6 +145,30 @@ def clean_email(email: str | None) -> str | None:
     return email
 
 
+def require_unused_email(session: Session, address: str, *, but: int | None = None) -> None:
+    """Refuse an address already on an account or a pending unblinded-access request (rule
+    email_in_use, case-insensitive). Decision (DESIGN rule 11): a temporary password goes to the
+    account's address, so an address serves one person's account; otherwise an admin could put
+    their own mailbox (or a colleague's) on a new account and receive its password."""
+    wanted = address.lower()
+    on_account = session.scalars(
+        select(User.id).where(func.lower(User.email) == wanted, User.id != (but or 0))
+    ).first()
+    requested = session.scalars(
+        select(UnblindedAccessRequest.id).where(
+            func.lower(UnblindedAccessRequest.email) == wanted,
+            UnblindedAccessRequest.status == AccessRequestStatus.PENDING,
+        )
+    ).first()
+    if on_account is not None or requested is not None:
+        raise Conflict(
+            "email: this address already belongs to an account or a pending request; "
+            "each person's account has its own address",
+            field="email",
+            rule="email_in_use",
+        )
+
+
 def check_identity(username: str, full_name: str) -> str:
     username = username.strip().lower()
     if not USERNAME.match(username):
@@ -213,6 +245,8 @@ def create_user(
             password_hash=password_hash,
             temporary=temporary,
         )
+        if email is not None:  # after the username's own check (rule unique comes first)
+            require_unused_email(session, email, but=user.id)
         if send_to is not None:
             passwords.send_temporary_password(
                 session, user=user, password=password, why="account_created"
@@ -262,7 +296,8 @@ def add_account(
 
 
 def assign_sites(*, actor: Actor, user_id: int, site_codes: Iterable[str]) -> User:
-    """Replace a site-role user's site assignments."""
+    """Replace a site-role user's site assignments (user managers only: rule permission)."""
+    require(actor, Permission.MANAGE_USERS)
     with transaction() as session:
         user = _get_user(session, user_id, lock=True)
         sites = _resolve_sites(session, user.role, site_codes)
@@ -282,7 +317,9 @@ def assign_sites(*, actor: Actor, user_id: int, site_codes: Iterable[str]) -> Us
 
 
 def deactivate_user(*, actor: Actor, user_id: int, reason: str, signer_password: str) -> User:
-    """Deactivate an account (never deleted); its sessions and tokens stop working at once."""
+    """Deactivate an account (never deleted); its sessions and tokens stop working at once.
+    User managers only (rule permission), never oneself (not_self), signed."""
+    require(actor, Permission.MANAGE_USERS)
     reason = validation.reason(reason)
     if actor.user_id == user_id:
         raise InvalidInput(

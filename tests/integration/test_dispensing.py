@@ -4,6 +4,7 @@ and unscheduled kits; discontinued subjects; a site out of the subject's treatme
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -236,6 +237,18 @@ def request_kit(world: World, subject_id: int, visit: str = "V1", **kw: Any) -> 
     )
 
 
+def raised_by(alert) -> tuple[object, str, str, bool]:  # type: ignore[no-untyped-def]
+    """Who the alert's audit event names: (user_id, role, auth, has a trigger). An alert is an
+    automatic action: the system's, citing its triggering event (issue 10)."""
+    read_session().rollback()
+    (event,) = read_session().scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "supply.alert_raised", AuditEvent.entity_id == str(alert.id)
+        )
+    )
+    return event.user_id, event.role, event.auth, "trigger" in json.loads(event.after)
+
+
 def alerts(kind: str) -> list[SupplyAlert]:
     read_session().rollback()
     return list(read_session().scalars(select(SupplyAlert).where(SupplyAlert.kind == kind)))
@@ -277,6 +290,7 @@ def test_replacement_and_unscheduled_kits_need_the_investigators_signed_request(
     row = request_kit(world, subject, kind=kind, reason="syringe dropped")
     assert row.signature_id is not None and row.dispensation_id is None
     assert [a.site_id for a in alerts("kit_requested")] == [world.sites["CN01"]]
+    assert raised_by(alerts("kit_requested")[0]) == (None, "system", "system", True)
     # Another kind than the one requested is still refused.
     other = "unscheduled" if kind == "replacement" else "replacement"
     refused(Conflict, dispense, world=world, subject_id=subject, visit="V1", kind=other)
@@ -292,6 +306,7 @@ def test_replacement_and_unscheduled_kits_need_the_investigators_signed_request(
     error = refused(Conflict, request_kit, world=world, subject_id=subject, kind=other)
     assert error.rule == "replacement_limit"
     # Every request alerts the supply manager, not only the first while one is open.
+    clock.advance(days=28 - 3 - 10)  # an extra kit belongs to a visit whose window has opened
     request_kit(world, subject, "V2", kind=kind)
     assert len(alerts("kit_requested")) == 2
     events = (
@@ -436,7 +451,9 @@ def _refusal_seen(world: World, subject_id: int, site: str, kind: str) -> tuple[
         [
             (e.action, e.entity_type, e.username.replace(site.lower(), "<site>"), neutral(e.after))
             for e in events
+            # The request itself, and its alert citing it by id, differ by construction.
             if e.action not in ("kit.requested", "esign.signed")
+            and '"kind":"kit_requested"' not in (e.after or "")
         ],
         sorted(
             (a.kind, neutral(a.message))
@@ -488,3 +505,37 @@ def test_other_sites_pharmacists_get_not_found(world, subject, clock):
         dispensation_id=987654,
         kit_number=result.kit_number,
     )
+
+
+# --- issue 10, finding 4 by the scheduled path: no drawing of later visits' kits ahead ---------
+
+
+def test_a_scheduled_kit_is_not_dispensed_before_its_window_opens(world, subject, clock):
+    """Dispensing a subject's later visits early on the pharmacist's free text alone would draw
+    kits of one arm until 'no dispensable kit' splits the shelf by arm (issue 10, finding 4)."""
+    clock.advance(days=1)
+    for visit in ("V2", "V3", "V6"):
+        error = refused(
+            Conflict, dispense, world=world, subject_id=subject, visit=visit, reason="travel"
+        )
+        assert (error.field, error.rule) == ("visit_code", "window_not_open")
+    clock.advance(days=28 - 3 - 1)  # the first day of V2's window
+    assert dispense(world, subject).visit_code == "V2"
+
+
+def test_a_missed_visit_is_not_dispensed_once_the_next_window_opens(world, subject, clock):
+    clock.advance(days=56 - 3)  # the first day of V3's window: V2 was missed
+    error = refused(
+        Conflict, dispense, world=world, subject_id=subject, visit="V2", reason="forgot"
+    )
+    assert (error.field, error.rule) == ("visit_code", "visit_missed")
+    assert dispense(world, subject, visit="V3").visit_code == "V3"
+
+
+def test_an_extra_kit_is_not_requested_for_a_visit_not_yet_open(world, subject, clock):
+    clock.advance(days=1)
+    before = ledger()
+    with pytest.raises(Conflict) as refusal:
+        request_kit(world, subject, visit="V4", kind="unscheduled")
+    assert (refusal.value.field, refusal.value.rule) == ("visit_code", "window_not_open")
+    assert ledger()[0] == before[0]

@@ -167,3 +167,23 @@ def test_lists_of_kits_come_in_kit_number_order_not_import_row_order(ctx, make_u
     assert expired == sorted(expired) and len(expired) == 24
     (event,) = events("kits.expired")
     assert json.loads(event.after)["kits"] == expired
+
+
+def test_kit_numbers_that_encode_the_treatment_in_a_digit_warn(ctx):
+    """Even bodies for one treatment, odd for the other, interleaved: the rank sums are alike
+    (finding 5, 'kit numbers that encode the arm'), the digit test catches it."""
+    import random
+
+    from blinding.kits import kit_number
+    from blinding.ranks import rank_sum_p_value
+
+    pool = random.Random(5).sample(range(50_000, 450_000), 40)
+    template = specs("VL-PAR", {"A": 20, "P": 20})
+    kits = [
+        dataclasses.replace(spec, number=kit_number(2 * body + (n % 2)), treatment="AP"[n % 2])
+        for n, (spec, body) in enumerate(zip(template, pool, strict=True))
+    ]
+    numbers = {t: [int(k.number) for k in kits if k.treatment == t] for t in "AP"}
+    assert rank_sum_p_value(numbers["A"], numbers["P"]) > ALPHA
+    report = supply.import_kits(actor=SYSTEM, csv_text=format_kit_list_csv(kits))
+    assert report.kits == 40 and report.rank_warning and report.rank_p_value < ALPHA

@@ -308,6 +308,18 @@ def test_study_site_and_stratum_caps(new_world):
         assert str(error) == "randomization refused: the study has reached its cap of 4"
 
 
+def raised_by(alert) -> tuple[object, str, str, bool]:  # type: ignore[no-untyped-def]
+    """Who the alert's audit event names: (user_id, role, auth, has a trigger). An alert is an
+    automatic action: the system's, citing its triggering event (issue 10)."""
+    read_session().rollback()
+    (event,) = read_session().scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "supply.alert_raised", AuditEvent.entity_id == str(alert.id)
+        )
+    )
+    return event.user_id, event.role, event.auth, "trigger" in json.loads(event.after)
+
+
 def one_block_per_stratum() -> str:
     rows = ["stratum,sequence,block,block_size,arm"]
     for stratum in ("disease=RA", "disease=SSc"):
@@ -332,6 +344,7 @@ def test_an_exhausted_stratum_refuses_alerts_and_never_wraps_until_extended(worl
     )
     (alert,) = alerts("stratum_exhausted")  # committed although the randomization was refused
     assert "disease=RA" in alert.message and alert.site_id is None
+    assert raised_by(alert) == (None, "system", "system", True)
     refused(Conflict, randomize, world, ids[4])
     assert len(alerts("stratum_exhausted")) == 1  # raised once while open
 

@@ -37,7 +37,7 @@ def outbox_password(address: str) -> str:
     notes = read_session().scalars(
         select(Notification).where(Notification.recipient == address).order_by(Notification.id)
     )
-    bodies = [TEMPORARY.search(n.body) for n in notes]
+    bodies = [TEMPORARY.search(passwords.with_credentials(n.body, n.recipient)) for n in notes]
     found = [m.group(1) for m in bodies if m]
     assert found, f"no temporary password sent to {address}"
     return found[-1]
@@ -241,8 +241,9 @@ def test_own_change_needs_the_current_password_and_a_new_one(people):
     assert fresh(user.id).failed_sign_ins == 1  # a wrong current password counts to the lockout
 
 
-def test_only_the_cli_operator_sets_a_password_and_it_is_temporary(people):
-    user = people["investigator"]
+def test_only_the_cli_operator_sets_a_password_and_it_is_temporary(people, make_user):
+    user = make_user("pharmacist", sites=["CN01"])  # no e-mail: the CLI is its only way
+    read_session().rollback()
     error = refused(
         lambda: passwords.set_password(
             actor=Actor.of(people["admin"]), user_id=user.id, new_password=PASSWORD + "!"
@@ -462,3 +463,128 @@ def test_a_mailed_temporary_password_is_removed_from_the_outbox(people, smtp_ser
     bodies = [n.body for n in read_session().scalars(select(Notification))]
     assert not any(temporary in body for body in bodies)
     assert users.sign_in(username=investigator.username, password=temporary).id == investigator.id
+
+
+# --- the services' own walls -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["investigator", "statistician"])
+def test_only_a_user_manager_assigns_sites_or_deactivates(people, who):
+    """The service checks its own permission, not only the route's decorator: an investigator
+    must not widen their own sites, nor anyone deactivate a colleague (rule permission)."""
+    actor = Actor.of(people[who])
+    investigator, statistician = people["investigator"], people["statistician"]
+    error = refused(
+        lambda: users.assign_sites(actor=actor, user_id=investigator.id, site_codes=["CN02"]),
+        Forbidden,
+    )
+    assert error.rule == "permission"
+    target = statistician if who == "investigator" else investigator
+    error = refused(
+        lambda: users.deactivate_user(
+            actor=actor, user_id=target.id, reason="gone", signer_password=PASSWORD
+        ),
+        Forbidden,
+    )
+    assert error.rule == "permission"
+    assert fresh(target.id).active
+    assert sorted(fresh(investigator.id).site_ids) == sorted(investigator.site_ids)
+    assert events("user.sites_assigned") == events("user.deactivated") == []
+
+
+def test_the_cli_operator_never_sets_the_password_of_a_mailable_or_unblinded_person(people):
+    """An operator who set a known password for the statistician (or anyone with an e-mail,
+    who gets a signed reset instead) could sign in as them after the forced change, and the
+    trail would name the statistician (issue 10: 'by any page, API call or CLI')."""
+    cli = Actor.system("cli:root", auth="cli")
+    for who, rule in (("investigator", "email_on_file"), ("statistician", "two_person_approval")):
+        user = people[who]
+        before = fresh(user.id).password_hash
+        error = refused(
+            lambda user=user: passwords.set_password(
+                actor=cli, user_id=user.id, new_password=PASSWORD + "!"
+            ),
+            Forbidden,
+        )
+        assert (error.field, error.rule) == ("user_id", rule)
+        assert fresh(user.id).password_hash == before
+    assert events("user.password_set") == []
+
+
+def test_an_address_already_on_an_account_gets_no_new_account(people):
+    """An admin who put their own mailbox (or a colleague's) on a new account would receive its
+    temporary password: an address serves one account (rule email_in_use), case-insensitive;
+    the approver's signature names the address for what a machine cannot know."""
+    admin = people["admin"]
+    with transaction() as session:
+        session.get(User, admin.id).email = "Admin@Example.org"
+        audit.record(session, actor=Actor.system("test"), action="test.email", entity_type="user")
+    actor = Actor.of(fresh(admin.id))
+    for address in ("admin@example.org", "INV@example.org"):
+        error = refused(
+            lambda address=address: unblinded_access.request_unblinded_account(
+                actor=actor, username="stat.two", full_name="Stat Two", email=address
+            ),
+            Conflict,
+        )
+        assert (error.field, error.rule) == ("email", "email_in_use")
+        error = refused(
+            lambda address=address: users.create_user(
+                actor=actor,
+                username="inv.two",
+                full_name="Inv Two",
+                role="investigator",
+                email=address,
+                site_codes=["CN01"],
+            ),
+            Conflict,
+        )
+        assert (error.field, error.rule) == ("email", "email_in_use")
+    unblinded_access.request_unblinded_account(
+        actor=actor, username="stat.two", full_name="Stat Two", email="stat.two@example.org"
+    )
+    error = refused(
+        lambda: users.create_user(
+            actor=actor,
+            username="inv.two",
+            full_name="Inv Two",
+            role="investigator",
+            email="Stat.Two@example.org",
+            site_codes=["CN01"],
+        ),
+        Conflict,
+    )
+    assert error.rule == "email_in_use"  # a pending request holds its address too
+    read_session().rollback()
+    assert read_session().scalars(select(User).where(User.username == "inv.two")).all() == []
+
+
+# --- a database reader ------------------------------------------------------------------------
+
+
+def test_a_database_reader_finds_no_usable_temporary_password_in_the_outbox(people):
+    """Before the outbox is sent (and forever when it goes to the log), a reader of the
+    notification table must not find a password to sign in with: the line is sealed under a key
+    outside the database, bound to its recipient, and opened only to send the mail."""
+    from sqlalchemy import text
+
+    investigator = people["investigator"]
+    passwords.reset_password(
+        actor=Actor.of(people["admin"]), user_id=investigator.id, signer_password=PASSWORD
+    )
+    read_session().rollback()
+    raw = [
+        row.body
+        for row in read_session().execute(
+            text("SELECT body FROM notification WHERE recipient = 'inv@example.org'")
+        )
+    ]
+    (line,) = [m.group(1) for m in (TEMPORARY.search(body) for body in raw) if m]
+    with pytest.raises(AuthenticationFailed):
+        users.sign_in(username=investigator.username, password=line)
+    temporary = outbox_password("inv@example.org")  # opened with the key, as sending does
+    assert temporary != line and temporary not in "".join(raw)
+    assert users.sign_in(username=investigator.username, password=temporary).id == investigator.id
+    # Moved to another recipient's message, the sealed line opens for nobody.
+    other = "someone.else@example.org"
+    assert passwords.with_credentials(raw[0], other) == passwords.without_credentials(raw[0])

@@ -346,6 +346,17 @@ def test_activation_requests_the_initial_shipment_four_kits_per_treatment(people
     assert accountability.check_ledger()[1] == []
 
 
+def raised_by(alert) -> tuple[object, str, str, bool]:  # type: ignore[no-untyped-def]
+    """Who the alert's audit event names: (user_id, role, auth, has a trigger). An alert is an
+    automatic action: the system's, citing its triggering event (issue 10)."""
+    (event,) = fresh().scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "supply.alert_raised", AuditEvent.entity_id == str(alert.id)
+        )
+    )
+    return event.user_id, event.role, event.auth, "trigger" in json.loads(event.after)
+
+
 def test_activation_with_an_empty_depot_succeeds_and_raises_a_blinded_shortfall_alert(people):
     site_id = activate(people.admin, "CN01")
     assert fresh().get(Site, site_id).status == SiteStatus.ACTIVE
@@ -353,6 +364,7 @@ def test_activation_with_an_empty_depot_succeeds_and_raises_a_blinded_shortfall_
     (alert,) = fresh().scalars(select(SupplyAlert)).all()
     assert (alert.kind, alert.site_id, alert.resolved_at) == ("depot_shortfall", site_id, None)
     assert "CN01" in alert.message and "8 kit(s) short" in alert.message
+    assert raised_by(alert) == (None, "system", "system", True)
     for word in (*ARMS, *ARM_NAMES, "active", "placebo", "arm", "treatment"):
         assert not re.search(rf"\b{word}\b", alert.message, re.IGNORECASE), alert.message
     assert audit_count("supply.alert_raised") == 1
