@@ -373,7 +373,8 @@ def request_extra_kit(
             select(Randomization).where(Randomization.subject_id == subject.id)
         ).one()
         visit = _dosing_visit(date.fromisoformat(randomization.randomized_on), visit_code)
-        if clock.today(subject.site) < visit.earliest:  # an extra kit belongs to a visit already reached
+        # An extra kit belongs to a visit already reached.
+        if clock.today(subject.site) < visit.earliest:
             raise Conflict(
                 f"visit_code: the window of {visit_code} opens on {visit.earliest}",
                 field="visit_code",
