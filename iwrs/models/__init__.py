@@ -21,6 +21,7 @@ from iwrs.models.users import (
     UnblindedAccessRequest,
     User,
     UserNotice,
+    UserSession,
     UserSite,
 )
 
@@ -59,5 +60,6 @@ __all__ = [
     "Unblinding",
     "User",
     "UserNotice",
+    "UserSession",
     "UserSite",
 ]

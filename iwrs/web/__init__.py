@@ -33,6 +33,7 @@ def init_app(app: Flask) -> None:
         sites,
         subjects,
         supply,
+        throttle,
         unblinding,
     )
 
@@ -57,6 +58,7 @@ def init_app(app: Flask) -> None:
     app.context_processor(_template_helpers)
     app.after_request(_security_headers)
     app.before_request(_refuse_control_characters)
+    throttle.init_app(app)
 
 
 def _nul_fields(value: Any, path: str) -> Iterator[str]:
@@ -116,6 +118,8 @@ def _security_headers(response: Any) -> Any:
 
 def handle_error(error: Exception) -> Any:
     """A domain refusal or HTTP error: problem+json for the API, a page otherwise."""
+    if isinstance(error, HTTPException) and error.response is not None:
+        return error.response  # already made for this refusal (the sign-in throttle's page)
     if isinstance(error, IWRSError):
         status, title, detail, problems = error.status, error.title, error.message, error.problems()
     elif isinstance(error, CSRFError):
