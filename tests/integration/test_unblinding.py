@@ -467,9 +467,9 @@ REFUSALS = [
         "R1",
         {},
         NotFound,
-        "site_id",
-        "site_scope",
-        "not one of your sites",
+        "subject_id",
+        "exists",
+        "does not exist",
     ),
     ("not randomized", "dr.li", "E1", {}, Conflict, "subject_id", "randomized", "not randomized"),
     ("pharmacist", "ph.wang", "R1", {}, NotFound, None, "permission", "investigators"),
@@ -491,9 +491,9 @@ REFUSALS = [
         "R1",
         {"signer_password": "not my password"},
         NotFound,
-        "site_id",
-        "site_scope",
-        "not one of your sites",
+        "subject_id",
+        "exists",
+        "does not exist",
     ),
     (
         "empty reason",
@@ -646,7 +646,7 @@ def test_view_arm_is_only_for_the_investigator_who_unblinded(world):
     before, seq = state(), head_seq()
     for username, rule in [
         ("dr.lin", "unblinded_by_you"),  # same site, has not unblinded it
-        ("dr.zhang", "site_scope"),
+        ("dr.zhang", "exists"),
         ("ph.wang", "permission"),
         ("audit.zhao", "permission"),
         ("stat.liu", "permission"),

@@ -124,7 +124,7 @@ WEB_REFUSALS = [
     ("no category", "dr.li", "R1", {"category": ""}, 200, "category: must be one"),
     ("wrong password", "dr.li", "R1", {"signature_password": "nope nope nope"}, 200, "password"),
     ("no password", "dr.li", "R1", {"signature_password": ""}, 200, "password: re-enter"),
-    ("another site", "dr.zhang", "R1", {}, 404, "not one of your sites"),
+    ("another site", "dr.zhang", "R1", {}, 404, "does not exist"),
     ("not randomized", "dr.li", "E1", {}, 404, "is not randomized"),
 ]
 
