@@ -257,6 +257,11 @@ def _enforce_idle_timeout() -> Any:
     if current_user.is_authenticated and last_seen is not None:
         idle = current_app.extensions["iwrs.settings"].session_idle
         if now - datetime.fromisoformat(last_seen) > idle:
+            from iwrs.audit import Actor
+            from iwrs.services.sessions import sign_out
+
+            # End it server-side too, so that no copy of the cookie outlives the idle rule.
+            sign_out(actor=Actor.of(current_user), session_id=g.get("user_session_id"), why="idle")
             logout_user()
             session.clear()
             if is_api_request():

@@ -182,16 +182,17 @@ def _count_sign_in_failure(session: Session, user: User | None, attempt: Actor) 
     )
 
 
-def sign_out(*, actor: Actor, session_id: int | None) -> None:
-    """End the server-side session: its cookie, even copied elsewhere, no longer works."""
+def sign_out(*, actor: Actor, session_id: int | None, why: str = "signed_out") -> None:
+    """End the server-side session: its cookie, even copied elsewhere, no longer works. `why`:
+    signed_out (audited auth.signed_out) or idle (the idle rule ended it: auth.session_idle)."""
     with transaction() as session:
         row = session.get(UserSession, session_id, with_for_update=True) if session_id else None
         if row is not None and row.user_id == actor.user_id and row.ended_at is None:
-            row.ended_at, row.end_reason = clock.now(), "signed_out"
+            row.ended_at, row.end_reason = clock.now(), why
         audit.record(
             session,
             actor=actor,
-            action="auth.signed_out",
+            action="auth.signed_out" if why == "signed_out" else f"auth.session_{why}",
             entity_type="user",
             entity_id=actor.user_id,
             after={"session": session_id},

@@ -91,6 +91,9 @@ def init_app(app: Flask) -> None:
         headers_enabled=True,
         enabled=settings.ratelimit_enabled,
         key_prefix="iwrs-sign-in",
+        # A shared store that cannot be reached falls back to per-process counting rather than
+        # refusing every sign-in.
+        in_memory_fallback_enabled=True,
     )
     app.extensions["iwrs.limiter"] = limiter
     view = app.view_functions["auth.sign_in"]

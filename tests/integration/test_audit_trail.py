@@ -71,7 +71,10 @@ def test_each_use_case_writes_exactly_its_audit_events(ctx, investigator):
             ),
             ["user.password_changed"],
         ),
-        (lambda: users.record_sign_out(actor=Actor.of(investigator)), ["auth.signed_out"]),
+        (
+            lambda: users.sign_out(actor=Actor.of(investigator), session_id=None),
+            ["auth.signed_out"],
+        ),
     ]
     for run, expected in cases:
         before = last_seq()

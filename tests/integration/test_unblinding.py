@@ -116,7 +116,10 @@ class Trial:
 
         with self.app.app_context():
             token, _ = users.create_api_token(
-                actor=self.actor(username), user_id=self.people[username].id, name="test"
+                actor=self.actor(username),
+                user_id=self.people[username].id,
+                name="test",
+                password=PASSWORD,
             )
         return {"Authorization": f"Bearer {token}"}
 
@@ -544,7 +547,7 @@ def test_each_refusal_changes_nothing_and_names_the_rule(world):
         assert actions_since(seq) == expected, case
         assert_no_arm(refused.value.message)
     # Only the wrong password counted, against its signer; nobody else's count changed.
-    failures = {u.username: u.failed_sign_ins for u in fresh().scalars(select(User))}
+    failures = {u.username: u.failed_signatures for u in fresh().scalars(select(User))}
     assert {u: n for u, n in failures.items() if n} == {"dr.li": 1}
     # After every refusal the subject can still be unblinded (nothing was half-written).
     assert unblind(world, "dr.li", "R1").first_view

@@ -90,6 +90,18 @@ def test_a_cookie_copied_before_sign_out_no_longer_works_after_it(app, make_user
         assert (row.user_id, row.end_reason) == (user.id, "signed_out")
 
 
+def test_the_idle_rule_ends_the_session_server_side_for_every_copy(app, make_user, clock):
+    client = _signed_in(app, make_user("auditor").username)
+    thief = _with_cookie(app, _cookie(client))
+    clock.advance(minutes=10)
+    assert thief.get("/api/v1/me").status_code == 200  # the copy is kept busy
+    clock.advance(minutes=6)
+    assert client.get("/audit/").status_code == 302  # the owner's browser was idle
+    assert thief.get("/api/v1/me").status_code == 401
+    with app.app_context():
+        assert read_session().scalars(select(UserSession.end_reason)).one() == "idle"
+
+
 def test_signing_out_ends_only_that_session(app, make_user):
     user = make_user("auditor")
     first, second = _signed_in(app, user.username), _signed_in(app, user.username)
