@@ -1,4 +1,5 @@
-"""Use cases for people: accounts, roles, sites, sign-in and lockout, API tokens, e-signatures."""
+"""Use cases for people: accounts, roles, sites, API tokens, e-signatures (sign-in, sessions and
+the two lockouts live in iwrs.services.sessions and are re-exported here)."""
 
 from __future__ import annotations
 
