@@ -18,7 +18,7 @@ from sqlalchemy import select
 from iwrs import clock
 from iwrs.db import read_session
 from iwrs.errors import AuthenticationFailed, Forbidden, NotFound
-from iwrs.models.users import ApiToken, Role, User
+from iwrs.models.users import ApiToken, Role, User, UserSession
 
 
 class Permission(enum.StrEnum):
@@ -108,13 +108,18 @@ def site_scope(user: User) -> frozenset[int] | None:
     return user.site_ids if user.role.site_scoped else None
 
 
-def require_site(user: User, site_id: int) -> None:
-    """Refuse a site outside the user's scope as if it did not exist."""
+def not_found(kind: str, key: object, *, field: str) -> NotFound:
+    """The one answer for a record that does not exist *or* is outside the caller's sites:
+    the same status, text and rule either way, so nobody can enumerate other sites' records."""
+    return NotFound(f"{kind} {key} does not exist", field=field, rule="exists")
+
+
+def require_site(user: User, site_id: int, missing: NotFound | None = None) -> None:
+    """Refuse a site outside the user's scope exactly as if the record did not exist: `missing`
+    is the caller's own "does not exist" refusal for the record asked for (default: the site)."""
     scope = site_scope(user)
     if scope is not None and site_id not in scope:
-        raise NotFound(
-            f"site {site_id} is not one of your sites", field="site_id", rule="site_scope"
-        )
+        raise missing or not_found("site", site_id, field="site_id")
 
 
 # --- passwords -------------------------------------------------------------------------------
@@ -150,6 +155,9 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+_digest = token_digest  # session keys are 256 random bits too
+
+
 def _bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -170,16 +178,45 @@ login_manager.login_message = "Please sign in."
 login_manager.session_protection = "basic"
 
 
+SESSION_KEY = "sid"  # the server-side session's random key, in the signed session cookie
+
+
+def _suspended(user: User | None) -> bool:
+    """Inactive or locked (after wrong e-signatures): every session and token stops working
+    while it lasts (the sign-in lock after failed sign-ins does not suspend anything)."""
+    return (
+        user is None
+        or not user.active
+        or (user.locked_until is not None and user.locked_until > clock.now())
+    )
+
+
 @login_manager.user_loader
 def _load_user_from_session(user_key: str) -> User | None:
+    """The session's user, only while its server-side row is open, within its absolute lifetime
+    and the user's session version (one indexed look-up per request)."""
     if "Authorization" in request.headers:
         return None  # an API call with a token authenticates by the token alone
     user_id, _, version = user_key.partition(":")
-    if not user_id.isdigit() or not version.isdigit():
+    key = session.get(SESSION_KEY)
+    if not user_id.isdigit() or not version.isdigit() or not isinstance(key, str):
+        return None
+    row = (
+        read_session()
+        .scalars(select(UserSession).where(UserSession.key_sha256 == _digest(key)))
+        .one_or_none()
+    )
+    if (
+        row is None
+        or row.user_id != int(user_id)
+        or row.ended_at is not None
+        or row.expires_at <= clock.now()
+    ):
         return None
     user = read_session().get(User, int(user_id))
-    if user is None or not user.active or user.session_version != int(version):
+    if _suspended(user) or user.session_version != int(version):  # type: ignore[union-attr]
         return None
+    g.user_session_id = row.id
     return user
 
 
@@ -195,8 +232,11 @@ def _load_user_from_token(_request: Any) -> User | None:
     )
     if row is None or row.revoked_at is not None or not is_api_request():
         return None
+    lifetime = current_app.extensions["iwrs.settings"].token_lifetime
+    if (row.expires_at or row.created_at + lifetime) <= clock.now():
+        return None
     user = read_session().get(User, row.user_id)
-    if user is None or not user.active:
+    if _suspended(user):
         return None
     g.api_token_id = row.id
     return user
@@ -217,6 +257,11 @@ def _enforce_idle_timeout() -> Any:
     if current_user.is_authenticated and last_seen is not None:
         idle = current_app.extensions["iwrs.settings"].session_idle
         if now - datetime.fromisoformat(last_seen) > idle:
+            from iwrs.audit import Actor
+            from iwrs.services.sessions import sign_out
+
+            # End it server-side too, so that no copy of the cookie outlives the idle rule.
+            sign_out(actor=Actor.of(current_user), session_id=g.get("user_session_id"), why="idle")
             logout_user()
             session.clear()
             if is_api_request():

@@ -46,8 +46,17 @@ class Settings:
     checkpoint_every: timedelta = timedelta(minutes=60)
     witness_path: Path | None = None  # default: <instance>/audit-witness.jsonl
     session_idle: timedelta = timedelta(minutes=15)
+    # The absolute lifetime of a signed-in session, however active (OWASP ASVS 3.3.2).
+    session_max: timedelta = timedelta(hours=12)
+    # Wrong e-signatures in a row (by the signed-in owner) that lock the account for lockout_for.
     lockout_after: int = 5
     lockout_for: timedelta = timedelta(minutes=15)
+    # Failed password sign-ins in a row (from anyone) that lock password sign-in alone.
+    sign_in_lockout_after: int = 20
+    token_lifetime: timedelta = timedelta(days=90)
+    # Sign-in throttle storage: memory:// for one process; redis://… shared by several.
+    ratelimit_storage_url: str = "memory://"
+    ratelimit_enabled: bool = True
     password_min_length: int = 12
     testing: bool = False
     secure_cookies: bool = False
@@ -65,6 +74,10 @@ class Settings:
             database_url=normalize_database_url(url),
             protocol_path=Path(protocol) if protocol else None,
             session_idle=timedelta(minutes=_int_env("IWRS_SESSION_IDLE_MINUTES", 15)),
+            session_max=timedelta(hours=_int_env("IWRS_SESSION_MAX_HOURS", 12, "hours")),
+            token_lifetime=timedelta(days=_int_env("IWRS_TOKEN_DAYS", 90, "days")),
+            ratelimit_storage_url=os.environ.get("IWRS_RATELIMIT_STORAGE_URL") or "memory://",
+            ratelimit_enabled=os.environ.get("IWRS_RATELIMIT_ENABLED", "1") != "0",
             secure_cookies=os.environ.get("IWRS_SECURE_COOKIES", "0") == "1",
             environment=_environment(),
             checkpoint_every_events=_int_env("IWRS_CHECKPOINT_EVERY_EVENTS", 500, "events"),

@@ -28,6 +28,7 @@ from iwrs.models.users import (
     UnblindedAccessRequest,
     User,
     UserNotice,
+    UserSession,
     UserSite,
 )
 
@@ -67,5 +68,6 @@ __all__ = [
     "Unblinding",
     "User",
     "UserNotice",
+    "UserSession",
     "UserSite",
 ]

@@ -42,7 +42,13 @@ class User(Base):
     role: Mapped[Role] = mapped_column(enum_column(Role, "role", length=32))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Consecutive failed password sign-ins (anyone may cause them): at the limit, password
+    # sign-in alone is refused until sign_in_locked_until; open sessions and tokens go on.
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
+    sign_in_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Consecutive wrong e-signatures by the authenticated owner: at the limit the account is
+    # locked until locked_until (sign-in, every session and token suspended, nothing signs).
+    failed_signatures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -97,6 +103,23 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class UserSession(Base):
+    """A signed-in browser session, held server-side so that it can be ended: the cookie carries
+    a random key whose SHA-256 is stored here. Ended at sign-out; refused after `expires_at`
+    (the absolute lifetime) whatever the idle rule says."""
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class Signature(Base):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from blinding.kits import is_valid_kit_number
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
-from iwrs.auth import Permission, require_site
+from iwrs.auth import Permission, not_found, require_site
 from iwrs.db import read_session, transaction
 from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.models.randomization import (
@@ -70,7 +70,7 @@ def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, 
     ).first()
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    require_site(user, subject.site_id)
+    require_site(user, subject.site_id, not_found("subject", subject_id, field="subject_id"))
     randomization = session.scalars(
         select(Randomization).where(Randomization.subject_id == subject.id)
     ).first()
@@ -335,7 +335,7 @@ def _requester(session: Session, actor: Actor, subject_id: int, *, lock: bool) -
     subject = session.scalars(query.with_for_update() if lock else query).first()
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    require_site(user, subject.site_id)
+    require_site(user, subject.site_id, not_found("subject", subject_id, field="subject_id"))
     if subject.status != SubjectStatus.RANDOMIZED or subject.treatment_discontinued_at:
         raise Conflict(
             f"subject {subject.screening_number} is not on study treatment",
@@ -462,7 +462,11 @@ def confirm_kit(*, actor: Actor, dispensation_id: int, kit_number: str) -> Dispe
                 field="dispensation_id",
                 rule="exists",
             )
-        require_site(user, subject.site_id)
+        require_site(
+            user,
+            subject.site_id,
+            not_found("dispensation", dispensation_id, field="dispensation_id"),
+        )
         kit = session.get(Kit, row.kit_id)
         assert kit is not None
         if row.confirmed_at is not None:
@@ -504,7 +508,9 @@ def discontinue_treatment(*, actor: Actor, subject_id: int, reason: str) -> Subj
             raise NotFound(
                 f"subject {subject_id} does not exist", field="subject_id", rule="exists"
             )
-        _investigator(session, actor, subject.site_id)
+        _investigator(
+            session, actor, subject.site_id, not_found("subject", subject_id, field="subject_id")
+        )
         if subject.status != SubjectStatus.RANDOMIZED or subject.treatment_discontinued_at:
             raise Conflict(
                 f"subject {subject.screening_number} is not on study treatment",

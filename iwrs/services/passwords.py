@@ -21,7 +21,7 @@ from iwrs.db import transaction
 from iwrs.errors import Conflict, Forbidden, InvalidInput, NotFound
 from iwrs.models.unblinding import Notification
 from iwrs.models.users import Role, User, UserNotice
-from iwrs.services import users
+from iwrs.services import sessions, users
 
 _WHY = {
     "account_created": "An account was created for you",
@@ -133,7 +133,7 @@ def reset_password(*, actor: Actor, user_id: int, signer_password: str) -> User:
             )
         if not user.active:
             raise Conflict(f"user {user.username} is inactive", field="user_id", rule="active")
-        _set(user, password_hash, temporary=True)
+        _set(session, user, password_hash, temporary=True, actor=actor, why="password_reset")
         users.sign(
             session,
             actor=actor,
@@ -182,7 +182,7 @@ def change_own_password(*, actor: Actor, current_password: str, new_password: st
     with transaction() as session:
         user = session.scalars(select(User).where(User.id == actor.user_id).with_for_update()).one()
         was_temporary = user.password_temporary
-        _set(user, password_hash, temporary=False)
+        _set(session, user, password_hash, temporary=False, actor=actor, why="password_changed")
         audit.record(
             session,
             actor=actor,
@@ -225,7 +225,7 @@ def set_password(*, actor: Actor, user_id: int, new_password: str) -> User:
     password_hash = hash_password(new_password)
     with transaction() as session:
         user = session.scalars(select(User).where(User.id == user_id).with_for_update()).one()
-        _set(user, password_hash, temporary=True)
+        _set(session, user, password_hash, temporary=True, actor=actor, why="password_set")
         audit.record(
             session,
             actor=actor,
@@ -237,12 +237,20 @@ def set_password(*, actor: Actor, user_id: int, new_password: str) -> User:
     return user
 
 
-def _set(user: User, password_hash: str, *, temporary: bool) -> None:
+def _set(
+    session: Session, user: User, password_hash: str, *, temporary: bool, actor: Actor, why: str
+) -> None:
+    """A new password ends every session and revokes every API token of the user, and lifts
+    both locks (an admin's reset is the remedy for a locked account)."""
     user.password_hash = password_hash
     user.password_temporary = temporary
     user.failed_sign_ins = 0
+    user.sign_in_locked_until = None
+    user.failed_signatures = 0
     user.locked_until = None
     user.session_version += 1  # every session of the user ends
+    sessions.end_all_sessions(session, user_id=user.id, reason=why)
+    sessions.revoke_all_tokens(session, actor=actor, user_id=user.id, reason=why)
 
 
 def mark_notice_read(*, actor: Actor, notice_id: int) -> None:

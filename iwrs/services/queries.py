@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from iwrs.auth import require_site, site_scope
+from iwrs.auth import not_found, require_site, site_scope
 from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
@@ -22,7 +22,7 @@ def visible_sites(user: User) -> list[Site]:
 
 
 def visible_site(user: User, site_id: int) -> Site:
-    require_site(user, site_id)
+    require_site(user, site_id)  # the same refusal as a site that does not exist
     site = read_session().get(Site, site_id)
     if site is None:
         raise NotFound(f"site {site_id} does not exist", field="site_id", rule="exists")
@@ -32,9 +32,7 @@ def visible_site(user: User, site_id: int) -> Site:
 def visible_site_by_code(user: User, code: str) -> Site:
     site = next((s for s in visible_sites(user) if s.code == code), None)
     if site is None:
-        raise NotFound(
-            f"site_code: {code!r} is not one of your sites", field="site_code", rule="site_scope"
-        )
+        raise not_found("site", code, field="site_code")
     return site
 
 
@@ -78,7 +76,7 @@ def visible_subject(user: User, subject_id: int) -> Subject:
     subject = read_session().get(Subject, subject_id)
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    require_site(user, subject.site_id)
+    require_site(user, subject.site_id, not_found("subject", subject_id, field="subject_id"))
     return subject
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from blinding import schedules
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
-from iwrs.auth import Permission
+from iwrs.auth import Permission, not_found
 from iwrs.db import transaction
 from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.models.randomization import (
@@ -434,7 +434,10 @@ def _earlier(
         subject = session.get(Subject, subject_id)
         if subject is None:
             return None  # refused by _randomize, after the signature
-        _investigator(session, actor, subject.site_id)
+        try:
+            _investigator(session, actor, subject.site_id)
+        except NotFound:
+            return None  # another site's subject: refused alike, after the signature
         _refuse_key_of_another_subject(session, subject_id, idempotency_key)
         row = session.scalars(
             select(Randomization).where(Randomization.subject_id == subject_id)
@@ -466,7 +469,9 @@ def _randomize(
     ).first()
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    _investigator(session, actor, subject.site_id)
+    _investigator(
+        session, actor, subject.site_id, not_found("subject", subject_id, field="subject_id")
+    )
     done = session.scalars(
         select(Randomization).where(Randomization.subject_id == subject.id)
     ).first()

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from iwrs import audit, clock
 from iwrs.audit import Actor
-from iwrs.auth import Permission, require_site, site_scope
+from iwrs.auth import Permission, not_found, require_site, site_scope
 from iwrs.db import read_session, transaction
 from iwrs.models.randomization import (
     Dispensation,
@@ -132,7 +132,7 @@ def visible_randomized_subject(user: User, subject_id: int) -> Subject:
     subject = read_session().get(Subject, subject_id)
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    require_site(user, subject.site_id)
+    require_site(user, subject.site_id, not_found("subject", subject_id, field="subject_id"))
     return subject
 
 

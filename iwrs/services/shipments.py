@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
-from iwrs.auth import Permission, require_site
+from iwrs.auth import Permission, not_found, require_site
 from iwrs.db import transaction
 from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.models.sites import Site, SiteStatus
@@ -359,7 +359,7 @@ def receive_shipment(
     with transaction() as session:
         user = acting_user(session, actor, Permission.RECEIVE_SHIPMENTS)
         row = _locked_shipment(session, shipment_id)
-        require_site(user, row.site_id)
+        require_site(user, row.site_id, not_found("shipment", shipment_id, field="shipment_id"))
         lock_sites(session, [row.site_id])  # the site before its kits
         value = _value(session, row)
         try:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, object_session
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor, canonical_json
-from iwrs.auth import Permission, has_permission, require_site
+from iwrs.auth import Permission, has_permission, not_found, require_site
 from iwrs.db import transaction
 from iwrs.eligibility import Assessment, Context, Engine
 from iwrs.errors import Conflict, InvalidInput, NotFound
@@ -48,12 +48,15 @@ def engine() -> Engine:
     return current_app.extensions["iwrs.eligibility"]
 
 
-def _investigator(session: Session, actor: Actor, site_id: int) -> User:
-    """The acting user, if an investigator of this site; otherwise the site does not exist."""
+def _investigator(
+    session: Session, actor: Actor, site_id: int, missing: NotFound | None = None
+) -> User:
+    """The acting user, if an investigator of this site; otherwise `missing` (the record asked
+    for does not exist; default: the site)."""
     user = session.get(User, actor.user_id) if actor.user_id is not None else None
     if user is None or not has_permission(user, Permission.SCREEN_SUBJECTS):
         raise NotFound("subjects are managed by the site's investigators", rule="permission")
-    require_site(user, site_id)
+    require_site(user, site_id, missing)
     return user
 
 
@@ -63,7 +66,9 @@ def _subject_for_update(session: Session, actor: Actor, subject_id: int) -> Subj
     ).first()
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    _investigator(session, actor, subject.site_id)
+    _investigator(
+        session, actor, subject.site_id, not_found("subject", subject_id, field="subject_id")
+    )
     return subject
 
 

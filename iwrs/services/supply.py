@@ -23,7 +23,7 @@ from blinding.kits import (
 from blinding.sealing import Sealer
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
-from iwrs.auth import Permission, has_permission, require_site
+from iwrs.auth import Permission, has_permission, not_found, require_site
 from iwrs.db import transaction
 from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.models.sites import Depot, Site
@@ -341,7 +341,7 @@ def kits_by_number(
     found = {k.number: k for k in session.scalars(query)}
     unknown = [n for n in wanted if n not in found]
     if unknown:
-        raise NotFound(f"kit {unknown[0]} does not exist", field="kit_number", rule="exists")
+        raise not_found("kit", unknown[0], field="kit_number")
     return found
 
 
@@ -350,9 +350,7 @@ def site_kit(session: Session, actor: Actor, number: str, permission: Permission
     site, the depot) or no kit at all is refused alike, naming neither where it is nor whether
     it exists."""
     user = acting_user(session, actor, permission)
-    refused = NotFound(
-        f"kit {number} is not at one of your sites", field="kit_number", rule="site_scope"
-    )
+    refused = not_found("kit", number, field="kit_number")
     place = session.execute(
         select(Kit.place_kind, Kit.place_id).where(Kit.number == number)
     ).first()

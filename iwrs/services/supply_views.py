@@ -10,7 +10,7 @@ from datetime import date
 from sqlalchemy import select
 
 from iwrs import clock
-from iwrs.auth import require_site, site_scope
+from iwrs.auth import not_found, require_site, site_scope
 from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
@@ -81,7 +81,7 @@ def visible_shipment(user: User, shipment_id: int) -> Shipment:
     row = read_session().get(Shipment, shipment_id)
     if row is None:
         raise NotFound(f"shipment {shipment_id} does not exist", field="shipment_id", rule="exists")
-    require_site(user, row.site_id)
+    require_site(user, row.site_id, not_found("shipment", shipment_id, field="shipment_id"))
     return row
 
 

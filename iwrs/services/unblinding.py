@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from iwrs import audit, audit_anchor, clock, validation
 from iwrs.audit import Actor
+from iwrs.auth import not_found
 from iwrs.db import read_session, transaction
 from iwrs.errors import Conflict, InvalidInput, IWRSError, NotFound
 from iwrs.models.randomization import Randomization, RandomizationSlot
@@ -74,7 +75,9 @@ def _subject_to_unblind(
     subject = session.scalars(query.with_for_update() if lock else query).first()
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    user = _investigator(session, actor, subject.site_id)
+    user = _investigator(
+        session, actor, subject.site_id, not_found("subject", subject_id, field="subject_id")
+    )
     randomized = session.scalar(
         select(Randomization.id).where(Randomization.subject_id == subject.id)
     )
@@ -224,7 +227,9 @@ def _view_arm(*, actor: Actor, subject_id: int) -> UnblindedArm:
             raise NotFound(
                 f"subject {subject_id} does not exist", field="subject_id", rule="exists"
             )
-        user = _investigator(session, actor, subject.site_id)
+        user = _investigator(
+            session, actor, subject.site_id, not_found("subject", subject_id, field="subject_id")
+        )
         earlier = session.scalars(
             select(Unblinding).where(
                 Unblinding.subject_id == subject.id, Unblinding.unblinded_by_id == user.id

@@ -1,15 +1,16 @@
-"""Use cases for people: accounts, roles, sites, sign-in and lockout, API tokens, e-signatures."""
+"""Use cases for people: accounts, roles, sites, API tokens, e-signatures (sign-in, sessions and
+the two lockouts live in iwrs.services.sessions and are re-exported here)."""
 
 from __future__ import annotations
 
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from zxcvbn import zxcvbn
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
@@ -18,13 +19,10 @@ from iwrs.auth import (
     TOKEN_PREFIX,
     Permission,
     hash_password,
-    password_matches,
     token_digest,
 )
 from iwrs.db import read_session, transaction
 from iwrs.errors import (
-    AccountLocked,
-    AuthenticationFailed,
     Conflict,
     Forbidden,
     InvalidInput,
@@ -41,10 +39,17 @@ from iwrs.models.users import (
     UserSite,
 )
 from iwrs.services import passwords
+from iwrs.services.sessions import (  # noqa: F401 - re-exported: the callers' usual names
+    WRONG_CREDENTIALS,
+    confirm_password,
+    confirm_signature,
+    end_all_sessions,
+    sign_in,
+    sign_out,
+)
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
-WRONG_CREDENTIALS = "unknown username or wrong password"
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -83,6 +88,30 @@ def check_password_rules(password: str, *, username: str = "") -> None:
         raise InvalidInput(
             "password: must use at least 4 different characters", field="password", rule="variety"
         )
+    _refuse_guessable(password, username=username)
+
+
+# zxcvbn's score: 3 means "safely unguessable: moderate protection from an offline slow-hash
+# scenario" (about 10^8 guesses and more), which Argon2id and the sign-in throttle make ample.
+# Below it, common and breached-list passwords, keyboard runs, sequences, repeats and dates.
+WEAK_BELOW = 3
+
+
+def _refuse_guessable(password: str, *, username: str) -> None:
+    """Refuse a password zxcvbn scores below WEAK_BELOW (rule weak_password), quoting its
+    feedback. Only the first 100 characters are scored: zxcvbn slows down on long input, and a
+    guessable prefix of that length is already followed by plenty of entropy."""
+    result = zxcvbn(password[:100], user_inputs=[username] if username else [])
+    if result["score"] >= WEAK_BELOW:
+        return
+    feedback = result["feedback"]
+    hints = " ".join([feedback.get("warning") or "", *feedback.get("suggestions", [])]).strip()
+    raise InvalidInput(
+        "password: too easy to guess (common, breached, a keyboard run or a sequence)"
+        + (f": {hints}" if hints else ""),
+        field="password",
+        rule="weak_password",
+    )
 
 
 def _user_snapshot(user: User) -> dict[str, object]:
@@ -335,6 +364,7 @@ def deactivate_user(*, actor: Actor, user_id: int, reason: str, signer_password:
         before = _user_snapshot(user)
         user.active = False
         user.session_version += 1
+        end_all_sessions(session, user_id=user.id, reason="deactivated")
         sign(
             session,
             actor=actor,
@@ -371,155 +401,7 @@ def _get_user(session: Session, user_id: int, *, lock: bool = False) -> User:
     return user
 
 
-# --- sign-in, lockout and e-signatures ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    user: User | None
-    error: AuthenticationFailed | None
-
-
-def _check_credentials(
-    session: Session, user: User | None, password: str, *, actor_for_failure: Actor, action: str
-) -> AuthenticationFailed | None:
-    """Check a password against the lockout rule, counting failures; audit what happened."""
-    settings = _settings()
-    now = clock.now()
-    if user is not None and user.locked_until is not None and user.locked_until > now:
-        audit.record(
-            session,
-            actor=actor_for_failure,
-            action=f"{action}_refused_locked",
-            entity_type="user",
-            entity_id=user.id,
-        )
-        return AccountLocked(
-            f"this account is locked until "
-            f"{user.locked_until:%Y-%m-%d %H:%M} UTC after "
-            f"{settings.lockout_after} failed attempts",
-            rule="lockout",
-        )
-    matches = password_matches(user.password_hash if user else None, password)
-    if user is None or not user.active or not matches:
-        if user is not None and user.active:
-            user.failed_sign_ins += 1
-            if user.failed_sign_ins >= settings.lockout_after:
-                user.locked_until = now + settings.lockout_for
-                user.failed_sign_ins = 0
-                audit.record(
-                    session,
-                    actor=actor_for_failure,
-                    action="user.locked",
-                    entity_type="user",
-                    entity_id=user.id,
-                    after={"locked_until": user.locked_until.isoformat()},
-                )
-        audit.record(
-            session,
-            actor=actor_for_failure,
-            action=f"{action}_failed",
-            entity_type="user",
-            entity_id=user.id if user else None,
-        )
-        return AuthenticationFailed(
-            WRONG_CREDENTIALS
-            if action == "auth.sign_in"
-            else "password: the password is wrong; nothing was signed",
-            field="password",
-            rule="credentials",
-        )
-    user.failed_sign_ins = 0
-    user.locked_until = None
-    return None
-
-
-def sign_in(*, username: str, password: str) -> User:
-    """Authenticate; five failures lock the account for 15 minutes. Every attempt is audited."""
-    username = username.strip().lower()
-    with transaction() as session:
-        user = session.scalars(
-            select(User).where(User.username == username).with_for_update()
-        ).one_or_none()
-        attempt = Actor(
-            user.id if user else None,
-            username[:64] or "(blank)",
-            str(user.role) if user else "unknown",
-            "password",
-        )
-        error = _check_credentials(
-            session, user, password, actor_for_failure=attempt, action="auth.sign_in"
-        )
-        if error is None and user is not None:
-            user.last_sign_in_at = clock.now()
-            audit.record(
-                session,
-                actor=attempt,
-                action="auth.signed_in",
-                entity_type="user",
-                entity_id=user.id,
-            )
-    if error is not None:
-        raise error
-    assert user is not None
-    return user
-
-
-def record_sign_out(*, actor: Actor) -> None:
-    with transaction() as session:
-        audit.record(
-            session,
-            actor=actor,
-            action="auth.signed_out",
-            entity_type="user",
-            entity_id=actor.user_id,
-        )
-
-
-def confirm_signature(*, signer_id: int | None, password: str) -> None:
-    """Check the signer's re-entered password in its own transaction, so failures count
-    towards the lockout even though the signed action does not happen. A temporary password
-    (set by the system for an admin reset or a new account) never signs: rule
-    temporary_password (21 CFR 11.200: a signature is its owner's alone)."""
-    if signer_id is None:
-        raise AuthenticationFailed(
-            "an electronic signature needs a signed-in user", field="password", rule="signer"
-        )
-    confirm_password(user_id=signer_id, password=password, action="esign.signature")
-
-
-def confirm_password(*, user_id: int, password: str, action: str) -> None:
-    """Check a user's own password under the lockout rule, in its own transaction; for a
-    signature (action esign.signature) a temporary password is refused before it is checked."""
-    if not password:
-        raise InvalidInput(
-            "password: re-enter your password to sign", field="password", rule="required"
-        )
-    with transaction() as session:
-        user = _get_user(session, user_id, lock=True)
-        if action == "esign.signature" and user.password_temporary:
-            raise Forbidden(
-                "password: a temporary password cannot sign; change your password first",
-                field="password",
-                rule="temporary_password",
-            )
-        failures_before = user.failed_sign_ins
-        error = _check_credentials(
-            session, user, password, actor_for_failure=Actor.of(user), action=action
-        )
-        if error is None and failures_before:
-            # A correct signature clears earlier failures: that is a change to audit.
-            audit.record(
-                session,
-                actor=Actor.of(user),
-                action="auth.failures_cleared",
-                entity_type="user",
-                entity_id=user.id,
-                before={"failed_sign_ins": failures_before},
-                after={"failed_sign_ins": 0},
-            )
-    if error is not None:
-        raise error
+# --- e-signatures (sign-in and re-entered passwords live in iwrs.services.sessions) --------------
 
 
 def sign(
@@ -549,20 +431,32 @@ def sign(
 # --- API tokens ------------------------------------------------------------------------------
 
 
-def create_api_token(*, actor: Actor, user_id: int, name: str) -> tuple[str, ApiToken]:
-    """Issue a personal API token to the actor themselves; the token is returned once and never
-    stored. Nobody, the admin included, mints a token for another person: rule own_tokens_only."""
+def create_api_token(
+    *, actor: Actor, user_id: int, name: str, password: str
+) -> tuple[str, ApiToken]:
+    """Issue a personal API token to the actor themselves, valid `token_lifetime` (default 90
+    days); the token is returned once and never stored. Minted only by its owner, signed in
+    with a session (or at the CLI), with the password re-entered: a token cannot mint a token
+    (rule session_required), nobody mints one for another person (rule own_tokens_only), and a
+    wrong password counts towards the e-signature lockout."""
     if actor.user_id is None or actor.user_id != user_id:
         raise Forbidden(
             "user_id: an API token is issued only to its owner, signed in as themselves",
             field="user_id",
             rule="own_tokens_only",
         )
+    if (actor.auth or "").startswith("token:"):
+        raise Forbidden(
+            "an API token is issued only in a signed-in session, never with another token",
+            field="Authorization",
+            rule="session_required",
+        )
     name = validation.check_characters(name.strip(), field="name")
     if not name or len(name) > 100:
         raise InvalidInput(
             "name: give the token a name of 1-100 characters", field="name", rule="length"
         )
+    confirm_password(user_id=user_id, password=password, action="api_token.create")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction() as session:
         user = _get_user(session, user_id)
@@ -575,6 +469,7 @@ def create_api_token(*, actor: Actor, user_id: int, name: str) -> tuple[str, Api
             token_sha256=token_digest(token),
             created_at=clock.now(),
             created_by_id=user.id,
+            expires_at=clock.now() + _settings().token_lifetime,
         )
         session.add(row)
         session.flush()
@@ -584,7 +479,12 @@ def create_api_token(*, actor: Actor, user_id: int, name: str) -> tuple[str, Api
             action="api_token.created",
             entity_type="api_token",
             entity_id=row.id,
-            after={"user": user.username, "name": name, "prefix": row.prefix},
+            after={
+                "user": user.username,
+                "name": name,
+                "prefix": row.prefix,
+                "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+            },
         )
     return token, row
 

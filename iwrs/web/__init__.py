@@ -35,6 +35,7 @@ def init_app(app: Flask) -> None:
         sites,
         subjects,
         supply,
+        throttle,
         unblinding,
     )
 
@@ -59,6 +60,7 @@ def init_app(app: Flask) -> None:
     app.context_processor(_template_helpers)
     calendar.init_app(app)
     app.after_request(_security_headers)
+    throttle.init_app(app)
 
 
 def _template_helpers() -> dict[str, Any]:
@@ -115,6 +117,8 @@ def _audit_refusal(error: IWRSError) -> None:
 
 def handle_error(error: Exception) -> Any:
     """A domain refusal or HTTP error: problem+json for the API, a page otherwise."""
+    if isinstance(error, HTTPException) and error.response is not None:
+        return error.response  # already made for this refusal (the sign-in throttle's page)
     if isinstance(error, IWRSError):
         _audit_refusal(error)
         status, title, detail, problems = error.status, error.title, error.message, error.problems()

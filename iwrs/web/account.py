@@ -36,11 +36,14 @@ def index():  # type: ignore[no-untyped-def]
 def token_create():  # type: ignore[no-untyped-def]
     form = TokenForm(prefix="token")
     if not form.validate_on_submit():
-        flash("name: give the token a name.", "error")
+        flash("name and password: give the token a name and re-enter your password.", "error")
         return _render(status=422)
     try:
         token, _ = users.create_api_token(
-            actor=Actor.of(current_user), user_id=current_user.id, name=form.name.data
+            actor=Actor.of(current_user),
+            user_id=current_user.id,
+            name=form.name.data,
+            password=form.password.data,
         )
     except IWRSError as refusal:
         flash(refusal.message, "error")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from iwrs import clock
 from iwrs.audit import Actor
+from iwrs.auth import SESSION_KEY
 from iwrs.errors import AuthenticationFailed
 from iwrs.services import users
 from iwrs.web.forms import SignInForm
@@ -33,13 +34,14 @@ def sign_in():  # type: ignore[no-untyped-def]
     status = 200
     if form.validate_on_submit():
         try:
-            user = users.sign_in(username=form.username.data, password=form.password.data)
+            signed_in = users.sign_in(username=form.username.data, password=form.password.data)
         except AuthenticationFailed as refusal:
             flash(refusal.message[0].upper() + refusal.message[1:] + ".", "error")
             status = 401
         else:
             session.clear()
-            login_user(user)
+            login_user(signed_in.user)
+            session[SESSION_KEY] = signed_in.session_key
             session["last_seen"] = clock.now().isoformat()
             return redirect(safe_next(request.args.get("next", "")))
     elif request.method == "POST":
@@ -50,7 +52,7 @@ def sign_in():  # type: ignore[no-untyped-def]
 @bp.post("/sign-out")
 @login_required
 def sign_out():  # type: ignore[no-untyped-def]
-    users.record_sign_out(actor=Actor.of(current_user))
+    users.sign_out(actor=Actor.of(current_user), session_id=g.get("user_session_id"))
     logout_user()
     session.clear()
     flash("You are signed out.", "info")

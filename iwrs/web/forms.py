@@ -78,6 +78,7 @@ class PasswordChangeForm(FlaskForm):
 
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=100)])
+    password = PasswordField("Your password (re-entered)", validators=[DataRequired()])
 
 
 class SiteTimeZoneForm(FlaskForm):

@@ -71,7 +71,10 @@ def test_each_use_case_writes_exactly_its_audit_events(ctx, investigator):
             ),
             ["user.password_changed"],
         ),
-        (lambda: users.record_sign_out(actor=Actor.of(investigator)), ["auth.signed_out"]),
+        (
+            lambda: users.sign_out(actor=Actor.of(investigator), session_id=None),
+            ["auth.signed_out"],
+        ),
     ]
     for run, expected in cases:
         before = last_seq()
@@ -82,7 +85,7 @@ def test_each_use_case_writes_exactly_its_audit_events(ctx, investigator):
 def test_token_lifecycle_is_audited_once_per_step(ctx, investigator):
     before = last_seq()
     _, token = users.create_api_token(
-        actor=Actor.of(investigator), user_id=investigator.id, name="EDC"
+        actor=Actor.of(investigator), user_id=investigator.id, name="EDC", password=PASSWORD
     )
     assert actions_since(before) == ["api_token.created"]
     before = last_seq()
@@ -174,7 +177,9 @@ def test_concurrent_writers_keep_one_gapless_verified_chain(app, make_user):
         try:
             with app.app_context():
                 for i in range(6):
-                    users.create_api_token(actor=Actor.of(user), user_id=user.id, name=f"t{i}")
+                    users.create_api_token(
+                        actor=Actor.of(user), user_id=user.id, name=f"t{i}", password=PASSWORD
+                    )
         except BaseException as error:  # noqa: BLE001 - collected for the assertion
             errors.append(error)
 

@@ -271,7 +271,7 @@ def test_replacement_and_unscheduled_kits_need_the_investigators_signed_request(
             NotFound, request_kit, world=world, subject_id=subject, by=by, kind=kind
         ).rule in (
             "permission",
-            "site_scope",
+            "exists",
         )
     error = refused(
         InvalidInput, request_kit, world=world, subject_id=subject, kind=kind, reason=" "

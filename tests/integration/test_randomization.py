@@ -480,7 +480,10 @@ def test_a_site_out_of_placebo_and_one_out_of_active_refuse_alike(new_world):
         }
         tokens = {
             code: create_api_token(
-                actor=world.actor(f"inv-{code}"), user_id=world.people[f"inv-{code}"].id, name="e"
+                actor=world.actor(f"inv-{code}"),
+                user_id=world.people[f"inv-{code}"].id,
+                name="e",
+                password=PASSWORD,
             )[0]
             for code in lose
         }

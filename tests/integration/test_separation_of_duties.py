@@ -25,6 +25,7 @@ from iwrs.models import (
     UnblindedAccessRequest,
     User,
     UserNotice,
+    UserSession,
 )
 from iwrs.services import passwords, unblinded_access, users
 from tests.conftest import PASSWORD
@@ -84,7 +85,8 @@ def test_nobody_mints_a_token_for_another_person(people, who):
     actor = Actor.system("cli:root") if who == "system" else Actor.of(people[who])
     target = people["investigator"]
     error = refused(
-        lambda: users.create_api_token(actor=actor, user_id=target.id, name="x"), Forbidden
+        lambda: users.create_api_token(actor=actor, user_id=target.id, name="x", password=PASSWORD),
+        Forbidden,
     )
     assert (error.rule, error.field) == ("own_tokens_only", "user_id")
     assert read_session().scalars(select(ApiToken)).first() is None
@@ -92,7 +94,9 @@ def test_nobody_mints_a_token_for_another_person(people, who):
 
 def test_admin_lists_and_revokes_another_persons_token_but_a_peer_cannot(people, make_user):
     owner = people["investigator"]
-    _, row = users.create_api_token(actor=Actor.of(owner), user_id=owner.id, name="EDC")
+    _, row = users.create_api_token(
+        actor=Actor.of(owner), user_id=owner.id, name="EDC", password=PASSWORD
+    )
     peer = make_user("investigator", sites=["CN01"])
     refused(lambda: users.revoke_api_token(actor=Actor.of(peer), token_id=row.id))
     revoked = users.revoke_api_token(actor=Actor.of(people["admin"]), token_id=row.id)
@@ -143,7 +147,7 @@ def test_a_new_account_gets_a_temporary_password_only_in_its_own_mail(people):
         f"{e.before} {e.after} {e.reason}" for e in read_session().scalars(select(AuditEvent))
     )
     assert temporary not in trail
-    assert users.sign_in(username="new.auditor", password=temporary).id == user.id
+    assert users.sign_in(username="new.auditor", password=temporary).user.id == user.id
     error = refused(
         lambda: users.confirm_signature(signer_id=user.id, password=temporary), Forbidden
     )
@@ -168,7 +172,9 @@ def test_admin_reset_is_signed_temporary_mailed_noticed_and_ends_sessions(people
     assert stored.password_temporary and stored.session_version == version + 1
     refused(lambda: users.sign_in(username=investigator.username, password=PASSWORD))
     temporary = outbox_password("inv@example.org")
-    assert users.sign_in(username=investigator.username, password=temporary).id == investigator.id
+    assert (
+        users.sign_in(username=investigator.username, password=temporary).user.id == investigator.id
+    )
     (signature,) = read_session().scalars(select(Signature).where(Signature.user_id == admin.id))
     assert signature.entity_id == str(investigator.id)
     (notice,) = read_session().scalars(
@@ -238,7 +244,8 @@ def test_own_change_needs_the_current_password_and_a_new_one(people):
         InvalidInput,
     )
     assert (wrong.rule, same.rule) == ("credentials", "new_password_differs")
-    assert fresh(user.id).failed_sign_ins == 1  # a wrong current password counts to the lockout
+    # a wrong current password counts to the (in-session) signature lockout
+    assert fresh(user.id).failed_signatures == 1
 
 
 def test_only_the_cli_operator_sets_a_password_and_it_is_temporary(people, make_user):
@@ -385,8 +392,10 @@ def test_a_request_needs_an_email_and_a_free_username(people):
 
 def test_events_say_how_the_actor_authenticated(people):
     user = people["investigator"]
-    users.sign_in(username=user.username, password=PASSWORD)
-    users.record_sign_out(actor=Actor.of(user))  # outside a request: the CLI
+    signed_in = users.sign_in(username=user.username, password=PASSWORD)
+    session_id = read_session().scalars(select(UserSession.id)).one()
+    assert signed_in.user.id == user.id
+    users.sign_out(actor=Actor.of(user), session_id=session_id)  # outside a request: the CLI
     (signed_in,) = events("auth.signed_in")
     (signed_out,) = events("auth.signed_out")
     (created,) = [e for e in events("user.created") if e.entity_id == str(user.id)]

@@ -117,7 +117,10 @@ class Trial:
 
         with self.app.app_context():
             token, _ = users.create_api_token(
-                actor=self.actor(username), user_id=self.people[username].id, name="test"
+                actor=self.actor(username),
+                user_id=self.people[username].id,
+                name="test",
+                password=PASSWORD,
             )
         return {"Authorization": f"Bearer {token}"}
 
@@ -468,9 +471,9 @@ REFUSALS = [
         "R1",
         {},
         NotFound,
-        "site_id",
-        "site_scope",
-        "not one of your sites",
+        "subject_id",
+        "exists",
+        "does not exist",
     ),
     ("not randomized", "dr.li", "E1", {}, Conflict, "subject_id", "randomized", "not randomized"),
     ("pharmacist", "ph.wang", "R1", {}, NotFound, None, "permission", "investigators"),
@@ -492,9 +495,9 @@ REFUSALS = [
         "R1",
         {"signer_password": "not my password"},
         NotFound,
-        "site_id",
-        "site_scope",
-        "not one of your sites",
+        "subject_id",
+        "exists",
+        "does not exist",
     ),
     (
         "empty reason",
@@ -555,7 +558,7 @@ def test_each_refusal_changes_nothing_and_names_the_rule(world):
                 assert_no_arm(event_text(event))
         assert_no_arm(refused.value.message)
     # Only the wrong password counted, against its signer; nobody else's count changed.
-    failures = {u.username: u.failed_sign_ins for u in fresh().scalars(select(User))}
+    failures = {u.username: u.failed_signatures for u in fresh().scalars(select(User))}
     assert {u: n for u, n in failures.items() if n} == {"dr.li": 1}
     # After every refusal the subject can still be unblinded (nothing was half-written).
     assert unblind(world, "dr.li", "R1").first_view
@@ -657,7 +660,7 @@ def test_view_arm_is_only_for_the_investigator_who_unblinded(world):
     before, seq = state(), head_seq()
     for username, rule in [
         ("dr.lin", "unblinded_by_you"),  # same site, has not unblinded it
-        ("dr.zhang", "site_scope"),
+        ("dr.zhang", "exists"),
         ("ph.wang", "permission"),
         ("audit.zhao", "permission"),
         ("stat.liu", "permission"),

@@ -65,18 +65,19 @@ def test_password_is_stored_as_argon2id_not_in_clear(ctx):
     assert not password_matches(user.password_hash, PASSWORD + "x")
 
 
-def test_five_failures_lock_for_fifteen_minutes(ctx, clock):
+def test_sustained_failures_lock_password_sign_in_for_fifteen_minutes(ctx, clock):
     user = create()
-    for _ in range(5):
+    for _ in range(20):  # sign_in_lockout_after: the throttle meets bursts long before
         with pytest.raises(AuthenticationFailed):
             users.sign_in(username=user.username, password="wrong password!")
-    with pytest.raises(AccountLocked, match="locked until 2026-03-02 09:15 UTC"):
+    with pytest.raises(AccountLocked, match="locked until 2026-03-02 09:15 UTC") as locked:
         users.sign_in(username=user.username, password=PASSWORD)
+    assert locked.value.rule == "sign_in_lockout"
     clock.advance(minutes=14, seconds=59)
     with pytest.raises(AccountLocked):
         users.sign_in(username=user.username, password=PASSWORD)
     clock.advance(seconds=2)
-    assert users.sign_in(username=user.username, password=PASSWORD).id == user.id
+    assert users.sign_in(username=user.username, password=PASSWORD).user.id == user.id
 
 
 def test_success_resets_the_failure_count(ctx):
@@ -88,7 +89,7 @@ def test_success_resets_the_failure_count(ctx):
     for _ in range(4):
         with pytest.raises(AuthenticationFailed):
             users.sign_in(username=user.username, password="wrong password!")
-    assert users.sign_in(username=user.username, password=PASSWORD).id == user.id
+    assert users.sign_in(username=user.username, password=PASSWORD).user.id == user.id
 
 
 def test_wrong_signatures_count_towards_lockout(ctx, make_user):
@@ -102,8 +103,9 @@ def test_wrong_signatures_count_towards_lockout(ctx, make_user):
                 reason="r",
                 signer_password="wrong password!",
             )
-    with pytest.raises(AccountLocked):
+    with pytest.raises(AccountLocked) as locked:
         users.sign_in(username=admin.username, password=PASSWORD)
+    assert locked.value.rule == "lockout"
 
 
 def test_unknown_user_and_wrong_password_get_the_same_answer(ctx):
@@ -143,7 +145,9 @@ def test_deactivation_needs_a_reason_and_not_oneself(ctx, make_user):
 
 def test_token_is_stored_only_as_digest_and_revocable_by_owner_only(ctx, make_user):
     owner, other = create(), make_user("auditor")
-    token, row = users.create_api_token(actor=Actor.of(owner), user_id=owner.id, name="EDC")
+    token, row = users.create_api_token(
+        actor=Actor.of(owner), user_id=owner.id, name="EDC", password=PASSWORD
+    )
     stored = read_session().get(ApiToken, row.id)
     assert stored.token_sha256 == token_digest(token) and token not in stored.prefix + "x"
     assert len(token) > 40 and token.startswith("iwrs_")

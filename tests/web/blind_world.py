@@ -483,7 +483,10 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
     with mock.patch.object(users, "secrets", fixed):
         for username in [*BLINDED.values(), STATISTICIAN, "dr.sun", "dr.ma"]:
             token, _ = users.create_api_token(
-                actor=Actor.of(people[username]), user_id=people[username].id, name="EDC link"
+                actor=Actor.of(people[username]),
+                user_id=people[username].id,
+                name="EDC link",
+                password=PASSWORD,
             )
             tokens[username] = token
     clock.advance(minutes=30)

@@ -460,7 +460,10 @@ class _Scenario:
         with mock.patch.object(users, "secrets", fixed):
             for username in [*ROLES.values(), STATISTICIAN]:
                 token, _ = users.create_api_token(
-                    actor=self.actor(username), user_id=self.people[username].id, name="EDC link"
+                    actor=self.actor(username),
+                    user_id=self.people[username].id,
+                    name="EDC link",
+                    password=PASSWORD,
                 )
                 tokens[username] = token
         return tokens

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from iwrs.models import AuditEvent, Site, User
-from tests.conftest import csrf_from, sign_in
+from tests.conftest import PASSWORD, csrf_from, sign_in
 
 PROBLEM = "application/problem+json"
 NEW_USER = {
@@ -29,7 +29,9 @@ def token_for(app):  # type: ignore[no-untyped-def]
 
     def _issue(user, name: str = "test token"):  # type: ignore[no-untyped-def]
         with app.app_context():
-            token, row = users.create_api_token(actor=Actor.of(user), user_id=user.id, name=name)
+            token, row = users.create_api_token(
+                actor=Actor.of(user), user_id=user.id, name=name, password=PASSWORD
+            )
         return token, row.id
 
     return _issue
@@ -226,9 +228,15 @@ def test_session_post_without_csrf_header_is_refused(app, make_user):
 
 
 def test_new_token_is_shown_once_and_never_listed(app, make_user, token_for):
-    token, _ = token_for(make_user("supply_manager"))
+    user = make_user("supply_manager")
+    token, _ = token_for(user)
     client = app.test_client()
-    created = client.post("/api/v1/tokens", json={"name": "ci"}, headers=bearer(token))
+    sign_in(client, user.username)
+    created = client.post(
+        "/api/v1/tokens",
+        json={"name": "ci", "password": PASSWORD},
+        headers={"X-CSRFToken": csrf_from(client.get("/account/").get_data(as_text=True))},
+    )
     assert created.status_code == 201
     new = created.get_json()
     assert new["token"].startswith("iwrs_")

@@ -177,13 +177,15 @@ def test_randomization_refused_for_lack_of_one_arm_reads_the_same(worlds):
 
 # --- the database a blinded reader could dump -----------------------------------------------------
 
-# Columns that legitimately differ: sealed values (fresh nonces; arms swapped) and salted hashes.
+# Columns that legitimately differ: sealed values (fresh nonces; arms swapped), salted hashes and
+# the digests of random session keys (256 fresh random bits per sign-in, by design).
 SEALED_OR_SALTED = {
     "sealed_treatment",
     "sealed_arm",
     "sealed_block",
     "sealed_seed",
     "password_hash",
+    "key_sha256",
 }
 
 

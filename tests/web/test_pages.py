@@ -102,26 +102,32 @@ def test_wrong_password_and_unknown_username_get_the_same_refusal(app, make_user
     )
 
 
-def test_locked_account_stays_locked_with_correct_password(app, make_user, clock):
+def test_a_burst_of_failures_is_throttled_not_locked(app, make_user):
+    """Five failures from one source for one username: further attempts, the right password
+    included, get 429 and Retry-After with the sign-in page; the account is not locked, and
+    the throttle writes one audit event per window, not one per attempt."""
     user = make_user("pharmacist", sites=["CN01"])
     for _ in range(5):
         assert sign_in(app.test_client(), user.username, "wrong password!!").status_code == 401
-    refused = sign_in(app.test_client(), user.username)
-    assert refused.status_code == 401
-    assert "locked" in refused.get_data(as_text=True)
-    clock.advance(minutes=14)
-    still = sign_in(app.test_client(), user.username)
-    assert still.status_code == 401
-    assert "locked" in still.get_data(as_text=True)
-    clock.advance(minutes=2)
-    assert sign_in(app.test_client(), user.username).status_code == 302
-
+    for _ in range(3):
+        refused = sign_in(app.test_client(), user.username)
+        assert refused.status_code == 429
+        assert 0 < int(refused.headers["Retry-After"]) <= 61
+        assert "Too many failed sign-in attempts" in refused.get_data(as_text=True)
+    stored = _user(app, user.username)
+    assert stored.locked_until is None and stored.sign_in_locked_until is None
     actions = _actions(app, user.id)
     assert actions.count("auth.sign_in_failed") == 5
-    assert actions.count("user.locked") == 1
-    assert actions.count("auth.sign_in_refused_locked") == 2
-    assert actions.index("user.locked") < actions.index("auth.sign_in_refused_locked")
-    assert actions[-1] == "auth.signed_in"
+    assert "user.locked" not in actions and "user.sign_in_locked" not in actions
+    with app.app_context():
+        from iwrs.db import read_session
+
+        throttled = read_session().scalars(
+            select(AuditEvent).where(AuditEvent.action == "auth.sign_in_throttled")
+        )
+        assert [e.username for e in throttled] == [user.username]
+    app.extensions["iwrs.limiter"].reset()  # the window has passed
+    assert sign_in(app.test_client(), user.username).status_code == 302
 
 
 # --- sessions ---------------------------------------------------------------------------------

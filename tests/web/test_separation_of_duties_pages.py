@@ -27,7 +27,9 @@ NEW_PASSWORD = "my very own new password"
 
 def _token(app, user) -> tuple[str, int]:  # type: ignore[no-untyped-def]
     with app.app_context():
-        token, row = users.create_api_token(actor=Actor.of(user), user_id=user.id, name="t")
+        token, row = users.create_api_token(
+            actor=Actor.of(user), user_id=user.id, name="t", password=PASSWORD
+        )
     return token, row.id
 
 
@@ -93,16 +95,18 @@ def test_a_token_opens_no_page_or_csv_export(app, make_user, url):
 def test_events_record_session_or_token_id(app, make_user):
     user = make_user("auditor")
     token, token_id = _token(app, user)
-    by_token = app.test_client().post(
-        "/api/v1/tokens", json={"name": "by token"}, headers={"Authorization": f"Bearer {token}"}
+    _, other_id = _token(app, user)
+    by_token = app.test_client().delete(
+        f"/api/v1/tokens/{other_id}", headers={"Authorization": f"Bearer {token}"}
     )
-    assert by_token.status_code == 201
+    assert by_token.status_code == 204
     client = app.test_client()
     sign_in(client, user.username)
     page = _csrf(client, "/account/")
     assert (
         client.post(
-            "/account/tokens", data={"token-name": "by page", "csrf_token": page}
+            "/account/tokens",
+            data={"token-name": "by page", "token-password": PASSWORD, "csrf_token": page},
         ).status_code
         == 200
     )
@@ -110,10 +114,12 @@ def test_events_record_session_or_token_id(app, make_user):
         app,
         select(AuditEvent).where(AuditEvent.action == "api_token.created").order_by(AuditEvent.seq),
     )
-    assert [e.auth for e in created] == ["cli", f"token:{token_id}", "session"]
+    assert [e.auth for e in created] == ["cli", "cli", "session"]
+    (revoked,) = _read(app, select(AuditEvent).where(AuditEvent.action == "api_token.revoked"))
+    assert revoked.auth == f"token:{token_id}"
     auditor = app.test_client()
     sign_in(auditor, make_user("auditor").username)
-    detail = auditor.get(f"/audit/events/{created[1].seq}").get_data(as_text=True)
+    detail = auditor.get(f"/audit/events/{revoked.seq}").get_data(as_text=True)
     assert f"token:{token_id}" in detail
     export = auditor.get("/audit/export.csv").get_data(as_text=True)
     assert f",token:{token_id}," in export
@@ -212,8 +218,9 @@ def test_admin_reset_forces_a_change_and_notifies_the_user(app, login_as, make_u
             "/account/password",
         ), url
     assert _rule(client.get("/api/v1/me")) == "password_change_required"
+    # The reset revoked the user's tokens, as a change of password does.
     by_token = app.test_client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
-    assert by_token.status_code == 403 and _rule(by_token) == "password_change_required"
+    assert by_token.status_code == 401 and _rule(by_token) == "authentication_required"
     csrf = _csrf(client, "/account/password")
     changed = client.post(
         "/account/password",

@@ -145,7 +145,9 @@ def test_not_eligible_subject_cannot_be_signed_eligible_by_page_or_api(app, inve
         record = subjects.record_assessment(
             actor=Actor.of(user), subject_id=subject_id, answers=answers
         )
-        token, _ = users.create_api_token(actor=Actor.of(user), user_id=user.id, name="edc")
+        token, _ = users.create_api_token(
+            actor=Actor.of(user), user_id=user.id, name="edc", password=PASSWORD
+        )
     assert record.result.outcome == "not_eligible"
     page = post(
         client,
@@ -209,7 +211,9 @@ def test_other_site_investigator_gets_not_found_on_page_and_api(app, investigato
 def test_api_screens_and_assesses_with_every_failure_named(app, site_ids, make_user):
     user = make_user("investigator", sites=["CN02"])
     with app.app_context():
-        token, _ = users.create_api_token(actor=Actor.of(user), user_id=user.id, name="edc")
+        token, _ = users.create_api_token(
+            actor=Actor.of(user), user_id=user.id, name="edc", password=PASSWORD
+        )
     client = app.test_client()
     auth = {"Authorization": f"Bearer {token}"}
     created = client.post(

@@ -88,7 +88,9 @@ def post_form(client: FlaskClient, url: str, data: dict, page: str = "/supply/")
 
 def token_for(app: Flask, user) -> dict[str, str]:  # type: ignore[no-untyped-def]
     with app.app_context():
-        token, _ = users.create_api_token(actor=Actor.of(user), user_id=user.id, name="t")
+        token, _ = users.create_api_token(
+            actor=Actor.of(user), user_id=user.id, name="t", password=PASSWORD
+        )
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -92,9 +92,13 @@ class Tokens(MethodView):
     @blp.alt_response(422, **PROBLEM)
     @requires(Permission.OWN_API_TOKENS)
     def post(self, body):  # type: ignore[no-untyped-def]
-        """Create a personal API token; the response is the only time it is shown."""
+        """Create a personal API token (from a signed-in session, never with a token, with the
+        password re-entered); the response is the only time it is shown."""
         token, row = users.create_api_token(
-            actor=Actor.of(current_user), user_id=current_user.id, name=body["name"]
+            actor=Actor.of(current_user),
+            user_id=current_user.id,
+            name=body["name"],
+            password=body["password"],
         )
         return {
             "id": row.id,
@@ -102,6 +106,7 @@ class Tokens(MethodView):
             "prefix": row.prefix,
             "created_at": row.created_at,
             "revoked_at": None,
+            "expires_at": row.expires_at,
             "token": token,
         }
 

@@ -1,0 +1,166 @@
+"""Sign-in and re-entered passwords at the service level (issue 11): Argon2 never runs under a
+database write lock; the sign-in and e-signature counters are separate; guessable passwords are
+refused."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from iwrs.audit import Actor
+from iwrs.db import read_session
+from iwrs.errors import AccountLocked, AuthenticationFailed, InvalidInput
+from iwrs.models import User
+from iwrs.services import users
+from tests.conftest import PASSWORD
+
+ADMIN = Actor.system("test")
+
+
+class _LockProbingHasher(PasswordHasher):
+    """The real Argon2id hasher, which also records, each time it verifies, whether another
+    connection can take the database's write lock right then (it cannot while a write
+    transaction of the caller holds it)."""
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+        self.engine, self.free = engine, []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+        self.free.append(self._write_lock_is_free())
+        return super().verify(hash, password)
+
+    def _write_lock_is_free(self) -> bool:
+        result: list[bool] = []
+
+        def probe() -> None:  # another connection, as another request would use
+            if self.engine.dialect.name == "sqlite":
+                raw = self.engine.raw_connection()  # our own BEGIN, not SQLAlchemy's
+                try:
+                    raw.execute("PRAGMA busy_timeout=0")
+                    raw.execute("BEGIN IMMEDIATE")
+                    raw.execute("ROLLBACK")
+                    result.append(True)
+                except sqlite3.OperationalError:
+                    result.append(False)
+                finally:
+                    raw.close()
+                return
+            with self.engine.connect() as connection:
+                try:
+                    connection.execute(text("SELECT id FROM app_user FOR UPDATE NOWAIT"))
+                    connection.execute(text("SELECT * FROM audit_chain_head FOR UPDATE NOWAIT"))
+                    result.append(True)
+                except OperationalError:
+                    result.append(False)
+                finally:
+                    connection.rollback()
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join()
+        return result[0]
+
+
+@pytest.fixture
+def probe(ctx):  # type: ignore[no-untyped-def]
+    hasher = _LockProbingHasher(ctx.extensions["iwrs.engine"])
+    ctx.extensions["iwrs.password_hasher"] = hasher
+    return hasher
+
+
+def _user(**overrides: Any) -> User:
+    values: dict[str, Any] = {
+        "actor": ADMIN,
+        "username": "dr.wu",
+        "full_name": "Dr Wu",
+        "role": "investigator",
+        "password": PASSWORD,
+        "site_codes": ["CN01"],
+    }
+    return users.create_user(**{**values, **overrides})
+
+
+def test_password_checks_run_outside_any_write_lock(probe):
+    user = _user()
+    probe.free.clear()
+    users.sign_in(username="dr.wu", password=PASSWORD)
+    with pytest.raises(AuthenticationFailed):
+        users.sign_in(username="dr.wu", password="wrong password!")
+    with pytest.raises(AuthenticationFailed):
+        users.sign_in(username="nobody.here", password="wrong password!")
+    users.confirm_signature(signer_id=user.id, password=PASSWORD)
+    with pytest.raises(AuthenticationFailed):
+        users.confirm_signature(signer_id=user.id, password="wrong password!")
+    assert probe.free == [True] * 5
+
+
+def test_sign_in_failures_never_refuse_a_signature(ctx):
+    user = _user()
+    for _ in range(20):  # the sign-in lock: sustained anonymous failures
+        with pytest.raises(AuthenticationFailed):
+            users.sign_in(username="dr.wu", password="wrong password!")
+    with pytest.raises(AccountLocked) as locked:
+        users.sign_in(username="dr.wu", password=PASSWORD)
+    assert locked.value.rule == "sign_in_lockout"
+    users.confirm_signature(signer_id=user.id, password=PASSWORD)  # not refused
+    stored = read_session().get(User, user.id)
+    assert stored.failed_signatures == 0 and stored.locked_until is None
+
+
+def test_signature_failures_have_their_own_count_and_lock_the_account(ctx, clock):
+    user = _user()
+    for _ in range(4):
+        with pytest.raises(AuthenticationFailed) as wrong:
+            users.sign_in(username="dr.wu", password="wrong password!")
+        with pytest.raises(AuthenticationFailed) as wrong:
+            users.confirm_signature(signer_id=user.id, password="wrong password!")
+        assert wrong.value.rule == "credentials"
+    read_session().expire_all()
+    stored = read_session().get(User, user.id)
+    assert (stored.failed_sign_ins, stored.failed_signatures) == (4, 4)
+    with pytest.raises(AccountLocked) as locked:
+        users.confirm_signature(signer_id=user.id, password="wrong password!")
+    assert locked.value.rule == "lockout"
+    with pytest.raises(AccountLocked):  # the right password does not sign while locked
+        users.confirm_signature(signer_id=user.id, password=PASSWORD)
+    with pytest.raises(AccountLocked) as refused:
+        users.sign_in(username="dr.wu", password=PASSWORD)
+    assert refused.value.rule == "lockout"
+    clock.advance(minutes=15, seconds=1)
+    users.confirm_signature(signer_id=user.id, password=PASSWORD)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "password1234",
+        "123456789012",
+        "qwertyuiopas",
+        "dr.wu1234567",
+        "abcdefghijkl",
+        "1q2w3e4r5t6y",
+    ],
+)
+def test_guessable_passwords_are_refused(ctx, password):
+    with pytest.raises(InvalidInput) as refused:
+        _user(password=password)
+    assert (refused.value.field, refused.value.rule) in {
+        ("password", "weak_password"),
+        ("password", "not_username"),
+    }
+    if password != "dr.wu1234567":
+        assert refused.value.rule == "weak_password"
+
+
+@pytest.mark.parametrize(
+    "password", [PASSWORD, "a brand new passphrase for spring", "3fa9c1-07be42-d1e0aa-5c2f19"]
+)
+def test_strong_passwords_and_temporary_ones_pass(ctx, password):
+    users.check_password_rules(password, username="dr.wu")
