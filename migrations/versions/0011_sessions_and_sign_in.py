@@ -51,9 +51,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("api_token", schema=None) as batch_op:
         batch_op.drop_column("expires_at")
-    with op.batch_alter_table("app_user", schema=None) as batch_op:
-        batch_op.drop_column("failed_signatures")
-        batch_op.drop_column("sign_in_locked_until")
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+): a batch copy of app_user would be refused
+    # by the foreign keys that point at it.
+    op.drop_column("app_user", "failed_signatures")
+    op.drop_column("app_user", "sign_in_locked_until")
     with op.batch_alter_table("user_session", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_user_session_user_id"))
     op.drop_table("user_session")

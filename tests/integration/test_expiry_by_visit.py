@@ -191,7 +191,9 @@ def test_a_manual_request_larger_than_the_depot_is_refused_whole_with_the_shortf
 
 def test_the_api_refuses_a_manual_request_larger_than_the_depot_with_field_and_rule(world):
     manager = world.people["manager"]
-    token, _ = users.create_api_token(actor=Actor.of(manager), user_id=manager.id, name="t")
+    token, _ = users.create_api_token(
+        actor=Actor.of(manager), user_id=manager.id, name="t", password=PASSWORD
+    )
     client = world.app.test_client()
     auth = {"Authorization": f"Bearer {token}"}
     before = counts()

@@ -471,7 +471,9 @@ def test_a_mailed_temporary_password_is_removed_from_the_outbox(people, smtp_ser
     read_session().rollback()
     bodies = [n.body for n in read_session().scalars(select(Notification))]
     assert not any(temporary in body for body in bodies)
-    assert users.sign_in(username=investigator.username, password=temporary).id == investigator.id
+    assert (
+        users.sign_in(username=investigator.username, password=temporary).user.id == investigator.id
+    )
 
 
 # --- the services' own walls -------------------------------------------------------------------
@@ -593,7 +595,9 @@ def test_a_database_reader_finds_no_usable_temporary_password_in_the_outbox(peop
         users.sign_in(username=investigator.username, password=line)
     temporary = outbox_password("inv@example.org")  # opened with the key, as sending does
     assert temporary != line and temporary not in "".join(raw)
-    assert users.sign_in(username=investigator.username, password=temporary).id == investigator.id
+    assert (
+        users.sign_in(username=investigator.username, password=temporary).user.id == investigator.id
+    )
     # Moved to another recipient's message, the sealed line opens for nobody.
     other = "someone.else@example.org"
     assert passwords.with_credentials(raw[0], other) == passwords.without_credentials(raw[0])

@@ -17,10 +17,10 @@ from iwrs import audit
 from iwrs.audit import Actor
 from iwrs.db import read_session, transaction
 from iwrs.demo import eligible_answers
-from iwrs.errors import InvalidInput, NotFound
+from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.models import AuditEvent, Dispensation, EligibilityAssessment, Kit, Site, Subject
 from iwrs.services import dispensing, sites, subjects, supply, trial
-from tests.conftest import make_settings
+from tests.conftest import make_settings, next_initials
 from tests.integration.randomization_worker import (
     World,
     activate,
@@ -66,7 +66,7 @@ def world(tmp_path, database_url, clock) -> Iterator[World]:
 
 
 def screen(world: World, code: str, **values: Any) -> Subject:
-    values = {"date_of_birth": "1966-05-14", "sex": "male"} | values
+    values = {"date_of_birth": "1966-05-14", "sex": "male", "initials": next_initials()} | values
     return subjects.screen_subject(
         actor=world.actor(f"inv-{code}"), site_id=world.sites[code], **values
     )
@@ -198,9 +198,9 @@ def test_a_visit_window_opens_at_local_midnight_in_beijing(world, clock):
     subject = _randomized(world, "CN01", clock, at(2026, 3, 3, 3, 0))  # day 1: 3 March
     # V2: 28 March to 3 April at the site. 27 March 15:30 UTC = 23:30 CST: a day early.
     clock.current = at(2026, 3, 27, 15, 30)
-    with pytest.raises(InvalidInput) as refusal:
+    with pytest.raises(Conflict) as refusal:  # a scheduled kit waits for its window to open
         dispensing.dispense(actor=world.actor("ph-CN01"), subject_id=subject.id, visit_code="V2")
-    assert (refusal.value.field, refusal.value.rule) == ("reason", "out_of_window")
+    assert (refusal.value.field, refusal.value.rule) == ("visit_code", "window_not_open")
     clock.current = at(2026, 3, 27, 16, 30)  # 00:30 CST on 28 March
     result = dispensing.dispense(
         actor=world.actor("ph-CN01"), subject_id=subject.id, visit_code="V2"

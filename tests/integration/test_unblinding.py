@@ -673,7 +673,7 @@ def test_view_arm_is_only_for_the_investigator_who_unblinded(world):
     assert state() == before and actions_since(seq) == ["unblinding.refused"] * 5
     assert [json.loads(e.after)["rule"] for e in events_since(seq)] == [
         "unblinded_by_you",
-        "site_scope",
+        "exists",
         "permission",
         "permission",
         "permission",

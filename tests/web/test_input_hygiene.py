@@ -146,7 +146,9 @@ def _token(app, user) -> str:  # type: ignore[no-untyped-def]
     from iwrs.services import users
 
     with app.app_context():
-        token, _ = users.create_api_token(actor=Actor.of(user), user_id=user.id, name="t")
+        token, _ = users.create_api_token(
+            actor=Actor.of(user), user_id=user.id, name="t", password=PASSWORD
+        )
     return token
 
 

@@ -15,7 +15,7 @@ from iwrs.eligibility import Engine
 from iwrs.models import AuditEvent, Site, SiteStatus, Subject
 from iwrs.protocol import load_protocol
 from iwrs.services import sites, users
-from tests.conftest import PASSWORD, csrf_from
+from tests.conftest import PASSWORD, csrf_from, next_initials
 
 ENGINE = Engine(load_protocol())
 
@@ -38,7 +38,9 @@ def site_ids(app, make_user):
 def api(app, site_ids, make_user):
     user = make_user("investigator", sites=["CN01"])
     with app.app_context():
-        token, _ = users.create_api_token(actor=Actor.of(user), user_id=user.id, name="edc")
+        token, _ = users.create_api_token(
+            actor=Actor.of(user), user_id=user.id, name="edc", password=PASSWORD
+        )
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     return client
@@ -50,7 +52,13 @@ def rules(response) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
 
 
 def screen_body(**extra: str) -> dict[str, str]:
-    return {"site_code": "CN01", "date_of_birth": "1966-09-30", "sex": "male", **extra}
+    return {
+        "site_code": "CN01",
+        "date_of_birth": "1966-09-30",
+        "sex": "male",
+        "initials": next_initials(),
+        **extra,
+    }
 
 
 def test_api_screening_date_stated_refused_by_field_and_rule(app, api, clock):

@@ -17,7 +17,9 @@ site_ids = test_subject_pages.site_ids  # fixture
 def api(app, make_user, sites):
     user = make_user("investigator", sites=sites)
     with app.app_context():
-        token, _ = users.create_api_token(actor=Actor.of(user), user_id=user.id, name="edc")
+        token, _ = users.create_api_token(
+            actor=Actor.of(user), user_id=user.id, name="edc", password=PASSWORD
+        )
     return app.test_client(), {"Authorization": f"Bearer {token}"}
 
 
