@@ -81,7 +81,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     hasher = (
         PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
         if settings.testing
-        else PasswordHasher()
+        else PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        )
     )
     app.extensions["iwrs.password_hasher"] = hasher
     app.extensions["iwrs.dummy_hash"] = hasher.hash("not-a-real-password-for-timing")

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from iwrs import audit, clock
 from iwrs.audit import Actor
-from iwrs.auth import password_matches, token_digest
+from iwrs.auth import hash_password, password_hasher, password_matches, token_digest
 from iwrs.db import transaction
 from iwrs.errors import AccountLocked, AuthenticationFailed, Forbidden, InvalidInput
 from iwrs.models.users import ApiToken, User, UserSession
@@ -120,6 +120,13 @@ def sign_in(*, username: str, password: str) -> SignIn:
             rule="lockout" if account else "sign_in_lockout",
         )
     matches = password_matches(seen.password_hash if seen else None, password)
+    # A hash made with older Argon2 costs is upgraded now, while the password is at hand; the
+    # hashing runs here, outside the write transaction, like the check.
+    rehashed = (
+        hash_password(password)
+        if matches and seen and password_hasher().check_needs_rehash(seen.password_hash)
+        else None
+    )
     with transaction() as session:
         user = session.get(User, seen.id, with_for_update=True) if seen else None
         if user is not None:
@@ -136,6 +143,8 @@ def sign_in(*, username: str, password: str) -> SignIn:
             user.failed_sign_ins = 0
             user.sign_in_locked_until = None
             user.last_sign_in_at = now
+            if rehashed is not None:
+                user.password_hash = rehashed
             row = UserSession(
                 user_id=user.id,
                 key_sha256=session_digest(key),
@@ -150,7 +159,11 @@ def sign_in(*, username: str, password: str) -> SignIn:
                 action="auth.signed_in",
                 entity_type="user",
                 entity_id=user.id,
-                after={"session": row.id, "expires_at": row.expires_at.isoformat()},
+                after={
+                    "session": row.id,
+                    "expires_at": row.expires_at.isoformat(),
+                    **({"password_rehashed": True} if rehashed is not None else {}),
+                },
             )
     if failed:
         raise AuthenticationFailed(WRONG_CREDENTIALS, field="password", rule="credentials")

@@ -164,3 +164,26 @@ def test_guessable_passwords_are_refused(ctx, password):
 )
 def test_strong_passwords_and_temporary_ones_pass(ctx, password):
     users.check_password_rules(password, username="dr.wu")
+
+
+def test_a_hash_with_older_argon2_costs_is_upgraded_at_sign_in(ctx, make_user):
+    """check_needs_rehash: a stored hash made with other costs than the configured ones is
+    replaced at the next successful sign-in (the hasher's costs, same password)."""
+    from iwrs import audit
+    from iwrs.auth import password_hasher
+    from iwrs.db import transaction
+
+    user = make_user("pharmacist", sites=["CN01"])
+    older = PasswordHasher(time_cost=2, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
+    with transaction() as session:
+        session.get(User, user.id).password_hash = older
+        audit.record(session, actor=ADMIN, action="test.older_hash", entity_type="user")
+    assert password_hasher().check_needs_rehash(older)
+    users.sign_in(username=user.username, password=PASSWORD)
+    read_session().rollback()
+    stored = read_session().get(User, user.id).password_hash
+    assert stored != older and not password_hasher().check_needs_rehash(stored)
+    assert password_hasher().verify(stored, PASSWORD)
+    users.sign_in(username=user.username, password=PASSWORD)  # and it still signs in
+    read_session().rollback()
+    assert read_session().get(User, user.id).password_hash == stored  # no rehash again

@@ -83,3 +83,20 @@ def test_checkpoint_settings_and_the_signing_key_come_from_the_environment(tmp_p
     monkeypatch.setenv("IWRS_CHECKPOINT_EVERY_EVENTS", "many")
     with pytest.raises(ConfigError, match="IWRS_CHECKPOINT_EVERY_EVENTS"):
         Settings.from_env(instance_path=tmp_path)
+
+
+def test_argon2_costs_default_to_owasp_and_are_settable(monkeypatch, tmp_path):
+
+    defaults = Settings.from_env(instance_path=tmp_path)
+    assert (
+        defaults.argon2_memory_kib,
+        defaults.argon2_time_cost,
+        defaults.argon2_parallelism,
+    ) == (19 * 1024, 2, 1)
+    monkeypatch.setenv("IWRS_ARGON2_MEMORY_KIB", "65536")
+    monkeypatch.setenv("IWRS_ARGON2_TIME_COST", "3")
+    assert Settings.from_env(instance_path=tmp_path).argon2_memory_kib == 65536
+    assert Settings.from_env(instance_path=tmp_path).argon2_time_cost == 3
+    monkeypatch.setenv("IWRS_ARGON2_PARALLELISM", "zero")
+    with pytest.raises(ConfigError):
+        Settings.from_env(instance_path=tmp_path)
