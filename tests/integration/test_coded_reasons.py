@@ -98,6 +98,37 @@ def _dispense_backdated(world: Trial, who: str, key: str, text: str) -> None:
     )
 
 
+def _v1_kit(world: Trial, key: str) -> str:
+    from sqlalchemy import select
+
+    from iwrs.db import read_session
+    from iwrs.models.randomization import Dispensation
+    from iwrs.models.supply import Kit
+
+    return read_session().scalar(
+        select(Kit.number)
+        .join(Dispensation, Dispensation.kit_id == Kit.id)
+        .where(Dispensation.subject_id == world.subjects[key], Dispensation.visit_code == "V1")
+    )
+
+
+def _return_v1_kits(world: Trial) -> None:
+    from iwrs.services import accountability
+
+    for key in ("R1", "R2"):
+        accountability.record_return(
+            actor=world.actor("ph.wang"), kit_number=_v1_kit(world, key), condition="unused"
+        )
+
+
+def _report_returned_kit_lost(world: Trial, who: str, key: str, text: str) -> None:
+    from iwrs.services import accountability
+
+    accountability.report_kit(
+        actor=world.actor(who), kit_number=_v1_kit(world, key), lost=True, reason=text
+    )
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -106,6 +137,7 @@ class Case:
     writers: tuple[str, ...]  # who may write this reason at CN01
     action: str  # the audit event that carries the reason
     recorded: Any  # where that event keeps it
+    prepare: Any = None  # what must happen before (not part of the refused write)
 
     def __str__(self) -> str:
         return self.name
@@ -144,15 +176,25 @@ CASES = [
         "kit.dispensed",
         _backdate_reason,
     ),
+    Case(
+        "returned kit reported lost",
+        _report_returned_kit_lost,
+        "reason",
+        ("ph.wang",),
+        "kit.lost",
+        _reason,
+        _return_v1_kits,
+    ),
 ]
 WRITES = [(case, who) for case in CASES for who in case.writers]
 
 
-def _ready(world: Trial, *, unblinded: bool) -> None:
-    """R1 unblinded by dr.li (or not), the clock at V2's target day of R1 and R2."""
-    if unblinded:
-        unblind(world, "dr.li", "R1")
+def _ready(world: Trial, case: Case) -> None:
+    """R1 unblinded by dr.li, the clock at V2's target day of R1 and R2, the case prepared."""
+    unblind(world, "dr.li", "R1")
     _to_v2_window(world, "R1")
+    if case.prepare is not None:
+        case.prepare(world)
 
 
 def _event(seq: int, action: str) -> Any:
@@ -164,7 +206,7 @@ def _event(seq: int, action: str) -> Any:
 @pytest.mark.parametrize("text", FREE_TEXTS)
 @pytest.mark.parametrize(("case", "who"), WRITES, ids=[f"{c}-{w}" for c, w in WRITES])
 def test_free_text_about_an_unblinded_subject_is_refused_for_every_writer(world, case, who, text):
-    _ready(world, unblinded=True)
+    _ready(world, case)
     seq = head_seq()
     with pytest.raises(InvalidInput) as refused:
         case.call(world, who, "R1", text)
@@ -177,7 +219,7 @@ def test_free_text_about_an_unblinded_subject_is_refused_for_every_writer(world,
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_a_coded_reason_about_an_unblinded_subject_is_accepted_and_recorded(world, case):
     codes = world.app.extensions["iwrs.protocol"].unblinding_coded_reasons
-    _ready(world, unblinded=True)
+    _ready(world, case)
     seq = head_seq()
     case.call(world, case.writers[-1], "R1", f"  {codes[-1]} ")
     assert case.recorded(_event(seq, case.action)) == codes[-1]
@@ -185,7 +227,7 @@ def test_a_coded_reason_about_an_unblinded_subject_is_accepted_and_recorded(worl
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_a_still_blinded_subject_keeps_free_text(world, case):
-    _ready(world, unblinded=True)  # R1 unblinded: R2, at the same site, is not affected
+    _ready(world, case)  # R1 unblinded: R2, at the same site, is not affected
     seq = head_seq()
     case.call(world, case.writers[0], "R2", BLINDED_TEXT)
     assert case.recorded(_event(seq, case.action)) == BLINDED_TEXT
