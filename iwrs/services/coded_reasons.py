@@ -17,8 +17,8 @@ Use cases that take such a reason call `coded_reason` (one helper, not copies):
 `subjects.withdraw_subject` (reason), `dispensing.discontinue_treatment` (reason),
 `dispensing.request_extra_kit` (reason), `dispensing.dispense` (reason: out of window;
 backdate_reason: a back-dated visit), `accountability.report_kit` (reason, for a kit once
-dispensed to the subject, e.g. a return reported lost). Assessment back-dating, drug classification and
-re-screening only apply to subjects not yet randomized, hence never unblinded.
+dispensed to the subject, e.g. a return reported lost). Assessment back-dating, drug
+classification and re-screening only apply to subjects not yet randomized, never unblinded.
 """
 
 from __future__ import annotations
