@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,8 @@ class Protocol:
     eligibility_tables: dict[str, Any]
     unblinding_discontinues_treatment: bool
     unblinding_notify: tuple[str, ...]
+    # Reasons that may be given about a subject once it is unblinded (no free text then).
+    unblinding_coded_reasons: tuple[str, ...]
     depot: Place
     sites: tuple[Place, ...]
     sha256: str
@@ -492,6 +495,7 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
             unblinding, "discontinues_treatment", bool, "unblinding", default=False
         ),
         unblinding_notify=tuple(r.get(unblinding, "notify", list, "unblinding", default=[])),
+        unblinding_coded_reasons=_coded_reasons(r, unblinding, arms),
         depot=depot,
         sites=sites,
         sha256=sha256,
@@ -500,6 +504,39 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
     if r.problems:
         raise ProtocolError(source, r.problems)
     return protocol
+
+
+CODED_REASON_MAX = 80
+
+
+def _coded_reasons(
+    r: _Reader, unblinding: dict[str, Any], arms: tuple[Arm, ...]
+) -> tuple[str, ...]:
+    """[unblinding] coded_reasons: 2 or more distinct one-line phrases of at most 80
+    characters, none naming an arm (they are what is written about an unblinded subject)."""
+    where = "unblinding.coded_reasons"
+    values = r.get(unblinding, "coded_reasons", list, "unblinding")
+    if values is None:
+        return ()
+    if len(values) < 2:
+        r.problems.append(f"{where}: at least two coded reasons are required")
+    names = {w for a in arms if isinstance(a.name, str) for w in re.findall(r"\w+", a.name.lower())}
+    for i, value in enumerate(values):
+        if (
+            not isinstance(value, str)
+            or value != value.strip()
+            or not value
+            or len(value) > CODED_REASON_MAX
+            or any(c in value for c in "\r\n\t")
+        ):
+            r.problems.append(
+                f"{where}[{i}]: must be one line of 1 to {CODED_REASON_MAX} characters, "
+                f"got {value!r}"
+            )
+        elif set(re.findall(r"\w+", value.casefold())) & names:
+            r.problems.append(f"{where}[{i}]: must not name an arm, got {value!r}")
+    r.unique([(f"{where}[{i}]", v) for i, v in enumerate(values) if isinstance(v, str)], "reason")
+    return tuple(v for v in values if isinstance(v, str))
 
 
 def _table(r: _Reader, data: dict[str, Any], key: str) -> dict[str, Any]:

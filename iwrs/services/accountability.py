@@ -12,7 +12,10 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import read_session, transaction
 from iwrs.errors import InvalidInput
+from iwrs.models.randomization import Dispensation
+from iwrs.models.subjects import Subject
 from iwrs.models.supply import Destruction, Kit, KitEvent
+from iwrs.services.coded_reasons import coded_reason
 from iwrs.services.supply import (
     _apply,
     _depot,
@@ -38,10 +41,19 @@ RETURN_CONDITIONS = ("used", "partly_used", "unused")
 
 
 def report_kit(*, actor: Actor, kit_number: str, lost: bool, reason: str) -> Kit:
-    """A pharmacist reports a kit at the site damaged or lost."""
+    """A pharmacist reports a kit at the site damaged or lost. A kit once dispensed to a
+    subject since unblinded (a return reported lost) takes a coded reason (rule
+    coded_reason_after_unblinding, iwrs/services/coded_reasons.py)."""
     reason = validation.reason(reason)
     with transaction() as session:
         kit = site_kit(session, actor, kit_number, Permission.DISPENSE)
+        holder = session.scalars(
+            select(Subject)
+            .join(Dispensation, Dispensation.subject_id == Subject.id)
+            .where(Dispensation.kit_id == kit.id)
+        ).first()
+        if holder is not None:
+            reason = coded_reason(holder, reason) or ""
         action = KitAction.REPORT_LOST if lost else KitAction.REPORT_DAMAGED
         before = {"state": str(kit.state)}
         _apply(session, kit, action, actor=actor, detail=reason.strip())

@@ -25,13 +25,14 @@ from iwrs.models.randomization import (
 from iwrs.models.sites import Site, SiteStatus
 from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.models.supply import Kit
+from iwrs.services.coded_reasons import coded_reason
 from iwrs.services.randomization import (
     VisitPlan,
     slot_arm,
     tie_break,
     visit_plan,
 )
-from iwrs.services.stated_dates import StatedDate, stated_date
+from iwrs.services.stated_dates import REASON_FIELD, StatedDate, stated_date
 from iwrs.services.supply import (
     ShelfTreatments,
     _apply,
@@ -149,13 +150,16 @@ def dispense(
     signed request (`request_extra_kit`), whose reason it carries; `reason` is the
     pharmacist's for a scheduled kit out of its window. `visit_date` (stated, `stated_dates`;
     default the site's local today) is not before day 1 or an earlier visit, and decides the
-    window; the kit is judged usable on the site's local today, when it is handed over."""
+    window; the kit is judged usable on the site's local today, when it is handed over.
+    For an unblinded subject both reasons are coded (rule coded_reason_after_unblinding)."""
     reason = validation.reason(reason, required=False)
     if kind not in KINDS:
         raise InvalidInput(f"kind: must be one of {', '.join(KINDS)}", field="kind", rule="choice")
     refusal: Conflict | None = None
     with transaction() as session:
         subject, randomization = _subject(session, actor, subject_id)
+        reason = coded_reason(subject, reason) or ""
+        backdate_reason = coded_reason(subject, backdate_reason, field=REASON_FIELD)
         site = session.scalars(
             select(Site).where(Site.id == subject.site_id).with_for_update()
         ).one()  # the site's kits: one pick at a time
@@ -357,18 +361,20 @@ def request_extra_kit(
     """The investigator asks, with a reason and an e-signature, for an unscheduled or
     replacement kit at a dosing visit; at most the protocol's `extra_kits_per_visit` per
     subject and visit (rule replacement_limit). Every request alerts the supply manager.
+    An unblinded subject's reason is coded (rule coded_reason_after_unblinding).
     The pharmacist then dispenses it (`dispense`, same kind) and confirms the kit in hand."""
     if kind not in EXTRA_KINDS:
         raise InvalidInput(
             f"kind: must be one of {', '.join(EXTRA_KINDS)}", field="kind", rule="choice"
         )
     reason = validation.reason(reason)
-    # Who may ask is settled before the signature: a refused role never reaches it.
-    _requester(read_session(), actor, subject_id, lock=False)
+    # Who may ask, and with what reason, is settled before the signature.
+    coded_reason(_requester(read_session(), actor, subject_id, lock=False), reason)
     confirm_signature(signer_id=actor.user_id, password=signer_password)
     limit = protocol().extra_kits_per_visit
     with transaction() as session:
         subject = _requester(session, actor, subject_id, lock=True)
+        reason = coded_reason(subject, reason) or ""
         randomization = session.scalars(
             select(Randomization).where(Randomization.subject_id == subject.id)
         ).one()
@@ -496,7 +502,8 @@ def confirm_kit(*, actor: Actor, dispensation_id: int, kit_number: str) -> Dispe
 
 
 def discontinue_treatment(*, actor: Actor, subject_id: int, reason: str) -> Subject:
-    """The investigator records that the subject stops study treatment (no more kits)."""
+    """The investigator records that the subject stops study treatment (no more kits); an
+    unblinded subject's reason is coded (rule coded_reason_after_unblinding)."""
     from iwrs.services.subjects import _investigator
 
     reason = validation.reason(reason)
@@ -517,6 +524,7 @@ def discontinue_treatment(*, actor: Actor, subject_id: int, reason: str) -> Subj
                 field="subject_id",
                 rule="on_treatment",
             )
+        reason = coded_reason(subject, reason) or ""
         subject.treatment_discontinued_at = clock.now()
         audit.record(
             session,

@@ -30,6 +30,7 @@ from iwrs.models.subjects import (
 from iwrs.models.users import User
 from iwrs.protocol import Protocol
 from iwrs.services import persons
+from iwrs.services.coded_reasons import coded_reason
 from iwrs.services.drug_classes import with_drug_classes
 from iwrs.services.stated_dates import StatedDate, stated_date
 from iwrs.services.users import confirm_signature, sign
@@ -450,7 +451,8 @@ def decide_eligibility(
 
 
 def withdraw_subject(*, actor: Actor, subject_id: int, reason: str) -> Subject:
-    """Withdraw a subject from screening or the study; the record stays, nothing is deleted."""
+    """Withdraw a subject from screening or the study; the record stays, nothing is deleted.
+    An unblinded subject's reason is coded (`coded_reasons`, rule coded_reason_after_unblinding)."""
     reason = validation.reason(reason)
     with transaction() as session:
         subject = _subject_for_update(session, actor, subject_id)
@@ -460,6 +462,7 @@ def withdraw_subject(*, actor: Actor, subject_id: int, reason: str) -> Subject:
                 field="subject_id",
                 rule="status",
             )
+        reason = coded_reason(subject, reason) or ""
         before = _snapshot(subject)
         _set_status(subject, SubjectStatus.WITHDRAWN)
         subject.withdrawal_reason = reason.strip()

@@ -8,7 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from iwrs import padding
-from iwrs.api.v1.schemas import ProblemSchema
+from iwrs.api.v1.schemas import CODED_REASON, ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import NotFound
@@ -52,7 +52,11 @@ class RandomizeSchema(Schema):
 class DispenseSchema(Schema):
     visit_code = fields.String(required=True)
     kind = fields.String(load_default="scheduled", validate=validate.OneOf(list(dispensing.KINDS)))
-    reason = fields.String(load_default="", validate=validate.Length(max=1000))
+    reason = fields.String(
+        load_default="",
+        validate=validate.Length(max=1000),
+        metadata={"description": "required when out of window. " + CODED_REASON},
+    )
     visit_date = fields.String(
         load_default=None,
         metadata={
@@ -61,7 +65,11 @@ class DispenseSchema(Schema):
             "before today needs backdate_reason"
         },
     )
-    backdate_reason = fields.String(load_default=None, validate=validate.Length(max=1000))
+    backdate_reason = fields.String(
+        load_default=None,
+        validate=validate.Length(max=1000),
+        metadata={"description": CODED_REASON},
+    )
 
 
 class DispenseResultSchema(Schema):
@@ -77,7 +85,11 @@ class DispenseResultSchema(Schema):
 class KitRequestSchema(Schema):
     visit_code = fields.String(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(list(dispensing.EXTRA_KINDS)))
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    reason = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=1000),
+        metadata={"description": CODED_REASON},
+    )
     signature_password = fields.String(
         required=True, load_only=True, metadata={"description": "electronic signature"}
     )
@@ -147,6 +159,7 @@ class Dispensations(MethodView):
     @blp.arguments(DispenseSchema)
     @blp.response(201, DispenseResultSchema)
     @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(422, **PROBLEM)
     @requires(Permission.DISPENSE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Dispense a kit of the subject's (blinded) treatment at a visit (pharmacist)."""
@@ -166,6 +179,7 @@ class KitRequests(MethodView):
     @blp.arguments(KitRequestSchema)
     @blp.response(201, KitRequestResultSchema)
     @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(401, **PROBLEM)
     @requires(Permission.RANDOMIZE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from flask_login import current_user
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from iwrs.api.v1.schemas import ProblemSchema
+from iwrs.api.v1.schemas import CODED_REASON, ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.services import drug_classes, queries, subjects
@@ -116,7 +116,11 @@ class DecisionSchema(Schema):
 
 
 class WithdrawalSchema(Schema):
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    reason = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=1000),
+        metadata={"description": CODED_REASON},
+    )
 
 
 class FieldSpecSchema(Schema):
@@ -292,6 +296,7 @@ class Withdrawal(MethodView):
     @blp.arguments(WithdrawalSchema)
     @blp.response(200, SubjectSchema)
     @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(422, **PROBLEM)
     @requires(Permission.SCREEN_SUBJECTS)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Withdraw the subject (with a reason)."""
