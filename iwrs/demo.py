@@ -6,9 +6,14 @@ Used by `iwrs demo` to give every role real data from the first sign-in, and by 
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iwrs.eligibility import Engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from iwrs.models.users import User
 
 
 def eligible_answers(
@@ -70,34 +75,14 @@ def eligible_answers(
     return answers
 
 
-def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
-    """The demo trial's activity: a kit list at the depot; the four sites activated, their
-    initial shipments shipped and received; a few subjects screened at CN01 and CN02 in every
-    state an investigator meets (confirmed eligible RA and SSc, a signed screen failure, one
-    still in screening with answers missing). Returns what was done, one line each."""
+def _generate_demo_kits(done: list[str]) -> None:
+    """The kit list at the depot: one blinded lot of the first kit type."""
     import secrets
-
-    from sqlalchemy import select
 
     from iwrs import clock
     from iwrs.audit import Actor
-    from iwrs.db import read_session
-    from iwrs.models.sites import Site, SiteStatus
-    from iwrs.models.supply import Shipment
-    from iwrs.models.users import User
-    from iwrs.services import (
-        randomization,
-        shipments,
-        sites,
-        subjects,
-        supply,
-        supply_views,
-        unblinding,
-    )
+    from iwrs.services import supply
 
-    session = read_session()
-    people = {u.username: u for u in session.scalars(select(User))}
-    done = []
     kit_type = supply.protocol().kit_types[0].code
     made = supply.generate_kits(
         actor=Actor.system("demo"),
@@ -108,6 +93,18 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
         seed=secrets.token_bytes(32),
     )
     done.append(f"generated {made.kits} blinded kits in lot DEMO-L001 at the depot")
+
+
+def _activate_sites(
+    session: Session, people: dict[str, User], passwords: dict[str, str], done: list[str]
+) -> None:
+    """The admin activates every inactive site (which requests its initial shipment)."""
+    from sqlalchemy import select
+
+    from iwrs.audit import Actor
+    from iwrs.models.sites import Site, SiteStatus
+    from iwrs.services import sites
+
     admin = people["admin"]
     for site in session.scalars(select(Site).order_by(Site.code)).all():
         if site.status == SiteStatus.INACTIVE:
@@ -118,6 +115,17 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
                 signer_password=passwords["admin"],
             )
             done.append(f"activated site {site.code}")
+
+
+def _ship_and_receive(session: Session, people: dict[str, User], done: list[str]) -> None:
+    """The supply manager ships every shipment; each site's pharmacist receives it whole."""
+    from sqlalchemy import select
+
+    from iwrs.audit import Actor
+    from iwrs.models.sites import Site
+    from iwrs.models.supply import Shipment
+    from iwrs.services import shipments, supply_views
+
     manager = Actor.of(people["supply.chen"])
     pharmacist_of = {"CN01": "ph.wang", "CN02": "ph.zhou", "CN03": "ph.sun", "CN04": "ph.ma"}
     for row in session.scalars(select(Shipment).order_by(Shipment.id)).all():
@@ -137,19 +145,34 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
             excursion=False,
         )
         done.append(f"shipped and received {row.number} ({len(kits)} kits) at {site.code}")
-    plan = [
-        ("dr.li", "CN01", "1961-05-14", "female", "RA", {}, "eligible"),
-        ("dr.li", "CN01", "1958-11-02", "male", "SSc", {}, "eligible"),
-        ("dr.li", "CN01", "1972-02-29", "female", "RA", {"fvc_pct": "35"}, "screen_failure"),
-        ("dr.li", "CN01", "1980-07-21", "female", "SSc", {"wbc": None, "qt_ms": None}, None),
-        ("dr.zhang", "CN02", "1964-03-09", "male", "RA", {}, "eligible"),
-        ("dr.zhang", "CN02", "1969-08-17", "female", "SSc", {}, "eligible"),
-        ("dr.wu", "CN03", "1957-12-01", "female", "RA", {}, "eligible"),
-        ("dr.he", "CN04", "1975-06-30", "male", "SSc", {}, "eligible"),
-    ]
+
+
+_SCREENING_PLAN: list[tuple[str, str, str, str, str, dict[str, str | None], str | None]] = [
+    ("dr.li", "CN01", "1961-05-14", "female", "RA", {}, "eligible"),
+    ("dr.li", "CN01", "1958-11-02", "male", "SSc", {}, "eligible"),
+    ("dr.li", "CN01", "1972-02-29", "female", "RA", {"fvc_pct": "35"}, "screen_failure"),
+    ("dr.li", "CN01", "1980-07-21", "female", "SSc", {"wbc": None, "qt_ms": None}, None),
+    ("dr.zhang", "CN02", "1964-03-09", "male", "RA", {}, "eligible"),
+    ("dr.zhang", "CN02", "1969-08-17", "female", "SSc", {}, "eligible"),
+    ("dr.wu", "CN03", "1957-12-01", "female", "RA", {}, "eligible"),
+    ("dr.he", "CN04", "1975-06-30", "male", "SSc", {}, "eligible"),
+]
+
+
+def _screen_subjects(
+    session: Session, people: dict[str, User], passwords: dict[str, str], done: list[str]
+) -> list[tuple[str, int]]:
+    """Screen the plan's subjects, record their answers and sign the decisions; return the
+    (investigator, subject) pairs confirmed eligible, in plan order."""
+    from sqlalchemy import select
+
+    from iwrs.audit import Actor
+    from iwrs.models.sites import Site
+    from iwrs.services import subjects
+
     codes = {s.code: s.id for s in session.scalars(select(Site))}
     randomized: list[tuple[str, int]] = []
-    for username, site, born, sex, disease, changes, decision in plan:
+    for username, site, born, sex, disease, changes, decision in _SCREENING_PLAN:
         investigator = Actor.of(people[username])
         subject = subjects.screen_subject(
             actor=investigator, site_id=codes[site], date_of_birth=born, sex=sex
@@ -172,6 +195,19 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
         done.append(f"screened {subject.screening_number}: {decision or record.result.outcome}")
         if decision == "eligible":
             randomized.append((username, subject.id))
+    return randomized
+
+
+def _randomize_subjects(
+    people: dict[str, User],
+    passwords: dict[str, str],
+    randomized: list[tuple[str, int]],
+    done: list[str],
+) -> None:
+    """The statistician generates the list; each eligible subject is randomized."""
+    from iwrs.audit import Actor
+    from iwrs.services import randomization
+
     rlist = randomization.generate_list(actor=Actor.of(people["stat.liu"]), name="GenSci048-204 v1")
     done.append(f"generated randomization list {rlist.name} (fingerprint {rlist.fingerprint[:12]})")
     for username, subject_id in randomized:
@@ -184,6 +220,18 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
             f"randomized {result.screening_number} as {result.randomization_number}, "
             f"kit {result.kit_number}"
         )
+
+
+def _unblind_first(
+    people: dict[str, User],
+    passwords: dict[str, str],
+    randomized: list[tuple[str, int]],
+    done: list[str],
+) -> None:
+    """One emergency unblinding of the first randomized subject."""
+    from iwrs.audit import Actor
+    from iwrs.services import unblinding
+
     first_username, first_subject = randomized[0]
     unblinding.unblind(
         actor=Actor.of(people[first_username]),
@@ -195,4 +243,25 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
         sae_led_to_unblinding=True,
     )
     done.append("recorded one emergency unblinding (see the unblinding report)")
+
+
+def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
+    """The demo trial's activity: a kit list at the depot; the four sites activated, their
+    initial shipments shipped and received; a few subjects screened at CN01 and CN02 in every
+    state an investigator meets (confirmed eligible RA and SSc, a signed screen failure, one
+    still in screening with answers missing). Returns what was done, one line each."""
+    from sqlalchemy import select
+
+    from iwrs.db import read_session
+    from iwrs.models.users import User
+
+    session = read_session()
+    people = {u.username: u for u in session.scalars(select(User))}
+    done: list[str] = []
+    _generate_demo_kits(done)
+    _activate_sites(session, people, passwords, done)
+    _ship_and_receive(session, people, done)
+    randomized = _screen_subjects(session, people, passwords, done)
+    _randomize_subjects(people, passwords, randomized, done)
+    _unblind_first(people, passwords, randomized, done)
     return done

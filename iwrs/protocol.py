@@ -288,6 +288,58 @@ def load_protocol(path: Path | str | None = None) -> Protocol:
 def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: str = "") -> Protocol:
     r = _Reader()
     study = _table(r, data, "study")
+    arms = _arms(r, data)
+    factors = _stratification(r, data)
+    algorithm, block_sizes, slots = _randomization(r, data, arms)
+    kit_types = _kit_types(r, data)
+    kit_codes = {k.code for k in kit_types}
+    visits = _visits(r, data, kit_codes)
+
+    supply = _table(r, data, "supply")
+    levels_initial = tuple(_supply_levels(r, supply, "initial_shipment", kit_codes, ("quantity",)))
+    levels_resupply = tuple(
+        _resupply_levels(r, supply, kit_codes, arms, visits, levels_initial, factors, block_sizes)
+    )
+
+    elig = _table(r, data, "eligibility")
+    criteria = _criteria(r, elig)
+    unblinding = data.get("unblinding", {})
+    depot, sites = _depot(r, data), _sites(r, data)
+    default_policy = _default_policy(r, supply, sites)
+    planned, cap = _enrolment(r, study, slots)
+
+    # Read in the order of the Protocol fields: each problem is reported in that order.
+    study_fields = _study_fields(r, study, planned, cap)
+    supply_fields = _supply_settings(r, supply, default_policy)
+    eligibility_fields = _eligibility_settings(r, elig)
+    unblinding_fields = _unblinding_settings(r, unblinding, arms)
+    protocol = Protocol(
+        **study_fields,
+        arms=arms,
+        stratification=tuple(factors),
+        algorithm=algorithm,
+        block_sizes=tuple(block_sizes),
+        slots_per_stratum=slots,
+        kit_types=kit_types,
+        visits=tuple(visits),
+        **supply_fields,
+        initial_shipment=levels_initial,
+        resupply=levels_resupply,
+        criteria=tuple(criteria),
+        **eligibility_fields,
+        **unblinding_fields,
+        depot=depot,
+        sites=sites,
+        sha256=sha256,
+        source=source,
+    )
+    if r.problems:
+        raise ProtocolError(source, r.problems)
+    return protocol
+
+
+def _arms(r: _Reader, data: dict[str, Any]) -> tuple[Arm, ...]:
+    """[[arms]]: at least two, codes unique."""
     arms = tuple(
         Arm(
             r.get(t, "code", str, p), r.get(t, "name", str, p), r.get(t, "ratio", int, p, minimum=1)
@@ -297,20 +349,14 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
     if len(arms) == 1:
         r.problems.append("arms: at least two arms are required")
     r.unique([(f"arms[{i}].code", a.code) for i, a in enumerate(arms)], "arm code")
+    return arms
 
+
+def _stratification(r: _Reader, data: dict[str, Any]) -> list[StratificationFactor]:
+    """[[stratification]] (optional): factors, unique, each with two or more unique levels."""
     factors = []
     for p, t in r.tables(data, "stratification", "", required=False):
-        levels = []
-        raw_levels = r.get(t, "levels", list, p)
-        for i, lv in enumerate(raw_levels or []):
-            lp = f"{p}.levels[{i}]"
-            if not isinstance(lv, dict):
-                r.problems.append(f"{lp}: must be a table with code and label")
-                continue
-            levels.append(Level(r.get(lv, "code", str, lp), r.get(lv, "label", str, lp)))
-        if raw_levels is not None and len(levels) < 2:
-            r.problems.append(f"{p}.levels: a factor needs at least two levels")
-        r.unique([(f"{p}.levels[{i}].code", lv.code) for i, lv in enumerate(levels)], "level")
+        levels = _factor_levels(r, t, p)
         factors.append(
             StratificationFactor(
                 r.get(t, "factor", str, p),
@@ -320,7 +366,28 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
             )
         )
     r.unique([(f"stratification[{i}].factor", f.factor) for i, f in enumerate(factors)], "factor")
+    return factors
 
+
+def _factor_levels(r: _Reader, t: dict[str, Any], p: str) -> list[Level]:
+    levels = []
+    raw_levels = r.get(t, "levels", list, p)
+    for i, lv in enumerate(raw_levels or []):
+        lp = f"{p}.levels[{i}]"
+        if not isinstance(lv, dict):
+            r.problems.append(f"{lp}: must be a table with code and label")
+            continue
+        levels.append(Level(r.get(lv, "code", str, lp), r.get(lv, "label", str, lp)))
+    if raw_levels is not None and len(levels) < 2:
+        r.problems.append(f"{p}.levels: a factor needs at least two levels")
+    r.unique([(f"{p}.levels[{i}].code", lv.code) for i, lv in enumerate(levels)], "level")
+    return levels
+
+
+def _randomization(
+    r: _Reader, data: dict[str, Any], arms: tuple[Arm, ...]
+) -> tuple[str, list[Any], int]:
+    """[randomization]: algorithm, block sizes (multiples of the ratio sum), slots per stratum."""
     rand = _table(r, data, "randomization")
     algorithm = r.get(rand, "algorithm", str, "randomization")
     block_sizes = r.get(rand, "block_sizes", list, "randomization") or []
@@ -336,7 +403,11 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
     if rand and not block_sizes:
         r.problems.append("randomization.block_sizes: at least one block size is required")
     slots = r.get(rand, "slots_per_stratum", int, "randomization", minimum=1)
+    return algorithm, block_sizes, slots
 
+
+def _kit_types(r: _Reader, data: dict[str, Any]) -> tuple[KitType, ...]:
+    """[[kit_types]]: codes unique."""
     kit_types = tuple(
         KitType(
             r.get(t, "code", str, p),
@@ -347,8 +418,11 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
         for p, t in r.tables(data, "kit_types", "")
     )
     r.unique([(f"kit_types[{i}].code", k.code) for i, k in enumerate(kit_types)], "kit type")
-    kit_codes = {k.code for k in kit_types}
+    return kit_types
 
+
+def _visits(r: _Reader, data: dict[str, Any], kit_codes: set[str]) -> list[Visit]:
+    """[[visits]]: codes unique, kit types known, days strictly increasing."""
     visits = []
     for p, t in r.tables(data, "visits", ""):
         visit = Visit(
@@ -369,14 +443,11 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
     days = [v.day for v in visits if isinstance(v.day, int)]
     if days != sorted(set(days)):
         r.problems.append("visits: days must strictly increase in the order visits are listed")
+    return visits
 
-    supply = _table(r, data, "supply")
-    levels_initial = tuple(_supply_levels(r, supply, "initial_shipment", kit_codes, ("quantity",)))
-    levels_resupply = tuple(
-        _resupply_levels(r, supply, kit_codes, arms, visits, levels_initial, factors, block_sizes)
-    )
 
-    elig = _table(r, data, "eligibility")
+def _criteria(r: _Reader, elig: dict[str, Any]) -> list[Criterion]:
+    """[[eligibility.criteria]] (optional): known kind and type, numbers unique."""
     criteria = []
     for p, t in r.tables(elig, "criteria", "eligibility", required=False):
         kind = r.get(t, "kind", str, p)
@@ -395,15 +466,22 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
         [(f"eligibility.criteria[{i}].number", c.number) for i, c in enumerate(criteria)],
         "criterion number",
     )
+    return criteria
 
-    unblinding = data.get("unblinding", {})
+
+def _depot(r: _Reader, data: dict[str, Any]) -> Place:
+    """[depot]: the one depot and its time zone."""
     depot_t = _table(r, data, "depot")
-    depot = Place(
+    return Place(
         r.get(depot_t, "code", str, "depot"),
         r.get(depot_t, "name", str, "depot"),
         r.get(depot_t, "country", str, "depot"),
         time_zone=_time_zone(r, depot_t, "depot"),
     )
+
+
+def _sites(r: _Reader, data: dict[str, Any]) -> tuple[Place, ...]:
+    """[[sites]]: codes unique, each with its time zone and optional resupply policy."""
     sites = tuple(
         Place(
             r.get(t, "code", str, p),
@@ -416,6 +494,11 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
         for p, t in r.tables(data, "sites", "")
     )
     r.unique([(f"sites[{i}].code", s.code) for i, s in enumerate(sites)], "site code")
+    return sites
+
+
+def _default_policy(r: _Reader, supply: dict[str, Any], sites: tuple[Place, ...]) -> Any:
+    """supply.default_policy and every site's override must name a known resupply policy."""
     default_policy = r.get(supply, "default_policy", str, "supply", default="threshold")
     for where, policy in [("supply.default_policy", default_policy)] + [
         (f"sites[{i}].resupply_policy", s.resupply_policy) for i, s in enumerate(sites)
@@ -424,9 +507,11 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
             r.problems.append(
                 f"{where}: {policy!r} is not a resupply policy ({', '.join(RESUPPLY_POLICIES)})"
             )
-    predictive = supply.get("predictive", {}) if isinstance(supply, dict) else {}
-    kits_t = supply.get("kits", {}) if isinstance(supply, dict) else {}
+    return default_policy
 
+
+def _enrolment(r: _Reader, study: dict[str, Any], slots: Any) -> tuple[Any, Any]:
+    """study.planned_enrolment and enrolment_cap, checked against each other and the slots."""
     planned = r.get(study, "planned_enrolment", int, "study", minimum=1)
     cap = r.get(study, "enrolment_cap", int, "study", minimum=1)
     if isinstance(planned, int) and isinstance(cap, int) and cap < planned:
@@ -437,30 +522,35 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
         and slots < (r.get(study, "stratum_cap", int, "study", minimum=1) or 0)
     ):
         r.problems.append("randomization.slots_per_stratum: must be at least study.stratum_cap")
+    return planned, cap
 
-    protocol = Protocol(
-        study_id=r.get(study, "id", str, "study"),
-        registry_id=r.get(study, "registry_id", str, "study", default=""),
-        title=r.get(study, "title", str, "study"),
-        sponsor=r.get(study, "sponsor", str, "study", default=""),
-        phase=r.get(study, "phase", str, "study", default=""),
-        version=r.get(study, "protocol_version", str, "study"),
-        planned_enrolment=planned,
-        enrolment_cap=cap,
-        site_cap=r.get(study, "site_cap", int, "study", minimum=1),
-        stratum_cap=r.get(study, "stratum_cap", int, "study", minimum=1),
-        arms=arms,
-        stratification=tuple(factors),
-        algorithm=algorithm,
-        block_sizes=tuple(block_sizes),
-        slots_per_stratum=slots,
-        kit_types=kit_types,
-        visits=tuple(visits),
-        do_not_ship_days=r.get(supply, "do_not_ship_days", int, "supply", minimum=0),
-        do_not_dispense_days=r.get(supply, "do_not_dispense_days", int, "supply", minimum=0),
-        shipping_lead_days=r.get(supply, "shipping_lead_days", int, "supply", minimum=0),
-        default_resupply_policy=default_policy,
-        predictive_randomizations_per_week=r.get(
+
+def _study_fields(r: _Reader, study: dict[str, Any], planned: Any, cap: Any) -> dict[str, Any]:
+    """The [study] fields of Protocol, read in field order."""
+    return {
+        "study_id": r.get(study, "id", str, "study"),
+        "registry_id": r.get(study, "registry_id", str, "study", default=""),
+        "title": r.get(study, "title", str, "study"),
+        "sponsor": r.get(study, "sponsor", str, "study", default=""),
+        "phase": r.get(study, "phase", str, "study", default=""),
+        "version": r.get(study, "protocol_version", str, "study"),
+        "planned_enrolment": planned,
+        "enrolment_cap": cap,
+        "site_cap": r.get(study, "site_cap", int, "study", minimum=1),
+        "stratum_cap": r.get(study, "stratum_cap", int, "study", minimum=1),
+    }
+
+
+def _supply_settings(r: _Reader, supply: dict[str, Any], default_policy: Any) -> dict[str, Any]:
+    """The [supply] scalar fields of Protocol (with supply.predictive and supply.kits)."""
+    predictive = supply.get("predictive", {}) if isinstance(supply, dict) else {}
+    kits_t = supply.get("kits", {}) if isinstance(supply, dict) else {}
+    return {
+        "do_not_ship_days": r.get(supply, "do_not_ship_days", int, "supply", minimum=0),
+        "do_not_dispense_days": r.get(supply, "do_not_dispense_days", int, "supply", minimum=0),
+        "shipping_lead_days": r.get(supply, "shipping_lead_days", int, "supply", minimum=0),
+        "default_resupply_policy": default_policy,
+        "predictive_randomizations_per_week": r.get(
             predictive,
             "randomizations_per_week",
             (int, float),
@@ -468,42 +558,46 @@ def parse_protocol(data: dict[str, Any], *, source: str = "<memory>", sha256: st
             default=1.0,
             minimum=0,
         ),
-        predictive_safety_stock=r.get(
+        "predictive_safety_stock": r.get(
             predictive, "safety_stock", int, "supply.predictive", default=1, minimum=0
         ),
-        extra_kits_per_visit=r.get(
+        "extra_kits_per_visit": r.get(
             kits_t, "extra_kits_per_visit", int, "supply.kits", default=1, minimum=0
         ),
-        lot_balance_tolerance=r.get(
+        "lot_balance_tolerance": r.get(
             kits_t, "lot_balance_tolerance", int, "supply.kits", default=2, minimum=0
         ),
-        initial_shipment=levels_initial,
-        resupply=levels_resupply,
-        rescreens_allowed=r.get(
+    }
+
+
+def _eligibility_settings(r: _Reader, elig: dict[str, Any]) -> dict[str, Any]:
+    """The [eligibility] scalar fields of Protocol and the rest of the table as-is."""
+    return {
+        "rescreens_allowed": r.get(
             elig, "rescreens_allowed", int, "eligibility", default=0, minimum=0
         ),
-        qtcf_exponent=r.get(
+        "qtcf_exponent": r.get(
             elig, "qtcf_exponent", (int, float), "eligibility", default=1 / 3, minimum=0.01
         ),
-        criteria=tuple(criteria),
-        eligibility_tables={
+        "eligibility_tables": {
             k: v
             for k, v in elig.items()
             if k not in ("criteria", "rescreens_allowed", "qtcf_exponent")
         },
-        unblinding_discontinues_treatment=r.get(
+    }
+
+
+def _unblinding_settings(
+    r: _Reader, unblinding: dict[str, Any], arms: tuple[Arm, ...]
+) -> dict[str, Any]:
+    """The [unblinding] fields of Protocol."""
+    return {
+        "unblinding_discontinues_treatment": r.get(
             unblinding, "discontinues_treatment", bool, "unblinding", default=False
         ),
-        unblinding_notify=tuple(r.get(unblinding, "notify", list, "unblinding", default=[])),
-        unblinding_coded_reasons=_coded_reasons(r, unblinding, arms),
-        depot=depot,
-        sites=sites,
-        sha256=sha256,
-        source=source,
-    )
-    if r.problems:
-        raise ProtocolError(source, r.problems)
-    return protocol
+        "unblinding_notify": tuple(r.get(unblinding, "notify", list, "unblinding", default=[])),
+        "unblinding_coded_reasons": _coded_reasons(r, unblinding, arms),
+    }
 
 
 CODED_REASON_MAX = 80
@@ -580,85 +674,132 @@ def _resupply_levels(
     block_sizes: list[int],
 ) -> list[SupplyLevel]:
     """[[supply.resupply]]: the arm-agnostic levels, each inconsistency named with its rule."""
-    from supply.blind_resupply import block_guard, cap_guard
-
     levels = []
     n = len(arms) or 1
     for p, t in r.tables(supply, "resupply", "supply"):
-        kit_type = r.get(t, "kit_type", str, p)
-        if kit_type is not None and kit_type not in kit_codes:
-            r.problems.append(f"{p}.kit_type: {kit_type!r} is not a kit type of this protocol")
-        lv = SupplyLevel(
-            kit_type,
-            maximum=r.get(t, "maximum", int, p, minimum=1),
-            total_trigger=r.get(t, "total_trigger", int, p, minimum=0),
-            guard=r.get(t, "guard", int, p, minimum=0),
-            guard_basis=r.get(t, "guard_basis", str, p),
-            guard_quantile=r.get(t, "guard_quantile", float, p, default=0.0),
-            guard_source=r.get(t, "guard_source", str, p, default=""),
-            emergency_minimum=r.get(t, "emergency_minimum", int, p, minimum=1),
-        )
+        lv = _read_resupply_level(r, t, p, kit_codes)
         levels.append(lv)
         if None in (lv.maximum, lv.total_trigger, lv.guard, lv.emergency_minimum):
             continue
-        if lv.total_trigger >= n * lv.maximum:
-            r.problems.append(
-                f"{p}.total_trigger: must be below {n} treatments x maximum {lv.maximum} "
-                f"(= {n * lv.maximum}), or a full site would trigger"
-            )
-        if lv.guard > lv.total_trigger:
-            r.problems.append(f"{p}.guard: must not exceed total_trigger ({lv.total_trigger})")
-        per_arm = (lv.total_trigger - lv.guard) // n
-        if per_arm < lv.emergency_minimum:
-            r.problems.append(
-                f"{p}.emergency_minimum: above the per-arm trigger the total stands for "
-                f"((total_trigger - guard) // {n} = {per_arm}): the fallback would fire first"
-            )
-        need = max((v.kits for v in visits if v.kit_type == kit_type), default=0)
-        if lv.emergency_minimum < need:
-            r.problems.append(
-                f"{p}.emergency_minimum: below the {need} kit(s) one dosing visit needs"
-            )
-        first = next((x for x in initial if x.kit_type == kit_type), None)
-        if (
-            first is not None
-            and isinstance(first.quantity, int)
-            and (first.quantity <= lv.total_trigger)
-        ):
-            r.problems.append(
-                f"{p}.total_trigger: the initial shipment ({first.quantity} kits) is at or "
-                "below it: every activation would trigger a resupply at once"
-            )
-        if lv.guard_basis not in GUARD_BASES:
-            r.problems.append(f"{p}.guard_basis: must be one of {', '.join(GUARD_BASES)}")
-        elif lv.guard_basis == "quantile" and not (0 < lv.guard_quantile < 1 and lv.guard_source):
-            r.problems.append(
-                f"{p}.guard_quantile: a quantile guard needs 0 < guard_quantile < 1 and its "
-                "guard_source (the command that measured it)"
-            )
-        elif lv.guard_basis == "exact" and 0 <= per_arm < lv.maximum:
-            exact = cap_guard(n_arms=n, maximum=lv.maximum, per_arm_trigger=per_arm)
-            site_bounded = any(f.factor == "site" for f in factors)
-            equal = len({a.ratio for a in arms}) == 1
-            if site_bounded and equal and block_sizes and all(b % n == 0 for b in block_sizes):
-                strata = math.prod(len(f.levels) for f in factors if f.factor != "site")
-                doses = sum(v.kits for v in visits if v.kit_type == kit_type)
-                exact = min(
-                    exact,
-                    block_guard(
-                        block_sizes=block_sizes,
-                        n_arms=n,
-                        strata_at_site=strata,
-                        doses_per_subject=max(doses, 1),
-                    ),
-                )
-            if lv.guard < exact:
-                r.problems.append(
-                    f"{p}.guard: an exact guard needs at least {exact} kit(s) for this design "
-                    "(supply.blind_resupply.exact_guard); raise it or use a quantile guard"
-                )
+        per_arm = _check_resupply_triggers(r, p, lv, n, visits, initial)
+        _check_guard(r, p, lv, n, per_arm, arms, visits, factors, block_sizes)
     r.unique(
         [(f"supply.resupply[{i}].kit_type", lv.kit_type) for i, lv in enumerate(levels)],
         "kit type",
     )
     return levels
+
+
+def _read_resupply_level(r: _Reader, t: dict[str, Any], p: str, kit_codes: set[str]) -> SupplyLevel:
+    kit_type = r.get(t, "kit_type", str, p)
+    if kit_type is not None and kit_type not in kit_codes:
+        r.problems.append(f"{p}.kit_type: {kit_type!r} is not a kit type of this protocol")
+    return SupplyLevel(
+        kit_type,
+        maximum=r.get(t, "maximum", int, p, minimum=1),
+        total_trigger=r.get(t, "total_trigger", int, p, minimum=0),
+        guard=r.get(t, "guard", int, p, minimum=0),
+        guard_basis=r.get(t, "guard_basis", str, p),
+        guard_quantile=r.get(t, "guard_quantile", float, p, default=0.0),
+        guard_source=r.get(t, "guard_source", str, p, default=""),
+        emergency_minimum=r.get(t, "emergency_minimum", int, p, minimum=1),
+    )
+
+
+def _check_resupply_triggers(
+    r: _Reader,
+    p: str,
+    lv: SupplyLevel,
+    n: int,
+    visits: list[Visit],
+    initial: tuple[SupplyLevel, ...],
+) -> int:
+    """Trigger, guard and emergency minimum against each other, the visits and the initial
+    shipment; returns the per-arm trigger the total stands for."""
+    if lv.total_trigger >= n * lv.maximum:
+        r.problems.append(
+            f"{p}.total_trigger: must be below {n} treatments x maximum {lv.maximum} "
+            f"(= {n * lv.maximum}), or a full site would trigger"
+        )
+    if lv.guard > lv.total_trigger:
+        r.problems.append(f"{p}.guard: must not exceed total_trigger ({lv.total_trigger})")
+    per_arm = (lv.total_trigger - lv.guard) // n
+    if per_arm < lv.emergency_minimum:
+        r.problems.append(
+            f"{p}.emergency_minimum: above the per-arm trigger the total stands for "
+            f"((total_trigger - guard) // {n} = {per_arm}): the fallback would fire first"
+        )
+    need = max((v.kits for v in visits if v.kit_type == lv.kit_type), default=0)
+    if lv.emergency_minimum < need:
+        r.problems.append(f"{p}.emergency_minimum: below the {need} kit(s) one dosing visit needs")
+    first = next((x for x in initial if x.kit_type == lv.kit_type), None)
+    if (
+        first is not None
+        and isinstance(first.quantity, int)
+        and (first.quantity <= lv.total_trigger)
+    ):
+        r.problems.append(
+            f"{p}.total_trigger: the initial shipment ({first.quantity} kits) is at or "
+            "below it: every activation would trigger a resupply at once"
+        )
+    return per_arm
+
+
+def _check_guard(
+    r: _Reader,
+    p: str,
+    lv: SupplyLevel,
+    n: int,
+    per_arm: int,
+    arms: tuple[Arm, ...],
+    visits: list[Visit],
+    factors: list[StratificationFactor],
+    block_sizes: list[int],
+) -> None:
+    """The guard's basis: a quantile guard names its measurement, an exact guard covers the
+    design's worst case."""
+    if lv.guard_basis not in GUARD_BASES:
+        r.problems.append(f"{p}.guard_basis: must be one of {', '.join(GUARD_BASES)}")
+    elif lv.guard_basis == "quantile" and not (0 < lv.guard_quantile < 1 and lv.guard_source):
+        r.problems.append(
+            f"{p}.guard_quantile: a quantile guard needs 0 < guard_quantile < 1 and its "
+            "guard_source (the command that measured it)"
+        )
+    elif lv.guard_basis == "exact" and 0 <= per_arm < lv.maximum:
+        exact = _exact_guard(lv, n, per_arm, arms, visits, factors, block_sizes)
+        if lv.guard < exact:
+            r.problems.append(
+                f"{p}.guard: an exact guard needs at least {exact} kit(s) for this design "
+                "(supply.blind_resupply.exact_guard); raise it or use a quantile guard"
+            )
+
+
+def _exact_guard(
+    lv: SupplyLevel,
+    n: int,
+    per_arm: int,
+    arms: tuple[Arm, ...],
+    visits: list[Visit],
+    factors: list[StratificationFactor],
+    block_sizes: list[int],
+) -> int:
+    """The smallest exact guard for this design: the cap bound, or the block bound when sites
+    are a stratification factor, allocation is equal and every block holds whole arm cycles."""
+    from supply.blind_resupply import block_guard, cap_guard
+
+    exact = cap_guard(n_arms=n, maximum=lv.maximum, per_arm_trigger=per_arm)
+    site_bounded = any(f.factor == "site" for f in factors)
+    equal = len({a.ratio for a in arms}) == 1
+    if site_bounded and equal and block_sizes and all(b % n == 0 for b in block_sizes):
+        strata = math.prod(len(f.levels) for f in factors if f.factor != "site")
+        doses = sum(v.kits for v in visits if v.kit_type == lv.kit_type)
+        exact = min(
+            exact,
+            block_guard(
+                block_sizes=block_sizes,
+                n_arms=n,
+                strata_at_site=strata,
+                doses_per_subject=max(doses, 1),
+            ),
+        )
+    return exact

@@ -160,110 +160,170 @@ def dispense(
         subject, randomization = _subject(session, actor, subject_id)
         reason = coded_reason(subject, reason) or ""
         backdate_reason = coded_reason(subject, backdate_reason, field=REASON_FIELD)
-        site = session.scalars(
-            select(Site).where(Site.id == subject.site_id).with_for_update()
-        ).one()  # the site's kits: one pick at a time
-        if site.status != SiteStatus.ACTIVE:
-            raise Conflict(f"site {site.code} is {site.status}", field="site", rule="site_active")
+        site = _lock_active_site(session, subject)  # the site's kits: one pick at a time
         day1 = date.fromisoformat(randomization.randomized_on)
         visit = _dosing_visit(day1, visit_code)
         request = None if kind == "scheduled" else _open_request(session, subject, visit_code, kind)
-        done = session.scalars(
-            select(Dispensation).where(
-                Dispensation.subject_id == subject.id,
-                Dispensation.visit_code == visit_code,
-                Dispensation.kind == "scheduled",
-            )
-        ).first()
-        if kind == "scheduled" and done is not None:
-            raise Conflict(
-                f"visit {visit_code} of {subject.screening_number} was dispensed "
-                "already; use a replacement or an unscheduled kit",
-                field="visit_code",
-                rule="once_per_visit",
-            )
+        _check_visit_not_dispensed(session, subject, visit_code, kind)
         today = clock.today(site)
         stated = _stated_visit_date(session, subject, day1, visit_code, visit_date, backdate_reason)
-        on = stated.on
-        if kind == "scheduled":
-            _visit_current(day1, visit, on)
-        out_of_window = kind == "scheduled" and not visit.earliest <= on <= visit.latest
-        if out_of_window and not reason.strip():
-            raise InvalidInput(
-                f"reason: the visit date {on} is outside the window of {visit_code} "
-                f"({visit.earliest} to {visit.latest}); give a reason",
-                field="reason",
-                rule="out_of_window",
-            )
+        out_of_window = _decide_out_of_window(day1, visit, kind, stated.on, reason)
         why = request.reason if request is not None else reason.strip()
-        slot = session.get(RandomizationSlot, randomization.slot_id)
-        assert slot is not None
-        # Every kind lasts through the window end of the dosing visit after `visit_code`
-        # (supply.expiry: an extra kit serves the interval of the visit it is requested for).
-        shelf = ShelfTreatments(
-            dispensable_shelf(session, site.id, today=today, through=kit_through(day1, visit_code))
-        )
-        kit = shelf.pick(slot_arm(slot), tie_break())
+        kit = _pick_kit(session, site, randomization, day1, visit_code, today)
         if kit is None:
             refusal = _refuse_for_stock(session, site, subject)
         else:
-            _apply(
+            result = _record_dispensation(
                 session,
-                kit,
-                KitAction.DISPENSE,
-                actor=actor,
-                to=Place.subject(subject.id),
-                detail=f"{visit_code} {kind}",
-            )
-            row = Dispensation(
-                subject_id=subject.id,
-                kit_id=kit.id,
+                actor,
+                subject=subject,
+                site=site,
+                kit=kit,
                 visit_code=visit_code,
                 kind=kind,
-                reason=why or None,
+                why=why,
                 out_of_window=out_of_window,
-                dispensed_at=clock.now(),
-                visit_date=on,
-                dispensed_by_id=actor.user_id,
-            )
-            session.add(row)
-            session.flush()
-            after: dict[str, object] = {
-                "subject": subject.screening_number,
-                "visit": visit_code,
-                "kind": kind,
-                "kit": kit.number,
-                "out_of_window": out_of_window,
-                **stated.audit_fields("visit_date"),
-            }
-            if stated.backdated:
-                after["backdate_reason"] = stated.backdate_reason
-            if request is not None:
-                request.dispensation_id = row.id
-                after["kit_request"] = request.id
-            audit.record(
-                session,
-                actor=actor,
-                action="kit.dispensed",
-                entity_type="dispensation",
-                entity_id=row.id,
-                site_id=site.id,
-                subject_id=subject.id,
-                reason=why or None,
-                after=after,
-            )
-            result = DispenseResult(
-                row.id,
-                subject.screening_number,
-                visit_code,
-                kit.number,
-                out_of_window,
-                visit_date=on,
-                dispensed_at=row.dispensed_at,
+                stated=stated,
+                request=request,
             )
     if refusal is not None:
         raise refusal
     return result
+
+
+def _lock_active_site(session: Session, subject: Subject) -> Site:
+    """The subject's site, locked (one kit pick at a time), which must be active."""
+    site = session.scalars(select(Site).where(Site.id == subject.site_id).with_for_update()).one()
+    if site.status != SiteStatus.ACTIVE:
+        raise Conflict(f"site {site.code} is {site.status}", field="site", rule="site_active")
+    return site
+
+
+def _check_visit_not_dispensed(
+    session: Session, subject: Subject, visit_code: str, kind: str
+) -> None:
+    """A visit's scheduled kit is dispensed once (rule once_per_visit)."""
+    done = session.scalars(
+        select(Dispensation).where(
+            Dispensation.subject_id == subject.id,
+            Dispensation.visit_code == visit_code,
+            Dispensation.kind == "scheduled",
+        )
+    ).first()
+    if kind == "scheduled" and done is not None:
+        raise Conflict(
+            f"visit {visit_code} of {subject.screening_number} was dispensed "
+            "already; use a replacement or an unscheduled kit",
+            field="visit_code",
+            rule="once_per_visit",
+        )
+
+
+def _decide_out_of_window(day1: date, visit: VisitPlan, kind: str, on: date, reason: str) -> bool:
+    """Whether a scheduled kit is dispensed outside its visit's window, which takes the
+    pharmacist's reason (rule out_of_window); the visit must be current (`_visit_current`)."""
+    if kind == "scheduled":
+        _visit_current(day1, visit, on)
+    out_of_window = kind == "scheduled" and not visit.earliest <= on <= visit.latest
+    if out_of_window and not reason.strip():
+        raise InvalidInput(
+            f"reason: the visit date {on} is outside the window of {visit.code} "
+            f"({visit.earliest} to {visit.latest}); give a reason",
+            field="reason",
+            rule="out_of_window",
+        )
+    return out_of_window
+
+
+def _pick_kit(
+    session: Session,
+    site: Site,
+    randomization: Randomization,
+    day1: date,
+    visit_code: str,
+    today: date,
+) -> Kit | None:
+    """A dispensable kit of the subject's arm at the site, or None if there is none."""
+    slot = session.get(RandomizationSlot, randomization.slot_id)
+    assert slot is not None
+    # Every kind lasts through the window end of the dosing visit after `visit_code`
+    # (supply.expiry: an extra kit serves the interval of the visit it is requested for).
+    shelf = ShelfTreatments(
+        dispensable_shelf(session, site.id, today=today, through=kit_through(day1, visit_code))
+    )
+    return shelf.pick(slot_arm(slot), tie_break())
+
+
+def _record_dispensation(
+    session: Session,
+    actor: Actor,
+    *,
+    subject: Subject,
+    site: Site,
+    kit: Kit,
+    visit_code: str,
+    kind: str,
+    why: str,
+    out_of_window: bool,
+    stated: StatedDate,
+    request: KitRequest | None,
+) -> DispenseResult:
+    """Move the kit to the subject, record the dispensation (fulfilling the request, if any)
+    and its audit event."""
+    _apply(
+        session,
+        kit,
+        KitAction.DISPENSE,
+        actor=actor,
+        to=Place.subject(subject.id),
+        detail=f"{visit_code} {kind}",
+    )
+    row = Dispensation(
+        subject_id=subject.id,
+        kit_id=kit.id,
+        visit_code=visit_code,
+        kind=kind,
+        reason=why or None,
+        out_of_window=out_of_window,
+        dispensed_at=clock.now(),
+        visit_date=stated.on,
+        dispensed_by_id=actor.user_id,
+    )
+    session.add(row)
+    session.flush()
+    after: dict[str, object] = {
+        "subject": subject.screening_number,
+        "visit": visit_code,
+        "kind": kind,
+        "kit": kit.number,
+        "out_of_window": out_of_window,
+        **stated.audit_fields("visit_date"),
+    }
+    if stated.backdated:
+        after["backdate_reason"] = stated.backdate_reason
+    if request is not None:
+        request.dispensation_id = row.id
+        after["kit_request"] = request.id
+    audit.record(
+        session,
+        actor=actor,
+        action="kit.dispensed",
+        entity_type="dispensation",
+        entity_id=row.id,
+        site_id=site.id,
+        subject_id=subject.id,
+        reason=why or None,
+        after=after,
+    )
+    return DispenseResult(
+        row.id,
+        subject.screening_number,
+        visit_code,
+        kit.number,
+        out_of_window,
+        visit_date=stated.on,
+        dispensed_at=row.dispensed_at,
+    )
 
 
 def _stated_visit_date(
@@ -375,63 +435,11 @@ def request_extra_kit(
     with transaction() as session:
         subject = _requester(session, actor, subject_id, lock=True)
         reason = coded_reason(subject, reason) or ""
-        randomization = session.scalars(
-            select(Randomization).where(Randomization.subject_id == subject.id)
-        ).one()
-        visit = _dosing_visit(date.fromisoformat(randomization.randomized_on), visit_code)
-        # An extra kit belongs to a visit already reached.
-        if clock.today(subject.site) < visit.earliest:
-            raise Conflict(
-                f"visit_code: the window of {visit_code} opens on {visit.earliest}",
-                field="visit_code",
-                rule="window_not_open",
-            )
-        earlier = (
-            session.scalar(
-                select(func.count())
-                .select_from(KitRequest)
-                .where(KitRequest.subject_id == subject.id, KitRequest.visit_code == visit_code)
-            )
-            or 0
-        )
-        if earlier >= limit:
-            raise Conflict(
-                f"visit_code: {subject.screening_number} has had {earlier} unscheduled or "
-                f"replacement kit(s) at {visit_code}; the protocol allows {limit} per visit",
-                field="visit_code",
-                rule="replacement_limit",
-            )
+        _check_visit_reached(session, subject, visit_code)
+        _check_extra_kit_limit(session, subject, visit_code, limit)
         site = session.get(Site, subject.site_id)
         assert site is not None
-        row = KitRequest(
-            subject_id=subject.id,
-            visit_code=visit_code,
-            kind=kind,
-            reason=reason.strip(),
-            requested_at=clock.now(),
-            requested_by_id=actor.user_id,
-        )
-        session.add(row)
-        session.flush()
-        row.signature_id = sign(
-            session,
-            actor=actor,
-            meaning=f"I request a {kind} kit for subject {subject.screening_number} at "
-            f"visit {visit_code}",
-            entity_type="kit_request",
-            entity_id=row.id,
-        ).id
-        audit.record(
-            session,
-            actor=actor,
-            action="kit.requested",
-            entity_type="kit_request",
-            entity_id=row.id,
-            site_id=site.id,
-            subject_id=subject.id,
-            reason=row.reason,
-            after={"subject": subject.screening_number, "visit": visit_code, "kind": kind},
-        )
+        row = _record_kit_request(session, actor, subject, site, visit_code, kind, reason)
         open_alert(
             session,
             kind="kit_requested",
@@ -443,6 +451,81 @@ def request_extra_kit(
             f"{visit_code}.",
         )
         return row
+
+
+def _check_visit_reached(session: Session, subject: Subject, visit_code: str) -> None:
+    """An extra kit belongs to a dosing visit already reached (rule window_not_open)."""
+    randomization = session.scalars(
+        select(Randomization).where(Randomization.subject_id == subject.id)
+    ).one()
+    visit = _dosing_visit(date.fromisoformat(randomization.randomized_on), visit_code)
+    if clock.today(subject.site) < visit.earliest:
+        raise Conflict(
+            f"visit_code: the window of {visit_code} opens on {visit.earliest}",
+            field="visit_code",
+            rule="window_not_open",
+        )
+
+
+def _check_extra_kit_limit(session: Session, subject: Subject, visit_code: str, limit: int) -> None:
+    """At most the protocol's extra kits per subject and visit (rule replacement_limit)."""
+    earlier = (
+        session.scalar(
+            select(func.count())
+            .select_from(KitRequest)
+            .where(KitRequest.subject_id == subject.id, KitRequest.visit_code == visit_code)
+        )
+        or 0
+    )
+    if earlier >= limit:
+        raise Conflict(
+            f"visit_code: {subject.screening_number} has had {earlier} unscheduled or "
+            f"replacement kit(s) at {visit_code}; the protocol allows {limit} per visit",
+            field="visit_code",
+            rule="replacement_limit",
+        )
+
+
+def _record_kit_request(
+    session: Session,
+    actor: Actor,
+    subject: Subject,
+    site: Site,
+    visit_code: str,
+    kind: str,
+    reason: str,
+) -> KitRequest:
+    """Record the request, the investigator's signature on it and its audit event."""
+    row = KitRequest(
+        subject_id=subject.id,
+        visit_code=visit_code,
+        kind=kind,
+        reason=reason.strip(),
+        requested_at=clock.now(),
+        requested_by_id=actor.user_id,
+    )
+    session.add(row)
+    session.flush()
+    row.signature_id = sign(
+        session,
+        actor=actor,
+        meaning=f"I request a {kind} kit for subject {subject.screening_number} at "
+        f"visit {visit_code}",
+        entity_type="kit_request",
+        entity_id=row.id,
+    ).id
+    audit.record(
+        session,
+        actor=actor,
+        action="kit.requested",
+        entity_type="kit_request",
+        entity_id=row.id,
+        site_id=site.id,
+        subject_id=subject.id,
+        reason=row.reason,
+        after={"subject": subject.screening_number, "visit": visit_code, "kind": kind},
+    )
+    return row
 
 
 def confirm_kit(*, actor: Actor, dispensation_id: int, kit_number: str) -> Dispensation:

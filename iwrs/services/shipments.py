@@ -87,25 +87,11 @@ def _depot_kits_by_arm(session: Session, kit_type: str) -> dict[str, list[tuple[
     return by_arm
 
 
-def _request(
-    session: Session,
-    site: Site,
-    orders: Mapping[str, resupply.Order],
-    *,
-    kind: str,
-    actor: Actor,
-    trigger: Mapping[str, object] | None = None,
-) -> Shipment | None:
-    """Pick depot kits for each kit type's order, reserve them in a new shipment; raise a
-    shortfall alert (totals only) when the depot cannot fill it.
-
-    Decision: a top-up (kind resupply or emergency) is sent whole or not at all: a partly
-    filled one would have a size that depends on the split by arm. A manual request is never
-    shrunk either (issue 12, finding 7): when the depot cannot fill all of it, it is refused
-    (`_manual_shortfall`), nothing requested and no alert kept."""
-    today = depot_today()  # the kits leave the depot: its calendar decides do-not-ship
+def _pick(
+    session: Session, orders: Mapping[str, resupply.Order], *, kind: str, today: date
+) -> tuple[list[str], int]:
+    """Decide the depot kits for each kit type's order; return them and the kits short."""
     whole = kind in ("resupply", "emergency", "manual")
-    apply_expiry(session, actor=actor)
     picked: list[str] = []
     short = 0
     for kit_type, order in sorted(orders.items()):
@@ -127,24 +113,40 @@ def _request(
             continue
         picked += [number for numbers in chosen.values() for number in numbers]
         short += sum(shortfall.values())
-    depot = _depot(session)
-    if short:
-        open_alert(
-            session,
-            kind="depot_shortfall",
-            site_id=site.id,
-            actor=Actor.system("stock-check"),
-            message=f"Depot {depot.code} could not fill the {kind} shipment for site "
-            f"{site.code}: {short} kit(s) short. Release or import kits.",
-            trigger=trigger or {"event": f"{kind} shipment requested", "by": actor.username},
-        )
-    if not picked:
-        return None
+    return picked, short
+
+
+def _alert_shortfall(
+    session: Session,
+    site: Site,
+    depot_code: str,
+    short: int,
+    *,
+    kind: str,
+    actor: Actor,
+    trigger: Mapping[str, object] | None,
+) -> None:
+    """Raise the depot shortfall alert, in totals only."""
+    open_alert(
+        session,
+        kind="depot_shortfall",
+        site_id=site.id,
+        actor=Actor.system("stock-check"),
+        message=f"Depot {depot_code} could not fill the {kind} shipment for site "
+        f"{site.code}: {short} kit(s) short. Release or import kits.",
+        trigger=trigger or {"event": f"{kind} shipment requested", "by": actor.username},
+    )
+
+
+def _new_shipment(
+    session: Session, site: Site, depot_id: int, *, kind: str, actor: Actor
+) -> Shipment:
+    """Record the requested shipment under the next shipment number."""
     number = int(session.scalar(select(func.count()).select_from(Shipment)) or 0) + 1
     row = Shipment(
         number=f"SHP-{number:05d}",
         kind=kind,
-        depot_id=depot.id,
+        depot_id=depot_id,
         site_id=site.id,
         state=ShipmentState.REQUESTED,
         requested_at=clock.now(),
@@ -153,9 +155,16 @@ def _request(
     )
     session.add(row)
     session.flush()
+    return row
+
+
+def _reserve_kits(
+    session: Session, row: Shipment, site: Site, picked: list[str], *, actor: Actor
+) -> None:
+    """Reserve the picked kits in the shipment, as the pure rules decide."""
     try:
         _, events = rules.request(
-            shipment_id=row.id, depot=depot.id, site=site.id, kits=sorted(picked)
+            shipment_id=row.id, depot=row.depot_id, site=site.id, kits=sorted(picked)
         )
     except ShipmentError as error:
         raise _refused(error) from None
@@ -163,6 +172,19 @@ def _request(
     _apply_events(session, events, kits, actor=actor, shipment_id=row.id)
     for kit in kits.values():
         kit.shipment_id = row.id
+
+
+def _record_request(
+    session: Session,
+    row: Shipment,
+    site: Site,
+    picked: list[str],
+    *,
+    kind: str,
+    actor: Actor,
+    trigger: Mapping[str, object] | None,
+) -> None:
+    """Audit the request: the shipment's number, kind, site and kit numbers (no treatment)."""
     audit.record(
         session,
         actor=actor,
@@ -178,6 +200,35 @@ def _request(
             **({"trigger": dict(trigger)} if trigger else {}),
         },
     )
+
+
+def _request(
+    session: Session,
+    site: Site,
+    orders: Mapping[str, resupply.Order],
+    *,
+    kind: str,
+    actor: Actor,
+    trigger: Mapping[str, object] | None = None,
+) -> Shipment | None:
+    """Pick depot kits for each kit type's order, reserve them in a new shipment; raise a
+    shortfall alert (totals only) when the depot cannot fill it.
+
+    Decision: a top-up (kind resupply or emergency) is sent whole or not at all: a partly
+    filled one would have a size that depends on the split by arm. A manual request is never
+    shrunk either (issue 12, finding 7): when the depot cannot fill all of it, it is refused
+    (`_manual_shortfall`), nothing requested and no alert kept."""
+    today = depot_today()  # the kits leave the depot: its calendar decides do-not-ship
+    apply_expiry(session, actor=actor)
+    picked, short = _pick(session, orders, kind=kind, today=today)
+    depot = _depot(session)
+    if short:
+        _alert_shortfall(session, site, depot.code, short, kind=kind, actor=actor, trigger=trigger)
+    if not picked:
+        return None
+    row = _new_shipment(session, site, depot.id, kind=kind, actor=actor)
+    _reserve_kits(session, row, site, picked, actor=actor)
+    _record_request(session, row, site, picked, kind=kind, actor=actor, trigger=trigger)
     return row
 
 

@@ -17,7 +17,7 @@ from iwrs import audit, clock, validation
 from iwrs.audit import Actor, canonical_json
 from iwrs.auth import Permission, has_permission, not_found, require_site
 from iwrs.db import transaction
-from iwrs.eligibility import Assessment, Context, Engine
+from iwrs.eligibility import Assessment, Context, Engine, FieldError
 from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.models.sites import Site, SiteStatus
 from iwrs.models.subjects import (
@@ -276,6 +276,97 @@ def _check_answer_text(value: Any, path: str) -> None:
             _check_answer_text(item, f"{path}[{index}]")
 
 
+def _check_assessable(subject: Subject) -> None:
+    """Only a subject in screening (or confirmed eligible, not yet randomized) is assessed."""
+    if subject.status not in (SubjectStatus.SCREENING, SubjectStatus.ELIGIBLE):
+        raise Conflict(
+            f"subject {subject.screening_number} is {subject.status}; only subjects in "
+            "screening (or confirmed eligible, not yet randomized) are assessed",
+            field="subject_id",
+            rule="status",
+        )
+
+
+def _check_answers_valid(errors: list[FieldError]) -> None:
+    """Implausible or malformed values are refused, every one named."""
+    if errors:
+        raise InvalidInput(
+            "; ".join(e.message for e in errors),
+            errors=[{"field": e.field, "rule": e.rule, "message": e.message} for e in errors],
+        )
+
+
+def _record_assessment_row(
+    session: Session,
+    *,
+    actor: Actor,
+    subject: Subject,
+    typed: dict[str, Any],
+    result: Assessment,
+    assessed_on: date,
+) -> EligibilityAssessment:
+    """The stored assessment: the typed answers and the engine's result, any outcome."""
+    row = EligibilityAssessment(
+        subject_id=subject.id,
+        criteria_version=protocol().criteria_version,
+        answers=canonical_json(typed) or "{}",
+        computed=canonical_json(result.computed) or "{}",
+        outcome=Outcome(result.outcome),
+        failing=json.dumps([r.number for r in result.failing]),
+        missing=json.dumps(list(result.missing_fields)),
+        stratum=canonical_json(result.stratum) if result.stratum else None,
+        assessed_at=clock.now(),
+        assessment_date=assessed_on,
+        assessed_by_id=actor.user_id,
+    )
+    session.add(row)
+    return row
+
+
+def _reopen_screening(subject: Subject) -> None:
+    """A new assessment after confirmation (a corrected value, amended criteria) reopens
+    screening: the subject must be confirmed again before randomization."""
+    if subject.status == SubjectStatus.ELIGIBLE:
+        subject.stratum = None
+        _set_status(subject, SubjectStatus.SCREENING)
+
+
+def _audit_assessment(
+    session: Session,
+    *,
+    actor: Actor,
+    subject: Subject,
+    row: EligibilityAssessment,
+    result: Assessment,
+    assessed: StatedDate,
+    drug_classes: Mapping[str, Any],
+    before: dict[str, Any],
+) -> None:
+    """The audit event `eligibility.assessed`: answers, result and the stated date."""
+    audit.record(
+        session,
+        actor=actor,
+        action="eligibility.assessed",
+        entity_type="eligibility_assessment",
+        entity_id=row.id,
+        site_id=subject.site_id,
+        subject_id=subject.id,
+        before=before,
+        after={
+            **_snapshot(subject),
+            "criteria_version": row.criteria_version,
+            "outcome": result.outcome,
+            "failing": [r.number for r in result.failing],
+            "missing": list(result.missing_fields),
+            "answers": json.loads(row.answers),
+            "computed": json.loads(row.computed),
+            **assessed.audit_fields("assessment_date"),
+            "drug_classes": dict(drug_classes),
+        },
+        reason=assessed.backdate_reason,
+    )
+
+
 def record_assessment(
     *,
     actor: Actor,
@@ -295,13 +386,7 @@ def record_assessment(
     typed, errors = eng.parse(answers)
     with transaction() as session:
         subject = _subject_for_update(session, actor, subject_id)
-        if subject.status not in (SubjectStatus.SCREENING, SubjectStatus.ELIGIBLE):
-            raise Conflict(
-                f"subject {subject.screening_number} is {subject.status}; only subjects in "
-                "screening (or confirmed eligible, not yet randomized) are assessed",
-                field="subject_id",
-                rule="status",
-            )
+        _check_assessable(subject)
         assessed = stated_date(
             value=assessment_date,
             field="assessment_date",
@@ -312,54 +397,28 @@ def record_assessment(
         )
         ctx = with_drug_classes(session, subject.id, context_for(subject, assessed.on))
         errors = errors + eng.validate(typed, ctx)
-        if errors:
-            raise InvalidInput(
-                "; ".join(e.message for e in errors),
-                errors=[{"field": e.field, "rule": e.rule, "message": e.message} for e in errors],
-            )
+        _check_answers_valid(errors)
         result = eng.assess(typed, ctx)
-        row = EligibilityAssessment(
-            subject_id=subject.id,
-            criteria_version=protocol().criteria_version,
-            answers=canonical_json(typed) or "{}",
-            computed=canonical_json(result.computed) or "{}",
-            outcome=Outcome(result.outcome),
-            failing=json.dumps([r.number for r in result.failing]),
-            missing=json.dumps(list(result.missing_fields)),
-            stratum=canonical_json(result.stratum) if result.stratum else None,
-            assessed_at=clock.now(),
-            assessment_date=assessed.on,
-            assessed_by_id=actor.user_id,
-        )
-        session.add(row)
-        before = _snapshot(subject)
-        if subject.status == SubjectStatus.ELIGIBLE:
-            # A new assessment after confirmation (a corrected value, amended criteria)
-            # reopens screening: the subject must be confirmed again before randomization.
-            subject.stratum = None
-            _set_status(subject, SubjectStatus.SCREENING)
-        session.flush()
-        audit.record(
+        row = _record_assessment_row(
             session,
             actor=actor,
-            action="eligibility.assessed",
-            entity_type="eligibility_assessment",
-            entity_id=row.id,
-            site_id=subject.site_id,
-            subject_id=subject.id,
+            subject=subject,
+            typed=typed,
+            result=result,
+            assessed_on=assessed.on,
+        )
+        before = _snapshot(subject)
+        _reopen_screening(subject)
+        session.flush()
+        _audit_assessment(
+            session,
+            actor=actor,
+            subject=subject,
+            row=row,
+            result=result,
+            assessed=assessed,
+            drug_classes=ctx.drug_classes,
             before=before,
-            after={
-                **_snapshot(subject),
-                "criteria_version": row.criteria_version,
-                "outcome": result.outcome,
-                "failing": [r.number for r in result.failing],
-                "missing": list(result.missing_fields),
-                "answers": json.loads(row.answers),
-                "computed": json.loads(row.computed),
-                **assessed.audit_fields("assessment_date"),
-                "drug_classes": dict(ctx.drug_classes),
-            },
-            reason=assessed.backdate_reason,
         )
     return AssessmentRecord(row, result)
 

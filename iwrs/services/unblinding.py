@@ -8,6 +8,7 @@ import json
 import logging
 import smtplib
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
 
 from sqlalchemy import func, select
@@ -22,7 +23,7 @@ from iwrs.models.randomization import Randomization, RandomizationSlot
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
 from iwrs.models.unblinding import Notification, Unblinding
-from iwrs.models.users import User
+from iwrs.models.users import Signature, User
 from iwrs.services import refusals
 from iwrs.services.passwords import with_credentials, without_credentials
 from iwrs.services.randomization import slot_arm
@@ -100,20 +101,8 @@ def _subject_to_unblind(
     return subject, user
 
 
-def unblind(
-    *,
-    actor: Actor,
-    subject_id: int,
-    category: str,
-    reason: str,
-    understood: bool,
-    signer_password: str,
-    sae_led_to_unblinding: bool = False,
-) -> UnblindedArm:
-    """Break the blind of one subject, once: a request for a subject already unblinded (by
-    anyone) is refused with rule `already_unblinded` and records nothing, so no reason is ever
-    written by someone who may know the arm. The unblinding investigator sees the arm again
-    with view_arm (audited, no free text)."""
+def _check_request(category: str, reason: str, understood: bool) -> str:
+    """The request names a known category, a reason and the confirmation; the reason, checked."""
     if category not in CATEGORIES:
         raise InvalidInput(
             f"category: must be one of {', '.join(CATEGORIES)}", field="category", rule="choice"
@@ -129,9 +118,13 @@ def unblind(
             field="understood",
             rule="required",
         )
-    # Who may unblind whom is decided before the signature is checked: a refused request
-    # neither counts nor clears signature failures (nothing changes), and a blinded role
-    # never reaches the signature step.
+    return reason
+
+
+def _check_may_unblind(actor: Actor, subject_id: int, signer_password: str) -> None:
+    """Who may unblind whom is decided before the signature is checked: a refused request
+    neither counts nor clears signature failures (nothing changes), and a blinded role
+    never reaches the signature step."""
     try:
         _subject_to_unblind(read_session(), actor, subject_id)
         confirm_signature(signer_id=actor.user_id, password=signer_password)
@@ -140,70 +133,172 @@ def unblind(
             actor=actor, action=refusals.UNBLINDING_REFUSED, refusal=refusal, subject_id=subject_id
         )
         raise
+
+
+def _sign_unblinding(session: Session, actor: Actor, subject: Subject, category: str) -> Signature:
+    """The investigator's signature of the unblinding, recorded in its transaction."""
+    return sign(
+        session,
+        actor=actor,
+        entity_type="subject",
+        entity_id=subject.id,
+        meaning=f"I break the blind of subject {subject.screening_number} "
+        f"({CATEGORIES[category]}); I understand it cannot be undone",
+    )
+
+
+def _record_unblinding(
+    session: Session,
+    *,
+    subject: Subject,
+    user: User,
+    now: datetime,
+    category: str,
+    reason: str,
+    sae_led_to_unblinding: bool,
+    signature_id: int,
+    stop: bool,
+) -> Unblinding:
+    """The unblinding row; the subject marked unblinded (and discontinued, if the protocol says)."""
+    row = Unblinding(
+        subject_id=subject.id,
+        unblinded_by_id=user.id,
+        unblinded_at=now,
+        category=category,
+        reason=reason.strip(),
+        sae_led_to_unblinding=sae_led_to_unblinding,
+        treatment_discontinued=stop,
+        signature_id=signature_id,
+    )
+    session.add(row)
+    subject.unblinded_at = subject.unblinded_at or now
+    if stop and subject.treatment_discontinued_at is None:
+        subject.treatment_discontinued_at = now
+    session.flush()
+    return row
+
+
+def _notify_sponsor(
+    session: Session,
+    *,
+    subject: Subject,
+    user: User,
+    number: str,
+    now: datetime,
+    category: str,
+    reason: str,
+    sae_led_to_unblinding: bool,
+    stop: bool,
+) -> None:
+    """One message to every sponsor contact (if the protocol names any); no arm in it."""
+    site = session.get(Site, subject.site_id)
+    text = (
+        f"Subject {subject.screening_number} ({number}) at site "
+        f"{site.code if site else subject.site_id} was emergency-unblinded by "
+        f"{user.full_name} ({user.username}) at {now:%Y-%m-%d %H:%M} UTC.\n"
+        f"Reason category: {CATEGORIES[category]}. Serious adverse event led to it: "
+        f"{'yes' if sae_led_to_unblinding else 'no'}.\nReason: {reason.strip()}\n"
+        f"Study treatment {'discontinued' if stop else 'continues'} per protocol.\n"
+    )
+    if protocol().unblinding_notify:  # one message to every sponsor contact
+        session.add(
+            Notification(
+                recipient=", ".join(protocol().unblinding_notify),
+                created_at=now,
+                body=text,
+                subject_line=f"[{protocol().study_id}] Emergency "
+                f"unblinding of {subject.screening_number}",
+            )
+        )
+
+
+def _audit_unblinding(
+    session: Session,
+    *,
+    actor: Actor,
+    row: Unblinding,
+    subject: Subject,
+    number: str,
+    category: str,
+    reason: str,
+    sae_led_to_unblinding: bool,
+    stop: bool,
+) -> None:
+    """The audit event `subject.unblinded`: the reason, never the arm."""
+    audit.record(
+        session,
+        actor=actor,
+        action="subject.unblinded",
+        entity_type="unblinding",
+        entity_id=row.id,
+        site_id=subject.site_id,
+        subject_id=subject.id,
+        reason=reason.strip(),
+        after={
+            "subject": subject.screening_number,
+            "randomization_number": number,
+            "category": category,
+            "sae_led_to_unblinding": sae_led_to_unblinding,
+            "treatment_discontinued": stop,
+            "notified": list(protocol().unblinding_notify),
+        },
+    )
+
+
+def unblind(
+    *,
+    actor: Actor,
+    subject_id: int,
+    category: str,
+    reason: str,
+    understood: bool,
+    signer_password: str,
+    sae_led_to_unblinding: bool = False,
+) -> UnblindedArm:
+    """Break the blind of one subject, once: a request for a subject already unblinded (by
+    anyone) is refused with rule `already_unblinded` and records nothing, so no reason is ever
+    written by someone who may know the arm. The unblinding investigator sees the arm again
+    with view_arm (audited, no free text)."""
+    reason = _check_request(category, reason, understood)
+    _check_may_unblind(actor, subject_id, signer_password)
     with transaction() as session:
         subject, user = _subject_to_unblind(session, actor, subject_id, lock=True)
         number, code, name = _arm(session, subject)
         now = clock.now()
-        signature = sign(
-            session,
-            actor=actor,
-            entity_type="subject",
-            entity_id=subject.id,
-            meaning=f"I break the blind of subject {subject.screening_number} "
-            f"({CATEGORIES[category]}); I understand it cannot be undone",
-        )
+        signature = _sign_unblinding(session, actor, subject, category)
         stop = protocol().unblinding_discontinues_treatment
-        row = Unblinding(
-            subject_id=subject.id,
-            unblinded_by_id=user.id,
-            unblinded_at=now,
+        row = _record_unblinding(
+            session,
+            subject=subject,
+            user=user,
+            now=now,
             category=category,
-            reason=reason.strip(),
+            reason=reason,
             sae_led_to_unblinding=sae_led_to_unblinding,
-            treatment_discontinued=stop,
             signature_id=signature.id,
+            stop=stop,
         )
-        session.add(row)
-        subject.unblinded_at = subject.unblinded_at or now
-        if stop and subject.treatment_discontinued_at is None:
-            subject.treatment_discontinued_at = now
-        session.flush()
-        site = session.get(Site, subject.site_id)
-        text = (
-            f"Subject {subject.screening_number} ({number}) at site "
-            f"{site.code if site else subject.site_id} was emergency-unblinded by "
-            f"{user.full_name} ({user.username}) at {now:%Y-%m-%d %H:%M} UTC.\n"
-            f"Reason category: {CATEGORIES[category]}. Serious adverse event led to it: "
-            f"{'yes' if sae_led_to_unblinding else 'no'}.\nReason: {reason.strip()}\n"
-            f"Study treatment {'discontinued' if stop else 'continues'} per protocol.\n"
+        _notify_sponsor(
+            session,
+            subject=subject,
+            user=user,
+            number=number,
+            now=now,
+            category=category,
+            reason=reason,
+            sae_led_to_unblinding=sae_led_to_unblinding,
+            stop=stop,
         )
-        if protocol().unblinding_notify:  # one message to every sponsor contact
-            session.add(
-                Notification(
-                    recipient=", ".join(protocol().unblinding_notify),
-                    created_at=now,
-                    body=text,
-                    subject_line=f"[{protocol().study_id}] Emergency "
-                    f"unblinding of {subject.screening_number}",
-                )
-            )
-        audit.record(
+        _audit_unblinding(
             session,
             actor=actor,
-            action="subject.unblinded",
-            entity_type="unblinding",
-            entity_id=row.id,
-            site_id=subject.site_id,
-            subject_id=subject.id,
-            reason=reason.strip(),
-            after={
-                "subject": subject.screening_number,
-                "randomization_number": number,
-                "category": category,
-                "sae_led_to_unblinding": sae_led_to_unblinding,
-                "treatment_discontinued": stop,
-                "notified": list(protocol().unblinding_notify),
-            },
+            row=row,
+            subject=subject,
+            number=number,
+            category=category,
+            reason=reason,
+            sae_led_to_unblinding=sae_led_to_unblinding,
+            stop=stop,
         )
         return UnblindedArm(subject.screening_number, number, code, name, now, True)
 
