@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["iwrs.dummy_hash"] = hasher.hash("not-a-real-password-for-timing")
     app.extensions["iwrs.protocol"] = load_protocol(settings.protocol_path)
 
-    db.init_app(app, settings.database_url)
+    db.init_app(app, settings)
     request_guard.init_app(app)  # before authentication: bodies are checked first
     auth.init_app(app)
     csrf.init_app(app)

@@ -64,6 +64,13 @@ class Settings:
     argon2_memory_kib: int = 19 * 1024
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
+    # Bounded waits (iwrs/locking.py): a request waits at most this long for a row lock
+    # (PostgreSQL lock_timeout) or SQLite's write lock (busy timeout), then gets 503 `busy`;
+    # a transaction left idle this long (a frozen or stuck process) is ended by PostgreSQL
+    # (idle_in_transaction_session_timeout), so its locks are released.
+    db_lock_timeout_ms: int = 5000
+    db_idle_in_transaction_timeout_ms: int = 30000
+    sqlite_busy_timeout_ms: int = 5000
     testing: bool = False
     secure_cookies: bool = False
     # "production" refuses dummy (UAT) randomization lists; "uat" allows them.
@@ -89,6 +96,11 @@ class Settings:
             argon2_time_cost=_int_env("IWRS_ARGON2_TIME_COST", 2, "iterations"),
             argon2_parallelism=_int_env("IWRS_ARGON2_PARALLELISM", 1, "lanes"),
             environment=_environment(),
+            db_lock_timeout_ms=_int_env("IWRS_DB_LOCK_TIMEOUT_MS", 5000, "milliseconds"),
+            db_idle_in_transaction_timeout_ms=_int_env(
+                "IWRS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30000, "milliseconds"
+            ),
+            sqlite_busy_timeout_ms=_int_env("IWRS_SQLITE_BUSY_TIMEOUT_MS", 5000, "milliseconds"),
             checkpoint_every_events=_int_env("IWRS_CHECKPOINT_EVERY_EVENTS", 500, "events"),
             checkpoint_every=timedelta(minutes=_int_env("IWRS_CHECKPOINT_EVERY_MINUTES", 60)),
             witness_path=Path(os.environ["IWRS_AUDIT_WITNESS"])

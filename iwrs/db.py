@@ -10,10 +10,14 @@ from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from iwrs.clock import as_utc
+from iwrs.config import Settings
+from iwrs.errors import Busy
+from iwrs.locking import RETRY_AFTER_SECONDS, is_busy
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -58,16 +62,38 @@ class UTCDateTime(TypeDecorator[datetime]):
         return as_utc(value) if value is not None else None
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the pragmas and locking this application relies on."""
+def make_engine(
+    url: str,
+    *,
+    lock_timeout_ms: int = 5000,
+    idle_in_transaction_timeout_ms: int = 30000,
+    sqlite_busy_timeout_ms: int = 5000,
+) -> Engine:
+    """An engine with the pragmas, locking and bounded waits this application relies on (the
+    lock order and the timeouts: iwrs/locking.py; the settings: iwrs.config.Settings).
+
+    PostgreSQL: every connection starts with `lock_timeout` (a wait for a row lock ends with
+    SQLSTATE 55P03, the request gets 503 `busy`) and `idle_in_transaction_session_timeout` (a
+    transaction whose process froze is ended by the server, its locks released). SQLite: the
+    busy timeout bounds the wait for the single write lock ("database is locked")."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-        _configure_sqlite(engine)
+        engine = create_engine(url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000})
+        _configure_sqlite(engine, sqlite_busy_timeout_ms)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    options = (
+        f"-c lock_timeout={lock_timeout_ms} "
+        f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms}"
+    )
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"options": options},
+    )
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     # pysqlite's own transaction handling is switched off so that we emit BEGIN ourselves:
     # a write unit starts with BEGIN IMMEDIATE, taking SQLite's write lock before it reads
     # anything it will decide on; reads use a deferred BEGIN and never block writers (WAL).
@@ -78,7 +104,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -87,8 +113,13 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def init_app(app: Flask, url: str) -> None:
-    engine = make_engine(url)
+def init_app(app: Flask, settings: Settings) -> None:
+    engine = make_engine(
+        settings.database_url,
+        lock_timeout_ms=settings.db_lock_timeout_ms,
+        idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )
     app.extensions["iwrs.engine"] = engine
     app.extensions["iwrs.sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     app.teardown_appcontext(_close_read_session)
@@ -116,8 +147,10 @@ def transaction() -> Iterator[Session]:
     """One use case's unit of work: a fresh session, committed together or not at all.
 
     On SQLite the transaction takes the write lock at BEGIN; on PostgreSQL rows are locked
-    where the decision is made (`with_for_update`). The audit chain is appended in the
-    session's before_commit hook, so the chain head is locked last and held only through commit.
+    where the decision is made (`with_for_update`), in the one order iwrs/locking.py writes
+    down. The audit chain is appended in the session's before_commit hook, so the chain head is
+    locked last and held only through commit. A wait that runs out (lock or busy timeout,
+    deadlock) rolls the whole unit back and raises `Busy` (503, rule `busy`, retry later).
     """
     session: Session = current_app.extensions["iwrs.sessionmaker"]()
     try:
@@ -127,11 +160,25 @@ def transaction() -> Iterator[Session]:
         # The request's read session would otherwise keep its older snapshot (SQLite).
         if "iwrs_read_session" in g:
             g.iwrs_read_session.rollback()
+    except DBAPIError as error:
+        session.rollback()
+        if is_busy(error):
+            raise busy_error() from error
+        raise
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def busy_error() -> Busy:
+    """The refusal for a wait that ran out: nothing was saved; retry after a moment."""
+    return Busy(
+        "the database is busy with another request on the same records; nothing was saved. "
+        f"Try again in {RETRY_AFTER_SECONDS} seconds.",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
 
 
 def migrations_config(url: str, connection: Any = None) -> Any:

@@ -75,3 +75,16 @@ class PayloadTooLarge(IWRSError):
 class UnsupportedMediaType(IWRSError):
     status = 415
     title = "Unsupported media type"
+
+
+class Busy(IWRSError):
+    """A bounded wait ran out (a row lock held by another request, SQLite's write lock, a
+    deadlock): nothing was saved, the transaction rolled back, and the same request may be
+    retried after `retry_after` seconds (the Retry-After header). Rule `busy` (iwrs.locking)."""
+
+    status = 503
+    title = "Busy"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, field="request", rule="busy")
+        self.retry_after = retry_after

@@ -113,3 +113,16 @@ class KitRequest(Base):
     requested_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
     signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
     dispensation_id: Mapped[int | None] = mapped_column(ForeignKey("dispensation.id"), unique=True)
+
+
+class RandomizationCounter(Base):
+    """A count of randomizations that enforces a cap and (for the study) numbers them: the
+    study (`study`), a site (`site:<id>`) or a stratum (`stratum:<key>`). Raised only by a
+    conditional increment taken last in the randomize transaction (iwrs.locking.take_counter),
+    so it is held only through commit and never costs a count(*) over the randomizations.
+    Rows are created on first use; migration 0015 backfilled them from the randomizations."""
+
+    __tablename__ = "randomization_counter"
+
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -1,11 +1,15 @@
 """Use cases for randomization: lists (generate, import, extend, status) and `randomize`, the
 transaction at the heart of the trial.
 
-Locking, so each slot and each kit is used once under any concurrency, on SQLite and PostgreSQL:
-SQLite takes its write lock at BEGIN IMMEDIATE (iwrs.db.transaction). PostgreSQL locks rows where
-the decision is made, always in the same order: the subject (a retry returns the first result),
-the trial row (study caps), the site row (site cap, and the kits picked at the site), the
-stratum's position row (the next slot, strictly in sequence), then the audit chain head at commit.
+Locking, so each slot and each kit is used once under any concurrency, on SQLite and PostgreSQL,
+and no lock is wider than its rule (the order and the timeouts: iwrs/locking.py). SQLite takes
+its write lock at BEGIN IMMEDIATE (iwrs.db.transaction). PostgreSQL locks rows where the decision
+is made: the subject (a retry returns the first result), the site row (its stock), the active
+list FOR KEY SHARE (never replaced under a randomization), the stratum's position row (the next
+slot, strictly in sequence), the slot and the kit; last, held only through commit, the counters
+of the site, stratum and study caps, whose study value is the randomization number; then the
+audit chain head at commit. No trial-wide lock: a randomization stuck at one site delays no
+other site until it holds the counters, and then for at most the lock timeout.
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from blinding import schedules
-from iwrs import audit, clock, validation
+from iwrs import audit, clock, locking, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found
 from iwrs.db import transaction
@@ -35,6 +39,7 @@ from iwrs.models.randomization import (
 )
 from iwrs.models.sites import Site, SiteStatus, Trial
 from iwrs.models.subjects import Subject, SubjectStatus
+from iwrs.models.supply import Kit
 from iwrs.services.subjects import _investigator, require_confirmed_eligible
 from iwrs.services.supply import (
     ShelfTreatments,
@@ -140,8 +145,10 @@ def _store_list(
     source: str,
     seed: bytes,
 ) -> RandomizationList:
-    # The trial row first, as randomize takes it: a list is never replaced while a subject is
-    # being randomized on it, and lists stored at the same moment leave one of them active.
+    # The trial row serializes list stores (lists stored at the same moment leave one of them
+    # active); randomize never takes it. The active list FOR UPDATE waits for randomizations
+    # in flight (they hold it FOR KEY SHARE, share_active_list) and holds new ones back, so a
+    # list is never replaced while a subject is being randomized on it (iwrs/locking.py).
     session.scalars(select(Trial).with_for_update()).one()
     current = session.scalars(
         select(RandomizationList).where(RandomizationList.active.is_(True)).with_for_update()
@@ -289,7 +296,7 @@ def extend_list(*, actor: Actor, stratum: str, blocks: int, reason: str) -> int:
         raise InvalidInput("blocks: between 1 and 100", field="blocks", rule="range")
     with transaction() as session:
         acting_user(session, actor, Permission.MANAGE_LISTS)
-        row = active_list(session)
+        row = share_active_list(session)  # never extends a list being replaced
         if row is None:
             raise NotFound("there is no active randomization list", field="list", rule="exists")
         position = session.scalars(
@@ -377,8 +384,6 @@ def _result(session: Session, row: Randomization) -> RandomizationResult:
     first = session.scalars(
         select(Dispensation).where(Dispensation.subject_id == subject.id).order_by(Dispensation.id)
     ).first()
-    from iwrs.models.supply import Kit
-
     kit = session.get(Kit, first.kit_id) if first else None
     day1 = date.fromisoformat(row.randomized_on)
     return RandomizationResult(
@@ -464,6 +469,9 @@ def _refuse_key_of_another_subject(
 def _randomize(
     session: Session, actor: Actor, subject_id: int, idempotency_key: str | None
 ) -> RandomizationResult:
+    """The randomize transaction, its locks in the order of iwrs/locking.py: subject, site,
+    the list (shared), the stratum's position and slot, the kit, and last the counters (site,
+    stratum, study) that enforce the caps and give the number; the chain head at commit."""
     subject = session.scalars(
         select(Subject).where(Subject.id == subject_id).with_for_update()
     ).first()
@@ -478,10 +486,39 @@ def _randomize(
     if done is not None:  # a concurrent retry won: return its result
         return _result(session, done)
     require_confirmed_eligible(session, subject)
-    p = protocol()
-    session.scalars(select(Trial).with_for_update()).one()  # study caps: one at a time
-    # Checked again under the trial lock: the same key sent for two subjects at once.
-    _refuse_key_of_another_subject(session, subject.id, idempotency_key)
+    if idempotency_key is not None:
+        # The same key sent for two subjects at once: one at a time (the key's own lock,
+        # narrower than any row), then checked again.
+        locking.lock_name(session, "idempotency_key", idempotency_key)
+        _refuse_key_of_another_subject(session, subject.id, idempotency_key)
+    site = _lock_active_site(session, subject)
+    locking.failpoint("randomize.after_site_lock")
+    stratum = schedules.stratum_key(
+        json.loads(subject.stratum or "{}"), [f.factor for f in protocol().stratification]
+    )
+    caps = _Caps.of(site, stratum)
+    caps.check(locking.read_counters(session, caps.names()))
+    today = clock.today(site)
+    shelf = _require_stock(session, site, today)
+    rlist = _share_list_to_randomize(session)
+    position, slot = _next_slot(session, rlist, stratum)
+    locking.failpoint("randomize.after_stratum_lock")
+    arm = slot_arm(slot)
+    kit = _checked_kit(session, site, shelf, arm)
+    now = clock.now()
+    slot.subject_id, slot.used_at = subject.id, now
+    position.next_sequence += 1
+    if rlist.locked_at is None:
+        rlist.locked_at = now
+    _dispense_first_kit(session, actor, subject, kit, now)
+    session.flush()  # every row change above reaches the database before the counters
+    number = caps.take(session)
+    locking.failpoint("randomize.after_counters")
+    return _record(session, actor, subject, site, slot, kit, rlist, number, idempotency_key)
+
+
+def _lock_active_site(session: Session, subject: Subject) -> Site:
+    """The subject's site, locked (per site: its stock and its site cap), which must be active."""
     site = session.scalars(select(Site).where(Site.id == subject.site_id).with_for_update()).one()
     if site.status != SiteStatus.ACTIVE:
         raise Conflict(
@@ -489,34 +526,60 @@ def _randomize(
             field="site",
             rule="site_active",
         )
-    stratum = schedules.stratum_key(
-        json.loads(subject.stratum or "{}"), [f.factor for f in p.stratification]
-    )
-    total = session.scalar(select(func.count()).select_from(Randomization)) or 0
-    at_site = (
-        session.scalar(
-            select(func.count()).select_from(Randomization).where(Randomization.site_id == site.id)
-        )
-        or 0
-    )
-    in_stratum = (
-        session.scalar(
-            select(func.count()).select_from(Randomization).where(Randomization.stratum == stratum)
-        )
-        or 0
-    )
-    for count, cap, what in (
-        (total, p.enrolment_cap, "the study"),
-        (at_site, p.site_cap, f"site {site.code}"),
-        (in_stratum, p.stratum_cap, f"stratum {stratum}"),
-    ):
-        if count >= cap:
-            raise Conflict(
-                f"randomization refused: {what} has reached its cap of {cap}",
-                field="subject_id",
-                rule="cap",
+    return site
+
+
+@dataclass(frozen=True)
+class _Caps:
+    """The three caps of a randomization and their counters (iwrs.locking.take_counter), in the
+    order they are taken: the site's, the stratum's, the study's (widest last)."""
+
+    limits: tuple[tuple[str, int, str], ...]  # (counter name, cap, what, for the refusal)
+
+    @classmethod
+    def of(cls, site: Site, stratum: str) -> _Caps:
+        p = protocol()
+        return cls(
+            (
+                (locking.counter_name("site", site.id), p.site_cap, f"site {site.code}"),
+                (locking.counter_name("stratum", stratum), p.stratum_cap, f"stratum {stratum}"),
+                (locking.counter_name(locking.STUDY), p.enrolment_cap, "the study"),
             )
-    today = clock.today(site)
+        )
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.limits]
+
+    def check(self, counts: dict[str, int]) -> None:
+        """Refuse early (unlocked read) when a cap is reached: the refusal comes before any
+        stock or list check, as it always did; `take` decides under the counters' locks."""
+        # Study first, as before: the refusal names the widest cap reached.
+        for name, cap, what in reversed(self.limits):
+            if counts[name] >= cap:
+                raise self._refusal(cap, what)
+
+    def take(self, session: Session) -> int:
+        """Raise every counter (lock order step 6); the study's new value numbers the
+        randomization. A cap reached meanwhile refuses, and the rollback undoes everything."""
+        value = 0
+        for name, cap, what in self.limits:
+            taken = locking.take_counter(session, name, cap)
+            if taken is None:
+                raise self._refusal(cap, what)
+            value = taken
+        return value
+
+    @staticmethod
+    def _refusal(cap: int, what: str) -> Conflict:
+        return Conflict(
+            f"randomization refused: {what} has reached its cap of {cap}",
+            field="subject_id",
+            rule="cap",
+        )
+
+
+def _require_stock(session: Session, site: Site, today: date) -> ShelfTreatments:
+    """The site's usable shelf, which must hold every arm (else refused, rule site_stock)."""
     # Stock of EVERY arm, checked before the list is consulted: a refusal never hints at an arm.
     # Usable stock: the one definition resupply uses too (services.supply.usable_shelf).
     shelf = ShelfTreatments(usable_shelf(session, site.id, today=today))
@@ -534,7 +597,31 @@ def _randomize(
             "a new subject. Ship kits to the site.",
         )
         raise _Refusal(Conflict(NO_STOCK.format(site=site.code), field="site", rule="site_stock"))
-    rlist = active_list(session)
+    return shelf
+
+
+def share_active_list(session: Session) -> RandomizationList | None:
+    """The active list, locked FOR KEY SHARE (lock order step 3, iwrs/locking.py): any number
+    of randomizations and extensions hold it together, while a list store or a key rotation
+    (FOR UPDATE) waits for them and holds new ones back. A list replaced while this waited is
+    seen replaced, and the new active list is read (and locked) instead. None: no active list."""
+    for _ in range(3):
+        rlist = active_list(session)
+        if rlist is None:
+            return None
+        locked = session.scalars(
+            select(RandomizationList)
+            .where(RandomizationList.id == rlist.id, RandomizationList.active.is_(True))
+            .with_for_update(read=True, key_share=True)
+            .execution_options(populate_existing=True)
+        ).first()
+        if locked is not None:
+            return locked
+    return None
+
+
+def _share_list_to_randomize(session: Session) -> RandomizationList:
+    rlist = share_active_list(session)
     if rlist is None:
         raise Conflict(
             "randomization refused: no randomization list is loaded",
@@ -542,6 +629,14 @@ def _randomize(
             rule="list_loaded",
         )
     _environment_allows(rlist.dummy)
+    return rlist
+
+
+def _next_slot(
+    session: Session, rlist: RandomizationList, stratum: str
+) -> tuple[StratumPosition, RandomizationSlot]:
+    """The stratum's position row, locked (per stratum: slots strictly in sequence; taken as late
+    as possible, after the site and stock checks), and its next slot, locked."""
     position = session.scalars(
         select(StratumPosition)
         .where(StratumPosition.list_id == rlist.id, StratumPosition.stratum == stratum)
@@ -580,8 +675,13 @@ def _randomize(
             field="list",
             rule="integrity",
         )
-    arm = slot_arm(slot)
-    kit = shelf.pick(arm, tie_break())  # first expiry first out by lot, across every arm
+    return position, slot
+
+
+def _checked_kit(session: Session, site: Site, shelf: ShelfTreatments, arm: str) -> Kit:
+    """The kit for the slot's arm (first expiry first out by lot, across every arm), checked
+    against the slot: a mismatch alerts and refuses (rule kit_check)."""
+    kit = shelf.pick(arm, tie_break())
     # Defence in depth: the sealed kit must match the slot.
     if kit is None or treatment_of(kit) != arm:
         open_alert(
@@ -600,32 +700,15 @@ def _randomize(
                 rule="kit_check",
             )
         )
-    now = clock.now()
-    slot.subject_id, slot.used_at = subject.id, now
-    position.next_sequence += 1
-    if rlist.locked_at is None:
-        rlist.locked_at = now
-    row = Randomization(
-        subject_id=subject.id,
-        randomization_number=f"R{total + 1:04d}",
-        slot_id=slot.id,
-        stratum=stratum,
-        site_id=site.id,
-        randomized_at=now,
-        randomized_on=today.isoformat(),
-        randomized_by_id=actor.user_id,
-        idempotency_key=idempotency_key,
-    )
-    session.add(row)
-    session.flush()
-    signature = sign(
-        session,
-        actor=actor,
-        meaning=f"I randomize subject {subject.screening_number} in protocol {p.study_id}",
-        entity_type="randomization",
-        entity_id=row.id,
-    )
-    row.signature_id = signature.id
+    return kit
+
+
+def _dispense_first_kit(
+    session: Session, actor: Actor, subject: Subject, kit: Kit, now: datetime
+) -> None:
+    """The day-1 kit goes to the subject (the kit ledger's gateway), and the subject is
+    randomized."""
+    p = protocol()
     _apply(
         session,
         kit,
@@ -645,6 +728,45 @@ def _randomize(
             dispensed_by_id=actor.user_id,
         )
     )
+
+
+def _record(
+    session: Session,
+    actor: Actor,
+    subject: Subject,
+    site: Site,
+    slot: RandomizationSlot,
+    kit: Kit,
+    rlist: RandomizationList,
+    number: int,
+    idempotency_key: str | None,
+) -> RandomizationResult:
+    """The randomization row numbered by the study counter, its e-signature, the subject's
+    status and the audit event (the inserts after the counters: quick, no lock waits)."""
+    p = protocol()
+    now = slot.used_at
+    assert now is not None
+    row = Randomization(
+        subject_id=subject.id,
+        randomization_number=f"R{number:04d}",
+        slot_id=slot.id,
+        stratum=slot.stratum,
+        site_id=site.id,
+        randomized_at=now,
+        randomized_on=clock.today(site).isoformat(),
+        randomized_by_id=actor.user_id,
+        idempotency_key=idempotency_key,
+    )
+    session.add(row)
+    session.flush()
+    signature = sign(
+        session,
+        actor=actor,
+        meaning=f"I randomize subject {subject.screening_number} in protocol {p.study_id}",
+        entity_type="randomization",
+        entity_id=row.id,
+    )
+    row.signature_id = signature.id
     before = {"status": str(subject.status)}
     subject.status, subject.status_changed_at = SubjectStatus.RANDOMIZED, now
     audit.record(
@@ -659,7 +781,7 @@ def _randomize(
         after={
             "screening_number": subject.screening_number,
             "randomization_number": row.randomization_number,
-            "stratum": stratum,
+            "stratum": slot.stratum,
             "kit": kit.number,
             "list": rlist.name,
             "status": "randomized",

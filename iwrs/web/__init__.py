@@ -15,7 +15,9 @@ from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnava
 from iwrs import padding
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, is_api_request
-from iwrs.errors import IWRSError
+from iwrs.db import busy_error
+from iwrs.errors import Busy, IWRSError
+from iwrs.locking import is_busy
 from iwrs.services import refusals
 
 log = logging.getLogger("iwrs.web")
@@ -120,7 +122,8 @@ def handle_error(error: Exception) -> Any:
     if isinstance(error, HTTPException) and error.response is not None:
         return error.response  # already made for this refusal (the sign-in throttle's page)
     if isinstance(error, IWRSError):
-        _audit_refusal(error)
+        if not isinstance(error, Busy):  # nothing was decided: no refusal to record
+            _audit_refusal(error)
         status, title, detail, problems = error.status, error.title, error.message, error.problems()
     elif isinstance(error, CSRFError):
         status, title, problems = (
@@ -145,16 +148,28 @@ def handle_error(error: Exception) -> Any:
     if is_api_request():
         from iwrs.api.problems import problem_response
 
-        return problem_response(status, title, detail, problems, getattr(error, "rule", None))
-    return render_template(
-        "error.html", status=status, title=title, detail=detail, problems=problems
-    ), status
+        response = problem_response(status, title, detail, problems, getattr(error, "rule", None))
+    else:
+        response = current_app.make_response(
+            (
+                render_template(
+                    "error.html", status=status, title=title, detail=detail, problems=problems
+                ),
+                status,
+            )
+        )
+    if isinstance(error, Busy):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def handle_unexpected(error: Exception) -> Any:
     """Never a traceback to the user: log it, answer with a plain 500."""
     if isinstance(error, HTTPException | IWRSError):
         return handle_error(error)
+    if is_busy(error):  # a wait that ran out outside a use case's transaction (a read)
+        log.warning("database busy on %s %s: %s", request.method, request.path, error.orig)  # type: ignore[attr-defined]
+        return handle_error(busy_error())
     if isinstance(error, OperationalError):
         log.error("database unavailable: %s", error.orig)
         return handle_error(

@@ -142,6 +142,7 @@ class SubjectRandomization(MethodView):
     @blp.response(201, RandomizationSchema)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(401, **PROBLEM)
+    @blp.alt_response(503, **PROBLEM)
     @requires(Permission.RANDOMIZE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Randomize (e-signature); a retry with the same subject or key returns the first
