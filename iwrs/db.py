@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_app_context
 from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -173,7 +173,11 @@ def transaction() -> Iterator[Session]:
 
 
 def busy_error() -> Busy:
-    """The refusal for a wait that ran out: nothing was saved; retry after a moment."""
+    """The refusal for a wait that ran out: nothing was saved; retry after a moment. Noted on
+    the request (`g`), so its answer carries Retry-After whichever handler renders the refusal
+    (a page that shows it in place, or the error handler: iwrs.web)."""
+    if has_app_context():
+        g.iwrs_retry_after = RETRY_AFTER_SECONDS
     return Busy(
         "the database is busy with another request on the same records; nothing was saved. "
         f"Try again in {RETRY_AFTER_SECONDS} seconds.",

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Flask, current_app, render_template, request
+from flask import Flask, current_app, g, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -94,6 +94,10 @@ def _security_headers(response: Any) -> Any:
     )
     if request.endpoint != "static":
         response.headers["Cache-Control"] = "no-store"
+    retry_after = g.get("iwrs_retry_after")
+    if retry_after is not None and response.status_code == 503:
+        # A wait for a lock ran out (iwrs.db.busy_error): retry the same request later.
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -148,19 +152,10 @@ def handle_error(error: Exception) -> Any:
     if is_api_request():
         from iwrs.api.problems import problem_response
 
-        response = problem_response(status, title, detail, problems, getattr(error, "rule", None))
-    else:
-        response = current_app.make_response(
-            (
-                render_template(
-                    "error.html", status=status, title=title, detail=detail, problems=problems
-                ),
-                status,
-            )
-        )
-    if isinstance(error, Busy):
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+        return problem_response(status, title, detail, problems, getattr(error, "rule", None))
+    return render_template(
+        "error.html", status=status, title=title, detail=detail, problems=problems
+    ), status
 
 
 def handle_unexpected(error: Exception) -> Any:

@@ -300,6 +300,8 @@ def main(job_path: str, result_path: str) -> int:
         blinding_key=bytes.fromhex(job["keys"]["blinding_key"]),
         testing=True,
     )
+    for name, value in job.get("settings", {}).items():  # e.g. short lock timeouts
+        setattr(settings, name, value)
     app = create_app(settings)
     now = datetime.fromisoformat(job["now"]).astimezone(UTC)
     set_clock(app, lambda: now)
