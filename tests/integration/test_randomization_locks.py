@@ -240,6 +240,34 @@ def wait_until(condition: Any, what: str, seconds: float = 60) -> None:
         time.sleep(0.02)
 
 
+def test_every_connection_carries_the_timeouts_of_the_settings(tmp_path, database_url, clock):
+    """The bounded waits are set on every pooled connection: lock_timeout and
+    idle_in_transaction_session_timeout on PostgreSQL, the busy timeout on SQLite."""
+    from iwrs import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(
+        make_settings(
+            tmp_path,
+            database_url,
+            db_lock_timeout_ms=1234,
+            db_idle_in_transaction_timeout_ms=5678,
+            sqlite_busy_timeout_ms=910,
+        )
+    )
+    engine = app.extensions["iwrs.engine"]
+    with engine.connect() as connection:
+        if database_url.startswith("postgresql"):
+            shown = [
+                connection.execute(text(f"SHOW {name}")).scalar_one()
+                for name in ("lock_timeout", "idle_in_transaction_session_timeout")
+            ]
+            assert shown == ["1234ms", "5678ms"]
+        else:
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 910
+    engine.dispose()
+
+
 # --- a stuck randomization at one site ---------------------------------------------------------
 
 

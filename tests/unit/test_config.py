@@ -100,3 +100,34 @@ def test_argon2_costs_default_to_owasp_and_are_settable(monkeypatch, tmp_path):
     monkeypatch.setenv("IWRS_ARGON2_PARALLELISM", "zero")
     with pytest.raises(ConfigError):
         Settings.from_env(instance_path=tmp_path)
+
+
+def test_lock_and_busy_timeouts_from_the_environment(tmp_path: Path, monkeypatch):
+    for var in (
+        "IWRS_DB_LOCK_TIMEOUT_MS",
+        "IWRS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        "IWRS_SQLITE_BUSY_TIMEOUT_MS",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    settings = Settings.from_env(instance_path=tmp_path)
+    assert (
+        settings.db_lock_timeout_ms,
+        settings.db_idle_in_transaction_timeout_ms,
+        settings.sqlite_busy_timeout_ms,
+    ) == (5000, 30000, 5000)
+    monkeypatch.setenv("IWRS_DB_LOCK_TIMEOUT_MS", "750")
+    monkeypatch.setenv("IWRS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "9000")
+    monkeypatch.setenv("IWRS_SQLITE_BUSY_TIMEOUT_MS", "1200")
+    settings = Settings.from_env(instance_path=tmp_path)
+    assert (
+        settings.db_lock_timeout_ms,
+        settings.db_idle_in_transaction_timeout_ms,
+        settings.sqlite_busy_timeout_ms,
+    ) == (750, 9000, 1200)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "five"])
+def test_a_bad_lock_timeout_is_refused_by_name(tmp_path: Path, monkeypatch, value):
+    monkeypatch.setenv("IWRS_DB_LOCK_TIMEOUT_MS", value)
+    with pytest.raises(ConfigError, match="IWRS_DB_LOCK_TIMEOUT_MS"):
+        Settings.from_env(instance_path=tmp_path)
