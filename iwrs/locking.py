@@ -17,6 +17,15 @@ Every use case that writes takes its row locks in this order, and only those its
    and number the randomizations (`take_counter`, a conditional increment), site, stratum, study;
 7. the audit chain head, in the commit hook (iwrs.audit), after everything else.
 
+Where the use cases stand (read for issue 13): randomize follows every step; dispensing takes
+subject, site, then the kit (its kit request, a row of the subject's, after the site: rows only
+ever written under their subject's lock cannot deadlock); receipt takes the shipment, its site,
+then its kits by number; the resupply run takes one site per transaction (never every site at
+once), then depot kits by number. The expiry sweep (supply.apply_expiry, run before shipments
+and quarantine decisions) locks expiring kits of every place by number without their sites:
+an expired kit is never one that randomize or dispensing picks (usable stock excludes it), and
+every multi-kit lock is by kit number, so the sweep waits but closes no cycle.
+
 Nothing wider: no use case locks the trial row but loading the protocol and storing a list
 (which also serializes two list stores). A wait is bounded: on PostgreSQL by `lock_timeout`
 and `idle_in_transaction_session_timeout` (settings `IWRS_DB_LOCK_TIMEOUT_MS`,

@@ -160,14 +160,16 @@ def run_resupply(*, slot: str = "daily") -> list[str]:
         raise InvalidInput(f"slot: one of {', '.join(RUN_SLOTS)}", field="slot", rule="choice")
     run = f"{slot} run at {clock.now().isoformat(timespec='seconds')}"
     with transaction() as session:
-        made = []
-        for site in session.scalars(
-            select(Site)
-            .where(Site.status == SiteStatus.ACTIVE)
-            .order_by(Site.code)
-            .with_for_update()
-        ):
+        site_ids = session.scalars(
+            select(Site.id).where(Site.status == SiteStatus.ACTIVE).order_by(Site.code)
+        ).all()
+    made = []
+    # Decision (issue 13): one transaction per site, so the run holds one site's lock at a time
+    # (iwrs/locking.py) and never stalls randomization and dispensing at every site at once.
+    for site_id in site_ids:
+        with transaction() as session:
+            site = session.scalars(select(Site).where(Site.id == site_id).with_for_update()).one()
             row = evaluate_resupply(session, site, run=run)
             if row is not None:
                 made.append(f"{row.number} to {site.code}")
-        return made
+    return made
