@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from blinding import schedules
@@ -508,13 +508,19 @@ def _randomize(
     now = clock.now()
     slot.subject_id, slot.used_at = subject.id, now
     position.next_sequence += 1
-    if rlist.locked_at is None:
-        rlist.locked_at = now
+    if rlist.locked_at is None:  # the first randomization locks the list; the first time stays
+        session.execute(
+            update(RandomizationList)
+            .where(RandomizationList.id == rlist.id, RandomizationList.locked_at.is_(None))
+            .values(locked_at=now)
+        )
     _dispense_first_kit(session, actor, subject, kit, now)
     session.flush()  # every row change above reaches the database before the counters
     number = caps.take(session)
     locking.failpoint("randomize.after_counters")
-    return _record(session, actor, subject, site, slot, kit, rlist, number, idempotency_key)
+    return _record(
+        session, actor, subject, site, slot, kit, rlist, (number, today), idempotency_key
+    )
 
 
 def _lock_active_site(session: Session, subject: Subject) -> Site:
@@ -738,13 +744,15 @@ def _record(
     slot: RandomizationSlot,
     kit: Kit,
     rlist: RandomizationList,
-    number: int,
+    numbered: tuple[int, date],
     idempotency_key: str | None,
 ) -> RandomizationResult:
-    """The randomization row numbered by the study counter, its e-signature, the subject's
-    status and the audit event (the inserts after the counters: quick, no lock waits)."""
+    """The randomization row numbered by the study counter (`numbered`: the number and day 1,
+    the site's date), its e-signature, the subject's status and the audit event: inserts after
+    the counters that wait on no lock (the key, the subject, the slot and the signer's user
+    row, by the dispensation's foreign key, are already held)."""
     p = protocol()
-    now = slot.used_at
+    (number, today), now = numbered, slot.used_at
     assert now is not None
     row = Randomization(
         subject_id=subject.id,
@@ -753,7 +761,7 @@ def _record(
         stratum=slot.stratum,
         site_id=site.id,
         randomized_at=now,
-        randomized_on=clock.today(site).isoformat(),
+        randomized_on=today.isoformat(),  # day 1: the date the stock was judged on
         randomized_by_id=actor.user_id,
         idempotency_key=idempotency_key,
     )

@@ -374,8 +374,8 @@ def site_kit(session: Session, actor: Actor, number: str, permission: Permission
 
 def lock_sites(session: Session, site_ids: Iterable[int]) -> None:
     """Lock site rows before any of their kits: every use case that changes a site's stock
-    takes its site first (by code when several, as the resupply run does), so two of them at
-    one site run one after the other and see each other's stock (one resupply, not two)."""
+    takes its site first (by code when several), so two of them at one site run one after the
+    other and see each other's stock (one resupply, not two). The lock order: iwrs/locking.py."""
     ids = sorted(set(site_ids))
     if ids:
         session.execute(

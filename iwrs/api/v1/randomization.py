@@ -146,7 +146,9 @@ class SubjectRandomization(MethodView):
     @requires(Permission.RANDOMIZE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Randomize (e-signature); a retry with the same subject or key returns the first
-        result and randomizes nothing new."""
+        result and randomizes nothing new. 503 with rule `busy` and a Retry-After header: a
+        record it needs was held by another request for longer than the lock timeout; nothing
+        was saved, send the same request again after Retry-After seconds."""
         return randomization.randomize(
             actor=Actor.of(current_user),
             subject_id=subject_id,
