@@ -177,7 +177,9 @@ def _other_blinding_keys() -> tuple[bytes, ...]:
         try:
             key = bytes.fromhex(part)
         except ValueError:
-            raise ConfigError("IWRS_BLINDING_KEYS_OTHER must be hex keys, comma-separated") from None
+            raise ConfigError(
+                "IWRS_BLINDING_KEYS_OTHER must be hex keys, comma-separated"
+            ) from None
         keys.append(_check_key_length(key, "IWRS_BLINDING_KEYS_OTHER"))
     return tuple(keys)
 

@@ -320,7 +320,9 @@ def rotate_blinding_key(
     settings = current_app.extensions["iwrs.settings"]
     settings.blinding_key = new_key  # this process's configured key follows the current one
     sweep_after = time.monotonic() + settings.key_refresh_seconds + 0.5
-    return reseal_all(actor=actor, batch_size=batch_size, progress=progress, sweep_after=sweep_after)
+    return reseal_all(
+        actor=actor, batch_size=batch_size, progress=progress, sweep_after=sweep_after
+    )
 
 
 def retire_blinding_key(*, actor: Actor, key_id: str) -> None:
@@ -330,9 +332,7 @@ def retire_blinding_key(*, actor: Actor, key_id: str) -> None:
     ring = sealer()
     ring.refresh(force=True)
     if key_id == ring.ring.key_id:
-        raise Conflict(
-            f"key_id: {key_id} is the current key", field="key_id", rule="current"
-        )
+        raise Conflict(f"key_id: {key_id} is the current key", field="key_id", rule="current")
     left = remaining().under(key_id)
     if left:
         raise Conflict(

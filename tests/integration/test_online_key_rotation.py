@@ -191,7 +191,9 @@ def test_rotation_while_sixteen_clients_randomize_fails_no_request(new_world, cl
             keys.retire_blinding_key(actor=Actor.system("test"), key_id=new_id)
         assert (refused.value.field, refused.value.rule) == ("key_id", "current")
         keys.retire_blinding_key(actor=Actor.system("test"), key_id=old_id)
-    (world.app.extensions["iwrs.settings"].instance_path / BLINDING_KEYS_DIR / f"{old_id}.key").unlink()
+    (
+        world.app.extensions["iwrs.settings"].instance_path / BLINDING_KEYS_DIR / f"{old_id}.key"
+    ).unlink()
     # A server started now holds only the new key (configured), and opens everything.
     fresh = another_server(world, clock, blinding_key=new_key)
     assert opened(fresh) == before
