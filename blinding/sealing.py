@@ -173,7 +173,10 @@ class KeyRing:
     def add(self, key: bytes) -> str:
         """Hold `key` too (idempotent); returns its key id. The current key does not change."""
         sealer = Sealer(key, nonce_source=self._nonce_source)
-        self._sealers.setdefault(sealer.key_id, sealer)
+        if sealer.key_id not in self._sealers:
+            # Copy on write: a thread reading the ring meanwhile sees the old or the new dict,
+            # never one that changes under it.
+            self._sealers = {**self._sealers, sealer.key_id: sealer}
         return sealer.key_id
 
     def set_current(self, key_id: str) -> None:

@@ -95,26 +95,23 @@ def shelve_keys(world: World) -> tuple[str, bytes]:
     return key_id_for(settings.blinding_key), new_key
 
 
-def test_rotation_while_sixteen_clients_randomize_fails_no_request(new_world, clock):
-    world = new_world(
-        replacements=BIG_TRIAL, sites=SITES, lots=(("L-BIG", 600, 730),), key_refresh_seconds=0
-    )
-    with world.app.app_context():
-        subjects = [eligible_subject(world, SITES[n % 4]) for n in range(SUBJECTS)]
-    server = world.app  # started before the rotation: its ring holds the old key only
-    before = opened(server)
-    old_id, new_key = shelve_keys(world)
-    new_id = key_id_for(new_key)
-    operator = another_server(world, clock)
+def rotate_while_randomizing(
+    world: World, operator: Flask, new_key: bytes, subjects: list[int]
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    """CLIENTS threads randomize `subjects` on the world's app (the server started before the
+    rotation) while `operator` rotates to `new_key` in batches of 25 from another thread. The
+    rotation starts once CLIENTS randomizations are done; after its first committed batch it
+    waits for CLIENTS more (values are then under both keys). Returns (each client call's
+    outcome, the rotation's count or error, the columns of its batches)."""
     outcomes: list[dict[str, Any]] = []
-    progress = threading.Condition()
-    queue = list(subjects)
+    progress, queue, batches = threading.Condition(), list(subjects), []
+    rotation: dict[str, Any] = {}
 
     def randomized() -> int:
         return sum(1 for o in outcomes if "result" in o)
 
     def client() -> None:
-        with server.app_context():
+        with world.app.app_context():
             while True:
                 with progress:
                     if not queue:
@@ -130,18 +127,12 @@ def test_rotation_while_sixteen_clients_randomize_fails_no_request(new_world, cl
                     outcomes.append(outcome)
                     progress.notify_all()
 
-    batches: list[str] = []
-
     def after_batch(column: str, _done: int) -> None:
-        # After the first committed batch (values now under both keys), 16 more randomizations
-        # must go through before the rotation goes on.
         batches.append(column)
         if len(batches) == 1:
             with progress:
                 target = randomized() + CLIENTS
                 assert progress.wait_for(lambda: randomized() >= target or not queue, 120)
-
-    rotation: dict[str, Any] = {}
 
     def rotate() -> None:
         with operator.app_context():
@@ -149,40 +140,50 @@ def test_rotation_while_sixteen_clients_randomize_fails_no_request(new_world, cl
                 rotation["count"] = keys.rotate_blinding_key(
                     actor=Actor.system("test"), new_key=new_key, batch_size=25, progress=after_batch
                 )
-            except Exception as error:  # noqa: BLE001 - reported below
+            except Exception as error:  # noqa: BLE001 - reported to the test
                 rotation["error"] = repr(error)
 
     clients = [threading.Thread(target=client) for _ in range(CLIENTS)]
     for thread in clients:
         thread.start()
-    with progress:  # the rotation starts once the clients are under way
+    with progress:
         assert progress.wait_for(lambda: randomized() >= CLIENTS, 120)
     rotator = threading.Thread(target=rotate)
     rotator.start()
-    rotator.join(timeout=300)
-    for thread in clients:
+    for thread in [rotator, *clients]:
         thread.join(timeout=300)
-    assert not rotator.is_alive() and not any(t.is_alive() for t in clients)
+    assert not any(t.is_alive() for t in [rotator, *clients])
+    return outcomes, rotation, batches
 
-    assert rotation.get("error") is None
-    assert [o for o in outcomes if "result" not in o] == []
-    assert randomized() == SUBJECTS
+
+def test_rotation_while_sixteen_clients_randomize_fails_no_request(new_world, clock):
+    world = new_world(
+        replacements=BIG_TRIAL, sites=SITES, lots=(("L-BIG", 600, 730),), key_refresh_seconds=0
+    )
+    with world.app.app_context():
+        subjects = [eligible_subject(world, SITES[n % 4]) for n in range(SUBJECTS)]
+    server = world.app  # started before the rotation: its ring holds the old key only
+    before = opened(server)
+    old_id, new_key = shelve_keys(world)
+    new_id = key_id_for(new_key)
+    operator = another_server(world, clock)
+    outcomes, rotation, batches = rotate_while_randomizing(world, operator, new_key, subjects)
+
+    assert rotation.get("error") is None and rotation["count"] > 0
+    assert outcomes == [o for o in outcomes if "result" in o] and len(outcomes) == SUBJECTS
     assert len(batches) > 1
-    # Every slot and kit still opens on the old server, with the same values.
-    assert opened(server) == before
+    assert opened(server) == before  # every slot and kit opens on the old server, unchanged
     with server.app_context():
-        # It seals under the new key now, without a restart.
-        assert sealer().key_id == new_id
+        assert sealer().key_id == new_id  # it seals under the new key now, without a restart
         assert token_key_id(sealer().seal("A", context="check")) == new_id
         session = read_session()
         session.rollback()
         assert session.query(Randomization).count() == SUBJECTS
         for given in session.scalars(select(Dispensation)):
-            kit = session.get(Kit, given.kit_id)
             slot = session.scalars(
                 select(RandomizationSlot).where(RandomizationSlot.subject_id == given.subject_id)
             ).one()
-            assert treatment_of(kit) == slot_arm(slot)
+            assert treatment_of(session.get(Kit, given.kit_id)) == slot_arm(slot)
         assert verify_chain(session).ok
     with operator.app_context():
         left = keys.remaining()
@@ -191,9 +192,8 @@ def test_rotation_while_sixteen_clients_randomize_fails_no_request(new_world, cl
             keys.retire_blinding_key(actor=Actor.system("test"), key_id=new_id)
         assert (refused.value.field, refused.value.rule) == ("key_id", "current")
         keys.retire_blinding_key(actor=Actor.system("test"), key_id=old_id)
-    (
-        world.app.extensions["iwrs.settings"].instance_path / BLINDING_KEYS_DIR / f"{old_id}.key"
-    ).unlink()
+    instance = world.app.extensions["iwrs.settings"].instance_path
+    (instance / BLINDING_KEYS_DIR / f"{old_id}.key").unlink()  # as `iwrs keys retire` does
     # A server started now holds only the new key (configured), and opens everything.
     fresh = another_server(world, clock, blinding_key=new_key)
     assert opened(fresh) == before
@@ -261,6 +261,8 @@ def test_a_rotation_killed_between_batches_resumes_and_completes(new_world, cloc
         assert left[old_id] > 0 and len(left) == 2, left  # caught between the two keys
     assert opened(world.app) == before  # everything opens meanwhile
     assert _run(world, "check").returncode == 1
+    too_soon = _run(world, "retire", old_id)
+    assert too_soon.returncode == 1 and "(in_use)" in too_soon.stderr, too_soon.stderr
     resumed = _run(world, "reseal", "--batch-size", "50")
     assert resumed.returncode == 0, resumed.stderr
     checked = _run(world, "check")
