@@ -268,14 +268,18 @@ def _left(model: Any, column: str) -> int:
 
 
 def _refingerprint(actor: Actor, list_id: int) -> None:
-    """The list's fingerprint under the current key, if another key made it (waits for the list
-    row: a list is locked only by list management, never by a randomization)."""
+    """The list's fingerprint under the current key, if another key made it. The slots are read
+    and unsealed outside any lock; the short transaction then stores the new fingerprint only if
+    the stored one has not changed meanwhile (an extension rewrites it with its new slots), and
+    starts again otherwise. Conflict (list, `fingerprint`) if no key of the ring matches."""
     ring = sealer()
-    with transaction() as session:
-        row = session.get(RandomizationList, list_id, with_for_update=True)
+    while True:
+        session = read_session()
+        session.rollback()
+        row = session.get(RandomizationList, list_id)
         if row is None:
             return
-        made_by = fingerprint_key(session, row)
+        seen, made_by = row.fingerprint, fingerprint_key(session, row)
         if made_by is None:
             raise Conflict(
                 f"list {row.name}: its slots do not match its fingerprint (call the "
@@ -283,24 +287,29 @@ def _refingerprint(actor: Actor, list_id: int) -> None:
                 field="list",
                 rule="fingerprint",
             )
-        if made_by == ring.ring.key_id:
+        current = ring.ring.key_id
+        if made_by == current:
             return
-        slots = session.scalars(
-            select(RandomizationSlot).where(RandomizationSlot.list_id == row.id)
+        query = select(RandomizationSlot).where(RandomizationSlot.list_id == list_id)
+        fresh = schedules.fingerprint(
+            [stored_slot(s) for s in session.scalars(query)],
+            key=ring.ring.sealer_for(current).derive_key(label=schedules.FINGERPRINT_LABEL),
         )
-        row.fingerprint = schedules.fingerprint(
-            [stored_slot(s) for s in slots],
-            key=ring.ring.derive_key(label=schedules.FINGERPRINT_LABEL),
-        )
-        audit.record(
-            session,
-            actor=actor,
-            action="blinding_key.list_fingerprinted",
-            entity_type="randomization_list",
-            entity_id=row.id,
-            before={"key_id": made_by},
-            after={"key_id": ring.ring.key_id},
-        )
+        with transaction() as writing:
+            locked = writing.get(RandomizationList, list_id, with_for_update=True)
+            if locked is None or locked.fingerprint != seen:
+                continue  # extended (or replaced) meanwhile: read it again
+            locked.fingerprint = fresh
+            audit.record(
+                writing,
+                actor=actor,
+                action="blinding_key.list_fingerprinted",
+                entity_type="randomization_list",
+                entity_id=list_id,
+                before={"key_id": made_by},
+                after={"key_id": current},
+            )
+        return
 
 
 def rotate_blinding_key(
