@@ -97,7 +97,10 @@ def keys_activate_blinding(key_id: str, batch_size: int, no_reseal: bool) -> Non
     from iwrs.services import keys
 
     _require_keys()
-    previous = keys.activate_blinding_key(actor=cli_actor(), key_id=key_id)
+    try:
+        previous = keys.activate_blinding_key(actor=cli_actor(), key_id=key_id)
+    except ValueError as error:  # already current
+        raise click.ClickException(f"KEY_ID: {error}") from None
     click.echo(f"blinding key {key_id} is current (was {previous})")
     if not no_reseal:
         refresh = current_app.extensions["iwrs.settings"].key_refresh_seconds
