@@ -14,6 +14,13 @@ with one message that names neither plaintext nor key.
 Derived keys (`derive_key`): HKDF-SHA256 (RFC 5869) of the blinding key, no salt, info = the
 label (e.g. "iwrs/list-fingerprint/v1"), 32 bytes. A derived key is independent of the sealing
 key and of every other label's key, lives only in memory, and changes when the key is rotated.
+
+Key ring (`KeyRing`, for online rotation): a server holds the current key and the previous (or
+next) ones. `seal` always uses the current key; `unseal` picks the key the token names by its
+key id, so values sealed under any key of the ring keep opening while a rotation re-seals them in
+batches. A token naming a key the ring does not hold fails like any other (SealError, the one
+message). Which key is current, and where keys come from, is the application's business
+(iwrs.keyring); this module stays pure.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import binascii
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -121,6 +128,93 @@ class Sealer:
         return b"\x00".join(
             (b"iwrs-seal", VERSION.encode(), self.key_id.encode(), context.encode("utf-8"))
         )
+
+
+class KeyRing:
+    """Several sealers by key id; the current one seals, the one a token names unseals it.
+
+    Duck-compatible with `Sealer` (seal, unseal, key_id, derive_key): code that holds "the
+    sealer" works unchanged when handed a ring."""
+
+    def __init__(
+        self,
+        keys: Iterable[bytes],
+        *,
+        current: str | None = None,
+        nonce_source: NonceSource = os.urandom,
+    ) -> None:
+        self._nonce_source = nonce_source
+        self._sealers: dict[str, Sealer] = {}
+        first = None
+        for key in keys:
+            key_id = self.add(key)
+            first = first or key_id
+        if first is None:
+            raise ValueError("a key ring needs at least one key")
+        self._current = first
+        if current is not None:
+            self.set_current(current)
+
+    def __repr__(self) -> str:
+        return f"KeyRing(current={self._current!r}, keys={sorted(self._sealers)!r})"
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._sealers
+
+    @property
+    def key_id(self) -> str:
+        """The current key's id (what `seal` writes into each token)."""
+        return self._current
+
+    @property
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(self._sealers)
+
+    def add(self, key: bytes) -> str:
+        """Hold `key` too (idempotent); returns its key id. The current key does not change."""
+        sealer = Sealer(key, nonce_source=self._nonce_source)
+        if sealer.key_id not in self._sealers:
+            # Copy on write: a thread reading the ring meanwhile sees the old or the new dict,
+            # never one that changes under it.
+            self._sealers = {**self._sealers, sealer.key_id: sealer}
+        return sealer.key_id
+
+    def set_current(self, key_id: str) -> None:
+        """Seal under `key_id` from now on; KeyError if the ring does not hold it."""
+        if key_id not in self._sealers:
+            raise KeyError(key_id)
+        self._current = key_id
+
+    def sealer_for(self, key_id: str) -> Sealer:
+        """The sealer of one key of the ring; KeyError if the ring does not hold it."""
+        return self._sealers[key_id]
+
+    def seal(self, plaintext: str, *, context: str) -> str:
+        return self._sealers[self._current].seal(plaintext, context=context)
+
+    def unseal(self, token: str, *, context: str) -> str:
+        sealer = self._sealers.get(token_key_id(token))
+        if sealer is None:
+            raise SealError()
+        return sealer.unseal(token, context=context)
+
+    def derive_key(self, *, label: str) -> bytes:
+        """The current key's derived key for `label` (see the module)."""
+        return self._sealers[self._current].derive_key(label=label)
+
+    def derived(self, *, label: str) -> KeyRing:
+        """A ring of every key's derived key for `label`, current = the current key's. Values
+        sealed under a derived key carry the derived key's own id, and keep opening for as long
+        as the key they derive from is in the ring."""
+        keys = [self._sealers[self._current].derive_key(label=label)]
+        keys += [s.derive_key(label=label) for i, s in self._sealers.items() if i != self._current]
+        return KeyRing(keys, nonce_source=self._nonce_source)
+
+    def reseal(self, token: str, *, context: str) -> str:
+        """`token` sealed afresh under the current key (unchanged if it already is)."""
+        if token_key_id(token) == self._current:
+            return token
+        return self.seal(self.unseal(token, context=context), context=context)
 
 
 def reseal(token: str, *, context: str, old: Sealer, new: Sealer) -> str:

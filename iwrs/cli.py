@@ -515,33 +515,6 @@ def supply_check_ledger() -> None:
         raise SystemExit(1)
 
 
-@keys_cli.command("rotate-blinding")
-@friendly_errors
-def keys_rotate_blinding() -> None:
-    """Re-seal every sealed value under a new blinding key (written to the key file)."""
-    import os
-
-    from iwrs.config import key_path
-    from iwrs.services import keys
-
-    _require_keys()
-    settings = current_app.extensions["iwrs.settings"]
-    if os.environ.get("IWRS_BLINDING_KEY"):
-        raise click.ClickException(
-            "the blinding key comes from IWRS_BLINDING_KEY: rotate by "
-            "key file only, or re-seal from a maintenance shell"
-        )
-    path = key_path("blinding_key", settings.instance_path)
-    staged = path.with_suffix(".key.new")
-    new_key = secrets.token_bytes(32)
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:  # staged first: the key is safe before data uses it
-        handle.write(new_key.hex() + "\n")
-    count = keys.rotate_blinding_key(actor=cli_actor(), new_key=new_key)
-    os.replace(staged, path)
-    click.echo(f"re-sealed {count} value(s); new key in {path}")
-
-
 @iwrs_cli.command("send-notifications")
 @friendly_errors
 def send_notifications_command() -> None:
@@ -578,4 +551,6 @@ def audit_verify_export(export_file, key_file) -> None:  # type: ignore[no-untyp
 
 
 def init_app(app: Flask) -> None:
+    from iwrs import cli_keys  # noqa: F401 - registers the `iwrs keys …` commands
+
     app.cli.add_command(iwrs_cli)

@@ -40,6 +40,11 @@ class Settings:
     secret_key: bytes | None = None
     audit_key: bytes | None = None
     blinding_key: bytes | None = None
+    # More blinding keys the ring holds (IWRS_BLINDING_KEYS_OTHER: the next key before it is
+    # activated, the previous one until it is retired); see iwrs.keyring.
+    blinding_keys_other: tuple[bytes, ...] = ()
+    # How often (seconds) a server re-reads which blinding key is current (iwrs.keyring).
+    key_refresh_seconds: float = 2.0
     audit_signing_key: bytes | None = None
     # A signed checkpoint of the chain head at least every N events or M minutes.
     checkpoint_every_events: int = 500
@@ -109,6 +114,8 @@ class Settings:
         )
         for name in KEY_NAMES:
             setattr(settings, name, read_key(name, instance))
+        settings.blinding_keys_other = _other_blinding_keys()
+        settings.key_refresh_seconds = _int_env("IWRS_KEY_REFRESH_SECONDS", 2, "seconds")
         return settings
 
     def witness_file(self) -> Path:
@@ -168,6 +175,53 @@ def read_key(name: str, instance: Path) -> bytes | None:
     except ValueError:
         raise ConfigError(f"key file {path} must hold 64 hex digits") from None
     return _check_key_length(key, str(path))
+
+
+BLINDING_KEYS_DIR = "blinding_keys"
+
+
+def _other_blinding_keys() -> tuple[bytes, ...]:
+    raw = os.environ.get("IWRS_BLINDING_KEYS_OTHER", "")
+    keys = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            key = bytes.fromhex(part)
+        except ValueError:
+            raise ConfigError(
+                "IWRS_BLINDING_KEYS_OTHER must be hex keys, comma-separated"
+            ) from None
+        keys.append(_check_key_length(key, "IWRS_BLINDING_KEYS_OTHER"))
+    return tuple(keys)
+
+
+def blinding_key_files(instance: Path) -> list[bytes]:
+    """Every blinding key in the instance folder: blinding_key.key, then blinding_keys/*.key
+    (one key per file, named by its key id; written by `iwrs keys rotate-blinding`)."""
+    paths = [key_path("blinding_key", instance)]
+    folder = instance / BLINDING_KEYS_DIR
+    if folder.is_dir():
+        paths += sorted(folder.glob("*.key"))
+    keys = []
+    for path in paths:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:  # retired (or replaced) between listing and reading
+            continue
+        try:
+            keys.append(_check_key_length(bytes.fromhex(text.strip()), str(path)))
+        except ValueError:
+            raise ConfigError(f"key file {path} must hold 64 hex digits") from None
+    return keys
+
+
+def write_key_file(path: Path, key: bytes) -> None:
+    """A new key file, mode 0600, never overwriting one (FileExistsError)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
 
 
 def _check_key_length(key: bytes, where: str) -> bytes:

@@ -1,6 +1,7 @@
 """SQLAlchemy 2 typed models by area; importing this package registers every table."""
 
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
+from iwrs.models.keys import BlindingKeyState
 from iwrs.models.randomization import (
     Dispensation,
     KitRequest,
@@ -40,6 +41,7 @@ __all__ = [
     "AuditChainHead",
     "AuditCheckpoint",
     "AuditEvent",
+    "BlindingKeyState",
     "Decision",
     "Depot",
     "Destruction",

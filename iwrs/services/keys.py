@@ -1,20 +1,49 @@
-"""Key rotation: every sealed value re-sealed, and every value keyed by a key derived from the
-blinding key (list fingerprints) recomputed, under a new blinding key, in one transaction."""
+"""Online rotation of the blinding key, in three steps, while every server keeps serving.
+
+1. Activate (`activate_blinding_key`): the new key is already in every server's ring (key file
+   in the shared instance folder, or IWRS_BLINDING_KEYS_OTHER after a rolling restart); one row
+   (`blinding_key_state`) names it current, in one short transaction, audited as
+   "blinding_key.rotated". Servers seal under it within `key_refresh_seconds` (iwrs.keyring)
+   and open both old and new tokens throughout. Before anything changes, every list's keyed
+   fingerprint must verify under one key of the ring (else Conflict, rule `fingerprint`).
+2. Re-seal (`reseal_all`): every sealed column (SEALED), in batches of `batch_size` rows, each
+   batch its own short transaction with one audit event ("blinding_key.resealed": column,
+   count, last row id, key id; never a value). Then each list whose fingerprint was made under
+   another key is recomputed under the current one (one transaction per list). Resumable: a
+   crash loses at most the batch in flight (rolled back); running it again skips every value
+   already under the current key.
+3. Retire (`retire_blinding_key`): only when `remaining()` finds nothing sealed, and no list
+   fingerprinted, under the old key; the caller then deletes its key file.
+
+Locks (decision): a batch locks rows of one table only, in id order, with SKIP LOCKED. It never
+waits for a row a request holds (a row busy now is taken by a later pass: the final sweep repeats
+until nothing under another key is left), so it cannot join a deadlock cycle nor delay a
+randomization beyond one batch's few milliseconds; the audit chain head is taken at commit,
+last, as by every write. On SQLite each batch is one short BEGIN IMMEDIATE.
+
+Keyed digests: the list fingerprint (HMAC under derive_key(FINGERPRINT_LABEL)) is checked under
+every key of the ring and recomputed here; outbox temporary passwords (iwrs.services.passwords)
+are sealed under a derived ring and open while their key is in the ring (not re-sealed: they
+live until the next send; one queued under a retired key is delivered without its password).
+"""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, not_, select
 
 from blinding import schedules
-from blinding.sealing import Sealer, reseal
-from iwrs import audit
+from iwrs import audit, clock
 from iwrs.audit import Actor
-from iwrs.db import transaction
-from iwrs.errors import Conflict
+from iwrs.db import read_session, transaction
+from iwrs.errors import Conflict, InvalidInput
+from iwrs.models.keys import BlindingKeyState
 from iwrs.models.randomization import RandomizationList, RandomizationSlot
 from iwrs.models.supply import Kit
 from iwrs.services.randomization import (
@@ -24,6 +53,10 @@ from iwrs.services.randomization import (
     stored_slot,
 )
 from iwrs.services.supply import KIT_CONTEXT, sealer
+
+BATCH_SIZE = 200
+SWEEP_GIVE_UP_AFTER = 120.0  # seconds of rows staying locked before the sweep reports them left
+Progress = Callable[[str, int], None]  # (column, values re-sealed so far in it)
 
 
 def _slot_context(template: str) -> Callable[[Any], str]:
@@ -41,51 +74,288 @@ SEALED: list[tuple[Any, str, Callable[[Any], str]]] = [
 ]
 
 
-def rotate_blinding_key(*, actor: Actor, new_key: bytes) -> int:
-    """Re-seal everything under `new_key` and recompute each list's fingerprint (all or
-    nothing); afterwards the old key opens nothing. Each fingerprint is checked under the old
-    key first: a list whose slots no longer match it is refused (rule `fingerprint`), changing
-    nothing. Returns the number of values re-sealed. The caller stores the new key (file or
-    environment) once this returns."""
-    old, new = sealer(), Sealer(new_key)
-    if old.key_id == new.key_id:
+@dataclass
+class Remaining:
+    """What is sealed under each key: values by key id, list fingerprints by key id (None: a
+    fingerprint no key of the ring reproduces)."""
+
+    values: dict[str, int] = field(default_factory=dict)
+    lists: dict[str | None, int] = field(default_factory=dict)
+
+    def under(self, key_id: str) -> int:
+        return self.values.get(key_id, 0) + self.lists.get(key_id, 0)
+
+
+def remaining() -> Remaining:
+    """Count sealed values and list fingerprints by the key that made them (`iwrs keys check`)."""
+    session = read_session()
+    session.rollback()
+    values: Counter[str] = Counter()
+    for model, column, _ in SEALED:
+        key_id = func.substr(getattr(model, column), 4, 8)  # "v1.<key id>.<body>"
+        for found, count in session.execute(select(key_id, func.count()).group_by(key_id)):
+            values[found] += count
+    lists: Counter[str | None] = Counter()
+    for row in session.scalars(select(RandomizationList)):
+        lists[fingerprint_key(session, row)] += 1
+    return Remaining(dict(values), dict(lists))
+
+
+def fingerprint_key(session: Any, row: RandomizationList) -> str | None:
+    """The id of the ring key whose derived key reproduces the list's fingerprint (None if no
+    key does: the slots were changed behind the application's back). Current key first."""
+    query = select(RandomizationSlot).where(RandomizationSlot.list_id == row.id)
+    slots = [stored_slot(s) for s in session.scalars(query)]
+    ring = sealer().ring
+    for key_id in [ring.key_id, *sorted(ring.key_ids - {ring.key_id})]:
+        key = ring.sealer_for(key_id).derive_key(label=schedules.FINGERPRINT_LABEL)
+        if schedules.fingerprint(slots, key=key) == row.fingerprint:
+            return key_id
+    return None
+
+
+def activate_blinding_key(*, actor: Actor, key_id: str) -> str:
+    """Step 1: make `key_id` (a key this server holds) current for every server; returns the
+    previous current id. InvalidInput (field key_id, rule `known`) if this server does not hold
+    it; ValueError if it is current already; Conflict (list, `fingerprint`) if a list no longer
+    matches its fingerprint under any key (nothing changes then)."""
+    ring = sealer()
+    if key_id not in ring.ring and not (ring.reload() and key_id in ring.ring):
+        raise InvalidInput(
+            f"key_id: {key_id} is not in this server's key ring (add its key file or "
+            "IWRS_BLINDING_KEYS_OTHER first)",
+            field="key_id",
+            rule="known",
+        )
+    ring.refresh(force=True)
+    if ring.ring.key_id == key_id:
         raise ValueError("the new blinding key is the current one")
-    old_key = old.derive_key(label=schedules.FINGERPRINT_LABEL)
-    new_key_for_lists = new.derive_key(label=schedules.FINGERPRINT_LABEL)
-    count = 0
+    session = read_session()
+    session.rollback()
+    for row in session.scalars(select(RandomizationList)):
+        if fingerprint_key(session, row) is None:
+            raise Conflict(
+                f"list {row.name}: its slots do not match its fingerprint; no key was changed "
+                "(call the unblinded statistician)",
+                field="list",
+                rule="fingerprint",
+            )
     with transaction() as session:
-        for row in session.scalars(select(RandomizationList).with_for_update()):
-            slots = [
-                stored_slot(s)
-                for s in session.scalars(
-                    select(RandomizationSlot).where(RandomizationSlot.list_id == row.id)
-                )
-            ]
-            if schedules.fingerprint(slots, key=old_key) != row.fingerprint:
-                raise Conflict(
-                    f"list {row.name}: its slots do not match its fingerprint; nothing was "
-                    "re-sealed (call the unblinded statistician)",
-                    field="list",
-                    rule="fingerprint",
-                )
-            row.fingerprint = schedules.fingerprint(slots, key=new_key_for_lists)
-        for model, column, context in SEALED:
-            for row in session.scalars(select(model).with_for_update()):
-                setattr(
-                    row,
-                    column,
-                    reseal(getattr(row, column), context=context(row), old=old, new=new),
-                )
-                count += 1
+        state = session.get(BlindingKeyState, 1, with_for_update=True)
+        previous = state.current_key_id if state else ring.ring.key_id
+        if state is None:
+            session.add(BlindingKeyState(id=1, current_key_id=key_id, changed_at=clock.now()))
+        else:
+            state.current_key_id, state.changed_at = key_id, clock.now()
         audit.record(
             session,
             actor=actor,
             action="blinding_key.rotated",
             entity_type="key",
             entity_id="blinding_key",
-            before={"key_id": old.key_id},
-            after={"key_id": new.key_id, "values_resealed": count},
+            before={"key_id": previous},
+            after={"key_id": key_id},
         )
-    current_app.extensions["iwrs.settings"].blinding_key = new_key
-    current_app.extensions["iwrs.sealer"] = new
-    return count
+    ring.use(key_id)
+    return previous
+
+
+def reseal_all(
+    *,
+    actor: Actor,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress | None = None,
+    sweep_after: float = 0.0,
+) -> int:
+    """Step 2: re-seal every value not under the current key, batch by batch, then recompute
+    the fingerprint of every list made under another key. `sweep_after` (time.monotonic) holds
+    the final sweep back until every server has had time to see the new current key. Returns
+    the number of values re-sealed; Conflict (list, `fingerprint`) for a list that matches no
+    key (the values re-sealed so far stay re-sealed)."""
+    if batch_size < 1:
+        raise InvalidInput("batch_size: must be at least 1", field="batch_size", rule="minimum")
+    total = 0
+    for model, column, context in SEALED:
+        total += _reseal_column(model, column, context, actor, batch_size, progress, False)
+    time.sleep(max(0.0, sweep_after - time.monotonic()))
+    for model, column, context in SEALED:
+        total += _reseal_column(model, column, context, actor, batch_size, progress, True)
+    for list_id in read_session().scalars(select(RandomizationList.id).order_by("id")).all():
+        _refingerprint(actor, list_id)
+    return total
+
+
+def _reseal_column(
+    model: Any,
+    column: str,
+    context: Callable[[Any], str],
+    actor: Actor,
+    batch_size: int,
+    progress: Progress | None,
+    sweep: bool,
+) -> int:
+    """One pass over a column in id order (`sweep` false), or the sweep: rows still not under
+    the current key (skipped while locked, or sealed meanwhile by a server on the old key),
+    repeated until none is left or they stay locked for SWEEP_GIVE_UP_AFTER seconds."""
+    name, done, after = f"{model.__tablename__}.{column}", 0, 0
+    give_up = time.monotonic() + SWEEP_GIVE_UP_AFTER
+    while True:
+        changed, last = _reseal_batch(model, column, context, actor, batch_size, after, sweep)
+        done += changed
+        if changed and progress is not None:
+            progress(name, done)
+        if not sweep:
+            if last is None:
+                return done
+            after = last
+        elif last is None:
+            if _left(model, column) == 0 or time.monotonic() > give_up:
+                return done
+            time.sleep(0.05)  # only rows locked by requests are left: let them finish
+
+
+def _reseal_batch(
+    model: Any,
+    column: str,
+    context: Callable[[Any], str],
+    actor: Actor,
+    batch_size: int,
+    after: int,
+    sweep: bool,
+) -> tuple[int, int | None]:
+    """One batch in its own transaction: (values re-sealed, last row id seen or None)."""
+    ring = sealer()
+    ring.refresh()
+    current = ring.ring.key_id
+    sealed = getattr(model, column)
+    query = select(model).where(model.id > after).order_by(model.id).limit(batch_size)
+    if sweep:
+        query = query.where(not_(sealed.like(f"v1.{current}.%")))
+    query = query.with_for_update(skip_locked=True)
+    changed = 0
+    with transaction() as session:
+        rows = session.scalars(query).all()
+        for row in rows:
+            token = getattr(row, column)
+            fresh = ring.reseal(token, context=context(row))
+            if fresh != token:
+                setattr(row, column, fresh)
+                changed += 1
+        if changed:
+            audit.record(
+                session,
+                actor=actor,
+                action="blinding_key.resealed",
+                entity_type="key",
+                entity_id="blinding_key",
+                after={
+                    "key_id": current,
+                    "column": f"{model.__tablename__}.{column}",
+                    "values": changed,
+                    "last_id": rows[-1].id,
+                },
+            )
+    return changed, (rows[-1].id if rows else None)
+
+
+def _left(model: Any, column: str) -> int:
+    session = read_session()
+    session.rollback()
+    current = sealer().ring.key_id
+    return session.scalar(
+        select(func.count()).where(not_(getattr(model, column).like(f"v1.{current}.%")))
+    )
+
+
+def _refingerprint(actor: Actor, list_id: int) -> None:
+    """The list's fingerprint under the current key, if another key made it. The slots are read
+    and unsealed outside any lock; the short transaction then stores the new fingerprint only if
+    the stored one has not changed meanwhile (an extension rewrites it with its new slots), and
+    starts again otherwise. Conflict (list, `fingerprint`) if no key of the ring matches."""
+    ring = sealer()
+    while True:
+        session = read_session()
+        session.rollback()
+        row = session.get(RandomizationList, list_id)
+        if row is None:
+            return
+        seen, made_by = row.fingerprint, fingerprint_key(session, row)
+        if made_by is None:
+            raise Conflict(
+                f"list {row.name}: its slots do not match its fingerprint (call the "
+                "unblinded statistician)",
+                field="list",
+                rule="fingerprint",
+            )
+        current = ring.ring.key_id
+        if made_by == current:
+            return
+        query = select(RandomizationSlot).where(RandomizationSlot.list_id == list_id)
+        fresh = schedules.fingerprint(
+            [stored_slot(s) for s in session.scalars(query)],
+            key=ring.ring.sealer_for(current).derive_key(label=schedules.FINGERPRINT_LABEL),
+        )
+        with transaction() as writing:
+            locked = writing.get(RandomizationList, list_id, with_for_update=True)
+            if locked is None or locked.fingerprint != seen:
+                continue  # extended (or replaced) meanwhile: read it again
+            locked.fingerprint = fresh
+            audit.record(
+                writing,
+                actor=actor,
+                action="blinding_key.list_fingerprinted",
+                entity_type="randomization_list",
+                entity_id=list_id,
+                before={"key_id": made_by},
+                after={"key_id": current},
+            )
+        return
+
+
+def rotate_blinding_key(
+    *,
+    actor: Actor,
+    new_key: bytes,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress | None = None,
+) -> int:
+    """Steps 1 and 2 in this process: `new_key` joins this server's ring and becomes current,
+    then everything is re-sealed in batches (see the module). Other servers must find the key
+    in their sources (the CLI writes it to instance/blinding_keys/ first). Returns the number
+    of values re-sealed; errors as `activate_blinding_key` and `reseal_all`."""
+    ring = sealer()
+    key_id = ring.add(new_key)
+    activate_blinding_key(actor=actor, key_id=key_id)
+    settings = current_app.extensions["iwrs.settings"]
+    settings.blinding_key = new_key  # this process's configured key follows the current one
+    sweep_after = time.monotonic() + settings.key_refresh_seconds + 0.5
+    return reseal_all(
+        actor=actor, batch_size=batch_size, progress=progress, sweep_after=sweep_after
+    )
+
+
+def retire_blinding_key(*, actor: Actor, key_id: str) -> None:
+    """Step 3: record that `key_id` is retired; the caller then deletes its key file. Conflict
+    (field key_id) with rule `current` if it is the current key, `in_use` while any value or
+    list fingerprint is still under it (`iwrs keys check` lists them)."""
+    ring = sealer()
+    ring.refresh(force=True)
+    if key_id == ring.ring.key_id:
+        raise Conflict(f"key_id: {key_id} is the current key", field="key_id", rule="current")
+    left = remaining().under(key_id)
+    if left:
+        raise Conflict(
+            f"key_id: {left} value(s) or list fingerprint(s) are still under {key_id}; run "
+            "`iwrs keys reseal` first",
+            field="key_id",
+            rule="in_use",
+        )
+    with transaction() as session:
+        audit.record(
+            session,
+            actor=actor,
+            action="blinding_key.retired",
+            entity_type="key",
+            entity_id="blinding_key",
+            before={"key_id": key_id},
+        )

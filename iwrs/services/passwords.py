@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from blinding.sealing import Sealer, SealError
+from blinding.sealing import KeyRing, SealError
 from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission, hash_password
@@ -34,11 +34,13 @@ TEMPORARY_PASSWORD_LINE = "Temporary password: "  # noqa: S105 - a label, not a 
 SEALED = "sealed:"
 
 
-def _outbox_sealer() -> Sealer:
-    """A sealer under a key derived from the blinding key (outside the database)."""
+def _outbox_sealer() -> KeyRing:
+    """A ring of keys derived from the blinding keys (outside the database): it seals under the
+    current key's derived key and opens what any key of the ring sealed, so a message queued
+    before a rotation still carries its password until the old key is retired."""
     from iwrs.services.supply import sealer
 
-    return Sealer(sealer().derive_key(label="outbox temporary passwords"))
+    return sealer().derived(label="outbox temporary passwords")
 
 
 def _context(recipient: str) -> str:

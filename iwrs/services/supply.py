@@ -20,12 +20,12 @@ from blinding.kits import (
     parse_kit_list_csv,
     verify_kit_list,
 )
-from blinding.sealing import Sealer
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, not_found, require_site
 from iwrs.db import transaction
 from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.keyring import LiveRing, live_ring
 from iwrs.models.sites import Depot, Site
 from iwrs.models.supply import Kit, KitEvent, Lot, SupplyAlert
 from iwrs.models.users import User
@@ -50,13 +50,10 @@ def protocol() -> Protocol:
     return current_app.extensions["iwrs.protocol"]
 
 
-def sealer() -> Sealer:
-    """The blinding key's sealer (the key is never in the database)."""
-    if "iwrs.sealer" not in current_app.extensions:
-        current_app.extensions["iwrs.sealer"] = Sealer(
-            current_app.extensions["iwrs.settings"].blinding_key
-        )
-    return current_app.extensions["iwrs.sealer"]
+def sealer() -> LiveRing:
+    """The blinding key ring (iwrs.keyring): seals under the current key, unseals under the key
+    each token names. The keys are never in the database."""
+    return live_ring()
 
 
 def treatment_of(kit: Kit) -> str:

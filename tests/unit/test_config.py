@@ -131,3 +131,23 @@ def test_a_bad_lock_timeout_is_refused_by_name(tmp_path: Path, monkeypatch, valu
     monkeypatch.setenv("IWRS_DB_LOCK_TIMEOUT_MS", value)
     with pytest.raises(ConfigError, match="IWRS_DB_LOCK_TIMEOUT_MS"):
         Settings.from_env(instance_path=tmp_path)
+
+
+def test_the_blinding_key_ring_comes_from_the_environment_and_the_key_files(tmp_path, monkeypatch):
+    from blinding.sealing import key_id_for
+    from iwrs.config import BLINDING_KEYS_DIR, blinding_key_files, key_path, write_key_file
+
+    monkeypatch.setenv("IWRS_BLINDING_KEYS_OTHER", f"{'ab' * 32}, {'cd' * 32}")
+    monkeypatch.setenv("IWRS_KEY_REFRESH_SECONDS", "7")
+    settings = Settings.from_env(instance_path=tmp_path)
+    assert settings.blinding_keys_other == (bytes.fromhex("ab" * 32), bytes.fromhex("cd" * 32))
+    assert settings.key_refresh_seconds == 7
+    write_key_file(key_path("blinding_key", tmp_path), b"\x01" * 32)
+    second = b"\x02" * 32
+    write_key_file(tmp_path / BLINDING_KEYS_DIR / f"{key_id_for(second)}.key", second)
+    assert blinding_key_files(tmp_path) == [b"\x01" * 32, second]
+    with pytest.raises(FileExistsError):  # a key file is never overwritten
+        write_key_file(key_path("blinding_key", tmp_path), b"\x03" * 32)
+    monkeypatch.setenv("IWRS_BLINDING_KEYS_OTHER", "zz")
+    with pytest.raises(ConfigError, match="IWRS_BLINDING_KEYS_OTHER"):
+        Settings.from_env(instance_path=tmp_path)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from blinding.sealing import (
     PAD_BLOCK,
     SEAL_ERROR_MESSAGE,
+    KeyRing,
     Sealer,
     SealError,
     derive_key,
@@ -206,3 +207,43 @@ def test_a_derived_key_never_equals_its_key_and_depends_on_it(key: bytes, label:
     derived = derive_key(key, label=label)
     assert len(derived) == 32 and derived != key
     assert derive_key(bytes(b ^ 1 for b in key), label=label) != derived
+
+
+# --- the key ring (online rotation) ------------------------------------------------------------
+
+
+def test_ring_seals_under_the_current_key_and_opens_under_the_key_a_token_names():
+    ring = KeyRing([KEY, OTHER_KEY])
+    assert ring.key_id == SEALER.key_id
+    old_token = ring.seal("A", context=CONTEXT)
+    assert token_key_id(old_token) == SEALER.key_id
+    ring.set_current(key_id_for(OTHER_KEY))
+    new_token = ring.seal("P", context=CONTEXT)
+    assert token_key_id(new_token) == key_id_for(OTHER_KEY)
+    assert ring.unseal(old_token, context=CONTEXT) == "A"
+    assert ring.unseal(new_token, context=CONTEXT) == "P"
+    assert Sealer(OTHER_KEY).unseal(ring.reseal(old_token, context=CONTEXT), context=CONTEXT) == "A"
+    assert ring.reseal(new_token, context=CONTEXT) == new_token  # already current: unchanged
+
+
+def test_ring_refuses_a_token_of_a_key_it_does_not_hold_with_the_one_message():
+    ring = KeyRing([OTHER_KEY])
+    with pytest.raises(SealError) as refused:
+        ring.unseal(SEALER.seal("A", context=CONTEXT), context=CONTEXT)
+    assert str(refused.value) == SEAL_ERROR_MESSAGE
+    with pytest.raises(KeyError):
+        ring.set_current(SEALER.key_id)
+    with pytest.raises(ValueError):
+        KeyRing([])
+
+
+def test_a_derived_ring_opens_what_any_key_of_the_ring_derived_and_seals_under_the_current():
+    ring = KeyRing([KEY])
+    label = "outbox temporary passwords"
+    token = ring.derived(label=label).seal("secret", context=CONTEXT)
+    ring.add(OTHER_KEY)
+    ring.set_current(key_id_for(OTHER_KEY))
+    derived = ring.derived(label=label)
+    assert derived.unseal(token, context=CONTEXT) == "secret"
+    assert derived.key_id == key_id_for(derive_key(OTHER_KEY, label=label))
+    assert ring.derive_key(label=label) == derive_key(OTHER_KEY, label=label)
