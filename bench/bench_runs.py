@@ -183,9 +183,9 @@ def capture_randomizations(
 ) -> dict[str, Any]:
     """Randomize `subjects` in-process on the database at `url` and pickle each one's
     statements (see the module doc) to `path`; facts about them."""
+    from bench_world import PASSWORD
     from sqlalchemy import event, select
 
-    from bench_world import PASSWORD
     from iwrs import create_app
     from iwrs.audit import Actor
     from iwrs.config import Settings
@@ -272,7 +272,6 @@ def replay_runs(
 
 def _verify_loop(args: tuple[str, float]) -> int:
     from argon2 import PasswordHasher
-
     from bench_server import COSTS
 
     time_cost, memory = COSTS[args[0]]

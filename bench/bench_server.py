@@ -34,9 +34,8 @@ def set_signing_cost(url: str, usernames: list[str], hasher: str) -> None:
     """Re-hash the signers' passwords at the hasher mode's Argon2id cost (bench set-up, written
     straight into app_user; the password is the bench's one)."""
     from argon2 import PasswordHasher
-    from sqlalchemy import create_engine, text
-
     from bench_world import PASSWORD
+    from sqlalchemy import create_engine, text
 
     time_cost, memory = COSTS[hasher]
     digest = PasswordHasher(time_cost=time_cost, memory_cost=memory, parallelism=1).hash(PASSWORD)
