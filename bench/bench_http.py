@@ -93,9 +93,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a.backends = [b for b in backends.split(",") if b]
     a.hashers = [h for h in a.hasher.split(",") if h]
     # Pools: enough subjects for the longest runs this machine is likely to sustain.
-    a.subjects = a.subjects or (300 if a.quick else 4000)
-    a.visit_subjects = a.visit_subjects or (80 if a.quick else 1500)
-    a.capture = a.capture or (100 if a.quick else 1000)
+    a.subjects = a.subjects or (150 if a.quick else 4000)
+    a.visit_subjects = a.visit_subjects or (50 if a.quick else 1500)
+    a.capture = a.capture or (60 if a.quick else 1000)
     return a
 
 
@@ -159,7 +159,7 @@ def run_backend(
     a: argparse.Namespace, backend: str, results: list[dict[str, Any]], progress: Any
 ) -> dict[str, Any]:
     """Everything measured on one backend; appends result rows; returns facts (version...)."""
-    from bench_runs import Pools, http_runs, replay_runs
+    from bench_runs import Pools, http_runs, replay_runs, world_keys
 
     folder = a.workdir / backend
     folder.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,8 @@ def run_backend(
         replay_runs(a, manifest, results, progress, facts)
     for hasher in a.hashers:
         set_signing_cost(url, [u["username"] for u in manifest["users"]["investigators"]], hasher)
-        env = {**manifest["keys"], **HASHERS[hasher]}
+        keys = {f"IWRS_{k.upper()}": v.hex() for k, v in world_keys(manifest).items()}
+        env = {**keys, **HASHERS[hasher]}
         with Server(a, manifest, url, env, folder / f"gunicorn-{hasher}.log") as server:
             # The hasher changes only what a signature costs: other modes run randomize alone.
             ops = PAGE_OPS if hasher == a.hashers[0] else ("randomize",)

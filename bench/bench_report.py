@@ -124,7 +124,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for r in report["runs"]:
         lines.append(
-            f"| {r['backend']} | {r['hasher']} | {r['op']} | {r['clients']} | {r['ok']} | "
+            f"| {r['backend']} | {r['hasher']} | {r['op']} | {r['clients']} | {r['ok']}"
+            f"{' (pool spent)' if r.get('pool_spent') else ''} | "
             f"{r['failed']} | {_fmt(r['per_s'])} | {_fmt(r['p50_ms'], 0)} | "
             f"{_fmt(r['p95_ms'], 0)} | {_fmt(r['p99_ms'], 0)} |"
         )
@@ -140,6 +141,7 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         for at, value in values.items():
             lines.append(f"| {name} | {at} | {_fmt(value, 2)} |")
+    lines += ["", "(pool spent: the run ended when its subjects ran out, before its duration)"]
     lines += ["", "| target (issue 13) | met |", "|---|---|"]
     for name, met in report["ratios"]["targets"].items():
         lines.append(f"| {name} | {'-' if met is None else ('yes' if met else 'NO')} |")

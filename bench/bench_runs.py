@@ -46,7 +46,7 @@ class Pools:
         self.pharmacist = {u["site_id"]: u for u in people["pharmacists"]}
         sites = _subject_sites(url, manifest)
         self.randomize = _interleaved(_awaiting(manifest["awaiting_randomization"]), sites)
-        self.visits = [(s, v, sites[s]) for s, v in manifest["awaiting_visit"]]
+        self.visits = [(s, v, sites[s]) for s, v, *_ in manifest.get("awaiting_visit") or []]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -54,6 +54,19 @@ class Pools:
             "awaiting_randomization": len(self.randomize),
             "awaiting_visit": len(self.visits),
         }
+
+
+def world_keys(manifest: dict[str, Any]) -> dict[str, bytes]:
+    """The world's four keys: the manifest's "keys" ({IWRS_SECRET_KEY: hex, ...}) or the key
+    files of its "keys_dir" (an instance folder, as `iwrs init` writes them)."""
+    from iwrs.config import KEY_NAMES, read_key
+
+    if manifest.get("keys"):
+        return {
+            k.removeprefix("IWRS_").lower(): bytes.fromhex(v) for k, v in manifest["keys"].items()
+        }
+    folder = Path(manifest["keys_dir"])
+    return {name: read_key(name, folder) or b"" for name in KEY_NAMES}
 
 
 def _awaiting(value: Any) -> list[int]:
@@ -193,11 +206,13 @@ def capture_randomizations(
     from iwrs.models import User
     from iwrs.services import randomization
 
-    keys = {k.removeprefix("IWRS_").lower(): bytes.fromhex(v) for k, v in manifest["keys"].items()}
+    keys = world_keys(manifest)
+    instance = manifest.get("instance_path") or manifest.get("keys_dir") or path.parent
+    protocol = manifest.get("protocol_file")
     settings = Settings(
-        instance_path=Path(manifest.get("instance_path", "/tmp/iwrs-bench/instance")),  # noqa: S108
+        instance_path=Path(instance),
         database_url=url,
-        protocol_path=Path(manifest["protocol_file"]),
+        protocol_path=Path(protocol) if protocol else None,
         argon2_memory_kib=8 * 1024,
         argon2_time_cost=1,
         **keys,

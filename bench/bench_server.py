@@ -65,10 +65,14 @@ class Server:
             **env,
             "PYTHONPATH": str(ROOT),
             "IWRS_DATABASE_URL": url,
-            "IWRS_PROTOCOL": manifest["protocol_file"],
-            "IWRS_INSTANCE_PATH": manifest.get("instance_path", str(log.parent / "instance")),
+            "IWRS_INSTANCE_PATH": manifest.get("instance_path")
+            or manifest.get("keys_dir")
+            or str(log.parent / "instance"),
             "IWRS_RATELIMIT_ENABLED": "0",
         }
+        self.env.pop("IWRS_PROTOCOL", None)
+        if manifest.get("protocol_file"):
+            self.env["IWRS_PROTOCOL"] = manifest["protocol_file"]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
