@@ -179,7 +179,9 @@ def run_backend(
         set_signing_cost(url, [u["username"] for u in manifest["users"]["investigators"]], hasher)
         keys = {f"IWRS_{k.upper()}": v.hex() for k, v in world_keys(manifest).items()}
         env = {**keys, **HASHERS[hasher]}
+        progress(f"[{backend}/{hasher}] starting gunicorn ({a.workers} x {a.threads} threads)")
         with Server(a, manifest, url, env, folder / f"gunicorn-{hasher}.log") as server:
+            progress(f"[{backend}/{hasher}] gunicorn ready on port {server.port}")
             # The hasher changes only what a signature costs: other modes run randomize alone.
             ops = PAGE_OPS if hasher == a.hashers[0] else ("randomize",)
             http_runs(a, server, pools, ops, backend, hasher, results, progress)

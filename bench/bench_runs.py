@@ -270,6 +270,7 @@ def replay_runs(
         manifest, _pg_url(a.pg_url, capture), pool, folder / "capture.pickle"
     )
     dsn = a.pg_url.rsplit("/", 1)[0] + f"/{replay}"
+    progress(f"[postgresql] captured: {json.dumps(facts['replay'], default=str)[:120]}...")
     for k in a.clients:
         with pg_admin(a.pg_url) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{replay}" WITH (FORCE)')

@@ -79,7 +79,8 @@ class Server:
     def __enter__(self) -> Server:
         command = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread"]
         command += ["--workers", str(self.workers), "--threads", str(self.threads)]
-        command += ["--bind", f"{self.host}:{self.port}", "--keep-alive", "30", "wsgi:app"]
+        command += ["--bind", f"{self.host}:{self.port}", "--keep-alive", "30"]
+        command += ["--no-control-socket", "wsgi:app"]  # several servers may run side by side
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own command
                 command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
