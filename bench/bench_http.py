@@ -94,7 +94,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a.hashers = [h for h in a.hasher.split(",") if h]
     # Pools: enough subjects for the longest runs this machine is likely to sustain.
     a.subjects = a.subjects or (150 if a.quick else 4000)
-    a.visit_subjects = a.visit_subjects or (50 if a.quick else 1500)
+    a.visit_subjects = a.visit_subjects or (80 if a.quick else 1500)
     a.capture = a.capture or (60 if a.quick else 1000)
     return a
 
@@ -184,7 +184,8 @@ def run_backend(
             progress(f"[{backend}/{hasher}] gunicorn ready on port {server.port}")
             # The hasher changes only what a signature costs: other modes run randomize alone.
             ops = PAGE_OPS if hasher == a.hashers[0] else ("randomize",)
-            http_runs(a, server, pools, ops, backend, hasher, results, progress)
+            later = (len(a.hashers) - 1 - a.hashers.index(hasher)) * len(a.clients)
+            http_runs(a, server, pools, ops, backend, hasher, results, progress, later)
         # Right after its runs, with the server stopped: the machine's load then is the closest
         # to what the signed randomizations met (other work on a shared machine varies).
         facts.setdefault("verify", {})[hasher] = verify_rate(a, backend, hasher, progress)

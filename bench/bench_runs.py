@@ -166,12 +166,20 @@ def http_runs(
     hasher: str,
     results: list[dict[str, Any]],
     progress: Any,
+    later: int = 0,
 ) -> None:
-    """Each operation at each K against the running server; appends a row per run."""
+    """Each operation at each K against the running server; appends a row per run.
+
+    A run that takes subjects (randomize, dispense) gets an equal share of what is left of its
+    pool among the runs still to come (`later`: randomize runs of the hasher modes after this
+    one), so that no K level finds the pool spent by the one before it."""
     folder = a.workdir / backend
     for op in ops:
-        for k in a.clients:
+        for n, k in enumerate(a.clients):
             items, repeat, sign_in = _items(op, pools, pools.manifest)
+            if not repeat:
+                runs_left = len(a.clients) - n + (later if op == "randomize" else 0)
+                items = items[: max(1, len(items) // runs_left)] if items else items
             if not items:
                 progress(f"[{backend}/{hasher}] {op} K={k}: pool spent, skipped")
                 continue
