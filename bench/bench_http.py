@@ -77,8 +77,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=None, help="seconds a run (15; quick 2)")
     p.add_argument("--subjects", type=int, default=None, help="awaiting randomization")
     p.add_argument("--visit-subjects", type=int, default=None)
-    p.add_argument("--sites", type=int, default=8)
+    p.add_argument("--sites", type=int, default=None, help="small: 8; scale: scale.py's")
+    p.add_argument("--scale-subjects", type=int, default=100_000, help="--world scale's size")
     p.add_argument("--capture", type=int, default=None, help="randomizations to replay")
+    p.add_argument(
+        "--replay",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the raw-SQL replay (PostgreSQL); auto: with --world small only (each K replays on "
+        "a copy of the world, which for the scale world means copying gigabytes)",
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -93,9 +101,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a.backends = [b for b in backends.split(",") if b]
     a.hashers = [h for h in a.hasher.split(",") if h]
     # Pools: enough subjects for the longest runs this machine is likely to sustain.
-    a.subjects = a.subjects or (150 if a.quick else 4000)
-    a.visit_subjects = a.visit_subjects or (80 if a.quick else 1500)
-    a.capture = a.capture or (60 if a.quick else 1000)
+    a.subjects = a.subjects or (120 if a.quick else 3000)
+    a.visit_subjects = a.visit_subjects or (60 if a.quick else 1000)
+    a.capture = a.capture or (50 if a.quick else 800)
     return a
 
 
@@ -116,7 +124,7 @@ def estimate(a: argparse.Namespace) -> float:
     for backend in a.backends:
         runs += len(PAGE_OPS) * len(a.clients)
         runs += (len(a.hashers) - 1) * len(a.clients)
-        runs += len(a.clients) if backend == "postgresql" else 0
+        runs += len(a.clients) if backend == "postgresql" and a.replay != "off" else 0
     build = (a.subjects + a.visit_subjects) / 15 + a.capture / 20 + 10  # a busy 2-core machine
     return runs * (a.duration + 2) + len(a.backends) * build + len(a.hashers) * a.duration + 5
 
@@ -128,10 +136,13 @@ def build_world(a: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]
     if not (ROOT / "bench" / script).exists():
         raise SystemExit(f"--world {a.world} needs bench/{script}, which is not there")
     command = [sys.executable, str(ROOT / "bench" / script), "build", "--url", url]
-    command += ["--subjects", str(a.subjects), "--sites", str(a.sites)]
     command += ["--manifest", str(manifest)]
     if a.world == "small":
+        command += ["--subjects", str(a.subjects), "--sites", str(a.sites or 8)]
         command += ["--visit-subjects", str(a.visit_subjects), "--workdir", str(folder / "world")]
+    else:  # scale.py: --subjects is the trial's size, --pool the subjects left to randomize
+        command += ["--subjects", str(a.scale_subjects), "--pool", str(a.subjects)]
+        command += ["--sites", str(a.sites)] if a.sites else []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(command, check=True, env=env, cwd=ROOT)  # noqa: S603 - our own scripts
     return json.loads(manifest.read_text())
@@ -170,13 +181,16 @@ def run_backend(
     facts: dict[str, Any] = {"world_build_s": round(time.monotonic() - started, 1)}
     pools = Pools(manifest, url)
     facts["world"] = pools.describe()
+    replay = a.replay == "on" or (a.replay == "auto" and a.world == "small")
     if backend == "postgresql":
         with pg_admin(a.pg_url) as admin:
             facts["server_version"] = admin.execute("SHOW server_version").fetchone()[0]
-            admin.execute(f'CREATE DATABASE "{a.db_name}_pristine" TEMPLATE "{a.db_name}"')
-        replay_runs(a, manifest, results, progress, facts)
+            if replay:
+                admin.execute(f'CREATE DATABASE "{a.db_name}_pristine" TEMPLATE "{a.db_name}"')
+        if replay:
+            replay_runs(a, manifest, results, progress, facts)
     for hasher in a.hashers:
-        set_signing_cost(url, [u["username"] for u in manifest["users"]["investigators"]], hasher)
+        set_signing_cost(url, manifest["users"]["investigators"], hasher)
         keys = {f"IWRS_{k.upper()}": v.hex() for k, v in world_keys(manifest).items()}
         env = {**keys, **HASHERS[hasher]}
         progress(f"[{backend}/{hasher}] starting gunicorn ({a.workers} x {a.threads} threads)")

@@ -103,7 +103,6 @@ def _interleaved(subjects: list[int], sites: dict[int, int]) -> list[tuple[int, 
 def _items(op: str, pools: Pools, manifest: dict[str, Any]) -> tuple[list[Any], bool, Any]:
     """The run's requests, whether one repeats forever, and the sign-in (pages)."""
     people = manifest["users"]
-    password = people["investigators"][0]["password"]
     bearer = {"Authorization": f"Bearer {people['investigators'][0]['token']}"}
     if op == "ping":
         return [{"method": "GET", "path": "/api/v1/me", "headers": bearer}], True, None
@@ -119,7 +118,10 @@ def _items(op: str, pools: Pools, manifest: dict[str, Any]) -> tuple[list[Any], 
                 "method": "POST",
                 "path": f"/api/v1/subjects/{subject}/randomization",
                 "headers": {"Authorization": f"Bearer {pools.investigator[site]['token']}"},
-                "json": {"signature_password": password, "idempotency_key": str(uuid.uuid4())},
+                "json": {
+                    "signature_password": pools.investigator[site]["password"],
+                    "idempotency_key": str(uuid.uuid4()),
+                },
             }
             for subject, site in pools.randomize
         ]
@@ -204,7 +206,6 @@ def capture_randomizations(
 ) -> dict[str, Any]:
     """Randomize `subjects` in-process on the database at `url` and pickle each one's
     statements (see the module doc) to `path`; facts about them."""
-    from bench_world import PASSWORD
     from sqlalchemy import event, select
 
     from iwrs import create_app
@@ -233,16 +234,16 @@ def capture_randomizations(
 
     event.listen(app.extensions["iwrs.engine"], "before_cursor_execute", record)
     operations, failed = [], 0
-    investigators = {u["site_id"]: u["username"] for u in manifest["users"]["investigators"]}
+    investigators = {u["site_id"]: u for u in manifest["users"]["investigators"]}
     with app.app_context():
         people = {u.username: u for u in read_session().scalars(select(User))}
         for subject, site in subjects:
             current.clear()
             try:
                 randomization.randomize(
-                    actor=Actor.of(people[investigators[site]]),
+                    actor=Actor.of(people[investigators[site]["username"]]),
                     subject_id=subject,
-                    signer_password=PASSWORD,
+                    signer_password=investigators[site]["password"],
                     idempotency_key=str(uuid.uuid4()),
                 )
             except Exception:  # noqa: BLE001 - counted and reported; not replayed

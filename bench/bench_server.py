@@ -30,20 +30,19 @@ def pg_admin(url: str) -> Iterator[Any]:
         connection.close()
 
 
-def set_signing_cost(url: str, usernames: list[str], hasher: str) -> None:
-    """Re-hash the signers' passwords at the hasher mode's Argon2id cost (bench set-up, written
-    straight into app_user; the password is the bench's one)."""
+def set_signing_cost(url: str, signers: list[dict[str, Any]], hasher: str) -> None:
+    """Re-hash the signers' passwords (the manifest's) at the hasher mode's Argon2id cost:
+    bench set-up, written straight into app_user on the bench's own database."""
     from argon2 import PasswordHasher
-    from bench_world import PASSWORD
     from sqlalchemy import create_engine, text
 
     time_cost, memory = COSTS[hasher]
-    digest = PasswordHasher(time_cost=time_cost, memory_cost=memory, parallelism=1).hash(PASSWORD)
+    hasher_ = PasswordHasher(time_cost=time_cost, memory_cost=memory, parallelism=1)
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(
             text("UPDATE app_user SET password_hash = :h WHERE username = :u"),
-            [{"h": digest, "u": name} for name in usernames],
+            [{"h": hasher_.hash(u["password"]), "u": u["username"]} for u in signers],
         )
     engine.dispose()
 
