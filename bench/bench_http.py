@@ -101,7 +101,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a.backends = [b for b in backends.split(",") if b]
     a.hashers = [h for h in a.hasher.split(",") if h]
     # Pools: enough subjects for the longest runs this machine is likely to sustain.
-    a.subjects = a.subjects or (120 if a.quick else 3000)
+    a.subjects = a.subjects or (150 if a.quick else 3000)
     a.visit_subjects = a.visit_subjects or (60 if a.quick else 1000)
     a.capture = a.capture or (50 if a.quick else 800)
     return a
@@ -198,7 +198,7 @@ def run_backend(
             progress(f"[{backend}/{hasher}] gunicorn ready on port {server.port}")
             # The hasher changes only what a signature costs: other modes run randomize alone.
             ops = PAGE_OPS if hasher == a.hashers[0] else ("randomize",)
-            later = (len(a.hashers) - 1 - a.hashers.index(hasher)) * len(a.clients)
+            later = len(a.hashers) - 1 - a.hashers.index(hasher)  # hasher modes still to come
             http_runs(a, server, pools, ops, backend, hasher, results, progress, later)
         # Right after its runs, with the server stopped: the machine's load then is the closest
         # to what the signed randomizations met (other work on a shared machine varies).

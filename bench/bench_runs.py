@@ -23,6 +23,7 @@ The raw-SQL replay (`capture_randomizations`, `replay_runs`) and how faithful it
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import pickle
 import subprocess
@@ -172,16 +173,18 @@ def http_runs(
 ) -> None:
     """Each operation at each K against the running server; appends a row per run.
 
-    A run that takes subjects (randomize, dispense) gets an equal share of what is left of its
-    pool among the runs still to come (`later`: randomize runs of the hasher modes after this
-    one), so that no K level finds the pool spent by the one before it."""
+    A run that takes subjects (randomize, dispense) gets a share of what is left of its pool
+    among the runs still to come (`later`: hasher modes after this one, for randomize), in
+    proportion to the square root of K (more clients get through more subjects, less than in
+    proportion), so that no K level finds the pool spent by the one before it."""
     folder = a.workdir / backend
     for op in ops:
         for n, k in enumerate(a.clients):
             items, repeat, sign_in = _items(op, pools, pools.manifest)
             if not repeat:
-                runs_left = len(a.clients) - n + (later if op == "randomize" else 0)
-                items = items[: max(1, len(items) // runs_left)] if items else items
+                to_come = a.clients[n:] + (a.clients * later if op == "randomize" else [])
+                share = len(items) * math.sqrt(k) / sum(math.sqrt(c) for c in to_come)
+                items = items[: max(1, int(share))]
             if not items:
                 progress(f"[{backend}/{hasher}] {op} K={k}: pool spent, skipped")
                 continue
