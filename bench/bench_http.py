@@ -102,7 +102,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a.hashers = [h for h in a.hasher.split(",") if h]
     # Pools: enough subjects for the longest runs this machine is likely to sustain.
     a.subjects = a.subjects or (150 if a.quick else 3000)
-    a.visit_subjects = a.visit_subjects or (60 if a.quick else 1000)
+    a.visit_subjects = a.visit_subjects or (80 if a.quick else 1000)
     a.capture = a.capture or (50 if a.quick else 800)
     return a
 
