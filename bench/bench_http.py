@@ -36,6 +36,12 @@ Decisions:
 - Pages are measured as pages (the issue's costs are in the pages' views); every load thread
   signs in once before the clock starts.
 - gunicorn: gthread, --workers (default: the cores) x --threads (default 8), keep-alive.
+- The raw-SQL replay runs on the same PostgreSQL server against byte-identical copies of the
+  freshly built world (CREATE DATABASE ... TEMPLATE), not on the served database: its commits
+  would otherwise use up the subjects, slots and kits of the HTTP runs (bench_runs.py says how
+  faithful the replay is).
+- The verify rate is measured right after each hasher mode's runs, and the load average at the
+  start and end goes into the report: on a shared machine the load changes within minutes.
 """
 
 from __future__ import annotations
@@ -115,7 +121,12 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "load_average_start": os.getloadavg(),
+    }
 
 
 def estimate(a: argparse.Namespace) -> float:
@@ -239,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [summarize(r) for r in results],
     }
     report["ratios"] = ratios(report, against)
+    report["machine"]["load_average_end"] = os.getloadavg()
     report["duration_s"] = round(time.monotonic() - started, 1)
     a.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if a.quick else "")

@@ -116,7 +116,13 @@ def markdown(report: dict[str, Any]) -> str:
     )
     lines = [
         f"Machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}"
-        + (f", {versions}" if versions else ""),
+        + (f", {versions}" if versions else "")
+        + (
+            f"; load average {m['load_average_start'][0]:.1f} at the start, "
+            f"{m.get('load_average_end', [float('nan')])[0]:.1f} at the end"
+            if "load_average_start" in m
+            else ""
+        ),
         f"Command: `{report['command']}` ({report['when']}, {report['duration_s']} s)",
         "",
         "| backend | hasher | operation | K | ok | failed | per s | p50 ms | p95 ms | p99 ms |",
