@@ -83,7 +83,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=None, help="seconds a run (15; quick 2)")
     p.add_argument("--subjects", type=int, default=None, help="awaiting randomization")
     p.add_argument("--visit-subjects", type=int, default=None)
-    p.add_argument("--sites", type=int, default=None, help="small: 8; scale: scale.py's")
+    p.add_argument("--sites", type=int, default=None, help="small: subjects / 100, >= 8")
     p.add_argument("--scale-subjects", type=int, default=100_000, help="--world scale's size")
     p.add_argument("--capture", type=int, default=None, help="randomizations to replay")
     p.add_argument(
@@ -149,7 +149,10 @@ def build_world(a: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]
     command = [sys.executable, str(ROOT / "bench" / script), "build", "--url", url]
     command += ["--manifest", str(manifest)]
     if a.world == "small":
-        command += ["--subjects", str(a.subjects), "--sites", str(a.sites or 8)]
+        # Sites enough that each shelf stays near 200 kits: a randomization's cost on today's
+        # main grows with its site's shelf, and the small world is the baseline.
+        sites = a.sites or max(8, (a.subjects + a.visit_subjects) // 100)
+        command += ["--subjects", str(a.subjects), "--sites", str(sites)]
         command += ["--visit-subjects", str(a.visit_subjects), "--workdir", str(folder / "world")]
     else:  # scale.py: --subjects is the trial's size, --pool the subjects left to randomize
         command += ["--subjects", str(a.scale_subjects), "--pool", str(a.subjects)]
