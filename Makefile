@@ -6,7 +6,7 @@ FLASK  := $(BIN)/flask --app wsgi
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: demo test lint install serve clean
+.PHONY: demo test lint install serve clean bench-quick bench
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: $(VENV)/.installed
 
 serve: $(VENV)/.installed
 	$(BIN)/gunicorn --workers 4 --bind $(HOST):$(PORT) wsgi:app
+
+# Benchmarks (issue 13): gunicorn on PostgreSQL (127.0.0.1:5432) and SQLite, load from another
+# process; results in bench/results/. Not part of `make test`.
+bench-quick: $(VENV)/.installed-test
+	$(BIN)/python bench/bench_http.py --quick
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/bench_http.py
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
