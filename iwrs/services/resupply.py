@@ -6,7 +6,7 @@ dispensing (issue 10). Its requests and alerts are the system's, citing the run.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -113,37 +113,56 @@ def _levels(level: SupplyLevel, policy: str, visits_due: int, n_arms: int) -> bl
 
 def _visits_due_total(session: Session, site_id: int, today: date) -> dict[str, int]:
     """Kits per kit type the site's subjects on treatment (all arms together) may need within
-    the shipping lead time: blinded-observable, read without unsealing anything."""
+    the shipping lead time: blinded-observable, read without unsealing anything.
+
+    Two statements whatever the number of subjects (issue 13, no N+1): the site's subjects
+    whose schedule can still overlap the horizon (randomized no earlier than the last dosing
+    visit's window end before today: older subjects need no more kits), and their scheduled
+    dispensations in one query."""
     from iwrs.models.randomization import Dispensation, Randomization
     from iwrs.models.subjects import Subject
 
     p = protocol()
-    due: dict[str, int] = {}
-    rows = session.execute(
-        select(Randomization)
-        .join(Subject, Randomization.subject_id == Subject.id)
-        .where(Randomization.site_id == site_id, Subject.treatment_discontinued_at.is_(None))
-    ).scalars()
-    for randomization in rows:
-        done = set(
-            session.scalars(
-                select(Dispensation.visit_code).where(
-                    Dispensation.subject_id == randomization.subject_id,
-                    Dispensation.kind == "scheduled",
-                )
+    dosing = [v for v in p.visits if v.kits]
+    if not dosing:
+        return {}
+    span = max(v.day - 1 + v.window_after for v in dosing)
+    earliest = (today - timedelta(days=span)).isoformat()
+    subjects = dict(
+        session.execute(
+            select(Randomization.subject_id, Randomization.randomized_on)
+            .join(Subject, Randomization.subject_id == Subject.id)
+            .where(
+                Randomization.site_id == site_id,
+                Randomization.randomized_on >= earliest,
+                Subject.treatment_discontinued_at.is_(None),
             )
-        )
-        for kit_type in {v.kit_type for v in p.visits if v.kits}:
+        ).all()
+    )
+    done: dict[int, set[str]] = {subject_id: set() for subject_id in subjects}
+    if subjects:
+        for subject_id, visit_code in session.execute(
+            select(Dispensation.subject_id, Dispensation.visit_code)
+            .join(Randomization, Randomization.subject_id == Dispensation.subject_id)
+            .join(Subject, Randomization.subject_id == Subject.id)
+            .where(
+                Randomization.site_id == site_id,
+                Randomization.randomized_on >= earliest,
+                Subject.treatment_discontinued_at.is_(None),
+                Dispensation.kind == "scheduled",
+            )
+        ):
+            done[subject_id].add(visit_code)
+    due: dict[str, int] = {}
+    for subject_id, randomized_on in subjects.items():
+        for kit_type in {v.kit_type for v in dosing}:
             schedule = [
                 (v.day, v.window_before, v.window_after, v.kits)
-                for v in p.visits
-                if v.kits and v.kit_type == kit_type and v.code not in done
+                for v in dosing
+                if v.kit_type == kit_type and v.code not in done[subject_id]
             ]
             due[kit_type] = due.get(kit_type, 0) + resupply.visits_due(
-                schedule,
-                date.fromisoformat(randomization.randomized_on),
-                today,
-                p.shipping_lead_days,
+                schedule, date.fromisoformat(randomized_on), today, p.shipping_lead_days
             )
     return due
 

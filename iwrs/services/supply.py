@@ -113,9 +113,7 @@ def treatment_of(kit: Kit) -> str:
     key = (kit.id, kit.sealed_treatment) if kit.id is not None else None
     if key is not None and (known := _unsealed_kits().get(key)) is not None:
         return known
-    treatment = sealer().unseal(
-        kit.sealed_treatment, context=KIT_CONTEXT.format(number=kit.number)
-    )
+    treatment = sealer().unseal(kit.sealed_treatment, context=KIT_CONTEXT.format(number=kit.number))
     if key is not None:
         _unsealed_kits().put(key, treatment)
     return treatment

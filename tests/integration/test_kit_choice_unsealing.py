@@ -8,6 +8,7 @@ counting subclass with the same key), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import pytest
 
 from blinding.sealing import Sealer
@@ -68,9 +69,7 @@ def shelf_size() -> int:
 
     read_session().rollback()
     return (
-        read_session().scalar(
-            select(func.count()).select_from(Kit).where(Kit.state == "available")
-        )
+        read_session().scalar(select(func.count()).select_from(Kit).where(Kit.state == "available"))
         or 0
     )
 
