@@ -19,9 +19,15 @@ from iwrs.models.sites import Site, SiteStatus
 from iwrs.models.supply import Shipment
 from iwrs.protocol import SupplyLevel
 from iwrs.services import shipments
-from iwrs.services.supply import lock_sites, open_alert, protocol, usable_by_arm
+from iwrs.services.supply import (
+    ShelfTreatments,
+    lock_sites,
+    open_alert,
+    protocol,
+    usable_shelf,
+)
 from supply import blind_resupply as blind
-from supply import resupply
+from supply import kit_choice, resupply
 
 
 def evaluate_resupply(session: Session, site: Site, *, run: str) -> Shipment | None:
@@ -39,7 +45,8 @@ def evaluate_resupply(session: Session, site: Site, *, run: str) -> Shipment | N
     today = clock.today(site)
     p = protocol()
     arms = [a.code for a in p.arms]
-    stock = usable_by_arm(session, site.id, today=today)
+    shelf = usable_shelf(session, site.id, today=today)
+    treatments = ShelfTreatments(shelf)
     place = next((s for s in p.sites if s.code == site.code), None)
     policy = (place.resupply_policy if place else "") or p.default_resupply_policy
     due = _visits_due_total(session, site.id, today) if policy == "predictive" else {}
@@ -47,17 +54,21 @@ def evaluate_resupply(session: Session, site: Site, *, run: str) -> Shipment | N
     emergencies: dict[str, resupply.Order] = {}
     crossed: list[dict[str, object]] = []
     for level in p.resupply:
-        per_arm = {
-            arm: sum(1 for kit, _ in kits if kit.kit_type == level.kit_type)
-            for arm, kits in stock.items()
-        }
-        total = sum(per_arm.values())
+        of_type = [entry for kit, entry in shelf if kit.kit_type == level.kit_type]
+        total = len(of_type)  # blinded-observable: nothing unsealed for the trigger
         levels = _levels(level, policy, due.get(level.kit_type, 0), len(arms))
         size = blind.top_up_size(total, n_arms=len(arms), levels=levels, open_shipment=False)
         rule = "total_trigger"
+        # Unsealed lazily in pick order (issue 13): the emergency question stops once every
+        # arm has its minimum; only a top-up's split reads the whole (then small) shelf.
+        enough = None if size else levels.emergency_minimum
+        per_arm = kit_choice.count_by_arm(
+            of_type, arms=arms, treatment_of=treatments, enough=enough
+        )
         if not size and blind.emergency_short(
             per_arm, arms=arms, levels=levels, open_shipment=False
         ):
+            per_arm = kit_choice.count_by_arm(of_type, arms=arms, treatment_of=treatments)
             # Decision: the same top-up (every treatment to its maximum); only when a manual
             # shipment overfilled a treatment does it exceed n x maximum - total.
             size = max(

@@ -124,3 +124,13 @@ def test_the_cache_is_bounded(world):
         cache.put((n, f"token{n}"), "A")
     assert cache.get((0, "token0")) is None and cache.get((4, "token4")) == "A"
     assert "A" not in repr(cache)
+
+
+def test_a_resupply_run_with_no_top_up_due_unseals_only_what_the_emergency_check_needs(world):
+    """Full shelf, no top-up: the per-arm emergency question (any arm below its minimum?) reads
+    kits in pick order until every arm has its minimum, never the whole shelf."""
+    from iwrs.services import resupply
+
+    counter = counting(world)
+    assert resupply.run_resupply(slot="daily") == []
+    assert counter.kit_unseals <= LOT_SIZE
