@@ -62,7 +62,8 @@ def sealer() -> Sealer:
 
 
 # Decision (issue 13, kit choice without unsealing the shelf): a per-process cache of unsealed
-# kit treatments, keyed by (kit id, sealed token). A rotated (re-sealed) token is a new key, so
+# kit treatments (and slot arms, services.randomization.slot_arm), keyed by (table, row id,
+# sealed token). A rotated (re-sealed) token is a new key, so
 # an entry can never be stale: it is the opening of exactly that token. Bounded (LRU, below), in
 # memory only - never persisted, never logged, never returned to a caller other than
 # `treatment_of`. A site's shelf is read again at every randomization and dispensing there, so
@@ -72,24 +73,24 @@ UNSEALED_KITS_MAX = 65_536
 
 
 class _UnsealedKits:
-    """The bounded, thread-safe LRU of kit treatments opened by this process."""
+    """The bounded, thread-safe LRU of sealed values opened by this process."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[int, str], str] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int, str], str] = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never the values
         return f"<unsealed kits: {len(self._entries)} of {self.capacity}>"
 
-    def get(self, key: tuple[int, str]) -> str | None:
+    def get(self, key: tuple[str, int, str]) -> str | None:
         with self._lock:
             value = self._entries.get(key)
             if value is not None:
                 self._entries.move_to_end(key)
             return value
 
-    def put(self, key: tuple[int, str], treatment: str) -> None:
+    def put(self, key: tuple[str, int, str], treatment: str) -> None:
         with self._lock:
             self._entries[key] = treatment
             self._entries.move_to_end(key)
@@ -106,17 +107,25 @@ def _unsealed_kits() -> _UnsealedKits:
     return cache
 
 
+def unseal_cached(table: str, row_id: int | None, token: str, *, context: str) -> str:
+    """Unseal `token` (of row `row_id` of `table`, bound to `context`) through the process's
+    cache: a token opened before is not opened again; a row not yet flushed (no id) always is."""
+    key = (table, row_id, token) if row_id is not None else None
+    if key is not None and (known := _unsealed_kits().get(key)) is not None:
+        return known
+    value = sealer().unseal(token, context=context)
+    if key is not None:
+        _unsealed_kits().put(key, value)
+    return value
+
+
 def treatment_of(kit: Kit) -> str:
     """Unseal a kit's treatment: only ever inside a service, never shown to a blinded user.
     Served from the process's cache of (kit id, sealed token) when this token was opened before
-    (see UNSEALED_KITS_MAX); a kit not yet flushed (no id) is always unsealed."""
-    key = (kit.id, kit.sealed_treatment) if kit.id is not None else None
-    if key is not None and (known := _unsealed_kits().get(key)) is not None:
-        return known
-    treatment = sealer().unseal(kit.sealed_treatment, context=KIT_CONTEXT.format(number=kit.number))
-    if key is not None:
-        _unsealed_kits().put(key, treatment)
-    return treatment
+    (see UNSEALED_KITS_MAX)."""
+    return unseal_cached(
+        "kit", kit.id, kit.sealed_treatment, context=KIT_CONTEXT.format(number=kit.number)
+    )
 
 
 def position(kit: Kit) -> KitPosition:

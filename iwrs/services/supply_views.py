@@ -32,10 +32,21 @@ def _lines(query) -> list[KitLine]:  # type: ignore[no-untyped-def]
     return [line for _, line in _lines_by_id(query)]
 
 
-def site_inventory(user: User, site_id: int) -> list[KitLine]:
-    """Every kit at the site (any state), by number: never its treatment."""
+INVENTORY_PAGE = 200  # kits per page of a site's inventory
+
+
+def site_inventory(
+    user: User, site_id: int, *, after: str | None = None, limit: int | None = None
+) -> list[KitLine]:
+    """Every kit at the site (any state), by number: never its treatment. Paged by keyset
+    when asked (the `limit` kits numbered after `after`)."""
     require_site(user, site_id)
-    return _lines(select(Kit).where(Kit.place_kind == "site", Kit.place_id == site_id))
+    query = select(Kit).where(Kit.place_kind == "site", Kit.place_id == site_id)
+    if after:
+        query = query.where(Kit.number > after)
+    if limit is not None:
+        query = query.limit(limit)  # _lines orders by number
+    return _lines(query)
 
 
 def shipment_kits(shipment_id: int) -> list[KitLine]:

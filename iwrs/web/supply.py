@@ -68,8 +68,15 @@ def chart():  # type: ignore[no-untyped-def]
 @requires(Permission.VIEW_SUPPLY)
 def site_inventory(site_id: int):  # type: ignore[no-untyped-def]
     site = queries.visible_site(current_user, site_id)
+    limit = supply_views.INVENTORY_PAGE
+    kits = supply_views.site_inventory(
+        current_user, site_id, after=request.args.get("after") or None, limit=limit
+    )
     return render_template(
-        "supply_site.html", site=site, kits=supply_views.site_inventory(current_user, site_id)
+        "supply_site.html",
+        site=site,
+        kits=kits,
+        next_after=kits[-1].number if len(kits) == limit else None,
     )
 
 
