@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import date
 from itertools import groupby
 
-__all__ = ["ShelfKit", "arms_on_shelf", "choose_kit", "lots_in_pick_order"]
+__all__ = ["ShelfKit", "arms_on_shelf", "choose_kit", "count_by_arm", "lots_in_pick_order"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,31 @@ def arms_on_shelf(
             if wanted <= found:
                 return wanted
     return wanted & found
+
+
+def count_by_arm(
+    shelf: Sequence[ShelfKit],
+    *,
+    arms: Iterable[str],
+    treatment_of: Callable[[str], str],
+    enough: int | None = None,
+) -> dict[str, int]:
+    """Usable kits per arm on `shelf`, reading kits in pick order. With `enough`, stops as soon
+    as every arm has that many: the counts are then lower bounds, each at least `enough` (what
+    a "is any arm below `enough`?" question needs, without unsealing the rest of the shelf).
+    Without it, every kit is read and the counts are exact. Arms not in `arms` are counted too."""
+    wanted = list(arms)
+    counts = dict.fromkeys(wanted, 0)
+
+    def done() -> bool:
+        return enough is not None and all(counts[arm] >= enough for arm in wanted)
+
+    if done():
+        return counts
+    for lot in lots_in_pick_order(shelf):
+        for kit in lot:
+            arm = treatment_of(kit.number)
+            counts[arm] = counts.get(arm, 0) + 1
+            if done():
+                return counts
+    return counts

@@ -63,6 +63,8 @@ class StratumPosition(Base):
 
 class Randomization(Base):
     __tablename__ = "randomization"
+    # issue 13: predictive resupply reads a site's subjects still on their schedule
+    __table_args__ = (Index("ix_randomization_site_day", "site_id", "randomized_on"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), unique=True)

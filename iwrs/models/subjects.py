@@ -38,7 +38,12 @@ class Subject(Base):
     """A screened person: no name, only what the criteria need (date of birth and sex)."""
 
     __tablename__ = "subject"
-    __table_args__ = (Index("ix_subject_site_status", "site_id", "status"),)
+    __table_args__ = (
+        Index("ix_subject_site_status", "site_id", "status"),
+        # issue 13: the subject list (newest first) and the visit board (by number), paged
+        Index("ix_subject_site_id", "site_id", "id"),
+        Index("ix_subject_site_screening", "site_id", "screening_number"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))

@@ -32,6 +32,9 @@ class Kit(Base):
     __table_args__ = (
         Index("ix_kit_place", "place_kind", "place_id", "state"),
         Index("ix_kit_shipment", "shipment_id"),
+        # issue 13: the depot pick and the expiry sweep (state, type), the lot summary
+        Index("ix_kit_state_type_number", "state", "kit_type", "number"),
+        Index("ix_kit_lot_state", "lot_id", "state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -50,6 +53,10 @@ class KitEvent(Base):
     """The insert-only kit ledger: every transition of every kit, replayable."""
 
     __tablename__ = "kit_event"
+    __table_args__ = (  # issue 13: a shipment's kits, the receipts of the reconciliation summary
+        Index("ix_kit_event_shipment", "shipment_id", "id"),
+        Index("ix_kit_event_action_kit", "action", "kit_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kit_id: Mapped[int] = mapped_column(ForeignKey("kit.id"), index=True)
@@ -91,6 +98,7 @@ class SupplyAlert(Base):
     Written for blinded readers: it never says which treatment is short."""
 
     __tablename__ = "supply_alert"
+    __table_args__ = (Index("ix_supply_alert_open", "kind", "site_id", "resolved_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))

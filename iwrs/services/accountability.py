@@ -4,8 +4,10 @@ and the reconciliation that proves every kit is where the ledger says."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import String, cast, select
+from sqlalchemy import String, and_, case, cast, func, or_, select
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
@@ -25,7 +27,7 @@ from iwrs.services.supply import (
     site_kit,
     site_of,
 )
-from supply.ledger import Reconciliation, reconcile
+from supply.ledger import ACCOUNTED, Reconciliation, reconcile
 from supply.states import (
     DESTINATION,
     IllegalTransition,
@@ -175,6 +177,122 @@ def reconciliation() -> Reconciliation:
     + destroyed, per site and overall, with the kits that break it."""
     positions, receipts = _positions_and_receipts()
     return reconcile(positions, received_at_site=receipts)
+
+
+RECEIPTS = (str(KitAction.RECEIVE), str(KitAction.RECEIVE_DAMAGED), str(KitAction.RECEIVE_MISSING))
+
+
+@dataclass(frozen=True)
+class SiteCounts:
+    """One site's (or, site None, the overall) reconciliation in counts: kits received, the
+    received kits by accounted state, those in a position that breaks the identity, and kits
+    held at the site that no receipt there accounts for. Totals of every treatment together."""
+
+    site: int | None
+    received: int
+    by_state: dict[KitState, int]
+    unaccounted: int = 0
+    strays: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        return self.received == sum(self.by_state.values()) and not self.strays
+
+    @property
+    def differences(self) -> tuple[str, ...]:
+        """What breaks the identity, in counts (`iwrs supply check-ledger` names the kits)."""
+        return tuple(
+            text
+            for n, text in (
+                (self.unaccounted, f"{self.unaccounted} received kit(s) unaccounted"),
+                (self.strays, f"{self.strays} kit(s) held without a receipt here"),
+            )
+            if n
+        )
+
+
+@dataclass(frozen=True)
+class ReconciliationCounts:
+    sites: dict[int, SiteCounts]
+    overall: SiteCounts
+
+    @property
+    def balanced(self) -> bool:
+        return self.overall.balanced and all(t.balanced for t in self.sites.values())
+
+    @property
+    def differences(self) -> tuple[str, ...]:
+        return self.overall.differences
+
+
+def reconciliation_summary() -> ReconciliationCounts:
+    """The identity of `reconciliation` per site and overall, from two GROUP BY statements
+    (issue 13: the supply page reads summaries, never every kit nor the ledger replayed). The
+    kit numbers behind a difference are for `iwrs supply check-ledger`, the auditor's command.
+    A kit's receipt is its last receipt event, as in `reconciliation`."""
+    session = read_session()
+    last = (
+        select(func.max(KitEvent.id).label("id"))
+        .where(KitEvent.action.in_(RECEIPTS))
+        .group_by(KitEvent.kit_id)
+        .subquery()
+    )
+    receipt = (
+        select(KitEvent.kit_id, KitEvent.to_place_id.label("site"))
+        .join(last, KitEvent.id == last.c.id)
+        .subquery()
+    )
+    accounted = and_(
+        Kit.state.in_([str(s) for s in ACCOUNTED]),
+        or_(
+            and_(Kit.place_kind == "site", Kit.place_id == receipt.c.site),
+            Kit.place_kind.in_(["subject", "destroyed"]),
+        ),
+    )
+    flag = case((accounted, 1), else_=0)
+    tallies: dict[int, dict[str, Any]] = {}
+
+    def tally(site: int) -> dict[str, Any]:
+        return tallies.setdefault(
+            site, {"received": 0, "by_state": dict.fromkeys(ACCOUNTED, 0), "unaccounted": 0}
+        )
+
+    for site, state, ok, n in session.execute(
+        select(receipt.c.site, cast(Kit.state, String), flag, func.count())
+        .join(Kit, Kit.id == receipt.c.kit_id)
+        .group_by(receipt.c.site, cast(Kit.state, String), flag)
+    ):
+        row = tally(site)
+        row["received"] += n
+        if ok:
+            row["by_state"][KitState(state)] += n
+        else:
+            row["unaccounted"] += n
+    strays: dict[int, int] = dict(
+        session.execute(  # type: ignore[arg-type]
+            select(Kit.place_id, func.count())
+            .outerjoin(receipt, receipt.c.kit_id == Kit.id)
+            .where(
+                Kit.place_kind == "site",
+                or_(receipt.c.site.is_(None), receipt.c.site != Kit.place_id),
+            )
+            .group_by(Kit.place_id)
+        ).all()
+    )
+    for site in strays:
+        tally(site)
+    sites = {
+        site: SiteCounts(site, strays=strays.get(site, 0), **row)
+        for site, row in sorted(tallies.items())
+    }
+    overall = SiteCounts(
+        None,
+        received=sum(t.received for t in sites.values()),
+        by_state={s: sum(t.by_state[s] for t in sites.values()) for s in ACCOUNTED},
+        unaccounted=sum(t.unaccounted for t in sites.values()),
+        strays=sum(t.strays for t in sites.values()),
+    )
+    return ReconciliationCounts(sites, overall)
 
 
 def check_ledger() -> tuple[int, list[str]]:

@@ -49,6 +49,7 @@ from iwrs.services.supply import (
     protocol,
     sealer,
     treatment_of,
+    unseal_cached,
     usable_shelf,
 )
 from iwrs.services.users import confirm_signature, sign
@@ -80,8 +81,12 @@ def _arms() -> list[tuple[str, int]]:
 
 
 def slot_arm(slot: RandomizationSlot) -> str:
-    """Unseal a slot's arm: only inside services, behind SEE_ARM or the randomize transaction."""
-    return sealer().unseal(
+    """Unseal a slot's arm: only inside services, behind SEE_ARM or the randomize transaction.
+    Through the process's cache of opened tokens (services.supply.unseal_cached, issue 13: the
+    statistician's status reads every used slot at each view)."""
+    return unseal_cached(
+        "randomization_slot",
+        slot.id,
         slot.sealed_arm,
         context=SLOT_CONTEXT.format(
             list_id=slot.list_id, stratum=slot.stratum, sequence=slot.sequence

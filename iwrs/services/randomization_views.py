@@ -4,11 +4,12 @@ and the statistician's unblinded list status (every view audited)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from iwrs import audit, clock
 from iwrs.audit import Actor
@@ -57,30 +58,36 @@ class DispensationLine:
 
 
 def dispensations_of(subject_id: int) -> list[DispensationLine]:
-    rows = (
-        read_session()
-        .execute(
-            select(Dispensation, Kit.number)
-            .join(Kit, Dispensation.kit_id == Kit.id)
-            .where(Dispensation.subject_id == subject_id)
-            .order_by(Dispensation.id)
-        )
-        .all()
+    return dispensations_of_subjects([subject_id]).get(subject_id, [])
+
+
+def dispensations_of_subjects(subject_ids: Iterable[int]) -> dict[int, list[DispensationLine]]:
+    """The dispensations of several subjects in one statement (no query per subject)."""
+    wanted = sorted(set(subject_ids))
+    lines: dict[int, list[DispensationLine]] = {subject_id: [] for subject_id in wanted}
+    if not wanted:
+        return lines
+    rows = read_session().execute(
+        select(Dispensation, Kit.number)
+        .join(Kit, Dispensation.kit_id == Kit.id)
+        .where(Dispensation.subject_id.in_(wanted))
+        .order_by(Dispensation.id)
     )
-    return [
-        DispensationLine(
-            d.id,
-            d.visit_code,
-            d.kind,
-            number,
-            d.dispensed_at,
-            d.confirmed_at is not None,
-            d.out_of_window,
-            d.reason,
-            d.visit_date,
+    for d, number in rows:
+        lines[d.subject_id].append(
+            DispensationLine(
+                d.id,
+                d.visit_code,
+                d.kind,
+                number,
+                d.dispensed_at,
+                d.confirmed_at is not None,
+                d.out_of_window,
+                d.reason,
+                d.visit_date,
+            )
         )
-        for d, number in rows
-    ]
+    return lines
 
 
 @dataclass(frozen=True)
@@ -94,21 +101,37 @@ class VisitRow:
     today: date | None = None  # the subject's site's local date
 
 
-def visits_board(user: User) -> list[VisitRow]:
+BOARD_PAGE = 100  # subjects per page of the visit board
+
+
+def visits_board(
+    user: User, *, after: str | None = None, limit: int | None = BOARD_PAGE
+) -> list[VisitRow]:
     """Randomized subjects at the user's sites with their schedule and what was dispensed;
-    "next" and "due" are judged on each subject's site's local date."""
+    "next" and "due" are judged on each subject's site's local date.
+
+    Paged by screening number (keyset: the page after `after`, `limit` subjects; None: every
+    subject, for services), in three statements whatever the page's size (issue 13: the
+    subjects with their randomization, their sites, their dispensations)."""
     query = (
         select(Subject, Randomization)
         .join(Randomization, Randomization.subject_id == Subject.id)
+        .options(joinedload(Subject.site))
         .order_by(Subject.screening_number)
     )
     scope = site_scope(user)
     if scope is not None:
         query = query.where(Subject.site_id.in_(scope))
+    if after:
+        query = query.where(Subject.screening_number > after)
+    if limit is not None:
+        query = query.limit(limit)
+    found = read_session().execute(query).all()
+    given = dispensations_of_subjects(subject.id for subject, _ in found)
     rows = []
-    for subject, randomization in read_session().execute(query).all():
+    for subject, randomization in found:
         plan = visit_plan(date.fromisoformat(randomization.randomized_on))
-        lines = dispensations_of(subject.id)
+        lines = given[subject.id]
         today = clock.today(subject.site)
         done = frozenset(d.visit_code for d in lines if d.kind == "scheduled")
         upcoming = [v for v in plan if v.kits and v.code not in done and v.latest >= today]

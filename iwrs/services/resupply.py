@@ -6,7 +6,7 @@ dispensing (issue 10). Its requests and alerts are the system's, citing the run.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,9 +19,15 @@ from iwrs.models.sites import Site, SiteStatus
 from iwrs.models.supply import Shipment
 from iwrs.protocol import SupplyLevel
 from iwrs.services import shipments
-from iwrs.services.supply import lock_sites, open_alert, protocol, usable_by_arm
+from iwrs.services.supply import (
+    ShelfTreatments,
+    lock_sites,
+    open_alert,
+    protocol,
+    usable_shelf,
+)
 from supply import blind_resupply as blind
-from supply import resupply
+from supply import kit_choice, resupply
 
 
 def evaluate_resupply(session: Session, site: Site, *, run: str) -> Shipment | None:
@@ -39,7 +45,8 @@ def evaluate_resupply(session: Session, site: Site, *, run: str) -> Shipment | N
     today = clock.today(site)
     p = protocol()
     arms = [a.code for a in p.arms]
-    stock = usable_by_arm(session, site.id, today=today)
+    shelf = usable_shelf(session, site.id, today=today)
+    treatments = ShelfTreatments(shelf)
     place = next((s for s in p.sites if s.code == site.code), None)
     policy = (place.resupply_policy if place else "") or p.default_resupply_policy
     due = _visits_due_total(session, site.id, today) if policy == "predictive" else {}
@@ -47,17 +54,21 @@ def evaluate_resupply(session: Session, site: Site, *, run: str) -> Shipment | N
     emergencies: dict[str, resupply.Order] = {}
     crossed: list[dict[str, object]] = []
     for level in p.resupply:
-        per_arm = {
-            arm: sum(1 for kit, _ in kits if kit.kit_type == level.kit_type)
-            for arm, kits in stock.items()
-        }
-        total = sum(per_arm.values())
+        of_type = [entry for kit, entry in shelf if kit.kit_type == level.kit_type]
+        total = len(of_type)  # blinded-observable: nothing unsealed for the trigger
         levels = _levels(level, policy, due.get(level.kit_type, 0), len(arms))
         size = blind.top_up_size(total, n_arms=len(arms), levels=levels, open_shipment=False)
         rule = "total_trigger"
+        # Unsealed lazily in pick order (issue 13): the emergency question stops once every
+        # arm has its minimum; only a top-up's split reads the whole (then small) shelf.
+        enough = None if size else levels.emergency_minimum
+        per_arm = kit_choice.count_by_arm(
+            of_type, arms=arms, treatment_of=treatments, enough=enough
+        )
         if not size and blind.emergency_short(
             per_arm, arms=arms, levels=levels, open_shipment=False
         ):
+            per_arm = kit_choice.count_by_arm(of_type, arms=arms, treatment_of=treatments)
             # Decision: the same top-up (every treatment to its maximum); only when a manual
             # shipment overfilled a treatment does it exceed n x maximum - total.
             size = max(
@@ -113,37 +124,56 @@ def _levels(level: SupplyLevel, policy: str, visits_due: int, n_arms: int) -> bl
 
 def _visits_due_total(session: Session, site_id: int, today: date) -> dict[str, int]:
     """Kits per kit type the site's subjects on treatment (all arms together) may need within
-    the shipping lead time: blinded-observable, read without unsealing anything."""
+    the shipping lead time: blinded-observable, read without unsealing anything.
+
+    Two statements whatever the number of subjects (issue 13, no N+1): the site's subjects
+    whose schedule can still overlap the horizon (randomized no earlier than the last dosing
+    visit's window end before today: older subjects need no more kits), and their scheduled
+    dispensations in one query."""
     from iwrs.models.randomization import Dispensation, Randomization
     from iwrs.models.subjects import Subject
 
     p = protocol()
-    due: dict[str, int] = {}
-    rows = session.execute(
-        select(Randomization)
-        .join(Subject, Randomization.subject_id == Subject.id)
-        .where(Randomization.site_id == site_id, Subject.treatment_discontinued_at.is_(None))
-    ).scalars()
-    for randomization in rows:
-        done = set(
-            session.scalars(
-                select(Dispensation.visit_code).where(
-                    Dispensation.subject_id == randomization.subject_id,
-                    Dispensation.kind == "scheduled",
-                )
+    dosing = [v for v in p.visits if v.kits]
+    if not dosing:
+        return {}
+    span = max(v.day - 1 + v.window_after for v in dosing)
+    earliest = (today - timedelta(days=span)).isoformat()
+    subjects = dict(
+        session.execute(
+            select(Randomization.subject_id, Randomization.randomized_on)
+            .join(Subject, Randomization.subject_id == Subject.id)
+            .where(
+                Randomization.site_id == site_id,
+                Randomization.randomized_on >= earliest,
+                Subject.treatment_discontinued_at.is_(None),
             )
-        )
-        for kit_type in {v.kit_type for v in p.visits if v.kits}:
+        ).all()
+    )
+    done: dict[int, set[str]] = {subject_id: set() for subject_id in subjects}
+    if subjects:
+        for subject_id, visit_code in session.execute(
+            select(Dispensation.subject_id, Dispensation.visit_code)
+            .join(Randomization, Randomization.subject_id == Dispensation.subject_id)
+            .join(Subject, Randomization.subject_id == Subject.id)
+            .where(
+                Randomization.site_id == site_id,
+                Randomization.randomized_on >= earliest,
+                Subject.treatment_discontinued_at.is_(None),
+                Dispensation.kind == "scheduled",
+            )
+        ):
+            done[subject_id].add(visit_code)
+    due: dict[str, int] = {}
+    for subject_id, randomized_on in subjects.items():
+        for kit_type in {v.kit_type for v in dosing}:
             schedule = [
                 (v.day, v.window_before, v.window_after, v.kits)
-                for v in p.visits
-                if v.kits and v.kit_type == kit_type and v.code not in done
+                for v in dosing
+                if v.kit_type == kit_type and v.code not in done[subject_id]
             ]
             due[kit_type] = due.get(kit_type, 0) + resupply.visits_due(
-                schedule,
-                date.fromisoformat(randomization.randomized_on),
-                today,
-                p.shipping_lead_days,
+                schedule, date.fromisoformat(randomized_on), today, p.shipping_lead_days
             )
     return due
 

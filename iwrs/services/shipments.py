@@ -8,9 +8,9 @@ alerts, audit events) names kits by number and counts in totals only."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from iwrs import audit, clock, validation
@@ -18,7 +18,7 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found, require_site
 from iwrs.db import transaction
 from iwrs.errors import Conflict, InvalidInput, NotFound
-from iwrs.models.sites import Site, SiteStatus
+from iwrs.models.sites import Depot, Site, SiteStatus
 from iwrs.models.supply import Kit, Lot, Shipment
 from iwrs.services.supply import (
     _apply,
@@ -72,19 +72,65 @@ def _locked_shipment(session: Session, shipment_id: int) -> Shipment:
     return row
 
 
-def _depot_kits_by_arm(session: Session, kit_type: str) -> dict[str, list[tuple[str, date]]]:
-    """Unblinded, inside the service: the depot's kits of a type per arm, with expiry."""
-    rows = session.execute(
-        select(Kit, Lot.expiry)
-        .join(Lot, Kit.lot_id == Lot.id)
-        .where(Kit.state == KitState.AT_DEPOT, Kit.kit_type == kit_type)
-        .order_by(Kit.number)
-        .with_for_update(of=Kit)
+DEPOT_BATCH = 256  # depot kits read (and unsealed) at a time while picking
+
+
+def _depot_pick(
+    session: Session, kit_type: str, order: resupply.Order, *, today: date
+) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Unblinded, inside the service: the depot kits of one kit type for `order`, per arm, and
+    the shortfall per short arm - exactly what `supply.resupply.allocate_from_depot` decides
+    (shippable kits first-expiry-first-out, ties by kit number).
+
+    Decision (issue 13, no cost that grows with the trial): the kits are read in that order in
+    batches of DEPOT_BATCH and unsealed one by one (through the process's cache), stopping once
+    every arm's share is met, so a pick neither unseals nor locks the whole depot. The depot row
+    is locked instead (after the site, before any kit: see `lock_sites`), so picks run one at a
+    time; the kits picked are locked by number when reserved, and their transition refuses a
+    kit that left the depot meanwhile (rule kit_transition)."""
+    session.execute(
+        select(Depot.id).where(Depot.code == protocol().depot.code).with_for_update()
     ).all()
-    by_arm: dict[str, list[tuple[str, date]]] = {a.code: [] for a in protocol().arms}
-    for kit, lot_expiry in rows:
-        by_arm.setdefault(treatment_of(kit), []).append((kit.number, lot_expiry))
-    return by_arm
+    wanted = dict(order.per_arm)
+    chosen: dict[str, list[str]] = {arm: [] for arm in sorted(wanted)}
+    first = today + timedelta(days=protocol().do_not_ship_days)  # expiry_rules.can_ship
+    after: tuple[date, str] | None = None
+    while any(len(chosen[arm]) < n for arm, n in wanted.items()):
+        query = (
+            select(Kit, Lot.expiry)
+            .join(Lot, Kit.lot_id == Lot.id)
+            .where(Kit.state == KitState.AT_DEPOT, Kit.kit_type == kit_type, Lot.expiry >= first)
+        )
+        if after is not None:
+            query = query.where(
+                or_(Lot.expiry > after[0], and_(Lot.expiry == after[0], Kit.number > after[1]))
+            )
+        rows = session.execute(query.order_by(Lot.expiry, Kit.number).limit(DEPOT_BATCH)).all()
+        for kit, lot_expiry in rows:
+            if not expiry_rules.can_ship(lot_expiry, today, protocol().do_not_ship_days):
+                continue  # never: the query asks for these expiries (the rule's one source)
+            arm = treatment_of(kit)
+            if arm in chosen and len(chosen[arm]) < wanted[arm]:
+                chosen[arm].append(kit.number)
+        if len(rows) < DEPOT_BATCH:
+            break
+        after = (rows[-1][1], rows[-1][0].number)
+    shortfall = {arm: n - len(chosen[arm]) for arm, n in wanted.items() if len(chosen[arm]) < n}
+    return chosen, shortfall
+
+
+def _shippable_at_depot(session: Session, kit_type: str, today: date) -> int:
+    """The depot's shippable kits of a type, all treatments together (one COUNT)."""
+    first = today + timedelta(days=protocol().do_not_ship_days)
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Kit)
+            .join(Lot, Kit.lot_id == Lot.id)
+            .where(Kit.state == KitState.AT_DEPOT, Kit.kit_type == kit_type, Lot.expiry >= first)
+        )
+        or 0
+    )
 
 
 def _pick(
@@ -95,15 +141,10 @@ def _pick(
     picked: list[str] = []
     short = 0
     for kit_type, order in sorted(orders.items()):
-        depot_kits = _depot_kits_by_arm(session, kit_type)
-        chosen, shortfall = resupply.allocate_from_depot(
-            order,
-            depot_kits,
-            today=today,
-            do_not_ship_days=protocol().do_not_ship_days,
-        )
+        chosen, shortfall = _depot_pick(session, kit_type, order, today=today)
         if kind == "manual" and shortfall:
-            raise _manual_shortfall(kit_type, order.total, depot_kits, today)
+            shippable = _shippable_at_depot(session, kit_type, today)
+            raise _manual_shortfall(kit_type, order.total, shippable)
         # An initial or manual shipment never carries one treatment only: without every arm,
         # send none of it. A top-up is sent whole or not at all.
         if (whole and shortfall) or any(
@@ -291,22 +332,13 @@ class DepotShortfall(Conflict):
         ]
 
 
-def _manual_shortfall(
-    kit_type: str, requested: int, depot_kits: Mapping[str, list[tuple[str, date]]], today: date
-) -> DepotShortfall:
+def _manual_shortfall(kit_type: str, requested: int, shippable: int) -> DepotShortfall:
     """The refusal of a manual request the depot cannot fill whole: the kits requested, the
     depot's shippable kits of the type (a total: never a count by arm) and the shortfall.
 
     Decision: refused, not confirmed with a smaller quantity: the manager asks again for what
     the depot can ship. When the total would do but one treatment is short (lots are packed
     balanced, so rarely), the same refusal names a shortfall of 0 by total."""
-    days = protocol().do_not_ship_days
-    shippable = sum(
-        1
-        for kits in depot_kits.values()
-        for _, kit_expiry in kits
-        if expiry_rules.can_ship(kit_expiry, today, days)
-    )
     return DepotShortfall(
         f"quantity: {requested} kit(s) of {kit_type} requested, the depot holds {shippable} "
         f"shippable (short by {max(requested - shippable, 0)}"

@@ -5,6 +5,8 @@ event, audited in the same transaction."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -56,9 +58,71 @@ def sealer() -> LiveRing:
     return live_ring()
 
 
+# Decision (issue 13, kit choice without unsealing the shelf): a per-process cache of unsealed
+# kit treatments (and slot arms, services.randomization.slot_arm), keyed by (table, row id,
+# sealed token). A rotated (re-sealed) token is a new key, so
+# an entry can never be stale: it is the opening of exactly that token. Bounded (LRU, below), in
+# memory only - never persisted, never logged, never returned to a caller other than
+# `treatment_of`. A site's shelf is read again at every randomization and dispensing there, so
+# the second operation at a site unseals nothing it has seen. The cap holds a few dozen kits for
+# each of 1,500 sites (about 30 MB at most per process).
+UNSEALED_KITS_MAX = 65_536
+
+
+class _UnsealedKits:
+    """The bounded, thread-safe LRU of sealed values opened by this process."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[str, int, str], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never the values
+        return f"<unsealed kits: {len(self._entries)} of {self.capacity}>"
+
+    def get(self, key: tuple[str, int, str]) -> str | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[str, int, str], treatment: str) -> None:
+        with self._lock:
+            self._entries[key] = treatment
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
+def _unsealed_kits() -> _UnsealedKits:
+    cache = current_app.extensions.get("iwrs.unsealed_kits")
+    if cache is None:
+        cache = current_app.extensions.setdefault(
+            "iwrs.unsealed_kits", _UnsealedKits(UNSEALED_KITS_MAX)
+        )
+    return cache
+
+
+def unseal_cached(table: str, row_id: int | None, token: str, *, context: str) -> str:
+    """Unseal `token` (of row `row_id` of `table`, bound to `context`) through the process's
+    cache: a token opened before is not opened again; a row not yet flushed (no id) always is."""
+    key = (table, row_id, token) if row_id is not None else None
+    if key is not None and (known := _unsealed_kits().get(key)) is not None:
+        return known
+    value = sealer().unseal(token, context=context)
+    if key is not None:
+        _unsealed_kits().put(key, value)
+    return value
+
+
 def treatment_of(kit: Kit) -> str:
-    """Unseal a kit's treatment: only ever inside a service, never shown to a blinded user."""
-    return sealer().unseal(kit.sealed_treatment, context=KIT_CONTEXT.format(number=kit.number))
+    """Unseal a kit's treatment: only ever inside a service, never shown to a blinded user.
+    Served from the process's cache of (kit id, sealed token) when this token was opened before
+    (see UNSEALED_KITS_MAX)."""
+    return unseal_cached(
+        "kit", kit.id, kit.sealed_treatment, context=KIT_CONTEXT.format(number=kit.number)
+    )
 
 
 def position(kit: Kit) -> KitPosition:

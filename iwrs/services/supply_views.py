@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, func, select
 
 from iwrs import clock
 from iwrs.auth import not_found, require_site, site_scope
@@ -32,10 +32,21 @@ def _lines(query) -> list[KitLine]:  # type: ignore[no-untyped-def]
     return [line for _, line in _lines_by_id(query)]
 
 
-def site_inventory(user: User, site_id: int) -> list[KitLine]:
-    """Every kit at the site (any state), by number: never its treatment."""
+INVENTORY_PAGE = 200  # kits per page of a site's inventory
+
+
+def site_inventory(
+    user: User, site_id: int, *, after: str | None = None, limit: int | None = None
+) -> list[KitLine]:
+    """Every kit at the site (any state), by number: never its treatment. Paged by keyset
+    when asked (the `limit` kits numbered after `after`)."""
     require_site(user, site_id)
-    return _lines(select(Kit).where(Kit.place_kind == "site", Kit.place_id == site_id))
+    query = select(Kit).where(Kit.place_kind == "site", Kit.place_id == site_id)
+    if after:
+        query = query.where(Kit.number > after)
+    if limit is not None:
+        query = query.limit(limit)  # _lines orders by number
+    return _lines(query)
 
 
 def shipment_kits(shipment_id: int) -> list[KitLine]:
@@ -69,8 +80,18 @@ def _lines_by_id(query) -> list[tuple[int, KitLine]]:  # type: ignore[no-untyped
     ]
 
 
-def visible_shipments(user: User) -> list[Shipment]:
+SHIPMENT_PAGE = 50  # the latest shipments the supply page lists
+
+
+def visible_shipments(
+    user: User, *, before: int | None = None, limit: int | None = None
+) -> list[Shipment]:
+    """Shipments to the user's sites, newest first; paged by keyset (ids below `before`)."""
     query = select(Shipment).order_by(Shipment.id.desc())
+    if before is not None:
+        query = query.where(Shipment.id < before)
+    if limit is not None:
+        query = query.limit(limit)
     scope = site_scope(user)
     if scope is not None:
         query = query.where(Shipment.site_id.in_(scope))
@@ -86,22 +107,29 @@ def visible_shipment(user: User, shipment_id: int) -> Shipment:
 
 
 def depot_stock() -> list[tuple[Lot, dict[str, int]]]:
-    """Per blinded lot: kit counts by state (all treatments together)."""
+    """Per blinded lot: kit counts by state (all treatments together), by one GROUP BY."""
     session = read_session()
-    counts: dict[int, Counter[str]] = defaultdict(Counter)
-    for kit in session.scalars(select(Kit)):
-        counts[kit.lot_id][str(kit.state)] += 1
-    return [(lot, dict(counts[lot.id])) for lot in session.scalars(select(Lot).order_by(Lot.code))]
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    for lot_id, state, n in session.execute(
+        select(Kit.lot_id, cast(Kit.state, String), func.count()).group_by(
+            Kit.lot_id, cast(Kit.state, String)
+        )
+    ):
+        counts[lot_id][state] = n
+    return [(lot, counts[lot.id]) for lot in session.scalars(select(Lot).order_by(Lot.code))]
 
 
 def stock_by_site() -> list[tuple[Site, dict[str, int]]]:
+    """Per site: counts of the kits there by state (all treatments together), by GROUP BY."""
     session = read_session()
-    counts: dict[int, Counter[str]] = defaultdict(Counter)
-    for kit in session.scalars(select(Kit).where(Kit.place_kind == "site")):
-        counts[kit.place_id][str(kit.state)] += 1
-    return [
-        (site, dict(counts[site.id])) for site in session.scalars(select(Site).order_by(Site.code))
-    ]
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    for site_id, state, n in session.execute(
+        select(Kit.place_id, cast(Kit.state, String), func.count())
+        .where(Kit.place_kind == "site")
+        .group_by(Kit.place_id, cast(Kit.state, String))
+    ):
+        counts[site_id][state] = n
+    return [(site, counts[site.id]) for site in session.scalars(select(Site).order_by(Site.code))]
 
 
 def open_alerts() -> list[SupplyAlert]:

@@ -16,7 +16,13 @@ bp = Blueprint("dispensing", __name__, url_prefix="/dispensing")
 @bp.get("/")
 @requires(Permission.DISPENSE)
 def index():  # type: ignore[no-untyped-def]
-    return render_template("dispensing.html", board=randomization_views.visits_board(current_user))
+    board = randomization_views.visits_board(current_user, after=request.args.get("after") or None)
+    full = len(board) == randomization_views.BOARD_PAGE
+    return render_template(
+        "dispensing.html",
+        board=board,
+        next_after=board[-1].subject.screening_number if full else None,
+    )
 
 
 @bp.post("/<int:subject_id>")

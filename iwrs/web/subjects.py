@@ -28,9 +28,12 @@ def index():  # type: ignore[no-untyped-def]
 
 def _render_index(status: int = 200):  # type: ignore[no-untyped-def]
     sites = [s for s in queries.visible_sites(current_user) if s.status == SiteStatus.ACTIVE]
+    before = request.args.get("before", type=int)
+    shown = queries.visible_subjects(current_user, before=before, limit=queries.SUBJECT_PAGE)
     return render_template(
         "subjects.html",
-        subjects=queries.visible_subjects(current_user),
+        subjects=shown,
+        next_before=shown[-1].id if len(shown) == queries.SUBJECT_PAGE else None,
         active_sites=sites,
         form=request.form,
     ), status

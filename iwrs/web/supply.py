@@ -34,27 +34,49 @@ def _refused(refusal: IWRSError, target: str) -> Any:
 @bp.get("/")
 @requires(Permission.VIEW_SUPPLY)
 def index():  # type: ignore[no-untyped-def]
+    """Decision (issue 13): summaries only, a fixed number of statements whatever the trial's
+    size - counts by GROUP BY, the latest shipments (paged), the reconciliation in counts (the
+    kit numbers behind a difference come from `iwrs supply check-ledger`); the stock chart,
+    which replays the availability history, is its own page (`supply.chart`)."""
     manager = has_permission(current_user, Permission.MANAGE_SUPPLY)
+    before = request.args.get("before", type=int)
+    shown = supply_views.visible_shipments(
+        current_user, before=before, limit=supply_views.SHIPMENT_PAGE
+    )
     return render_template(
         "supply.html",
         manager=manager,
         sites=queries.visible_sites(current_user),
-        shipments=supply_views.visible_shipments(current_user),
+        shipments=shown,
+        next_before=shown[-1].id if len(shown) == supply_views.SHIPMENT_PAGE else None,
         depot=supply_views.depot_stock() if manager else [],
         by_site=supply_views.stock_by_site() if manager else [],
         alerts=supply_views.open_alerts() if manager else [],
         quarantined=supply_views.quarantined() if manager else [],
-        history=supply_views.available_history() if manager else {},
-        reconciliation=accountability.reconciliation() if manager else None,
+        reconciliation=accountability.reconciliation_summary() if manager else None,
     )
+
+
+@bp.get("/chart")
+@requires(Permission.MANAGE_SUPPLY)
+def chart():  # type: ignore[no-untyped-def]
+    """Available kits by site over time (replays the availability events: a report)."""
+    return render_template("supply_chart.html", history=supply_views.available_history())
 
 
 @bp.get("/sites/<int:site_id>")
 @requires(Permission.VIEW_SUPPLY)
 def site_inventory(site_id: int):  # type: ignore[no-untyped-def]
     site = queries.visible_site(current_user, site_id)
+    limit = supply_views.INVENTORY_PAGE
+    kits = supply_views.site_inventory(
+        current_user, site_id, after=request.args.get("after") or None, limit=limit
+    )
     return render_template(
-        "supply_site.html", site=site, kits=supply_views.site_inventory(current_user, site_id)
+        "supply_site.html",
+        site=site,
+        kits=kits,
+        next_after=kits[-1].number if len(kits) == limit else None,
     )
 
 

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supply.kit_choice import ShelfKit, arms_on_shelf, choose_kit, lots_in_pick_order
+from supply.kit_choice import (
+    ShelfKit,
+    arms_on_shelf,
+    choose_kit,
+    count_by_arm,
+    lots_in_pick_order,
+)
 
 ARMS = ("A", "P")
 DAY0 = date(2026, 6, 1)
@@ -140,3 +146,30 @@ def test_arms_on_shelf_stops_unsealing_once_every_arm_is_found():
 def pick(shelf: list[ShelfKit], treatment: dict[str, str], arm: str, seed: int) -> str | None:
     rng = random.Random(seed)
     return choose_kit(shelf, arm=arm, treatment_of=treatment.__getitem__, rng_index=rng.randrange)
+
+
+@given(shelves(both_arms=False), st.integers(0, 8))
+def test_count_by_arm_answers_is_any_arm_below_enough_exactly_and_lazily(world, enough):
+    """Stopping early never changes the answer to "is some arm below `enough`?", the counts are
+    exact without `enough`, and no kit is read after every arm reached `enough`."""
+    shelf, treatment = world
+    read: list[str] = []
+
+    def treatment_of(number: str) -> str:
+        read.append(number)
+        return treatment[number]
+
+    exact = {arm: sum(1 for t in treatment.values() if t == arm) for arm in ARMS}
+    assert count_by_arm(shelf, arms=ARMS, treatment_of=treatment.get) == exact
+    lazy = count_by_arm(shelf, arms=ARMS, treatment_of=treatment_of, enough=enough)
+    assert any(lazy[a] < enough for a in ARMS) == any(exact[a] < enough for a in ARMS)
+    order = [k.number for lot in lots_in_pick_order(shelf) for k in lot]
+    assert read == order[: len(read)]  # in pick order
+
+    def reached(numbers: list[str]) -> bool:
+        return all(sum(1 for n in numbers if treatment[n] == a) >= enough for a in ARMS)
+
+    if reached(order):  # stopped at the first kit at which every arm had `enough`
+        assert reached(read) and (not read or not reached(read[:-1]))
+    else:
+        assert read == order

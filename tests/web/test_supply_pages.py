@@ -265,7 +265,9 @@ def test_supply_manager_sees_depot_lots_alerts_chart_and_reconciliation(
     html = response.get_data(as_text=True)
     assert "Alerts" in html and alert.message in html.replace("&#39;", "'")
     assert "Depot and lots" in html and "L001" in html
-    assert '<svg class="chart"' in html and "CN01" in html
+    assert "/supply/chart" in html and "CN01" in html
+    chart = client.get("/supply/chart").get_data(as_text=True)
+    assert '<svg class="chart"' in chart and "CN01" in chart
     assert "Reconciliation" in html and "Balanced" in html
     assert "Quarantine" in html and "Destruction" in html
     for code in ("CN01", "CN02", "CN03", "CN04"):
