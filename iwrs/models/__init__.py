@@ -1,6 +1,7 @@
 """SQLAlchemy 2 typed models by area; importing this package registers every table."""
 
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
+from iwrs.models.jobs import JobLease
 from iwrs.models.randomization import (
     Dispensation,
     KitRequest,
@@ -19,7 +20,7 @@ from iwrs.models.subjects import (
     SubjectStatus,
 )
 from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
-from iwrs.models.unblinding import Notification, Unblinding
+from iwrs.models.unblinding import Notification, OutboxState, Unblinding
 from iwrs.models.users import (
     AccessRequestStatus,
     ApiToken,
@@ -49,7 +50,9 @@ __all__ = [
     "KitEvent",
     "KitRequest",
     "Lot",
+    "JobLease",
     "Notification",
+    "OutboxState",
     "Outcome",
     "Randomization",
     "RandomizationList",

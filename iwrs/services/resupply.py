@@ -6,7 +6,7 @@ dispensing (issue 10). Its requests and alerts are the system's, citing the run.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -153,21 +153,25 @@ RUN_SLOTS = ("daily", "intraday")
 
 
 def run_resupply(*, slot: str = "daily") -> list[str]:
-    """The scheduled resupply run over every active site (CLI, from cron at fixed times):
-    `slot` names the schedule (daily job or intra-day run). Recorded as the system's; each
-    request references this run. Returns the shipments requested, as "SHP-00001 to CN01"."""
+    """The scheduled resupply run over every active site (the `iwrs worker` jobs
+    resupply_daily and resupply_intraday, or the CLI from cron at fixed times): `slot` names the
+    schedule (daily job or intra-day run). Recorded as the system's; each request references
+    this run. Returns the shipments requested, as "SHP-00001 to CN01"."""
+    with transaction() as session:
+        return resupply_sites(session, slot=slot)
+
+
+def resupply_sites(session: Session, *, slot: str, at: datetime | None = None) -> list[str]:
+    """The run's decisions in the caller's transaction (a job's, iwrs/jobs.py): every active
+    site locked, then decided in code order. `at` names the run (default: now)."""
     if slot not in RUN_SLOTS:
         raise InvalidInput(f"slot: one of {', '.join(RUN_SLOTS)}", field="slot", rule="choice")
-    run = f"{slot} run at {clock.now().isoformat(timespec='seconds')}"
-    with transaction() as session:
-        made = []
-        for site in session.scalars(
-            select(Site)
-            .where(Site.status == SiteStatus.ACTIVE)
-            .order_by(Site.code)
-            .with_for_update()
-        ):
-            row = evaluate_resupply(session, site, run=run)
-            if row is not None:
-                made.append(f"{row.number} to {site.code}")
-        return made
+    run = f"{slot} run at {(at or clock.now()).isoformat(timespec='seconds')}"
+    made = []
+    for site in session.scalars(
+        select(Site).where(Site.status == SiteStatus.ACTIVE).order_by(Site.code).with_for_update()
+    ):
+        row = evaluate_resupply(session, site, run=run)
+        if row is not None:
+            made.append(f"{row.number} to {site.code}")
+    return made
