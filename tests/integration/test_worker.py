@@ -38,6 +38,7 @@ KEYS = {
     "blinding_key": "IWRS_BLINDING_KEY",
     "audit_signing_key": "IWRS_AUDIT_SIGNING_KEY",
 }
+WORKER_APP = "iwrs-worker-under-test"
 pytestmark = pytest.mark.slow
 
 
@@ -47,6 +48,7 @@ def worker_env(app: Any, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IWRS_")}
     env |= {
         "PYTHONPATH": str(ROOT),
+        "PGAPPNAME": WORKER_APP,  # libpq: names the worker's sessions in pg_stat_activity
         "IWRS_DATABASE_URL": settings.database_url,
         "IWRS_INSTANCE_PATH": str(settings.instance_path),
         "IWRS_AUDIT_WITNESS": str(settings.witness_file()),
@@ -120,7 +122,7 @@ def outbox() -> list[Notification]:
 def write_lock_is_free(database_url: str) -> bool:
     """Whether another connection can take the database's write lock right now (SQLite:
     BEGIN IMMEDIATE within 2 s) or no session of the database sits idle in a transaction
-    (PostgreSQL: a worker holding a transaction open across the SMTP conversation would)."""
+    (PostgreSQL: the worker holding a transaction open across the SMTP conversation would)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         connection = sqlite3.connect(url.database, timeout=2, isolation_level=None)
@@ -138,8 +140,9 @@ def write_lock_is_free(database_url: str) -> bool:
             open_ = connection.scalar(
                 text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
-                )
+                    "AND application_name = :name AND state LIKE 'idle in transaction%'"
+                ),
+                {"name": WORKER_APP},
             )
         return open_ == 0
     finally:
