@@ -7,7 +7,9 @@ MINUTES (resupply_intraday), IWRS_EXPIRY_AT (expiry), IWRS_CHECKPOINT_MINUTES (c
 Interval schedules are aligned to a fixed origin (2000-01-01T00:00Z), not to the worker's start,
 so every worker computes the same ticks and the lease (iwrs/jobs.py) lets each tick run once
 however many workers run. A run that finds its job busy in another process looks again after
-RETRY_SECONDS (a killed holder frees the job; a finished one has marked the tick done).
+RETRY_SECONDS (a killed holder frees the job; a finished one has marked the tick done). At
+start, a worker runs each job's current tick unless it is done: a daily run missed while no
+worker was up runs once when one starts.
 Any number of workers may run, beside any number of web servers: none of them needs to be the
 "only" one.
 """
@@ -110,12 +112,17 @@ def run_worker(app: Flask) -> None:
     )
     for name, schedule in schedules(app.extensions["iwrs.settings"]).items():
         scheduler.add_job(fire, schedule.trigger(), args=[app, scheduler, name, None], id=name)
+        # Catch-up: the current tick of each job, run at start unless someone has run it (a
+        # daily run missed while no worker was up is run now, once).
+        scheduler.add_job(
+            fire, "date", run_date=datetime.now(UTC), args=[app, scheduler, name, None]
+        )
 
     def stop(_signum: int, _frame: Any) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    log.info("worker %s started: %s", worker_name(), ", ".join(j.id for j in scheduler.get_jobs()))
+    log.info("worker %s started: %s", worker_name(), ", ".join(sorted(jobs.JOBS)))
     scheduler.start()
 
 
