@@ -233,11 +233,36 @@ def check_command() -> None:
     )
     if current != head:
         problems.append("database schema is not up to date: run `flask --app wsgi iwrs init`")
+    else:
+        _echo_jobs()
     for problem in problems:
         click.echo(f"PROBLEM: {problem}", err=True)
     if problems:
         raise SystemExit(1)
     click.echo("OK")
+
+
+def _echo_jobs() -> None:
+    """Each worker job's last run and the outbox's oldest waiting message (is a worker up?)."""
+    from sqlalchemy import func
+
+    from iwrs.models import JobLease, Notification, OutboxState
+
+    reader = db.read_session()
+    for lease in reader.scalars(select(JobLease).order_by(JobLease.job)):
+        last = (
+            f"last ran {lease.last_run_at.isoformat(timespec='seconds')} by {lease.last_worker}"
+            if lease.last_run_at
+            else "never run"
+        )
+        click.echo(f"job {lease.job}: {last}")
+    waiting, oldest = reader.execute(
+        select(func.count(), func.min(Notification.created_at)).where(
+            Notification.state != OutboxState.SENT
+        )
+    ).one()
+    if waiting:
+        click.echo(f"outbox: {waiting} message(s) waiting since {oldest} (is `iwrs worker` up?)")
 
 
 @user_cli.command("create")

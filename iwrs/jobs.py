@@ -203,7 +203,14 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _outcome(run: Run, state: str, summary: dict[str, Any]) -> Outcome:
-    log.info(
-        "job %s tick %s by %s: %s %s", run.job, run.tick.isoformat(), run.worker, state, summary
+    level = logging.DEBUG if state == "idle" else logging.INFO  # idle: every minute, nothing done
+    log.log(
+        level,
+        "job %s tick %s by %s: %s %s",
+        run.job,
+        run.tick.isoformat(),
+        run.worker,
+        state,
+        _brief(summary),
     )
     return Outcome(run.job, run.tick, state, summary)

@@ -134,13 +134,15 @@ def run_once(name: str, tick: datetime | None, actor: Any) -> jobs.Outcome:
 
 
 def describe(outcome: jobs.Outcome) -> str:
-    """One line for the command's output."""
-    did = ", ".join(
+    """One line for the command's output, e.g. "expiry ran: expired 2"."""
+    parts = [
         f"{k} {len(v) if isinstance(v, list) else v}"
         for k, v in outcome.summary.items()
         if k != "checkpoint"
-    )
-    return f"{outcome.job} {outcome.state}" + (f": {did}" if did else "")
+    ]
+    if "checkpoint" in outcome.summary:
+        parts.append(f"signed at event {outcome.summary['checkpoint']['seq']}")
+    return f"{outcome.job} {outcome.state}" + (f": {', '.join(parts)}" if parts else "")
 
 
 def register(group: click.Group) -> None:
