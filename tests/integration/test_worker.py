@@ -323,3 +323,46 @@ def test_a_scheduled_tick_run_twice_at_once_by_hand_runs_once(app, ctx, database
     )
     (ran,) = runs("expiry")
     assert ran["trigger"]["tick"] == tick and ran["trigger"]["forced"] is False
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+
+def test_every_worker_computes_the_same_tick_from_the_schedule_alone():
+    from datetime import UTC, datetime, timedelta
+
+    from iwrs.worker import Schedule
+
+    every = Schedule(every=timedelta(minutes=15))
+    assert every.tick(datetime(2026, 3, 2, 9, 14, 59, tzinfo=UTC)) == datetime(
+        2026, 3, 2, 9, 0, tzinfo=UTC
+    )
+    assert every.tick(datetime(2026, 3, 2, 9, 15, 0, 1, tzinfo=UTC)) == datetime(
+        2026, 3, 2, 9, 15, tzinfo=UTC
+    )
+    daily = Schedule(at="06:00")
+    assert daily.tick(datetime(2026, 3, 2, 5, 59, tzinfo=UTC)) == datetime(
+        2026, 3, 1, 6, 0, tzinfo=UTC
+    )
+    assert daily.tick(datetime(2026, 3, 2, 6, 0, tzinfo=UTC)) == datetime(
+        2026, 3, 2, 6, 0, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("IWRS_RESUPPLY_DAILY_AT", "6am"),
+        ("IWRS_EXPIRY_AT", "24:00"),
+        ("IWRS_CHECKPOINT_MINUTES", "0"),
+        ("IWRS_RESUPPLY_INTRADAY_MINUTES", "often"),
+        ("IWRS_NOTIFY_SECONDS", "-1"),
+    ],
+)
+def test_a_bad_schedule_setting_is_refused_naming_its_variable(monkeypatch, variable, value):
+    from iwrs.config import ConfigError, Settings
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env()
+    assert variable in str(refused.value)
