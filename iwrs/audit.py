@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app, g, has_request_context
-from sqlalchemy import event, select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
 from iwrs import audit_anchor, clock
@@ -210,10 +210,24 @@ def _append_pending(session: Session) -> None:
 def _note_row_changes(session: Session, _context: Any) -> None:
     for obj in (*session.new, *session.dirty, *session.deleted):
         if not isinstance(obj, AuditEvent | AuditChainHead | AuditAnchor) and (
-            obj in session.new or obj in session.deleted or session.is_modified(obj)
+            obj in session.new
+            or obj in session.deleted
+            or (session.is_modified(obj) and not _bookkeeping_only(obj))
         ):
             session.info[_CHANGED] = True
             return
+
+
+def _bookkeeping_only(obj: object) -> bool:
+    """Whether an updated row changed only columns its model names as `bookkeeping_columns`
+    (an outbox message's delivery claim): machinery of delivery, not a state of the trial, so
+    it needs no audit event of its own (the delivery and a failure are audited)."""
+    allowed = getattr(type(obj), "bookkeeping_columns", None)
+    if not allowed:
+        return False
+    state = inspect(obj)
+    changed = {a.key for a in state.attrs if a.history.has_changes()}
+    return changed <= allowed
 
 
 @event.listens_for(Session, "before_commit")

@@ -123,20 +123,28 @@ def take_checkpoint(*, occasion: str) -> AuditAnchor:
     matches its events). Stored first, witnessed second: a witness line always has its row."""
     from iwrs.db import transaction
 
-    now = clock.now()
     with transaction() as session:
-        head = session.get(AuditChainHead, 1)
-        seq, digest = (head.seq, head.hash) if head else (0, "0" * 64)
-        row = AuditAnchor(
-            seq=seq,
-            hash=digest,
-            signed_at=now,
-            occasion=occasion[:16],
-            key_id=key_id(public_key()),
-            signature=sign(checkpoint_message(seq, digest, now)),
-        )
-        session.add(row)
+        row = store_checkpoint(session, occasion=occasion)
     append_to_witness(checkpoint_record(row))
+    return row
+
+
+def store_checkpoint(session: Session, *, occasion: str) -> AuditAnchor:
+    """The checkpoint row of the head as `session` sees it (committed), added to `session`;
+    the caller appends `checkpoint_record(row)` to the witness once it has committed."""
+    now = clock.now()
+    head = session.get(AuditChainHead, 1)
+    seq, digest = (head.seq, head.hash) if head else (0, "0" * 64)
+    row = AuditAnchor(
+        seq=seq,
+        hash=digest,
+        signed_at=now,
+        occasion=occasion[:16],
+        key_id=key_id(public_key()),
+        signature=sign(checkpoint_message(seq, digest, now)),
+    )
+    session.add(row)
+    session.flush()
     return row
 
 

@@ -136,6 +136,17 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _run_job(name: str) -> Any:
+    """One forced run of a worker job (iwrs/jobs.py) as the CLI user: the same code, lease and
+    `job.ran` event as `iwrs worker`; refused when another process is running the job."""
+    from iwrs.worker import run_once
+
+    outcome = run_once(name, None, cli_actor())
+    if outcome.state == "busy":
+        raise click.ClickException(f"job {name} is running in another process; try again later")
+    return outcome
+
+
 def _require_keys() -> None:
     missing = current_app.extensions["iwrs.settings"].missing_keys()
     if missing:
@@ -222,11 +233,36 @@ def check_command() -> None:
     )
     if current != head:
         problems.append("database schema is not up to date: run `flask --app wsgi iwrs init`")
+    else:
+        _echo_jobs()
     for problem in problems:
         click.echo(f"PROBLEM: {problem}", err=True)
     if problems:
         raise SystemExit(1)
     click.echo("OK")
+
+
+def _echo_jobs() -> None:
+    """Each worker job's last run and the outbox's oldest waiting message (is a worker up?)."""
+    from sqlalchemy import func
+
+    from iwrs.models import JobLease, Notification, OutboxState
+
+    reader = db.read_session()
+    for lease in reader.scalars(select(JobLease).order_by(JobLease.job)):
+        last = (
+            f"last ran {lease.last_run_at.isoformat(timespec='seconds')} by {lease.last_worker}"
+            if lease.last_run_at
+            else "never run"
+        )
+        click.echo(f"job {lease.job}: {last}")
+    waiting, oldest = reader.execute(
+        select(func.count(), func.min(Notification.created_at)).where(
+            Notification.state != OutboxState.SENT
+        )
+    ).one()
+    if waiting:
+        click.echo(f"outbox: {waiting} message(s) waiting since {oldest} (is `iwrs worker` up?)")
 
 
 @user_cli.command("create")
@@ -378,8 +414,8 @@ def audit_verify(record: bool) -> None:
 def audit_checkpoint() -> None:
     """Sign the chain head now (database and witness file); run from cron every M minutes."""
     _require_keys()
-    anchor = take_checkpoint(occasion="scheduled")
-    click.echo(f"checkpoint signed at event {anchor.seq} ({anchor.hash})")
+    anchor = _run_job("checkpoint").summary["checkpoint"]
+    click.echo(f"checkpoint signed at event {anchor['seq']} ({anchor['hash']})")
 
 
 @audit_cli.command("public-key")
@@ -463,11 +499,9 @@ def kits_import(csv_file) -> None:  # type: ignore[no-untyped-def]
 @supply_cli.command("expire")
 @friendly_errors
 def supply_expire() -> None:
-    """The daily expiry run: expire every kit past its lot's expiry."""
-    from iwrs.services import supply
-
+    """The daily expiry run: expire every kit past its lot's expiry (the worker's expiry job)."""
     _require_keys()
-    expired = supply.run_expiry(actor=cli_actor())
+    expired = _run_job("expiry").summary.get("expired", [])
     click.echo(f"{len(expired)} kit(s) expired" + (f": {', '.join(expired)}" if expired else ""))
 
 
@@ -486,10 +520,8 @@ def supply_resupply(slot: str) -> None:
     Run it from cron at fixed times only, e.g. `0 6 * * *` with --slot daily and
     `0 13 * * *` with --slot intraday: resupply never runs inside a randomization or a
     dispensing, so a shipment's timing does not follow any subject's arm."""
-    from iwrs.services import resupply
-
     _require_keys()
-    made = resupply.run_resupply(slot=slot)
+    made = _run_job(f"resupply_{slot}").summary.get("requested", [])
     click.echo("\n".join(f"requested {m}" for m in made) or "no site needs resupply")
 
 
@@ -519,10 +551,8 @@ def supply_check_ledger() -> None:
 @friendly_errors
 def send_notifications_command() -> None:
     """Send the notification outbox (SMTP when IWRS_SMTP_HOST is set, the log otherwise)."""
-    from iwrs.services import unblinding
-
     _require_keys()
-    click.echo(f"{unblinding.send_notifications(actor=cli_actor())} notification(s) sent")
+    click.echo(f"{_run_job('notify').summary.get('sent', 0)} notification(s) sent")
 
 
 @audit_cli.command("verify-export")
@@ -553,4 +583,7 @@ def audit_verify_export(export_file, key_file) -> None:  # type: ignore[no-untyp
 def init_app(app: Flask) -> None:
     from iwrs import cli_keys  # noqa: F401 - registers the `iwrs keys …` commands
 
+    from iwrs.worker import register
+
+    register(iwrs_cli)
     app.cli.add_command(iwrs_cli)

@@ -80,6 +80,13 @@ class Settings:
     secure_cookies: bool = False
     # "production" refuses dummy (UAT) randomization lists; "uat" allows them.
     environment: str = "production"
+    # The worker's schedules (iwrs/worker.py), all in UTC: daily times as HH:MM, intervals as
+    # (possibly fractional) minutes or whole seconds.
+    resupply_daily_at: str = "06:00"
+    resupply_intraday_minutes: float = 360.0
+    expiry_at: str = "00:05"
+    checkpoint_minutes: float = 60.0
+    notify_seconds: int = 60
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -108,6 +115,11 @@ class Settings:
             sqlite_busy_timeout_ms=_int_env("IWRS_SQLITE_BUSY_TIMEOUT_MS", 5000, "milliseconds"),
             checkpoint_every_events=_int_env("IWRS_CHECKPOINT_EVERY_EVENTS", 500, "events"),
             checkpoint_every=timedelta(minutes=_int_env("IWRS_CHECKPOINT_EVERY_MINUTES", 60)),
+            resupply_daily_at=_time_env("IWRS_RESUPPLY_DAILY_AT", "06:00"),
+            resupply_intraday_minutes=_minutes_env("IWRS_RESUPPLY_INTRADAY_MINUTES", 360.0),
+            expiry_at=_time_env("IWRS_EXPIRY_AT", "00:05"),
+            checkpoint_minutes=_minutes_env("IWRS_CHECKPOINT_MINUTES", 60.0),
+            notify_seconds=_int_env("IWRS_NOTIFY_SECONDS", 60, "seconds"),
             witness_path=Path(os.environ["IWRS_AUDIT_WITNESS"])
             if os.environ.get("IWRS_AUDIT_WITNESS")
             else None,
@@ -143,6 +155,32 @@ def _int_env(name: str, default: int, unit: str = "minutes") -> int:
         raise ConfigError(f"{name} must be a whole number of {unit}, got {raw!r}") from None
     if value <= 0:
         raise ConfigError(f"{name} must be greater than 0, got {value}")
+    return value
+
+
+def _time_env(name: str, default: str) -> str:
+    """A UTC time of day, HH:MM (24-hour)."""
+    raw = os.environ.get(name) or default
+    try:
+        hour, minute = (int(part) for part in raw.split(":"))
+        if not (0 <= hour < 24 and 0 <= minute < 60) or len(raw) != 5:
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a UTC time of day HH:MM, got {raw!r}") from None
+    return raw
+
+
+def _minutes_env(name: str, default: float) -> float:
+    """A positive number of minutes (fractions allowed: 0.5 is 30 seconds)."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of minutes, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be greater than 0, got {raw}")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
 from iwrs.models.keys import BlindingKeyState
+from iwrs.models.jobs import JobLease
 from iwrs.models.randomization import (
     Dispensation,
     KitRequest,
@@ -21,7 +22,7 @@ from iwrs.models.subjects import (
     SubjectStatus,
 )
 from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
-from iwrs.models.unblinding import Notification, Unblinding
+from iwrs.models.unblinding import Notification, OutboxState, Unblinding
 from iwrs.models.users import (
     AccessRequestStatus,
     ApiToken,
@@ -52,7 +53,9 @@ __all__ = [
     "KitEvent",
     "KitRequest",
     "Lot",
+    "JobLease",
     "Notification",
+    "OutboxState",
     "Outcome",
     "Randomization",
     "RandomizationCounter",

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from iwrs.db import Base, UTCDateTime
+from iwrs.db import Base, UTCDateTime, enum_column
+
+
+class OutboxState(enum.StrEnum):
+    """queued -> sending (claimed by one sender, with claimed_at) -> sent; a failed or abandoned
+    claim goes back to queued (failed) or is taken over once its claim lease has passed."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
 
 
 class Unblinding(Base):
@@ -39,3 +49,17 @@ class Notification(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     channel: Mapped[str | None] = mapped_column(String(16))  # smtp | log
+    state: Mapped[OutboxState] = mapped_column(
+        enum_column(OutboxState, "outbox_state", length=8),
+        default=OutboxState.QUEUED,
+        server_default=OutboxState.QUEUED.value,
+        index=True,
+    )
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(120))  # the sender: host:pid
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(200))  # the SMTP error, never a body
+
+    # A claim (queued <-> sending) is delivery bookkeeping, not a state of the trial: changing
+    # only these columns needs no audit event (iwrs.audit). Delivery and failure are audited.
+    bookkeeping_columns = frozenset({"state", "claimed_at", "claimed_by"})

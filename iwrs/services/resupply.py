@@ -6,7 +6,7 @@ dispensing (issue 10). Its requests and alerts are the system's, citing the run.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -182,20 +182,26 @@ RESUPPLY = Actor.system("resupply")
 RUN_SLOTS = ("daily", "intraday")
 
 
-def run_resupply(*, slot: str = "daily") -> list[str]:
-    """The scheduled resupply run over every active site (CLI, from cron at fixed times):
-    `slot` names the schedule (daily job or intra-day run). Recorded as the system's; each
-    request references this run. Returns the shipments requested, as "SHP-00001 to CN01"."""
+def run_resupply(*, slot: str = "daily", at: datetime | None = None) -> list[str]:
+    """The scheduled resupply run over every active site (the `iwrs worker` jobs
+    resupply_daily and resupply_intraday, or the CLI from cron at fixed times): `slot` names the
+    schedule (daily job or intra-day run), `at` the run (default: now). Recorded as the
+    system's; each request references this run. Returns the shipments requested, as
+    "SHP-00001 to CN01".
+
+    Decision (issue 13): one transaction per site, so the run holds one site's lock at a time
+    (iwrs/locking.py) and never stalls randomization and dispensing at every site at once. The
+    worker claims the run's tick first (iwrs/jobs.py); a run killed part-way leaves the sites
+    not yet decided to the next run, which decides them on the same state (a site already
+    topped up has its shipment in transit and is not topped up again)."""
     if slot not in RUN_SLOTS:
         raise InvalidInput(f"slot: one of {', '.join(RUN_SLOTS)}", field="slot", rule="choice")
-    run = f"{slot} run at {clock.now().isoformat(timespec='seconds')}"
+    run = f"{slot} run at {(at or clock.now()).isoformat(timespec='seconds')}"
     with transaction() as session:
         site_ids = session.scalars(
             select(Site.id).where(Site.status == SiteStatus.ACTIVE).order_by(Site.code)
         ).all()
     made = []
-    # Decision (issue 13): one transaction per site, so the run holds one site's lock at a time
-    # (iwrs/locking.py) and never stalls randomization and dispensing at every site at once.
     for site_id in site_ids:
         with transaction() as session:
             site = session.scalars(select(Site).where(Site.id == site_id).with_for_update()).one()

@@ -4,17 +4,14 @@ The arm is shown on screen only; it is never written to the audit trail, the out
 
 from __future__ import annotations
 
-import json
 import logging
-import smtplib
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, audit_anchor, clock, validation
+from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import not_found
 from iwrs.db import read_session, transaction
@@ -25,7 +22,6 @@ from iwrs.models.subjects import Subject
 from iwrs.models.unblinding import Notification, Unblinding
 from iwrs.models.users import Signature, User
 from iwrs.services import refusals
-from iwrs.services.passwords import with_credentials, without_credentials
 from iwrs.services.randomization import slot_arm
 from iwrs.services.subjects import _investigator, protocol
 from iwrs.services.users import confirm_signature, sign
@@ -388,48 +384,10 @@ def report(site_ids: frozenset[int] | None) -> list[ReportLine]:
 
 
 def send_notifications(*, actor: Actor) -> int:
-    """Send the outbox: by SMTP when IWRS_SMTP_HOST is set, to the log otherwise."""
-    import os
+    """Send the outbox after commit (services/outbox.py: claim, send with no transaction open,
+    mark): by SMTP when IWRS_SMTP_HOST is set, to the log otherwise. Each message carries a
+    freshly signed chain head (after the unblinding it reports), so every recipient's mailbox
+    witnesses the trail's length outside the database. Returns the messages delivered."""
+    from iwrs.services import outbox
 
-    host = os.environ.get("IWRS_SMTP_HOST")
-    sent = 0
-    # Each message carries a freshly signed chain head (after the unblinding it reports), so
-    # every recipient's mailbox witnesses the trail's length outside the database.
-    waiting = read_session().scalar(
-        select(func.count()).select_from(Notification).where(Notification.sent_at.is_(None))
-    )
-    if not waiting:
-        return 0
-    signed = audit_anchor.take_checkpoint(occasion="notification")
-    anchor = json.dumps(audit_anchor.checkpoint_record(signed), sort_keys=True)
-    with transaction() as session:
-        for note in session.scalars(
-            select(Notification)
-            .where(Notification.sent_at.is_(None))
-            .order_by(Notification.id)
-            .with_for_update()
-        ):
-            note.body = f"{note.body}\n\n-- \nSigned audit checkpoint: {anchor}\n"
-            if host:
-                message = EmailMessage()
-                message["To"], message["Subject"] = note.recipient, note.subject_line
-                message["From"] = os.environ.get("IWRS_SMTP_FROM", "iwrs@localhost")
-                message.set_content(with_credentials(note.body, note.recipient))
-                with smtplib.SMTP(host, int(os.environ.get("IWRS_SMTP_PORT", "25"))) as smtp:
-                    smtp.send_message(message)
-                note.channel = "smtp"
-                note.body = without_credentials(note.body)
-            else:
-                log.warning("notification to %s: %s", note.recipient, note.subject_line)
-                note.channel = "log"
-            note.sent_at = clock.now()
-            sent += 1
-        if sent:
-            audit.record(
-                session,
-                actor=actor,
-                action="notifications.sent",
-                entity_type="notification",
-                after={"sent": sent},
-            )
-    return sent
+    return outbox.send_outbox(actor=actor)

@@ -29,6 +29,7 @@ from iwrs.models import (
 )
 from iwrs.services import passwords, unblinded_access, users
 from tests.conftest import PASSWORD
+from tests.integration.smtp_catcher import SmtpCatcher as _SmtpCatcher
 
 TEMPORARY = re.compile(r"Temporary password: (\S+)")
 
@@ -419,29 +420,6 @@ def test_trails_with_and_without_auth_verify_and_auth_is_hashed(people):
 
 
 # --- delivery: the outbox keeps no usable credential once the mail is sent -----------------------
-
-
-class _SmtpCatcher(socketserver.StreamRequestHandler):
-    """The least SMTP a client needs (RFC 5321 replies), holding each message's DATA."""
-
-    received: list[str] = []
-
-    def handle(self) -> None:
-        self.wfile.write(b"220 localhost test SMTP\r\n")
-        while line := self.rfile.readline():
-            verb = line.decode().strip().split(" ")[0].upper()
-            if verb == "DATA":
-                self.wfile.write(b"354 end with <CRLF>.<CRLF>\r\n")
-                data = []
-                while (part := self.rfile.readline()) not in (b".\r\n", b""):
-                    data.append(part.decode())
-                self.received.append("".join(data))
-                self.wfile.write(b"250 queued\r\n")
-            elif verb == "QUIT":
-                self.wfile.write(b"221 bye\r\n")
-                return
-            else:
-                self.wfile.write(b"250 ok\r\n")
 
 
 @pytest.fixture
