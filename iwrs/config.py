@@ -64,6 +64,15 @@ class Settings:
     argon2_memory_kib: int = 19 * 1024
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
+    # Idempotency keys (iwrs.services.idempotency). The lease: how old an `in_progress` claim
+    # must be before another request with the key may re-claim it (its request crashed). It must
+    # outlast any request that can still commit: longer than the server's worker timeout
+    # (gunicorn's 30 s default) and the database's lock and idle-in-transaction timeouts, with a
+    # margin; a re-claim never randomizes twice anyway (the subject row lock and "already
+    # randomized: the first result"). The wait: how long a concurrent duplicate waits for the
+    # first request's outcome before it is answered 409 `in_progress` with Retry-After.
+    idempotency_lease: timedelta = timedelta(seconds=120)
+    idempotency_wait: timedelta = timedelta(seconds=10)
     testing: bool = False
     secure_cookies: bool = False
     # "production" refuses dummy (UAT) randomization lists; "uat" allows them.
@@ -89,6 +98,12 @@ class Settings:
             argon2_time_cost=_int_env("IWRS_ARGON2_TIME_COST", 2, "iterations"),
             argon2_parallelism=_int_env("IWRS_ARGON2_PARALLELISM", 1, "lanes"),
             environment=_environment(),
+            idempotency_lease=timedelta(
+                seconds=_int_env("IWRS_IDEMPOTENCY_LEASE_SECONDS", 120, "seconds")
+            ),
+            idempotency_wait=timedelta(
+                seconds=_int_env("IWRS_IDEMPOTENCY_WAIT_SECONDS", 10, "seconds")
+            ),
             checkpoint_every_events=_int_env("IWRS_CHECKPOINT_EVERY_EVENTS", 500, "events"),
             checkpoint_every=timedelta(minutes=_int_env("IWRS_CHECKPOINT_EVERY_MINUTES", 60)),
             witness_path=Path(os.environ["IWRS_AUDIT_WITNESS"])

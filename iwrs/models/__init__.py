@@ -1,6 +1,7 @@
 """SQLAlchemy 2 typed models by area; importing this package registers every table."""
 
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
+from iwrs.models.idempotency import IdempotencyKey, KeyState
 from iwrs.models.randomization import (
     Dispensation,
     KitRequest,
@@ -45,6 +46,8 @@ __all__ = [
     "Dispensation",
     "DrugClassification",
     "EligibilityAssessment",
+    "IdempotencyKey",
+    "KeyState",
     "Kit",
     "KitEvent",
     "KitRequest",
