@@ -68,7 +68,10 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 RETRY_AFTER_SECONDS = 1
 KEY_LENGTH = (1, 100)
 # The audit event that records a stored refusal, by operation.
-REFUSED_EVENTS = {"randomize": "subject.randomization_refused"}
+REFUSED_EVENTS = {
+    "randomize": "subject.randomization_refused",
+    "dispense": "subject.dispensing_refused",
+}
 _POLL_SECONDS = (0.02, 0.5)  # first and longest pause between two looks at a busy key
 
 

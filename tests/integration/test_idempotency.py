@@ -390,3 +390,133 @@ def test_a_reclaim_while_the_first_is_held_never_randomizes_twice(new_world, dat
         ) == randomization.randomize(
             actor=world.actor("inv-CN01"), subject_id=subject_id, signer_password=PASSWORD
         )
+
+
+# --- property: any sequence of (key, subject) answers as the model says -------------------------
+
+_EXAMPLES = 12
+
+
+@pytest.fixture
+def property_world(new_world) -> Iterator[World]:
+    """Four subjects who can be randomized and two who cannot (screened, never assessed: every
+    attempt is refused), at CN01; an app context."""
+    from tests.integration.randomization_worker import screen
+
+    world = new_world(idempotency_wait=timedelta(0))
+    with world.app.app_context():
+        world.people["can"] = [eligible_subject(world, "CN01") for _ in range(4)]
+        world.people["cannot"] = [screen(world, "CN01").id for _ in range(2)]
+        yield world
+
+
+def test_any_sequence_of_keys_and_subjects_answers_as_the_model_says(property_world):
+    """Model: a key's first use binds it to its subject and stores the answer (the subject's
+    one randomization, or the refusal); the same key and subject replay that answer byte for
+    byte; the key with another subject is refused idempotency_key_reused. Each subject is
+    randomized at most once, whatever the keys."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from iwrs.services import keyed_randomization
+
+    world = property_world
+    subjects = world.people["can"] + world.people["cannot"]
+    first_result: dict[int, str] = {}  # across examples: a subject stays randomized
+    examples = iter(range(10_000))
+
+    def answer(subject_id: int, key: str) -> tuple[int, str, bool]:
+        try:
+            got = keyed_randomization.randomize_answer(
+                actor=world.actor("inv-CN01"),
+                subject_id=subject_id,
+                signer_password=PASSWORD,
+                idempotency_key=key,
+            )
+        except IWRSError as refusal:
+            replayed = isinstance(refusal, idempotency.StoredRefusal)
+            return refusal.status, f"{refusal.rule}|{refusal.message}", replayed
+        return got.status, got.body, got.replayed
+
+    @settings(
+        max_examples=_EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, 2), st.integers(0, len(subjects) - 1)),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    def run(steps: list[tuple[int, int]]) -> None:
+        example = next(examples)
+        bound: dict[str, tuple[int, tuple[int, str]]] = {}
+        for key_index, subject_index in steps:
+            key, subject_id = f"e{example}-k{key_index}", subjects[subject_index]
+            status, body, replayed = answer(subject_id, key)
+            if key in bound and bound[key][0] != subject_id:
+                assert (status, body.split("|")[0]) == (422, "idempotency_key_reused")
+                continue
+            if key in bound:
+                assert (status, body) == bound[key][1] and replayed
+                continue
+            assert not replayed
+            bound[key] = (subject_id, (status, body))
+            if subject_id in world.people["cannot"]:
+                assert status == 409
+            else:
+                assert status == 201
+                assert first_result.setdefault(subject_id, body) == body
+        with world.app.app_context():
+            assert randomizations() == len(first_result)
+
+    run()
+
+
+# --- visit dispensing takes a key too -------------------------------------------------------------
+
+
+def test_a_keyed_dispensation_is_replayed_and_never_dispensed_twice(new_world, clock):
+    world = new_world()
+    token = token_of(world, "ph-CN01")
+    with world.app.app_context():
+        subject_id = eligible_subject(world, "CN01")
+        randomize(world, subject_id)
+    clock.advance(days=28)
+
+    def dispense(key: str, visit: str = "V2") -> Any:
+        return world.app.test_client().post(
+            f"/api/v1/subjects/{subject_id}/dispensations",
+            json={"visit_code": visit, "idempotency_key": key},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    first = dispense("d-1")
+    assert first.status_code == 201, first.get_data(as_text=True)
+    assert "Idempotent-Replayed" not in first.headers
+    again = dispense("d-1")
+    assert (again.status_code, again.get_data()) == (201, first.get_data())
+    assert again.headers["Idempotent-Replayed"] == "true"
+    # Without the key the repeat is the visit's own refusal; with the key for another visit,
+    # the key's binding refuses it.
+    assert [e["rule"] for e in dispense("d-2").get_json()["errors"]] == ["once_per_visit"]
+    assert [e["rule"] for e in dispense("d-1", "V3").get_json()["errors"]] == [
+        "idempotency_key_reused"
+    ]
+    # The stored refusal is replayed too, and recorded once in the trail.
+    replayed = dispense("d-2")
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    with world.app.app_context():
+        from iwrs.models import Dispensation
+
+        read_session().rollback()
+        given = read_session().scalars(
+            select(Dispensation.visit_code).where(Dispensation.subject_id == subject_id)
+        )
+        assert sorted(given) == ["V1", "V2"]
+        refusals = read_session().scalars(
+            select(AuditEvent.after).where(AuditEvent.action == "subject.dispensing_refused")
+        )
+        assert [json.loads(a)["rule"] for a in refusals] == ["once_per_visit"]

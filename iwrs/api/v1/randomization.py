@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, request
 from flask.views import MethodView
 from flask_login import current_user
@@ -16,6 +18,7 @@ from iwrs.errors import InvalidInput, NotFound
 from iwrs.services import (
     dispensing,
     idempotency,
+    keyed_dispensing,
     keyed_randomization,
     queries,
     randomization,
@@ -68,6 +71,20 @@ IDEMPOTENCY = (
     "randomization."
 )
 
+KEY_HEADER = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 100},
+}
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with the "
+        "same idempotency key",
+        "schema": {"type": "string"},
+    }
+}
+
 
 class RandomizeSchema(Schema):
     signature_password = fields.String(
@@ -100,6 +117,11 @@ class DispenseSchema(Schema):
         load_default=None,
         validate=validate.Length(max=1000),
         metadata={"description": CODED_REASON},
+    )
+    idempotency_key = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": IDEMPOTENCY},
     )
 
 
@@ -170,30 +192,13 @@ class SubjectRandomization(MethodView):
         return result
 
     @blp.arguments(RandomizeSchema)
-    @blp.response(
-        201,
-        RandomizationSchema,
-        headers={
-            "Idempotent-Replayed": {
-                "description": "`true` when this is the stored answer to an earlier request "
-                "with the same idempotency key",
-                "schema": {"type": "string"},
-            }
-        },
-    )
+    @blp.response(201, RandomizationSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(401, **PROBLEM)
     @blp.doc(
         description=IDEMPOTENCY,
-        parameters=[
-            {
-                "in": "header",
-                "name": "Idempotency-Key",
-                "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 100},
-            }
-        ],
+        parameters=[KEY_HEADER],
     )
     @requires(Permission.RANDOMIZE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
@@ -211,13 +216,17 @@ class SubjectRandomization(MethodView):
             signer_password=body["signature_password"],
             idempotency_key=key,
         )
-        # The stored document itself, the first time and on every replay: the same bytes.
-        response = current_app.response_class(
-            answer.body, status=answer.status, mimetype="application/json"
-        )
-        if answer.replayed:
-            response.headers[idempotency.REPLAYED_HEADER] = "true"
-        return response
+        return _answered(answer)
+
+
+def _answered(answer: idempotency.Answer) -> Any:
+    """The stored document itself, the first time and on every replay: the same bytes."""
+    response = current_app.response_class(
+        answer.body, status=answer.status, mimetype="application/json"
+    )
+    if answer.replayed:
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
+    return response
 
 
 def _idempotency_key(in_body: str | None) -> str | None:
@@ -236,20 +245,28 @@ def _idempotency_key(in_body: str | None) -> str | None:
 @blp.route("/subjects/<int:subject_id>/dispensations")
 class Dispensations(MethodView):
     @blp.arguments(DispenseSchema)
-    @blp.response(201, DispenseResultSchema)
+    @blp.response(201, DispenseResultSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
+    @blp.doc(description=IDEMPOTENCY, parameters=[KEY_HEADER])
     @requires(Permission.DISPENSE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
-        """Dispense a kit of the subject's (blinded) treatment at a visit (pharmacist)."""
-        return dispensing.dispense(
-            actor=Actor.of(current_user),
-            subject_id=subject_id,
-            visit_code=body["visit_code"],
-            kind=body["kind"],
-            reason=body["reason"],
-            visit_date=body["visit_date"],
-            backdate_reason=body["backdate_reason"],
+        """Dispense a kit of the subject's (blinded) treatment at a visit (pharmacist); a
+        retry with the same key gets the first answer again."""
+        fields = {
+            "visit_code": body["visit_code"],
+            "kind": body["kind"],
+            "reason": body["reason"],
+            "visit_date": body["visit_date"],
+            "backdate_reason": body["backdate_reason"],
+        }
+        key, actor = _idempotency_key(body["idempotency_key"]), Actor.of(current_user)
+        if key is None:
+            return dispensing.dispense(actor=actor, subject_id=subject_id, **fields)
+        return _answered(
+            keyed_dispensing.dispense_answer(
+                actor=actor, subject_id=subject_id, idempotency_key=key, **fields
+            )
         )
 
 
