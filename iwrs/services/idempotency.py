@@ -214,7 +214,13 @@ def _perform(actor: Actor, key: str, request: Request, claim: _Claim, perform: P
         if _transient(refusal):
             _release(claim)
             raise
-        if not _store_refusal(actor, key, request, claim, refusal):
+        try:
+            stored = _store_refusal(actor, key, request, claim, refusal)
+        except Exception:  # noqa: BLE001 - the database failed: the refusal still answers
+            log.exception("could not store the refusal under idempotency key %s", claim.key_id)
+            _release(claim)  # nothing stored, so nothing may be replayed: the key is free
+            raise refusal from None
+        if not stored:
             raise ClaimLost() from None
         raise
     except BaseException:
