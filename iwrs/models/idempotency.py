@@ -16,6 +16,9 @@ class KeyState(enum.StrEnum):
     IN_PROGRESS = "in_progress"  # claimed; the request is running (or crashed: see the lease)
     SUCCEEDED = "succeeded"  # settled in the same transaction as the change it made
     REFUSED = "refused"  # settled right after the refused transaction rolled back
+    # Given back by a request that decided nothing (a wrong signature, a transient refusal,
+    # an error): the next request with the key claims it at once; the binding stays.
+    RELEASED = "released"
 
 
 class IdempotencyKey(Base):
@@ -35,8 +38,10 @@ class IdempotencyKey(Base):
     state: Mapped[KeyState] = mapped_column(
         enum_column(KeyState, "idempotency_key_state"), default=KeyState.IN_PROGRESS
     )
-    # A fresh random token per claim: only the request holding the current claim may settle it.
-    claim: Mapped[str] = mapped_column(String(32))
+    # The claim's number, 1 at first use and one more at each re-claim: only the request
+    # holding the current number may settle the key. (A counter, not a random token: nothing
+    # random in a row, so two runs of the same requests store the same rows.)
+    claim: Mapped[int] = mapped_column(Integer)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status_code: Mapped[int | None] = mapped_column(Integer)

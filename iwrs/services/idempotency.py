@@ -9,17 +9,18 @@ The rules, each decided here:
 - **Binding.** First use binds the key to the operation, its subject and the SHA-256 digest of
   the canonical JSON of the request's meaningful fields (never the signature password). The same
   key with anything else is refused 422 `idempotency_key_reused`, whatever the key's state.
-- **Claim.** First use claims the key (`in_progress`, `claimed_at`, a fresh claim token) in its
+- **Claim.** First use claims the key (`in_progress`, `claimed_at`, claim number 1) in its
   own short committed transaction, before the signature is checked and before any trial row is
   locked. A claim that fails the signature (401) or meets a transient refusal (one that carries
   `Retry-After`, e.g. a lock timeout) or an unexpected error is released: nothing was decided,
-  so the same key may be sent again (Stripe saves no result for requests that never executed).
+  so the same key may be sent again (Stripe saves no result for requests that never executed);
+  the key stays bound to its subject and request (state `released`).
 - **Outcome.** A success is stored in the same transaction as the change it made (`settle`), so
   the change and its answer commit together or not at all. A refusal is stored in a short
   transaction right after its own transaction rolled back (or committed only its alert), with an
   audit event `<operation's event>_refused` naming the rule (the rule code and status only: never
   the message, which may name a stratum or site, and nothing that depends on an arm). Both store
-  only if this request still holds the claim (a conditional update on the claim token); a request
+  only if this request still holds the claim (a conditional update on the claim number); a request
   that lost its claim (its lease ran out and another request re-claimed the key) rolls back its
   change, and answers the key's stored outcome or `in_progress` — one key, one answer.
 - **Concurrent duplicates.** Decision: a duplicate *waits* for the first request's outcome, up to
@@ -31,8 +32,8 @@ The rules, each decided here:
   default 120 s: above the worker timeout and the database's lock and idle-in-transaction
   timeouts) belongs to a request that crashed or was killed; the next request with the key
   re-claims it and executes. A re-claim never randomizes twice: the old request, if still alive,
-  can no longer settle (claim token), and the use case's own rule holds (the subject row lock and
-  "subject already randomized: the first result").
+  can no longer settle (its claim number is not the key's), and the use case's own rule holds
+  (the subject row lock and "subject already randomized: the first result").
 - **A new attempt after a refusal needs a new key** (the page form makes a fresh key on every
   render). Keys are kept; they do not expire.
 - The key row is technical, not trial state: it is exempt from the audit guard
@@ -44,14 +45,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -117,7 +117,7 @@ class Answer:
 @dataclass(frozen=True)
 class _Claim:
     key_id: int
-    token: str
+    number: int
 
 
 class _Busy:
@@ -254,7 +254,7 @@ def _claim_once(
     actor: Actor, key: str, request: Request, lease: Any
 ) -> _Claim | tuple[int, str] | _Busy:
     assert actor.user_id is not None, "an idempotency key belongs to a signed-in user"
-    token, now = secrets.token_hex(16), clock.now()
+    now = clock.now()
     try:
         with transaction() as session:
             row = session.scalars(
@@ -270,21 +270,24 @@ def _claim_once(
                     subject_id=request.subject_id,
                     request_digest=request.digest,
                     state=KeyState.IN_PROGRESS,
-                    claim=token,
+                    claim=1,
                     claimed_at=now,
                 )
                 session.add(row)
                 session.flush()
-                return _Claim(row.id, token)
+                return _Claim(row.id, 1)
             _same_request(row, request)
-            if row.state != KeyState.IN_PROGRESS:
+            if row.state in (KeyState.SUCCEEDED, KeyState.REFUSED):
                 assert row.status_code is not None and row.body is not None
                 return row.status_code, row.body
-            if now - row.claimed_at < lease:
-                return _Busy()
-            log.warning("idempotency key %s of user %s re-claimed (lease over)", key, row.user_id)
-            row.claim, row.claimed_at = token, now
-            return _Claim(row.id, token)
+            if row.state == KeyState.IN_PROGRESS:
+                if now - row.claimed_at < lease:
+                    return _Busy()
+                log.warning(
+                    "idempotency key %s of user %s re-claimed (lease over)", key, row.user_id
+                )
+            row.state, row.claim, row.claimed_at = KeyState.IN_PROGRESS, row.claim + 1, now
+            return _Claim(row.id, row.claim)
     except IntegrityError:  # a concurrent first use inserted the key first (PostgreSQL)
         return _Busy()
 
@@ -308,7 +311,7 @@ def _settle(session: Session, claim: _Claim, status: int, body: str) -> None:
         update(IdempotencyKey)
         .where(
             IdempotencyKey.id == claim.key_id,
-            IdempotencyKey.claim == claim.token,
+            IdempotencyKey.claim == claim.number,
             IdempotencyKey.state == KeyState.IN_PROGRESS,
         )
         .values(state=KeyState.SUCCEEDED, settled_at=clock.now(), status_code=status, body=body)
@@ -326,7 +329,7 @@ def _store_refusal(
             update(IdempotencyKey)
             .where(
                 IdempotencyKey.id == claim.key_id,
-                IdempotencyKey.claim == claim.token,
+                IdempotencyKey.claim == claim.number,
                 IdempotencyKey.state == KeyState.IN_PROGRESS,
             )
             .values(
@@ -363,15 +366,19 @@ def _store_refusal(
 
 
 def _release(claim: _Claim) -> None:
-    """Give the key back (nothing was decided); best effort: the lease covers a failure."""
+    """Give the key back (nothing was decided): `released`, claimed again at once by the next
+    request with it (never deleted, so a claim number is never handed out twice); best
+    effort: the lease covers a failure."""
     try:
         with transaction() as session:
             session.execute(
-                delete(IdempotencyKey).where(
+                update(IdempotencyKey)
+                .where(
                     IdempotencyKey.id == claim.key_id,
-                    IdempotencyKey.claim == claim.token,
+                    IdempotencyKey.claim == claim.number,
                     IdempotencyKey.state == KeyState.IN_PROGRESS,
                 )
+                .values(state=KeyState.RELEASED)
             )
     except Exception:  # noqa: BLE001 - the original error must reach the client
         log.exception("could not release idempotency key %s", claim.key_id)
