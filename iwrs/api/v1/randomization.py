@@ -66,9 +66,8 @@ IDEMPOTENCY = (
     "outcome (up to IWRS_IDEMPOTENCY_WAIT_SECONDS), then gets 409 `in_progress` with "
     "`Retry-After`. Not stored (the key may be sent again): a wrong signature (401), invalid "
     "input (422 before anything ran), and refusals that carry `Retry-After`. A key whose request "
-    "crashed may be claimed again after IWRS_IDEMPOTENCY_LEASE_SECONDS; the subject is still "
-    "randomized at most once. Without a key, a retry for the same subject returns its "
-    "randomization."
+    "crashed may be claimed again after IWRS_IDEMPOTENCY_LEASE_SECONDS; the request still takes "
+    "effect at most once."
 )
 
 KEY_HEADER = {
@@ -197,7 +196,8 @@ class SubjectRandomization(MethodView):
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(401, **PROBLEM)
     @blp.doc(
-        description=IDEMPOTENCY,
+        description=IDEMPOTENCY
+        + " Without a key, a retry for the same subject returns its randomization.",
         parameters=[KEY_HEADER],
     )
     @requires(Permission.RANDOMIZE)
@@ -248,11 +248,14 @@ class Dispensations(MethodView):
     @blp.response(201, DispenseResultSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
-    @blp.doc(description=IDEMPOTENCY, parameters=[KEY_HEADER])
+    @blp.doc(
+        description=IDEMPOTENCY + " Without a key, a repeat for the same visit is refused "
+        "(`once_per_visit`).",
+        parameters=[KEY_HEADER],
+    )
     @requires(Permission.DISPENSE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
-        """Dispense a kit of the subject's (blinded) treatment at a visit (pharmacist); a
-        retry with the same key gets the first answer again."""
+        """Dispense a kit of the subject's (blinded) treatment at a visit (pharmacist)."""
         fields = {
             "visit_code": body["visit_code"],
             "kind": body["kind"],
