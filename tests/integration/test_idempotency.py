@@ -217,6 +217,7 @@ def test_the_page_form_sends_a_fresh_key_after_a_refusal(new_world):
 
 def test_a_crashed_claim_blocks_until_its_lease_and_is_then_reclaimed_once(new_world, clock):
     world = new_world(idempotency_wait=timedelta(0), idempotency_lease=timedelta(seconds=120))
+    token = token_of(world, "inv-CN01")
     with world.app.app_context():
         subject_id = eligible_subject(world, "CN01")
         actor = world.actor("inv-CN01")
@@ -228,6 +229,11 @@ def test_a_crashed_claim_blocks_until_its_lease_and_is_then_reclaimed_once(new_w
             randomize(world, subject_id, idempotency_key="K")
         assert (busy.value.status, busy.value.rule) == (409, "in_progress")
         assert busy.value.headers["Retry-After"] == "1"
+        answered = post(world, token, subject_id, "K")
+        assert answered.status_code == 409 and answered.headers["Retry-After"] == "1"
+        assert [(e["field"], e["rule"]) for e in answered.get_json()["errors"]] == [
+            ("idempotency_key", "in_progress")
+        ]
         clock.advance(seconds=121)
         result = randomize(world, subject_id, idempotency_key="K")
         # The dead request, were it to come back, can no longer settle the key.
