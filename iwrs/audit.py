@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from iwrs import audit_anchor, clock
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditEvent
+from iwrs.models.idempotency import IdempotencyKey
 
 GENESIS = "0" * 64
 _PENDING = "iwrs_audit_pending"
@@ -206,10 +207,18 @@ def _append_pending(session: Session) -> None:
     session.info.pop(_CHANGED, None)
 
 
+# Rows a transaction may change without an audit event. The chain's own rows; and idempotency
+# keys (iwrs.services.idempotency), a technical record of requests, not of the trial: a claim
+# changes no trial state, and auditing it would put a second chain append (the global point of
+# contention) on every signed POST. What a key settles is audited where it matters: a success in
+# the same transaction as its use case's event, a stored refusal with its own event.
+UNAUDITED_ROWS = (AuditEvent, AuditChainHead, AuditAnchor, IdempotencyKey)
+
+
 @event.listens_for(Session, "after_flush")
 def _note_row_changes(session: Session, _context: Any) -> None:
     for obj in (*session.new, *session.dirty, *session.deleted):
-        if not isinstance(obj, AuditEvent | AuditChainHead | AuditAnchor) and (
+        if not isinstance(obj, UNAUDITED_ROWS) and (
             obj in session.new
             or obj in session.deleted
             or (session.is_modified(obj) and not _bookkeeping_only(obj))

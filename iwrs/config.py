@@ -76,6 +76,15 @@ class Settings:
     db_lock_timeout_ms: int = 5000
     db_idle_in_transaction_timeout_ms: int = 30000
     sqlite_busy_timeout_ms: int = 5000
+    # Idempotency keys (iwrs.services.idempotency). The lease: how old an `in_progress` claim
+    # must be before another request with the key may re-claim it (its request crashed). It must
+    # outlast any request that can still commit: longer than the server's worker timeout
+    # (gunicorn's 30 s default) and the database's lock and idle-in-transaction timeouts, with a
+    # margin; a re-claim never randomizes twice anyway (the subject row lock and "already
+    # randomized: the first result"). The wait: how long a concurrent duplicate waits for the
+    # first request's outcome before it is answered 409 `in_progress` with Retry-After.
+    idempotency_lease: timedelta = timedelta(seconds=120)
+    idempotency_wait: timedelta = timedelta(seconds=10)
     testing: bool = False
     secure_cookies: bool = False
     # "production" refuses dummy (UAT) randomization lists; "uat" allows them.
@@ -113,6 +122,12 @@ class Settings:
                 "IWRS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30000, "milliseconds"
             ),
             sqlite_busy_timeout_ms=_int_env("IWRS_SQLITE_BUSY_TIMEOUT_MS", 5000, "milliseconds"),
+            idempotency_lease=timedelta(
+                seconds=_int_env("IWRS_IDEMPOTENCY_LEASE_SECONDS", 120, "seconds")
+            ),
+            idempotency_wait=timedelta(
+                seconds=_int_env("IWRS_IDEMPOTENCY_WAIT_SECONDS", 10, "seconds")
+            ),
             checkpoint_every_events=_int_env("IWRS_CHECKPOINT_EVERY_EVENTS", 500, "events"),
             checkpoint_every=timedelta(minutes=_int_env("IWRS_CHECKPOINT_EVERY_MINUTES", 60)),
             resupply_daily_at=_time_env("IWRS_RESUPPLY_DAILY_AT", "06:00"),

@@ -3,6 +3,7 @@
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
 from iwrs.models.keys import BlindingKeyState
 from iwrs.models.jobs import JobLease
+from iwrs.models.idempotency import IdempotencyKey, KeyState
 from iwrs.models.randomization import (
     Dispensation,
     KitRequest,
@@ -49,6 +50,8 @@ __all__ = [
     "Dispensation",
     "DrugClassification",
     "EligibilityAssessment",
+    "IdempotencyKey",
+    "KeyState",
     "Kit",
     "KitEvent",
     "KitRequest",

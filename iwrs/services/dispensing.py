@@ -4,6 +4,7 @@ the subject's treatment; a discontinued subject receives nothing more."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -143,6 +144,7 @@ def dispense(
     reason: str = "",
     visit_date: object = None,
     backdate_reason: str | None = None,
+    settle: Callable[[Session, DispenseResult], None] | None = None,
 ) -> DispenseResult:
     """Pick a dispensable kit of the subject's treatment at the site (first expiry first out
     by lot, `supply.kit_choice`) and record it dispensed at the visit; the pharmacist then
@@ -151,7 +153,9 @@ def dispense(
     pharmacist's for a scheduled kit out of its window. `visit_date` (stated, `stated_dates`;
     default the site's local today) is not before day 1 or an earlier visit, and decides the
     window; the kit is judged usable on the site's local today, when it is handed over.
-    For an unblinded subject both reasons are coded (rule coded_reason_after_unblinding)."""
+    For an unblinded subject both reasons are coded (rule coded_reason_after_unblinding).
+    `settle(session, result)` is called in the transaction, after the dispensation: an
+    idempotency key's outcome commits with it (iwrs.services.keyed_dispensing)."""
     reason = validation.reason(reason, required=False)
     if kind not in KINDS:
         raise InvalidInput(f"kind: must be one of {', '.join(KINDS)}", field="kind", rule="choice")
@@ -186,6 +190,8 @@ def dispense(
                 stated=stated,
                 request=request,
             )
+            if settle is not None:
+                settle(session, result)
     if refusal is not None:
         raise refusal
     return result

@@ -414,19 +414,29 @@ def randomize(
 ) -> RandomizationResult:
     """Randomize a confirmed-eligible subject at an active site with stock of every arm:
     next slot of the stratum, a kit of the slot's arm, all in one transaction. A retried
-    request (same subject or idempotency key) returns the first result."""
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 100:
-        raise InvalidInput(
-            "idempotency_key: 1-100 characters", field="idempotency_key", rule="length"
+    request for the same subject returns the first result.
+
+    With `idempotency_key` (1-100 characters, scoped to the actor) the key's first outcome,
+    success or refusal, is stored and every retry with the key gets it back, never a new
+    decision (iwrs.services.keyed_randomization; the rules in iwrs.services.idempotency)."""
+    if idempotency_key is not None:
+        from iwrs.services import keyed_randomization
+
+        answer = keyed_randomization.randomize_answer(
+            actor=actor,
+            subject_id=subject_id,
+            signer_password=signer_password,
+            idempotency_key=idempotency_key,
         )
-    earlier = _earlier(actor, subject_id, idempotency_key)
+        return keyed_randomization.result_from_document(answer.body)
+    earlier = _earlier(actor, subject_id)
     if earlier is not None:
         return earlier
     confirm_signature(signer_id=actor.user_id, password=signer_password)
     refusal: Conflict | None = None
     with transaction() as session:
         try:
-            result = _randomize(session, actor, subject_id, idempotency_key)
+            result = _randomize(session, actor, subject_id, None)
         except _Refusal as stop:
             refusal, result = stop.error, None
     if refusal is not None:
@@ -435,11 +445,9 @@ def randomize(
     return result
 
 
-def _earlier(
-    actor: Actor, subject_id: int, idempotency_key: str | None
-) -> RandomizationResult | None:
-    """The subject's randomization if it exists (a retry), answered only to an investigator of
-    the subject's site."""
+def _earlier(actor: Actor, subject_id: int) -> RandomizationResult | None:
+    """The subject's randomization if it exists (a retry without a key), answered only to an
+    investigator of the subject's site."""
     with transaction() as session:
         subject = session.get(Subject, subject_id)
         if subject is None:
@@ -448,7 +456,6 @@ def _earlier(
             _investigator(session, actor, subject.site_id)
         except NotFound:
             return None  # another site's subject: refused alike, after the signature
-        _refuse_key_of_another_subject(session, subject_id, idempotency_key)
         row = session.scalars(
             select(Randomization).where(Randomization.subject_id == subject_id)
         ).first()

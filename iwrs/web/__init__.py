@@ -149,13 +149,19 @@ def handle_error(error: Exception) -> Any:
             title, detail = "Invalid input", "; ".join(p["message"] for p in problems)
     else:  # pragma: no cover - handled by handle_unexpected
         raise error
+    # Headers a refusal carries: Retry-After (in progress), Idempotent-Replayed (a replay).
+    headers = dict(getattr(error, "headers", None) or {}) if isinstance(error, IWRSError) else {}
     if is_api_request():
         from iwrs.api.problems import problem_response
 
-        return problem_response(status, title, detail, problems, getattr(error, "rule", None))
-    return render_template(
-        "error.html", status=status, title=title, detail=detail, problems=problems
-    ), status
+        response = problem_response(status, title, detail, problems, getattr(error, "rule", None))
+        response.headers.update(headers)
+        return response
+    return (
+        render_template("error.html", status=status, title=title, detail=detail, problems=problems),
+        status,
+        headers,
+    )
 
 
 def handle_unexpected(error: Exception) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -117,6 +118,9 @@ def _render_detail(
         drug_classes=engine.dictionary.classifiable() if engine.dictionary else (),
         medication_rows=MEDICATION_ROWS,
         rescreen=queries.rescreen_of(subject.id),
+        # A fresh key on every render: a resubmitted form (double click, reload) is one
+        # randomization, and a new attempt after a refusal is a new request, never its replay.
+        idempotency_key=secrets.token_urlsafe(24),
         criteria_version=subjects.protocol().criteria_version,
     ), status
 

@@ -299,6 +299,9 @@ def main(job_path: str, result_path: str) -> int:
         audit_key=bytes.fromhex(job["keys"]["audit_key"]),
         blinding_key=bytes.fromhex(job["keys"]["blinding_key"]),
         testing=True,
+        # A retry with the key of a running attempt waits for its outcome (generously: the
+        # test asserts outcomes, never timing), rather than being answered in_progress.
+        idempotency_wait=timedelta(seconds=120),
     )
     for name, value in job.get("settings", {}).items():  # e.g. short lock timeouts
         setattr(settings, name, value)

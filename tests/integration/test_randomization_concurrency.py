@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,14 @@ def new_world(tmp_path, database_url, clock) -> Iterator[Any]:
 
 def big_world(new_world: Any, subjects: int) -> World:
     """The big trial: 4 active sites with 130 kits each, a generated list, and `subjects`
-    subjects confirmed eligible."""
-    world = new_world(replacements=BIG_TRIAL, sites=SITES, lots=(("L-BIG", 600, 730),))
+    subjects confirmed eligible. A retry with the key of a running attempt waits for its
+    outcome (generously: the tests assert outcomes, never timing)."""
+    world = new_world(
+        replacements=BIG_TRIAL,
+        sites=SITES,
+        lots=(("L-BIG", 600, 730),),
+        idempotency_wait=timedelta(seconds=120),
+    )
     add_subjects(world, subjects)
     return world
 
@@ -349,13 +356,14 @@ def test_four_processes_randomize_each_subject_once(new_world, database_url, tmp
 
 
 def test_one_idempotency_key_sent_for_two_subjects_at_once(new_world):
-    """A key belongs to the first subject randomized with it; the other subject sending it at
-    the same moment gets a clean refusal (never a database error) and stays unrandomized."""
+    """A key belongs to the first subject its user sent it for; the other subject sent with it
+    by the same user at the same moment gets a clean refusal (never a database error, never
+    in_progress: the binding is checked first) and stays unrandomized."""
     world = new_world(replacements={"quantity = 8": "quantity = 40"})
     workers, keys = 8, 12
     with world.app.app_context():
         pairs = [
-            (eligible_subject(world, "CN01"), eligible_subject(world, "CN02")) for _ in range(keys)
+            (eligible_subject(world, "CN01"), eligible_subject(world, "CN01")) for _ in range(keys)
         ]
     by = investigator_of(world)
     plan = [pairs[r : r + workers // 2] for r in range(0, keys, workers // 2)]
@@ -375,7 +383,7 @@ def test_one_idempotency_key_sent_for_two_subjects_at_once(new_world):
                     randomize(world, subject_id, by=by[subject_id], idempotency_key=f"key-{key}")
                     outcome = "randomized"
                 except IWRSError as refusal:
-                    outcome = f"{type(refusal).__name__}/{refusal.rule}: {refusal}"
+                    outcome = f"{type(refusal).__name__}/{refusal.field}/{refusal.rule}"
                 except Exception as error:  # noqa: BLE001 - any other exception fails the test
                     outcome = f"error {type(error).__name__}: {error!r}"
                 with lock:
@@ -390,7 +398,7 @@ def test_one_idempotency_key_sent_for_two_subjects_at_once(new_world):
     losers = []
     for results in outcomes.values():
         assert sorted(o for _, o in results) == [
-            "Conflict/unique: idempotency_key: already used for another subject",
+            "InvalidInput/idempotency_key/idempotency_key_reused",
             "randomized",
         ], results
         losers += [s for s, o in results if o != "randomized"]

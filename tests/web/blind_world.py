@@ -510,6 +510,8 @@ _MASKS = [
     (re.compile(r'(name="[\w-]*csrf_token"[^>]*?value=")[^"]*(")'), r"\1<csrf>\2"),
     (re.compile(r'(value=")[^"]*("[^>]*?name="[\w-]*csrf_token")'), r"\1<csrf>\2"),
     (re.compile(r'("csrf_token":\s*")[^"]*(")'), r"\1<csrf>\2"),
+    # The page forms' idempotency keys: fresh random values on every render, by design.
+    (re.compile(r'(name="idempotency_key"[^>]*?value=")[^"]*(")'), r"\1<idempotency-key>\2"),
     # Timestamps: ISO datetimes, then any remaining HH:MM[:SS].
     (
         re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from flask import current_app, request
 from flask.views import MethodView
 from flask_login import current_user
 from flask_smorest import Blueprint
@@ -11,8 +14,16 @@ from iwrs import padding
 from iwrs.api.v1.schemas import CODED_REASON, ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
-from iwrs.errors import NotFound
-from iwrs.services import dispensing, queries, randomization, randomization_views
+from iwrs.errors import InvalidInput, NotFound
+from iwrs.services import (
+    dispensing,
+    idempotency,
+    keyed_dispensing,
+    keyed_randomization,
+    queries,
+    randomization,
+    randomization_views,
+)
 
 blp = Blueprint(
     "Randomization",
@@ -42,11 +53,47 @@ class RandomizationSchema(Schema):
     visits = fields.List(fields.Nested(VisitSchema))
 
 
+IDEMPOTENCY = (
+    "Idempotency (Stripe's semantics). Send a key of 1-100 characters of your choice, a fresh "
+    "one (e.g. a UUID) for each new attempt, in the `Idempotency-Key` header or the "
+    "`idempotency_key` field (the same value if both). The key is yours alone (scoped to your "
+    "user) and bound on first use to this operation and subject. The first outcome under the "
+    "key, the 201 result or the refusal (status and problem+json), is stored and every retry "
+    "with the key gets it back byte for byte, with `Idempotent-Replayed: true`; nothing is "
+    "decided again, even if the situation changed (stock arrived): a new attempt after a "
+    "refusal needs a new key. The same key for another subject or operation: 422 "
+    "`idempotency_key_reused`. A retry while the first request is still running waits for its "
+    "outcome (up to IWRS_IDEMPOTENCY_WAIT_SECONDS), then gets 409 `in_progress` with "
+    "`Retry-After`. Not stored (the key may be sent again): a wrong signature (401), invalid "
+    "input (422 before anything ran), and refusals that carry `Retry-After`. A key whose request "
+    "crashed may be claimed again after IWRS_IDEMPOTENCY_LEASE_SECONDS; the request still takes "
+    "effect at most once."
+)
+
+KEY_HEADER = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 100},
+}
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with the "
+        "same idempotency key",
+        "schema": {"type": "string"},
+    }
+}
+
+
 class RandomizeSchema(Schema):
     signature_password = fields.String(
         required=True, load_only=True, metadata={"description": "electronic signature"}
     )
-    idempotency_key = fields.String(load_default=None, validate=validate.Length(min=1, max=100))
+    idempotency_key = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": IDEMPOTENCY},
+    )
 
 
 class DispenseSchema(Schema):
@@ -69,6 +116,11 @@ class DispenseSchema(Schema):
         load_default=None,
         validate=validate.Length(max=1000),
         metadata={"description": CODED_REASON},
+    )
+    idempotency_key = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": IDEMPOTENCY},
     )
 
 
@@ -139,41 +191,89 @@ class SubjectRandomization(MethodView):
         return result
 
     @blp.arguments(RandomizeSchema)
-    @blp.response(201, RandomizationSchema)
+    @blp.response(201, RandomizationSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(401, **PROBLEM)
     @blp.alt_response(503, **PROBLEM)
+    @blp.doc(
+        description=IDEMPOTENCY
+        + " Without a key, a retry for the same subject returns its randomization. 503 with rule"
+        " `busy` and a Retry-After header: a record it needs was held by another request for"
+        " longer than the lock timeout; nothing was saved, send the same request again after"
+        " Retry-After seconds.",
+        parameters=[KEY_HEADER],
+    )
     @requires(Permission.RANDOMIZE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
-        """Randomize (e-signature); a retry with the same subject or key returns the first
-        result and randomizes nothing new. 503 with rule `busy` and a Retry-After header: a
-        record it needs was held by another request for longer than the lock timeout; nothing
-        was saved, send the same request again after Retry-After seconds."""
-        return randomization.randomize(
+        """Randomize (e-signature); a retry with the same key gets the first answer again."""
+        key = _idempotency_key(body["idempotency_key"])
+        if key is None:
+            return randomization.randomize(
+                actor=Actor.of(current_user),
+                subject_id=subject_id,
+                signer_password=body["signature_password"],
+            )
+        answer = keyed_randomization.randomize_answer(
             actor=Actor.of(current_user),
             subject_id=subject_id,
             signer_password=body["signature_password"],
-            idempotency_key=body["idempotency_key"],
+            idempotency_key=key,
         )
+        return _answered(answer)
+
+
+def _answered(answer: idempotency.Answer) -> Any:
+    """The stored document itself, the first time and on every replay: the same bytes."""
+    response = current_app.response_class(
+        answer.body, status=answer.status, mimetype="application/json"
+    )
+    if answer.replayed:
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
+    return response
+
+
+def _idempotency_key(in_body: str | None) -> str | None:
+    """The key from the Idempotency-Key header or the body field (the same if both)."""
+    in_header = request.headers.get("Idempotency-Key")
+    if in_header is not None and in_body is not None and in_header != in_body:
+        raise InvalidInput(
+            "idempotency_key: the Idempotency-Key header and the field differ",
+            field="idempotency_key",
+            rule="one_key",
+        )
+    key = in_body if in_body is not None else in_header
+    return idempotency.check_key(key) if key is not None else None
 
 
 @blp.route("/subjects/<int:subject_id>/dispensations")
 class Dispensations(MethodView):
     @blp.arguments(DispenseSchema)
-    @blp.response(201, DispenseResultSchema)
+    @blp.response(201, DispenseResultSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
+    @blp.doc(
+        description=IDEMPOTENCY + " Without a key, a repeat for the same visit is refused "
+        "(`once_per_visit`).",
+        parameters=[KEY_HEADER],
+    )
     @requires(Permission.DISPENSE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Dispense a kit of the subject's (blinded) treatment at a visit (pharmacist)."""
-        return dispensing.dispense(
-            actor=Actor.of(current_user),
-            subject_id=subject_id,
-            visit_code=body["visit_code"],
-            kind=body["kind"],
-            reason=body["reason"],
-            visit_date=body["visit_date"],
-            backdate_reason=body["backdate_reason"],
+        fields = {
+            "visit_code": body["visit_code"],
+            "kind": body["kind"],
+            "reason": body["reason"],
+            "visit_date": body["visit_date"],
+            "backdate_reason": body["backdate_reason"],
+        }
+        key, actor = _idempotency_key(body["idempotency_key"]), Actor.of(current_user)
+        if key is None:
+            return dispensing.dispense(actor=actor, subject_id=subject_id, **fields)
+        return _answered(
+            keyed_dispensing.dispense_answer(
+                actor=actor, subject_id=subject_id, idempotency_key=key, **fields
+            )
         )
 
 
