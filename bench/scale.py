@@ -1,4 +1,4 @@
-"""Scale generator: a synthetic trial at scale, written through bulk paths that keep every invariant.
+"""Scale generator: a synthetic trial at scale, through bulk paths that keep every invariant.
 
     python bench/scale.py build --url URL --subjects N [--sites S --strata T --kits K
         --audit-events E --pool P --seed X --fresh] --manifest out.json
@@ -160,6 +160,11 @@ class Meter:
             )
 
 
+def _columns(names: str) -> tuple[str, ...]:
+    """A table's column names, written as one space-separated string."""
+    return tuple(names.split())
+
+
 # --- bulk writing ---------------------------------------------------------------------------
 
 
@@ -197,32 +202,27 @@ class Sink:
         return total
 
     def _flush(self, name: str, columns: Sequence[str], chunk: list[tuple[Any, ...]]) -> None:
-        with self.engine.connect().execution_options(iwrs_write=True) as connection:
-            with connection.begin():
-                if self.postgres:
-                    raw = connection.connection.driver_connection
-                    statement = f"COPY {name} ({', '.join(columns)}) FROM STDIN"
-                    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-                        for row in chunk:
-                            copy.write_row(row)
-                else:
-                    connection.execute(
-                        self.table(name).insert(),
-                        [dict(zip(columns, r, strict=True)) for r in chunk],
-                    )
+        writer = self.engine.connect().execution_options(iwrs_write=True)
+        with writer as connection, connection.begin():
+            if self.postgres:
+                raw = connection.connection.driver_connection
+                statement = f"COPY {name} ({', '.join(columns)}) FROM STDIN"
+                with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                    for row in chunk:
+                        copy.write_row(row)
+            else:
+                rows = [dict(zip(columns, r, strict=True)) for r in chunk]
+                connection.execute(self.table(name).insert(), rows)
 
-    def execute(self, sql: str, **params: Any) -> Any:
-        with self.engine.connect().execution_options(iwrs_write=True) as connection:
-            with connection.begin():
-                return (
-                    connection.execute(text(sql), params).all()
-                    if sql.lstrip().upper().startswith("SELECT")
-                    else connection.execute(text(sql), params)
-                )
+    def execute(self, sql: str, **params: Any) -> None:
+        writer = self.engine.connect().execution_options(iwrs_write=True)
+        with writer as connection, connection.begin():
+            connection.execute(text(sql), params)
 
     def next_id(self, name: str) -> int:
         with self.engine.connect() as connection:
-            return int(connection.execute(text(f"SELECT max(id) FROM {name}")).scalar() or 0) + 1
+            found = connection.execute(text(f"SELECT max(id) FROM {name}")).scalar()  # noqa: S608
+            return int(found or 0) + 1
 
     def reset_sequences(self) -> None:
         """PostgreSQL: every serial id continues after the ids written here."""
@@ -235,11 +235,8 @@ class Sink:
                         text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": name}
                     ).scalar()
                     if seq:
-                        connection.execute(
-                            text(
-                                f"SELECT setval('{seq}', (SELECT coalesce(max(id), 0) + 1 FROM {name}), false)"
-                            )
-                        )
+                        after = f"(SELECT coalesce(max(id), 0) + 1 FROM {name})"  # noqa: S608
+                        connection.execute(text(f"SELECT setval(:s, {after}, false)"), {"s": seq})
 
 
 # --- the audit chain ------------------------------------------------------------------------
@@ -333,12 +330,12 @@ class Chain:
         """Write what is left, then move the head to the last event (one conditional UPDATE:
         the head must still be where this chain started)."""
         self.flush()
-        with self.sink.engine.connect().execution_options(iwrs_write=True) as connection:
-            with connection.begin():
-                connection.execute(
-                    text("UPDATE audit_chain_head SET seq = :seq, hash = :hash WHERE id = 1"),
-                    {"seq": self.seq, "hash": self.prev},
-                )
+        writer = self.sink.engine.connect().execution_options(iwrs_write=True)
+        with writer as connection, connection.begin():
+            connection.execute(
+                text("UPDATE audit_chain_head SET seq = :seq, hash = :hash WHERE id = 1"),
+                {"seq": self.seq, "hash": self.prev},
+            )
         took = time.perf_counter() - self.meter.start
         self.sink.rates["audit_event"] = (self.written, took)
 
@@ -389,7 +386,7 @@ def write_protocol(plan: Plan, slots_per_stratum: int, cap: int, path: Path) -> 
     )
     body = body.replace(f"choices = [{choices}] }}", f'choices = [{choices}, "outside"] }}', 1)
     body += (
-        "\n# Synthetic: the region (second stratification factor) is asked, so a criterion reads it.\n"
+        "\n# Synthetic: the region (the second stratification factor) is read by a criterion.\n"
         '[[eligibility.criteria]]\nnumber = "E99"\ntype = "exclusion"\nkind = "lab"\n'
         'text = "Lives outside every recruiting region (synthetic world)"\ncheck = "lab"\n'
         'test = "region"\npositive = "outside"\n'
@@ -597,10 +594,14 @@ class Build:
         return Actor(user_id, username, role, "session")
 
     def investigator(self, site: int) -> Actor:
-        return self.actor(self.investigators[site], f"inv.{self.site_codes[site]}", "investigator")
+        return self.actor(
+            self.investigators[site], f"inv.{self.site_codes[site].lower()}", "investigator"
+        )
 
     def pharmacist(self, site: int) -> Actor:
-        return self.actor(self.pharmacists[site], f"ph.{self.site_codes[site]}", "pharmacist")
+        return self.actor(
+            self.pharmacists[site], f"ph.{self.site_codes[site].lower()}", "pharmacist"
+        )
 
     def subject_id(self, person: Person) -> int:
         return self.subject_id0 + person.index
@@ -625,7 +626,10 @@ def write_users(b: Build) -> None:
     first = b.sink.next_id("app_user")
     people: list[tuple[str, str, list[int]]] = []
     for s, code in enumerate(b.site_codes):
-        people += [(f"inv.{code}", "investigator", [s]), (f"ph.{code}", "pharmacist", [s])]
+        people += [
+            (f"inv.{code.lower()}", "investigator", [s]),
+            (f"ph.{code.lower()}", "pharmacist", [s]),
+        ]
     people += [
         ("supply.mgr", "supply_manager", []),
         ("audit.bench", "auditor", []),
@@ -673,19 +677,9 @@ def write_users(b: Build) -> None:
                 "password_temporary": False,
             },
         )
-    columns = (
-        "id",
-        "username",
-        "full_name",
-        "email",
-        "role",
-        "password_hash",
-        "active",
-        "failed_sign_ins",
-        "failed_signatures",
-        "created_at",
-        "session_version",
-        "password_temporary",
+    columns = _columns(
+        "id username full_name email role password_hash active failed_sign_ins "
+        "failed_signatures created_at session_version password_temporary"
     )
     b.sink.write("app_user", columns, rows, len(rows))
     b.sink.write("user_site", ("user_id", "site_id"), links, len(links))
@@ -733,16 +727,8 @@ def write_tokens(b: Build) -> None:
                 "expires_at": expires.isoformat(),
             },
         )
-    columns = (
-        "id",
-        "user_id",
-        "name",
-        "prefix",
-        "token_sha256",
-        "created_at",
-        "created_by_id",
-        "revoked_at",
-        "expires_at",
+    columns = _columns(
+        "id user_id name prefix token_sha256 created_at created_by_id revoked_at expires_at"
     )
     b.sink.write("api_token", columns, rows, len(rows))
 
@@ -768,17 +754,16 @@ def write_lots_and_kits(b: Build) -> None:
     """The lots (one kit type, far expiry) and every kit, treatment sealed under KIT_CONTEXT
     with the app's Sealer; a kits.generated event per lot, with its number rank test."""
     from blinding.kits import KitSpec
-    from iwrs.services.supply import KIT_CONTEXT, sealer
 
-    kp, plan = b.kits, b.world.plan
-    kit_type = b.app.extensions["iwrs.protocol"].kit_types[0].code
+    kp, protocol = b.kits, b.app.extensions["iwrs.protocol"]
+    kit_type = protocol.kit_types[0].code
     expiry = b.today + timedelta(days=3 * 365)
     lot_id0 = b.sink.next_id("lot")
     lots = [
         (lot_id0 + n, f"SCALE-L{n + 1:04d}", kit_type, expiry, b.now)
         for n in range(len(kp.lot_sizes))
     ]
-    b.sink.write("lot", ("id", "code", "kit_type", "expiry", "created_at"), lots, len(lots))
+    b.sink.write("lot", _columns("id code kit_type expiry created_at"), lots, len(lots))
     first = 0
     for n, size in enumerate(kp.lot_sizes):
         specs = [
@@ -786,70 +771,38 @@ def write_lots_and_kits(b: Build) -> None:
             for i in range(first, first + size)
         ]
         ranks = number_rank_test(specs)
-        b.chain.add(
-            b.cli,
-            "kits.generated",
-            "lot",
-            lots[n][1],
-            after={
-                "kits": size,
-                "lots": [lots[n][1]],
-                "kit_types": [kit_type],
-                "depot": b.app.extensions["iwrs.protocol"].depot.code,
-                "number_rank_test": {
-                    "p_value": float(f"{ranks.p_value:.4g}"),
-                    "warning": ranks.warning,
-                },
-            },
-        )
+        test = {"p_value": float(f"{ranks.p_value:.4g}"), "warning": ranks.warning}
+        after = {"kits": size, "lots": [lots[n][1]], "kit_types": [kit_type]}
+        after |= {"depot": protocol.depot.code, "number_rank_test": test}
+        b.chain.add(b.cli, "kits.generated", "lot", lots[n][1], after=after)
         first += size
     b.kit_id0 = b.sink.next_id("kit")
-    seal, people_kit = sealer().seal, _dispensed_to(b)
-
-    def rows() -> Iterator[tuple[Any, ...]]:
-        for i, number in enumerate(kp.numbers):
-            site = kp.site_of.get(i)
-            holder = people_kit.get(i)
-            if site is None:
-                state, kind, place, shipment = "at_depot", "depot", b.depot_id, None
-            elif holder is None:
-                state, kind, place, shipment = (
-                    "available",
-                    "site",
-                    b.site_ids[site],
-                    b.shipment_of[site],
-                )
-            else:
-                state, kind, place = "dispensed", "subject", b.subject_id(holder)
-                shipment = b.shipment_of[site]
-            sealed = seal(kp.treatments[i], context=KIT_CONTEXT.format(number=number))
-            yield (
-                b.kit_id0 + i,
-                number,
-                kit_type,
-                lot_id0 + kp.lot_of[i],
-                state,
-                kind,
-                place,
-                shipment,
-                sealed,
-                b.now,
-            )
-
-    columns = (
-        "id",
-        "number",
-        "kit_type",
-        "lot_id",
-        "state",
-        "place_kind",
-        "place_id",
-        "shipment_id",
-        "sealed_treatment",
-        "updated_at",
+    columns = _columns(
+        "id number kit_type lot_id state place_kind place_id shipment_id "
+        "sealed_treatment updated_at"
     )
-    b.sink.write("kit", columns, rows(), len(kp.numbers))
-    del plan
+    b.sink.write("kit", columns, _kit_rows(b, kit_type, lot_id0), len(kp.numbers))
+
+
+def _kit_rows(b: Build, kit_type: str, lot_id0: int) -> Iterator[tuple[Any, ...]]:
+    """Each kit where the world left it: at the depot, available at its site, or dispensed."""
+    from iwrs.services.supply import KIT_CONTEXT, sealer
+
+    kp, seal, holders = b.kits, sealer().seal, _dispensed_to(b)
+    for i, number in enumerate(kp.numbers):
+        site, holder = kp.site_of.get(i), holders.get(i)
+        if site is None:
+            state, kind, place, shipment = "at_depot", "depot", b.depot_id, None
+        elif holder is None:
+            state, kind, place = "available", "site", b.site_ids[site]
+            shipment = b.shipment_of[site]
+        else:
+            state, kind, place = "dispensed", "subject", b.subject_id(holder)
+            shipment = b.shipment_of[site]
+        sealed = seal(kp.treatments[i], context=KIT_CONTEXT.format(number=number))
+        lot = lot_id0 + kp.lot_of[i]
+        where = (state, kind, place, shipment)
+        yield (b.kit_id0 + i, number, kit_type, lot, *where, sealed, b.now)
 
 
 def _dispensed_to(b: Build) -> dict[int, Person]:
@@ -859,7 +812,6 @@ def _dispensed_to(b: Build) -> dict[int, Person]:
 def write_shipments(b: Build) -> None:
     """One initial shipment per site, requested, shipped and received whole (its kits' ledger
     events are written by write_kit_events)."""
-    manager = b.actor(b.staff["supply_manager"], "supply.mgr", "supply_manager")
     first = b.sink.next_id("shipment")
     per_site: dict[int, list[str]] = {}
     for index, site in b.kits.site_of.items():
@@ -887,59 +839,54 @@ def write_shipments(b: Build) -> None:
                 False,
             )
         )
-        kits = sorted(per_site[site])
-        b.chain.add(
-            manager,
-            "shipment.requested",
-            "shipment",
-            ship_id,
-            site_id=site_id,
-            after={"number": number, "kind": "initial", "site": b.site_codes[site], "kits": kits},
-        )
-        b.chain.add(
-            manager,
-            "shipment.shipped",
-            "shipment",
-            ship_id,
-            site_id=site_id,
-            after={
-                "number": number,
-                "courier": "Bench Cold Chain",
-                "tracking_number": f"BCC{ship_id:06d}",
-            },
-        )
-        b.chain.add(
-            b.pharmacist(site),
-            "shipment.received",
-            "shipment",
-            ship_id,
-            site_id=site_id,
-            after={
-                "number": number,
-                "good": len(kits),
-                "damaged": 0,
-                "missing": 0,
-                "temperature_excursion": False,
-                "conditions": {k: "good" for k in kits},
-            },
-        )
-    columns = (
-        "id",
-        "number",
-        "kind",
-        "depot_id",
-        "site_id",
-        "state",
-        "requested_at",
-        "requested_by_id",
-        "shipped_at",
-        "courier",
-        "tracking_number",
-        "received_at",
-        "received_by_id",
-        "temperature_excursion",
+        _shipment_events(b, site, ship_id, number, sorted(per_site[site]))
+    columns = _columns(
+        "id number kind depot_id site_id state requested_at requested_by_id "
+        "shipped_at courier tracking_number received_at received_by_id "
+        "temperature_excursion"
     )
     b.sink.write("shipment", columns, rows, len(rows))
+
+
+def _shipment_events(b: Build, site: int, ship_id: int, number: str, kits: list[str]) -> None:
+    """shipment.requested, shipped and received, as the shipment use cases record them."""
+    manager = b.actor(b.staff["supply_manager"], "supply.mgr", "supply_manager")
+    site_id = b.site_ids[site]
+    b.chain.add(
+        manager,
+        "shipment.requested",
+        "shipment",
+        ship_id,
+        site_id=site_id,
+        after={"number": number, "kind": "initial", "site": b.site_codes[site], "kits": kits},
+    )
+    b.chain.add(
+        manager,
+        "shipment.shipped",
+        "shipment",
+        ship_id,
+        site_id=site_id,
+        after={
+            "number": number,
+            "courier": "Bench Cold Chain",
+            "tracking_number": f"BCC{ship_id:06d}",
+        },
+    )
+    b.chain.add(
+        b.pharmacist(site),
+        "shipment.received",
+        "shipment",
+        ship_id,
+        site_id=site_id,
+        after={
+            "number": number,
+            "good": len(kits),
+            "damaged": 0,
+            "missing": 0,
+            "temperature_excursion": False,
+            "conditions": {k: "good" for k in kits},
+        },
+    )
 
 
 def visit_dates(b: Build, p: Person) -> tuple[date, date]:
@@ -1082,7 +1029,6 @@ def _subject_rows(
         else None
     )
     stratum = found["stratum"] if found and p.status in ("eligible", "randomized") else None
-    status = "eligible" if p.status == "randomized" else p.status  # randomized below
     final = p.status
     rows.subjects.append(
         (
@@ -1114,8 +1060,23 @@ def _subject_rows(
             "rescreen_of": None,
         },
     )
-    if found is None:
-        return
+    if found is not None:
+        _assessment_rows(b, p, rows, ids, found, criteria, screening)
+
+
+def _assessment_rows(
+    b: Build,
+    p: Person,
+    rows: Rows,
+    ids: dict[str, int],
+    found: dict[str, Any],
+    criteria: str,
+    screening: date,
+) -> None:
+    """The signed assessment (eligible or screen failure) and its three events."""
+    investigator, subject_id = b.investigator(p.site), b.subject_id(p)
+    number, where = b.screening_number(p), {"site_id": b.site_ids[p.site], "subject_id": subject_id}
+    stratum = found["stratum"] if p.status in ("eligible", "randomized") else None
     assessment = ids["eligibility_assessment"]
     ids["eligibility_assessment"] += 1
     b.chain.add(
@@ -1140,7 +1101,8 @@ def _subject_rows(
         f"I confirm that subject {number} meets every eligibility criterion of protocol "
         f"{b.app.extensions['iwrs.protocol'].study_id} ({criteria})"
         if decision == "eligible"
-        else f"I confirm that subject {number} is a screen failure (failing criteria {', '.join(found['failing'])})"
+        else f"I confirm that subject {number} is a screen failure "
+        f"(failing criteria {', '.join(found['failing'])})"
     )
     sig = _signature(b, rows, ids, investigator, meaning, "eligibility_assessment", assessment)
     rows.assessments.append(
@@ -1163,7 +1125,7 @@ def _subject_rows(
             sig,
         )
     )
-    after_status = "screen_failed" if decision == "screen_failure" else status
+    after_status = "screen_failed" if decision == "screen_failure" else "eligible"
     b.chain.add(
         investigator,
         f"eligibility.confirmed_{decision}",
@@ -1233,6 +1195,16 @@ def _randomization_rows(
             "status": "randomized",
         },
     )
+    _dispensation_rows(b, p, rows, ids, moment, day1)
+
+
+def _dispensation_rows(
+    b: Build, p: Person, rows: Rows, ids: dict[str, int], moment: datetime, day1: date
+) -> None:
+    """One scheduled dispensation per visit done, 4 weeks apart (V1's at randomization has
+    no event of its own: subject.randomized names its kit)."""
+    investigator, subject_id, site_id = b.investigator(p.site), b.subject_id(p), b.site_ids[p.site]
+    protocol, number = b.app.extensions["iwrs.protocol"], b.screening_number(p)
     for visit, kit in enumerate(p.kits):
         code = protocol.visits[visit].code
         disp = ids["dispensation"]
@@ -1294,18 +1266,9 @@ def write_list(b: Build) -> tuple[int, str]:
         b.now,
         b.staff["unblinded_statistician"],
     )
-    columns = (
-        "id",
-        "name",
-        "dummy",
-        "source",
-        "algorithm",
-        "sealed_seed",
-        "fingerprint",
-        "active",
-        "locked_at",
-        "created_at",
-        "created_by_id",
+    columns = _columns(
+        "id name dummy source algorithm sealed_seed fingerprint active locked_at "
+        "created_at created_by_id"
     )
     b.sink.write("randomization_list", columns, [row], 1)
     stat = b.actor(b.staff["unblinded_statistician"], "stat.bench", "unblinded_statistician")
@@ -1353,16 +1316,7 @@ def write_slots(
                 at,
             )
 
-    columns = (
-        "id",
-        "list_id",
-        "stratum",
-        "sequence",
-        "sealed_arm",
-        "sealed_block",
-        "subject_id",
-        "used_at",
-    )
+    columns = _columns("id list_id stratum sequence sealed_arm sealed_block subject_id used_at")
     b.sink.write("randomization_slot", columns, rows(), len(every))
     taken: dict[str, int] = {}
     for stratum, sequence in used:
@@ -1381,18 +1335,9 @@ def write_slots(
 
 def write_subjects(b: Build, rows: Rows) -> None:
     """The subjects, and each site's screening sequence (numbers are never reused)."""
-    columns = (
-        "id",
-        "site_id",
-        "screening_number",
-        "status",
-        "sex",
-        "date_of_birth",
-        "screening_date",
-        "stratum",
-        "created_at",
-        "created_by_id",
-        "status_changed_at",
+    columns = _columns(
+        "id site_id screening_number status sex date_of_birth screening_date "
+        "stratum created_at created_by_id status_changed_at"
     )
     b.sink.write("subject", columns, rows.subjects, len(rows.subjects))
     with (
@@ -1477,45 +1422,27 @@ def write_signed_tables(b: Build, rows: Rows, slot_ids: dict[tuple[str, int], in
 def write_kit_events(b: Build) -> None:
     """The ledger of every kit shipped: reserve, ship, receive at its site, and dispense to its
     subject; the depot's kits have none (every kit starts at the depot)."""
+    expected = 3 * len(b.kits.site_of) + len(_dispensed_to(b))
+    columns = _columns(
+        "id kit_id action from_state to_state to_place_kind to_place_id shipment_id "
+        "detail at user_id"
+    )
+    b.sink.write("kit_event", columns, _kit_event_rows(b), expected)
+
+
+def _kit_event_rows(b: Build) -> Iterator[tuple[Any, ...]]:
+    """Each shipped kit's events, in id order (the order the ledger replays them in)."""
     holders = _dispensed_to(b)
     visit_of = {k: n for p in b.world.people for n, k in enumerate(p.kits)}
     codes = [v.code for v in b.app.extensions["iwrs.protocol"].visits]
-    manager, first = b.staff["supply_manager"], b.sink.next_id("kit_event")
-
-    def rows() -> Iterator[tuple[Any, ...]]:
-        n = first
-        for index in sorted(b.kits.site_of):
-            site = b.kits.site_of[index]
-            kit_id, ship, site_id = b.kit_id0 + index, b.shipment_of[site], b.site_ids[site]
-            yield (
-                n,
-                kit_id,
-                "reserve",
-                "at_depot",
-                "reserved",
-                "shipment",
-                ship,
-                ship,
-                None,
-                b.now,
-                manager,
-            )
-            yield (
-                n + 1,
-                kit_id,
-                "ship",
-                "reserved",
-                "in_transit",
-                "shipment",
-                ship,
-                ship,
-                None,
-                b.now,
-                manager,
-            )
-            yield (
-                n + 2,
-                kit_id,
+    manager, n = b.staff["supply_manager"], b.sink.next_id("kit_event")
+    for index in sorted(b.kits.site_of):
+        site = b.kits.site_of[index]
+        kit_id, ship, site_id = b.kit_id0 + index, b.shipment_of[site], b.site_ids[site]
+        steps = [
+            ("reserve", "at_depot", "reserved", "shipment", ship, ship, None, manager),
+            ("ship", "reserved", "in_transit", "shipment", ship, ship, None, manager),
+            (
                 "receive",
                 "in_transit",
                 "available",
@@ -1523,48 +1450,23 @@ def write_kit_events(b: Build) -> None:
                 site_id,
                 ship,
                 None,
-                b.now,
                 b.pharmacists[site],
+            ),
+        ]
+        holder = holders.get(index)
+        if holder is not None:
+            visit = visit_of[index]
+            detail = (
+                f"{codes[visit]} at randomization" if visit == 0 else f"{codes[visit]} scheduled"
             )
-            n += 3
-            holder = holders.get(index)
-            if holder is not None:
-                visit = visit_of[index]
-                detail = (
-                    f"{codes[visit]} at randomization"
-                    if visit == 0
-                    else f"{codes[visit]} scheduled"
-                )
-                yield (
-                    n,
-                    kit_id,
-                    "dispense",
-                    "available",
-                    "dispensed",
-                    "subject",
-                    b.subject_id(holder),
-                    None,
-                    detail,
-                    b.now,
-                    b.investigators[site] if visit == 0 else b.pharmacists[site],
-                )
-                n += 1
-
-    expected = 3 * len(b.kits.site_of) + len(holders)
-    columns = (
-        "id",
-        "kit_id",
-        "action",
-        "from_state",
-        "to_state",
-        "to_place_kind",
-        "to_place_id",
-        "shipment_id",
-        "detail",
-        "at",
-        "user_id",
-    )
-    b.sink.write("kit_event", columns, rows(), expected)
+            by = b.investigators[site] if visit == 0 else b.pharmacists[site]
+            subject = b.subject_id(holder)
+            steps.append(
+                ("dispense", "available", "dispensed", "subject", subject, None, detail, by)
+            )
+        for action, was, now, kind, place, shipment, detail, user in steps:
+            yield (n, kit_id, action, was, now, kind, place, shipment, detail, b.now, user)
+            n += 1
 
 
 # --- the build ------------------------------------------------------------------------------
@@ -1739,9 +1641,11 @@ def _manifest(
         },
         "users": {
             "investigators": [
-                person(b.investigators[s], f"inv.{b.site_codes[s]}", s) for s in bench
+                person(b.investigators[s], f"inv.{b.site_codes[s].lower()}", s) for s in bench
             ],
-            "pharmacists": [person(b.pharmacists[s], f"ph.{b.site_codes[s]}", s) for s in bench],
+            "pharmacists": [
+                person(b.pharmacists[s], f"ph.{b.site_codes[s].lower()}", s) for s in bench
+            ],
             "supply_manager": person(b.staff["supply_manager"], "supply.mgr"),
             "auditor": person(b.staff["auditor"], "audit.bench"),
         },
