@@ -1,14 +1,14 @@
 """indexes for the queries of the main operations and pages (issue 13: no cost that grows)
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 Create Date: 2026-11-29
 """
 
 from alembic import op
 
 revision = "0016"
-down_revision = "0013"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

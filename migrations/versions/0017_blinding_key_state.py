@@ -1,7 +1,7 @@
 """the current blinding key's id, for online key rotation
 
 Revision ID: 0017
-Revises: 0013
+Revises: 0016
 Create Date: 2026-11-29
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 import iwrs.db
 
 revision = "0017"
-down_revision = "0013"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """scheduled jobs' lease rows; outbox claims (state, claimed_at, attempts)
 
 Revision ID: 0018
-Revises: 0013
+Revises: 0017
 Create Date: 2026-11-29
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 import iwrs.db
 
 revision = "0018"
-down_revision = "0013"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
