@@ -582,7 +582,6 @@ def audit_verify_export(export_file, key_file) -> None:  # type: ignore[no-untyp
 
 def init_app(app: Flask) -> None:
     from iwrs import cli_keys  # noqa: F401 - registers the `iwrs keys …` commands
-
     from iwrs.worker import register
 
     register(iwrs_cli)

@@ -1,9 +1,9 @@
 """SQLAlchemy 2 typed models by area; importing this package registers every table."""
 
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
-from iwrs.models.keys import BlindingKeyState
-from iwrs.models.jobs import JobLease
 from iwrs.models.idempotency import IdempotencyKey, KeyState
+from iwrs.models.jobs import JobLease
+from iwrs.models.keys import BlindingKeyState
 from iwrs.models.randomization import (
     Dispensation,
     KitRequest,
