@@ -63,5 +63,8 @@ def downgrade() -> None:
         batch_op.drop_column("attempts")
         batch_op.drop_column("claimed_by")
         batch_op.drop_column("claimed_at")
+        # The CHECK on `state` first: SQLite's batch copy would otherwise keep it, naming a
+        # column that no longer exists.
+        batch_op.drop_constraint(batch_op.f("ck_notification_outbox_state"), type_="check")
         batch_op.drop_column("state")
     op.drop_table("job_lease")
