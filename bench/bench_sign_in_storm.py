@@ -121,28 +121,48 @@ def _writes(app: Any, keep: str, ids: list[int], label: str, interval: float) ->
     return latencies
 
 
-def _storm(folder: Path, throttle: bool, cheap: bool, index: int, stop: Any, answers: Any) -> None:
-    """One anonymous client in its own process (as several app processes would serve them):
-    POST /sign-in with a fresh unknown username, as fast as the answers come."""
-    import re
+def _serve(folder: Path, throttle: bool, cheap: bool, ports: Any) -> None:
+    """One storm server: the app in its own process (as several app processes would serve the
+    storm), behind werkzeug's single-threaded HTTP/1.1 server, at normal priority."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class KeepAlive(WSGIRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            pass
 
     app = _app(folder, throttle=throttle, cheap=cheap)
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = f"10.9.0.{index + 1}"
-    page = client.get("/sign-in").get_data(as_text=True)
+    server = make_server("127.0.0.1", 0, app, request_handler=KeepAlive)
+    ports.put(server.server_port)
+    server.serve_forever()
+
+
+def _storm(port: int, index: int, nice: int, stop: Any, answers: Any) -> None:
+    """One anonymous client (a machine elsewhere) in its own process, at nice `nice`, from its
+    own loopback address: POST /sign-in with a fresh unknown username, as fast as the answers
+    come, over one keep-alive connection."""
+    import http.client
+    import re
+
+    os.nice(nice)
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, source_address=(f"127.0.9.{index + 1}", 0)
+    )
+    connection.request("GET", "/sign-in")
+    response = connection.getresponse()
+    page = response.read().decode()
+    cookie = response.getheader("Set-Cookie", "").split(";")[0]
     found = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
     assert found is not None
+    headers = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
     while not stop.is_set():
-        response = client.post(
-            "/sign-in",
-            data={
-                "username": f"nobody{secrets.token_hex(4)}",
-                "password": "wrong password!",
-                "csrf_token": found.group(1),
-            },
-        )
+        body = f"username=nobody{secrets.token_hex(4)}&password=wrong+password%21&csrf_token="
+        connection.request("POST", "/sign-in", body + found.group(1), headers)
+        response = connection.getresponse()
+        response.read()
         with answers.get_lock():
-            answers[0 if response.status_code == 401 else 1] += 1
+            answers[0 if response.status == 401 else 1 if response.status == 429 else 2] += 1
 
 
 def _summary(latencies: list[float]) -> dict[str, float]:
@@ -154,41 +174,65 @@ def _summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
+def _start_storm(
+    folder: Path, *, throttle: bool, cheap: bool, clients: int, nice: int
+) -> tuple[list[Any], Any, Any]:
+    """`clients` server processes and one client process for each (processes, stop, answers)."""
+    context = multiprocessing.get_context("fork")
+    stop, answers, ports = context.Event(), context.Array("i", [0, 0, 0]), context.Queue()
+    servers = [
+        context.Process(target=_serve, args=(folder, throttle, cheap, ports))
+        for _ in range(clients)
+    ]
+    for server in servers:
+        server.start()
+    storm = [
+        context.Process(target=_storm, args=(ports.get(timeout=60), i, nice, stop, answers))
+        for i in range(clients)
+    ]
+    for client in storm:
+        client.start()
+    return servers + storm, stop, answers
+
+
 def _phase(
     folder: Path,
     *,
     throttle: bool,
     cheap: bool,
     clients: int,
+    nice: int,
     writes: int,
     interval: float,
     label: str,
 ) -> dict:
     app = _app(folder, throttle=throttle, cheap=cheap)
     keep, ids = _tokens(app, writes)
-    context = multiprocessing.get_context("fork")
-    stop, answers = context.Event(), context.Array("i", [0, 0])
-    storm = [
-        context.Process(target=_storm, args=(folder, throttle, cheap, i, stop, answers))
-        for i in range(clients)
-    ]
-    for process in storm:
-        process.start()
+    processes, stop, answers = _start_storm(
+        folder, throttle=throttle, cheap=cheap, clients=clients, nice=nice
+    )
     time.sleep(WARM_UP if clients else 0)
     try:
         latencies = _writes(app, keep, ids, label, interval)
     finally:
         stop.set()
-        for process in storm:
+        for process in processes[clients:]:
+            process.join()
+        for process in processes[:clients]:
+            process.terminate()
             process.join()
     app.extensions["iwrs.engine"].dispose()
     return {
         **_summary(latencies),
-        "sign_in_answers": {"401 (checked)": answers[0], "429 (throttled)": answers[1]},
+        "sign_in_answers": {
+            "401 (checked)": answers[0],
+            "429 (throttled)": answers[1],
+            "other": answers[2],
+        },
     }
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=300)
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between writes")
@@ -199,44 +243,68 @@ def main() -> None:
         default="production",
         help="Argon2id costs: the shipped ones, or the test suite's (isolates lock effects)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--client-nice",
+        default="0,19",
+        help="comma-separated nice values of the storm's client processes, one storm per value "
+        "(the servers always run at normal priority)",
+    )
+    parser.add_argument(
+        "--throttle-off",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also storm with the throttle switched off",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     cheap = args.argon2 == "test"
     folder = Path(tempfile.mkdtemp(prefix="iwrs-bench-storm-"))
+    phases = [("idle", True, 0, 0)]
+    for nice in (int(value) for value in args.client_nice.split(",")):
+        phases.append((f"storm, throttled, clients nice {nice}", True, args.clients, nice))
+        if args.throttle_off:
+            phases.append((f"storm, throttle off, clients nice {nice}", False, args.clients, nice))
     results = {}
-    for label, throttle, clients in (
-        ("idle", True, 0),
-        ("storm, throttled", True, args.clients),
-        ("storm, throttle off", False, args.clients),
-    ):
+    for label, throttle, clients, nice in phases:
         print(f"{label} …", file=sys.stderr, flush=True)
         results[label] = _phase(
             folder,
             throttle=throttle,
             cheap=cheap,
             clients=clients,
+            nice=nice,
             writes=args.writes,
             interval=args.interval,
             label=label,
         )
-    idle = results["idle"]["median_ms"]
-    for label in ("storm, throttled", "storm, throttle off"):
-        results[label]["median_vs_idle"] = round(results[label]["median_ms"] / idle, 2)
+    idle = results["idle"]
+    for result in results.values():
+        result["median_vs_idle"] = round(result["median_ms"] / idle["median_ms"], 2)
+        result["p95_vs_idle"] = round(result["p95_ms"] / idle["p95_ms"], 2)
     command = (
         f"python bench/bench_sign_in_storm.py --writes {args.writes} --interval {args.interval} "
-        f"--clients {args.clients} --argon2 {args.argon2}"
+        f"--clients {args.clients} --argon2 {args.argon2} --client-nice {args.client_nice}"
+        + ("" if args.throttle_off else " --no-throttle-off")
     )
     load = [round(x, 1) for x in os.getloadavg()]
     cpus = os.cpu_count()
     print(
         json.dumps({"command": command, "cpus": cpus, "load": load, "results": results}, indent=2)
     )
-    storm, off = results["storm, throttled"], results["storm, throttle off"]
+    storms = "; ".join(
+        f"{label.removeprefix('storm, ')}: {r['median_ms']}/{r['p95_ms']} ms "
+        f"({r['median_vs_idle']}x/{r['p95_vs_idle']}x; {r['sign_in_answers']['401 (checked)']} "
+        f"checked, {r['sign_in_answers']['429 (throttled)']} answered 429)"
+        for label, r in results.items()
+        if label != "idle"
+    )
     print(
         f"| `{command}` | audited write (API token revocation) median/p95: idle "
-        f"{idle}/{results['idle']['p95_ms']} ms; {args.clients}-client unknown-user sign-in "
-        f"storm {storm['median_ms']}/{storm['p95_ms']} ms ({storm['median_vs_idle']}x) throttled, "
-        f"{off['median_ms']}/{off['p95_ms']} ms ({off['median_vs_idle']}x) with the throttle off "
-        f"({cpus} CPUs, load {load[0]}) |"
+        f"{idle['median_ms']}/{idle['p95_ms']} ms; {args.clients}-client unknown-user sign-in "
+        f"storm, {storms} ({cpus} CPUs, load {load[0]}) |"
     )
 
 
