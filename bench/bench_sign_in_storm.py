@@ -1,15 +1,25 @@
 """Benchmark: write latency under a storm of unknown-user sign-ins (issue 11).
 
-One process, the embedded SQLite default, production Argon2id costs. A writer thread revokes API
-tokens one by one through the API (DELETE /api/v1/tokens/<id>: an audited write, no password
-check) and times each request, first alone (idle), then while 4 clients loop POST /sign-in with
-unknown usernames, each from its own address: with the sign-in throttle as shipped, and with the
-throttle switched off (every attempt then runs Argon2id, outside any write lock, and writes its
-audit event in a short transaction). Prints progress, a JSON summary and a line for the README.
+The embedded SQLite default, production Argon2id costs. A writer in the main process revokes
+API tokens one by one through the API (DELETE /api/v1/tokens/<id>: an audited write, no
+password check) and times each request, first alone (idle), then during a storm of 4 clients
+looping POST /sign-in with unknown usernames, each from its own loopback address: with the
+sign-in throttle as shipped, and with the throttle switched off (every attempt then runs
+Argon2id, outside any write lock, and writes its audit event in a short transaction). Prints
+progress, a JSON summary and a line for the README.
 
     .venv/bin/python bench/bench_sign_in_storm.py [--writes 300] [--interval 0.25] [--clients 4]
-        [--argon2 production|test]
+        [--argon2 production|test] [--client-nice 0,19] [--no-throttle-off]
 
+Who runs where (all on this machine's cores, which is the point):
+- each storm client is its own process, talking real HTTP/1.1 (one keep-alive connection) to
+  its own storm server: a process serving the application with werkzeug, at normal priority,
+  as several app processes would serve the storm;
+- the clients stand for machines elsewhere. On a small machine their own CPU (building and
+  parsing hundreds of requests a second) competes with the server, which a real attacker's
+  does not. So each storm runs once per `--client-nice` value: 0 (the clients compete with
+  the server as equals: the worst case, reported) and 19 (the clients yield the CPU to
+  anything else, as if they were elsewhere). Only the clients are niced, never a server.
 The writes are paced (one every `interval` s, 75 s by default) so that the storm is sampled over
 whole throttle windows, not only the first seconds before any limit is reached.
 """

@@ -17,8 +17,8 @@ by `refuse_throttled`, the hook right after the body checks (iwrs/request_guard.
 authentication, the session, CSRF, the database and any template: 429, Retry-After and a small
 fixed page. No password is checked and nothing is written, except one audit event per throttled
 key and window (not one per attempt), so a storm cannot flood the trail either. Measured
-(bench/micro_throttle.py): about 0.2 ms of server CPU per throttled attempt, against 1.3 ms
-when Flask-Limiter answered it from the view with the sign-in page.
+(bench/bench_throttled_sign_in.py): about 0.2 ms of server CPU per throttled attempt, against
+1.3 ms when Flask-Limiter answered it from the view with the sign-in page.
 
 Decision: the counting is done by `limits` (the library Flask-Limiter is built on, same
 maintainers) rather than by Flask-Limiter's decorators. Flask-Limiter evaluated the sign-in
