@@ -20,8 +20,12 @@ Who runs where (all on this machine's cores, which is the point):
   does not. So each storm runs once per `--client-nice` value: 0 (the clients compete with
   the server as equals: the worst case, reported) and 19 (the clients yield the CPU to
   anything else, as if they were elsewhere). Only the clients are niced, never a server.
-The writes are paced (one every `interval` s, 75 s by default) so that the storm is sampled over
-whole throttle windows, not only the first seconds before any limit is reached.
+The writes are paced (one every `interval` s) so that the storm is sampled over whole throttle
+windows, not only the first seconds before any limit is reached, and alternate in blocks of
+SEGMENT writes between the storm running and its clients stopped (SIGSTOP; the servers and
+their throttle counters stay up): `--writes` of each, so 2 x 300 x 0.25 s = 150 s a storm. The
+idle figure is thus taken over the same minutes as the storm's, and other load on a shared
+machine weighs on both alike.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -50,6 +55,8 @@ from iwrs.models import User
 PASSWORD = "correct horse battery staple"  # noqa: S105 - the bench's own throw-away account
 SECRET = bytes(range(32))  # one session secret for every process of the bench
 WARM_UP = 2.0  # seconds of storm before the writes are timed
+SEGMENT = 20  # writes in a row under one condition (storm running, or its clients stopped)
+SETTLE = 0.5  # seconds after starting or stopping the clients before the next write
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 
 
@@ -114,19 +121,28 @@ def _tokens(app: Any, count: int) -> tuple[str, list[int]]:
     return keep, ids
 
 
-def _writes(app: Any, keep: str, ids: list[int], label: str, interval: float) -> list[float]:
-    """One write every `interval` seconds (so the storm is sampled over whole throttle windows)."""
+def _writes(
+    app: Any, keep: str, ids: list[int], label: str, interval: float, storm: Any
+) -> dict[str, list[float]]:
+    """One write every `interval` seconds, alternating blocks of `SEGMENT` writes with the storm
+    running and with its clients stopped (SIGSTOP): both conditions are sampled over the same
+    minutes, so other load on the machine weighs on both alike."""
     client = app.test_client()
     headers = {"Authorization": f"Bearer {keep}"}
-    latencies = []
-    for done, token_id in enumerate(ids, 1):
+    latencies: dict[str, list[float]] = {"storm": [], "idle": []}
+    for done, token_id in enumerate(ids):
+        block, within = divmod(done, SEGMENT)
+        condition = "storm" if block % 2 == 0 else "idle"
+        if within == 0:
+            storm(condition == "storm")
+            time.sleep(SETTLE)
         started = time.perf_counter()
         response = client.delete(f"/api/v1/tokens/{token_id}", headers=headers)
         elapsed = time.perf_counter() - started
-        latencies.append(elapsed * 1000)
+        latencies[condition].append(elapsed * 1000)
         assert response.status_code == 204, response.get_data(as_text=True)
-        if done % 50 == 0:
-            print(f"  {label}: {done}/{len(ids)} writes", file=sys.stderr, flush=True)
+        if (done + 1) % 100 == 0:
+            print(f"  {label}: {done + 1}/{len(ids)} writes", file=sys.stderr, flush=True)
         time.sleep(max(0.0, interval - elapsed))
     return latencies
 
@@ -217,14 +233,20 @@ def _phase(
     label: str,
 ) -> dict:
     app = _app(folder, throttle=throttle, cheap=cheap)
-    keep, ids = _tokens(app, writes)
+    keep, ids = _tokens(app, 2 * writes)
     processes, stop, answers = _start_storm(
         folder, throttle=throttle, cheap=cheap, clients=clients, nice=nice
     )
-    time.sleep(WARM_UP if clients else 0)
+
+    def storm(running: bool) -> None:
+        for client in processes[clients:]:
+            os.kill(client.pid, signal.SIGCONT if running else signal.SIGSTOP)
+
+    time.sleep(WARM_UP)
     try:
-        latencies = _writes(app, keep, ids, label, interval)
+        latencies = _writes(app, keep, ids, label, interval, storm)
     finally:
+        storm(True)
         stop.set()
         for process in processes[clients:]:
             process.join()
@@ -232,8 +254,12 @@ def _phase(
             process.terminate()
             process.join()
     app.extensions["iwrs.engine"].dispose()
+    idle, stormy = _summary(latencies["idle"]), _summary(latencies["storm"])
     return {
-        **_summary(latencies),
+        "idle": idle,
+        "storm": stormy,
+        "median_vs_idle": round(stormy["median_ms"] / idle["median_ms"], 2),
+        "p95_vs_idle": round(stormy["p95_ms"] / idle["p95_ms"], 2),
         "sign_in_answers": {
             "401 (checked)": answers[0],
             "429 (throttled)": answers[1],
@@ -272,28 +298,24 @@ def main() -> None:
     args = _arguments()
     cheap = args.argon2 == "test"
     folder = Path(tempfile.mkdtemp(prefix="iwrs-bench-storm-"))
-    phases = [("idle", True, 0, 0)]
+    phases = []
     for nice in (int(value) for value in args.client_nice.split(",")):
-        phases.append((f"storm, throttled, clients nice {nice}", True, args.clients, nice))
+        phases.append((f"throttled, clients nice {nice}", True, nice))
         if args.throttle_off:
-            phases.append((f"storm, throttle off, clients nice {nice}", False, args.clients, nice))
+            phases.append((f"throttle off, clients nice {nice}", False, nice))
     results = {}
-    for label, throttle, clients, nice in phases:
+    for label, throttle, nice in phases:
         print(f"{label} …", file=sys.stderr, flush=True)
         results[label] = _phase(
             folder,
             throttle=throttle,
             cheap=cheap,
-            clients=clients,
+            clients=args.clients,
             nice=nice,
             writes=args.writes,
             interval=args.interval,
             label=label,
         )
-    idle = results["idle"]
-    for result in results.values():
-        result["median_vs_idle"] = round(result["median_ms"] / idle["median_ms"], 2)
-        result["p95_vs_idle"] = round(result["p95_ms"] / idle["p95_ms"], 2)
     command = (
         f"python bench/bench_sign_in_storm.py --writes {args.writes} --interval {args.interval} "
         f"--clients {args.clients} --argon2 {args.argon2} --client-nice {args.client_nice}"
@@ -305,16 +327,16 @@ def main() -> None:
         json.dumps({"command": command, "cpus": cpus, "load": load, "results": results}, indent=2)
     )
     storms = "; ".join(
-        f"{label.removeprefix('storm, ')}: {r['median_ms']}/{r['p95_ms']} ms "
+        f"{label}: {r['storm']['median_ms']}/{r['storm']['p95_ms']} ms against "
+        f"{r['idle']['median_ms']}/{r['idle']['p95_ms']} ms idle "
         f"({r['median_vs_idle']}x/{r['p95_vs_idle']}x; {r['sign_in_answers']['401 (checked)']} "
         f"checked, {r['sign_in_answers']['429 (throttled)']} answered 429)"
         for label, r in results.items()
-        if label != "idle"
     )
     print(
-        f"| `{command}` | audited write (API token revocation) median/p95: idle "
-        f"{idle['median_ms']}/{idle['p95_ms']} ms; {args.clients}-client unknown-user sign-in "
-        f"storm, {storms} ({cpus} CPUs, load {load[0]}) |"
+        f"| `{command}` | audited write (API token revocation) median/p95 during a "
+        f"{args.clients}-client unknown-user sign-in storm, and idle in between: {storms} "
+        f"({cpus} CPUs, load {load[0]}) |"
     )
 
 
