@@ -17,8 +17,8 @@ from iwrs.db import read_session
 from iwrs.errors import Conflict
 from iwrs.models.supply import Kit
 from iwrs.services.supply import KIT_CONTEXT, _unsealed_kits, sealer, treatment_of
-from tests.integration.randomization_worker import World, eligible_subject, randomize
 from tests.integration import test_randomization as base
+from tests.integration.randomization_worker import World, eligible_subject, randomize
 from tests.integration.test_randomization import alerts, slot_of, state
 
 new_world = base.new_world  # the fixture: new_world(**options) -> World
@@ -105,4 +105,3 @@ def test_a_kit_tampered_after_the_shelf_was_read_is_refused(new_world, monkeypat
         subject_id = eligible_subject(world, "CN01")
         monkeypatch.setattr(locking, "failpoint", _tamper(world, how))
         refused_with_the_alert(world, subject_id)
-
