@@ -46,6 +46,7 @@ import re
 import secrets
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -66,6 +67,7 @@ from iwrs import clock, create_app  # noqa: E402
 from iwrs.audit import Actor, canonical_json, event_hash, event_mac  # noqa: E402
 from iwrs.config import Settings, create_missing_keys, read_key  # noqa: E402
 from iwrs.db import Base, upgrade_schema  # noqa: E402
+from iwrs.locking import STUDY, counter_name  # noqa: E402
 from iwrs.models.audit import AuditChainHead  # noqa: E402
 from iwrs.models.sites import Depot, Site, Trial  # noqa: E402
 
@@ -1400,6 +1402,7 @@ def write_signed_tables(b: Build, rows: Rows, slot_ids: dict[tuple[str, int], in
         randomizations,
         len(randomizations),
     )
+    write_counters(b, rows)
     sink.write(
         "dispensation",
         (
@@ -1417,6 +1420,22 @@ def write_signed_tables(b: Build, rows: Rows, slot_ids: dict[tuple[str, int], in
         rows.dispensations,
         len(rows.dispensations),
     )
+
+
+def write_counters(b: Build, rows: Rows) -> None:
+    """The randomization counters (migration 0015, iwrs.locking): "study" = randomizations made,
+    "site:<id>" and "stratum:<key>" = those of each site and stratum, so the next real
+    randomization takes the study counter's next value as its number (R(n+1)) and the caps
+    count what the world holds. Sites and strata with none get no row (created at 0 on first
+    use, as in the app). Rows already there are replaced: migration 0015 leaves "study" at 0
+    in a new database, and the world holds no randomization but those written here."""
+    counts: Counter[str] = Counter()
+    for r in rows.randomizations:
+        counts[counter_name(STUDY)] += 1
+        counts[counter_name("stratum", r[4])] += 1
+        counts[counter_name("site", r[5])] += 1
+    b.sink.execute("DELETE FROM randomization_counter")
+    b.sink.write("randomization_counter", ("name", "value"), sorted(counts.items()), len(counts))
 
 
 def write_kit_events(b: Build) -> None:
@@ -1648,6 +1667,7 @@ def _manifest(
             ],
             "supply_manager": person(b.staff["supply_manager"], "supply.mgr"),
             "auditor": person(b.staff["auditor"], "audit.bench"),
+            "statistician": person(b.staff["unblinded_statistician"], "stat.bench"),
         },
         "awaiting_randomization": waiting,
         "awaiting_visit": [
