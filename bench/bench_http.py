@@ -121,7 +121,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--ops", default=None, help="comma-separated; 'all' = ALL_OPS; default PAGE_OPS")
     p.add_argument("--label", default="", help="added to the result file names")
-    p.add_argument("--take", type=int, default=None, help="at most N subjects a randomize/dispense run")
+    p.add_argument("--take", type=int, default=None, help="at most N subjects a taking run")
     a = p.parse_args(argv)
     a.clients = [int(k) for k in (a.clients or ("1,32" if a.quick else "1,8,32,64")).split(",")]
     a.duration = a.duration or (2.0 if a.quick else 15.0)

@@ -367,7 +367,13 @@ def test_api_inventory_shipments_shipping_and_receipt(app, admin, manager, make_
 
     listed = api.get("/api/v1/shipments", headers=ph).get_json()
     assert [s["number"] for s in listed] == [cn01.number]
-    assert len(api.get("/api/v1/shipments", headers=mg).get_json()) == 2
+    both = api.get("/api/v1/shipments", headers=mg).get_json()
+    assert len(both) == 2 and both[0]["id"] > both[1]["id"]  # newest first
+    # Keyset pages (issue 13): `limit`, then `before` = the last id shown.
+    first = api.get("/api/v1/shipments?limit=1", headers=mg).get_json()
+    older = api.get(f"/api/v1/shipments?limit=1&before={first[0]['id']}", headers=mg).get_json()
+    assert [first[0]["id"], older[0]["id"]] == [s["id"] for s in both]
+    assert_problem(api.get("/api/v1/shipments?limit=0", headers=mg), 422)
     detail = api.get(f"/api/v1/shipments/{cn01.id}", headers=ph).get_json()
     assert detail["state"] == "requested"
     assert [k["number"] for k in detail["kits"]] == numbers
