@@ -52,7 +52,7 @@ def test_no_template_joins_a_trial_sized_collection_in_a_loop():
 
 
 def test_the_check_sees_a_join_in_a_loop():
-    tree = Environment().parse(
+    tree = Environment(autoescape=True).parse(
         "{% for s in shipments %}{% for site in sites if site.id == s.site_id %}"
         "{{ site.code }}{% endfor %}{% endfor %}"
     )

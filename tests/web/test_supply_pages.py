@@ -268,7 +268,9 @@ def test_supply_manager_sees_depot_lots_alerts_chart_and_reconciliation(
     assert "/supply/chart" in html and "CN01" in html
     chart = client.get("/supply/chart").get_data(as_text=True)
     assert '<svg class="chart"' in chart and "CN01" in chart
-    assert "Reconciliation" in html and "Balanced" in html
+    assert "Reconciliation" in html and "/supply/reconciliation" in html
+    report = client.get("/supply/reconciliation").get_data(as_text=True)
+    assert "Balanced" in report and "CN01" in report
     assert "Quarantine" in html and "Destruction" in html
     for code in ("CN01", "CN02", "CN03", "CN04"):
         assert code in html
