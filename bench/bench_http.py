@@ -69,6 +69,18 @@ CHEAP = {"IWRS_ARGON2_TIME_COST": "1", "IWRS_ARGON2_MEMORY_KIB": "8192"}
 DEFAULT = {"IWRS_ARGON2_TIME_COST": "2", "IWRS_ARGON2_MEMORY_KIB": str(19 * 1024)}
 HASHERS = {"cheap": CHEAP, "default": DEFAULT}
 PAGE_OPS = ("ping", "randomize", "dispense", "supply_page", "audit_page")
+# --ops all: the main pages and API lists too (bench_runs.PAGES, API_LISTS)
+ALL_OPS = (
+    *PAGE_OPS,
+    "subject_list",
+    "visit_board",
+    "site_inventory",
+    "statistician_status",
+    "subjects_api",
+    "inventory_api",
+    "shipments_api",
+    "audit_events_api",
+)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,12 +112,25 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "iwrs-bench")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--against", type=Path, default=None, help="a result JSON of the other world")
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="serve a world built before (its manifest: url, keys_dir, users, pools) instead of "
+        "building one; PostgreSQL only; its pools shrink by what the runs use",
+    )
+    p.add_argument("--ops", default=None, help="comma-separated; 'all' = ALL_OPS; default PAGE_OPS")
+    p.add_argument("--label", default="", help="added to the result file names")
+    p.add_argument("--take", type=int, default=None, help="at most N subjects a taking run")
     a = p.parse_args(argv)
     a.clients = [int(k) for k in (a.clients or ("1,32" if a.quick else "1,8,32,64")).split(",")]
     a.duration = a.duration or (2.0 if a.quick else 15.0)
     backends = a.backends or ("postgresql" if a.quick else "postgresql,sqlite")
     a.backends = [b for b in backends.split(",") if b]
     a.hashers = [h for h in a.hasher.split(",") if h]
+    a.ops = ALL_OPS if a.ops == "all" else tuple(a.ops.split(",")) if a.ops else PAGE_OPS
+    if a.manifest:
+        a.backends, a.replay = ["postgresql"], "off"
     # Pools: enough subjects for the longest runs this machine is likely to sustain.
     a.subjects = a.subjects or (150 if a.quick else 3000)
     a.visit_subjects = a.visit_subjects or (80 if a.quick else 1000)
@@ -133,7 +158,7 @@ def estimate(a: argparse.Namespace) -> float:
     """The run's expected duration (s): world building, runs, start-ups."""
     runs = 0
     for backend in a.backends:
-        runs += len(PAGE_OPS) * len(a.clients)
+        runs += len(a.ops) * len(a.clients)
         runs += (len(a.hashers) - 1) * len(a.clients)
         runs += len(a.clients) if backend == "postgresql" and a.replay != "off" else 0
     build = (a.subjects + a.visit_subjects) / 15 + a.capture / 20 + 10  # a busy 2-core machine
@@ -188,10 +213,15 @@ def run_backend(
 
     folder = a.workdir / backend
     folder.mkdir(parents=True, exist_ok=True)
-    url = _database(a, backend, folder)
-    progress(f"[{backend}] building the {a.world} world ({a.subjects} subjects awaiting)")
     started = time.monotonic()
-    manifest = build_world(a, url, folder)
+    if a.manifest:
+        manifest = json.loads(a.manifest.read_text())
+        url = manifest["url"].replace("postgresql://", "postgresql+psycopg://", 1)
+        progress(f"[{backend}] serving the world of {a.manifest} ({url})")
+    else:
+        url = _database(a, backend, folder)
+        progress(f"[{backend}] building the {a.world} world ({a.subjects} subjects awaiting)")
+        manifest = build_world(a, url, folder)
     facts: dict[str, Any] = {"world_build_s": round(time.monotonic() - started, 1)}
     pools = Pools(manifest, url)
     facts["world"] = pools.describe()
@@ -211,9 +241,11 @@ def run_backend(
         with Server(a, manifest, url, env, folder / f"gunicorn-{hasher}.log") as server:
             progress(f"[{backend}/{hasher}] gunicorn ready on port {server.port}")
             # The hasher changes only what a signature costs: other modes run randomize alone.
-            ops = PAGE_OPS if hasher == a.hashers[0] else ("randomize",)
+            ops = a.ops if hasher == a.hashers[0] else ("randomize",)
             later = len(a.hashers) - 1 - a.hashers.index(hasher)  # hasher modes still to come
             http_runs(a, server, pools, ops, backend, hasher, results, progress, later)
+            if a.manifest:  # the next run on this world must not take the same subjects
+                a.manifest.write_text(json.dumps(manifest | pools.left(), indent=1))
         # Right after its runs, with the server stopped: the machine's load then is the closest
         # to what the signed randomizations met (other work on a shared machine varies).
         facts.setdefault("verify", {})[hasher] = verify_rate(a, backend, hasher, progress)
@@ -257,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     report["duration_s"] = round(time.monotonic() - started, 1)
     a.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if a.quick else "")
+    stamp += f"-{a.label}" if a.label else ""
     (a.out / f"{stamp}.json").write_text(json.dumps(report, indent=1))
     text = markdown(report)
     (a.out / f"{stamp}.md").write_text(text)

@@ -110,6 +110,10 @@ def _http_client(
 ) -> None:
     connection = http.client.HTTPConnection(job["host"], job["port"], timeout=120)
     cookie = sign_in(connection, *job["sign_in"]) if job.get("sign_in") else None
+    if feed.repeat and feed.first is not None:
+        # One untimed request first (pages and lists): the latency measured is the steady
+        # state, not a worker's first view (its caches, e.g. the statistician's arm tally).
+        _request(connection, feed.first, cookie)
     start.wait()
     began = job["_began"][0]
     deadline = began + job["duration"]

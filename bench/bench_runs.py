@@ -48,6 +48,17 @@ class Pools:
         sites = _subject_sites(url, manifest)
         self.randomize = _interleaved(_awaiting(manifest["awaiting_randomization"]), sites)
         self.visits = [(s, v, sites[s]) for s, v, *_ in manifest.get("awaiting_visit") or []]
+        self.site_codes = _site_codes(url)
+
+    def left(self) -> dict[str, Any]:
+        """The manifest's pools as the runs left them (--manifest writes them back)."""
+        waiting: dict[str, list[int]] = {}
+        for subject, site in self.randomize:
+            waiting.setdefault(str(site), []).append(subject)
+        return {
+            "awaiting_randomization": waiting,
+            "awaiting_visit": [[s, v] for s, v, _ in self.visits],
+        }
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -87,6 +98,16 @@ def _subject_sites(url: str, manifest: dict[str, Any]) -> dict[int, int]:
     return {int(i): int(s) for i, s in rows}
 
 
+def _site_codes(url: str) -> dict[int, str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, code FROM site")).all()
+    engine.dispose()
+    return {int(i): str(c) for i, c in rows}
+
+
 def _interleaved(subjects: list[int], sites: dict[int, int]) -> list[tuple[int, int]]:
     """Site by turn, so that concurrent randomizations spread over the sites."""
     by_site: dict[int, list[int]] = {}
@@ -101,18 +122,49 @@ def _interleaved(subjects: list[int], sites: dict[int, int]) -> list[tuple[int, 
     return out
 
 
+# The pages and API lists measured as their users see them: (manifest role, path). Pages sign
+# in (a session); API lists use the person's token. {site} is the person's own site.
+PAGES = {
+    "supply_page": ("supply_manager", "/supply/"),
+    "audit_page": ("auditor", "/audit/"),
+    "subject_list": ("investigators", "/subjects/"),
+    "visit_board": ("pharmacists", "/dispensing/"),
+    "site_inventory": ("pharmacists", "/supply/sites/{site}"),
+    "statistician_status": ("statistician", "/lists/"),
+}
+API_LISTS = {
+    "subjects_api": ("investigators", "/api/v1/subjects"),
+    "inventory_api": ("pharmacists", "/api/v1/inventory?site_code={site_code}"),
+    "shipments_api": ("supply_manager", "/api/v1/shipments"),
+    "audit_events_api": ("auditor", "/api/v1/audit/events"),
+}
+
+
+def _person(people: dict[str, Any], role: str) -> dict[str, Any]:
+    """The manifest's person of `role` (the first of a per-site list)."""
+    found = people.get(role)
+    if not found:
+        raise SystemExit(f"the world's manifest has no {role} (rebuild it with bench/scale.py)")
+    return found[0] if isinstance(found, list) else found
+
+
 def _items(op: str, pools: Pools, manifest: dict[str, Any]) -> tuple[list[Any], bool, Any]:
     """The run's requests, whether one repeats forever, and the sign-in (pages)."""
     people = manifest["users"]
     bearer = {"Authorization": f"Bearer {people['investigators'][0]['token']}"}
     if op == "ping":
         return [{"method": "GET", "path": "/api/v1/me", "headers": bearer}], True, None
-    if op == "supply_page":
-        who = people["supply_manager"]
-        return [{"method": "GET", "path": "/supply/"}], True, [who["username"], who["password"]]
-    if op == "audit_page":
-        who = people["auditor"]
-        return [{"method": "GET", "path": "/audit/"}], True, [who["username"], who["password"]]
+    if op in PAGES:
+        role, path = PAGES[op]
+        who = _person(people, role)
+        path = path.format(site=who.get("site_id"))
+        return [{"method": "GET", "path": path}], True, [who["username"], who["password"]]
+    if op in API_LISTS:
+        role, path = API_LISTS[op]
+        who = _person(people, role)
+        path = path.format(site_code=pools.site_codes.get(who.get("site_id") or 0))
+        token = {"Authorization": f"Bearer {who['token']}"}
+        return [{"method": "GET", "path": path, "headers": token}], True, None
     if op == "randomize":
         items = [
             {
@@ -185,6 +237,7 @@ def http_runs(
                 to_come = a.clients[n:] + (a.clients * later if op == "randomize" else [])
                 share = len(items) * math.sqrt(k) / sum(math.sqrt(c) for c in to_come)
                 items = items[: max(1, int(share))]
+                items = items[: a.take] if getattr(a, "take", None) else items
             if not items:
                 progress(f"[{backend}/{hasher}] {op} K={k}: pool spent, skipped")
                 continue

@@ -434,6 +434,7 @@ def audit_reconcile() -> None:
     from iwrs.services import reconcile
 
     _require_keys()
+    db.long_report(db.read_session())
     problems = reconcile.reconcile()
     for problem in problems:
         click.echo(f"UNEXPLAINED {problem}")
@@ -531,6 +532,7 @@ def supply_check_ledger() -> None:
     """Replay the kit ledger and reconcile every site; exit 1 on any difference."""
     from iwrs.services import accountability
 
+    db.long_report(db.read_session())
     events, problems = accountability.ledger_problems()
     for kit, problem in problems:
         click.echo(f"MISMATCH kit {kit}: {problem}")

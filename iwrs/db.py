@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Flask, current_app, g, has_app_context
-from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -123,6 +123,19 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["iwrs.engine"] = engine
     app.extensions["iwrs.sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     app.teardown_appcontext(_close_read_session)
+
+
+def long_report(session: Session) -> None:
+    """Lift `idle_in_transaction_session_timeout` for `session`'s current transaction only
+    (PostgreSQL `SET LOCAL`; nothing on SQLite): for the operator's whole-trial reports (`supply
+    check-ledger`, `audit reconcile`), which read in one transaction and then replay in Python
+    for minutes at 100,000 subjects between two statements.
+
+    Decision: the timeout exists to free the locks of a request whose process froze; a report
+    takes no row locks and is run by an operator who sees it, so its transaction may stay idle
+    while Python works. Call it first in the transaction (it opens one); it ends with it."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
 
 
 def engine() -> Engine:

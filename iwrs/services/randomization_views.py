@@ -3,11 +3,13 @@ and the statistician's unblinded list status (every view audited)."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
@@ -26,13 +28,13 @@ from iwrs.models.subjects import Subject
 from iwrs.models.supply import Kit
 from iwrs.models.users import User
 from iwrs.services.randomization import (
+    SLOT_CONTEXT,
     RandomizationResult,
     VisitPlan,
     _result,
-    slot_arm,
     visit_plan,
 )
-from iwrs.services.supply import acting_user, protocol
+from iwrs.services.supply import acting_user, protocol, unseal_cached
 
 
 def result_of(subject_id: int) -> RandomizationResult | None:
@@ -180,7 +182,8 @@ class ListStatus:
 
 
 def active_list_status(session: Session) -> ListStatus | None:
-    """The active list's status by stratum and arm (unblinded), computed without recording."""
+    """The active list's status by stratum and arm (unblinded), computed without recording.
+    Statements: a fixed number whatever the trial's size (the arms come from `_arm_tally`)."""
     row = session.scalars(
         select(RandomizationList).where(RandomizationList.active.is_(True))
     ).first()
@@ -190,24 +193,21 @@ def active_list_status(session: Session) -> ListStatus | None:
     overall: Counter[str] = Counter()
     # Every arm, used or not: an arm that appears only once allocated would name the first arm.
     codes = [arm.code for arm in protocol().arms]
-    for position in session.scalars(
+    positions = session.scalars(
         select(StratumPosition)
         .where(StratumPosition.list_id == row.id)
         .order_by(StratumPosition.stratum)
-    ):
-        used = session.scalars(
-            select(RandomizationSlot).where(
-                RandomizationSlot.list_id == row.id,
-                RandomizationSlot.stratum == position.stratum,
-                RandomizationSlot.subject_id.is_not(None),
-            )
-        ).all()
-        arms = Counter(slot_arm(s) for s in used)
+    ).all()
+    # Slots are taken strictly in sequence, each by the randomization that advances its
+    # stratum's position (services.randomization._next_slot): used = next_sequence - 1.
+    tally = _arm_tally(session, row.id, sum(p.next_sequence - 1 for p in positions))
+    for position in positions:
+        arms = tally.get(position.stratum, Counter())
         overall.update(arms)
         strata.append(
             StratumStatus(
                 position.stratum,
-                len(used),
+                sum(arms.values()),
                 position.last_sequence - position.next_sequence + 1,
                 {code: arms[code] for code in codes},
             )
@@ -222,6 +222,63 @@ def active_list_status(session: Session) -> ListStatus | None:
         strata,
         {code: overall[code] for code in codes},
     )
+
+
+# Decision (issue 13, the statistician's status at 100,000 subjects): reading and unsealing every
+# used slot at each view cost one unseal per randomization (80,000 at the scale world, more than
+# the process's cache of opened tokens holds, so each view opened them all again). Instead each
+# process keeps, per list, the arms counted by stratum and the last randomization id counted;
+# a view reads and unseals only the randomizations after it (one bounded query), and checks the
+# total against the strata's positions (read anyway): a randomization that committed after a
+# higher id was counted (ids are taken before commit), or one committed between the two reads,
+# makes them disagree, and the list is then counted again in full. The first view in a process
+# counts the whole list (5.7 s at the scale world); a sealed summary kept in the database would
+# spare that (a migration; not done).
+# Held in memory only, like the opened tokens (services.supply): never persisted or logged, and
+# served only behind SEE_ARM.
+@dataclass
+class _ListTally:
+    last_id: int = 0
+    counted: int = 0
+    by_stratum: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+_TALLY_LOCK = threading.Lock()
+
+
+def _arm_tally(session: Session, list_id: int, total: int) -> dict[str, Counter[str]]:
+    """Used slots per stratum and arm of list `list_id` ({stratum: Counter(arm: n)}), `total`
+    of them by the strata's positions."""
+    tallies = current_app.extensions.setdefault("iwrs.arm_tallies", {})
+    with _TALLY_LOCK:
+        tally = tallies.setdefault(list_id, _ListTally())
+        _count_after(session, tally, list_id)
+        if tally.counted != total:  # a randomization committed after a higher id was counted
+            tally = tallies[list_id] = _ListTally()
+            _count_after(session, tally, list_id)
+        return {k: Counter(v) for k, v in tally.by_stratum.items()}
+
+
+def _count_after(session: Session, tally: _ListTally, list_id: int) -> None:
+    """Add the randomizations of the list after `tally.last_id` to the tally."""
+    rows = session.execute(
+        select(
+            Randomization.id,
+            RandomizationSlot.id,
+            RandomizationSlot.sealed_arm,
+            RandomizationSlot.stratum,
+            RandomizationSlot.sequence,
+        )
+        .join(RandomizationSlot, Randomization.slot_id == RandomizationSlot.id)
+        .where(RandomizationSlot.list_id == list_id, Randomization.id > tally.last_id)
+        .order_by(Randomization.id)
+    )
+    for randomization_id, slot_id, sealed, stratum, sequence in rows:
+        context = SLOT_CONTEXT.format(list_id=list_id, stratum=stratum, sequence=sequence)
+        arm = unseal_cached("randomization_slot", slot_id, sealed, context=context)
+        tally.by_stratum.setdefault(stratum, Counter())[arm] += 1
+        tally.counted += 1
+        tally.last_id = randomization_id
 
 
 def list_status(*, actor: Actor) -> ListStatus | None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import Select, String, cast, func, select
+from sqlalchemy.orm import aliased
 
 from iwrs import clock
 from iwrs.auth import not_found, require_site, site_scope
@@ -41,12 +43,28 @@ def site_inventory(
     """Every kit at the site (any state), by number: never its treatment. Paged by keyset
     when asked (the `limit` kits numbered after `after`)."""
     require_site(user, site_id)
-    query = select(Kit).where(Kit.place_kind == "site", Kit.place_id == site_id)
+    return [
+        KitLine(k.number, k.kit_type, code, expiry, str(k.state))
+        for k, code, expiry in read_session().execute(
+            site_inventory_query(site_id, after=after, limit=limit)
+        )
+    ]
+
+
+def site_inventory_query(site_id: int, *, after: str | None, limit: int | None) -> Select[Any]:
+    """The statement of `site_inventory`: rows (Kit, lot code, lot expiry) by kit number."""
+    shelf = select(Kit).where(Kit.place_kind == "site", Kit.place_id == site_id)
     if after:
-        query = query.where(Kit.number > after)
-    if limit is not None:
-        query = query.limit(limit)  # _lines orders by number
-    return _lines(query)
+        shelf = shelf.where(Kit.number > after)
+    # Decision (issue 13, found at 890,000 kits): the site's kits are gathered first (a
+    # MATERIALIZED CTE, by the place index; a shelf is bounded by the site's stock), then sorted
+    # and cut. As one `ORDER BY number LIMIT n`, PostgreSQL walked the kit-number index across
+    # every kit of the trial, filtering for the site (2.6 s a page at the scale world). The test:
+    # tests/integration/test_site_inventory_plan.py.
+    cte = shelf.cte("shelf").prefix_with("MATERIALIZED")
+    kit = aliased(Kit, cte)
+    query = select(kit, Lot.code, Lot.expiry).join(Lot, kit.lot_id == Lot.id).order_by(kit.number)
+    return query.limit(limit) if limit is not None else query
 
 
 def shipment_kits(shipment_id: int) -> list[KitLine]:

@@ -35,25 +35,44 @@ def _refused(refusal: IWRSError, target: str) -> Any:
 @requires(Permission.VIEW_SUPPLY)
 def index():  # type: ignore[no-untyped-def]
     """Decision (issue 13): summaries only, a fixed number of statements whatever the trial's
-    size - counts by GROUP BY, the latest shipments (paged), the reconciliation in counts (the
-    kit numbers behind a difference come from `iwrs supply check-ledger`); the stock chart,
-    which replays the availability history, is its own page (`supply.chart`)."""
+    size - counts by GROUP BY, the latest shipments (paged); the stock chart, which replays the
+    availability history, and the reconciliation in counts (the kit numbers behind a
+    difference come from `iwrs supply check-ledger`), which reads every received kit, are
+    pages of their own (`supply.chart`, `supply.reconciliation`)."""
     manager = has_permission(current_user, Permission.MANAGE_SUPPLY)
     before = request.args.get("before", type=int)
+    sites = queries.visible_sites(current_user)
+    # Lookups by site id, never a loop over the sites inside a loop over the sites (at 1,500
+    # sites that join in the template took 13 s a view; tests/unit/test_template_loops.py).
+    by_site = supply_views.stock_by_site() if manager else []
     shown = supply_views.visible_shipments(
         current_user, before=before, limit=supply_views.SHIPMENT_PAGE
     )
     return render_template(
         "supply.html",
         manager=manager,
-        sites=queries.visible_sites(current_user),
+        sites=sites,
+        site_code={site.id: site.code for site in sites},
+        stock={site.id: counts for site, counts in by_site},
         shipments=shown,
         next_before=shown[-1].id if len(shown) == supply_views.SHIPMENT_PAGE else None,
         depot=supply_views.depot_stock() if manager else [],
-        by_site=supply_views.stock_by_site() if manager else [],
         alerts=supply_views.open_alerts() if manager else [],
         quarantined=supply_views.quarantined() if manager else [],
-        reconciliation=accountability.reconciliation_summary() if manager else None,
+    )
+
+
+@bp.get("/reconciliation")
+@requires(Permission.MANAGE_SUPPLY)
+def reconciliation():  # type: ignore[no-untyped-def]
+    """Received = accounted for, per site and overall, in counts (a report: its two GROUP BY
+    statements read every received kit, 11 s at the scale world's 890,000 kits, so it is not
+    part of the supply page; issue 13, bench/README.md)."""
+    sites = queries.visible_sites(current_user)
+    return render_template(
+        "supply_reconciliation.html",
+        reconciliation=accountability.reconciliation_summary(),
+        site_code={site.id: site.code for site in sites},
     )
 
 

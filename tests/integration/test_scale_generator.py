@@ -20,9 +20,11 @@ from sqlalchemy.engine import make_url
 
 from iwrs.audit import Actor, verify_chain
 from iwrs.db import read_session
+from iwrs.locking import STUDY, counter_name
 from iwrs.models.randomization import (
     Dispensation,
     Randomization,
+    RandomizationCounter,
     RandomizationSlot,
     StratumPosition,
 )
@@ -141,6 +143,19 @@ def test_every_used_slot_has_one_randomization_and_kits_match_its_arm(world):
             assert randomization.slot_block(slot)[1] in (4, 6)
 
 
+def test_the_counters_hold_the_randomizations_made(world):
+    """Migration 0015's counters: study, per site and per stratum, equal to the rows."""
+    app, _, _ = world
+    with app.app_context():
+        session = read_session()
+        rows = session.execute(select(Randomization.site_id, Randomization.stratum)).all()
+        expected = Counter({counter_name(STUDY): len(rows)})
+        expected.update(counter_name("site", site) for site, _ in rows)
+        expected.update(counter_name("stratum", stratum) for _, stratum in rows)
+        counters = session.execute(select(RandomizationCounter.name, RandomizationCounter.value))
+        assert len(rows) > 0 and dict(counters.all()) == dict(expected)
+
+
 def test_every_eligible_or_randomized_subject_passes_the_gate(world):
     app, _, _ = world
     with app.app_context():
@@ -201,6 +216,8 @@ def test_awaiting_subjects_are_randomized_and_dispensed_through_the_services(wor
             user = session.scalars(select(User).where(User.username == username)).one()
             return Actor.of(user)
 
+        made = session.scalar(select(func.count()).select_from(Randomization))
+        numbers = []
         for site_id, waiting in manifest["awaiting_randomization"].items():
             investigator = by_site[int(site_id)]
             result = randomization.randomize(
@@ -209,6 +226,9 @@ def test_awaiting_subjects_are_randomized_and_dispensed_through_the_services(wor
                 signer_password=investigator["password"],
             )
             assert result.kit_number
+            numbers.append(result.randomization_number)
+        # The study counter continues from the world's randomizations: R(n+1), R(n+2), ...
+        assert numbers == [f"R{made + i:04d}" for i in range(1, len(numbers) + 1)]
         assert manifest["awaiting_visit"]
         for subject_id, visit_code in manifest["awaiting_visit"][:3]:
             site_id = session.get(Subject, subject_id).site_id  # type: ignore[union-attr]

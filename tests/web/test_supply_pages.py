@@ -268,7 +268,9 @@ def test_supply_manager_sees_depot_lots_alerts_chart_and_reconciliation(
     assert "/supply/chart" in html and "CN01" in html
     chart = client.get("/supply/chart").get_data(as_text=True)
     assert '<svg class="chart"' in chart and "CN01" in chart
-    assert "Reconciliation" in html and "Balanced" in html
+    assert "Reconciliation" in html and "/supply/reconciliation" in html
+    report = client.get("/supply/reconciliation").get_data(as_text=True)
+    assert "Balanced" in report and "CN01" in report
     assert "Quarantine" in html and "Destruction" in html
     for code in ("CN01", "CN02", "CN03", "CN04"):
         assert code in html
@@ -367,7 +369,13 @@ def test_api_inventory_shipments_shipping_and_receipt(app, admin, manager, make_
 
     listed = api.get("/api/v1/shipments", headers=ph).get_json()
     assert [s["number"] for s in listed] == [cn01.number]
-    assert len(api.get("/api/v1/shipments", headers=mg).get_json()) == 2
+    both = api.get("/api/v1/shipments", headers=mg).get_json()
+    assert len(both) == 2 and both[0]["id"] > both[1]["id"]  # newest first
+    # Keyset pages (issue 13): `limit`, then `before` = the last id shown.
+    first = api.get("/api/v1/shipments?limit=1", headers=mg).get_json()
+    older = api.get(f"/api/v1/shipments?limit=1&before={first[0]['id']}", headers=mg).get_json()
+    assert [first[0]["id"], older[0]["id"]] == [s["id"] for s in both]
+    assert_problem(api.get("/api/v1/shipments?limit=0", headers=mg), 422)
     detail = api.get(f"/api/v1/shipments/{cn01.id}", headers=ph).get_json()
     assert detail["state"] == "requested"
     assert [k["number"] for k in detail["kits"]] == numbers

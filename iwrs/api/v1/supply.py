@@ -30,6 +30,17 @@ class InventoryQuery(Schema):
     site_code = fields.String(required=True)
 
 
+SHIPMENTS_PAGE = 100  # shipments an answer holds at most, unless `limit` says fewer or more
+
+
+class ShipmentsQuery(Schema):
+    """Keyset paging (issue 13: the list grew with the trial, 1,500 shipments at the scale
+    world): newest first; `before` = the last id of the previous page."""
+
+    before = fields.Integer(validate=validate.Range(min=1, max=2**62))
+    limit = fields.Integer(load_default=SHIPMENTS_PAGE, validate=validate.Range(min=1, max=500))
+
+
 class ShipmentSchema(Schema):
     id = fields.Integer()
     number = fields.String()
@@ -98,11 +109,16 @@ class Inventory(MethodView):
 
 @blp.route("/shipments")
 class Shipments(MethodView):
+    @blp.arguments(ShipmentsQuery, location="query")
     @blp.response(200, ShipmentSchema(many=True))
     @requires(Permission.VIEW_SUPPLY)
-    def get(self):  # type: ignore[no-untyped-def]
-        """Shipments to the caller's sites (all, for the supply manager)."""
-        return supply_views.visible_shipments(current_user)
+    def get(self, query):  # type: ignore[no-untyped-def]
+        """Shipments to the caller's sites (all sites, for the supply manager), newest first,
+        `limit` of them (default 100, at most 500); for older ones pass the last id as
+        `before`. A shorter answer than `limit` is the last page."""
+        return supply_views.visible_shipments(
+            current_user, before=query.get("before"), limit=query["limit"]
+        )
 
     @blp.arguments(ManualShipmentSchema)
     @blp.response(201, ShipmentDetailSchema)
