@@ -794,6 +794,12 @@ def write_lots_and_kits(b: Build) -> None:
         "sealed_treatment updated_at"
     )
     b.sink.write("kit", columns, _kit_rows(b, kit_type, lot_id0), len(kp.numbers))
+    # The kit_count summary (iwrs.services.kit_counts): bulk rows skip the ORM flush hook that
+    # keeps it, so it is recounted from the kits just written (one GROUP BY).
+    from iwrs.services.kit_counts import REBUILD_SQL
+
+    b.sink.execute("DELETE FROM kit_count")
+    b.sink.execute(REBUILD_SQL)
 
 
 def _kit_rows(b: Build, kit_type: str, lot_id0: int) -> Iterator[tuple[Any, ...]]:

@@ -530,22 +530,31 @@ def supply_resupply(slot: str) -> None:
 @friendly_errors
 def supply_check_ledger() -> None:
     """Replay the kit ledger and reconcile every site; exit 1 on any difference."""
-    from iwrs.services import accountability
+    from iwrs.services import accountability, kit_counts
 
     db.long_report(db.read_session())
     events, problems = accountability.ledger_problems()
     for kit, problem in problems:
         click.echo(f"MISMATCH kit {kit}: {problem}")
+    summary = kit_counts.mismatches(db.read_session())
+    for (kind, place, lot, state), kept, fresh in summary:
+        click.echo(
+            f"MISMATCH kit_count {kind} {place} lot {lot} {state}: summary {kept}, kits {fresh}"
+        )
     rec = accountability.reconciliation()
     click.echo(
         f"ledger: {events} kit events replayed; "
         + ("every kit matches" if not problems else f"{len(problems)} problem(s)")
     )
     click.echo(
+        "kit_count summary: "
+        + ("matches the kits" if not summary else f"{len(summary)} mismatch(es)")
+    )
+    click.echo(
         "reconciliation: "
         + ("balanced" if rec.balanced else f"DIFFERENCES: {', '.join(rec.differences)}")
     )
-    if problems or not rec.balanced:
+    if problems or summary or not rec.balanced:
         raise SystemExit(1)
 
 

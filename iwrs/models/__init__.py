@@ -22,7 +22,7 @@ from iwrs.models.subjects import (
     Subject,
     SubjectStatus,
 )
-from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
+from iwrs.models.supply import Destruction, Kit, KitCount, KitEvent, Lot, Shipment, SupplyAlert
 from iwrs.models.unblinding import Notification, OutboxState, Unblinding
 from iwrs.models.users import (
     AccessRequestStatus,
@@ -53,6 +53,7 @@ __all__ = [
     "IdempotencyKey",
     "KeyState",
     "Kit",
+    "KitCount",
     "KitEvent",
     "KitRequest",
     "Lot",

@@ -117,3 +117,17 @@ class Destruction(Base):
     reference: Mapped[str] = mapped_column(String(200))
     destroyed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     destroyed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+
+
+class KitCount(Base):
+    """The maintained summary of the kit table (issue 13): how many kits of a blinded lot are in
+    a state at a place. Kept by `iwrs.services.kit_counts` in the same flush as the kit rows it
+    counts; `supply check-ledger` compares it with a fresh COUNT(*) GROUP BY. Never per arm."""
+
+    __tablename__ = "kit_count"
+
+    place_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    place_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lot_id: Mapped[int] = mapped_column(ForeignKey("lot.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(24), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)

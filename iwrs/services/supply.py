@@ -30,6 +30,7 @@ from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.keyring import LiveRing, live_ring
 from iwrs.models.sites import Depot, Site
 from iwrs.models.supply import Kit, KitEvent, Lot, SupplyAlert
+from iwrs.services import kit_counts  # noqa: F401  (keeps kit_count in every kit flush)
 from iwrs.models.users import User
 from iwrs.protocol import Protocol
 from supply import expiry, kit_choice

@@ -4,6 +4,7 @@ types, blinded lots, expiry, states, totals), scoped to the user's sites."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -16,7 +17,7 @@ from iwrs.auth import not_found, require_site, site_scope
 from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
-from iwrs.models.supply import Kit, KitEvent, Lot, Shipment, SupplyAlert
+from iwrs.models.supply import Kit, KitCount, KitEvent, Lot, Shipment, SupplyAlert
 from iwrs.models.users import User
 from supply.states import KitState
 
@@ -125,29 +126,62 @@ def visible_shipment(user: User, shipment_id: int) -> Shipment:
 
 
 def depot_stock() -> list[tuple[Lot, dict[str, int]]]:
-    """Per blinded lot: kit counts by state (all treatments together), by one GROUP BY."""
+    """Per blinded lot: the depot's kits by state (all treatments together), read from the
+    `kit_count` summary (iwrs.services.kit_counts): O(lots x states) rows whatever the number
+    of kits. Decision (issue 13): the table shows the depot's stock, as its heading says;
+    counts across every place of a lot (a sum over every site's and subject's rows, growing
+    with the trial) belong to the reconciliation report, not to this page."""
     session = read_session()
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for lot_id, state, n in session.execute(
-        select(Kit.lot_id, cast(Kit.state, String), func.count()).group_by(
-            Kit.lot_id, cast(Kit.state, String)
-        )
+        select(KitCount.lot_id, KitCount.state, func.sum(KitCount.n))
+        .where(KitCount.place_kind == "depot", KitCount.n > 0)
+        .group_by(KitCount.lot_id, KitCount.state)
     ):
-        counts[lot_id][state] = n
+        counts[lot_id][state] = int(n)
     return [(lot, counts[lot.id]) for lot in session.scalars(select(Lot).order_by(Lot.code))]
 
 
-def stock_by_site() -> list[tuple[Site, dict[str, int]]]:
-    """Per site: counts of the kits there by state (all treatments together), by GROUP BY."""
-    session = read_session()
+SITE_PAGE = 50  # sites per page of the supply page's site table
+
+
+def site_page(user: User, *, after: str | None = None, limit: int = SITE_PAGE) -> list[Site]:
+    """The user's sites by code, paged by keyset (the `limit` sites coded after `after`)."""
+    query = select(Site).order_by(Site.code).limit(limit)
+    if after:
+        query = query.where(Site.code > after)
+    scope = site_scope(user)
+    if scope is not None:
+        query = query.where(Site.id.in_(scope))
+    return list(read_session().scalars(query))
+
+
+def stock_by_site(site_ids: Collection[int]) -> dict[int, dict[str, int]]:
+    """Per site of `site_ids` (a page): counts of the kits there by state (all treatments
+    together), from the `kit_count` summary by primary-key prefix: O(page) rows."""
     counts: dict[int, dict[str, int]] = defaultdict(dict)
-    for site_id, state, n in session.execute(
-        select(Kit.place_id, cast(Kit.state, String), func.count())
-        .where(Kit.place_kind == "site")
-        .group_by(Kit.place_id, cast(Kit.state, String))
+    if not site_ids:
+        return counts
+    for site_id, state, n in read_session().execute(
+        select(KitCount.place_id, KitCount.state, func.sum(KitCount.n))
+        .where(
+            KitCount.place_kind == "site",
+            KitCount.place_id.in_(sorted(site_ids)),
+            KitCount.n > 0,
+        )
+        .group_by(KitCount.place_id, KitCount.state)
     ):
-        counts[site_id][state] = n
-    return [(site, counts[site.id]) for site in session.scalars(select(Site).order_by(Site.code))]
+        counts[site_id][state] = int(n)
+    return counts
+
+
+def site_codes(site_ids: Collection[int]) -> dict[int, str]:
+    """Site code by id, for the ids given (a page's shipments)."""
+    if not site_ids:
+        return {}
+    return dict(
+        read_session().execute(select(Site.id, Site.code).where(Site.id.in_(sorted(site_ids))))
+    )
 
 
 def open_alerts() -> list[SupplyAlert]:

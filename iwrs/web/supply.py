@@ -35,16 +35,15 @@ def _refused(refusal: IWRSError, target: str) -> Any:
 @requires(Permission.VIEW_SUPPLY)
 def index():  # type: ignore[no-untyped-def]
     """Decision (issue 13): summaries only, a fixed number of statements whatever the trial's
-    size - counts by GROUP BY, the latest shipments (paged); the stock chart, which replays the
+    size - a page of sites (keyset by code, `supply_views.SITE_PAGE`, "More sites"), their
+    counts and the depot's from the maintained `kit_count` summary (read by key, never a GROUP
+    BY over the kits), the latest shipments (paged); the stock chart, which replays the
     availability history, and the reconciliation in counts (the kit numbers behind a
     difference come from `iwrs supply check-ledger`), which reads every received kit, are
     pages of their own (`supply.chart`, `supply.reconciliation`)."""
     manager = has_permission(current_user, Permission.MANAGE_SUPPLY)
     before = request.args.get("before", type=int)
-    sites = queries.visible_sites(current_user)
-    # Lookups by site id, never a loop over the sites inside a loop over the sites (at 1,500
-    # sites that join in the template took 13 s a view; tests/unit/test_template_loops.py).
-    by_site = supply_views.stock_by_site() if manager else []
+    sites = supply_views.site_page(current_user, after=request.args.get("after") or None)
     shown = supply_views.visible_shipments(
         current_user, before=before, limit=supply_views.SHIPMENT_PAGE
     )
@@ -52,8 +51,9 @@ def index():  # type: ignore[no-untyped-def]
         "supply.html",
         manager=manager,
         sites=sites,
-        site_code={site.id: site.code for site in sites},
-        stock={site.id: counts for site, counts in by_site},
+        next_after=sites[-1].code if len(sites) == supply_views.SITE_PAGE else None,
+        site_code=supply_views.site_codes({s.site_id for s in shown}),
+        stock=supply_views.stock_by_site([site.id for site in sites]) if manager else {},
         shipments=shown,
         next_before=shown[-1].id if len(shown) == supply_views.SHIPMENT_PAGE else None,
         depot=supply_views.depot_stock() if manager else [],
