@@ -14,9 +14,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from iwrs import auth, db, request_guard
-from iwrs.services import kit_counts  # noqa: F401  (the kit_count summary's flush hook)
 from iwrs.config import ConfigError, Settings
 from iwrs.protocol import load_protocol
+from iwrs.services import kit_counts  # noqa: F401  (the kit_count summary's flush hook)
 
 csrf = CSRFProtect()
 log = logging.getLogger("iwrs")

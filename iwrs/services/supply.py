@@ -30,9 +30,9 @@ from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.keyring import LiveRing, live_ring
 from iwrs.models.sites import Depot, Site
 from iwrs.models.supply import Kit, KitEvent, Lot, SupplyAlert
-from iwrs.services import kit_counts  # noqa: F401  (keeps kit_count in every kit flush)
 from iwrs.models.users import User
 from iwrs.protocol import Protocol
+from iwrs.services import kit_counts  # noqa: F401  (keeps kit_count in every kit flush)
 from supply import expiry, kit_choice
 from supply.kit_choice import ShelfKit
 from supply.ledger import KitEvent as LedgerEvent
