@@ -179,9 +179,8 @@ def site_codes(site_ids: Collection[int]) -> dict[int, str]:
     """Site code by id, for the ids given (a page's shipments)."""
     if not site_ids:
         return {}
-    return dict(
-        read_session().execute(select(Site.id, Site.code).where(Site.id.in_(sorted(site_ids))))
-    )
+    rows = read_session().execute(select(Site.id, Site.code).where(Site.id.in_(sorted(site_ids))))
+    return {site_id: code for site_id, code in rows}
 
 
 def open_alerts() -> list[SupplyAlert]:
