@@ -12,7 +12,8 @@ Every use case that writes takes its row locks in this order, and only those its
    (`_store_list`, key rotation): they wait for randomizations in flight and hold new ones back;
 4. the stratum's position row (per stratum: the next slot, strictly in sequence), taken as late
    as possible, after every site and stock check;
-5. the slot row, then kit rows (by kit number when several);
+5. the slot row, then kit rows (by kit number when several), then their `kit_count` summary
+   rows (iwrs.services.kit_counts: written at the flush, in key order, one executemany);
 6. LAST, held only through commit: the counters that enforce the study, site and stratum caps
    and number the randomizations (`take_counter`, a conditional increment), site, stratum, study;
 7. the audit chain head, in the commit hook (iwrs.audit), after everything else.

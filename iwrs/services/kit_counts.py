@@ -15,6 +15,9 @@ How it is kept (decisions):
   deadlock); a row that falls to 0 stays (no delete/insert race); readers skip n = 0.
 - Contention: a row is one place's lot in one state, so concurrent dispensings at different
   sites never touch the same row (no trial-wide hot row, unlike a per-lot total).
+- Depot rows are shared by every transaction that moves the depot's kits of a lot (shipment
+  requests, cancellations, a resupply run's sites): they queue on that row from the flush to
+  commit. Kit-number locks come first (iwrs.locking step 5), so the queue closes no cycle.
 - The blind: no arm or treatment in the key; counts by blinded lot as the pages showed before.
 - Consistency: `mismatches` compares the summary with a fresh COUNT(*) GROUP BY; `iwrs supply
   check-ledger` reports each difference (tests/integration/test_kit_counts.py)."""
