@@ -125,29 +125,46 @@ def visible_shipment(user: User, shipment_id: int) -> Shipment:
     return row
 
 
-def depot_stock() -> list[tuple[Lot, dict[str, int]]]:
-    """Per blinded lot: the depot's kits by state (all treatments together), read from the
-    `kit_count` summary (iwrs.services.kit_counts): O(lots x states) rows whatever the number
-    of kits. Decision (issue 13): the table shows the depot's stock, as its heading says;
-    counts across every place of a lot (a sum over every site's and subject's rows, growing
-    with the trial) belong to the reconciliation report, not to this page."""
+LOT_PAGE = 25  # blinded lots per page of the depot table (the full world has 89)
+
+
+def depot_stock(
+    *, after: str | None = None, limit: int | None = None
+) -> list[tuple[Lot, dict[str, int]]]:
+    """Per blinded lot of a page (keyset by lot code: the `limit` lots coded after `after`): the
+    depot's kits by state (all treatments together), read from the `kit_count` summary
+    (iwrs.services.kit_counts) by key: O(page x states) rows whatever the number of kits.
+    Decision (issue 13): the table shows the depot's stock, as its heading says; counts across
+    every place of a lot (a sum over every site's and subject's rows, growing with the trial)
+    belong to the reconciliation report, not to this page."""
     session = read_session()
+    query = select(Lot).order_by(Lot.code).limit(limit or LOT_PAGE)
+    if after:
+        query = query.where(Lot.code > after)
+    lots = list(session.scalars(query))
     counts: dict[int, dict[str, int]] = defaultdict(dict)
+    if not lots:
+        return []
     for lot_id, state, n in session.execute(
         select(KitCount.lot_id, KitCount.state, func.sum(KitCount.n))
-        .where(KitCount.place_kind == "depot", KitCount.n > 0)
+        .where(
+            KitCount.place_kind == "depot",
+            KitCount.lot_id.in_(sorted(lot.id for lot in lots)),
+            KitCount.n > 0,
+        )
         .group_by(KitCount.lot_id, KitCount.state)
     ):
         counts[lot_id][state] = int(n)
-    return [(lot, counts[lot.id]) for lot in session.scalars(select(Lot).order_by(Lot.code))]
+    return [(lot, counts[lot.id]) for lot in lots]
 
 
-SITE_PAGE = 50  # sites per page of the supply page's site table
+SITE_PAGE = 25  # sites per page of the supply page's site table
 
 
-def site_page(user: User, *, after: str | None = None, limit: int = SITE_PAGE) -> list[Site]:
-    """The user's sites by code, paged by keyset (the `limit` sites coded after `after`)."""
-    query = select(Site).order_by(Site.code).limit(limit)
+def site_page(user: User, *, after: str | None = None, limit: int | None = None) -> list[Site]:
+    """The user's sites by code, paged by keyset (the `limit` sites, SITE_PAGE by default,
+    coded after `after`)."""
+    query = select(Site).order_by(Site.code).limit(limit or SITE_PAGE)
     if after:
         query = query.where(Site.code > after)
     scope = site_scope(user)

@@ -35,8 +35,9 @@ def _refused(refusal: IWRSError, target: str) -> Any:
 @requires(Permission.VIEW_SUPPLY)
 def index():  # type: ignore[no-untyped-def]
     """Decision (issue 13): summaries only, a fixed number of statements whatever the trial's
-    size - a page of sites (keyset by code, `supply_views.SITE_PAGE`, "More sites"), their
-    counts and the depot's from the maintained `kit_count` summary (read by key, never a GROUP
+    size - a page of sites (keyset by code, `supply_views.SITE_PAGE`, "More sites") and one
+    of lots (`LOT_PAGE`, "More lots"), their counts (sites' and the depot's) from the
+    maintained `kit_count` summary (read by key, never a GROUP
     BY over the kits), the latest shipments (paged); the stock chart, which replays the
     availability history, and the reconciliation in counts (the kit numbers behind a
     difference come from `iwrs supply check-ledger`), which reads every received kit, are
@@ -47,6 +48,8 @@ def index():  # type: ignore[no-untyped-def]
     shown = supply_views.visible_shipments(
         current_user, before=before, limit=supply_views.SHIPMENT_PAGE
     )
+    lots_after = request.args.get("lots_after") or None
+    depot = supply_views.depot_stock(after=lots_after) if manager else []
     return render_template(
         "supply.html",
         manager=manager,
@@ -56,7 +59,8 @@ def index():  # type: ignore[no-untyped-def]
         stock=supply_views.stock_by_site([site.id for site in sites]) if manager else {},
         shipments=shown,
         next_before=shown[-1].id if len(shown) == supply_views.SHIPMENT_PAGE else None,
-        depot=supply_views.depot_stock() if manager else [],
+        depot=depot,
+        next_lot=depot[-1][0].code if len(depot) == supply_views.LOT_PAGE else None,
         alerts=supply_views.open_alerts() if manager else [],
         quarantined=supply_views.quarantined() if manager else [],
     )

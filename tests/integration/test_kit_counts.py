@@ -177,3 +177,23 @@ def test_the_supply_page_pages_sites_and_counts_from_the_summary(world):
     assert sum(depot["L-0001"].values()) == sum(n for key, n in fresh.items() if key[0] == "depot")
     assert read_session().scalars(select(KitCount)).first() is not None
     assert ShipmentState.REQUESTED  # the states module is the one the pages use
+
+
+def test_the_supply_page_shows_a_page_of_sites_and_lots_with_a_link_to_the_next(world, monkeypatch):
+    from tests.conftest import sign_in
+
+    monkeypatch.setattr(supply_views, "SITE_PAGE", 1)
+    monkeypatch.setattr(supply_views, "LOT_PAGE", 1)
+    add_kits(world, lot="L-0002", count=20, expiry=clock.current.date() + timedelta(days=400))
+    client = world.app.test_client()
+    with world.app.app_context():
+        assert sign_in(client, world.people["manager"].username).status_code == 302
+    first = client.get("/supply/").get_data(as_text=True)
+    assert f"/supply/sites/{world.sites['CN01']}" in first
+    assert f"/supply/sites/{world.sites['CN02']}" not in first
+    assert "after=CN01" in first and "lots_after=L-0001" in first
+    assert "L-0002" not in first
+    second = client.get("/supply/?after=CN01&lots_after=L-0001").get_data(as_text=True)
+    assert f"/supply/sites/{world.sites['CN02']}" in second
+    assert f'/supply/sites/{world.sites["CN01"]}"' not in second
+    assert "L-0002" in second
