@@ -179,7 +179,9 @@ def test_the_supply_page_pages_sites_and_counts_from_the_summary(world):
     assert ShipmentState.REQUESTED  # the states module is the one the pages use
 
 
-def test_the_supply_page_shows_a_page_of_sites_and_lots_with_a_link_to_the_next(world, monkeypatch):
+def test_the_supply_page_shows_a_page_of_sites_and_lots_with_a_link_to_the_next(
+    world, monkeypatch, clock
+):
     from tests.conftest import sign_in
 
     monkeypatch.setattr(supply_views, "SITE_PAGE", 1)
