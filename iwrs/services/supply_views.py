@@ -99,7 +99,7 @@ def _lines_by_id(query) -> list[tuple[int, KitLine]]:  # type: ignore[no-untyped
     ]
 
 
-SHIPMENT_PAGE = 50  # the latest shipments the supply page lists
+SHIPMENT_PAGE = 25  # the latest shipments the supply page lists (issue 13: 50 before)
 
 
 def visible_shipments(
