@@ -52,6 +52,8 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -257,13 +259,11 @@ def _claim_once(
     now = clock.now()
     try:
         with transaction() as session:
-            row = session.scalars(
-                select(IdempotencyKey)
-                .where(IdempotencyKey.user_id == actor.user_id, IdempotencyKey.key == key)
-                .with_for_update()
-            ).first()
-            if row is None:
-                row = IdempotencyKey(
+            # A fresh key (the common case) is claimed by its insert alone; a key already there
+            # (or inserted meanwhile: PostgreSQL waits for that transaction) is read and locked.
+            new_id = session.execute(
+                _insert_if_absent(session)
+                .values(
                     user_id=actor.user_id,
                     key=key,
                     operation=request.operation,
@@ -273,9 +273,17 @@ def _claim_once(
                     claim=1,
                     claimed_at=now,
                 )
-                session.add(row)
-                session.flush()
-                return _Claim(row.id, 1)
+                .returning(IdempotencyKey.id)
+            ).scalar_one_or_none()
+            if new_id is not None:
+                return _Claim(new_id, 1)
+            row = session.scalars(
+                select(IdempotencyKey)
+                .where(IdempotencyKey.user_id == actor.user_id, IdempotencyKey.key == key)
+                .with_for_update()
+            ).first()
+            if row is None:  # gone again: cannot happen (keys are never deleted); look again
+                return _Busy()
             _same_request(row, request)
             if row.state in (KeyState.SUCCEEDED, KeyState.REFUSED):
                 assert row.status_code is not None and row.body is not None
@@ -290,6 +298,13 @@ def _claim_once(
             return _Claim(row.id, row.claim)
     except IntegrityError:  # a concurrent first use inserted the key first (PostgreSQL)
         return _Busy()
+
+
+def _insert_if_absent(session: Session):  # type: ignore[no-untyped-def]
+    """INSERT ... ON CONFLICT (user, key) DO NOTHING, on either backend."""
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert(IdempotencyKey).on_conflict_do_nothing(index_elements=["user_id", "key"])
+    return sqlite_insert(IdempotencyKey).on_conflict_do_nothing(index_elements=["user_id", "key"])
 
 
 def _same_request(row: IdempotencyKey, request: Request) -> None:

@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from blinding import schedules
 from iwrs import audit, clock, locking, validation
@@ -383,13 +383,18 @@ def visit_plan(day1: date) -> tuple[VisitPlan, ...]:
     )
 
 
-def _result(session: Session, row: Randomization) -> RandomizationResult:
+def _result(session: Session, row: Randomization, kit: Kit | None = None) -> RandomizationResult:
+    """The result of the randomization `row`; `kit`: its day-1 kit when the caller has it (the
+    transaction that just dispensed it), else read (the subject's first dispensation)."""
     subject = session.get(Subject, row.subject_id)
     assert subject is not None
-    first = session.scalars(
-        select(Dispensation).where(Dispensation.subject_id == subject.id).order_by(Dispensation.id)
-    ).first()
-    kit = session.get(Kit, first.kit_id) if first else None
+    if kit is None:
+        first = session.scalars(
+            select(Dispensation)
+            .where(Dispensation.subject_id == subject.id)
+            .order_by(Dispensation.id)
+        ).first()
+        kit = session.get(Kit, first.kit_id) if first else None
     day1 = date.fromisoformat(row.randomized_on)
     return RandomizationResult(
         subject.id,
@@ -484,8 +489,13 @@ def _randomize(
     """The randomize transaction, its locks in the order of iwrs/locking.py: subject, site,
     the list (shared), the stratum's position and slot, the kit, and last the counters (site,
     stratum, study) that enforce the caps and give the number; the chain head at commit."""
+    # The site is read once, locked, by _lock_active_site (not also by the relationship's
+    # selectin load here): `subject.site` then comes from the session's identity map.
     subject = session.scalars(
-        select(Subject).where(Subject.id == subject_id).with_for_update()
+        select(Subject)
+        .where(Subject.id == subject_id)
+        .options(lazyload(Subject.site))
+        .with_for_update()
     ).first()
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
@@ -623,13 +633,13 @@ def share_active_list(session: Session) -> RandomizationList | None:
     of randomizations and extensions hold it together, while a list store or a key rotation
     (FOR UPDATE) waits for them and holds new ones back. A list replaced while this waited is
     seen replaced, and the new active list is read (and locked) instead. None: no active list."""
+    # One statement: the active list read and locked together. A list replaced while this
+    # waited is re-checked by PostgreSQL (no longer active: no row), and the next look, a new
+    # statement, sees the new active list; no active list at all costs three looks (a refusal).
     for _ in range(3):
-        rlist = active_list(session)
-        if rlist is None:
-            return None
         locked = session.scalars(
             select(RandomizationList)
-            .where(RandomizationList.id == rlist.id, RandomizationList.active.is_(True))
+            .where(RandomizationList.active.is_(True))
             .with_for_update(read=True, key_share=True)
             .execution_options(populate_existing=True)
         ).first()
@@ -807,4 +817,4 @@ def _record(
             "status": "randomized",
         },
     )
-    return _result(session, row)
+    return _result(session, row, kit)

@@ -66,24 +66,24 @@ class _Seen:
     temporary: bool
     locked_until: datetime | None
     sign_in_locked_until: datetime | None
+    failed_signatures: int
 
 
 def _read_user(*, username: str | None = None, user_id: int | None = None) -> _Seen | None:
+    """The columns the checks need, in one statement (no User object, so none of its
+    relationships is loaded)."""
     with current_app.extensions["iwrs.sessionmaker"]() as session:
-        query = select(User).where(
-            User.username == username if username is not None else User.id == user_id
-        )
-        user = session.scalars(query).one_or_none()
-        if user is None:
-            return None
-        return _Seen(
-            user.id,
-            user.password_hash,
-            user.active,
-            user.password_temporary,
-            user.locked_until,
-            user.sign_in_locked_until,
-        )
+        query = select(
+            User.id,
+            User.password_hash,
+            User.active,
+            User.password_temporary,
+            User.locked_until,
+            User.sign_in_locked_until,
+            User.failed_signatures,
+        ).where(User.username == username if username is not None else User.id == user_id)
+        row = session.execute(query).one_or_none()
+        return None if row is None else _Seen(*row)
 
 
 def _locked(until: datetime | None) -> bool:
@@ -275,6 +275,13 @@ def confirm_password(*, user_id: int, password: str, action: str) -> None:
         assert seen.locked_until is not None
         raise AccountLocked(_lock_message(seen.locked_until, "account"), rule="lockout")
     matches = password_matches(seen.password_hash, password)
+    if matches and not seen.failed_signatures:
+        # Nothing to record: a correct password with no earlier failure to clear changes no
+        # row, so no write transaction (and no lock of the user row) is taken. A password
+        # changed while this one was checked (milliseconds) is not looked for again: the
+        # check proves the owner knew the password read a moment ago, as it would have an
+        # instant earlier; the change itself ends every session and token of the user.
+        return
     with transaction() as session:
         user = session.get(User, user_id, with_for_update=True)
         assert user is not None
