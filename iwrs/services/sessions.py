@@ -70,20 +70,28 @@ class _Seen:
 
 
 def _read_user(*, username: str | None = None, user_id: int | None = None) -> _Seen | None:
-    """The columns the checks need, in one statement (no User object, so none of its
-    relationships is loaded)."""
     with current_app.extensions["iwrs.sessionmaker"]() as session:
-        query = select(
-            User.id,
-            User.password_hash,
-            User.active,
-            User.password_temporary,
-            User.locked_until,
-            User.sign_in_locked_until,
-            User.failed_signatures,
-        ).where(User.username == username if username is not None else User.id == user_id)
-        row = session.execute(query).one_or_none()
-        return None if row is None else _Seen(*row)
+        return read_signer(session, username=username, user_id=user_id)
+
+
+def read_signer(
+    session: Session, *, username: str | None = None, user_id: int | None = None
+) -> _Seen | None:
+    """What the password checks need of a user (by username or id), read in `session` in one
+    statement, without a lock (no User object, so none of its relationships is loaded): for a
+    caller that already has a short transaction open before the check (an idempotency claim),
+    to pass to `confirm_signature(seen=...)`."""
+    query = select(
+        User.id,
+        User.password_hash,
+        User.active,
+        User.password_temporary,
+        User.locked_until,
+        User.sign_in_locked_until,
+        User.failed_signatures,
+    ).where(User.username == username if username is not None else User.id == user_id)
+    row = session.execute(query).one_or_none()
+    return None if row is None else _Seen(*row)
 
 
 def _locked(until: datetime | None) -> bool:
@@ -242,27 +250,31 @@ def revoke_all_tokens(session: Session, *, actor: Actor, user_id: int, reason: s
         )
 
 
-def confirm_signature(*, signer_id: int | None, password: str) -> None:
+def confirm_signature(*, signer_id: int | None, password: str, seen: _Seen | None = None) -> None:
     """Check an e-signature's re-entered password (21 CFR 11.200) with its own counter: the
     sign-in counter and sign-in lock never refuse it. A temporary password never signs (rule
-    temporary_password)."""
+    temporary_password). `seen`: the signer as `read_signer` read them moments ago in the
+    caller's own short transaction (else read here)."""
     if signer_id is None:
         raise AuthenticationFailed(
             "an electronic signature needs a signed-in user", field="password", rule="signer"
         )
-    confirm_password(user_id=signer_id, password=password, action=SIGNATURE)
+    confirm_password(user_id=signer_id, password=password, action=SIGNATURE, seen=seen)
 
 
-def confirm_password(*, user_id: int, password: str, action: str) -> None:
+def confirm_password(
+    *, user_id: int, password: str, action: str, seen: _Seen | None = None
+) -> None:
     """Check the signed-in owner's re-entered password (signature, password change, token
     minting). `lockout_after` wrong ones in a row end the session they came from and lock the
     account (rule lockout); a correct one clears the count. Argon2 runs outside any write
-    transaction; the outcome is recorded in a short one."""
+    transaction; the outcome is recorded in a short one. `seen`: as confirm_signature."""
     if not password:
         raise InvalidInput(
             "password: re-enter your password to sign", field="password", rule="required"
         )
-    seen = _read_user(user_id=user_id)
+    if seen is None or seen.id != user_id:
+        seen = _read_user(user_id=user_id)
     if seen is None or not seen.active:
         raise AuthenticationFailed("the signer's account is not active", rule="signer")
     if action == SIGNATURE and seen.temporary:
