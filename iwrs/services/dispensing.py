@@ -78,9 +78,14 @@ def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, 
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
     require_site(user, subject.site_id, not_found("subject", subject_id, field="subject_id"))
-    randomization = session.scalars(
-        select(Randomization).where(Randomization.subject_id == subject.id)
+    # Its slot comes in the same statement (the kit choice needs its arm: `_pick_kit` then finds
+    # it in the session's identity map).
+    found = session.execute(
+        select(Randomization, RandomizationSlot)
+        .join(RandomizationSlot, RandomizationSlot.id == Randomization.slot_id)
+        .where(Randomization.subject_id == subject.id)
     ).first()
+    randomization = found[0] if found is not None else None
     if randomization is None or subject.status != SubjectStatus.RANDOMIZED:
         raise Conflict(
             f"subject {subject.screening_number} is {subject.status}; kits go only "
