@@ -65,7 +65,10 @@ class DispenseResult:
     dispensed_at: datetime | None = None  # the moment of entry, UTC
 
 
-def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, Randomization]:
+def _subject(
+    session: Session, actor: Actor, subject_id: int
+) -> tuple[Subject, Randomization, RandomizationSlot]:
+    """The subject (locked), its randomization and the randomization's slot."""
     user = acting_user(session, actor, Permission.DISPENSE)
     # The site is read once, locked, by _lock_active_site (not also by the relationship's
     # selectin load here): `subject.site` then comes from the session's identity map.
@@ -78,14 +81,13 @@ def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, 
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
     require_site(user, subject.site_id, not_found("subject", subject_id, field="subject_id"))
-    # Its slot comes in the same statement (the kit choice needs its arm: `_pick_kit` then finds
-    # it in the session's identity map).
+    # Its slot comes in the same statement (the kit choice needs its arm).
     found = session.execute(
         select(Randomization, RandomizationSlot)
         .join(RandomizationSlot, RandomizationSlot.id == Randomization.slot_id)
         .where(Randomization.subject_id == subject.id)
     ).first()
-    randomization = found[0] if found is not None else None
+    randomization, slot = found if found is not None else (None, None)
     if randomization is None or subject.status != SubjectStatus.RANDOMIZED:
         raise Conflict(
             f"subject {subject.screening_number} is {subject.status}; kits go only "
@@ -100,7 +102,8 @@ def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, 
             field="subject_id",
             rule="discontinued",
         )
-    return subject, randomization
+    assert slot is not None
+    return subject, randomization, slot
 
 
 def _open_request(session: Session, subject: Subject, visit_code: str, kind: str) -> KitRequest:
@@ -171,7 +174,7 @@ def dispense(
         raise InvalidInput(f"kind: must be one of {', '.join(KINDS)}", field="kind", rule="choice")
     refusal: Conflict | None = None
     with transaction() as session:
-        subject, randomization = _subject(session, actor, subject_id)
+        subject, randomization, slot = _subject(session, actor, subject_id)
         reason = coded_reason(subject, reason) or ""
         backdate_reason = coded_reason(subject, backdate_reason, field=REASON_FIELD)
         site = _lock_active_site(session, subject)  # the site's kits: one pick at a time
@@ -184,7 +187,7 @@ def dispense(
         stated = _stated_visit_date(given, subject, day1, visit_code, visit_date, backdate_reason)
         out_of_window = _decide_out_of_window(day1, visit, kind, stated.on, reason)
         why = request.reason if request is not None else reason.strip()
-        kit = _pick_kit(session, site, randomization, day1, visit_code, today)
+        kit = _pick_kit(session, site, slot, day1, visit_code, today)
         if kit is None:
             refusal = _refuse_for_stock(session, site, subject)
         else:
@@ -256,14 +259,13 @@ def _decide_out_of_window(day1: date, visit: VisitPlan, kind: str, on: date, rea
 def _pick_kit(
     session: Session,
     site: Site,
-    randomization: Randomization,
+    slot: RandomizationSlot,
     day1: date,
     visit_code: str,
     today: date,
 ) -> Kit | None:
-    """A dispensable kit of the subject's arm at the site, or None if there is none."""
-    slot = session.get(RandomizationSlot, randomization.slot_id)
-    assert slot is not None
+    """A dispensable kit of the subject's arm (its randomization's `slot`) at the site, or None
+    if there is none."""
     # Every kind lasts through the window end of the dosing visit after `visit_code`
     # (supply.expiry: an extra kit serves the interval of the visit it is requested for).
     shelf = ShelfTreatments(
