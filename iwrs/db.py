@@ -122,23 +122,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     )
     app.extensions["iwrs.engine"] = engine
     app.extensions["iwrs.sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
-    app.extensions["iwrs.read_sessionmaker"] = sessionmaker(
-        _read_engine(engine), expire_on_commit=False
-    )
     app.teardown_appcontext(_close_read_session)
-
-
-def _read_engine(engine: Engine) -> Engine:
-    """The engine of the requests' read sessions. Decision: on PostgreSQL they run in
-    autocommit, each statement on its own: under READ COMMITTED (the server's default and
-    ours) every statement of a transaction sees its own fresh snapshot anyway, so a read
-    session in a transaction shows nothing more consistent; autocommit spares each request the
-    BEGIN and ROLLBACK round trips and never leaves a connection idle in a transaction while
-    the request hashes a password or writes. SQLite keeps its transaction (BEGIN): there the
-    read session's snapshot is what makes a page's reads agree with each other."""
-    if engine.dialect.name != "postgresql":
-        return engine
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def engine() -> Engine:
@@ -148,7 +132,7 @@ def engine() -> Engine:
 def read_session() -> Session:
     """The read-only session of the current request or command (closed at teardown)."""
     if "iwrs_read_session" not in g:
-        g.iwrs_read_session = current_app.extensions["iwrs.read_sessionmaker"]()
+        g.iwrs_read_session = current_app.extensions["iwrs.sessionmaker"]()
     return g.iwrs_read_session
 
 
