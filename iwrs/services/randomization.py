@@ -537,11 +537,16 @@ def _randomize(
             .values(locked_at=now)
         )
     _dispense_first_kit(session, actor, subject, kit, now)
+    # The subject's new status is written before the counters too: the study counter is held
+    # from its increment to the commit (by every randomization in turn), so what does not need
+    # the number is done before it is taken. A cap reached there rolls all of it back.
+    was = str(subject.status)
+    subject.status, subject.status_changed_at = SubjectStatus.RANDOMIZED, now
     session.flush()  # every row change above reaches the database before the counters
     number = caps.take(session)
     locking.failpoint("randomize.after_counters")
     return _record(
-        session, actor, subject, site, slot, kit, rlist, (number, today), idempotency_key
+        session, actor, subject, site, slot, kit, rlist, (number, today), idempotency_key, was
     )
 
 
@@ -768,9 +773,11 @@ def _record(
     rlist: RandomizationList,
     numbered: tuple[int, date],
     idempotency_key: str | None,
+    was: str,
 ) -> RandomizationResult:
     """The randomization row numbered by the study counter (`numbered`: the number and day 1,
-    the site's date), its e-signature, the subject's status and the audit event: inserts after
+    the site's date), its e-signature and the audit event (`was`: the subject's status before
+    `_randomize` set it to randomized, for the event's "before"): inserts after
     the counters that wait on no lock (the key, the subject, the slot and the signer's user
     row, by the dispensation's foreign key, are already held)."""
     p = protocol()
@@ -797,8 +804,7 @@ def _record(
         entity_id=row.id,
     )
     row.signature_id = signature.id
-    before = {"status": str(subject.status)}
-    subject.status, subject.status_changed_at = SubjectStatus.RANDOMIZED, now
+    before = {"status": was}  # the status the subject had (`_randomize` changed it already)
     audit.record(
         session,
         actor=actor,
