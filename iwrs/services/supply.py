@@ -13,7 +13,7 @@ from datetime import date, datetime
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from blinding.kits import (
     KitSpec,
@@ -392,7 +392,11 @@ def import_kits(*, actor: Actor, csv_text: str) -> KitImportReport:
 
 def acting_user(session: Session, actor: Actor, permission: Permission) -> User:
     """The signed-in user behind the actor, if they hold the permission (404 otherwise)."""
-    user = session.get(User, actor.user_id) if actor.user_id is not None else None
+    user = (  # the user and their sites in one statement
+        session.get(User, actor.user_id, options=[joinedload(User.site_links)])
+        if actor.user_id is not None
+        else None
+    )
     if user is None or not has_permission(user, permission):
         raise NotFound("not available to your role", rule="permission")
     return user
