@@ -240,7 +240,12 @@ CSV_COLUMNS = (
 
 def export(filters: Filters, *, kind: str, actor: Actor) -> tuple[str, str]:
     """The filtered trail, oldest first, signed (see iwrs.audit_export), as (content, media
-    type); a checkpoint is signed at the export and the export is audited."""
+    type); a checkpoint is signed at the export and the export is audited. Auditors only
+    (Forbidden `permission`: the route's decorator is the second wall, not the only one)."""
+    from iwrs.auth import Permission
+    from iwrs.services.users import require
+
+    require(actor, Permission.VIEW_AUDIT)
     anchor = audit_anchor.take_checkpoint(occasion="export")
     session = read_session()
     query = _query(filters).where(AuditEvent.seq <= anchor.seq).order_by(AuditEvent.seq)

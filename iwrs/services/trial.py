@@ -17,8 +17,11 @@ def load_protocol(*, actor: Actor, protocol: Protocol) -> list[str]:
     """Record the protocol in the database and create its depot and sites if missing.
 
     Returns what changed, one line each. A database holds one trial: a protocol with another
-    study id is refused.
+    study id is refused. The operator's use case (Forbidden `system_only` for a person).
     """
+    from iwrs.services.users import require_system
+
+    require_system(actor)
     changes: list[str] = []
     with transaction() as session:
         trial = session.scalars(select(Trial).with_for_update()).one_or_none()
