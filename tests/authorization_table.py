@@ -13,6 +13,11 @@ the test as surely as a missing check. `scoped`: a user of another site is refus
 found" (rule exists, 404), never told the record is elsewhere. `owned`: the record is the
 actor's own (notice, token); another person's is refused as not found unless the role is in
 `others`.
+
+A route's site scope is asserted over HTTP for its GET; a scoped POST validates its form or
+body before it names the record to the service, so its site rule is asserted by the service
+pass, where the check lives (a POST for another site's record then answers exactly as for a
+record that does not exist).
 """
 
 from __future__ import annotations
@@ -376,7 +381,7 @@ ROUTES: dict[str, Access] = {
     "Randomization.Dispensations POST": only(PHA, scoped=True),
     "Randomization.Confirmation POST": only(PHA, scoped=True),
     "supply.index GET": only(*_SUPPLY_VIEW),
-    "supply.chart GET": only(*_SUPPLY_VIEW),
+    "supply.chart GET": only(SUP),
     "supply.shipment GET": only(*_SUPPLY_VIEW, scoped=True),
     "supply.site_inventory GET": only(*_SUPPLY_VIEW, scoped=True),
     "supply.report POST": only(PHA, scoped=True),
