@@ -599,7 +599,12 @@ def test_every_route_refuses_exactly_the_roles_the_table_refuses(matrix):
                 refused = status in (403, 404)
                 if status >= 500 or refused == (role in access.roles):
                     wrong.append(f"{key} as {role}: {status}")
-                if access.scoped and method == "GET" and role in OTHER_SITE and role in access.roles:
+                if (
+                    access.scoped
+                    and method == "GET"
+                    and role in OTHER_SITE
+                    and role in access.roles
+                ):
                     status = _request(matrix, clients, key, rule, OTHER_SITE[role])
                     if status != 404:
                         wrong.append(f"{key} as {role} of another site: {status} (not 404)")
