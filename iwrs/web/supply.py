@@ -49,10 +49,10 @@ def index():  # type: ignore[no-untyped-def]
         sites=queries.visible_sites(current_user),
         shipments=shown,
         next_before=shown[-1].id if len(shown) == supply_views.SHIPMENT_PAGE else None,
-        depot=supply_views.depot_stock() if manager else [],
-        by_site=supply_views.stock_by_site() if manager else [],
-        alerts=supply_views.open_alerts() if manager else [],
-        quarantined=supply_views.quarantined() if manager else [],
+        depot=supply_views.depot_stock(actor=Actor.of(current_user)) if manager else [],
+        by_site=supply_views.stock_by_site(actor=Actor.of(current_user)) if manager else [],
+        alerts=supply_views.open_alerts(actor=Actor.of(current_user)) if manager else [],
+        quarantined=supply_views.quarantined(actor=Actor.of(current_user)) if manager else [],
         reconciliation=accountability.reconciliation_summary() if manager else None,
     )
 
@@ -61,7 +61,9 @@ def index():  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_SUPPLY)
 def chart():  # type: ignore[no-untyped-def]
     """Available kits by site over time (replays the availability events: a report)."""
-    return render_template("supply_chart.html", history=supply_views.available_history())
+    return render_template(
+        "supply_chart.html", history=supply_views.available_history(actor=Actor.of(current_user))
+    )
 
 
 @bp.get("/sites/<int:site_id>")

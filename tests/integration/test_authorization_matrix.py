@@ -422,6 +422,17 @@ FACTORIES: dict[str, Kwargs] = {
         "password": PASSWORD,
     },
     "users.revoke_api_token": lambda m, who: {"token_id": m.ids["tokens"][who or "admin"]},
+    "audit_views.page": lambda m, who: {"filters": _filters()},
+    "audit_views.event": lambda m, who: {"seq": 1},
+    "queries.all_users": lambda m, who: {},
+    "queries.user_by_id": lambda m, who: {"user_id": m.ids["target"]},
+    "queries.tokens_of": lambda m, who: {"user_id": m.users[who or "admin"].id},
+    "unblinded_access.access_requests": lambda m, who: {},
+    "supply_views.depot_stock": lambda m, who: {},
+    "supply_views.stock_by_site": lambda m, who: {},
+    "supply_views.open_alerts": lambda m, who: {},
+    "supply_views.quarantined": lambda m, who: {},
+    "supply_views.available_history": lambda m, who: {},
 }
 
 # Owned records: the same use case on another person's record (that of `OTHER_OWNER`).
@@ -434,6 +445,7 @@ OTHERS: dict[str, Kwargs] = {
         "password": PASSWORD,
     },
     "users.revoke_api_token": lambda m, who: {"token_id": m.ids["tokens"][_other(who)]},
+    "queries.tokens_of": lambda m, who: {"user_id": m.users[_other(who)].id},
 }
 
 

@@ -57,7 +57,7 @@ class Users(MethodView):
     @blp.alt_response(403, **PROBLEM)
     def get(self):  # type: ignore[no-untyped-def]
         """All users (admins only)."""
-        return [_user_view(u) for u in queries.all_users()]
+        return [_user_view(u) for u in queries.all_users(actor=Actor.of(current_user))]
 
     @requires(Permission.MANAGE_USERS)
     @blp.arguments(UserCreateSchema)
@@ -76,7 +76,7 @@ class Users(MethodView):
             role=body["role"],
             site_codes=body["site_codes"],
         )
-        return _user_view(queries.user_by_id(user.id))
+        return _user_view(queries.user_by_id(user.id, actor=Actor.of(current_user)))
 
 
 @blp.route("/tokens")
@@ -85,7 +85,7 @@ class Tokens(MethodView):
     @blp.response(200, TokenSchema(many=True))
     def get(self):  # type: ignore[no-untyped-def]
         """The caller's own API tokens (never the tokens themselves)."""
-        return queries.tokens_of(current_user.id)
+        return queries.tokens_of(current_user.id, actor=Actor.of(current_user))
 
     @requires(Permission.OWN_API_TOKENS)
     @blp.arguments(TokenCreateSchema)
@@ -135,7 +135,7 @@ class AccessRequests(MethodView):
             or has_permission(current_user, Permission.SEE_ARM)
         ):
             raise Forbidden("your role may not see access requests", rule="permission")
-        return unblinded_access.access_requests()
+        return unblinded_access.access_requests(actor=Actor.of(current_user))
 
     @requires(Permission.MANAGE_USERS)
     @blp.arguments(AccessRequestCreateSchema)
