@@ -74,12 +74,9 @@ for i, (path, old, k) in enumerate(MUTANTS):
     if original.count(old) != 1:
         print(f"[{i}] {k}: pattern found {original.count(old)} times; skipped")
         continue
-    # delete the check line(s): keep what follows the check in the pattern
+    # delete the check (the pattern's first line; the whole site-scope block for report_kit)
     first_line_end = old.index("\n") + 1
-    if k == "accountability.report_kit":
-        new = ""
-    else:
-        new = old[first_line_end:]
+    new = "" if k == "accountability.report_kit" else old[first_line_end:]
     p.write_text(original.replace(old, new))
     try:
         r = subprocess.run(
