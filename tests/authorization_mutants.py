@@ -40,7 +40,7 @@ MUTANTS = [
     ),
     (
         "iwrs/services/audit_views.py",
-        "    require(actor, Permission.VIEW_AUDIT)\n",
+        "    require(actor, Permission.VIEW_AUDIT)\n    anchor = audit_anchor",
         "audit_views.export",
     ),
     (
