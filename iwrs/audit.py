@@ -253,13 +253,16 @@ def _forget_on_rollback(session: Session) -> None:
 
 @dataclass(frozen=True)
 class Verification:
-    """The outcome of walking the chain: OK with the count, or the first bad event."""
+    """The outcome of walking the chain: OK with the count, or the first bad event and what is
+    wrong with it: `kind` is "missing" (a seq absent), "link" (its prev_hash is not the previous
+    event's hash), "hash" (its content), "mac" (its MAC) or "head" (the chain head disagrees)."""
 
     ok: bool
     count: int
     first_bad_seq: int | None = None
     problem: str | None = None
     last_hash: str = GENESIS
+    kind: str | None = None
 
     def __str__(self) -> str:
         if self.ok:
@@ -290,6 +293,7 @@ def verify_events(
                 expected,
                 f"event {expected} is missing (the next event is {seq})",
                 prev,
+                "missing",
             )
         if fields["prev_hash"] != prev:
             return Verification(
@@ -299,16 +303,22 @@ def verify_events(
                 "its link to the previous event is broken "
                 "(an event before it was removed, replaced or inserted)",
                 prev,
+                "link",
             )
         if event_hash(fields) != fields["hash"]:
             return Verification(
-                False, count, seq, "its content does not match its hash (altered)", prev
+                False, count, seq, "its content does not match its hash (altered)", prev, "hash"
             )
         if key is not None and not hmac.compare_digest(
             event_mac(key, fields["hash"]), fields.get("mac") or ""
         ):
             return Verification(
-                False, count, seq, "its MAC does not match (forged without the audit key)", prev
+                False,
+                count,
+                seq,
+                "its MAC does not match (forged without the audit key)",
+                prev,
+                "mac",
             )
         prev, expected, count = fields["hash"], expected + 1, count + 1
     if head is not None:
@@ -320,6 +330,7 @@ def verify_events(
                 count + 1,
                 f"event {count + 1} is missing: the chain head records {head_seq} events",
                 prev,
+                "missing",
             )
         if head_seq < count or head_hash != prev:
             return Verification(
@@ -329,6 +340,7 @@ def verify_events(
                 "the chain head does not match the last event "
                 "(an event was inserted after the head or the head was altered)",
                 prev,
+                "head",
             )
     return Verification(True, count, None, None, prev)
 

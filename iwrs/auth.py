@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import hashlib
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -129,20 +133,71 @@ def password_hasher() -> PasswordHasher:
     return current_app.extensions["iwrs.password_hasher"]
 
 
-def hash_password(password: str) -> str:
-    return password_hasher().hash(password)
-
-
-def password_matches(stored_hash: str | None, password: str) -> bool:
-    """Argon2id check; an unknown user is checked against a dummy hash so timing says nothing."""
+def hash_password(password: str, *, low_priority: bool = False) -> str:
+    """An Argon2id hash of `password` (the application's costs); `low_priority` as for
+    `password_matches`."""
     hasher = password_hasher()
+    return run_at_low_priority(hasher.hash, password) if low_priority else hasher.hash(password)
+
+
+def password_matches(stored_hash: str | None, password: str, *, low_priority: bool = False) -> bool:
+    """Argon2id check; an unknown user is checked against a dummy hash so timing says nothing.
+
+    `low_priority`: verify in the niced pool (`run_at_low_priority`). Anonymous sign-ins do
+    (known and unknown users alike, so timing stays equal); a signed-in owner's re-entered
+    password (e-signatures, emergency unblinding) does not, so no storm can slow it."""
+    hasher = password_hasher()
+    candidate = stored_hash or current_app.extensions["iwrs.dummy_hash"]
     try:
-        return (
-            hasher.verify(stored_hash or current_app.extensions["iwrs.dummy_hash"], password)
-            and stored_hash is not None
+        verified = (
+            run_at_low_priority(hasher.verify, candidate, password)
+            if low_priority
+            else hasher.verify(candidate, password)
         )
+        return verified and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+# Decision (issue 11, the sign-in storm): anonymous sign-ins' Argon2id runs in a small pool of
+# threads niced to LOW_PRIORITY, so that on a busy machine the CPU goes first to requests that
+# change data (an audited write) and sign-ins take what is left. argon2-cffi releases the GIL
+# while hashing, so the request thread waiting on the pool costs nothing. Linux gives each
+# thread its own nice value (setpriority on its native id); elsewhere the pool runs at normal
+# priority. The trade, intended: under load a sign-in takes longer (it waits for idle CPU),
+# writes do not. The pool also caps this process's concurrent Argon2id (memory: 19 MiB each).
+LOW_PRIORITY = 19
+T = TypeVar("T")
+LOW_PRIORITY_THREADS = max(2, os.cpu_count() or 2)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _lower_this_thread() -> None:
+    # Not Linux (no per-thread nice value): the pool runs at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_PRIORITY)
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None  # a forked child has none of the parent's threads: it starts its own
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def run_at_low_priority(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` on one of this process's LOW_PRIORITY_THREADS threads niced to
+    LOW_PRIORITY; waits for and returns its result (or raises its exception)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                LOW_PRIORITY_THREADS, "iwrs-low-priority", initializer=_lower_this_thread
+            )
+        pool = _pool
+    return pool.submit(function, *args).result()
 
 
 # --- API tokens ------------------------------------------------------------------------------

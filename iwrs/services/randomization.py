@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from blinding import schedules
+from blinding.sealing import SealError
 from iwrs import audit, clock, locking, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found
@@ -42,13 +43,13 @@ from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.models.supply import Kit
 from iwrs.services.subjects import _investigator, require_confirmed_eligible
 from iwrs.services.supply import (
+    KIT_CONTEXT,
     ShelfTreatments,
     _apply,
     acting_user,
     open_alert,
     protocol,
     sealer,
-    treatment_of,
     unseal_cached,
     usable_shelf,
 )
@@ -706,8 +707,10 @@ def _checked_kit(session: Session, site: Site, shelf: ShelfTreatments, arm: str)
     """The kit for the slot's arm (first expiry first out by lot, across every arm), checked
     against the slot: a mismatch alerts and refuses (rule kit_check)."""
     kit = shelf.pick(arm, tie_break())
-    # Defence in depth: the sealed kit must match the slot.
-    if kit is None or treatment_of(kit) != arm:
+    # Defence in depth: the sealed kit must match the slot. The choice saw the shelf as it was
+    # read, through the process's unseal cache, so checking it against the same source could
+    # never fail (issue 14). The check reads the row again instead (`_sealed_treatment_now`).
+    if kit is None or _sealed_treatment_now(session, kit) != arm:
         open_alert(
             session,
             kind="kit_mismatch",
@@ -725,6 +728,26 @@ def _checked_kit(session: Session, site: Site, shelf: ShelfTreatments, arm: str)
             )
         )
     return kit
+
+
+def _sealed_treatment_now(session: Session, kit: Kit) -> str | None:
+    """The chosen kit's treatment as its row holds it now, or None when it does not open.
+
+    Decision (issue 14): the independent record is the kit row itself, re-read from the
+    database (locked: lock order 5, the kit after the slot) and opened with the key directly,
+    not through services.supply.unseal_cached. So a token swapped, altered or copied from another
+    kit after the shelf was read, or a cache entry that disagrees with the token, refuses
+    (kit_check, alert kit_mismatch) instead of dispensing. Treatments are compared, not tokens:
+    an online key rotation re-seals a kit without changing its treatment."""
+    token = session.scalars(
+        select(Kit.sealed_treatment).where(Kit.id == kit.id).with_for_update()
+    ).one_or_none()
+    if token is None:
+        return None
+    try:
+        return sealer().unseal(token, context=KIT_CONTEXT.format(number=kit.number))
+    except SealError:
+        return None
 
 
 def _dispense_first_kit(

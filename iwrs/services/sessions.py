@@ -15,7 +15,9 @@ without letting a stranger deny an e-signature):
 
 Argon2 runs outside any write transaction: the user is read, the password checked, and only
 then is the outcome recorded in a short transaction (so a storm of sign-ins never holds the
-SQLite write lock or a PostgreSQL row lock while hashing)."""
+SQLite write lock or a PostgreSQL row lock while hashing). A sign-in's Argon2 runs at low CPU
+priority, a signed-in owner's re-entered password at normal priority (iwrs/auth.py,
+`run_at_low_priority`): a storm of sign-ins yields the CPU to writes and e-signatures."""
 
 from __future__ import annotations
 
@@ -119,11 +121,12 @@ def sign_in(*, username: str, password: str) -> SignIn:
             _lock_message(until, "account" if account else "password sign-in"),
             rule="lockout" if account else "sign_in_lockout",
         )
-    matches = password_matches(seen.password_hash if seen else None, password)
+    # Anonymous: Argon2id at low CPU priority (iwrs/auth.py), for known and unknown users alike.
+    matches = password_matches(seen.password_hash if seen else None, password, low_priority=True)
     # A hash made with older Argon2 costs is upgraded now, while the password is at hand; the
     # hashing runs here, outside the write transaction, like the check.
     rehashed = (
-        hash_password(password)
+        hash_password(password, low_priority=True)
         if matches and seen and password_hasher().check_needs_rehash(seen.password_hash)
         else None
     )

@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from flask import current_app
 from sqlalchemy import select
@@ -224,6 +224,29 @@ class KitImportReport:
     rank_warning: bool
 
 
+def _lots_for(session: Session, specs: Sequence[KitSpec], *, now: datetime) -> dict[str, Lot]:
+    """The lots the kits name, by code: existing ones checked (one kit type and one expiry per
+    lot, rule lot_consistent), new ones added."""
+    lots: dict[str, Lot] = {lot.code: lot for lot in session.scalars(select(Lot))}
+    for code in sorted({s.lot for s in specs}):
+        first = next(s for s in specs if s.lot == code)
+        if code in lots:
+            lot = lots[code]
+            if (lot.kit_type, lot.expiry) != (first.kit_type, first.expiry):
+                raise InvalidInput(
+                    f"lot {code}: already exists with kit type {lot.kit_type} and expiry "
+                    f"{lot.expiry}; a lot has one kit type and one expiry",
+                    field="lot",
+                    rule="lot_consistent",
+                )
+        else:
+            lots[code] = Lot(
+                code=code, kit_type=first.kit_type, expiry=first.expiry, created_at=now
+            )
+            session.add(lots[code])
+    return lots
+
+
 def _store_kits(
     session: Session, specs: Sequence[KitSpec], *, actor: Actor, how: str
 ) -> KitImportReport:
@@ -245,23 +268,7 @@ def _store_kits(
         )
     depot = _depot(session)
     now = clock.now()
-    lots: dict[str, Lot] = {lot.code: lot for lot in session.scalars(select(Lot))}
-    for code in sorted({s.lot for s in specs}):
-        first = next(s for s in specs if s.lot == code)
-        if code in lots:
-            lot = lots[code]
-            if (lot.kit_type, lot.expiry) != (first.kit_type, first.expiry):
-                raise InvalidInput(
-                    f"lot {code}: already exists with kit type {lot.kit_type} and expiry "
-                    f"{lot.expiry}; a lot has one kit type and one expiry",
-                    field="lot",
-                    rule="lot_consistent",
-                )
-        else:
-            lots[code] = Lot(
-                code=code, kit_type=first.kit_type, expiry=first.expiry, created_at=now
-            )
-            session.add(lots[code])
+    lots = _lots_for(session, specs, now=now)
     session.flush()
     for spec in specs:
         if (spec.kit_type, spec.expiry) != (lots[spec.lot].kit_type, lots[spec.lot].expiry):

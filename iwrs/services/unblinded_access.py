@@ -17,6 +17,7 @@ create --role unblinded_statistician`, audited as the CLI actor)."""
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
@@ -99,6 +100,31 @@ def request_unblinded_account(
     return row
 
 
+def _pending_request_for(session: Session, actor: Actor, request_id: int) -> UnblindedAccessRequest:
+    """The pending request, locked, that `actor` (an active unblinded statistician who is not
+    its requester) may decide. Refusals: exists, unblinded_approver, not_requester, pending."""
+    row = session.get(UnblindedAccessRequest, request_id, with_for_update=True)
+    if row is None:
+        raise NotFound(f"request {request_id} does not exist", field="request_id", rule="exists")
+    approver = session.get(User, actor.user_id)
+    if approver is None or not approver.active or approver.role != Role.UNBLINDED_STATISTICIAN:
+        raise Forbidden(
+            "only an active unblinded statistician decides on unblinded access",
+            rule="unblinded_approver",
+        )
+    if row.requested_by_id == actor.user_id:
+        raise Forbidden(
+            "request_id: the requester cannot approve their own request",
+            field="request_id",
+            rule="not_requester",
+        )
+    if row.status is not AccessRequestStatus.PENDING:
+        raise Conflict(
+            f"request {request_id} is already {row.status}", field="request_id", rule="pending"
+        )
+    return row
+
+
 def decide_unblinded_request(
     *,
     actor: Actor,
@@ -120,27 +146,7 @@ def decide_unblinded_request(
     password = passwords.temporary_password()
     password_hash = hash_password(password)
     with transaction() as session:
-        row = session.get(UnblindedAccessRequest, request_id, with_for_update=True)
-        if row is None:
-            raise NotFound(
-                f"request {request_id} does not exist", field="request_id", rule="exists"
-            )
-        approver = session.get(User, actor.user_id)
-        if approver is None or not approver.active or approver.role != Role.UNBLINDED_STATISTICIAN:
-            raise Forbidden(
-                "only an active unblinded statistician decides on unblinded access",
-                rule="unblinded_approver",
-            )
-        if row.requested_by_id == actor.user_id:
-            raise Forbidden(
-                "request_id: the requester cannot approve their own request",
-                field="request_id",
-                rule="not_requester",
-            )
-        if row.status is not AccessRequestStatus.PENDING:
-            raise Conflict(
-                f"request {request_id} is already {row.status}", field="request_id", rule="pending"
-            )
+        row = _pending_request_for(session, actor, request_id)
         before = _snapshot(row)
         verb = "approve" if approve else "reject"
         signature = users.sign(

@@ -22,10 +22,12 @@ from iwrs.audit import Actor
 from iwrs.clock import set_clock
 from iwrs.db import engine, read_session
 from iwrs.models.audit import AuditEvent
+from iwrs.models.randomization import RandomizationSlot
 from iwrs.models.sites import Site, SiteStatus
 from iwrs.models.supply import Kit, Shipment
-from iwrs.services import keys, shipments, sites, supply, trial, users
+from iwrs.services import keys, randomization, shipments, sites, supply, trial, users
 from tests.conftest import PASSWORD, ManualClock, make_settings
+from tests.unit.test_sealing_nonces import assert_fresh_nonces
 
 ARM_CODES = ("ACTIVEQX", "PLACEBOZK")
 PG_DUMP = "/usr/bin/pg_dump"
@@ -158,6 +160,38 @@ def test_sealed_values_show_neither_arm_nor_which_kits_share_one(blind_app):
     assert len(set(sealed.values())) == 40
     assert len({len(v) for v in sealed.values()}) == 1
     assert not any(code in value for value in sealed.values() for code in ARM_CODES)
+
+
+def test_stored_kits_and_slots_share_no_nonce_and_no_ciphertext_body(blind_app):
+    """Whole tokens differ by their row-bound tag even with one nonce for every seal; the
+    nonces and ciphertext bodies must differ too (tests/unit/test_sealing_nonces.py)."""
+    stock_a_site(blind_app)
+    with blind_app.app_context():
+        stat = users.create_user(
+            actor=Actor.system("test"),
+            username="statx",
+            full_name="Test statistician",
+            role="unblinded_statistician",
+            password=PASSWORD,
+            site_codes=[],
+        )
+        randomization.generate_list(actor=Actor.of(stat), name="at rest", seed=b"s" * 32)
+        session = read_session()
+        session.rollback()
+        kits = list(session.scalars(select(Kit)))
+        slots = list(session.scalars(select(RandomizationSlot)))
+        by_arm: dict[str, list[str]] = {}
+        for kit in kits:
+            by_arm.setdefault(supply.treatment_of(kit), []).append(kit.sealed_treatment)
+    assert set(by_arm) == set(ARM_CODES) and all(len(v) > 1 for v in by_arm.values())
+    for same_treatment in by_arm.values():  # the pairs a reused nonce would give away
+        assert_fresh_nonces(same_treatment)
+    assert len(slots) > 1
+    assert_fresh_nonces(
+        [k.sealed_treatment for k in kits]
+        + [s.sealed_arm for s in slots]
+        + [s.sealed_block for s in slots]
+    )
 
 
 def test_after_rotation_the_old_key_opens_no_kit_and_the_new_key_opens_every_kit(blind_app):

@@ -24,6 +24,9 @@ from tests.integration.randomization_worker import (
 LOT_SIZE = 10  # kits per lot, both arms (5 + 5)
 LOTS = tuple((f"L-{n:04d}", LOT_SIZE, 700 + 10 * n) for n in range(1, 5))  # 4 lots, 40 kits
 ARMS = 2
+# The kit cross-check at randomization re-reads the chosen kit's row and opens its token with
+# the key, never through the cache (services.randomization._sealed_treatment_now, issue 14).
+CROSS_CHECK = 1
 
 
 class CountingSealer(Sealer):
@@ -79,11 +82,13 @@ def test_randomize_unseals_at_most_the_first_lot_and_the_next_hits_the_cache(wor
     first, second = eligible_subject(world, "CN01"), eligible_subject(world, "CN01")
     counter = counting(world)
     randomize(world, first)
-    assert 0 < counter.kit_unseals <= LOT_SIZE + ARMS
+    # + CROSS_CHECK: the chosen kit is opened once more, from its row, bypassing the cache.
+    assert 0 < counter.kit_unseals <= LOT_SIZE + ARMS + CROSS_CHECK
     opened = counter.kit_unseals
     randomize(world, second)
-    # The first lot is still the pick lot and every kit of it was opened already.
-    assert counter.kit_unseals == opened
+    # The first lot is still the pick lot and every kit of it was opened already: only the
+    # chosen kit's cross-check opens a token.
+    assert counter.kit_unseals == opened + CROSS_CHECK
 
 
 def test_dispense_unseals_at_most_the_first_lot_and_the_next_hits_the_cache(world, clock):

@@ -187,3 +187,115 @@ def test_a_hash_with_older_argon2_costs_is_upgraded_at_sign_in(ctx, make_user):
     users.sign_in(username=user.username, password=PASSWORD)  # and it still signs in
     read_session().rollback()
     assert read_session().get(User, user.id).password_hash == stored  # no rehash again
+
+
+# --- Argon2id at low CPU priority (the sign-in storm) ----------------------------------------
+
+
+def _priority() -> int:
+    import os
+
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+class _PriorityRecordingHasher(PasswordHasher):
+    """The real Argon2id hasher (the tests' costs), which also records the hash each
+    verification was made against and the nice value of the thread that ran it."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+        self.verified: list[tuple[str, int]] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+        self.verified.append((str(hash), _priority()))
+        return super().verify(hash, password)
+
+
+@pytest.fixture
+def recording(ctx):  # type: ignore[no-untyped-def]
+    hasher = _PriorityRecordingHasher()
+    ctx.extensions["iwrs.password_hasher"] = hasher
+    ctx.extensions["iwrs.dummy_hash"] = hasher.hash("not-a-real-password-for-timing")
+    return hasher
+
+
+def test_sign_ins_check_at_low_priority_and_unknown_users_still_cost_a_check(recording):
+    """Known user (right or wrong password) and unknown user alike: one Argon2id verification
+    each, on a thread niced to LOW_PRIORITY; the unknown user's against the dummy hash, so the
+    time taken says nothing about whether the user exists."""
+    from iwrs.auth import LOW_PRIORITY
+
+    user = _user()
+    recording.verified.clear()
+    assert users.sign_in(username="dr.wu", password=PASSWORD).user.id == user.id
+    with pytest.raises(AuthenticationFailed):
+        users.sign_in(username="dr.wu", password="wrong password!")
+    with pytest.raises(AuthenticationFailed) as unknown:
+        users.sign_in(username="nobody.here", password=PASSWORD)
+    assert unknown.value.rule == "credentials"
+    stored = read_session().get(User, user.id).password_hash
+    assert recording.verified == [
+        (stored, LOW_PRIORITY),
+        (stored, LOW_PRIORITY),
+        (_dummy(), LOW_PRIORITY),
+    ]
+
+
+def _dummy() -> str:
+    from flask import current_app
+
+    return str(current_app.extensions["iwrs.dummy_hash"])
+
+
+def test_re_entered_passwords_check_at_the_callers_priority(recording):
+    """A signed-in owner's e-signature (an emergency unblinding, say) is not niced: no storm of
+    sign-ins can slow it."""
+    user = _user()
+    recording.verified.clear()
+    users.confirm_signature(signer_id=user.id, password=PASSWORD)
+    assert [priority for _, priority in recording.verified] == [_priority()]
+
+
+def test_the_low_priority_pool_hashes_and_verifies_correctly(ctx):
+    from argon2.exceptions import VerifyMismatchError
+
+    from iwrs.auth import (
+        LOW_PRIORITY,
+        hash_password,
+        password_hasher,
+        password_matches,
+        run_at_low_priority,
+    )
+
+    hashed = hash_password(PASSWORD, low_priority=True)
+    assert hashed.startswith("$argon2id$") and password_hasher().verify(hashed, PASSWORD)
+    assert password_matches(hashed, PASSWORD, low_priority=True)
+    assert not password_matches(hashed, PASSWORD + "x", low_priority=True)
+    assert not password_matches(None, PASSWORD, low_priority=True)
+    with pytest.raises(VerifyMismatchError):  # the pool passes exceptions back
+        run_at_low_priority(password_hasher().verify, hashed, "other")
+    assert run_at_low_priority(_priority) == LOW_PRIORITY
+
+
+def _in_child(connection: Any) -> None:
+    from iwrs.auth import run_at_low_priority
+
+    connection.send(run_at_low_priority(_priority))
+
+
+def test_a_forked_process_starts_its_own_low_priority_pool(ctx):
+    """gunicorn --preload and the benchmark fork after the parent used the pool: the child's
+    calls must not wait for threads it does not have."""
+    import multiprocessing
+
+    from iwrs.auth import LOW_PRIORITY, run_at_low_priority
+
+    assert run_at_low_priority(_priority) == LOW_PRIORITY  # the parent's pool exists
+    context = multiprocessing.get_context("fork")
+    parent, child = context.Pipe()
+    process = context.Process(target=_in_child, args=(child,))
+    process.start()
+    assert parent.poll(60), "the child's call never returned"
+    assert parent.recv() == LOW_PRIORITY
+    process.join(60)
+    assert process.exitcode == 0

@@ -179,6 +179,57 @@ def test_successful_sign_ins_are_not_throttled(app, make_user):
         assert _attempt(app, user.username, "10.2.2.2", PASSWORD) == 302
 
 
+def _statements(app: Flask) -> list[str]:
+    """Every SQL statement the application's engine runs from now on (appended as it runs)."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+    event.listen(
+        app.extensions["iwrs.engine"],
+        "before_cursor_execute",
+        lambda _conn, _cursor, statement, *_: seen.append(statement),
+    )
+    return seen
+
+
+def test_a_throttled_attempt_is_answered_before_the_session_csrf_and_database(app, make_user):
+    """Over a limit, an attempt costs the server neither a password check nor a statement
+    (but the first of the window, which audits it), reads no session, needs no CSRF token and
+    renders no template: 429, Retry-After and a small fixed page."""
+    user = make_user("auditor")
+    for attempt in range(30):
+        assert _attempt(app, f"nobody{attempt}", "10.6.6.6") == 401
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "10.6.6.6"
+    first = client.post("/sign-in", data={"username": user.username, "password": PASSWORD})
+    assert first.status_code == 429  # the right password, no CSRF token: refused unseen
+    assert len(_events(app, "auth.sign_in_throttled")) == 1
+    statements = _statements(app)
+    for _ in range(3):
+        refused = client.post("/sign-in", data={"username": user.username, "password": "x"})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        assert "Set-Cookie" not in refused.headers  # no session was opened or written
+        assert len(refused.get_data()) < 1024
+    assert statements == []
+    assert len(_events(app, "auth.sign_in_throttled")) == 1
+    # The limit is per source: another place still gets its password checked.
+    assert _attempt(app, user.username, "10.6.6.7", PASSWORD) == 302
+
+
+def test_only_failed_sign_ins_count_and_not_throttled_ones(app, make_user):
+    """Five failures for one username from one place reach that pair's limit; the 429s that
+    follow are not counted again (the window's count stays at its limit, so one more
+    failure elsewhere does not breach the username's own limit of 10 early)."""
+    user = make_user("auditor")
+    for _ in range(5):
+        assert _attempt(app, user.username, "10.7.0.1") == 401
+    for _ in range(20):
+        assert _attempt(app, user.username, "10.7.0.1", PASSWORD) == 429
+    for attempt in range(5):  # 5 + 5 = the username's 10 a minute
+        assert _attempt(app, user.username, f"10.7.1.{attempt}") == 401
+    assert _attempt(app, user.username, "10.7.2.1", PASSWORD) == 429
+
+
 # --- the e-signature's own counter --------------------------------------------------------------
 
 
