@@ -386,7 +386,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def requires(*permissions: Permission) -> Callable[[F], F]:
-    """Let the view run only for a signed-in user holding every named permission."""
+    """Let the view run only for a signed-in user holding every named permission.
+
+    The second wall, never the only one: every use case and every read of protected data
+    checks its caller itself (iwrs/services; tests/authorization_table.py is the one table
+    of who may do what, tests/integration/test_authorization_matrix.py calls each as every
+    role). On an API method it is the outermost decorator, so a refused role gets 403 before
+    its body is validated (it learns nothing of the schema)."""
 
     def decorate(view: F) -> F:
         @functools.wraps(view)

@@ -60,7 +60,7 @@ from sqlalchemy.orm import Session
 from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.db import transaction
-from iwrs.errors import Conflict, InvalidInput, IWRSError
+from iwrs.errors import Conflict, Forbidden, InvalidInput, IWRSError
 from iwrs.models.idempotency import IdempotencyKey, KeyState
 from iwrs.models.subjects import Subject
 
@@ -198,7 +198,10 @@ def run(
     after the claim committed, outside every transaction), then `perform(settle)`, which opens
     the use case's transaction and calls `settle(session, status, body)` in it on success, and
     returns (status, body) or raises the refusal. Raises InvalidInput
-    `idempotency_key_reused`, InProgress, StoredRefusal, or the new refusal (then stored)."""
+    `idempotency_key_reused`, InProgress, StoredRefusal, or the new refusal (then stored);
+    Forbidden `signer` for the system actor (a key is scoped to a signed-in user)."""
+    if actor.user_id is None:
+        raise Forbidden("an idempotency key belongs to a signed-in user", rule="signer")
     check_key(key)
     for _ in range(3):  # a lost claim looks again; three times lost is answered in_progress
         found = _begin(actor, key, request, read)

@@ -30,7 +30,7 @@ from iwrs import audit, clock, locking, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found
 from iwrs.db import transaction
-from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.errors import Conflict, Forbidden, InvalidInput, NotFound
 from iwrs.models.randomization import (
     Dispensation,
     Randomization,
@@ -257,7 +257,13 @@ def generate_list(
 def import_list(
     *, actor: Actor, name: str, csv_text: str, dummy: bool = False
 ) -> RandomizationList:
-    """Import a statistician-supplied list (native or REDCap layout); every bad row named."""
+    """Import a statistician-supplied list (native or REDCap layout); every bad row named.
+    Decision: the role is checked before the file is parsed (a refused role learns nothing
+    from the parser and costs no parse), and again on the stored user in the transaction."""
+    from iwrs.services.users import may
+
+    if actor.user_id is None or not may(actor, Permission.MANAGE_LISTS):
+        raise Forbidden("only the unblinded statistician imports a list", rule="permission")
     name = validation.text(name, field="name", kind="name")
     _environment_allows(dummy)
     p = protocol()

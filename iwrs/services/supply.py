@@ -328,7 +328,11 @@ def _taken_numbers(session: Session) -> set[str]:
 def generate_kits(
     *, actor: Actor, kit_type: str, lot: str, expiry_date: date, count: int, seed: bytes
 ) -> KitImportReport:
-    """Generate a blinded kit list at the depot: `count` kits split by the allocation ratio."""
+    """Generate a blinded kit list at the depot: `count` kits split by the allocation ratio.
+    The supply manager's or the operator's (Forbidden `permission` otherwise)."""
+    from iwrs.services.users import require
+
+    require(actor, Permission.MANAGE_SUPPLY)
     known = {k.code for k in protocol().kit_types}
     if kit_type not in known:
         raise InvalidInput(
@@ -366,7 +370,11 @@ def generate_kits(
 
 def import_kits(*, actor: Actor, csv_text: str) -> KitImportReport:
     """Import a packaging vendor's kit list; any bad row or unbalanced lot rejects the whole
-    file, every one named; kit numbers that correlate with treatment warn in the report."""
+    file, every one named; kit numbers that correlate with treatment warn in the report.
+    The supply manager's or the operator's (Forbidden `permission` otherwise)."""
+    from iwrs.services.users import require
+
+    require(actor, Permission.MANAGE_SUPPLY)
     with transaction() as session:
         specs, errors = parse_kit_list_csv(
             csv_text,
@@ -538,7 +546,10 @@ def apply_expiry(session: Session, *, actor: Actor) -> list[str]:
 
 
 def run_expiry(*, actor: Actor) -> list[str]:
-    """The daily expiry run (CLI)."""
+    """The daily expiry run (CLI; Forbidden `system_only` for a person)."""
+    from iwrs.services.users import require_system
+
+    require_system(actor)
     with transaction() as session:
         return apply_expiry(session, actor=actor)
 

@@ -12,7 +12,8 @@ from sqlalchemy import Select, String, cast, func, select
 from sqlalchemy.orm import aliased
 
 from iwrs import clock
-from iwrs.auth import not_found, require_site, site_scope
+from iwrs.audit import Actor
+from iwrs.auth import Permission, not_found, require_site, site_scope
 from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
@@ -124,8 +125,17 @@ def visible_shipment(user: User, shipment_id: int) -> Shipment:
     return row
 
 
-def depot_stock() -> list[tuple[Lot, dict[str, int]]]:
+def _manager(actor: Actor) -> None:
+    """The depot and cross-site views are the supply manager's (and the operator's):
+    Forbidden `permission` for anyone else."""
+    from iwrs.services.users import require
+
+    require(actor, Permission.MANAGE_SUPPLY)
+
+
+def depot_stock(*, actor: Actor) -> list[tuple[Lot, dict[str, int]]]:
     """Per blinded lot: kit counts by state (all treatments together), by one GROUP BY."""
+    _manager(actor)
     session = read_session()
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for lot_id, state, n in session.execute(
@@ -137,8 +147,9 @@ def depot_stock() -> list[tuple[Lot, dict[str, int]]]:
     return [(lot, counts[lot.id]) for lot in session.scalars(select(Lot).order_by(Lot.code))]
 
 
-def stock_by_site() -> list[tuple[Site, dict[str, int]]]:
+def stock_by_site(*, actor: Actor) -> list[tuple[Site, dict[str, int]]]:
     """Per site: counts of the kits there by state (all treatments together), by GROUP BY."""
+    _manager(actor)
     session = read_session()
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for site_id, state, n in session.execute(
@@ -150,7 +161,8 @@ def stock_by_site() -> list[tuple[Site, dict[str, int]]]:
     return [(site, counts[site.id]) for site in session.scalars(select(Site).order_by(Site.code))]
 
 
-def open_alerts() -> list[SupplyAlert]:
+def open_alerts(*, actor: Actor) -> list[SupplyAlert]:
+    _manager(actor)
     return list(
         read_session().scalars(
             select(SupplyAlert)
@@ -160,13 +172,15 @@ def open_alerts() -> list[SupplyAlert]:
     )
 
 
-def quarantined() -> list[KitLine]:
+def quarantined(*, actor: Actor) -> list[KitLine]:
+    _manager(actor)
     return _lines(select(Kit).where(Kit.state == KitState.QUARANTINED))
 
 
-def available_history() -> dict[str, list[tuple[date, int]]]:
+def available_history(*, actor: Actor) -> dict[str, list[tuple[date, int]]]:
     """Available kits per site code at the end of each of the site's local days with a change
     (for the chart)."""
+    _manager(actor)
     session = read_session()
     rows = {s.id: s for s in session.scalars(select(Site))}
     sites = {site_id: s.code for site_id, s in rows.items()}

@@ -44,7 +44,7 @@ def index():  # type: ignore[no-untyped-def]
     sites = queries.visible_sites(current_user)
     # Lookups by site id, never a loop over the sites inside a loop over the sites (at 1,500
     # sites that join in the template took 13 s a view; tests/unit/test_template_loops.py).
-    by_site = supply_views.stock_by_site() if manager else []
+    by_site = supply_views.stock_by_site(actor=Actor.of(current_user)) if manager else []
     shown = supply_views.visible_shipments(
         current_user, before=before, limit=supply_views.SHIPMENT_PAGE
     )
@@ -56,9 +56,9 @@ def index():  # type: ignore[no-untyped-def]
         stock={site.id: counts for site, counts in by_site},
         shipments=shown,
         next_before=shown[-1].id if len(shown) == supply_views.SHIPMENT_PAGE else None,
-        depot=supply_views.depot_stock() if manager else [],
-        alerts=supply_views.open_alerts() if manager else [],
-        quarantined=supply_views.quarantined() if manager else [],
+        depot=supply_views.depot_stock(actor=Actor.of(current_user)) if manager else [],
+        alerts=supply_views.open_alerts(actor=Actor.of(current_user)) if manager else [],
+        quarantined=supply_views.quarantined(actor=Actor.of(current_user)) if manager else [],
     )
 
 
@@ -80,7 +80,9 @@ def reconciliation():  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_SUPPLY)
 def chart():  # type: ignore[no-untyped-def]
     """Available kits by site over time (replays the availability events: a report)."""
-    return render_template("supply_chart.html", history=supply_views.available_history())
+    return render_template(
+        "supply_chart.html", history=supply_views.available_history(actor=Actor.of(current_user))
+    )
 
 
 @bp.get("/sites/<int:site_id>")
