@@ -158,6 +158,7 @@ NOT_USE_CASES: dict[str, str] = {
             "supply.schedule",
             "supply.sealer",
             "supply.usable_through",
+            "supply_views.site_inventory_query",
             "users.check_identity",
             "users.check_password_rules",
             "users.clean_email",
@@ -170,6 +171,7 @@ NOT_USE_CASES: dict[str, str] = {
         for name in (
             "audit_views.record_verification",
             "audit_views.walk",
+            "sessions.read_signer",
             "coded_reasons.coded_reason",
             "coded_reasons.needs_code",
             "drug_classes.drug_classes_for",
@@ -383,6 +385,7 @@ ROUTES: dict[str, Access] = {
     "Randomization.Confirmation POST": only(PHA, scoped=True),
     "supply.index GET": only(*_SUPPLY_VIEW),
     "supply.chart GET": only(SUP),
+    "supply.reconciliation GET": only(SUP),
     "supply.shipment GET": only(*_SUPPLY_VIEW, scoped=True),
     "supply.site_inventory GET": only(*_SUPPLY_VIEW, scoped=True),
     "supply.report POST": only(PHA, scoped=True),
