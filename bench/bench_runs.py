@@ -18,6 +18,10 @@ The raw-SQL replay (`capture_randomizations`, `replay_runs`) and how faithful it
   never an error). It is therefore an upper bound of what the database alone can do for this
   transaction shape - the "raw SQL" of the issue. Statements the app sends outside the write
   transaction (reads before it) are replayed inside it.
+- Left out of the capture: `SET LOCAL synchronous_commit TO OFF`, which the app sends in the
+  idempotency claim's own short transaction only (iwrs.services.idempotency); inside the one
+  replayed transaction it would make the replay's commit, which stands for the randomization's
+  own (synchronous, durable) commit, skip its WAL flush.
 """
 
 from __future__ import annotations
@@ -257,6 +261,9 @@ def http_runs(
             progress(f"[{backend}/{hasher}] {op} K={k}: {_line(row)}")
 
 
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit"
+
+
 def capture_randomizations(
     manifest: dict[str, Any], url: str, subjects: list[tuple[int, int]], path: Path
 ) -> dict[str, Any]:
@@ -305,7 +312,7 @@ def capture_randomizations(
             except Exception:  # noqa: BLE001 - counted and reported; not replayed
                 failed += 1
                 continue
-            operations.append(list(current))
+            operations.append([c for c in current if not c[0].startswith(_ASYNC_COMMIT)])
     app.extensions["iwrs.engine"].dispose()
     path.write_bytes(pickle.dumps(operations))
     sizes = sorted(len(o) for o in operations)

@@ -186,14 +186,21 @@ def _append_pending(session: Session) -> None:
             raise AuditMissing("a transaction changed rows without recording an audit event")
         return
     key = _audit_key()
-    last_checkpoint = audit_anchor.last_checkpoint_seen(session)  # read before the lock
-    # Locked last, so concurrent use cases serialize on the chain only for their commit.
-    head = session.scalars(
-        select(AuditChainHead)
+    # Locked last, so concurrent use cases serialize on the chain only for their commit. The
+    # last checkpoint is read in the same statement (one round trip): from the statement's
+    # snapshot, taken before any wait for the lock, as a separate read before it would be.
+    last = select(AuditAnchor).order_by(AuditAnchor.id.desc()).limit(1).subquery()
+    head, last_seq, last_signed_at = session.execute(
+        select(
+            AuditChainHead,
+            select(last.c.seq).scalar_subquery(),
+            select(last.c.signed_at).scalar_subquery(),
+        )
         .where(AuditChainHead.id == 1)
-        .with_for_update()
+        .with_for_update(of=AuditChainHead)
         .execution_options(populate_existing=True)  # never a head read earlier in the session
     ).one()
+    last_checkpoint = (last_seq, last_signed_at) if last_seq is not None else None
     seq, prev = head.seq, head.hash
     for fields in pending:
         seq += 1

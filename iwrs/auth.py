@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Flask, current_app, flash, g, redirect, request, session, url_for
 from flask_login import AnonymousUserMixin, LoginManager, current_user, logout_user
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from iwrs import clock
 from iwrs.db import read_session
@@ -280,17 +281,26 @@ def _load_user_from_token(_request: Any) -> User | None:
     token = _bearer_token()
     if token is None:
         return None
-    row = (
+    # The token, its user and the user's sites in one statement.
+    found = (
         read_session()
-        .scalars(select(ApiToken).where(ApiToken.token_sha256 == token_digest(token)))
+        .execute(
+            select(ApiToken, User)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.token_sha256 == token_digest(token))
+            .options(joinedload(User.site_links))
+        )
+        .unique()
         .one_or_none()
     )
-    if row is None or row.revoked_at is not None or not is_api_request():
+    if found is None:
+        return None
+    row, user = found
+    if row.revoked_at is not None or not is_api_request():
         return None
     lifetime = current_app.extensions["iwrs.settings"].token_lifetime
     if (row.expires_at or row.created_at + lifetime) <= clock.now():
         return None
-    user = read_session().get(User, row.user_id)
     if _suspended(user):
         return None
     g.api_token_id = row.id
@@ -376,7 +386,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def requires(*permissions: Permission) -> Callable[[F], F]:
-    """Let the view run only for a signed-in user holding every named permission."""
+    """Let the view run only for a signed-in user holding every named permission.
+
+    The second wall, never the only one: every use case and every read of protected data
+    checks its caller itself (iwrs/services; tests/authorization_table.py is the one table
+    of who may do what, tests/integration/test_authorization_matrix.py calls each as every
+    role). On an API method it is the outermost decorator, so a refused role gets 403 before
+    its body is validated (it learns nothing of the schema)."""
 
     def decorate(view: F) -> F:
         @functools.wraps(view)

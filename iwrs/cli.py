@@ -318,7 +318,7 @@ def user_list() -> None:
     """List users with role, sites and status."""
     from iwrs.services import queries
 
-    for user in queries.all_users():
+    for user in queries.all_users(actor=cli_actor()):
         sites = (
             ",".join(s.code for s in queries.visible_sites(user))
             if user.role.site_scoped

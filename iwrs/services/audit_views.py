@@ -84,8 +84,19 @@ def _query(filters: Filters) -> Select[tuple[AuditEvent]]:
     return query
 
 
-def page(filters: Filters, *, before: int | None = None) -> tuple[list[AuditEvent], int | None]:
+def _auditor(actor: Actor) -> None:
+    """The audit trail is read by auditors (and the operator): Forbidden `permission`."""
+    from iwrs.auth import Permission
+    from iwrs.services.users import require
+
+    require(actor, Permission.VIEW_AUDIT)
+
+
+def page(
+    filters: Filters, *, actor: Actor, before: int | None = None
+) -> tuple[list[AuditEvent], int | None]:
     """One page, newest first, by keyset on seq (fast at any depth of a large trail)."""
+    _auditor(actor)
     query = _query(filters)
     if before is not None:
         query = query.where(AuditEvent.seq < before)
@@ -93,7 +104,8 @@ def page(filters: Filters, *, before: int | None = None) -> tuple[list[AuditEven
     return rows[:PAGE], (rows[PAGE - 1].seq if len(rows) > PAGE else None)
 
 
-def event(seq: int) -> AuditEvent:
+def event(seq: int, *, actor: Actor) -> AuditEvent:
+    _auditor(actor)
     row = read_session().get(AuditEvent, seq)
     if row is None:
         raise NotFound(f"audit event {seq} does not exist", field="seq", rule="exists")
@@ -240,7 +252,12 @@ CSV_COLUMNS = (
 
 def export(filters: Filters, *, kind: str, actor: Actor) -> tuple[str, str]:
     """The filtered trail, oldest first, signed (see iwrs.audit_export), as (content, media
-    type); a checkpoint is signed at the export and the export is audited."""
+    type); a checkpoint is signed at the export and the export is audited. Auditors only
+    (Forbidden `permission`: the route's decorator is the second wall, not the only one)."""
+    from iwrs.auth import Permission
+    from iwrs.services.users import require
+
+    require(actor, Permission.VIEW_AUDIT)
     anchor = audit_anchor.take_checkpoint(occasion="export")
     session = read_session()
     query = _query(filters).where(AuditEvent.seq <= anchor.seq).order_by(AuditEvent.seq)

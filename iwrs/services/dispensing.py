@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from blinding.kits import is_valid_kit_number
 from iwrs import audit, clock, validation
@@ -65,17 +65,29 @@ class DispenseResult:
     dispensed_at: datetime | None = None  # the moment of entry, UTC
 
 
-def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, Randomization]:
+def _subject(
+    session: Session, actor: Actor, subject_id: int
+) -> tuple[Subject, Randomization, RandomizationSlot]:
+    """The subject (locked), its randomization and the randomization's slot."""
     user = acting_user(session, actor, Permission.DISPENSE)
+    # The site is read once, locked, by _lock_active_site (not also by the relationship's
+    # selectin load here): `subject.site` then comes from the session's identity map.
     subject = session.scalars(
-        select(Subject).where(Subject.id == subject_id).with_for_update()
+        select(Subject)
+        .where(Subject.id == subject_id)
+        .options(lazyload(Subject.site))
+        .with_for_update()
     ).first()
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
     require_site(user, subject.site_id, not_found("subject", subject_id, field="subject_id"))
-    randomization = session.scalars(
-        select(Randomization).where(Randomization.subject_id == subject.id)
+    # Its slot comes in the same statement (the kit choice needs its arm).
+    found = session.execute(
+        select(Randomization, RandomizationSlot)
+        .join(RandomizationSlot, RandomizationSlot.id == Randomization.slot_id)
+        .where(Randomization.subject_id == subject.id)
     ).first()
+    randomization, slot = found if found is not None else (None, None)
     if randomization is None or subject.status != SubjectStatus.RANDOMIZED:
         raise Conflict(
             f"subject {subject.screening_number} is {subject.status}; kits go only "
@@ -90,7 +102,8 @@ def _subject(session: Session, actor: Actor, subject_id: int) -> tuple[Subject, 
             field="subject_id",
             rule="discontinued",
         )
-    return subject, randomization
+    assert slot is not None
+    return subject, randomization, slot
 
 
 def _open_request(session: Session, subject: Subject, visit_code: str, kind: str) -> KitRequest:
@@ -161,19 +174,20 @@ def dispense(
         raise InvalidInput(f"kind: must be one of {', '.join(KINDS)}", field="kind", rule="choice")
     refusal: Conflict | None = None
     with transaction() as session:
-        subject, randomization = _subject(session, actor, subject_id)
+        subject, randomization, slot = _subject(session, actor, subject_id)
         reason = coded_reason(subject, reason) or ""
         backdate_reason = coded_reason(subject, backdate_reason, field=REASON_FIELD)
         site = _lock_active_site(session, subject)  # the site's kits: one pick at a time
         day1 = date.fromisoformat(randomization.randomized_on)
         visit = _dosing_visit(day1, visit_code)
         request = None if kind == "scheduled" else _open_request(session, subject, visit_code, kind)
-        _check_visit_not_dispensed(session, subject, visit_code, kind)
+        given = _dispensations(session, subject)
+        _check_visit_not_dispensed(given, subject, visit_code, kind)
         today = clock.today(site)
-        stated = _stated_visit_date(session, subject, day1, visit_code, visit_date, backdate_reason)
+        stated = _stated_visit_date(given, subject, day1, visit_code, visit_date, backdate_reason)
         out_of_window = _decide_out_of_window(day1, visit, kind, stated.on, reason)
         why = request.reason if request is not None else reason.strip()
-        kit = _pick_kit(session, site, randomization, day1, visit_code, today)
+        kit = _pick_kit(session, site, slot, day1, visit_code, today)
         if kit is None:
             refusal = _refuse_for_stock(session, site, subject)
         else:
@@ -205,18 +219,19 @@ def _lock_active_site(session: Session, subject: Subject) -> Site:
     return site
 
 
+def _dispensations(session: Session, subject: Subject) -> list[Dispensation]:
+    """The subject's dispensations, read once for the checks of a new one (a handful: at most
+    the protocol's visits and their extra kits, whatever the trial's size)."""
+    return list(session.scalars(select(Dispensation).where(Dispensation.subject_id == subject.id)))
+
+
 def _check_visit_not_dispensed(
-    session: Session, subject: Subject, visit_code: str, kind: str
+    given: list[Dispensation], subject: Subject, visit_code: str, kind: str
 ) -> None:
-    """A visit's scheduled kit is dispensed once (rule once_per_visit)."""
-    done = session.scalars(
-        select(Dispensation).where(
-            Dispensation.subject_id == subject.id,
-            Dispensation.visit_code == visit_code,
-            Dispensation.kind == "scheduled",
-        )
-    ).first()
-    if kind == "scheduled" and done is not None:
+    """A visit's scheduled kit is dispensed once (rule once_per_visit); `given`: the subject's
+    dispensations (`_dispensations`)."""
+    done = any(d.visit_code == visit_code and d.kind == "scheduled" for d in given)
+    if kind == "scheduled" and done:
         raise Conflict(
             f"visit {visit_code} of {subject.screening_number} was dispensed "
             "already; use a replacement or an unscheduled kit",
@@ -244,14 +259,13 @@ def _decide_out_of_window(day1: date, visit: VisitPlan, kind: str, on: date, rea
 def _pick_kit(
     session: Session,
     site: Site,
-    randomization: Randomization,
+    slot: RandomizationSlot,
     day1: date,
     visit_code: str,
     today: date,
 ) -> Kit | None:
-    """A dispensable kit of the subject's arm at the site, or None if there is none."""
-    slot = session.get(RandomizationSlot, randomization.slot_id)
-    assert slot is not None
+    """A dispensable kit of the subject's arm (its randomization's `slot`) at the site, or None
+    if there is none."""
     # Every kind lasts through the window end of the dosing visit after `visit_code`
     # (supply.expiry: an extra kit serves the interval of the visit it is requested for).
     shelf = ShelfTreatments(
@@ -333,7 +347,7 @@ def _record_dispensation(
 
 
 def _stated_visit_date(
-    session: Session,
+    given: list[Dispensation],
     subject: Subject,
     day1: date,
     visit_code: str,
@@ -344,11 +358,7 @@ def _stated_visit_date(
     before the date of an earlier visit of the schedule already dispensed."""
     order = [v.code for v in visit_plan(day1)]
     earlier = set(order[: order.index(visit_code)]) if visit_code in order else set()
-    previous = [
-        d.visit_date
-        for d in session.scalars(select(Dispensation).where(Dispensation.subject_id == subject.id))
-        if d.visit_code in earlier and d.visit_date is not None
-    ]
+    previous = [d.visit_date for d in given if d.visit_code in earlier and d.visit_date is not None]
     not_before = max([day1, *previous])
     return stated_date(
         value=value,

@@ -27,6 +27,7 @@ from iwrs.services.randomization import (
     _randomize,
     _Refusal,
 )
+from iwrs.services.sessions import read_signer
 from iwrs.services.users import confirm_signature
 
 CREATED = 201
@@ -93,6 +94,13 @@ def randomize_answer(
         actor=actor,
         key=idempotency_key,
         request=idempotency.request_of("randomize", subject_id, {}),
-        verify=lambda: confirm_signature(signer_id=actor.user_id, password=signer_password),
+        # The signer is read in the claim's transaction (no transaction of its own), the
+        # password checked after it committed, before the randomization's transaction.
+        read=lambda session: (
+            read_signer(session, user_id=actor.user_id) if actor.user_id is not None else None
+        ),
+        verify=lambda seen: confirm_signature(
+            signer_id=actor.user_id, password=signer_password, seen=seen
+        ),
         perform=perform,
     )

@@ -53,6 +53,7 @@ from iwrs.services.randomization import (
     stored_slot,
 )
 from iwrs.services.supply import KIT_CONTEXT, sealer
+from iwrs.services.users import require_system
 
 BATCH_SIZE = 200
 SWEEP_GIVE_UP_AFTER = 120.0  # seconds of rows staying locked before the sweep reports them left
@@ -118,7 +119,9 @@ def activate_blinding_key(*, actor: Actor, key_id: str) -> str:
     """Step 1: make `key_id` (a key this server holds) current for every server; returns the
     previous current id. InvalidInput (field key_id, rule `known`) if this server does not hold
     it; ValueError if it is current already; Conflict (list, `fingerprint`) if a list no longer
-    matches its fingerprint under any key (nothing changes then)."""
+    matches its fingerprint under any key (nothing changes then). The operator's use case
+    (Forbidden `system_only` for a person), as are re-sealing and retiring."""
+    require_system(actor)
     ring = sealer()
     if key_id not in ring.ring and not (ring.reload() and key_id in ring.ring):
         raise InvalidInput(
@@ -172,6 +175,7 @@ def reseal_all(
     the final sweep back until every server has had time to see the new current key. Returns
     the number of values re-sealed; Conflict (list, `fingerprint`) for a list that matches no
     key (the values re-sealed so far stay re-sealed)."""
+    require_system(actor)
     if batch_size < 1:
         raise InvalidInput("batch_size: must be at least 1", field="batch_size", rule="minimum")
     total = 0
@@ -322,7 +326,9 @@ def rotate_blinding_key(
     """Steps 1 and 2 in this process: `new_key` joins this server's ring and becomes current,
     then everything is re-sealed in batches (see the module). Other servers must find the key
     in their sources (the CLI writes it to instance/blinding_keys/ first). Returns the number
-    of values re-sealed; errors as `activate_blinding_key` and `reseal_all`."""
+    of values re-sealed; errors as `activate_blinding_key` and `reseal_all`. Refused
+    (`system_only`) before the new key joins this process's ring."""
+    require_system(actor)
     ring = sealer()
     key_id = ring.add(new_key)
     activate_blinding_key(actor=actor, key_id=key_id)
@@ -338,6 +344,7 @@ def retire_blinding_key(*, actor: Actor, key_id: str) -> None:
     """Step 3: record that `key_id` is retired; the caller then deletes its key file. Conflict
     (field key_id) with rule `current` if it is the current key, `in_use` while any value or
     list fingerprint is still under it (`iwrs keys check` lists them)."""
+    require_system(actor)
     ring = sealer()
     ring.refresh(force=True)
     if key_id == ring.ring.key_id:

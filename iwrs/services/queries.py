@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from iwrs.auth import not_found, require_site, site_scope
+from iwrs.audit import Actor
+from iwrs.auth import Permission, not_found, require_site, site_scope
 from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
@@ -37,18 +38,35 @@ def visible_site_by_code(user: User, code: str) -> Site:
     return site
 
 
-def all_users() -> list[User]:
+def _require(actor: Actor, permission: Permission) -> None:
+    from iwrs.services.users import require
+
+    require(actor, permission)
+
+
+def all_users(*, actor: Actor) -> list[User]:
+    """Every account (user managers and the operator; Forbidden `permission` otherwise)."""
+    _require(actor, Permission.MANAGE_USERS)
     return list(read_session().scalars(select(User).order_by(User.username)))
 
 
-def user_by_id(user_id: int) -> User:
+def user_by_id(user_id: int, *, actor: Actor) -> User:
+    """One account, for a user manager (Forbidden `permission` otherwise)."""
+    _require(actor, Permission.MANAGE_USERS)
     user = read_session().get(User, user_id)
     if user is None:
         raise NotFound(f"user {user_id} does not exist", field="user_id", rule="exists")
     return user
 
 
-def tokens_of(user_id: int) -> list[ApiToken]:
+def tokens_of(user_id: int, *, actor: Actor) -> list[ApiToken]:
+    """A user's API tokens: the owner's own, or anyone's for a user manager (NotFound `exists`
+    for another person's, as for a user that does not exist)."""
+    if user_id != actor.user_id:
+        from iwrs.services.users import may
+
+        if not may(actor, Permission.MANAGE_USERS):
+            raise not_found("user", user_id, field="user_id")
     return list(
         read_session().scalars(
             select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())

@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from blinding import schedules
 from blinding.sealing import SealError
@@ -30,7 +30,7 @@ from iwrs import audit, clock, locking, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found
 from iwrs.db import transaction
-from iwrs.errors import Conflict, InvalidInput, NotFound
+from iwrs.errors import Conflict, Forbidden, InvalidInput, NotFound
 from iwrs.models.randomization import (
     Dispensation,
     Randomization,
@@ -257,7 +257,13 @@ def generate_list(
 def import_list(
     *, actor: Actor, name: str, csv_text: str, dummy: bool = False
 ) -> RandomizationList:
-    """Import a statistician-supplied list (native or REDCap layout); every bad row named."""
+    """Import a statistician-supplied list (native or REDCap layout); every bad row named.
+    Decision: the role is checked before the file is parsed (a refused role learns nothing
+    from the parser and costs no parse), and again on the stored user in the transaction."""
+    from iwrs.services.users import may
+
+    if actor.user_id is None or not may(actor, Permission.MANAGE_LISTS):
+        raise Forbidden("only the unblinded statistician imports a list", rule="permission")
     name = validation.text(name, field="name", kind="name")
     _environment_allows(dummy)
     p = protocol()
@@ -384,13 +390,18 @@ def visit_plan(day1: date) -> tuple[VisitPlan, ...]:
     )
 
 
-def _result(session: Session, row: Randomization) -> RandomizationResult:
+def _result(session: Session, row: Randomization, kit: Kit | None = None) -> RandomizationResult:
+    """The result of the randomization `row`; `kit`: its day-1 kit when the caller has it (the
+    transaction that just dispensed it), else read (the subject's first dispensation)."""
     subject = session.get(Subject, row.subject_id)
     assert subject is not None
-    first = session.scalars(
-        select(Dispensation).where(Dispensation.subject_id == subject.id).order_by(Dispensation.id)
-    ).first()
-    kit = session.get(Kit, first.kit_id) if first else None
+    if kit is None:
+        first = session.scalars(
+            select(Dispensation)
+            .where(Dispensation.subject_id == subject.id)
+            .order_by(Dispensation.id)
+        ).first()
+        kit = session.get(Kit, first.kit_id) if first else None
     day1 = date.fromisoformat(row.randomized_on)
     return RandomizationResult(
         subject.id,
@@ -485,8 +496,13 @@ def _randomize(
     """The randomize transaction, its locks in the order of iwrs/locking.py: subject, site,
     the list (shared), the stratum's position and slot, the kit, and last the counters (site,
     stratum, study) that enforce the caps and give the number; the chain head at commit."""
+    # The site is read once, locked, by _lock_active_site (not also by the relationship's
+    # selectin load here): `subject.site` then comes from the session's identity map.
     subject = session.scalars(
-        select(Subject).where(Subject.id == subject_id).with_for_update()
+        select(Subject)
+        .where(Subject.id == subject_id)
+        .options(lazyload(Subject.site))
+        .with_for_update()
     ).first()
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
@@ -528,11 +544,16 @@ def _randomize(
             .values(locked_at=now)
         )
     _dispense_first_kit(session, actor, subject, kit, now)
+    # The subject's new status is written before the counters too: the study counter is held
+    # from its increment to the commit (by every randomization in turn), so what does not need
+    # the number is done before it is taken. A cap reached there rolls all of it back.
+    was = str(subject.status)
+    subject.status, subject.status_changed_at = SubjectStatus.RANDOMIZED, now
     session.flush()  # every row change above reaches the database before the counters
     number = caps.take(session)
     locking.failpoint("randomize.after_counters")
     return _record(
-        session, actor, subject, site, slot, kit, rlist, (number, today), idempotency_key
+        session, actor, subject, site, slot, kit, rlist, (number, today), idempotency_key, was
     )
 
 
@@ -624,13 +645,13 @@ def share_active_list(session: Session) -> RandomizationList | None:
     of randomizations and extensions hold it together, while a list store or a key rotation
     (FOR UPDATE) waits for them and holds new ones back. A list replaced while this waited is
     seen replaced, and the new active list is read (and locked) instead. None: no active list."""
+    # One statement: the active list read and locked together. A list replaced while this
+    # waited is re-checked by PostgreSQL (no longer active: no row), and the next look, a new
+    # statement, sees the new active list; no active list at all costs three looks (a refusal).
     for _ in range(3):
-        rlist = active_list(session)
-        if rlist is None:
-            return None
         locked = session.scalars(
             select(RandomizationList)
-            .where(RandomizationList.id == rlist.id, RandomizationList.active.is_(True))
+            .where(RandomizationList.active.is_(True))
             .with_for_update(read=True, key_share=True)
             .execution_options(populate_existing=True)
         ).first()
@@ -781,9 +802,11 @@ def _record(
     rlist: RandomizationList,
     numbered: tuple[int, date],
     idempotency_key: str | None,
+    was: str,
 ) -> RandomizationResult:
     """The randomization row numbered by the study counter (`numbered`: the number and day 1,
-    the site's date), its e-signature, the subject's status and the audit event: inserts after
+    the site's date), its e-signature and the audit event (`was`: the subject's status before
+    `_randomize` set it to randomized, for the event's "before"): inserts after
     the counters that wait on no lock (the key, the subject, the slot and the signer's user
     row, by the dispensation's foreign key, are already held)."""
     p = protocol()
@@ -810,8 +833,7 @@ def _record(
         entity_id=row.id,
     )
     row.signature_id = signature.id
-    before = {"status": str(subject.status)}
-    subject.status, subject.status_changed_at = SubjectStatus.RANDOMIZED, now
+    before = {"status": was}  # the status the subject had (`_randomize` changed it already)
     audit.record(
         session,
         actor=actor,
@@ -830,4 +852,4 @@ def _record(
             "status": "randomized",
         },
     )
-    return _result(session, row)
+    return _result(session, row, kit)

@@ -68,24 +68,32 @@ class _Seen:
     temporary: bool
     locked_until: datetime | None
     sign_in_locked_until: datetime | None
+    failed_signatures: int
 
 
 def _read_user(*, username: str | None = None, user_id: int | None = None) -> _Seen | None:
     with current_app.extensions["iwrs.sessionmaker"]() as session:
-        query = select(User).where(
-            User.username == username if username is not None else User.id == user_id
-        )
-        user = session.scalars(query).one_or_none()
-        if user is None:
-            return None
-        return _Seen(
-            user.id,
-            user.password_hash,
-            user.active,
-            user.password_temporary,
-            user.locked_until,
-            user.sign_in_locked_until,
-        )
+        return read_signer(session, username=username, user_id=user_id)
+
+
+def read_signer(
+    session: Session, *, username: str | None = None, user_id: int | None = None
+) -> _Seen | None:
+    """What the password checks need of a user (by username or id), read in `session` in one
+    statement, without a lock (no User object, so none of its relationships is loaded): for a
+    caller that already has a short transaction open before the check (an idempotency claim),
+    to pass to `confirm_signature(seen=...)`."""
+    query = select(
+        User.id,
+        User.password_hash,
+        User.active,
+        User.password_temporary,
+        User.locked_until,
+        User.sign_in_locked_until,
+        User.failed_signatures,
+    ).where(User.username == username if username is not None else User.id == user_id)
+    row = session.execute(query).one_or_none()
+    return None if row is None else _Seen(*row)
 
 
 def _locked(until: datetime | None) -> bool:
@@ -245,27 +253,31 @@ def revoke_all_tokens(session: Session, *, actor: Actor, user_id: int, reason: s
         )
 
 
-def confirm_signature(*, signer_id: int | None, password: str) -> None:
+def confirm_signature(*, signer_id: int | None, password: str, seen: _Seen | None = None) -> None:
     """Check an e-signature's re-entered password (21 CFR 11.200) with its own counter: the
     sign-in counter and sign-in lock never refuse it. A temporary password never signs (rule
-    temporary_password)."""
+    temporary_password). `seen`: the signer as `read_signer` read them moments ago in the
+    caller's own short transaction (else read here)."""
     if signer_id is None:
         raise AuthenticationFailed(
             "an electronic signature needs a signed-in user", field="password", rule="signer"
         )
-    confirm_password(user_id=signer_id, password=password, action=SIGNATURE)
+    confirm_password(user_id=signer_id, password=password, action=SIGNATURE, seen=seen)
 
 
-def confirm_password(*, user_id: int, password: str, action: str) -> None:
+def confirm_password(
+    *, user_id: int, password: str, action: str, seen: _Seen | None = None
+) -> None:
     """Check the signed-in owner's re-entered password (signature, password change, token
     minting). `lockout_after` wrong ones in a row end the session they came from and lock the
     account (rule lockout); a correct one clears the count. Argon2 runs outside any write
-    transaction; the outcome is recorded in a short one."""
+    transaction; the outcome is recorded in a short one. `seen`: as confirm_signature."""
     if not password:
         raise InvalidInput(
             "password: re-enter your password to sign", field="password", rule="required"
         )
-    seen = _read_user(user_id=user_id)
+    if seen is None or seen.id != user_id:
+        seen = _read_user(user_id=user_id)
     if seen is None or not seen.active:
         raise AuthenticationFailed("the signer's account is not active", rule="signer")
     if action == SIGNATURE and seen.temporary:
@@ -278,6 +290,13 @@ def confirm_password(*, user_id: int, password: str, action: str) -> None:
         assert seen.locked_until is not None
         raise AccountLocked(_lock_message(seen.locked_until, "account"), rule="lockout")
     matches = password_matches(seen.password_hash, password)
+    if matches and not seen.failed_signatures:
+        # Nothing to record: a correct password with no earlier failure to clear changes no
+        # row, so no write transaction (and no lock of the user row) is taken. A password
+        # changed while this one was checked (milliseconds) is not looked for again: the
+        # check proves the owner knew the password read a moment ago, as it would have an
+        # instant earlier; the change itself ends every session and token of the user.
+        return
     with transaction() as session:
         user = session.get(User, user_id, with_for_update=True)
         assert user is not None

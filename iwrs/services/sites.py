@@ -20,8 +20,11 @@ def change_site_status(
     *, actor: Actor, site_id: int, status: SiteStatus, signer_password: str
 ) -> Site:
     """Activate (allows screening and randomization) or close a site, with an e-signature."""
+    from iwrs.services.supply import acting_user
+
     confirm_signature(signer_id=actor.user_id, password=signer_password)
     with transaction() as session:
+        acting_user(session, actor, Permission.MANAGE_SITES)
         site = session.scalars(select(Site).where(Site.id == site_id).with_for_update()).first()
         if site is None:
             raise NotFound(f"site {site_id} does not exist", field="site_id", rule="exists")

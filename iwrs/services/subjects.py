@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session, joinedload, object_session
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor, canonical_json
@@ -54,7 +54,11 @@ def _investigator(
 ) -> User:
     """The acting user, if an investigator of this site; otherwise `missing` (the record asked
     for does not exist; default: the site)."""
-    user = session.get(User, actor.user_id) if actor.user_id is not None else None
+    user = (  # the user and their sites in one statement
+        session.get(User, actor.user_id, options=[joinedload(User.site_links)])
+        if actor.user_id is not None
+        else None
+    )
     if user is None or not has_permission(user, Permission.SCREEN_SUBJECTS):
         raise NotFound("subjects are managed by the site's investigators", rule="permission")
     require_site(user, site_id, missing)
@@ -607,20 +611,14 @@ def require_confirmed_eligible(session: Session, subject: Subject) -> Eligibilit
             field="subject_id",
             rule="confirmed_eligible",
         )
-    confirmed = session.scalars(
-        select(EligibilityAssessment)
-        .where(
-            EligibilityAssessment.subject_id == subject.id,
-            EligibilityAssessment.decision == Decision.ELIGIBLE,
-        )
-        .order_by(EligibilityAssessment.id.desc())
-        .limit(1)
-    ).first()
+    # The latest assessment must itself be the confirmed one: one read (the latest assessment
+    # decided eligible is the latest assessment exactly when the latest is decided eligible).
+    confirmed = _latest_assessment(session, subject.id)
     if (
         confirmed is None
+        or confirmed.decision != Decision.ELIGIBLE
         or confirmed.outcome != Outcome.ELIGIBLE
         or confirmed.signature_id is None
-        or confirmed != _latest_assessment(session, subject.id)
     ):
         raise Conflict(
             f"subject {subject.screening_number} has no signed eligible assessment",

@@ -13,7 +13,7 @@ from datetime import date, datetime
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from blinding.kits import (
     KitSpec,
@@ -329,7 +329,11 @@ def _taken_numbers(session: Session) -> set[str]:
 def generate_kits(
     *, actor: Actor, kit_type: str, lot: str, expiry_date: date, count: int, seed: bytes
 ) -> KitImportReport:
-    """Generate a blinded kit list at the depot: `count` kits split by the allocation ratio."""
+    """Generate a blinded kit list at the depot: `count` kits split by the allocation ratio.
+    The supply manager's or the operator's (Forbidden `permission` otherwise)."""
+    from iwrs.services.users import require
+
+    require(actor, Permission.MANAGE_SUPPLY)
     known = {k.code for k in protocol().kit_types}
     if kit_type not in known:
         raise InvalidInput(
@@ -367,7 +371,11 @@ def generate_kits(
 
 def import_kits(*, actor: Actor, csv_text: str) -> KitImportReport:
     """Import a packaging vendor's kit list; any bad row or unbalanced lot rejects the whole
-    file, every one named; kit numbers that correlate with treatment warn in the report."""
+    file, every one named; kit numbers that correlate with treatment warn in the report.
+    The supply manager's or the operator's (Forbidden `permission` otherwise)."""
+    from iwrs.services.users import require
+
+    require(actor, Permission.MANAGE_SUPPLY)
     with transaction() as session:
         specs, errors = parse_kit_list_csv(
             csv_text,
@@ -393,7 +401,11 @@ def import_kits(*, actor: Actor, csv_text: str) -> KitImportReport:
 
 def acting_user(session: Session, actor: Actor, permission: Permission) -> User:
     """The signed-in user behind the actor, if they hold the permission (404 otherwise)."""
-    user = session.get(User, actor.user_id) if actor.user_id is not None else None
+    user = (  # the user and their sites in one statement
+        session.get(User, actor.user_id, options=[joinedload(User.site_links)])
+        if actor.user_id is not None
+        else None
+    )
     if user is None or not has_permission(user, permission):
         raise NotFound("not available to your role", rule="permission")
     return user
@@ -535,7 +547,10 @@ def apply_expiry(session: Session, *, actor: Actor) -> list[str]:
 
 
 def run_expiry(*, actor: Actor) -> list[str]:
-    """The daily expiry run (CLI)."""
+    """The daily expiry run (CLI; Forbidden `system_only` for a person)."""
+    from iwrs.services.users import require_system
+
+    require_system(actor)
     with transaction() as session:
         return apply_expiry(session, actor=actor)
 

@@ -13,7 +13,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import aliased
 
 from iwrs import clock
-from iwrs.auth import not_found, require_site, site_scope
+from iwrs.audit import Actor
+from iwrs.auth import Permission, not_found, require_site, site_scope
 from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
@@ -128,8 +129,16 @@ def visible_shipment(user: User, shipment_id: int) -> Shipment:
 LOT_PAGE = 25  # blinded lots per page of the depot table (the full world has 89)
 
 
+def _manager(actor: Actor) -> None:
+    """The depot and cross-site views are the supply manager's (and the operator's):
+    Forbidden `permission` for anyone else."""
+    from iwrs.services.users import require
+
+    require(actor, Permission.MANAGE_SUPPLY)
+
+
 def depot_stock(
-    *, after: str | None = None, limit: int | None = None
+    *, actor: Actor, after: str | None = None, limit: int | None = None
 ) -> list[tuple[Lot, dict[str, int]]]:
     """Per blinded lot of a page (keyset by lot code: the `limit` lots coded after `after`): the
     depot's kits by state (all treatments together), read from the `kit_count` summary
@@ -137,6 +146,7 @@ def depot_stock(
     Decision (issue 13): the table shows the depot's stock, as its heading says; counts across
     every place of a lot (a sum over every site's and subject's rows, growing with the trial)
     belong to the reconciliation report, not to this page."""
+    _manager(actor)
     session = read_session()
     query = select(Lot).order_by(Lot.code).limit(limit or LOT_PAGE)
     if after:
@@ -173,9 +183,10 @@ def site_page(user: User, *, after: str | None = None, limit: int | None = None)
     return list(read_session().scalars(query))
 
 
-def stock_by_site(site_ids: Collection[int]) -> dict[int, dict[str, int]]:
+def stock_by_site(*, actor: Actor, site_ids: Collection[int] = ()) -> dict[int, dict[str, int]]:
     """Per site of `site_ids` (a page): counts of the kits there by state (all treatments
     together), from the `kit_count` summary by primary-key prefix: O(page) rows."""
+    _manager(actor)
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     if not site_ids:
         return counts
@@ -200,7 +211,8 @@ def site_codes(site_ids: Collection[int]) -> dict[int, str]:
     return {site_id: code for site_id, code in rows}
 
 
-def open_alerts() -> list[SupplyAlert]:
+def open_alerts(*, actor: Actor) -> list[SupplyAlert]:
+    _manager(actor)
     return list(
         read_session().scalars(
             select(SupplyAlert)
@@ -210,13 +222,15 @@ def open_alerts() -> list[SupplyAlert]:
     )
 
 
-def quarantined() -> list[KitLine]:
+def quarantined(*, actor: Actor) -> list[KitLine]:
+    _manager(actor)
     return _lines(select(Kit).where(Kit.state == KitState.QUARANTINED))
 
 
-def available_history() -> dict[str, list[tuple[date, int]]]:
+def available_history(*, actor: Actor) -> dict[str, list[tuple[date, int]]]:
     """Available kits per site code at the end of each of the site's local days with a change
     (for the chart)."""
+    _manager(actor)
     session = read_session()
     rows = {s.id: s for s in session.scalars(select(Site))}
     sites = {site_id: s.code for site_id, s in rows.items()}

@@ -17,8 +17,12 @@ def load_protocol(*, actor: Actor, protocol: Protocol) -> list[str]:
     """Record the protocol in the database and create its depot and sites if missing.
 
     Returns what changed, one line each. A database holds one trial: a protocol with another
-    study id is refused (rule one_trial).
+    study id is refused (rule one_trial). The operator's use case (Forbidden `system_only`
+    for a person).
     """
+    from iwrs.services.users import require_system
+
+    require_system(actor)
     with transaction() as session:
         changes = _record_trial(session, actor, protocol)
         depot, made = _ensure_depot(session, actor, protocol)

@@ -190,8 +190,11 @@ def decide_unblinded_request(
     return row
 
 
-def access_requests(*, pending_only: bool = False) -> list[UnblindedAccessRequest]:
-    """Requests, newest first (admins and unblinded statisticians read them)."""
+def access_requests(*, actor: Actor, pending_only: bool = False) -> list[UnblindedAccessRequest]:
+    """Requests, newest first (admins and unblinded statisticians read them; Forbidden
+    `permission` for anyone else)."""
+    if not (users.may(actor, Permission.MANAGE_USERS) or users.may(actor, Permission.SEE_ARM)):
+        raise Forbidden("your role may not see access requests", rule="permission")
     query = select(UnblindedAccessRequest).order_by(UnblindedAccessRequest.id.desc())
     if pending_only:
         query = query.where(UnblindedAccessRequest.status == AccessRequestStatus.PENDING)

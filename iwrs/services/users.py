@@ -161,6 +161,13 @@ def require(actor: Actor, permission: Permission) -> None:
         )
 
 
+def require_system(actor: Actor) -> None:
+    """The wall of the operator's use cases (CLI, jobs): the system actor only, never a person,
+    whatever their role (rule system_only, as `passwords.set_password`)."""
+    if actor.role != "system":
+        raise Forbidden("only the CLI operator does this", rule="system_only")
+
+
 def clean_email(email: str | None) -> str | None:
     """One plain address or None; refuses lists and spaces (the outbox sends to it alone)."""
     email = (email or "").strip()

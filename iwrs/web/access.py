@@ -20,7 +20,7 @@ bp = Blueprint("access", __name__, url_prefix="/access-requests")
 def index(status: int = 200):  # type: ignore[no-untyped-def]
     return render_template(
         "access_requests.html",
-        requests=unblinded_access.access_requests(),
+        requests=unblinded_access.access_requests(actor=Actor.of(current_user)),
         decision_form=AccessDecisionForm(prefix="decide"),
         decide=True,
     ), status

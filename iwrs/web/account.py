@@ -17,7 +17,7 @@ bp = Blueprint("account", __name__, url_prefix="/account")
 def _render(new_token: str | None = None, status: int = 200):  # type: ignore[no-untyped-def]
     return render_template(
         "account.html",
-        tokens=queries.tokens_of(current_user.id),
+        tokens=queries.tokens_of(current_user.id, actor=Actor.of(current_user)),
         token_form=TokenForm(prefix="token"),
         password_form=PasswordChangeForm(prefix="pw"),
         notices=queries.notices_of(current_user.id),

@@ -25,7 +25,9 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 @bp.get("/users")
 @requires(Permission.MANAGE_USERS)
 def user_list():  # type: ignore[no-untyped-def]
-    return render_template("admin_users.html", users=queries.all_users())
+    return render_template(
+        "admin_users.html", users=queries.all_users(actor=Actor.of(current_user))
+    )
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -70,18 +72,23 @@ def _detail_forms(user):  # type: ignore[no-untyped-def]
 @bp.get("/users/<int:user_id>")
 @requires(Permission.MANAGE_USERS)
 def user_detail(user_id: int):  # type: ignore[no-untyped-def]
-    user = queries.user_by_id(user_id)
+    user = queries.user_by_id(user_id, actor=Actor.of(current_user))
     forms = _detail_forms(user)
     forms["assign"].sites.data = (
         sorted(s.code for s in queries.visible_sites(user)) if user.role.site_scoped else []
     )
-    return render_template("admin_user.html", user=user, tokens=queries.tokens_of(user.id), **forms)
+    return render_template(
+        "admin_user.html",
+        user=user,
+        tokens=queries.tokens_of(user.id, actor=Actor.of(current_user)),
+        **forms,
+    )
 
 
 @bp.post("/users/<int:user_id>/<action>")
 @requires(Permission.MANAGE_USERS)
 def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
-    user = queries.user_by_id(user_id)
+    user = queries.user_by_id(user_id, actor=Actor.of(current_user))
     forms = _detail_forms(user)
     actor = Actor.of(current_user)
     status = 200
@@ -121,9 +128,12 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
         status = refusal.status
     if status == 200:
         return redirect(url_for("admin.user_detail", user_id=user_id))
-    user = queries.user_by_id(user_id)
+    user = queries.user_by_id(user_id, actor=Actor.of(current_user))
     return render_template(
-        "admin_user.html", user=user, tokens=queries.tokens_of(user.id), **_detail_forms(user)
+        "admin_user.html",
+        user=user,
+        tokens=queries.tokens_of(user.id, actor=Actor.of(current_user)),
+        **_detail_forms(user),
     ), status
 
 
@@ -162,6 +172,6 @@ def access_requests():  # type: ignore[no-untyped-def]
     return render_template(
         "access_requests.html",
         form=form,
-        requests=unblinded_access.access_requests(),
+        requests=unblinded_access.access_requests(actor=Actor.of(current_user)),
         decide=False,
     ), status

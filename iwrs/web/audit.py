@@ -22,7 +22,7 @@ bp = Blueprint("audit", __name__, url_prefix="/audit")
 def index():  # type: ignore[no-untyped-def]
     filters = audit_views.Filters.parse(request.args)
     before = request.args.get("before", type=int)
-    events, next_before = audit_views.page(filters, before=before)
+    events, next_before = audit_views.page(filters, actor=Actor.of(current_user), before=before)
     checkpoint, head, full_walk = audit_views.integrity()
     return render_template(
         "audit.html",
@@ -39,7 +39,7 @@ def index():  # type: ignore[no-untyped-def]
 @bp.get("/events/<int:seq>")
 @requires(Permission.VIEW_AUDIT)
 def detail(seq: int):  # type: ignore[no-untyped-def]
-    event = audit_views.event(seq)
+    event = audit_views.event(seq, actor=Actor.of(current_user))
 
     def pretty(text: str | None) -> str:
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False) if text else ""

@@ -49,20 +49,23 @@ def index():  # type: ignore[no-untyped-def]
         current_user, before=before, limit=supply_views.SHIPMENT_PAGE
     )
     lots_after = request.args.get("lots_after") or None
-    depot = supply_views.depot_stock(after=lots_after) if manager else []
+    actor = Actor.of(current_user)
+    depot = supply_views.depot_stock(actor=actor, after=lots_after) if manager else []
     return render_template(
         "supply.html",
         manager=manager,
         sites=sites,
         next_after=sites[-1].code if len(sites) == supply_views.SITE_PAGE else None,
         site_code=supply_views.site_codes({s.site_id for s in shown}),
-        stock=supply_views.stock_by_site([site.id for site in sites]) if manager else {},
+        stock=supply_views.stock_by_site(actor=actor, site_ids=[site.id for site in sites])
+        if manager
+        else {},
         shipments=shown,
         next_before=shown[-1].id if len(shown) == supply_views.SHIPMENT_PAGE else None,
         depot=depot,
         next_lot=depot[-1][0].code if len(depot) == supply_views.LOT_PAGE else None,
-        alerts=supply_views.open_alerts() if manager else [],
-        quarantined=supply_views.quarantined() if manager else [],
+        alerts=supply_views.open_alerts(actor=actor) if manager else [],
+        quarantined=supply_views.quarantined(actor=actor) if manager else [],
     )
 
 
@@ -84,7 +87,9 @@ def reconciliation():  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_SUPPLY)
 def chart():  # type: ignore[no-untyped-def]
     """Available kits by site over time (replays the availability events: a report)."""
-    return render_template("supply_chart.html", history=supply_views.available_history())
+    return render_template(
+        "supply_chart.html", history=supply_views.available_history(actor=Actor.of(current_user))
+    )
 
 
 @bp.get("/sites/<int:site_id>")

@@ -21,6 +21,7 @@ import pytest
 from markupsafe import escape
 from sqlalchemy import text
 
+from iwrs.audit import Actor
 from iwrs.clock import as_utc
 from tests.conftest import csrf_from
 from tests.integration.test_audit_anchors import independent_verify_export
@@ -169,7 +170,7 @@ def walk_service(filters: dict[str, str]) -> list[int]:
 
     parsed, seqs, before = audit_views.Filters.parse(filters), [], None
     while True:
-        events, before = audit_views.page(parsed, before=before)
+        events, before = audit_views.page(parsed, actor=Actor.system("test"), before=before)
         seqs += [e.seq for e in events]
         if before is None:
             return seqs

@@ -167,12 +167,17 @@ def test_the_supply_page_pages_sites_and_counts_from_the_summary(world):
     page = supply_views.site_page(manager, limit=1)
     assert [s.code for s in page] == ["CN01"]
     assert [s.code for s in supply_views.site_page(manager, after="CN01", limit=1)] == ["CN02"]
-    counts = supply_views.stock_by_site([world.sites["CN01"]])
+    counts = supply_views.stock_by_site(
+        actor=world.actor("manager"), site_ids=[world.sites["CN01"]]
+    )
     fresh = consistent()
     assert counts[world.sites["CN01"]] == {
         key[3]: n for key, n in fresh.items() if key[:2] == ("site", world.sites["CN01"])
     }
-    depot = {lot.code: by_state for lot, by_state in supply_views.depot_stock()}
+    depot = {
+        lot.code: by_state
+        for lot, by_state in supply_views.depot_stock(actor=world.actor("manager"))
+    }
     assert sum(depot["L-0001"].values()) == sum(n for key, n in fresh.items() if key[0] == "depot")
     assert read_session().scalars(select(KitCount)).first() is not None
 

@@ -91,11 +91,11 @@ class AuditPageSchema(Schema):
 
 @blp.route("/subjects/<int:subject_id>/unblinding")
 class SubjectUnblinding(MethodView):
+    @requires(Permission.EMERGENCY_UNBLIND)
     @blp.arguments(UnblindSchema)
     @blp.response(200, UnblindedSchema)
     @blp.alt_response(401, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.EMERGENCY_UNBLIND)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Emergency unblinding of one subject (investigator of its site, e-signature), once:
         a subject already unblinded is refused (409, rule already_unblinded). The arm is
@@ -118,8 +118,8 @@ class SubjectUnblinding(MethodView):
 
 @blp.route("/unblindings")
 class Unblindings(MethodView):
-    @blp.response(200, ReportLineSchema(many=True))
     @requires(Permission.VIEW_UNBLINDING_REPORT)
+    @blp.response(200, ReportLineSchema(many=True))
     def get(self):  # type: ignore[no-untyped-def]
         """Every emergency unblinding (never the arm), scoped to the caller's sites."""
         return unblinding.report(site_scope(current_user))
@@ -127,21 +127,23 @@ class Unblindings(MethodView):
 
 @blp.route("/audit/events")
 class AuditEvents(MethodView):
+    @requires(Permission.VIEW_AUDIT)
     @blp.arguments(AuditQuery, location="query")
     @blp.response(200, AuditPageSchema)
-    @requires(Permission.VIEW_AUDIT)
     def get(self, query):  # type: ignore[no-untyped-def]
         """The trail, newest first, 50 a page; pass next_before as `before` for the next."""
         filters = audit_views.Filters.parse({k: str(v) for k, v in query.items() if k != "before"})
-        events, next_before = audit_views.page(filters, before=query.get("before"))
+        events, next_before = audit_views.page(
+            filters, actor=Actor.of(current_user), before=query.get("before")
+        )
         return {"events": events, "next_before": next_before}
 
 
 @blp.route("/audit/export")
 class AuditExport(MethodView):
+    @requires(Permission.VIEW_AUDIT)
     @blp.arguments(AuditQuery, location="query")
     @blp.response(200, content_type="application/x-ndjson")
-    @requires(Permission.VIEW_AUDIT)
     def get(self, query):  # type: ignore[no-untyped-def]
         """The filtered trail as JSON Lines (or CSV with ?format=csv) with a header that lets
         anyone verify it offline (`iwrs audit verify-export`)."""

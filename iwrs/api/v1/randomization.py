@@ -179,9 +179,9 @@ class ListStatusSchema(Schema):
 
 @blp.route("/subjects/<int:subject_id>/randomization")
 class SubjectRandomization(MethodView):
+    @requires(Permission.SCREEN_SUBJECTS)
     @blp.response(200, RandomizationSchema)
     @blp.alt_response(404, **PROBLEM)
-    @requires(Permission.SCREEN_SUBJECTS)
     def get(self, subject_id: int):  # type: ignore[no-untyped-def]
         """The subject's randomization number, day-1 kit and visit schedule (no arm)."""
         queries.visible_subject(current_user, subject_id)
@@ -190,6 +190,7 @@ class SubjectRandomization(MethodView):
             raise NotFound("the subject is not randomized", field="subject_id", rule="randomized")
         return result
 
+    @requires(Permission.RANDOMIZE)
     @blp.arguments(RandomizeSchema)
     @blp.response(201, RandomizationSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
@@ -204,7 +205,6 @@ class SubjectRandomization(MethodView):
         " Retry-After seconds.",
         parameters=[KEY_HEADER],
     )
-    @requires(Permission.RANDOMIZE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Randomize (e-signature); a retry with the same key gets the first answer again."""
         key = _idempotency_key(body["idempotency_key"])
@@ -248,6 +248,7 @@ def _idempotency_key(in_body: str | None) -> str | None:
 
 @blp.route("/subjects/<int:subject_id>/dispensations")
 class Dispensations(MethodView):
+    @requires(Permission.DISPENSE)
     @blp.arguments(DispenseSchema)
     @blp.response(201, DispenseResultSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
@@ -257,7 +258,6 @@ class Dispensations(MethodView):
         "(`once_per_visit`).",
         parameters=[KEY_HEADER],
     )
-    @requires(Permission.DISPENSE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Dispense a kit of the subject's (blinded) treatment at a visit (pharmacist)."""
         fields = {
@@ -279,12 +279,12 @@ class Dispensations(MethodView):
 
 @blp.route("/subjects/<int:subject_id>/kit-requests")
 class KitRequests(MethodView):
+    @requires(Permission.RANDOMIZE)
     @blp.arguments(KitRequestSchema)
     @blp.response(201, KitRequestResultSchema)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(401, **PROBLEM)
-    @requires(Permission.RANDOMIZE)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """The investigator's signed request for an unscheduled or replacement kit at a visit
         (at most the protocol's number per visit); the pharmacist then dispenses it."""
@@ -300,11 +300,11 @@ class KitRequests(MethodView):
 
 @blp.route("/dispensations/<int:dispensation_id>/confirmation")
 class Confirmation(MethodView):
+    @requires(Permission.DISPENSE)
     @blp.arguments(ConfirmSchema)
     @blp.response(204)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
-    @requires(Permission.DISPENSE)
     def post(self, body, dispensation_id: int):  # type: ignore[no-untyped-def]
         """Confirm the number of the kit in hand (check digit, then match)."""
         dispensing.confirm_kit(
@@ -316,9 +316,9 @@ class Confirmation(MethodView):
 
 @blp.route("/lists/status")
 class ListStatus(MethodView):
+    @requires(Permission.SEE_ARM)
     @blp.response(200, ListStatusSchema)
     @blp.alt_response(404, **PROBLEM)
-    @requires(Permission.SEE_ARM)
     def get(self):  # type: ignore[no-untyped-def]
         """Unblinded: slots used and remaining and allocation by arm (every arm), per stratum
         (audited). Whitespace after the document makes its length independent of the counts

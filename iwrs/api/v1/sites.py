@@ -15,9 +15,9 @@ blp = Blueprint("Sites", __name__, url_prefix="/sites", description="Trial sites
 
 @blp.route("")
 class Sites(MethodView):
+    @requires(Permission.VIEW_SITES)
     @blp.response(200, SiteSchema(many=True))
     @blp.alt_response(401, schema=ProblemSchema, content_type="application/problem+json")
-    @requires(Permission.VIEW_SITES)
     def get(self):  # type: ignore[no-untyped-def]
         """List the sites in the caller's scope."""
         return queries.visible_sites(current_user)
@@ -25,9 +25,9 @@ class Sites(MethodView):
 
 @blp.route("/<int:site_id>")
 class SiteById(MethodView):
+    @requires(Permission.VIEW_SITES)
     @blp.response(200, SiteSchema)
     @blp.alt_response(404, schema=ProblemSchema, content_type="application/problem+json")
-    @requires(Permission.VIEW_SITES)
     def get(self, site_id: int):  # type: ignore[no-untyped-def]
         """One site, if it is in the caller's scope (404 otherwise)."""
         return queries.visible_site(current_user, site_id)

@@ -177,17 +177,17 @@ def _assessment_view(row, result=None):  # type: ignore[no-untyped-def]
 
 @blp.route("")
 class Subjects(MethodView):
-    @blp.response(200, SubjectSchema(many=True))
     @requires(Permission.SCREEN_SUBJECTS)
+    @blp.response(200, SubjectSchema(many=True))
     def get(self):  # type: ignore[no-untyped-def]
         """Subjects at the caller's sites."""
         return queries.visible_subjects(current_user)
 
+    @requires(Permission.SCREEN_SUBJECTS)
     @blp.arguments(ScreenSchema)
     @blp.response(201, SubjectSchema)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.SCREEN_SUBJECTS)
     def post(self, body):  # type: ignore[no-untyped-def]
         """Register a subject for screening at one of the caller's active sites."""
         site = queries.visible_site_by_code(current_user, body["site_code"])
@@ -206,8 +206,8 @@ class Subjects(MethodView):
 
 @blp.route("/fields")
 class Fields(MethodView):
-    @blp.response(200, FieldSpecSchema(many=True))
     @requires(Permission.SCREEN_SUBJECTS)
+    @blp.response(200, FieldSpecSchema(many=True))
     def get(self):  # type: ignore[no-untyped-def]
         """Every answer the eligibility criteria need: name, kind, unit, plausible range."""
         return list(subjects.engine().fields())
@@ -215,9 +215,9 @@ class Fields(MethodView):
 
 @blp.route("/<int:subject_id>")
 class SubjectById(MethodView):
+    @requires(Permission.SCREEN_SUBJECTS)
     @blp.response(200, SubjectSchema)
     @blp.alt_response(404, **PROBLEM)
-    @requires(Permission.SCREEN_SUBJECTS)
     def get(self, subject_id: int):  # type: ignore[no-untyped-def]
         """One subject at the caller's sites."""
         return queries.visible_subject(current_user, subject_id)
@@ -225,19 +225,19 @@ class SubjectById(MethodView):
 
 @blp.route("/<int:subject_id>/assessments")
 class Assessments(MethodView):
+    @requires(Permission.SCREEN_SUBJECTS)
     @blp.response(200, AssessmentSchema(many=True))
     @blp.alt_response(404, **PROBLEM)
-    @requires(Permission.SCREEN_SUBJECTS)
     def get(self, subject_id: int):  # type: ignore[no-untyped-def]
         """The subject's assessments, newest first."""
         queries.visible_subject(current_user, subject_id)
         return [_assessment_view(row) for row in queries.assessments_of(subject_id)]
 
+    @requires(Permission.SCREEN_SUBJECTS)
     @blp.arguments(AnswersSchema)
     @blp.response(201, AssessmentSchema)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.SCREEN_SUBJECTS)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Evaluate every criterion on the answers; the result lists every failing criterion
         and every missing answer."""
@@ -253,12 +253,12 @@ class Assessments(MethodView):
 
 @blp.route("/<int:subject_id>/drug-classifications")
 class DrugClassifications(MethodView):
+    @requires(Permission.SCREEN_SUBJECTS)
     @blp.arguments(DrugClassificationSchema)
     @blp.response(201, DrugClassificationSchema)
     @blp.alt_response(401, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
-    @requires(Permission.SCREEN_SUBJECTS)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Classify a drug off the dictionary into a protocol class (e-signature); the next
         assessment judges it by that class."""
@@ -274,11 +274,11 @@ class DrugClassifications(MethodView):
 
 @blp.route("/<int:subject_id>/eligibility-decision")
 class EligibilityDecision(MethodView):
+    @requires(Permission.SCREEN_SUBJECTS)
     @blp.arguments(DecisionSchema)
     @blp.response(200, SubjectSchema)
     @blp.alt_response(401, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.SCREEN_SUBJECTS)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Confirm the latest assessment as eligible or as a screen failure (e-signature)."""
         subjects.decide_eligibility(
@@ -293,11 +293,11 @@ class EligibilityDecision(MethodView):
 
 @blp.route("/<int:subject_id>/withdrawal")
 class Withdrawal(MethodView):
+    @requires(Permission.SCREEN_SUBJECTS)
     @blp.arguments(WithdrawalSchema)
     @blp.response(200, SubjectSchema)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
-    @requires(Permission.SCREEN_SUBJECTS)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Withdraw the subject (with a reason)."""
         subjects.withdraw_subject(
@@ -308,9 +308,9 @@ class Withdrawal(MethodView):
 
 @blp.route("/<int:subject_id>/rescreen")
 class Rescreen(MethodView):
+    @requires(Permission.SCREEN_SUBJECTS)
     @blp.response(201, SubjectSchema)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.SCREEN_SUBJECTS)
     def post(self, subject_id: int):  # type: ignore[no-untyped-def]
         """Re-screen a screen failure under a new screening number (as often as allowed)."""
         subject = subjects.rescreen_subject(actor=Actor.of(current_user), subject_id=subject_id)

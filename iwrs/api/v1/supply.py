@@ -97,10 +97,10 @@ def _detail(row):  # type: ignore[no-untyped-def]
 
 @blp.route("/inventory")
 class Inventory(MethodView):
+    @requires(Permission.VIEW_SUPPLY)
     @blp.arguments(InventoryQuery, location="query")
     @blp.response(200, KitSchema(many=True))
     @blp.alt_response(404, **PROBLEM)
-    @requires(Permission.VIEW_SUPPLY)
     def get(self, query):  # type: ignore[no-untyped-def]
         """Every kit at one of the caller's sites: number, type, blinded lot, expiry, state."""
         site = queries.visible_site_by_code(current_user, query["site_code"])
@@ -109,9 +109,9 @@ class Inventory(MethodView):
 
 @blp.route("/shipments")
 class Shipments(MethodView):
+    @requires(Permission.VIEW_SUPPLY)
     @blp.arguments(ShipmentsQuery, location="query")
     @blp.response(200, ShipmentSchema(many=True))
-    @requires(Permission.VIEW_SUPPLY)
     def get(self, query):  # type: ignore[no-untyped-def]
         """Shipments to the caller's sites (all sites, for the supply manager), newest first,
         `limit` of them (default 100, at most 500); for older ones pass the last id as
@@ -120,11 +120,11 @@ class Shipments(MethodView):
             current_user, before=query.get("before"), limit=query["limit"]
         )
 
+    @requires(Permission.MANAGE_SUPPLY)
     @blp.arguments(ManualShipmentSchema)
     @blp.response(201, ShipmentDetailSchema)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
-    @requires(Permission.MANAGE_SUPPLY)
     def post(self, body):  # type: ignore[no-untyped-def]
         """Request a manual shipment (supply manager): filled whole, or refused 409 with rule
         depot_stock and the kits requested and available; never shrunk."""
@@ -137,9 +137,9 @@ class Shipments(MethodView):
 
 @blp.route("/shipments/<int:shipment_id>")
 class ShipmentById(MethodView):
+    @requires(Permission.VIEW_SUPPLY)
     @blp.response(200, ShipmentDetailSchema)
     @blp.alt_response(404, **PROBLEM)
-    @requires(Permission.VIEW_SUPPLY)
     def get(self, shipment_id: int):  # type: ignore[no-untyped-def]
         """One shipment with its manifest (kit numbers only)."""
         return _detail(supply_views.visible_shipment(current_user, shipment_id))
@@ -147,10 +147,10 @@ class ShipmentById(MethodView):
 
 @blp.route("/shipments/<int:shipment_id>/receipt")
 class Receipt(MethodView):
+    @requires(Permission.RECEIVE_SHIPMENTS)
     @blp.arguments(ReceiptSchema)
     @blp.response(200, ShipmentDetailSchema)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.RECEIVE_SHIPMENTS)
     def post(self, body, shipment_id: int):  # type: ignore[no-untyped-def]
         """Confirm every kit as good, damaged or missing (and any temperature excursion)."""
         lines = {}
@@ -173,10 +173,10 @@ class Receipt(MethodView):
 
 @blp.route("/shipments/<int:shipment_id>/shipping")
 class Shipping(MethodView):
+    @requires(Permission.MANAGE_SUPPLY)
     @blp.arguments(ShippingSchema)
     @blp.response(200, ShipmentDetailSchema)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.MANAGE_SUPPLY)
     def post(self, body, shipment_id: int):  # type: ignore[no-untyped-def]
         """Hand a requested shipment to the courier (supply manager)."""
         row = shipments.ship_shipment(

@@ -42,9 +42,9 @@ def _user_view(user):  # type: ignore[no-untyped-def]
 
 @blp.route("/me")
 class Me(MethodView):
+    @requires()
     @blp.response(200, UserSchema)
     @blp.alt_response(401, **PROBLEM)
-    @requires()
     def get(self):  # type: ignore[no-untyped-def]
         """Who am I: the authenticated user, role and sites."""
         return _user_view(current_user)
@@ -52,18 +52,18 @@ class Me(MethodView):
 
 @blp.route("/users")
 class Users(MethodView):
+    @requires(Permission.MANAGE_USERS)
     @blp.response(200, UserSchema(many=True))
     @blp.alt_response(403, **PROBLEM)
-    @requires(Permission.MANAGE_USERS)
     def get(self):  # type: ignore[no-untyped-def]
         """All users (admins only)."""
-        return [_user_view(u) for u in queries.all_users()]
+        return [_user_view(u) for u in queries.all_users(actor=Actor.of(current_user))]
 
+    @requires(Permission.MANAGE_USERS)
     @blp.arguments(UserCreateSchema)
     @blp.response(201, UserSchema)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.MANAGE_USERS)
     def post(self, body):  # type: ignore[no-untyped-def]
         """Create a user with one role (admins only). The system sends a temporary password to
         the user's e-mail (required); an unblinded statistician account is requested instead
@@ -76,21 +76,21 @@ class Users(MethodView):
             role=body["role"],
             site_codes=body["site_codes"],
         )
-        return _user_view(queries.user_by_id(user.id))
+        return _user_view(queries.user_by_id(user.id, actor=Actor.of(current_user)))
 
 
 @blp.route("/tokens")
 class Tokens(MethodView):
-    @blp.response(200, TokenSchema(many=True))
     @requires(Permission.OWN_API_TOKENS)
+    @blp.response(200, TokenSchema(many=True))
     def get(self):  # type: ignore[no-untyped-def]
         """The caller's own API tokens (never the tokens themselves)."""
-        return queries.tokens_of(current_user.id)
+        return queries.tokens_of(current_user.id, actor=Actor.of(current_user))
 
+    @requires(Permission.OWN_API_TOKENS)
     @blp.arguments(TokenCreateSchema)
     @blp.response(201, NewTokenSchema)
     @blp.alt_response(422, **PROBLEM)
-    @requires(Permission.OWN_API_TOKENS)
     def post(self, body):  # type: ignore[no-untyped-def]
         """Create a personal API token (from a signed-in session, never with a token, with the
         password re-entered); the response is the only time it is shown."""
@@ -113,9 +113,9 @@ class Tokens(MethodView):
 
 @blp.route("/tokens/<int:token_id>")
 class TokenById(MethodView):
+    @requires(Permission.OWN_API_TOKENS)
     @blp.response(204)
     @blp.alt_response(404, **PROBLEM)
-    @requires(Permission.OWN_API_TOKENS)
     def delete(self, token_id: int):  # type: ignore[no-untyped-def]
         """Revoke one of the caller's tokens."""
         users.revoke_api_token(
@@ -125,9 +125,9 @@ class TokenById(MethodView):
 
 @blp.route("/unblinded-access-requests")
 class AccessRequests(MethodView):
+    @requires()
     @blp.response(200, AccessRequestSchema(many=True))
     @blp.alt_response(403, **PROBLEM)
-    @requires()
     def get(self):  # type: ignore[no-untyped-def]
         """Requests for unblinded accounts (admins and unblinded statisticians)."""
         if not (
@@ -135,13 +135,13 @@ class AccessRequests(MethodView):
             or has_permission(current_user, Permission.SEE_ARM)
         ):
             raise Forbidden("your role may not see access requests", rule="permission")
-        return unblinded_access.access_requests()
+        return unblinded_access.access_requests(actor=Actor.of(current_user))
 
+    @requires(Permission.MANAGE_USERS)
     @blp.arguments(AccessRequestCreateSchema)
     @blp.response(201, AccessRequestSchema)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.MANAGE_USERS)
     def post(self, body):  # type: ignore[no-untyped-def]
         """Request an unblinded statistician account (admins); it takes effect only once an
         unblinded statistician approves it."""
@@ -150,11 +150,11 @@ class AccessRequests(MethodView):
 
 @blp.route("/unblinded-access-requests/<int:request_id>/decision")
 class AccessDecision(MethodView):
+    @requires(Permission.SEE_ARM)
     @blp.arguments(AccessDecisionSchema)
     @blp.response(200, AccessRequestSchema)
     @blp.alt_response(403, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
-    @requires(Permission.SEE_ARM)
     def post(self, body, request_id: int):  # type: ignore[no-untyped-def]
         """Approve or reject a pending request, signed (unblinded statisticians, not the
         requester)."""

@@ -1,0 +1,413 @@
+"""The one permissions table: who may run each service use case and each route (issue 14).
+
+tests/integration/test_authorization_matrix.py calls every entry as every role, as the system
+(CLI) actor and as a user of another site, and asserts allowed or refused from this table
+alone; a completeness test there fails when a route or a public service function is missing
+here. The application's own walls are `iwrs.auth.ROLE_PERMISSIONS` (what a role holds), the
+services' checks (`supply.acting_user`, `subjects._investigator`, `users.require`,
+`users.require_system`, site scope by `auth.require_site`) and the routes' `@requires`
+decorators (a second wall, never the only one).
+
+Decision: the table names roles, not permissions, so a wrong role → permission mapping fails
+the test as surely as a missing check. `scoped`: a user of another site is refused as "not
+found" (rule exists, 404), never told the record is elsewhere. `owned`: the record is the
+actor's own (notice, token); another person's is refused as not found unless the role is in
+`others`.
+
+A route's site scope is asserted over HTTP for its GET; a scoped POST validates its form or
+body before it names the record to the service, so its site rule is asserted by the service
+pass, where the check lives (a POST for another site's record then answers exactly as for a
+record that does not exist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+INV = "investigator"
+PHA = "pharmacist"
+SUP = "supply_manager"
+STAT = "unblinded_statistician"
+AUD = "auditor"
+ADM = "admin"
+SYS = "system"  # the CLI operator / scheduled jobs: Actor.system()
+ROLES = (INV, PHA, SUP, STAT, AUD, ADM)
+PEOPLE = frozenset(ROLES)
+EVERYONE = frozenset({*ROLES, SYS})
+PUBLIC = "public"  # a route anyone reaches, signed in or not
+
+
+@dataclass(frozen=True)
+class Access:
+    roles: frozenset[str]
+    scoped: bool = False
+    owned: bool = False
+    others: frozenset[str] = field(default_factory=frozenset)
+
+
+def only(*roles: str, scoped: bool = False) -> Access:
+    return Access(frozenset(roles), scoped=scoped)
+
+
+# --- service use cases ("module.function" in iwrs/services) ---------------------------------------
+
+SERVICES: dict[str, Access] = {
+    "accountability.report_kit": only(PHA, scoped=True),
+    "accountability.record_return": only(PHA, scoped=True),
+    "accountability.destroy_kits": only(SUP),
+    "audit_views.verify_now": only(AUD, SYS),
+    "audit_views.export": only(AUD, SYS),
+    "dispensing.dispense": only(PHA, scoped=True),
+    "dispensing.request_extra_kit": only(INV, scoped=True),
+    "dispensing.confirm_kit": only(PHA, scoped=True),
+    "dispensing.discontinue_treatment": only(INV, scoped=True),
+    "drug_classes.classify_drug": only(INV, scoped=True),
+    "keyed_dispensing.dispense_answer": only(PHA, scoped=True),
+    "keyed_randomization.randomize_answer": only(INV, scoped=True),
+    "keys.activate_blinding_key": only(SYS),
+    "keys.reseal_all": only(SYS),
+    "keys.rotate_blinding_key": only(SYS),
+    "keys.retire_blinding_key": only(SYS),
+    "passwords.reset_password": only(ADM),
+    "passwords.change_own_password": Access(PEOPLE),
+    "passwords.set_password": only(SYS),
+    "passwords.mark_notice_read": Access(PEOPLE, owned=True),
+    "randomization.generate_list": only(STAT),
+    "randomization.import_list": only(STAT),
+    "randomization.extend_list": only(STAT),
+    "randomization.randomize": only(INV, scoped=True),
+    "randomization_views.list_status": only(STAT),
+    "shipments.request_manual_shipment": only(SUP),
+    "shipments.ship_shipment": only(SUP),
+    "shipments.cancel_shipment": only(SUP),
+    "shipments.receive_shipment": only(PHA, scoped=True),
+    "shipments.decide_quarantine": only(SUP),
+    "sites.change_site_status": only(ADM),
+    "sites.change_site_time_zone": only(ADM),
+    "statistics.allocations": only(STAT),
+    "statistics.allocations_csv": only(STAT),
+    "statistics.list_status_csv": only(STAT),
+    "subjects.screen_subject": only(INV, scoped=True),
+    "subjects.record_assessment": only(INV, scoped=True),
+    "subjects.decide_eligibility": only(INV, scoped=True),
+    "subjects.withdraw_subject": only(INV, scoped=True),
+    "subjects.rescreen_subject": only(INV, scoped=True),
+    "supply.generate_kits": only(SUP, SYS),
+    "supply.import_kits": only(SUP, SYS),
+    "supply.run_expiry": only(SYS),
+    "supply.change_lot_expiry": only(SUP),
+    "trial.load_protocol": only(SYS),
+    "unblinded_access.request_unblinded_account": only(ADM, SYS),
+    "unblinded_access.decide_unblinded_request": only(STAT),
+    "unblinding.unblind": only(INV, scoped=True),
+    "unblinding.view_arm": only(INV, scoped=True),
+    "users.create_user": only(ADM, SYS),
+    "users.assign_sites": only(ADM, SYS),
+    "users.deactivate_user": only(ADM),
+    "users.create_api_token": Access(PEOPLE, owned=True),
+    "users.revoke_api_token": Access(EVERYONE, owned=True, others=frozenset({ADM, SYS})),
+    # reads of protected data (each checks its caller itself; the routes check again)
+    "audit_views.page": only(AUD, SYS),
+    "audit_views.event": only(AUD, SYS),
+    "queries.all_users": only(ADM, SYS),
+    "queries.user_by_id": only(ADM, SYS),
+    "queries.tokens_of": Access(EVERYONE, owned=True, others=frozenset({ADM, SYS})),
+    "unblinded_access.access_requests": only(ADM, STAT, SYS),
+    "supply_views.depot_stock": only(SUP, SYS),
+    "supply_views.stock_by_site": only(SUP, SYS),
+    "supply_views.open_alerts": only(SUP, SYS),
+    "supply_views.quarantined": only(SUP, SYS),
+    "supply_views.available_history": only(SUP, SYS),
+}
+
+# Public functions of iwrs/services that are not use cases of their own, each with the reason.
+# A read model here is reached only through a route (checked by the route pass below) and takes
+# the signed-in `user` where it is site-scoped.
+NOT_USE_CASES: dict[str, str] = {
+    **{
+        name: "pure helper: no database, no caller's data"
+        for name in (
+            "coded_reasons.choices",
+            "idempotency.check_key",
+            "idempotency.refusal_body",
+            "idempotency.replay",
+            "idempotency.request_of",
+            "keyed_dispensing.result_document",
+            "keyed_randomization.result_document",
+            "keyed_randomization.result_from_document",
+            "outbox.claim_lease",
+            "outbox.message_id",
+            "outbox.sender_name",
+            "passwords.temporary_password",
+            "passwords.with_credentials",
+            "passwords.without_credentials",
+            "persons.normalize_initials",
+            "persons.person_key",
+            "randomization.list_fingerprint",
+            "randomization.tie_break",
+            "randomization.visit_plan",
+            "sessions.session_digest",
+            "stated_dates.parse_stated_date_text",
+            "subjects.engine",
+            "subjects.parse_date",
+            "subjects.protocol",
+            "supply.depot_today",
+            "supply.kit_through",
+            "supply.kit_today",
+            "supply.protocol",
+            "supply.schedule",
+            "supply.sealer",
+            "supply.usable_through",
+            "supply_views.site_inventory_query",
+            "users.check_identity",
+            "users.check_password_rules",
+            "users.clean_email",
+            "users.parse_role",
+        )
+    },
+    **{
+        name: "part of a use case: runs inside the caller's transaction (takes its session or "
+        "its rows), after the caller's own check"
+        for name in (
+            "audit_views.record_verification",
+            "audit_views.walk",
+            "sessions.read_signer",
+            "coded_reasons.coded_reason",
+            "coded_reasons.needs_code",
+            "drug_classes.drug_classes_for",
+            "drug_classes.with_drug_classes",
+            "idempotency.run",
+            "keys.fingerprint_key",
+            "outbox.claim",
+            "outbox.deliver",
+            "outbox.mark",
+            "outbox.send",
+            "passwords.send_temporary_password",
+            "persons.matches",
+            "persons.refuse_duplicate",
+            "persons.screenings_of_person",
+            "randomization.active_list",
+            "randomization.share_active_list",
+            "randomization.slot_arm",
+            "randomization.slot_block",
+            "randomization.stored_slot",
+            "randomization_views.active_list_status",
+            "refusals.record",
+            "resupply.evaluate_resupply",
+            "sessions.end_all_sessions",
+            "sessions.revoke_all_tokens",
+            "shipments.request_initial_shipment",
+            "stated_dates.stated_date",
+            "subjects.context_for",
+            "subjects.evaluate_stored",
+            "subjects.require_confirmed_eligible",
+            "kit_counts.apply",
+            "kit_counts.deltas",
+            "kit_counts.rebuild",
+            "supply.acting_user",
+            "supply.apply_expiry",
+            "supply.dispensable_shelf",
+            "supply.kits_by_number",
+            "supply.lock_sites",
+            "supply.open_alert",
+            "supply.position",
+            "supply.site_kit",
+            "supply.site_of",
+            "supply.site_todays",
+            "supply.treatment_of",
+            "supply.unseal_cached",
+            "supply.usable_by_arm",
+            "supply.usable_shelf",
+            "users.add_account",
+            "users.get_user",
+            "users.may",
+            "users.require",
+            "users.require_system",
+            "users.require_unused_email",
+            "users.sign",
+        )
+    },
+    **{
+        name: "the authentication itself (no actor yet, or the actor's own credentials)"
+        for name in (
+            "sessions.sign_in",
+            "sessions.confirm_signature",
+            "sessions.confirm_password",
+            "sessions.sign_out",  # ends only the actor's own session; another's id is ignored
+        )
+    },
+    **{
+        name: "infrastructure: delivers messages already committed by a checked use case "
+        "(worker, CLI, or right after that use case's commit)"
+        for name in ("outbox.send_outbox", "unblinding.send_notifications")
+    },
+    "resupply.run_resupply": "the scheduled job (iwrs/jobs.py); no person can call it",
+    "keys.remaining": "counts of sealed values by key id, for the CLI; no trial data",
+    "audit_views.integrity": "read model: routes audit.* (VIEW_AUDIT)",
+    **{
+        name: "read model without an actor: guarded by its routes only (see ROUTES); "
+        "not yet a service-level check (issue 14 follow-up)"
+        for name in (
+            "accountability.check_ledger",
+            "accountability.ledger_problems",
+            "accountability.reconciliation",
+            "accountability.reconciliation_summary",
+            "kit_counts.fresh_counts",
+            "kit_counts.mismatches",
+            "queries.all_site_codes",
+            "queries.assessments_of",
+            "queries.notices_of",
+            "queries.rescreen_of",
+            "randomization_views.dispensations_of",
+            "randomization_views.dispensations_of_subjects",
+            "randomization_views.result_of",
+            "reconcile.reconcile",
+            "supply_views.shipment_kits",
+            "supply_views.site_codes",
+            "unblinded_access.active_unblinded_users",
+            "unblinding.report",
+        )
+    },
+    **{
+        name: "read model scoped by the signed-in `user` it takes (auth.require_site / "
+        "site_scope); the role is checked by its routes (see ROUTES)"
+        for name in (
+            "queries.visible_site",
+            "queries.visible_site_by_code",
+            "queries.visible_sites",
+            "queries.visible_subject",
+            "queries.visible_subjects",
+            "randomization_views.visible_randomized_subject",
+            "randomization_views.visits_board",
+            "supply_views.site_inventory",
+            "supply_views.site_page",
+            "supply_views.visible_shipment",
+            "supply_views.visible_shipments",
+        )
+    },
+}
+
+
+# --- routes ("endpoint METHOD" of app.url_map) -------------------------------------------------
+
+_REPORT = (INV, STAT, AUD, ADM)  # VIEW_UNBLINDING_REPORT
+_SUPPLY_VIEW = (PHA, SUP)  # VIEW_SUPPLY
+_PUBLIC = Access(frozenset({PUBLIC}))
+_SIGNED_IN = Access(PEOPLE)
+
+ROUTES: dict[str, Access] = {
+    "static GET": _PUBLIC,
+    "main.health GET": _PUBLIC,
+    "auth.sign_in GET": _PUBLIC,
+    "auth.sign_in POST": _PUBLIC,
+    "audit.public_key GET": _PUBLIC,
+    "Unblinding and audit.AuditPublicKey GET": _PUBLIC,
+    "api-docs.openapi_json GET": _PUBLIC,
+    "main.home GET": _SIGNED_IN,
+    "auth.sign_out POST": _SIGNED_IN,
+    "account.index GET": _SIGNED_IN,
+    "account.password_page GET": _SIGNED_IN,
+    "account.password_page POST": _SIGNED_IN,
+    "account.token_create POST": _SIGNED_IN,
+    "account.token_revoke POST": Access(PEOPLE, owned=True),
+    "account.notice_read POST": Access(PEOPLE, owned=True),
+    "Users.Me GET": _SIGNED_IN,
+    "Users.Tokens GET": _SIGNED_IN,
+    "Users.Tokens POST": _SIGNED_IN,
+    "Users.TokenById DELETE": Access(PEOPLE, owned=True, others=frozenset({ADM})),
+    "Users.Users GET": only(ADM),
+    "Users.Users POST": only(ADM),
+    "Users.AccessRequests GET": only(ADM, STAT),
+    "Users.AccessRequests POST": only(ADM),
+    "Users.AccessDecision POST": only(STAT),
+    "admin.user_list GET": only(ADM),
+    "admin.user_detail GET": only(ADM),
+    "admin.user_action POST": only(ADM),
+    "admin.user_new GET": only(ADM),
+    "admin.user_new POST": only(ADM),
+    "admin.token_revoke POST": only(ADM),
+    "admin.access_requests GET": only(ADM),
+    "admin.access_requests POST": only(ADM),
+    "access.index GET": only(STAT),
+    "access.decide POST": only(STAT),
+    "audit.index GET": only(AUD),
+    "audit.detail GET": only(AUD),
+    "audit.export GET": only(AUD),
+    "audit.verify POST": only(AUD),
+    "Unblinding and audit.AuditEvents GET": only(AUD),
+    "Unblinding and audit.AuditExport GET": only(AUD),
+    "Unblinding and audit.Unblindings GET": only(*_REPORT),
+    "Unblinding and audit.SubjectUnblinding POST": only(INV, scoped=True),
+    "unblinding.report GET": only(*_REPORT),
+    "lists.index GET": only(STAT),
+    "lists.allocations GET": only(STAT),
+    "lists.allocations_csv GET": only(STAT),
+    "lists.status_csv GET": only(STAT),
+    "lists.extend POST": only(STAT),
+    "lists.generate POST": only(STAT),
+    "lists.import_ POST": only(STAT),
+    "Randomization.ListStatus GET": only(STAT),
+    "sites.index GET": _SIGNED_IN,
+    "sites.detail GET": Access(PEOPLE, scoped=True),
+    "sites.change_status POST": only(ADM),
+    "sites.change_time_zone POST": only(ADM),
+    "Sites.Sites GET": _SIGNED_IN,
+    "Sites.SiteById GET": Access(PEOPLE, scoped=True),
+    "subjects.index GET": only(INV),
+    "subjects.screen POST": only(INV, scoped=True),
+    "Subjects.Subjects GET": only(INV),
+    "Subjects.Subjects POST": only(INV, scoped=True),
+    "Subjects.Fields GET": only(INV),
+    **{
+        f"{endpoint} {method}": only(INV, scoped=True)
+        for endpoint, method in (
+            ("subjects.detail", "GET"),
+            ("subjects.assess", "POST"),
+            ("subjects.classify_drug", "POST"),
+            ("subjects.decide", "POST"),
+            ("subjects.discontinue", "POST"),
+            ("subjects.request_kit", "POST"),
+            ("subjects.randomization_page", "GET"),
+            ("subjects.randomize", "POST"),
+            ("subjects.rescreen", "POST"),
+            ("subjects.unblind", "POST"),
+            ("subjects.unblinded", "GET"),
+            ("subjects.withdraw", "POST"),
+            ("Subjects.SubjectById", "GET"),
+            ("Subjects.Assessments", "GET"),
+            ("Subjects.Assessments", "POST"),
+            ("Subjects.DrugClassifications", "POST"),
+            ("Subjects.EligibilityDecision", "POST"),
+            ("Subjects.Withdrawal", "POST"),
+            ("Subjects.Rescreen", "POST"),
+            ("Randomization.SubjectRandomization", "GET"),
+            ("Randomization.SubjectRandomization", "POST"),
+            ("Randomization.KitRequests", "POST"),
+        )
+    },
+    "dispensing.index GET": only(PHA),
+    "dispensing.dispense POST": only(PHA, scoped=True),
+    "dispensing.confirm POST": only(PHA, scoped=True),
+    "Randomization.Dispensations POST": only(PHA, scoped=True),
+    "Randomization.Confirmation POST": only(PHA, scoped=True),
+    "supply.index GET": only(*_SUPPLY_VIEW),
+    "supply.chart GET": only(SUP),
+    "supply.reconciliation GET": only(SUP),
+    "supply.shipment GET": only(*_SUPPLY_VIEW, scoped=True),
+    "supply.site_inventory GET": only(*_SUPPLY_VIEW, scoped=True),
+    "supply.report POST": only(PHA, scoped=True),
+    "supply.kit_return POST": only(PHA, scoped=True),
+    "supply.receive POST": only(PHA, scoped=True),
+    "supply.destruction POST": only(SUP),
+    "supply.lot_expiry POST": only(SUP),
+    "supply.quarantine POST": only(SUP),
+    "supply.cancel POST": only(SUP),
+    "supply.ship POST": only(SUP),
+    "supply.request_shipment POST": only(SUP),
+    "Supply.Inventory GET": only(*_SUPPLY_VIEW, scoped=True),
+    "Supply.Shipments GET": only(*_SUPPLY_VIEW),
+    "Supply.Shipments POST": only(SUP),
+    "Supply.ShipmentById GET": only(*_SUPPLY_VIEW, scoped=True),
+    "Supply.Receipt POST": only(PHA, scoped=True),
+    "Supply.Shipping POST": only(SUP),
+}
