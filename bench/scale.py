@@ -66,7 +66,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from blinding import schedules  # noqa: E402
 from blinding.kits import NUMBER_SPACE, kit_number, number_rank_test  # noqa: E402
 from iwrs import clock, create_app  # noqa: E402
-from iwrs.audit import Actor, canonical_json, event_hash, event_mac  # noqa: E402
+from iwrs.audit import EVENT_FIELDS, Actor, canonical_json, event_hash, event_mac  # noqa: E402
 from iwrs.config import Settings, create_missing_keys, read_key  # noqa: E402
 from iwrs.db import Base, upgrade_schema  # noqa: E402
 from iwrs.locking import STUDY, counter_name  # noqa: E402
@@ -253,25 +253,7 @@ class Sink:
 
 # --- the audit chain ------------------------------------------------------------------------
 
-AUDIT_COLUMNS = (
-    "seq",
-    "occurred_at",
-    "user_id",
-    "username",
-    "role",
-    "action",
-    "entity_type",
-    "entity_id",
-    "site_id",
-    "subject_id",
-    "before",
-    "after",
-    "reason",
-    "auth",
-    "prev_hash",
-    "hash",
-    "mac",
-)
+AUDIT_COLUMNS = EVENT_FIELDS  # the server's own column order (iwrs.audit)
 
 
 class Chain:

@@ -352,7 +352,8 @@ def verify_events(
     return Verification(True, count, None, None, prev)
 
 
-_EVENT_FIELDS = (
+# The stored columns of an event, in the order exports and bulk loaders (bench/scale.py) write them.
+EVENT_FIELDS = (
     "seq",
     "occurred_at",
     "user_id",
@@ -374,13 +375,13 @@ _EVENT_FIELDS = (
 
 
 def event_fields(row: AuditEvent) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in _EVENT_FIELDS}
+    return {name: getattr(row, name) for name in EVENT_FIELDS}
 
 
 def verify_chain(session: Session) -> Verification:
     """Verify the whole trail in the database against the server's audit key and chain head."""
     head = session.get(AuditChainHead, 1)
-    columns = [getattr(AuditEvent, name) for name in _EVENT_FIELDS]
+    columns = [getattr(AuditEvent, name) for name in EVENT_FIELDS]
     # Plain rows streamed in batches (a server-side cursor on PostgreSQL): flat memory.
     result = session.execute(
         select(*columns).order_by(AuditEvent.seq).execution_options(yield_per=5000)
@@ -397,6 +398,6 @@ def verify_chain(session: Session) -> Verification:
 
 def export_line(fields: dict[str, Any]) -> str:
     """One event as a JSON Lines record (everything but the server-side MAC)."""
-    body = {name: fields[name] for name in _EVENT_FIELDS if name != "mac"}
+    body = {name: fields[name] for name in EVENT_FIELDS if name != "mac"}
     body["occurred_at"] = clock.as_utc(fields["occurred_at"]).isoformat(timespec="microseconds")
     return json.dumps(body, sort_keys=True, ensure_ascii=False)

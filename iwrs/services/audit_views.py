@@ -155,7 +155,7 @@ def walk(reader: Session, *, full: bool) -> tuple[Verification, list[Problem]]:
         select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == 1)
     ).first()
     rows = reader.execute(
-        select(*[getattr(AuditEvent, name) for name in audit._EVENT_FIELDS])
+        select(*[getattr(AuditEvent, name) for name in audit.EVENT_FIELDS])
         .where(AuditEvent.seq > start[0])
         .order_by(AuditEvent.seq)
         .execution_options(yield_per=5000)

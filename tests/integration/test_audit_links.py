@@ -30,7 +30,7 @@ def break_one_link(seq: int) -> None:
     """Point event `seq` at a hash that is not its predecessor's, and re-chain everything after
     it (hashes, MACs, links, head) so that this link is the only thing wrong."""
     key = current_app.extensions["iwrs.settings"].audit_key
-    columns = [getattr(AuditEvent, name) for name in audit._EVENT_FIELDS]
+    columns = [getattr(AuditEvent, name) for name in audit.EVENT_FIELDS]
     with anchors.engine().begin() as connection:
         anchors.disable_guard(connection)
         rows = connection.execute(
