@@ -243,7 +243,15 @@ def _bookkeeping_only(obj: object) -> bool:
         return False
     state = inspect(obj)
     changed = {a.key for a in state.attrs if a.history.has_changes()}
-    return changed <= allowed
+    if not changed <= allowed:
+        return False
+    # A model may bound its `state` column's exempt moves (`bookkeeping_states`): a move to any
+    # other state is a change of the record, audited like any other.
+    states = getattr(type(obj), "bookkeeping_states", None)
+    if states is None or "state" not in changed:
+        return True
+    history = state.attrs.state.history
+    return all(value in states for value in (*history.added, *history.deleted))
 
 
 @event.listens_for(Session, "before_commit")

@@ -177,13 +177,6 @@ def note_due(session: Session, last: tuple[int, datetime] | None, new_seq: int) 
         session.info[_DUE] = True
 
 
-def last_checkpoint_seen(session: Session) -> tuple[int, datetime] | None:
-    row = session.execute(
-        select(AuditAnchor.seq, AuditAnchor.signed_at).order_by(AuditAnchor.id.desc()).limit(1)
-    ).first()
-    return (row.seq, row.signed_at) if row else None
-
-
 @event.listens_for(Session, "after_commit")
 def _checkpoint_after_commit(session: Session) -> None:
     # After commit: the chain head lock is already released when the checkpoint is signed.

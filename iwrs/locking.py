@@ -4,7 +4,9 @@ Every use case that writes takes its row locks in this order, and only those its
 (DESIGN.md rules 4, 5, 7 and 8; issue 13 "locks that match the rules"):
 
 1. the subject row (per subject: one randomization, one dispensation of a visit at a time), then
-   the subject's own rows (its kit requests, its idempotency key: `lock_name`);
+   the subject's own rows (its kit requests). The idempotency key row is settled last, after
+   the counters: only the claim, refusal and release transactions hold it, and they take no
+   other lock, so that wait can never close a cycle;
 2. site rows, several by code (per site: its stock, its site cap, its screening numbers);
    a shipment row, when the use case starts from one, comes before its site;
 3. the active randomization list row, FOR KEY SHARE by randomize and extend_list (so any number
@@ -42,12 +44,11 @@ unset, it costs one dictionary look-up.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 from pathlib import Path
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -121,19 +122,6 @@ def _insert_if_absent(session: Session):  # type: ignore[no-untyped-def]
     if dialect == "sqlite":
         return sqlite_insert(RandomizationCounter).on_conflict_do_nothing()
     return insert(RandomizationCounter)  # pragma: no cover - the two supported backends
-
-
-def lock_name(session: Session, namespace: str, value: str) -> None:
-    """A transaction-scoped lock on a name (PostgreSQL advisory lock; on SQLite the write lock
-    already serializes), for a rule about a value no row holds yet, e.g. one idempotency key
-    sent for two subjects at once (lock order step 1)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    digest = hashlib.sha256(f"{namespace}:{value}".encode()).digest()
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(:key)"),
-        {"key": int.from_bytes(digest[:8], "big", signed=True)},
-    )
 
 
 def is_busy(error: BaseException) -> bool:

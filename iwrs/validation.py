@@ -185,3 +185,13 @@ def json_depth(raw: bytes) -> int:
         elif byte in (0x5D, 0x7D):  # ] }
             depth -= 1
     return deepest
+
+
+def page_key(text: str) -> int:
+    """A keyset page's `before`/`after` id from a query string: a positive integer that fits a
+    64-bit column (SQLite cannot compare a larger one: it would be a 500). ValueError otherwise,
+    which `request.args.get(..., type=page_key)` turns into "no key" (the first page)."""
+    value = int(text)
+    if not 0 < value < 2**63:
+        raise ValueError("page key out of range")
+    return value

@@ -63,3 +63,5 @@ class Notification(Base):
     # A claim (queued <-> sending) is delivery bookkeeping, not a state of the trial: changing
     # only these columns needs no audit event (iwrs.audit). Delivery and failure are audited.
     bookkeeping_columns = frozenset({"state", "claimed_at", "claimed_by"})
+    # ...and only between these states: reaching `sent` is the delivery, which is audited.
+    bookkeeping_states = frozenset({OutboxState.QUEUED, OutboxState.SENDING})

@@ -74,6 +74,15 @@ REFUSED_EVENTS = {
     "randomize": "subject.randomization_refused",
     "dispense": "subject.dispensing_refused",
 }
+# Refusals that depend on the subject's arm: a dispensing refused for stock (only the subject's
+# own treatment is out at the site) or a failed kit cross-check. Their audit event names the
+# site, never the subject: the trail is read by blinded auditors and admins, who could otherwise
+# group the subjects refused together as sharing an arm. (A randomization's stock refusal is
+# decided on every arm, so it names its subject.)
+ARM_DEPENDENT_REFUSALS = {
+    "dispense": frozenset({"site_stock", "kit_check"}),
+    "randomize": frozenset({"kit_check"}),
+}
 _POLL_SECONDS = (0.02, 0.5)  # first and longest pause between two looks at a busy key
 
 
@@ -394,14 +403,15 @@ def _store_refusal(
             if request.subject_id is not None and refusal.status != 404
             else None
         )
+        named = refusal.rule not in ARM_DEPENDENT_REFUSALS.get(request.operation, frozenset())
         audit.record(
             session,
             actor=actor,
             action=REFUSED_EVENTS.get(request.operation, f"{request.operation}.refused"),
-            entity_type="subject",
-            entity_id=request.subject_id,
+            entity_type="subject" if named else "site",
+            entity_id=request.subject_id if named else (subject.site_id if subject else None),
             site_id=subject.site_id if subject else None,
-            subject_id=subject.id if subject else None,
+            subject_id=subject.id if subject and named else None,
             after={
                 "rule": refusal.rule,
                 "field": refusal.field,

@@ -80,7 +80,7 @@ def randomize_answer(
         with transaction() as session:
             try:
                 # The legacy global key column is not written: keys are per user now.
-                result = _randomize(session, actor, subject_id, None)
+                result = _randomize(session, actor, subject_id)
             except _Refusal as stop:
                 refusal = stop.error  # its alert commits with this transaction
             else:

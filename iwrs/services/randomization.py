@@ -448,7 +448,7 @@ def randomize(
     refusal: Conflict | None = None
     with transaction() as session:
         try:
-            result = _randomize(session, actor, subject_id, None)
+            result = _randomize(session, actor, subject_id)
         except _Refusal as stop:
             refusal, result = stop.error, None
     if refusal is not None:
@@ -474,25 +474,7 @@ def _earlier(actor: Actor, subject_id: int) -> RandomizationResult | None:
         return _result(session, row) if row is not None else None
 
 
-def _refuse_key_of_another_subject(
-    session: Session, subject_id: int, idempotency_key: str | None
-) -> None:
-    if idempotency_key is None:
-        return
-    keyed = session.scalars(
-        select(Randomization.subject_id).where(Randomization.idempotency_key == idempotency_key)
-    ).first()
-    if keyed is not None and keyed != subject_id:
-        raise Conflict(
-            "idempotency_key: already used for another subject",
-            field="idempotency_key",
-            rule="unique",
-        )
-
-
-def _randomize(
-    session: Session, actor: Actor, subject_id: int, idempotency_key: str | None
-) -> RandomizationResult:
+def _randomize(session: Session, actor: Actor, subject_id: int) -> RandomizationResult:
     """The randomize transaction, its locks in the order of iwrs/locking.py: subject, site,
     the list (shared), the stratum's position and slot, the kit, and last the counters (site,
     stratum, study) that enforce the caps and give the number; the chain head at commit."""
@@ -515,11 +497,6 @@ def _randomize(
     if done is not None:  # a concurrent retry won: return its result
         return _result(session, done)
     require_confirmed_eligible(session, subject)
-    if idempotency_key is not None:
-        # The same key sent for two subjects at once: one at a time (the key's own lock,
-        # narrower than any row), then checked again.
-        locking.lock_name(session, "idempotency_key", idempotency_key)
-        _refuse_key_of_another_subject(session, subject.id, idempotency_key)
     site = _lock_active_site(session, subject)
     locking.failpoint("randomize.after_site_lock")
     stratum = schedules.stratum_key(
@@ -552,9 +529,7 @@ def _randomize(
     session.flush()  # every row change above reaches the database before the counters
     number = caps.take(session)
     locking.failpoint("randomize.after_counters")
-    return _record(
-        session, actor, subject, site, slot, kit, rlist, (number, today), idempotency_key, was
-    )
+    return _record(session, actor, subject, site, slot, kit, rlist, (number, today), was)
 
 
 def _lock_active_site(session: Session, subject: Subject) -> Site:
@@ -801,7 +776,6 @@ def _record(
     kit: Kit,
     rlist: RandomizationList,
     numbered: tuple[int, date],
-    idempotency_key: str | None,
     was: str,
 ) -> RandomizationResult:
     """The randomization row numbered by the study counter (`numbered`: the number and day 1,
@@ -821,7 +795,6 @@ def _record(
         randomized_at=now,
         randomized_on=today.isoformat(),  # day 1: the date the stock was judged on
         randomized_by_id=actor.user_id,
-        idempotency_key=idempotency_key,
     )
     session.add(row)
     session.flush()

@@ -13,6 +13,7 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.models.users import Role
 from iwrs.services import audit_views
+from iwrs.validation import page_key
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 
@@ -21,7 +22,7 @@ bp = Blueprint("audit", __name__, url_prefix="/audit")
 @requires(Permission.VIEW_AUDIT)
 def index():  # type: ignore[no-untyped-def]
     filters = audit_views.Filters.parse(request.args)
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=page_key)
     events, next_before = audit_views.page(filters, actor=Actor.of(current_user), before=before)
     checkpoint, head, full_walk = audit_views.integrity()
     return render_template(

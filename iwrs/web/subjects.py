@@ -15,6 +15,7 @@ from iwrs.auth import Permission, requires
 from iwrs.errors import InvalidInput, IWRSError
 from iwrs.models.sites import SiteStatus
 from iwrs.services import drug_classes, queries, subjects
+from iwrs.validation import page_key
 
 bp = Blueprint("subjects", __name__, url_prefix="/subjects")
 MEDICATION_ROWS = 8
@@ -29,7 +30,7 @@ def index():  # type: ignore[no-untyped-def]
 
 def _render_index(status: int = 200):  # type: ignore[no-untyped-def]
     sites = [s for s in queries.visible_sites(current_user) if s.status == SiteStatus.ACTIVE]
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=page_key)
     shown = queries.visible_subjects(current_user, before=before, limit=queries.SUBJECT_PAGE)
     return render_template(
         "subjects.html",

@@ -13,6 +13,7 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, requires
 from iwrs.errors import InvalidInput, IWRSError
 from iwrs.services import accountability, queries, shipments, supply, supply_views
+from iwrs.validation import page_key
 
 bp = Blueprint("supply", __name__, url_prefix="/supply")
 
@@ -43,7 +44,7 @@ def index():  # type: ignore[no-untyped-def]
     difference come from `iwrs supply check-ledger`), which reads every received kit, are
     pages of their own (`supply.chart`, `supply.reconciliation`)."""
     manager = has_permission(current_user, Permission.MANAGE_SUPPLY)
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=page_key)
     sites = supply_views.site_page(current_user, after=request.args.get("after") or None)
     shown = supply_views.visible_shipments(
         current_user, before=before, limit=supply_views.SHIPMENT_PAGE

@@ -526,3 +526,38 @@ def test_a_keyed_dispensation_is_replayed_and_never_dispensed_twice(new_world, c
             select(AuditEvent.after).where(AuditEvent.action == "subject.dispensing_refused")
         )
         assert [json.loads(a)["rule"] for a in refusals] == ["once_per_visit"]
+
+
+def test_an_arm_dependent_refusal_is_audited_without_its_subject(new_world, clock):
+    # A dispensing refused for stock depends on the subject's arm: its trail event names the
+    # site only, so blinded readers of the trail cannot group the subjects refused together.
+    world = new_world()
+    token = token_of(world, "ph-CN01")
+    with world.app.app_context():
+        subject_id = eligible_subject(world, "CN01")
+        randomize(world, subject_id)
+        session = read_session()
+        session.execute(
+            text(
+                "UPDATE kit SET state = 'quarantined'"
+                " WHERE place_kind = 'site' AND state = 'available'"
+            )
+        )
+        session.commit()
+    clock.advance(days=28)
+    refused = world.app.test_client().post(
+        f"/api/v1/subjects/{subject_id}/dispensations",
+        json={"visit_code": "V2", "idempotency_key": "stock-1"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert [e["rule"] for e in refused.get_json()["errors"]] == ["site_stock"]
+    with world.app.app_context():
+        read_session().rollback()
+        events = (
+            read_session()
+            .scalars(select(AuditEvent).where(AuditEvent.action == "subject.dispensing_refused"))
+            .all()
+        )
+        assert [(e.entity_type, e.subject_id, json.loads(e.after)["rule"]) for e in events] == [
+            ("site", None, "site_stock")
+        ]
