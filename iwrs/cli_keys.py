@@ -18,6 +18,7 @@ import click
 from flask import current_app
 
 from blinding.sealing import key_id_for
+from iwrs import config
 from iwrs.cli import _require_keys, cli_actor, friendly_errors, keys_cli
 from iwrs.config import BLINDING_KEYS_DIR, key_path, write_key_file
 from iwrs.keyring import live_ring
@@ -57,7 +58,7 @@ def keys_rotate_blinding(batch_size: int) -> None:
 
     _require_keys()
     settings = current_app.extensions["iwrs.settings"]
-    if os.environ.get("IWRS_BLINDING_KEY"):
+    if config.blinding_key_from_environment():
         raise click.ClickException(
             "the blinding key comes from IWRS_BLINDING_KEY: add the new key to "
             "IWRS_BLINDING_KEYS_OTHER on every server, then run `iwrs keys activate-blinding "

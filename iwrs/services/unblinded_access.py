@@ -28,8 +28,10 @@ from iwrs.models.users import AccessRequestStatus, Role, UnblindedAccessRequest,
 from iwrs.services import passwords, users
 
 
-def active_unblinded_users() -> int:
-    """How many active unblinded accounts exist (the CLI's bootstrap is open only at 0)."""
+def active_unblinded_users(*, actor: Actor) -> int:
+    """How many active unblinded accounts exist (the CLI's bootstrap is open only at 0; the
+    operator's question: Forbidden `system_only` for a person)."""
+    users.require_system(actor)
     return read_session().scalar(
         select(func.count())
         .select_from(User)

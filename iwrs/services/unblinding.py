@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
-from iwrs.auth import not_found
+from iwrs.auth import Permission, not_found
 from iwrs.db import read_session, transaction
 from iwrs.errors import Conflict, InvalidInput, IWRSError, NotFound
 from iwrs.models.randomization import Randomization, RandomizationSlot
@@ -24,7 +24,7 @@ from iwrs.models.users import Signature, User
 from iwrs.services import refusals
 from iwrs.services.randomization import slot_arm
 from iwrs.services.subjects import _investigator, protocol
-from iwrs.services.users import confirm_signature, sign
+from iwrs.services.users import confirm_signature, sign, site_reader
 
 CATEGORIES = {
     "sae": "serious adverse event",
@@ -357,8 +357,10 @@ class ReportLine:
     discontinued: bool
 
 
-def report(site_ids: frozenset[int] | None) -> list[ReportLine]:
-    """Every unblinding (never the arm), newest first; scoped to sites for site roles."""
+def report(*, actor: Actor) -> list[ReportLine]:
+    """Every unblinding (never the arm), newest first; scoped to sites for site roles
+    (VIEW_UNBLINDING_REPORT: investigators, statisticians, auditors, admins, the operator)."""
+    site_ids = site_reader(actor, Permission.VIEW_UNBLINDING_REPORT)
     query = (
         select(Unblinding, Subject, User, Site)
         .join(Subject, Unblinding.subject_id == Subject.id)

@@ -19,6 +19,7 @@ from iwrs.auth import (
     TOKEN_PREFIX,
     Permission,
     hash_password,
+    site_scope,
     token_digest,
 )
 from iwrs.db import read_session, transaction
@@ -159,6 +160,27 @@ def require(actor: Actor, permission: Permission) -> None:
             f"your role ({actor.role}) may not {permission.value.replace('_', ' ')}",
             rule="permission",
         )
+
+
+def site_reader(actor: Actor, permission: Permission) -> frozenset[int] | None:
+    """The wall of a read of protected data: Forbidden `permission` unless the actor's role holds
+    `permission`; then the sites whose records the actor may read: a site role's assigned sites,
+    None (every site) for a sponsor role and for the system actor (CLI, jobs)."""
+    require(actor, permission)
+    if actor.role == "system":
+        return None
+    user = read_session().get(User, actor.user_id) if actor.user_id is not None else None
+    if user is None or str(user.role) != actor.role:
+        raise Forbidden(f"your role ({actor.role}) may not read this", rule="permission")
+    return site_scope(user)
+
+
+def require_person(actor: Actor) -> int:
+    """The wall of a read of one's own records (notices): a signed-in person's user id;
+    Forbidden `permission` for the system actor, who has none."""
+    if actor.user_id is None:
+        raise Forbidden("only a signed-in person has these", rule="permission")
+    return actor.user_id
 
 
 def require_system(actor: Actor) -> None:
