@@ -196,6 +196,7 @@ NOT_USE_CASES: dict[str, str] = {
         name: "part of a use case: runs inside the caller's transaction (takes its session or "
         "its rows), after the caller's own check"
         for name in (
+            "accountability.replay_ledger",
             "audit_views.record_verification",
             "audit_views.walk",
             "sessions.read_signer",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, and_, case, cast, func, or_, select
+from sqlalchemy.orm import Session
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
@@ -318,14 +319,19 @@ def check_ledger(*, actor: Actor) -> tuple[int, list[str]]:
 
 
 def ledger_problems(*, actor: Actor) -> tuple[int, list[tuple[str, str]]]:
+    """`replay_ledger` for the operator (`iwrs supply check-ledger`): Forbidden `system_only`
+    for a person."""
+    _require_system(actor)
+    return replay_ledger(read_session())
+
+
+def replay_ledger(session: Session) -> tuple[int, list[tuple[str, str]]]:
     """Replay the kit ledger from where every kit starts (at the protocol's depot, where kits
-    are generated or imported) and return (events replayed, [(kit number, problem)]).
+    are generated or imported) and return (events replayed, [(kit number, problem)]), inside
+    the caller's checked use case (`ledger_problems`, `reconcile.reconcile`).
 
     Reads plain column values, so a tampered row (an unknown state, place or action, an event
-    of no kit, an illegal transition) is reported as a problem of its kit, never raised.
-    The operator's (`iwrs supply check-ledger`): Forbidden `system_only` for a person."""
-    _require_system(actor)
-    session = read_session()
+    of no kit, an illegal transition) is reported as a problem of its kit, never raised."""
     kits = {
         row.id: row
         for row in session.execute(

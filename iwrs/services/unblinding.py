@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, clock, validation
+from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found
 from iwrs.db import read_session, transaction
@@ -26,12 +26,7 @@ from iwrs.services.randomization import slot_arm
 from iwrs.services.subjects import _investigator, protocol
 from iwrs.services.users import confirm_signature, sign, site_reader
 
-CATEGORIES = {
-    "sae": "serious adverse event",
-    "overdose": "overdose",
-    "pregnancy": "pregnancy",
-    "other": "other",
-}
+CATEGORIES = signatures.UNBLINDING_CATEGORIES
 log = logging.getLogger("iwrs.notifications")
 
 
@@ -138,8 +133,7 @@ def _sign_unblinding(session: Session, actor: Actor, subject: Subject, category:
         actor=actor,
         entity_type="subject",
         entity_id=subject.id,
-        meaning=f"I break the blind of subject {subject.screening_number} "
-        f"({CATEGORIES[category]}); I understand it cannot be undone",
+        meaning=signatures.unblind(screening_number=subject.screening_number, category=category),
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
 
-from iwrs import audit, clock, validation
+from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import (
     ROLE_PERMISSIONS,
@@ -205,7 +205,7 @@ def clean_email(email: str | None) -> str | None:
 
 def require_unused_email(session: Session, address: str, *, but: int | None = None) -> None:
     """Refuse an address already on an account or a pending unblinded-access request (rule
-    email_in_use, case-insensitive). Decision (DESIGN rule 11): a temporary password goes to the
+    email_in_use, case-insensitive). Decision (README rule 11): a temporary password goes to the
     account's address, so an address serves one person's account; otherwise an admin could put
     their own mailbox (or a colleague's) on a new account and receive its password."""
     wanted = address.lower()
@@ -255,7 +255,7 @@ def create_user(
 ) -> User:
     """Create an account with one role (and sites for site roles).
 
-    No person chooses another person's usable password (DESIGN rule 11): without `password`
+    No person chooses another person's usable password (README rule 11): without `password`
     the system generates a one-time password and sends it only to the user's e-mail (rule
     email_required without one); the creator never sees it. Only the system (the CLI operator's
     bootstrap, the demo, test fixtures) may pass a password (rule system_only), kept as given
@@ -397,7 +397,7 @@ def deactivate_user(*, actor: Actor, user_id: int, reason: str, signer_password:
         sign(
             session,
             actor=actor,
-            meaning=f"I deactivate the account {user.username}",
+            meaning=signatures.deactivate_account(user.username),
             entity_type="user",
             entity_id=user.id,
         )

@@ -28,7 +28,7 @@ def index():  # type: ignore[no-untyped-def]
     return _render_index()
 
 
-def _render_index(status: int = 200):  # type: ignore[no-untyped-def]
+def _render_index(status: int = 200, distinct_meaning: str | None = None):  # type: ignore[no-untyped-def]
     sites = [
         s
         for s in queries.visible_sites(actor=Actor.of(current_user))
@@ -44,6 +44,7 @@ def _render_index(status: int = 200):  # type: ignore[no-untyped-def]
         next_before=shown[-1].id if len(shown) == queries.SUBJECT_PAGE else None,
         active_sites=sites,
         form=request.form,
+        distinct_meaning=distinct_meaning,
     ), status
 
 
@@ -66,7 +67,7 @@ def screen():  # type: ignore[no-untyped-def]
         )
     except IWRSError as refusal:
         flash(refusal.message, "error")
-        return _render_index(refusal.status)
+        return _render_index(refusal.status, getattr(refusal, "meaning", None))
     flash(f"Subject {subject.screening_number} registered for screening.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject.id))
 

@@ -58,7 +58,10 @@ def test_every_path_the_code_names_exists():
 
 
 def test_the_paths_found_are_the_paths_written():
-    text = "see `iwrs/auth.py`, `bench/results/`, `python bench/bench_http.py --quick`, `iwrs.auth`, `/api/v1`"
+    text = (
+        "see `iwrs/auth.py`, `bench/results/`, `python bench/bench_http.py --quick`, "
+        "`iwrs.auth`, `/api/v1`"
+    )
     assert named_paths(text) == {"iwrs/auth.py", "bench/results/", "bench/bench_http.py"}
 
 
