@@ -322,19 +322,24 @@ def rotate_blinding_key(
     new_key: bytes,
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
+    activated: Callable[[str, str], None] | None = None,
 ) -> int:
     """Steps 1 and 2 in this process: `new_key` joins this server's ring and becomes current,
     then everything is re-sealed in batches (see the module). Other servers must find the key
-    in their sources (the CLI writes it to instance/blinding_keys/ first). Returns the number
-    of values re-sealed; errors as `activate_blinding_key` and `reseal_all`. Refused
-    (`system_only`) before the new key joins this process's ring."""
+    in their sources (the CLI writes it to instance/blinding_keys/ first). `activated(new key
+    id, previous key id)` runs once the new key is current and before re-sealing (the CLI makes
+    it the configured key file then). Returns the number of values re-sealed; errors as
+    `activate_blinding_key` and `reseal_all`. Refused (`system_only`) before the new key joins
+    this process's ring."""
     require_system(actor)
     ring = sealer()
     key_id = ring.add(new_key)
-    activate_blinding_key(actor=actor, key_id=key_id)
+    previous = activate_blinding_key(actor=actor, key_id=key_id)
     settings = current_app.extensions["iwrs.settings"]
     settings.blinding_key = new_key  # this process's configured key follows the current one
     sweep_after = time.monotonic() + settings.key_refresh_seconds + 0.5
+    if activated is not None:
+        activated(key_id, previous)
     return reseal_all(
         actor=actor, batch_size=batch_size, progress=progress, sweep_after=sweep_after
     )
