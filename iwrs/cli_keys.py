@@ -134,7 +134,7 @@ def keys_check() -> None:
     ring = live_ring()
     ring.refresh(force=True)
     current = ring.ring.key_id
-    left = keys.remaining()
+    left = keys.remaining(actor=cli_actor())
     for key_id in sorted(set(left.values) | {k for k in left.lists if k}):
         mark = " (current)" if key_id == current else ""
         click.echo(

@@ -38,6 +38,8 @@ MUTANTS: list[tuple[str, str, str, str | None, tuple[str, ...]]] = [
     (S + "queries.py", "user_by_id", "_require(actor,", None, ("queries.user_by_id",)),
     (S + "supply_views.py", "quarantined", "_manager(actor)", None,
      ("supply_views.quarantined",)),
+    (S + "audit_views.py", "integrity", "_auditor(actor)", None, ("audit_views.integrity",)),
+    (S + "keys.py", "remaining", "require_system(actor)", None, ("keys.remaining",)),
     # the read models (issue 14 follow-up: each checks its caller itself)
     (S + "users.py", "site_reader", "require(actor, permission)", None,
      ("queries.visible_subjects", "supply_views.site_page", "unblinding.report")),

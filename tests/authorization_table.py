@@ -70,6 +70,7 @@ SERVICES: dict[str, Access] = {
     "keys.reseal_all": only(SYS),
     "keys.rotate_blinding_key": only(SYS),
     "keys.retire_blinding_key": only(SYS),
+    "keys.remaining": only(SYS),
     "passwords.reset_password": only(ADM),
     "passwords.change_own_password": Access(PEOPLE),
     "passwords.set_password": only(SYS),
@@ -111,6 +112,7 @@ SERVICES: dict[str, Access] = {
     # reads of protected data (each checks its caller itself; the routes check again)
     "audit_views.page": only(AUD, SYS),
     "audit_views.event": only(AUD, SYS),
+    "audit_views.integrity": only(AUD, SYS),
     "queries.all_users": only(ADM, SYS),
     "queries.user_by_id": only(ADM, SYS),
     "queries.tokens_of": Access(EVERYONE, owned=True, others=frozenset({ADM, SYS})),
@@ -273,8 +275,6 @@ NOT_USE_CASES: dict[str, str] = {
         for name in ("outbox.send_outbox", "unblinding.send_notifications")
     },
     "resupply.run_resupply": "the scheduled job (iwrs/jobs.py); no person can call it",
-    "keys.remaining": "counts of sealed values by key id, for the CLI; no trial data",
-    "audit_views.integrity": "read model: routes audit.* (VIEW_AUDIT)",
 }
 
 

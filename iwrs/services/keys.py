@@ -12,7 +12,7 @@
    another key is recomputed under the current one (one transaction per list). Resumable: a
    crash loses at most the batch in flight (rolled back); running it again skips every value
    already under the current key.
-3. Retire (`retire_blinding_key`): only when `remaining()` finds nothing sealed, and no list
+3. Retire (`retire_blinding_key`): only when `remaining` finds nothing sealed, and no list
    fingerprinted, under the old key; the caller then deletes its key file.
 
 Locks (decision): a batch locks rows of one table only, in id order, with SKIP LOCKED. It never
@@ -87,8 +87,10 @@ class Remaining:
         return self.values.get(key_id, 0) + self.lists.get(key_id, 0)
 
 
-def remaining() -> Remaining:
-    """Count sealed values and list fingerprints by the key that made them (`iwrs keys check`)."""
+def remaining(*, actor: Actor) -> Remaining:
+    """Count sealed values and list fingerprints by the key that made them (`iwrs keys check`;
+    the operator's: Forbidden `system_only` for a person)."""
+    require_system(actor)
     session = read_session()
     session.rollback()
     values: Counter[str] = Counter()
@@ -354,7 +356,7 @@ def retire_blinding_key(*, actor: Actor, key_id: str) -> None:
     ring.refresh(force=True)
     if key_id == ring.ring.key_id:
         raise Conflict(f"key_id: {key_id} is the current key", field="key_id", rule="current")
-    left = remaining().under(key_id)
+    left = remaining(actor=actor).under(key_id)
     if left:
         raise Conflict(
             f"key_id: {left} value(s) or list fingerprint(s) are still under {key_id}; run "

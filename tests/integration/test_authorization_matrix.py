@@ -293,6 +293,7 @@ FACTORIES: dict[str, Kwargs] = {
     "keys.reseal_all": lambda m, who: {"batch_size": 0},
     "keys.rotate_blinding_key": lambda m, who: {"new_key": b"R" * 32, "batch_size": 0},
     "keys.retire_blinding_key": lambda m, who: {"key_id": "no-such-key"},
+    "keys.remaining": lambda m, who: {},
     "passwords.reset_password": lambda m, who: {
         "user_id": m.ids["target"],
         "signer_password": PASSWORD,
@@ -424,6 +425,7 @@ FACTORIES: dict[str, Kwargs] = {
     "users.revoke_api_token": lambda m, who: {"token_id": m.ids["tokens"][who or "admin"]},
     "audit_views.page": lambda m, who: {"filters": _filters()},
     "audit_views.event": lambda m, who: {"seq": 1},
+    "audit_views.integrity": lambda m, who: {},
     "queries.all_users": lambda m, who: {},
     "queries.user_by_id": lambda m, who: {"user_id": m.ids["target"]},
     "queries.tokens_of": lambda m, who: {"user_id": m.users[who or "admin"].id},
