@@ -172,7 +172,10 @@ def _stock_sites(people: dict[str, Any], site_codes: dict[str, int], kits: int) 
         shipments.receive_shipment(
             actor=Actor.of(people[f"ph.{code_of[row.site_id].lower()}"]),
             shipment_id=row.id,
-            lines={k.number: "good" for k in supply_views.shipment_kits(row.id)},
+            lines={
+                k.number: "good"
+                for k in supply_views.shipment_kits(actor=Actor.system("bench"), shipment_id=row.id)
+            },
             excursion=False,
         )
 

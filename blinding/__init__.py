@@ -1,1 +1,1 @@
-"""Blinding domain: schedules, kit numbering, sealing, unblinding policy (pure, no I/O)."""
+"""Blinding domain: schedules, kit numbering, sealing, padding (pure, no I/O; see README.md)."""

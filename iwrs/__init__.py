@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -13,7 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from iwrs import auth, db, request_guard
+from iwrs import auth, config, db, request_guard
 from iwrs.config import ConfigError, Settings
 from iwrs.protocol import load_protocol
 from iwrs.services import kit_counts  # noqa: F401  (the kit_count summary's flush hook)
@@ -51,7 +50,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["iwrs.settings"] = settings
 
     missing = settings.missing_keys()
-    if missing and not settings.testing and os.environ.get("FLASK_RUN_FROM_CLI") != "true":
+    if missing and not settings.testing and not config.loaded_for_a_command():
         raise ConfigError(
             f"missing key(s): {', '.join(missing)}. Set IWRS_SECRET_KEY, IWRS_AUDIT_KEY, "
             "IWRS_BLINDING_KEY and IWRS_AUDIT_SIGNING_KEY (64 hex digits each) or run "
@@ -75,7 +74,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     )
     app.session_interface = _SessionInterface()
     app.url_map.converters["int"] = _RowId
-    if os.environ.get("IWRS_BEHIND_PROXY") == "1":
+    if config.behind_proxy():
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
 
     # Argon2id (memory-hard). Tests use the same algorithm with smaller costs to stay fast.

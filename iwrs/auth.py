@@ -122,7 +122,14 @@ def not_found(kind: str, key: object, *, field: str) -> NotFound:
 def require_site(user: User, site_id: int, missing: NotFound | None = None) -> None:
     """Refuse a site outside the user's scope exactly as if the record did not exist: `missing`
     is the caller's own "does not exist" refusal for the record asked for (default: the site)."""
-    scope = site_scope(user)
+    require_in_scope(site_scope(user), site_id, missing)
+
+
+def require_in_scope(
+    scope: frozenset[int] | None, site_id: int, missing: NotFound | None = None
+) -> None:
+    """`require_site` for a scope already known (None: every site), as the read models get it
+    from `users.site_reader`."""
     if scope is not None and site_id not in scope:
         raise missing or not_found("site", site_id, field="site_id")
 
@@ -347,7 +354,7 @@ def _enforce_idle_timeout() -> Any:
 
 def _tokens_only_for_the_api() -> None:
     """Bearer tokens authenticate /api/ only: a page or its CSV export answers only to a
-    signed-in session (DESIGN rule 11), so a token never opens what a browser shows."""
+    signed-in session (README rule 11), so a token never opens what a browser shows."""
     if not is_api_request() and _bearer_token() is not None:
         raise AuthenticationFailed(
             "API tokens are accepted only under /api/; sign in to use the pages",

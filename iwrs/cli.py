@@ -14,7 +14,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from iwrs import db, validation
+from iwrs import config, db, validation
 from iwrs.audit import Actor
 from iwrs.audit_anchor import load_public_key, public_key, public_key_pem, take_checkpoint
 from iwrs.config import KEY_NAMES, ConfigError, create_missing_keys, read_key
@@ -60,7 +60,6 @@ class IWRSGroup(AppGroup):
     a traceback (an unexpected error names its type; IWRS_CLI_TRACEBACK=1 shows the traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        import os
 
         try:
             return super().invoke(ctx)
@@ -76,7 +75,7 @@ class IWRSGroup(AppGroup):
             reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
             raise CLIError(f"cannot use the database at {url}: {reason}") from None
         except Exception as error:
-            if os.environ.get("IWRS_CLI_TRACEBACK") == "1":
+            if config.cli_traceback():
                 raise
             raise CLIError(
                 f"unexpected {type(error).__name__}: {one_line(error)}; set "
@@ -288,7 +287,9 @@ def user_create(
     _require_keys()
     from iwrs.services import unblinded_access
 
-    if role == Role.UNBLINDED_STATISTICIAN and unblinded_access.active_unblinded_users():
+    if role == Role.UNBLINDED_STATISTICIAN and unblinded_access.active_unblinded_users(
+        actor=cli_actor()
+    ):
         request = unblinded_access.request_unblinded_account(
             actor=cli_actor(), username=username, full_name=full_name, email=email or ""
         )
@@ -319,11 +320,7 @@ def user_list() -> None:
     from iwrs.services import queries
 
     for user in queries.all_users(actor=cli_actor()):
-        sites = (
-            ",".join(s.code for s in queries.visible_sites(user))
-            if user.role.site_scoped
-            else "all"
-        )
+        sites = ",".join(user.site_codes) if user.role.site_scoped else "all"
         click.echo(
             f"{user.username:16} {user.role.value:24} {sites:12} "
             f"{'active' if user.active else 'inactive'}"
@@ -435,7 +432,7 @@ def audit_reconcile() -> None:
 
     _require_keys()
     db.long_report(db.read_session())
-    problems = reconcile.reconcile()
+    problems = reconcile.reconcile(actor=cli_actor())
     for problem in problems:
         click.echo(f"UNEXPLAINED {problem}")
     if problems:
@@ -533,15 +530,15 @@ def supply_check_ledger() -> None:
     from iwrs.services import accountability, kit_counts
 
     db.long_report(db.read_session())
-    events, problems = accountability.ledger_problems()
+    events, problems = accountability.ledger_problems(actor=cli_actor())
     for kit, problem in problems:
         click.echo(f"MISMATCH kit {kit}: {problem}")
-    summary = kit_counts.mismatches(db.read_session())
+    summary = kit_counts.mismatches(actor=cli_actor())
     for (kind, place, lot, state), kept, fresh in summary:
         click.echo(
             f"MISMATCH kit_count {kind} {place} lot {lot} {state}: summary {kept}, kits {fresh}"
         )
-    rec = accountability.reconciliation()
+    rec = accountability.reconciliation(actor=cli_actor())
     click.echo(
         f"ledger: {events} kit events replayed; "
         + ("every kit matches" if not problems else f"{len(problems)} problem(s)")

@@ -18,6 +18,7 @@ import click
 from flask import current_app
 
 from blinding.sealing import key_id_for
+from iwrs import config
 from iwrs.cli import _require_keys, cli_actor, friendly_errors, keys_cli
 from iwrs.config import BLINDING_KEYS_DIR, key_path, write_key_file
 from iwrs.keyring import live_ring
@@ -50,39 +51,46 @@ def _reseal(batch_size: int, sweep_after: float = 0.0) -> int:
 @friendly_errors
 def keys_rotate_blinding(batch_size: int) -> None:
     """A new blinding key, current at once for every server, then every value re-sealed in
-    batches while the servers run. The old key stays until `iwrs keys retire`."""
-    import time
-
+    batches while the servers run (`services.keys.rotate_blinding_key`). The old key stays until
+    `iwrs keys retire`."""
     from iwrs.services import keys
 
     _require_keys()
     settings = current_app.extensions["iwrs.settings"]
-    if os.environ.get("IWRS_BLINDING_KEY"):
+    if config.blinding_key_from_environment():
         raise click.ClickException(
             "the blinding key comes from IWRS_BLINDING_KEY: add the new key to "
             "IWRS_BLINDING_KEYS_OTHER on every server, then run `iwrs keys activate-blinding "
             "KEY_ID` (README, Rotating the blinding key)"
         )
-    ring = live_ring()
     folder = settings.instance_path / BLINDING_KEYS_DIR
     main_file = key_path("blinding_key", settings.instance_path)
     if main_file.exists():  # the configured key joins the folder, so it outlives the swap below
         old = bytes.fromhex(main_file.read_text().strip())
-        old_file = folder / f"{ring.add(old)}.key"
+        old_file = folder / f"{key_id_for(old)}.key"
         if not old_file.exists():
             write_key_file(old_file, old)
     new_key = secrets.token_bytes(32)
-    new_id = ring.add(new_key)
-    write_key_file(folder / f"{new_id}.key", new_key)  # on disk before any value uses it
-    previous = keys.activate_blinding_key(actor=cli_actor(), key_id=new_id)
-    sweep_after = time.monotonic() + settings.key_refresh_seconds + 0.5
-    staged = main_file.with_suffix(".key.new")
-    write_key_file(staged, new_key)
-    os.replace(staged, main_file)
-    settings.blinding_key = new_key
-    click.echo(f"blinding key {new_id} is current (was {previous}); new key in {main_file}")
-    _reseal(batch_size, sweep_after)
-    click.echo(f"when `iwrs keys check` is clean: iwrs keys retire {previous}")
+    write_key_file(folder / f"{key_id_for(new_key)}.key", new_key)  # before any value uses it
+    retired_next: list[str] = []
+
+    def configure(new_id: str, previous: str) -> None:
+        """The new key becomes the configured key file once it is current."""
+        staged = main_file.with_suffix(".key.new")
+        write_key_file(staged, new_key)
+        os.replace(staged, main_file)
+        click.echo(f"blinding key {new_id} is current (was {previous}); new key in {main_file}")
+        retired_next.append(previous)
+
+    count = keys.rotate_blinding_key(
+        actor=cli_actor(),
+        new_key=new_key,
+        batch_size=batch_size,
+        progress=_progress,
+        activated=configure,
+    )
+    click.echo(f"re-sealed {count} value(s)")
+    click.echo(f"when `iwrs keys check` is clean: iwrs keys retire {retired_next[0]}")
 
 
 @keys_cli.command("activate-blinding")
@@ -126,7 +134,7 @@ def keys_check() -> None:
     ring = live_ring()
     ring.refresh(force=True)
     current = ring.ring.key_id
-    left = keys.remaining()
+    left = keys.remaining(actor=cli_actor())
     for key_id in sorted(set(left.values) | {k for k in left.lists if k}):
         mark = " (current)" if key_id == current else ""
         click.echo(

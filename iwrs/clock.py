@@ -4,7 +4,7 @@
 Times are UTC instants. A date a rule uses (screening, age, washouts, windows, dispensing,
 expiry) is a *place's* local date: `today(place)` takes anything with an IANA `time_zone`
 (a site row, the protocol's depot or site entry). There is deliberately no `today()` without a
-place: a bare UTC date is the wrong day for half the world (DESIGN rule 13, issue 12).
+place: a bare UTC date is the wrong day for half the world (README rule 13, issue 12).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Settings from the environment, read in one place.
+"""Settings from the environment, read in one place: no other module of the application reads
+it. `Settings.from_env` reads the settings once, at start; the few functions at the end read
+what is looked up when used (the outbox's delivery, the test fail points, CLI diagnostics, how
+the `flask` command loads the application).
 
 Every variable is documented in the README's configuration table.
 """
@@ -11,6 +14,8 @@ import stat
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+
+import click
 
 # audit_signing_key is the 32-byte Ed25519 seed that signs checkpoints and exports.
 KEY_NAMES = ("secret_key", "audit_key", "blinding_key", "audit_signing_key")
@@ -299,3 +304,62 @@ def create_missing_keys(instance: Path) -> list[Path]:
             handle.write(secrets.token_hex(32) + "\n")
         written.append(path)
     return written
+
+
+# --- read when used ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Smtp:
+    """How the outbox is delivered: by SMTP to `host` (None: to the log)."""
+
+    host: str | None
+    port: int
+    sender: str
+
+
+def smtp() -> Smtp:
+    """IWRS_SMTP_HOST, IWRS_SMTP_PORT (25) and IWRS_SMTP_FROM (iwrs@localhost), read at each
+    delivery."""
+    return Smtp(
+        os.environ.get("IWRS_SMTP_HOST") or None,
+        int(os.environ.get("IWRS_SMTP_PORT", "25")),
+        os.environ.get("IWRS_SMTP_FROM", "iwrs@localhost"),
+    )
+
+
+def notify_claim_lease() -> timedelta:
+    """IWRS_NOTIFY_CLAIM_SECONDS (300): how long an outbox claim stands."""
+    return timedelta(seconds=int(os.environ.get("IWRS_NOTIFY_CLAIM_SECONDS") or 300))
+
+
+def behind_proxy() -> bool:
+    """IWRS_BEHIND_PROXY=1: trust one proxy's X-Forwarded-For/Proto/Host."""
+    return os.environ.get("IWRS_BEHIND_PROXY") == "1"
+
+
+def blinding_key_from_environment() -> bool:
+    """Whether the blinding key comes from IWRS_BLINDING_KEY (not from a key file)."""
+    return bool(os.environ.get(_ENV_FOR_KEY["blinding_key"]))
+
+
+def failpoint_armed(name: str) -> tuple[bool, Path | None]:
+    """Tests only: whether IWRS_FAILPOINT names the point `name`, and the marker file
+    IWRS_FAILPOINT_MARKER to write then (iwrs.locking.failpoint)."""
+    marker = os.environ.get("IWRS_FAILPOINT_MARKER")
+    return os.environ.get("IWRS_FAILPOINT") == name, Path(marker) if marker else None
+
+
+def cli_traceback() -> bool:
+    """IWRS_CLI_TRACEBACK=1: the CLI shows an unexpected error's traceback."""
+    return os.environ.get("IWRS_CLI_TRACEBACK") == "1"
+
+
+def loaded_for_a_command() -> bool:
+    """Whether the `flask` command (FLASK_RUN_FROM_CLI, set by Flask) loads the application for
+    one of its commands other than `flask run`: such a command may run without keys (`iwrs init`
+    writes them). `flask run` serves requests, so it is held to the same key check as gunicorn."""
+    if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
+        return False
+    command = click.get_current_context(silent=True)
+    return command is None or command.info_name != "run"

@@ -137,7 +137,9 @@ def _ship_and_receive(session: Session, people: dict[str, User], done: list[str]
             courier="Demo Cold Chain",
             tracking=f"DCC{row.id:06d}",
         )
-        kits = supply_views.shipment_kits(row.id)
+        kits = supply_views.shipment_kits(
+            actor=Actor.of(people[pharmacist_of[site.code]]), shipment_id=row.id
+        )
         shipments.receive_shipment(
             actor=Actor.of(people[pharmacist_of[site.code]]),
             shipment_id=row.id,

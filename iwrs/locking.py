@@ -1,7 +1,7 @@
 """The lock order, in one place, and the small locking steps the services share.
 
 Every use case that writes takes its row locks in this order, and only those its rule needs
-(DESIGN.md rules 4, 5, 7 and 8; issue 13 "locks that match the rules"):
+(README rules 4, 5, 7 and 8; issue 13 "locks that match the rules"):
 
 1. the subject row (per subject: one randomization, one dispensation of a visit at a time), then
    the subject's own rows (its kit requests). The idempotency key row is settled last, after
@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+
+from iwrs import config
 
 STUDY = "study"
 
@@ -142,9 +143,9 @@ def failpoint(name: str) -> None:
     """Freeze here when IWRS_FAILPOINT names this point (tests of a stuck holder): write the
     marker file IWRS_FAILPOINT_MARKER (if set), then stop the whole process with SIGSTOP, as a
     debugger or a stalled machine would; SIGCONT resumes it, SIGKILL ends it."""
-    if os.environ.get("IWRS_FAILPOINT") != name:
+    armed, marker = config.failpoint_armed(name)
+    if not armed:
         return
-    marker = os.environ.get("IWRS_FAILPOINT_MARKER")
     if marker:
-        Path(marker).write_text(str(os.getpid()))
+        marker.write_text(str(os.getpid()))
     os.kill(os.getpid(), signal.SIGSTOP)

@@ -102,7 +102,7 @@ class Place:
     country: str
     city: str = ""
     resupply_policy: str = ""  # sites only: overrides supply.default_policy
-    # IANA zone: every clinical date at this place is its local date (DESIGN rule 13).
+    # IANA zone: every clinical date at this place is its local date (README rule 13).
     time_zone: str = "UTC"
 
 

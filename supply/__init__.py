@@ -1,1 +1,1 @@
-"""Supply domain: kit states, shipments, expiry, resupply, forecasting (pure, no I/O)."""
+"""Supply domain: kit states, ledger, shipments, expiry, kit choice, resupply (pure, no I/O)."""

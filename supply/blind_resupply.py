@@ -1,6 +1,6 @@
 """Arm-agnostic resupply: decided from what a blinded role can observe, so it reveals nothing.
 
-The guarantee (issue 10, DESIGN rule 2). For one kit type at one site:
+The guarantee (issue 10, README rule 2). For one kit type at one site:
 - The top-up TRIGGER reads one number only: the site's TOTAL usable stock (kits of every
   treatment that could serve the next randomization: dispensable through the next dosing visit
   plus the do-not-dispense buffer). It fires when total <= total_trigger and no shipment to the

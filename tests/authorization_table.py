@@ -5,14 +5,16 @@ tests/integration/test_authorization_matrix.py calls every entry as every role, 
 alone; a completeness test there fails when a route or a public service function is missing
 here. The application's own walls are `iwrs.auth.ROLE_PERMISSIONS` (what a role holds), the
 services' checks (`supply.acting_user`, `subjects._investigator`, `users.require`,
-`users.require_system`, site scope by `auth.require_site`) and the routes' `@requires`
-decorators (a second wall, never the only one).
+`users.require_system`, `users.site_reader` for reads, site scope by `auth.require_site` /
+`auth.require_in_scope`) and the routes' `@requires` decorators (a second wall, never the
+only one).
 
 Decision: the table names roles, not permissions, so a wrong role → permission mapping fails
 the test as surely as a missing check. `scoped`: a user of another site is refused as "not
 found" (rule exists, 404), never told the record is elsewhere. `owned`: the record is the
 actor's own (notice, token); another person's is refused as not found unless the role is in
-`others`.
+`others`. A scoped read that lists records (`LISTS` in the matrix test) answers a user of
+another site without CN01's records instead.
 
 A route's site scope is asserted over HTTP for its GET; a scoped POST validates its form or
 body before it names the record to the service, so its site rule is asserted by the service
@@ -68,6 +70,7 @@ SERVICES: dict[str, Access] = {
     "keys.reseal_all": only(SYS),
     "keys.rotate_blinding_key": only(SYS),
     "keys.retire_blinding_key": only(SYS),
+    "keys.remaining": only(SYS),
     "passwords.reset_password": only(ADM),
     "passwords.change_own_password": Access(PEOPLE),
     "passwords.set_password": only(SYS),
@@ -109,6 +112,7 @@ SERVICES: dict[str, Access] = {
     # reads of protected data (each checks its caller itself; the routes check again)
     "audit_views.page": only(AUD, SYS),
     "audit_views.event": only(AUD, SYS),
+    "audit_views.integrity": only(AUD, SYS),
     "queries.all_users": only(ADM, SYS),
     "queries.user_by_id": only(ADM, SYS),
     "queries.tokens_of": Access(EVERYONE, owned=True, others=frozenset({ADM, SYS})),
@@ -118,11 +122,36 @@ SERVICES: dict[str, Access] = {
     "supply_views.open_alerts": only(SUP, SYS),
     "supply_views.quarantined": only(SUP, SYS),
     "supply_views.available_history": only(SUP, SYS),
+    "accountability.reconciliation": only(SUP, SYS),
+    "accountability.reconciliation_summary": only(SUP, SYS),
+    "accountability.check_ledger": only(SYS),
+    "accountability.ledger_problems": only(SYS),
+    "kit_counts.mismatches": only(SYS),
+    "reconcile.reconcile": only(SYS),
+    "unblinded_access.active_unblinded_users": only(SYS),
+    "queries.all_site_codes": only(ADM, SYS),
+    "queries.notices_of": Access(PEOPLE),  # the actor's own; the operator has none
+    "unblinding.report": only(INV, STAT, AUD, ADM, SYS, scoped=True),
+    "queries.visible_sites": Access(EVERYONE, scoped=True),
+    "queries.visible_site": Access(EVERYONE, scoped=True),
+    "queries.visible_site_by_code": Access(EVERYONE, scoped=True),
+    "queries.visible_subjects": only(INV, SYS, scoped=True),
+    "queries.visible_subject": only(INV, SYS, scoped=True),
+    "queries.assessments_of": only(INV, SYS, scoped=True),
+    "queries.rescreen_of": only(INV, SYS, scoped=True),
+    "randomization_views.result_of": only(INV, SYS, scoped=True),
+    "randomization_views.dispensations_of": only(INV, SYS, scoped=True),
+    "randomization_views.visits_board": only(PHA, SYS, scoped=True),
+    "randomization_views.visible_randomized_subject": only(PHA, SYS, scoped=True),
+    "supply_views.site_page": only(PHA, SUP, SYS, scoped=True),
+    "supply_views.site_codes": only(PHA, SUP, SYS, scoped=True),
+    "supply_views.site_inventory": only(PHA, SUP, SYS, scoped=True),
+    "supply_views.visible_shipments": only(PHA, SUP, SYS, scoped=True),
+    "supply_views.visible_shipment": only(PHA, SUP, SYS, scoped=True),
+    "supply_views.shipment_kits": only(PHA, SUP, SYS, scoped=True),
 }
 
 # Public functions of iwrs/services that are not use cases of their own, each with the reason.
-# A read model here is reached only through a route (checked by the route pass below) and takes
-# the signed-in `user` where it is site-scoped.
 NOT_USE_CASES: dict[str, str] = {
     **{
         name: "pure helper: no database, no caller's data"
@@ -169,6 +198,7 @@ NOT_USE_CASES: dict[str, str] = {
         name: "part of a use case: runs inside the caller's transaction (takes its session or "
         "its rows), after the caller's own check"
         for name in (
+            "accountability.replay_ledger",
             "audit_views.record_verification",
             "audit_views.walk",
             "sessions.read_signer",
@@ -203,6 +233,7 @@ NOT_USE_CASES: dict[str, str] = {
             "subjects.require_confirmed_eligible",
             "kit_counts.apply",
             "kit_counts.deltas",
+            "kit_counts.fresh_counts",
             "kit_counts.rebuild",
             "supply.acting_user",
             "supply.apply_expiry",
@@ -222,7 +253,9 @@ NOT_USE_CASES: dict[str, str] = {
             "users.get_user",
             "users.may",
             "users.require",
+            "users.require_person",
             "users.require_system",
+            "users.site_reader",
             "users.require_unused_email",
             "users.sign",
         )
@@ -242,49 +275,6 @@ NOT_USE_CASES: dict[str, str] = {
         for name in ("outbox.send_outbox", "unblinding.send_notifications")
     },
     "resupply.run_resupply": "the scheduled job (iwrs/jobs.py); no person can call it",
-    "keys.remaining": "counts of sealed values by key id, for the CLI; no trial data",
-    "audit_views.integrity": "read model: routes audit.* (VIEW_AUDIT)",
-    **{
-        name: "read model without an actor: guarded by its routes only (see ROUTES); "
-        "not yet a service-level check (issue 14 follow-up)"
-        for name in (
-            "accountability.check_ledger",
-            "accountability.ledger_problems",
-            "accountability.reconciliation",
-            "accountability.reconciliation_summary",
-            "kit_counts.fresh_counts",
-            "kit_counts.mismatches",
-            "queries.all_site_codes",
-            "queries.assessments_of",
-            "queries.notices_of",
-            "queries.rescreen_of",
-            "randomization_views.dispensations_of",
-            "randomization_views.dispensations_of_subjects",
-            "randomization_views.result_of",
-            "reconcile.reconcile",
-            "supply_views.shipment_kits",
-            "supply_views.site_codes",
-            "unblinded_access.active_unblinded_users",
-            "unblinding.report",
-        )
-    },
-    **{
-        name: "read model scoped by the signed-in `user` it takes (auth.require_site / "
-        "site_scope); the role is checked by its routes (see ROUTES)"
-        for name in (
-            "queries.visible_site",
-            "queries.visible_site_by_code",
-            "queries.visible_sites",
-            "queries.visible_subject",
-            "queries.visible_subjects",
-            "randomization_views.visible_randomized_subject",
-            "randomization_views.visits_board",
-            "supply_views.site_inventory",
-            "supply_views.site_page",
-            "supply_views.visible_shipment",
-            "supply_views.visible_shipments",
-        )
-    },
 }
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from iwrs.db import Base, UTCDateTime, enum_column
+
+if TYPE_CHECKING:
+    from iwrs.models.sites import Site
 
 
 class Role(enum.StrEnum):
@@ -55,7 +59,7 @@ class User(Base):
     # Bumped on password change or deactivation: every existing session of the user ends.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     # A system-generated one-time password: it must be changed before anything else and can
-    # never sign (DESIGN rule 11).
+    # never sign (README rule 11).
     password_temporary: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     site_links: Mapped[list[UserSite]] = relationship(
@@ -65,6 +69,11 @@ class User(Base):
     @property
     def site_ids(self) -> frozenset[int]:
         return frozenset(link.site_id for link in self.site_links)
+
+    @property
+    def site_codes(self) -> list[str]:
+        """The codes of the sites the user is assigned to, sorted (none for sponsor roles)."""
+        return sorted(link.site.code for link in self.site_links)
 
     # The user protocol flask-login expects (kept here so models need no Flask import).
     is_authenticated = True
@@ -88,6 +97,7 @@ class UserSite(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), primary_key=True)
 
     user: Mapped[User] = relationship(back_populates="site_links")
+    site: Mapped[Site] = relationship(lazy="selectin")
 
 
 class ApiToken(Base):

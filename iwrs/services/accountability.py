@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, and_, case, cast, func, or_, select
+from sqlalchemy.orm import Session
 
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
@@ -172,9 +173,11 @@ def _positions_and_receipts() -> tuple[dict[str, KitPosition], dict[str, int]]:
     return positions, receipts
 
 
-def reconciliation() -> Reconciliation:
+def reconciliation(*, actor: Actor) -> Reconciliation:
     """received = available + dispensed + damaged + missing + expired + quarantined + returned
-    + destroyed, per site and overall, with the kits that break it."""
+    + destroyed, per site and overall, with the kits that break it (supply managers, the
+    operator)."""
+    _require(actor, Permission.MANAGE_SUPPLY)
     positions, receipts = _positions_and_receipts()
     return reconcile(positions, received_at_site=receipts)
 
@@ -225,11 +228,25 @@ class ReconciliationCounts:
         return self.overall.differences
 
 
-def reconciliation_summary() -> ReconciliationCounts:
+def _require(actor: Actor, permission: Permission) -> None:
+    from iwrs.services.users import require
+
+    require(actor, permission)
+
+
+def _require_system(actor: Actor) -> None:
+    from iwrs.services.users import require_system
+
+    require_system(actor)
+
+
+def reconciliation_summary(*, actor: Actor) -> ReconciliationCounts:
     """The identity of `reconciliation` per site and overall, from two GROUP BY statements
     (issue 13: the supply page reads summaries, never every kit nor the ledger replayed). The
     kit numbers behind a difference are for `iwrs supply check-ledger`, the auditor's command.
-    A kit's receipt is its last receipt event, as in `reconciliation`."""
+    A kit's receipt is its last receipt event, as in `reconciliation`. Supply managers and the
+    operator only."""
+    _require(actor, Permission.MANAGE_SUPPLY)
     session = read_session()
     last = (
         select(func.max(KitEvent.id).label("id"))
@@ -295,19 +312,26 @@ def reconciliation_summary() -> ReconciliationCounts:
     return ReconciliationCounts(sites, overall)
 
 
-def check_ledger() -> tuple[int, list[str]]:
+def check_ledger(*, actor: Actor) -> tuple[int, list[str]]:
     """Replay the kit ledger and name every kit whose row disagrees (see `ledger_problems`)."""
-    events, problems = ledger_problems()
+    events, problems = ledger_problems(actor=actor)
     return events, sorted({kit for kit, _ in problems})
 
 
-def ledger_problems() -> tuple[int, list[tuple[str, str]]]:
+def ledger_problems(*, actor: Actor) -> tuple[int, list[tuple[str, str]]]:
+    """`replay_ledger` for the operator (`iwrs supply check-ledger`): Forbidden `system_only`
+    for a person."""
+    _require_system(actor)
+    return replay_ledger(read_session())
+
+
+def replay_ledger(session: Session) -> tuple[int, list[tuple[str, str]]]:
     """Replay the kit ledger from where every kit starts (at the protocol's depot, where kits
-    are generated or imported) and return (events replayed, [(kit number, problem)]).
+    are generated or imported) and return (events replayed, [(kit number, problem)]), inside
+    the caller's checked use case (`ledger_problems`, `reconcile.reconcile`).
 
     Reads plain column values, so a tampered row (an unknown state, place or action, an event
     of no kit, an illegal transition) is reported as a problem of its kit, never raised."""
-    session = read_session()
     kits = {
         row.id: row
         for row in session.execute(

@@ -112,9 +112,10 @@ def event(seq: int, *, actor: Actor) -> AuditEvent:
     return row
 
 
-def integrity() -> tuple[AuditCheckpoint | None, int, AuditCheckpoint | None]:
+def integrity(*, actor: Actor) -> tuple[AuditCheckpoint | None, int, AuditCheckpoint | None]:
     """The latest verification, the number of events in the chain now, and the latest full
-    walk (the scheduled `iwrs audit verify --record`)."""
+    walk (the scheduled `iwrs audit verify --record`), for auditors and the operator."""
+    _auditor(actor)
     session = read_session()
     latest = select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)
     checkpoint = session.scalars(latest).first()

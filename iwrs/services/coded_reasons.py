@@ -1,4 +1,4 @@
-"""Reasons about an unblinded subject are coded (DESIGN rule 2: free text that blinded readers
+"""Reasons about an unblinded subject are coded (README rule 2: free text that blinded readers
 see is written before its writer could know the arm).
 
 Once a subject is emergency-unblinded (`Subject.unblinded_at`), every reason written about it

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, lazyload
 
 from blinding.kits import is_valid_kit_number
-from iwrs import audit, clock, validation
+from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found, require_site
 from iwrs.db import read_session, transaction
@@ -525,8 +525,9 @@ def _record_kit_request(
     row.signature_id = sign(
         session,
         actor=actor,
-        meaning=f"I request a {kind} kit for subject {subject.screening_number} at "
-        f"visit {visit_code}",
+        meaning=signatures.request_kit(
+            kind=kind, screening_number=subject.screening_number, visit_code=visit_code
+        ),
         entity_type="kit_request",
         entity_id=row.id,
     ).id

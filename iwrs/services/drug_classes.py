@@ -13,7 +13,7 @@ import dataclasses
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, clock
+from iwrs import audit, clock, signatures
 from iwrs.audit import Actor
 from iwrs.db import transaction
 from iwrs.drugs import OTHER, normalize
@@ -83,8 +83,12 @@ def classify_drug(
         signature = sign(
             session,
             actor=actor,
-            meaning=f"I classify {name}, taken by subject {subject.screening_number}, as "
-            f"{label} under protocol {protocol().study_id}",
+            meaning=signatures.classify_drug(
+                drug=name,
+                screening_number=subject.screening_number,
+                class_label=label,
+                study_id=protocol().study_id,
+            ),
             entity_type="subject",
             entity_id=subject.id,
         )

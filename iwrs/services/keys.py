@@ -12,7 +12,7 @@
    another key is recomputed under the current one (one transaction per list). Resumable: a
    crash loses at most the batch in flight (rolled back); running it again skips every value
    already under the current key.
-3. Retire (`retire_blinding_key`): only when `remaining()` finds nothing sealed, and no list
+3. Retire (`retire_blinding_key`): only when `remaining` finds nothing sealed, and no list
    fingerprinted, under the old key; the caller then deletes its key file.
 
 Locks (decision): a batch locks rows of one table only, in id order, with SKIP LOCKED. It never
@@ -87,8 +87,10 @@ class Remaining:
         return self.values.get(key_id, 0) + self.lists.get(key_id, 0)
 
 
-def remaining() -> Remaining:
-    """Count sealed values and list fingerprints by the key that made them (`iwrs keys check`)."""
+def remaining(*, actor: Actor) -> Remaining:
+    """Count sealed values and list fingerprints by the key that made them (`iwrs keys check`;
+    the operator's: Forbidden `system_only` for a person)."""
+    require_system(actor)
     session = read_session()
     session.rollback()
     values: Counter[str] = Counter()
@@ -322,19 +324,24 @@ def rotate_blinding_key(
     new_key: bytes,
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
+    activated: Callable[[str, str], None] | None = None,
 ) -> int:
     """Steps 1 and 2 in this process: `new_key` joins this server's ring and becomes current,
     then everything is re-sealed in batches (see the module). Other servers must find the key
-    in their sources (the CLI writes it to instance/blinding_keys/ first). Returns the number
-    of values re-sealed; errors as `activate_blinding_key` and `reseal_all`. Refused
-    (`system_only`) before the new key joins this process's ring."""
+    in their sources (the CLI writes it to instance/blinding_keys/ first). `activated(new key
+    id, previous key id)` runs once the new key is current and before re-sealing (the CLI makes
+    it the configured key file then). Returns the number of values re-sealed; errors as
+    `activate_blinding_key` and `reseal_all`. Refused (`system_only`) before the new key joins
+    this process's ring."""
     require_system(actor)
     ring = sealer()
     key_id = ring.add(new_key)
-    activate_blinding_key(actor=actor, key_id=key_id)
+    previous = activate_blinding_key(actor=actor, key_id=key_id)
     settings = current_app.extensions["iwrs.settings"]
     settings.blinding_key = new_key  # this process's configured key follows the current one
     sweep_after = time.monotonic() + settings.key_refresh_seconds + 0.5
+    if activated is not None:
+        activated(key_id, previous)
     return reseal_all(
         actor=actor, batch_size=batch_size, progress=progress, sweep_after=sweep_after
     )
@@ -349,7 +356,7 @@ def retire_blinding_key(*, actor: Actor, key_id: str) -> None:
     ring.refresh(force=True)
     if key_id == ring.ring.key_id:
         raise Conflict(f"key_id: {key_id} is the current key", field="key_id", rule="current")
-    left = remaining().under(key_id)
+    left = remaining(actor=actor).under(key_id)
     if left:
         raise Conflict(
             f"key_id: {left} value(s) or list fingerprint(s) are still under {key_id}; run "

@@ -31,6 +31,8 @@ from sqlalchemy import String, cast, delete, event, func, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from iwrs.audit import Actor
+from iwrs.db import read_session
 from iwrs.models.supply import Kit, KitCount
 
 Key = tuple[str, int, int, str]  # place kind, place id, lot id, state
@@ -111,8 +113,13 @@ def fresh_counts(session: Session) -> dict[Key, int]:
     return {(pk, pid, lot, _state(st)): n for pk, pid, lot, st, n in session.execute(query)}
 
 
-def mismatches(session: Session) -> list[tuple[Key, int, int]]:
-    """Each key whose summary count differs from the kits: (key, summary, fresh), by key."""
+def mismatches(*, actor: Actor) -> list[tuple[Key, int, int]]:
+    """Each key whose summary count differs from the kits: (key, summary, fresh), by key (the
+    operator's `iwrs supply check-ledger`: Forbidden `system_only` for a person)."""
+    from iwrs.services.users import require_system
+
+    require_system(actor)
+    session = read_session()
     fresh = fresh_counts(session)
     kept = {
         (r.place_kind, r.place_id, r.lot_id, r.state): r.n

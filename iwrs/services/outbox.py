@@ -39,7 +39,7 @@ from email.message import EmailMessage
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, audit_anchor, clock
+from iwrs import audit, audit_anchor, clock, config
 from iwrs.audit import Actor
 from iwrs.db import transaction
 from iwrs.models.unblinding import Notification, OutboxState
@@ -56,7 +56,7 @@ def sender_name() -> str:
 
 def claim_lease() -> timedelta:
     """How long a claim stands before another sender may take it over (a dead sender)."""
-    return timedelta(seconds=int(os.environ.get("IWRS_NOTIFY_CLAIM_SECONDS") or 300))
+    return config.notify_claim_lease()
 
 
 def claim(session: Session, *, sender: str) -> list[int]:
@@ -99,22 +99,21 @@ def message_id(note: Notification) -> str:
 def send(notes: list[Notification], anchor: str) -> Delivery:
     """Step 2, with no transaction open: mail (or log) each claimed message with the signed
     checkpoint `anchor` (JSON) appended. Never raises for one message's SMTP failure."""
-    host = os.environ.get("IWRS_SMTP_HOST")
+    delivery = config.smtp()
     result = Delivery()
     for note in notes:
         body = f"{note.body}\n\n-- \nSigned audit checkpoint: {anchor}\n"
-        if not host:
+        if not delivery.host:
             log.warning("notification to %s: %s", note.recipient, note.subject_line)
             result.delivered[note.id] = ("log", body)
             continue
         message = EmailMessage()
         message["To"], message["Subject"] = note.recipient, note.subject_line
-        message["From"] = os.environ.get("IWRS_SMTP_FROM", "iwrs@localhost")
+        message["From"] = delivery.sender
         message["Message-ID"] = message_id(note)
         message.set_content(with_credentials(body, note.recipient))
         try:
-            port = int(os.environ.get("IWRS_SMTP_PORT", "25"))
-            with smtplib.SMTP(host, port, timeout=60) as smtp:
+            with smtplib.SMTP(delivery.host, delivery.port, timeout=60) as smtp:
                 smtp.send_message(message)
         except (OSError, smtplib.SMTPException) as error:
             log.warning("notification %s not delivered: %s", note.id, type(error).__name__)

@@ -1,7 +1,7 @@
 """Use cases for passwords and in-app notices: an admin's signed reset to a temporary password,
 one's own change, the CLI operator's set-password, and reading one's notices.
 
-DESIGN rule 11 (21 CFR 11.300): a password is usable only by its owner. Whatever an admin does
+README rule 11 (21 CFR 11.300): a password is usable only by its owner. Whatever an admin does
 ends in a one-time password the system generates and sends only to the user's e-mail; it must be
 changed at the next sign-in before anything else and never signs."""
 
@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from blinding.sealing import KeyRing, SealError
-from iwrs import audit, clock
+from iwrs import audit, clock, signatures
 from iwrs.audit import Actor
 from iwrs.auth import Permission, hash_password
 from iwrs.db import transaction
@@ -139,7 +139,7 @@ def reset_password(*, actor: Actor, user_id: int, signer_password: str) -> User:
         users.sign(
             session,
             actor=actor,
-            meaning=f"I reset the password of {user.username}",
+            meaning=signatures.reset_password(user.username),
             entity_type="user",
             entity_id=user.id,
         )
@@ -201,7 +201,7 @@ def set_password(*, actor: Actor, user_id: int, new_password: str) -> User:
     """The CLI operator's set-password (bootstrap, or a user without e-mail): the password is
     temporary, so the user must replace it at the next sign-in and cannot sign with it.
 
-    Decision (DESIGN rule 11): the operator knows the password set, so it is refused for a user
+    Decision (README rule 11): the operator knows the password set, so it is refused for a user
     with an e-mail (rule email_on_file: the admin's signed reset mails them one) and for an
     unblinded statistician (rule two_person_approval: a forgotten one is deactivated and a new
     account requested and approved). Otherwise the operator could sign in as that person

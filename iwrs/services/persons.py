@@ -31,6 +31,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from iwrs import signatures
 from iwrs.errors import Conflict, InvalidInput
 from iwrs.models.subjects import Subject
 
@@ -87,15 +88,24 @@ def matches(session: Session, *, key: str, site_id: int) -> Matches:
     return Matches(here, sum(1 for s in found if s.site_id != site_id))
 
 
+class PossibleDuplicate(Conflict):
+    """A possible duplicate and no choice made; `meaning` is what the investigator's signature
+    that this is a different person means (the screening page shows it)."""
+
+    def __init__(self, found: Matches) -> None:
+        super().__init__(
+            f"date_of_birth: a person with this date of birth, sex and initials was already "
+            f"screened ({found.described()}): open the re-screen of that subject, or confirm "
+            "with your signature that this is a different person",
+            field="date_of_birth",
+            rule="possible_duplicate",
+        )
+        self.meaning = signatures.distinct_person(described=found.described())
+
+
 def refuse_duplicate(found: Matches) -> None:
     """The refusal shown when a possible duplicate exists and no choice was made."""
-    raise Conflict(
-        f"date_of_birth: a person with this date of birth, sex and initials was already "
-        f"screened ({found.described()}): open the re-screen of that subject, or confirm with "
-        "your signature that this is a different person",
-        field="date_of_birth",
-        rule="possible_duplicate",
-    )
+    raise PossibleDuplicate(found)
 
 
 def screenings_of_person(session: Session, subject: Subject) -> int:

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from iwrs.audit import Actor
-from iwrs.auth import Permission, not_found, require_site, site_scope
+from iwrs.auth import Permission, not_found, require_in_scope
 from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
@@ -14,25 +14,34 @@ from iwrs.models.subjects import EligibilityAssessment, Subject
 from iwrs.models.users import ApiToken, User, UserNotice
 
 
-def visible_sites(user: User) -> list[Site]:
-    """The sites the user may see, by code."""
+def _reader(actor: Actor, permission: Permission) -> frozenset[int] | None:
+    from iwrs.services.users import site_reader
+
+    return site_reader(actor, permission)
+
+
+def visible_sites(*, actor: Actor) -> list[Site]:
+    """The sites the actor may see, by code (everyone signed in, and the operator)."""
+    scope = _reader(actor, Permission.VIEW_SITES)
     query = select(Site).order_by(Site.code)
-    scope = site_scope(user)
     if scope is not None:
         query = query.where(Site.id.in_(scope))
     return list(read_session().scalars(query))
 
 
-def visible_site(user: User, site_id: int) -> Site:
-    require_site(user, site_id)  # the same refusal as a site that does not exist
+def visible_site(*, actor: Actor, site_id: int) -> Site:
+    """One site, only if it is one of the actor's (NotFound `exists` otherwise, as for none)."""
+    scope = _reader(actor, Permission.VIEW_SITES)
+    require_in_scope(scope, site_id)  # the same refusal as a site that does not exist
     site = read_session().get(Site, site_id)
     if site is None:
         raise NotFound(f"site {site_id} does not exist", field="site_id", rule="exists")
     return site
 
 
-def visible_site_by_code(user: User, code: str) -> Site:
-    site = next((s for s in visible_sites(user) if s.code == code), None)
+def visible_site_by_code(*, actor: Actor, code: str) -> Site:
+    """One site by code, only if it is one of the actor's (NotFound `exists` otherwise)."""
+    site = next((s for s in visible_sites(actor=actor) if s.code == code), None)
     if site is None:
         raise not_found("site", code, field="site_code")
     return site
@@ -74,7 +83,9 @@ def tokens_of(user_id: int, *, actor: Actor) -> list[ApiToken]:
     )
 
 
-def all_site_codes() -> list[tuple[str, str]]:
+def all_site_codes(*, actor: Actor) -> list[tuple[str, str]]:
+    """(code, label) of every site, for the user manager's site choices."""
+    _require(actor, Permission.MANAGE_USERS)
     return [
         (s.code, f"{s.code} {s.name}")
         for s in read_session().scalars(select(Site).order_by(Site.code))
@@ -85,13 +96,13 @@ SUBJECT_PAGE = 100  # subjects per page of the subject list
 
 
 def visible_subjects(
-    user: User, *, before: int | None = None, limit: int | None = None
+    *, actor: Actor, before: int | None = None, limit: int | None = None
 ) -> list[Subject]:
-    """Subjects at the user's sites, newest first (investigators); paged by keyset when asked
+    """Subjects at the actor's sites, newest first (investigators); paged by keyset when asked
     (the `limit` subjects with an id below `before`), their sites loaded with them: two
     statements whatever the trial's size (issue 13)."""
+    scope = _reader(actor, Permission.SCREEN_SUBJECTS)
     query = select(Subject).options(joinedload(Subject.site)).order_by(Subject.id.desc())
-    scope = site_scope(user)
     if scope is not None:
         query = query.where(Subject.site_id.in_(scope))
     if before is not None:
@@ -101,16 +112,19 @@ def visible_subjects(
     return list(read_session().scalars(query))
 
 
-def visible_subject(user: User, subject_id: int) -> Subject:
-    """One subject, only if it is at one of the user's sites (404 otherwise)."""
+def visible_subject(*, actor: Actor, subject_id: int) -> Subject:
+    """One subject, only if it is at one of the actor's sites (404 otherwise)."""
+    scope = _reader(actor, Permission.SCREEN_SUBJECTS)
     subject = read_session().get(Subject, subject_id)
     if subject is None:
         raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    require_site(user, subject.site_id, not_found("subject", subject_id, field="subject_id"))
+    require_in_scope(scope, subject.site_id, not_found("subject", subject_id, field="subject_id"))
     return subject
 
 
-def assessments_of(subject_id: int) -> list[EligibilityAssessment]:
+def assessments_of(*, actor: Actor, subject_id: int) -> list[EligibilityAssessment]:
+    """The subject's eligibility assessments, newest first (a subject the actor may see)."""
+    visible_subject(actor=actor, subject_id=subject_id)
     return list(
         read_session().scalars(
             select(EligibilityAssessment)
@@ -120,15 +134,19 @@ def assessments_of(subject_id: int) -> list[EligibilityAssessment]:
     )
 
 
-def rescreen_of(subject_id: int) -> Subject | None:
+def rescreen_of(*, actor: Actor, subject_id: int) -> Subject | None:
+    """The screening that rescreened the subject, if any (a subject the actor may see)."""
+    visible_subject(actor=actor, subject_id=subject_id)
     return (
         read_session().scalars(select(Subject).where(Subject.rescreen_of_id == subject_id)).first()
     )
 
 
-def notices_of(user_id: int, *, unread_only: bool = False) -> list[UserNotice]:
-    """A user's in-app notices, newest first."""
-    query = select(UserNotice).where(UserNotice.user_id == user_id)
+def notices_of(*, actor: Actor, unread_only: bool = False) -> list[UserNotice]:
+    """The actor's own in-app notices, newest first (a person's; the operator has none)."""
+    from iwrs.services.users import require_person
+
+    query = select(UserNotice).where(UserNotice.user_id == require_person(actor))
     if unread_only:
         query = query.where(UserNotice.read_at.is_(None))
     return list(read_session().scalars(query.order_by(UserNotice.id.desc())))

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, lazyload
 
 from blinding import schedules
 from blinding.sealing import SealError
-from iwrs import audit, clock, locking, validation
+from iwrs import audit, clock, locking, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found
 from iwrs.db import transaction
@@ -801,7 +801,9 @@ def _record(
     signature = sign(
         session,
         actor=actor,
-        meaning=f"I randomize subject {subject.screening_number} in protocol {p.study_id}",
+        meaning=signatures.randomize(
+            screening_number=subject.screening_number, study_id=p.study_id
+        ),
         entity_type="randomization",
         entity_id=row.id,
     )

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from iwrs import audit, clock
 from iwrs.audit import Actor
-from iwrs.auth import Permission, not_found, require_site, site_scope
+from iwrs.auth import Permission, not_found, require_in_scope
 from iwrs.db import read_session, transaction
 from iwrs.models.randomization import (
     Dispensation,
@@ -26,7 +26,6 @@ from iwrs.models.randomization import (
 )
 from iwrs.models.subjects import Subject
 from iwrs.models.supply import Kit
-from iwrs.models.users import User
 from iwrs.services.randomization import (
     SLOT_CONTEXT,
     RandomizationResult,
@@ -37,7 +36,23 @@ from iwrs.services.randomization import (
 from iwrs.services.supply import acting_user, protocol, unseal_cached
 
 
-def result_of(subject_id: int) -> RandomizationResult | None:
+def _visible_subject(actor: Actor, subject_id: int, permission: Permission) -> Subject:
+    """The subject, if the actor's role holds `permission` and the subject is at one of their
+    sites (NotFound `exists` otherwise, as for a subject that does not exist)."""
+    from iwrs.services.users import site_reader
+
+    scope = site_reader(actor, permission)
+    subject = read_session().get(Subject, subject_id)
+    missing = not_found("subject", subject_id, field="subject_id")
+    if subject is None:
+        raise missing
+    require_in_scope(scope, subject.site_id, missing)
+    return subject
+
+
+def result_of(*, actor: Actor, subject_id: int) -> RandomizationResult | None:
+    """The subject's randomization (number, day-1 kit, visit plan; never the arm), or None."""
+    _visible_subject(actor, subject_id, Permission.SCREEN_SUBJECTS)
     row = (
         read_session()
         .scalars(select(Randomization).where(Randomization.subject_id == subject_id))
@@ -59,11 +74,13 @@ class DispensationLine:
     visit_date: date | None = None  # the visit's date at the site (None before issue 12)
 
 
-def dispensations_of(subject_id: int) -> list[DispensationLine]:
-    return dispensations_of_subjects([subject_id]).get(subject_id, [])
+def dispensations_of(*, actor: Actor, subject_id: int) -> list[DispensationLine]:
+    """The subject's dispensations, oldest first (a subject the actor may see)."""
+    _visible_subject(actor, subject_id, Permission.SCREEN_SUBJECTS)
+    return _dispensations_of_subjects([subject_id]).get(subject_id, [])
 
 
-def dispensations_of_subjects(subject_ids: Iterable[int]) -> dict[int, list[DispensationLine]]:
+def _dispensations_of_subjects(subject_ids: Iterable[int]) -> dict[int, list[DispensationLine]]:
     """The dispensations of several subjects in one statement (no query per subject)."""
     wanted = sorted(set(subject_ids))
     lines: dict[int, list[DispensationLine]] = {subject_id: [] for subject_id in wanted}
@@ -107,21 +124,23 @@ BOARD_PAGE = 100  # subjects per page of the visit board
 
 
 def visits_board(
-    user: User, *, after: str | None = None, limit: int | None = BOARD_PAGE
+    *, actor: Actor, after: str | None = None, limit: int | None = BOARD_PAGE
 ) -> list[VisitRow]:
-    """Randomized subjects at the user's sites with their schedule and what was dispensed;
-    "next" and "due" are judged on each subject's site's local date.
+    """Randomized subjects at the actor's sites (pharmacists, the operator) with their schedule
+    and what was dispensed; "next" and "due" are judged on each subject's site's local date.
 
     Paged by screening number (keyset: the page after `after`, `limit` subjects; None: every
     subject, for services), in three statements whatever the page's size (issue 13: the
     subjects with their randomization, their sites, their dispensations)."""
+    from iwrs.services.users import site_reader
+
+    scope = site_reader(actor, Permission.DISPENSE)
     query = (
         select(Subject, Randomization)
         .join(Randomization, Randomization.subject_id == Subject.id)
         .options(joinedload(Subject.site))
         .order_by(Subject.screening_number)
     )
-    scope = site_scope(user)
     if scope is not None:
         query = query.where(Subject.site_id.in_(scope))
     if after:
@@ -129,7 +148,7 @@ def visits_board(
     if limit is not None:
         query = query.limit(limit)
     found = read_session().execute(query).all()
-    given = dispensations_of_subjects(subject.id for subject, _ in found)
+    given = _dispensations_of_subjects(subject.id for subject, _ in found)
     rows = []
     for subject, randomization in found:
         plan = visit_plan(date.fromisoformat(randomization.randomized_on))
@@ -151,14 +170,9 @@ def visits_board(
     return rows
 
 
-def visible_randomized_subject(user: User, subject_id: int) -> Subject:
-    from iwrs.errors import NotFound
-
-    subject = read_session().get(Subject, subject_id)
-    if subject is None:
-        raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    require_site(user, subject.site_id, not_found("subject", subject_id, field="subject_id"))
-    return subject
+def visible_randomized_subject(*, actor: Actor, subject_id: int) -> Subject:
+    """A subject at one of the pharmacist's sites, to dispense to (NotFound `exists` otherwise)."""
+    return _visible_subject(actor, subject_id, Permission.DISPENSE)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import String, cast, func, select
 
+from iwrs.audit import Actor
 from iwrs.db import read_session
 from iwrs.models.audit import AuditEvent
 from iwrs.models.randomization import Randomization
@@ -32,6 +33,7 @@ from iwrs.models.supply import Kit
 from iwrs.models.unblinding import Unblinding
 from iwrs.models.users import User, UserSite
 from iwrs.services import accountability
+from iwrs.services.users import require_system
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,10 @@ def _events(*actions: str, entity_type: str | None = None) -> Iterator[tuple[Any
             yield row, after
 
 
-def reconcile() -> list[Unexplained]:
-    """Every unexplained row of users, subjects, randomizations, unblindings and kits."""
+def reconcile(*, actor: Actor) -> list[Unexplained]:
+    """Every unexplained row of users, subjects, randomizations, unblindings and kits (the
+    operator's `iwrs audit reconcile`: Forbidden `system_only` for a person)."""
+    require_system(actor)
     return [*_users(), *_subjects(), *_randomizations(), *_unblindings(), *_kits()]
 
 
@@ -170,7 +174,7 @@ def _kits() -> list[Unexplained]:
     rows = read_session().scalar(select(func.count()).select_from(Kit)) or 0
     found = [
         Unexplained("kit", number, "state", problem)
-        for number, problem in accountability.ledger_problems()[1]
+        for number, problem in accountability.replay_ledger(read_session())[1]
     ]
     if rows != made:
         found.append(Unexplained("kit", "*", "row", f"{rows} kit rows; the trail made {made} kits"))

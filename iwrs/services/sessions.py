@@ -1,7 +1,7 @@
 """Use cases for signing in and out, server-side sessions, and re-entered passwords
-(e-signatures and re-authentication). OWASP ASVS v4 §2 and §3; DESIGN rules 10 and 11.
+(e-signatures and re-authentication). OWASP ASVS v4 §2 and §3; README rules 10 and 11.
 
-Two counters, two locks (how DESIGN rule 10, "repeated failed logins lock the account", is kept
+Two counters, two locks (how README rule 10, "repeated failed logins lock the account", is kept
 without letting a stranger deny an e-signature):
 - failed password sign-ins, which anyone who knows a username can cause, are first throttled
   per source and per username (iwrs/web/throttle.py); only a sustained run of them

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from iwrs import audit, clock
+from iwrs import audit, clock, signatures
 from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import transaction
@@ -38,11 +38,12 @@ def change_site_status(
         site.status = status
         if status == SiteStatus.ACTIVE:
             site.activated_at = clock.now()
-        verb = "activate" if status == SiteStatus.ACTIVE else "close"
         sign(
             session,
             actor=actor,
-            meaning=f"I {verb} site {site.code} {site.name}",
+            meaning=signatures.change_site_status(
+                activate=status == SiteStatus.ACTIVE, code=site.code, name=site.name
+            ),
             entity_type="site",
             entity_id=site.id,
         )

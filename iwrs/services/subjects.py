@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload, object_session
 
-from iwrs import audit, clock, validation
+from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor, canonical_json
 from iwrs.auth import Permission, has_permission, not_found, require_site
 from iwrs.db import transaction
@@ -169,8 +169,7 @@ def _sign_distinct_person(
     signature = sign(
         session,
         actor=actor,
-        meaning=f"I confirm that the person screened as {subject.screening_number} is not "
-        f"the person already screened as {found.described()}",
+        meaning=signatures.distinct_person(described=found.described()),
         entity_type="subject",
         entity_id=subject.id,
     )
@@ -478,12 +477,12 @@ def decide_eligibility(
                 rule="outcome",
             )
         before = _snapshot(subject)
-        meaning = (
-            f"I confirm that subject {subject.screening_number} meets every eligibility "
-            f"criterion of protocol {protocol().study_id} ({latest.criteria_version})"
-            if wanted == Decision.ELIGIBLE
-            else f"I confirm that subject {subject.screening_number} is a screen failure "
-            f"(failing criteria {', '.join(json.loads(latest.failing))})"
+        meaning = signatures.eligibility(
+            eligible=wanted == Decision.ELIGIBLE,
+            screening_number=subject.screening_number,
+            study_id=protocol().study_id,
+            criteria_version=latest.criteria_version,
+            failing=json.loads(latest.failing),
         )
         signature = sign(
             session,

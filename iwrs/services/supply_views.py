@@ -14,12 +14,10 @@ from sqlalchemy.orm import aliased
 
 from iwrs import clock
 from iwrs.audit import Actor
-from iwrs.auth import Permission, not_found, require_site, site_scope
+from iwrs.auth import Permission, not_found, require_in_scope
 from iwrs.db import read_session
-from iwrs.errors import NotFound
 from iwrs.models.sites import Site
 from iwrs.models.supply import Kit, KitCount, KitEvent, Lot, Shipment, SupplyAlert
-from iwrs.models.users import User
 from supply.states import KitState
 
 
@@ -39,12 +37,20 @@ def _lines(query) -> list[KitLine]:  # type: ignore[no-untyped-def]
 INVENTORY_PAGE = 200  # kits per page of a site's inventory
 
 
+def _reader(actor: Actor) -> frozenset[int] | None:
+    """The wall of the site-scoped supply views: VIEW_SUPPLY (pharmacists, supply managers,
+    the operator); the sites the actor may read (None: every site)."""
+    from iwrs.services.users import site_reader
+
+    return site_reader(actor, Permission.VIEW_SUPPLY)
+
+
 def site_inventory(
-    user: User, site_id: int, *, after: str | None = None, limit: int | None = None
+    *, actor: Actor, site_id: int, after: str | None = None, limit: int | None = None
 ) -> list[KitLine]:
     """Every kit at the site (any state), by number: never its treatment. Paged by keyset
     when asked (the `limit` kits numbered after `after`)."""
-    require_site(user, site_id)
+    require_in_scope(_reader(actor), site_id)
     return [
         KitLine(k.number, k.kit_type, code, expiry, str(k.state))
         for k, code, expiry in read_session().execute(
@@ -69,12 +75,14 @@ def site_inventory_query(site_id: int, *, after: str | None, limit: int | None) 
     return query.limit(limit) if limit is not None else query
 
 
-def shipment_kits(shipment_id: int) -> list[KitLine]:
+def shipment_kits(*, actor: Actor, shipment_id: int) -> list[KitLine]:
     """The shipment's kits, by number, each in the state the shipment left it (in transit,
     available on receipt, damaged, missing, quarantined on an excursion, back at the depot on a
     cancellation), never the kit's later life. Decision (issue 10, found by the partition-world
     test): a top-up's per-arm make-up depends on the arms, so showing which of a shipment's kits
-    were later dispensed would hint at who shares an arm; the site inventory shows kits now."""
+    were later dispensed would hint at who shares an arm; the site inventory shows kits now.
+    Only a shipment the actor may see (NotFound `exists` otherwise)."""
+    visible_shipment(actor=actor, shipment_id=shipment_id)
     last: dict[int, str] = {}
     for kit_id, to_state in read_session().execute(
         select(KitEvent.kit_id, KitEvent.to_state)
@@ -104,25 +112,28 @@ SHIPMENT_PAGE = 25  # the latest shipments the supply page lists (issue 13: 50 b
 
 
 def visible_shipments(
-    user: User, *, before: int | None = None, limit: int | None = None
+    *, actor: Actor, before: int | None = None, limit: int | None = None
 ) -> list[Shipment]:
-    """Shipments to the user's sites, newest first; paged by keyset (ids below `before`)."""
+    """Shipments to the actor's sites, newest first; paged by keyset (ids below `before`)."""
+    scope = _reader(actor)
     query = select(Shipment).order_by(Shipment.id.desc())
     if before is not None:
         query = query.where(Shipment.id < before)
     if limit is not None:
         query = query.limit(limit)
-    scope = site_scope(user)
     if scope is not None:
         query = query.where(Shipment.site_id.in_(scope))
     return list(read_session().scalars(query))
 
 
-def visible_shipment(user: User, shipment_id: int) -> Shipment:
+def visible_shipment(*, actor: Actor, shipment_id: int) -> Shipment:
+    """One shipment to one of the actor's sites (NotFound `exists` otherwise, as for none)."""
+    scope = _reader(actor)
     row = read_session().get(Shipment, shipment_id)
+    missing = not_found("shipment", shipment_id, field="shipment_id")
     if row is None:
-        raise NotFound(f"shipment {shipment_id} does not exist", field="shipment_id", rule="exists")
-    require_site(user, row.site_id, not_found("shipment", shipment_id, field="shipment_id"))
+        raise missing
+    require_in_scope(scope, row.site_id, missing)
     return row
 
 
@@ -171,13 +182,13 @@ def depot_stock(
 SITE_PAGE = 25  # sites per page of the supply page's site table
 
 
-def site_page(user: User, *, after: str | None = None, limit: int | None = None) -> list[Site]:
-    """The user's sites by code, paged by keyset (the `limit` sites, SITE_PAGE by default,
+def site_page(*, actor: Actor, after: str | None = None, limit: int | None = None) -> list[Site]:
+    """The actor's sites by code, paged by keyset (the `limit` sites, SITE_PAGE by default,
     coded after `after`)."""
+    scope = _reader(actor)
     query = select(Site).order_by(Site.code).limit(limit or SITE_PAGE)
     if after:
         query = query.where(Site.code > after)
-    scope = site_scope(user)
     if scope is not None:
         query = query.where(Site.id.in_(scope))
     return list(read_session().scalars(query))
@@ -203,8 +214,11 @@ def stock_by_site(*, actor: Actor, site_ids: Collection[int] = ()) -> dict[int, 
     return counts
 
 
-def site_codes(site_ids: Collection[int]) -> dict[int, str]:
-    """Site code by id, for the ids given (a page's shipments)."""
+def site_codes(*, actor: Actor, site_ids: Collection[int]) -> dict[int, str]:
+    """Site code by id, for the ids given (a page's shipments) that the actor may see."""
+    scope = _reader(actor)
+    if scope is not None:
+        site_ids = set(site_ids) & scope
     if not site_ids:
         return {}
     rows = read_session().execute(select(Site.id, Site.code).where(Site.id.in_(sorted(site_ids))))

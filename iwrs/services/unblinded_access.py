@@ -1,7 +1,7 @@
 """Use cases for entering the unblinded side: an admin's request for an unblinded account and an
 unblinded statistician's signed approval or rejection (the two-person rule).
 
-DESIGN rule 11 / ICH E6(R3) "prevent inappropriate unblinding": no one person can give anyone
+README rule 11 / ICH E6(R3) "prevent inappropriate unblinding": no one person can give anyone
 unblinded access. The admin (or the CLI operator once an unblinded user exists) files a request;
 it takes effect only when an active unblinded statistician who is not the requester approves it
 with their e-signature. The account then gets a system-generated temporary password sent only to
@@ -19,7 +19,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, clock, validation
+from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, hash_password
 from iwrs.db import read_session, transaction
@@ -28,8 +28,10 @@ from iwrs.models.users import AccessRequestStatus, Role, UnblindedAccessRequest,
 from iwrs.services import passwords, users
 
 
-def active_unblinded_users() -> int:
-    """How many active unblinded accounts exist (the CLI's bootstrap is open only at 0)."""
+def active_unblinded_users(*, actor: Actor) -> int:
+    """How many active unblinded accounts exist (the CLI's bootstrap is open only at 0; the
+    operator's question: Forbidden `system_only` for a person)."""
+    users.require_system(actor)
     return read_session().scalar(
         select(func.count())
         .select_from(User)
@@ -148,13 +150,12 @@ def decide_unblinded_request(
     with transaction() as session:
         row = _pending_request_for(session, actor, request_id)
         before = _snapshot(row)
-        verb = "approve" if approve else "reject"
         signature = users.sign(
             session,
             actor=actor,
-            # The approver vouches for the person and the address the credential goes to.
-            meaning=f"I {verb} unblinded access for {row.username} ({row.full_name}, "
-            f"temporary password to {row.email})",
+            meaning=signatures.decide_unblinded_access(
+                approve=approve, username=row.username, full_name=row.full_name, email=row.email
+            ),
             entity_type="unblinded_access_request",
             entity_id=row.id,
         )

@@ -11,9 +11,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, clock, validation
+from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor
-from iwrs.auth import not_found
+from iwrs.auth import Permission, not_found
 from iwrs.db import read_session, transaction
 from iwrs.errors import Conflict, InvalidInput, IWRSError, NotFound
 from iwrs.models.randomization import Randomization, RandomizationSlot
@@ -24,14 +24,9 @@ from iwrs.models.users import Signature, User
 from iwrs.services import refusals
 from iwrs.services.randomization import slot_arm
 from iwrs.services.subjects import _investigator, protocol
-from iwrs.services.users import confirm_signature, sign
+from iwrs.services.users import confirm_signature, sign, site_reader
 
-CATEGORIES = {
-    "sae": "serious adverse event",
-    "overdose": "overdose",
-    "pregnancy": "pregnancy",
-    "other": "other",
-}
+CATEGORIES = signatures.UNBLINDING_CATEGORIES
 log = logging.getLogger("iwrs.notifications")
 
 
@@ -138,8 +133,7 @@ def _sign_unblinding(session: Session, actor: Actor, subject: Subject, category:
         actor=actor,
         entity_type="subject",
         entity_id=subject.id,
-        meaning=f"I break the blind of subject {subject.screening_number} "
-        f"({CATEGORIES[category]}); I understand it cannot be undone",
+        meaning=signatures.unblind(screening_number=subject.screening_number, category=category),
     )
 
 
@@ -357,8 +351,10 @@ class ReportLine:
     discontinued: bool
 
 
-def report(site_ids: frozenset[int] | None) -> list[ReportLine]:
-    """Every unblinding (never the arm), newest first; scoped to sites for site roles."""
+def report(*, actor: Actor) -> list[ReportLine]:
+    """Every unblinding (never the arm), newest first; scoped to sites for site roles
+    (VIEW_UNBLINDING_REPORT: investigators, statisticians, auditors, admins, the operator)."""
+    site_ids = site_reader(actor, Permission.VIEW_UNBLINDING_REPORT)
     query = (
         select(Unblinding, Subject, User, Site)
         .join(Subject, Unblinding.subject_id == Subject.id)

@@ -12,13 +12,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
 
-from iwrs import audit, clock, validation
+from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import (
     ROLE_PERMISSIONS,
     TOKEN_PREFIX,
     Permission,
     hash_password,
+    site_scope,
     token_digest,
 )
 from iwrs.db import read_session, transaction
@@ -161,6 +162,27 @@ def require(actor: Actor, permission: Permission) -> None:
         )
 
 
+def site_reader(actor: Actor, permission: Permission) -> frozenset[int] | None:
+    """The wall of a read of protected data: Forbidden `permission` unless the actor's role holds
+    `permission`; then the sites whose records the actor may read: a site role's assigned sites,
+    None (every site) for a sponsor role and for the system actor (CLI, jobs)."""
+    require(actor, permission)
+    if actor.role == "system":
+        return None
+    user = read_session().get(User, actor.user_id) if actor.user_id is not None else None
+    if user is None or str(user.role) != actor.role:
+        raise Forbidden(f"your role ({actor.role}) may not read this", rule="permission")
+    return site_scope(user)
+
+
+def require_person(actor: Actor) -> int:
+    """The wall of a read of one's own records (notices): a signed-in person's user id;
+    Forbidden `permission` for the system actor, who has none."""
+    if actor.user_id is None:
+        raise Forbidden("only a signed-in person has these", rule="permission")
+    return actor.user_id
+
+
 def require_system(actor: Actor) -> None:
     """The wall of the operator's use cases (CLI, jobs): the system actor only, never a person,
     whatever their role (rule system_only, as `passwords.set_password`)."""
@@ -183,7 +205,7 @@ def clean_email(email: str | None) -> str | None:
 
 def require_unused_email(session: Session, address: str, *, but: int | None = None) -> None:
     """Refuse an address already on an account or a pending unblinded-access request (rule
-    email_in_use, case-insensitive). Decision (DESIGN rule 11): a temporary password goes to the
+    email_in_use, case-insensitive). Decision (README rule 11): a temporary password goes to the
     account's address, so an address serves one person's account; otherwise an admin could put
     their own mailbox (or a colleague's) on a new account and receive its password."""
     wanted = address.lower()
@@ -233,7 +255,7 @@ def create_user(
 ) -> User:
     """Create an account with one role (and sites for site roles).
 
-    No person chooses another person's usable password (DESIGN rule 11): without `password`
+    No person chooses another person's usable password (README rule 11): without `password`
     the system generates a one-time password and sends it only to the user's e-mail (rule
     email_required without one); the creator never sees it. Only the system (the CLI operator's
     bootstrap, the demo, test fixtures) may pass a password (rule system_only), kept as given
@@ -375,7 +397,7 @@ def deactivate_user(*, actor: Actor, user_id: int, reason: str, signer_password:
         sign(
             session,
             actor=actor,
-            meaning=f"I deactivate the account {user.username}",
+            meaning=signatures.deactivate_account(user.username),
             entity_type="user",
             entity_id=user.id,
         )

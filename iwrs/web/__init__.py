@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
-from iwrs import padding
+from iwrs import padding, signatures
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, is_api_request
 from iwrs.db import busy_error
@@ -72,6 +72,7 @@ def _template_helpers() -> dict[str, Any]:
     return {
         "can": can,
         "protocol": current_app.extensions["iwrs.protocol"],
+        "signatures": signatures,
         "json_loads": json.loads,
         # Answers that show arms are padded to arm-independent lengths (iwrs/padding.py).
         "arm_padding": padding.html_label_padding,

@@ -20,7 +20,7 @@ def _render(new_token: str | None = None, status: int = 200):  # type: ignore[no
         tokens=queries.tokens_of(current_user.id, actor=Actor.of(current_user)),
         token_form=TokenForm(prefix="token"),
         password_form=PasswordChangeForm(prefix="pw"),
-        notices=queries.notices_of(current_user.id),
+        notices=queries.notices_of(actor=Actor.of(current_user)),
         new_token=new_token,
     ), status
 

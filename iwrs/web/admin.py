@@ -34,7 +34,7 @@ def user_list():  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_USERS)
 def user_new():  # type: ignore[no-untyped-def]
     form = UserCreateForm()
-    form.sites.choices = choices(queries.all_site_codes())
+    form.sites.choices = choices(queries.all_site_codes(actor=Actor.of(current_user)))
     status = 200
     if form.validate_on_submit():
         try:
@@ -61,7 +61,7 @@ def user_new():  # type: ignore[no-untyped-def]
 
 def _detail_forms(user):  # type: ignore[no-untyped-def]
     assign = SiteAssignmentForm(prefix="assign")
-    assign.sites.choices = choices(queries.all_site_codes())
+    assign.sites.choices = choices(queries.all_site_codes(actor=Actor.of(current_user)))
     return {
         "assign": assign,
         "deactivate": DeactivateForm(prefix="deactivate"),
@@ -74,9 +74,7 @@ def _detail_forms(user):  # type: ignore[no-untyped-def]
 def user_detail(user_id: int):  # type: ignore[no-untyped-def]
     user = queries.user_by_id(user_id, actor=Actor.of(current_user))
     forms = _detail_forms(user)
-    forms["assign"].sites.data = (
-        sorted(s.code for s in queries.visible_sites(user)) if user.role.site_scoped else []
-    )
+    forms["assign"].sites.data = user.site_codes if user.role.site_scoped else []
     return render_template(
         "admin_user.html",
         user=user,

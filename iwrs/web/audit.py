@@ -24,7 +24,7 @@ def index():  # type: ignore[no-untyped-def]
     filters = audit_views.Filters.parse(request.args)
     before = request.args.get("before", type=page_key)
     events, next_before = audit_views.page(filters, actor=Actor.of(current_user), before=before)
-    checkpoint, head, full_walk = audit_views.integrity()
+    checkpoint, head, full_walk = audit_views.integrity(actor=Actor.of(current_user))
     return render_template(
         "audit.html",
         events=events,

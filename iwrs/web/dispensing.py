@@ -16,7 +16,9 @@ bp = Blueprint("dispensing", __name__, url_prefix="/dispensing")
 @bp.get("/")
 @requires(Permission.DISPENSE)
 def index():  # type: ignore[no-untyped-def]
-    board = randomization_views.visits_board(current_user, after=request.args.get("after") or None)
+    board = randomization_views.visits_board(
+        actor=Actor.of(current_user), after=request.args.get("after") or None
+    )
     full = len(board) == randomization_views.BOARD_PAGE
     return render_template(
         "dispensing.html",
@@ -28,7 +30,9 @@ def index():  # type: ignore[no-untyped-def]
 @bp.post("/<int:subject_id>")
 @requires(Permission.DISPENSE)
 def dispense(subject_id: int):  # type: ignore[no-untyped-def]
-    randomization_views.visible_randomized_subject(current_user, subject_id)
+    randomization_views.visible_randomized_subject(
+        actor=Actor.of(current_user), subject_id=subject_id
+    )
     try:
         result = dispensing.dispense(
             actor=Actor.of(current_user),

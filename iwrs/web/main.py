@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 
+from iwrs.audit import Actor
 from iwrs.services import queries
 
 bp = Blueprint("main", __name__)
@@ -15,8 +16,8 @@ bp = Blueprint("main", __name__)
 def home():  # type: ignore[no-untyped-def]
     return render_template(
         "home.html",
-        sites=queries.visible_sites(current_user),
-        notices=queries.notices_of(current_user.id, unread_only=True),
+        sites=queries.visible_sites(actor=Actor.of(current_user)),
+        notices=queries.notices_of(actor=Actor.of(current_user), unread_only=True),
     )
 
 

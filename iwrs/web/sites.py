@@ -18,7 +18,7 @@ bp = Blueprint("sites", __name__, url_prefix="/sites")
 @bp.get("/")
 @requires(Permission.VIEW_SITES)
 def index():  # type: ignore[no-untyped-def]
-    return render_template("sites.html", sites=queries.visible_sites(current_user))
+    return render_template("sites.html", sites=queries.visible_sites(actor=Actor.of(current_user)))
 
 
 @bp.get("/<int:site_id>")
@@ -30,7 +30,7 @@ def detail(  # type: ignore[no-untyped-def]
 ):
     return render_template(
         "site.html",
-        site=queries.visible_site(current_user, site_id),
+        site=queries.visible_site(actor=Actor.of(current_user), site_id=site_id),
         status_form=status_form or SiteStatusForm(),
         zone_form=zone_form or SiteTimeZoneForm(),
     )

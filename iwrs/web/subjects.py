@@ -28,16 +28,23 @@ def index():  # type: ignore[no-untyped-def]
     return _render_index()
 
 
-def _render_index(status: int = 200):  # type: ignore[no-untyped-def]
-    sites = [s for s in queries.visible_sites(current_user) if s.status == SiteStatus.ACTIVE]
+def _render_index(status: int = 200, distinct_meaning: str | None = None):  # type: ignore[no-untyped-def]
+    sites = [
+        s
+        for s in queries.visible_sites(actor=Actor.of(current_user))
+        if s.status == SiteStatus.ACTIVE
+    ]
     before = request.args.get("before", type=page_key)
-    shown = queries.visible_subjects(current_user, before=before, limit=queries.SUBJECT_PAGE)
+    shown = queries.visible_subjects(
+        actor=Actor.of(current_user), before=before, limit=queries.SUBJECT_PAGE
+    )
     return render_template(
         "subjects.html",
         subjects=shown,
         next_before=shown[-1].id if len(shown) == queries.SUBJECT_PAGE else None,
         active_sites=sites,
         form=request.form,
+        distinct_meaning=distinct_meaning,
     ), status
 
 
@@ -45,7 +52,9 @@ def _render_index(status: int = 200):  # type: ignore[no-untyped-def]
 @requires(Permission.SCREEN_SUBJECTS)
 def screen():  # type: ignore[no-untyped-def]
     try:
-        site = queries.visible_site_by_code(current_user, request.form.get("site_code", ""))
+        site = queries.visible_site_by_code(
+            actor=Actor.of(current_user), code=request.form.get("site_code", "")
+        )
         subject = subjects.screen_subject(
             actor=Actor.of(current_user),
             site_id=site.id,
@@ -58,7 +67,7 @@ def screen():  # type: ignore[no-untyped-def]
         )
     except IWRSError as refusal:
         flash(refusal.message, "error")
-        return _render_index(refusal.status)
+        return _render_index(refusal.status, getattr(refusal, "meaning", None))
     flash(f"Subject {subject.screening_number} registered for screening.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject.id))
 
@@ -96,8 +105,8 @@ def _render_detail(
     result: Any = None,
     status: int = 200,
 ):  # type: ignore[no-untyped-def]
-    subject = queries.visible_subject(current_user, subject_id)
-    history = queries.assessments_of(subject.id)
+    subject = queries.visible_subject(actor=Actor.of(current_user), subject_id=subject_id)
+    history = queries.assessments_of(actor=Actor.of(current_user), subject_id=subject.id)
     latest = history[0] if history else None
     if answers is None:
         answers = json.loads(latest.answers) if latest else {}
@@ -118,7 +127,7 @@ def _render_detail(
         drugs=engine.drug_names(),
         drug_classes=engine.dictionary.classifiable() if engine.dictionary else (),
         medication_rows=MEDICATION_ROWS,
-        rescreen=queries.rescreen_of(subject.id),
+        rescreen=queries.rescreen_of(actor=Actor.of(current_user), subject_id=subject.id),
         # A fresh key on every render: a resubmitted form (double click, reload) is one
         # randomization, and a new attempt after a refusal is a new request, never its replay.
         idempotency_key=secrets.token_urlsafe(24),
@@ -262,8 +271,8 @@ def randomization_page(subject_id: int):  # type: ignore[no-untyped-def]
     from iwrs.errors import NotFound
     from iwrs.services import randomization_views
 
-    subject = queries.visible_subject(current_user, subject_id)
-    result = randomization_views.result_of(subject.id)
+    subject = queries.visible_subject(actor=Actor.of(current_user), subject_id=subject_id)
+    result = randomization_views.result_of(actor=Actor.of(current_user), subject_id=subject.id)
     if result is None:
         raise NotFound(
             f"subject {subject.screening_number} is not randomized",
@@ -274,7 +283,9 @@ def randomization_page(subject_id: int):  # type: ignore[no-untyped-def]
         "randomization.html",
         subject=subject,
         result=result,
-        dispensations=randomization_views.dispensations_of(subject.id),
+        dispensations=randomization_views.dispensations_of(
+            actor=Actor.of(current_user), subject_id=subject.id
+        ),
     )
 
 

@@ -44,20 +44,20 @@ def index():  # type: ignore[no-untyped-def]
     difference come from `iwrs supply check-ledger`), which reads every received kit, are
     pages of their own (`supply.chart`, `supply.reconciliation`)."""
     manager = has_permission(current_user, Permission.MANAGE_SUPPLY)
+    actor = Actor.of(current_user)
     before = request.args.get("before", type=page_key)
-    sites = supply_views.site_page(current_user, after=request.args.get("after") or None)
+    sites = supply_views.site_page(actor=actor, after=request.args.get("after") or None)
     shown = supply_views.visible_shipments(
-        current_user, before=before, limit=supply_views.SHIPMENT_PAGE
+        actor=actor, before=before, limit=supply_views.SHIPMENT_PAGE
     )
     lots_after = request.args.get("lots_after") or None
-    actor = Actor.of(current_user)
     depot = supply_views.depot_stock(actor=actor, after=lots_after) if manager else []
     return render_template(
         "supply.html",
         manager=manager,
         sites=sites,
         next_after=sites[-1].code if len(sites) == supply_views.SITE_PAGE else None,
-        site_code=supply_views.site_codes({s.site_id for s in shown}),
+        site_code=supply_views.site_codes(actor=actor, site_ids={s.site_id for s in shown}),
         stock=supply_views.stock_by_site(actor=actor, site_ids=[site.id for site in sites])
         if manager
         else {},
@@ -76,10 +76,10 @@ def reconciliation():  # type: ignore[no-untyped-def]
     """Received = accounted for, per site and overall, in counts (a report: its two GROUP BY
     statements read every received kit, 11 s at the scale world's 890,000 kits, so it is not
     part of the supply page; issue 13, bench/README.md)."""
-    sites = queries.visible_sites(current_user)
+    sites = queries.visible_sites(actor=Actor.of(current_user))
     return render_template(
         "supply_reconciliation.html",
-        reconciliation=accountability.reconciliation_summary(),
+        reconciliation=accountability.reconciliation_summary(actor=Actor.of(current_user)),
         site_code={site.id: site.code for site in sites},
     )
 
@@ -96,10 +96,13 @@ def chart():  # type: ignore[no-untyped-def]
 @bp.get("/sites/<int:site_id>")
 @requires(Permission.VIEW_SUPPLY)
 def site_inventory(site_id: int):  # type: ignore[no-untyped-def]
-    site = queries.visible_site(current_user, site_id)
+    site = queries.visible_site(actor=Actor.of(current_user), site_id=site_id)
     limit = supply_views.INVENTORY_PAGE
     kits = supply_views.site_inventory(
-        current_user, site_id, after=request.args.get("after") or None, limit=limit
+        actor=Actor.of(current_user),
+        site_id=site_id,
+        after=request.args.get("after") or None,
+        limit=limit,
     )
     return render_template(
         "supply_site.html",
@@ -112,12 +115,12 @@ def site_inventory(site_id: int):  # type: ignore[no-untyped-def]
 @bp.get("/shipments/<int:shipment_id>")
 @requires(Permission.VIEW_SUPPLY)
 def shipment(shipment_id: int):  # type: ignore[no-untyped-def]
-    row = supply_views.visible_shipment(current_user, shipment_id)
+    row = supply_views.visible_shipment(actor=Actor.of(current_user), shipment_id=shipment_id)
     return render_template(
         "shipment.html",
         shipment=row,
-        kits=supply_views.shipment_kits(row.id),
-        site=queries.visible_site(current_user, row.site_id),
+        kits=supply_views.shipment_kits(actor=Actor.of(current_user), shipment_id=row.id),
+        site=queries.visible_site(actor=Actor.of(current_user), site_id=row.site_id),
     )
 
 
@@ -186,7 +189,7 @@ def request_shipment(site_id: int):  # type: ignore[no-untyped-def]
         row = shipments.request_manual_shipment(actor=_actor(), site_id=site_id, quantity=quantity)
     except IWRSError as refusal:
         return _refused(refusal, url_for("supply.index"))
-    kits = len(supply_views.shipment_kits(row.id))
+    kits = len(supply_views.shipment_kits(actor=Actor.of(current_user), shipment_id=row.id))
     return _done(
         f"Shipment {row.number} requested: {kits} kit(s), the whole request.",
         url_for("supply.shipment", shipment_id=row.id),

@@ -25,6 +25,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
+from iwrs.audit import Actor
 from tests.conftest import PASSWORD, initials_for, make_settings, next_initials
 
 SHIPPED_PROTOCOL = Path(__file__).resolve().parents[2] / "iwrs" / "protocols" / "gensci048-204.toml"
@@ -199,7 +200,12 @@ def receive_requested(world: World) -> None:
             shipments.receive_shipment(
                 actor=world.actor(f"ph-{code_of[row.site_id]}"),
                 shipment_id=row.id,
-                lines={k.number: "good" for k in supply_views.shipment_kits(row.id)},
+                lines={
+                    k.number: "good"
+                    for k in supply_views.shipment_kits(
+                        actor=Actor.system("test"), shipment_id=row.id
+                    )
+                },
                 excursion=False,
             )
 

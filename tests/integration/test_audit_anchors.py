@@ -1,4 +1,4 @@
-"""The trail an inspector can trust (issue 11, DESIGN.md rule 12): signed checkpoints anchored
+"""The trail an inspector can trust (issue 11, README rule 12): signed checkpoints anchored
 outside the database, exports anyone can verify with the public key, state tables covered.
 
 Each tamper case is what an attacker with database access would do (raw SQL through the engine,
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import select, text
 
+from iwrs.audit import Actor
 from tests.integration.test_unblinding import (  # noqa: F401 - built_trials is a fixture
     built_trials,
     events_since,
@@ -369,7 +370,7 @@ def _reconcile() -> set[tuple[str, str]]:
     from iwrs.services import reconcile
 
     fresh()  # a snapshot after the edit
-    return {(u.table, u.field) for u in reconcile.reconcile()}
+    return {(u.table, u.field) for u in reconcile.reconcile(actor=Actor.system("test"))}
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The statistician's and the auditor's workspaces (DESIGN.md rules 2 and 8).
+"""The statistician's and the auditor's workspaces (README rules 2 and 8).
 
 Statistician: every view and export of arms is in the trail, with the statistician as actor, and
 no page of theirs changes subject or kit data. Auditor: filters return exactly the matching

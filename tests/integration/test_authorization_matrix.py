@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ast
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -293,6 +293,7 @@ FACTORIES: dict[str, Kwargs] = {
     "keys.reseal_all": lambda m, who: {"batch_size": 0},
     "keys.rotate_blinding_key": lambda m, who: {"new_key": b"R" * 32, "batch_size": 0},
     "keys.retire_blinding_key": lambda m, who: {"key_id": "no-such-key"},
+    "keys.remaining": lambda m, who: {},
     "passwords.reset_password": lambda m, who: {
         "user_id": m.ids["target"],
         "signer_password": PASSWORD,
@@ -424,6 +425,7 @@ FACTORIES: dict[str, Kwargs] = {
     "users.revoke_api_token": lambda m, who: {"token_id": m.ids["tokens"][who or "admin"]},
     "audit_views.page": lambda m, who: {"filters": _filters()},
     "audit_views.event": lambda m, who: {"seq": 1},
+    "audit_views.integrity": lambda m, who: {},
     "queries.all_users": lambda m, who: {},
     "queries.user_by_id": lambda m, who: {"user_id": m.ids["target"]},
     "queries.tokens_of": lambda m, who: {"user_id": m.users[who or "admin"].id},
@@ -433,6 +435,54 @@ FACTORIES: dict[str, Kwargs] = {
     "supply_views.open_alerts": lambda m, who: {},
     "supply_views.quarantined": lambda m, who: {},
     "supply_views.available_history": lambda m, who: {},
+    "accountability.reconciliation": lambda m, who: {},
+    "accountability.reconciliation_summary": lambda m, who: {},
+    "accountability.check_ledger": lambda m, who: {},
+    "accountability.ledger_problems": lambda m, who: {},
+    "kit_counts.mismatches": lambda m, who: {},
+    "reconcile.reconcile": lambda m, who: {},
+    "unblinded_access.active_unblinded_users": lambda m, who: {},
+    "queries.all_site_codes": lambda m, who: {},
+    "queries.notices_of": lambda m, who: {},
+    "unblinding.report": lambda m, who: {},
+    "queries.visible_sites": lambda m, who: {},
+    "queries.visible_site": lambda m, who: {"site_id": m.ids["cn01"]},
+    "queries.visible_site_by_code": lambda m, who: {"code": "CN01"},
+    "queries.visible_subjects": lambda m, who: {},
+    "queries.visible_subject": lambda m, who: {"subject_id": _subject(m, "S1")},
+    "queries.assessments_of": lambda m, who: {"subject_id": _subject(m, "S5")},
+    "queries.rescreen_of": lambda m, who: {"subject_id": _subject(m, "S4")},
+    "randomization_views.result_of": lambda m, who: {"subject_id": _subject(m, "S1")},
+    "randomization_views.dispensations_of": lambda m, who: {"subject_id": _subject(m, "S2")},
+    "randomization_views.visits_board": lambda m, who: {},
+    "randomization_views.visible_randomized_subject": lambda m, who: {
+        "subject_id": _subject(m, "S1")
+    },
+    "supply_views.site_page": lambda m, who: {},
+    "supply_views.site_codes": lambda m, who: {"site_ids": [m.ids["cn01"]]},
+    "supply_views.site_inventory": lambda m, who: {"site_id": m.ids["cn01"]},
+    "supply_views.visible_shipments": lambda m, who: {},
+    "supply_views.visible_shipment": lambda m, who: {"shipment_id": m.ids["shipment"]},
+    "supply_views.shipment_kits": lambda m, who: {"shipment_id": m.ids["shipment"]},
+}
+
+
+def _at_cn01(m: Matrix, site_ids: Iterable[int]) -> bool:
+    return m.ids["cn01"] in set(site_ids)
+
+
+# Scoped reads that list records: whether the answer holds one of CN01's. Every allowed caller
+# of CN01 (and every sponsor role) must get one; a user of another site must get none.
+LISTS: dict[str, Callable[[Matrix, Any], bool]] = {
+    "queries.visible_sites": lambda m, found: _at_cn01(m, (s.id for s in found)),
+    "queries.visible_subjects": lambda m, found: _at_cn01(m, (s.site_id for s in found)),
+    "randomization_views.visits_board": lambda m, found: _at_cn01(
+        m, (row.subject.site_id for row in found)
+    ),
+    "supply_views.site_page": lambda m, found: _at_cn01(m, (s.id for s in found)),
+    "supply_views.site_codes": lambda m, found: _at_cn01(m, found),
+    "supply_views.visible_shipments": lambda m, found: _at_cn01(m, (s.site_id for s in found)),
+    "unblinding.report": lambda m, found: any(line.site == "CN01" for line in found),
 }
 
 # Owned records: the same use case on another person's record (that of `OTHER_OWNER`).
@@ -481,15 +531,18 @@ def _far_future(m: Matrix) -> Any:
     return m.world.clock().date() + timedelta(days=900)
 
 
-def _callers(access: Access) -> list[tuple[str, str | None, str]]:
-    """(label, username or None for the system, expected outcome), refused callers first."""
+def _callers(access: Access, *, listing: bool = False) -> list[tuple[str, str | None, str]]:
+    """(label, username or None for the system, expected outcome), refused callers first.
+    A user of another site is refused as not found, or for a `listing` read shown none of
+    CN01's records ("hidden")."""
     calls = []
     for role in (*ROLES, SYS):
         username = AS.get(role)
         expected = "allowed" if role in access.roles else "refused"
         calls.append((role, username, expected))
         if access.scoped and role in OTHER_SITE and role in access.roles:
-            calls.append((f"{role} of another site", OTHER_SITE[role], "not_found"))
+            elsewhere = "hidden" if listing else "not_found"
+            calls.append((f"{role} of another site", OTHER_SITE[role], elsewhere))
     return sorted(calls, key=lambda c: c[2] == "allowed")
 
 
@@ -507,9 +560,13 @@ def test_each_use_case_refuses_exactly_the_roles_the_table_refuses(matrix, name)
     service = _service(name)
     wrong = []
     with matrix.world.app.test_request_context():
-        for label, username, expected in _callers(access):
+        for label, username, expected in _callers(access, listing=name in LISTS):
             kwargs = FACTORIES[name](matrix, username)
-            got = _outcome(lambda: service(actor=matrix.actor(username), **kwargs))  # noqa: B023
+            found: list[Any] = []
+            call = lambda: found.append(service(actor=matrix.actor(username), **kwargs))  # noqa: B023, E731
+            got = _outcome(call)
+            if name in LISTS and got == "allowed" and not LISTS[name](matrix, found[0]):
+                got = "hidden"
             if not _matches(expected, got):
                 wrong.append(f"{label}: expected {expected}, got {got}")
             if access.owned and name in OTHERS and username is not None:

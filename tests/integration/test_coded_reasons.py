@@ -1,4 +1,4 @@
-"""Reasons about an unblinded subject are coded (DESIGN rule 2; iwrs/services/coded_reasons.py).
+"""Reasons about an unblinded subject are coded (README rule 2; iwrs/services/coded_reasons.py).
 
 Table-driven over every use case that takes a reason about a randomized subject: free text about
 an unblinded subject is refused (field + rule coded_reason_after_unblinding, nothing written),
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from iwrs.audit import Actor
 from iwrs.errors import InvalidInput
 from tests.conftest import PASSWORD
 from tests.integration.test_unblinding import (  # noqa: F401 - built_trials is a fixture
@@ -47,7 +48,9 @@ def world(request, tmp_path: Path, database_url: str):  # type: ignore[no-untype
 def _v2_target(world: Trial, key: str) -> Any:
     from iwrs.services import randomization_views
 
-    result = randomization_views.result_of(world.subjects[key])
+    result = randomization_views.result_of(
+        actor=Actor.system("test"), subject_id=world.subjects[key]
+    )
     return next(v for v in result.visits if v.code == "V2").target
 
 

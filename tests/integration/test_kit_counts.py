@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
+from iwrs.audit import Actor
 from iwrs.db import engine, read_session
 from iwrs.models.supply import Kit, KitCount, Shipment
 from iwrs.services import accountability, dispensing, kit_counts, shipments, supply, supply_views
@@ -38,7 +39,7 @@ def consistent() -> dict[tuple[str, int, int, str], int]:
     """Assert the summary equals the kits' GROUP BY; return the counts."""
     session = read_session()
     session.rollback()
-    assert kit_counts.mismatches(session) == []
+    assert kit_counts.mismatches(actor=Actor.system("test")) == []
     return kit_counts.fresh_counts(session)
 
 
@@ -138,7 +139,7 @@ def test_check_ledger_reports_a_summary_row_that_disagrees_with_the_kits(world):
             text("UPDATE kit_count SET n = n + 3 WHERE place_kind = 'depot' AND state = 'at_depot'")
         )
     read_session().rollback()
-    wrong = kit_counts.mismatches(read_session())
+    wrong = kit_counts.mismatches(actor=Actor.system("test"))
     assert [(key[0], key[3], kept - fresh) for key, kept, fresh in wrong] == [
         ("depot", "at_depot", 3)
     ]
@@ -164,9 +165,11 @@ def test_a_rolled_back_kit_change_leaves_the_summary_as_it_was(world):
 
 def test_the_supply_page_pages_sites_and_counts_from_the_summary(world):
     manager = world.people["manager"]
-    page = supply_views.site_page(manager, limit=1)
+    page = supply_views.site_page(actor=Actor.of(manager), limit=1)
     assert [s.code for s in page] == ["CN01"]
-    assert [s.code for s in supply_views.site_page(manager, after="CN01", limit=1)] == ["CN02"]
+    assert [
+        s.code for s in supply_views.site_page(actor=Actor.of(manager), after="CN01", limit=1)
+    ] == ["CN02"]
     counts = supply_views.stock_by_site(
         actor=world.actor("manager"), site_ids=[world.sites["CN01"]]
     )

@@ -1,4 +1,4 @@
-"""A list at rest (DESIGN.md rule 1): block numbers and sizes are stored only sealed with the slot,
+"""A list at rest (README rule 1): block numbers and sizes are stored only sealed with the slot,
 and the fingerprint is an HMAC a database reader cannot recompute; migration 0010 converts a
 database written before it, with the blinding key, and refuses without it."""
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from iwrs.audit import Actor
 from iwrs.services import dispensing, randomization_views, resupply, shipments, supply_views
 from tests.conftest import sign_in
 from tests.integration.randomization_worker import (
@@ -78,7 +79,10 @@ def measure(world: World, *, due: int, fresh: int) -> dict:
     shipments.ship_shipment(
         actor=world.actor("manager"), shipment_id=shipment.id, courier="C", tracking="T"
     )
-    lines = {k.number: "good" for k in supply_views.shipment_kits(shipment.id)}
+    lines = {
+        k.number: "good"
+        for k in supply_views.shipment_kits(actor=world.actor("manager"), shipment_id=shipment.id)
+    }
     due_visit = next_due_visit(world, due)
     assert due_visit is not None
     operations: dict[str, Callable[[], Any]] = {
@@ -136,7 +140,7 @@ def next_due_visit(world: World, subject_id: int) -> str | None:
     pharmacist = read_session().merge(world.people["ph-" + site_of(world, subject_id)])
     row = next(
         r
-        for r in randomization_views.visits_board(pharmacist, limit=None)
+        for r in randomization_views.visits_board(actor=Actor.of(pharmacist), limit=None)
         if r.subject.id == subject_id
     )
     if row.next_visit is None or not row.next_visit.earliest <= row.today <= row.next_visit.latest:

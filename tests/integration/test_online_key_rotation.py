@@ -190,7 +190,7 @@ def test_rotation_while_sixteen_clients_randomize_fails_no_request(new_world, cl
             assert treatment_of(session.get(Kit, given.kit_id)) == slot_arm(slot)
         assert verify_chain(session).ok
     with operator.app_context():
-        left = keys.remaining()
+        left = keys.remaining(actor=Actor.system("test"))
         assert set(left.values) == {new_id} and set(left.lists) == {new_id}
         with pytest.raises(IWRSError) as refused:
             keys.retire_blinding_key(actor=Actor.system("test"), key_id=new_id)
@@ -249,7 +249,7 @@ def test_a_rotation_killed_between_batches_resumes_and_completes(new_world, cloc
         with world.app.app_context():
             while True:
                 read_session().rollback()
-                left = keys.remaining().values
+                left = keys.remaining(actor=Actor.system("test")).values
                 if left.get(old_id, 0) < sum(left.values()) - 1:
                     break  # some values are under the new key: batches have committed
                 assert time.monotonic() < deadline and rotating.poll() is None
@@ -261,7 +261,7 @@ def test_a_rotation_killed_between_batches_resumes_and_completes(new_world, cloc
             rotating.kill()
         os.close(read_end)
     with world.app.app_context():
-        left = keys.remaining().values
+        left = keys.remaining(actor=Actor.system("test")).values
         assert left[old_id] > 0 and len(left) == 2, left  # caught between the two keys
     assert opened(world.app) == before  # everything opens meanwhile
     assert _run(world, "check").returncode == 1

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from iwrs.audit import verify_chain
+from iwrs.audit import Actor, verify_chain
 from iwrs.db import read_session
 from iwrs.errors import IWRSError
 from iwrs.models import AuditEvent, Subject
@@ -227,7 +227,7 @@ def check_end_state(world: World, outcomes: list[dict[str, Any]]) -> None:
         assert events == dict.fromkeys(subject_ids, 1)
         verification = verify_chain(session)
         assert verification.ok, str(verification)
-        count, mismatches = accountability.check_ledger()
+        count, mismatches = accountability.check_ledger(actor=Actor.system("test"))
         assert count > 0 and mismatches == []
         assert session.scalar(select(func.count()).select_from(Randomization)) == n_subjects
 

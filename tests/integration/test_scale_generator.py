@@ -107,10 +107,10 @@ def test_the_chain_verifies_with_its_checkpoints(world):
 def test_the_ledger_reconciles_and_the_trail_explains_every_row(world):
     app, _, _ = world
     with app.app_context():
-        events, problems = accountability.ledger_problems()
+        events, problems = accountability.ledger_problems(actor=Actor.system("test"))
         assert events > 0 and problems == []
-        assert accountability.reconciliation().balanced
-        assert reconcile.reconcile() == []
+        assert accountability.reconciliation(actor=Actor.system("test")).balanced
+        assert reconcile.reconcile(actor=Actor.system("test")) == []
 
 
 def test_every_used_slot_has_one_randomization_and_kits_match_its_arm(world):
@@ -240,5 +240,5 @@ def test_awaiting_subjects_are_randomized_and_dispensed_through_the_services(wor
             assert done.kit_number and not done.out_of_window
         session.rollback()
         assert verify_chain(read_session()).ok
-        assert accountability.ledger_problems()[1] == []
-        assert reconcile.reconcile() == []
+        assert accountability.ledger_problems(actor=Actor.system("test"))[1] == []
+        assert reconcile.reconcile(actor=Actor.system("test")) == []

@@ -1,4 +1,4 @@
-"""Separation of duties in the services (DESIGN rule 11): an admin can never mint, see or set a
+"""Separation of duties in the services (README rule 11): an admin can never mint, see or set a
 usable credential or signature of another person, nor give unblinded access alone; every audit
 event says how its actor authenticated."""
 

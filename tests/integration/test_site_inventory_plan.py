@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from iwrs.audit import Actor
 from iwrs.db import read_session
 from iwrs.services import supply_views
 from tests.integration.randomization_worker import World, make_world
@@ -27,7 +28,9 @@ def world(tmp_path, database_url, clock) -> Iterator[World]:
 def inventory_statement(world: World) -> str:
     pharmacist, site = world.people["ph-CN01"], world.sites["CN01"]
     with counted(world.app) as tally:
-        kits = supply_views.site_inventory(pharmacist, site, limit=supply_views.INVENTORY_PAGE)
+        kits = supply_views.site_inventory(
+            actor=Actor.of(pharmacist), site_id=site, limit=supply_views.INVENTORY_PAGE
+        )
     assert kits  # make_world stocks the site
     (statement,) = [s for s in tally.statements if "FROM kit" in s or "FROM shelf" in s]
     return statement

@@ -343,7 +343,7 @@ def test_activation_requests_the_initial_shipment_four_kits_per_treatment(people
     (requested,) = audit_events("shipment.requested")
     assert json.loads(requested.after)["kits"] == sorted(k.number for k in kits)
     assert len(kits_where(state=KitState.AT_DEPOT)) == 32
-    assert accountability.check_ledger()[1] == []
+    assert accountability.check_ledger(actor=SYSTEM)[1] == []
 
 
 def raised_by(alert) -> tuple[object, str, str, bool]:  # type: ignore[no-untyped-def]
@@ -497,8 +497,8 @@ def test_receipt_conditions_and_excursion_quarantine_until_the_manager_decides(p
     )
     assert {kit(n).state for n in reject} == {KitState.DAMAGED}
     assert sorted(n for kits in dispensable(site_id).values() for n in kits) == sorted(release)
-    assert accountability.check_ledger()[1] == []
-    assert accountability.reconciliation().balanced
+    assert accountability.check_ledger(actor=SYSTEM)[1] == []
+    assert accountability.reconciliation(actor=SYSTEM).balanced
 
 
 def test_cancelled_shipment_returns_its_kits_to_the_depot(people):
@@ -528,7 +528,7 @@ def test_cancelled_shipment_returns_its_kits_to_the_depot(people):
         shipments.cancel_shipment(
             actor=Actor.of(people.manager), shipment_id=second.id, reason="too late"
         )
-    assert accountability.check_ledger()[1] == []
+    assert accountability.check_ledger(actor=SYSTEM)[1] == []
 
 
 # --- 4. short-dated kits are never shipped ----------------------------------------------------
@@ -648,7 +648,7 @@ def test_resupply_fires_at_the_total_trigger_only_at_a_run_and_fills_every_treat
     lose(dispensable(site_id)[low][0])  # total 6
     assert len(shipments_to(site_id)) == 2
     assert len(run_resupply()) == 1
-    assert accountability.check_ledger()[1] == []
+    assert accountability.check_ledger(actor=SYSTEM)[1] == []
 
 
 def test_damage_reports_never_request_a_resupply_the_run_does_once(people, stocked_site):
@@ -794,7 +794,7 @@ def test_shortening_a_lot_to_today_quarantines_its_usable_kits_extending_does_no
         "quarantined": sorted(k.number for k in held),
     }
     assert second.reason == "recall"
-    assert accountability.check_ledger()[1] == []
+    assert accountability.check_ledger(actor=SYSTEM)[1] == []
 
 
 def test_expiry_sweep_expires_kits_past_expiry_and_they_are_never_dispensable(
@@ -886,7 +886,7 @@ def test_reconciliation_balances_after_receipts_damage_loss_expiry_and_destructi
     supply.run_expiry(actor=SYSTEM)
     accountability.destroy_kits(actor=manager, kit_numbers=m2[:2], reference="DC-10")
 
-    rec = accountability.reconciliation()
+    rec = accountability.reconciliation(actor=SYSTEM)
     assert rec.balanced, rec.differences
     site1, site2 = rec.sites[cn01], rec.sites[cn02]
     assert site1.received == 8 and site2.received == 8
@@ -897,7 +897,7 @@ def test_reconciliation_balances_after_receipts_damage_loss_expiry_and_destructi
     }
     assert {str(s): n for s, n in site2.by_state.items() if n} == {"expired": 6, "destroyed": 2}
     assert rec.overall.received == sum(t.received for t in rec.sites.values())
-    events, wrong = accountability.check_ledger()
+    events, wrong = accountability.check_ledger(actor=SYSTEM)
     assert wrong == [] and events == kit_event_count()
     result = check_ledger_cli()
     assert result.exit_code == 0, result.output
@@ -917,7 +917,7 @@ def test_check_ledger_names_a_kit_whose_row_disagrees_with_its_ledger(people, st
             text("UPDATE kit SET state = 'damaged' WHERE number = :n"), {"n": number}
         )
     fresh()
-    assert accountability.check_ledger()[1] == [number]
+    assert accountability.check_ledger(actor=SYSTEM)[1] == [number]
 
 
 @pytest.mark.parametrize(
@@ -929,7 +929,7 @@ def test_the_kit_ledger_refuses_update_and_delete(people, stocked_site, statemen
     with pytest.raises(DBAPIError, match="insert-only"), engine().begin() as connection:
         connection.execute(text(statement))
     assert kit_event_count() == rows
-    assert accountability.check_ledger() == (rows, [])
+    assert accountability.check_ledger(actor=SYSTEM) == (rows, [])
 
 
 def test_concurrent_resupply_runs_request_one_resupply(app, people, stocked_site, monkeypatch):
@@ -969,7 +969,7 @@ def test_concurrent_resupply_runs_request_one_resupply(app, people, stocked_site
     assert errors == []
     assert sorted(len(m) for m in made) == [0, 1]
     assert [s.kind for s in shipments_to(site_id)] == ["initial", "resupply"]
-    assert accountability.check_ledger()[1] == []
+    assert accountability.check_ledger(actor=SYSTEM)[1] == []
 
 
 def test_manual_shipment_splits_by_ratio_and_a_refusal_promises_nothing_it_rolled_back(people):

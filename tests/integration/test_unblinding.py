@@ -1,4 +1,4 @@
-"""Emergency unblinding (DESIGN.md rule 3): one subject, to an investigator of its site who gave
+"""Emergency unblinding (README rule 3): one subject, to an investigator of its site who gave
 a reason, confirmed it cannot be undone and signed; recorded once, notified once,
 never hidden, and the arm is never written to the audit trail, the outbox or a log.
 
@@ -188,7 +188,7 @@ def build_trial(directory: Path, database_url: str, *, discontinues: bool = Fals
                 courier="Cold Chain Co",
                 tracking=f"CC{row.id:06d}",
             )
-            kits = supply_views.shipment_kits(row.id)
+            kits = supply_views.shipment_kits(actor=Actor.system("test"), shipment_id=row.id)
             shipments.receive_shipment(
                 actor=Actor.of(people[PHARMACIST[code]]),
                 shipment_id=row.id,
@@ -711,7 +711,9 @@ def test_another_investigator_of_the_site_cannot_unblind_the_subject_again(world
 def _to_v2_window(world: Trial, key: str) -> None:
     from iwrs.services import randomization_views
 
-    result = randomization_views.result_of(world.subjects[key])
+    result = randomization_views.result_of(
+        actor=Actor.system("test"), subject_id=world.subjects[key]
+    )
     v2 = next(v for v in result.visits if v.code == "V2")
     world.clock.current = datetime.combine(v2.target, datetime.min.time(), tzinfo=UTC).replace(
         hour=10
@@ -809,7 +811,6 @@ def test_without_smtp_the_outbox_is_logged_and_marked_sent_audited_once(world, m
 
 
 def test_the_report_lists_every_unblinding_without_the_arm_scoped_to_sites(world):
-    from iwrs.auth import site_scope
     from iwrs.models.subjects import Subject
     from iwrs.services import unblinding
 
@@ -821,14 +822,14 @@ def test_the_report_lists_every_unblinding_without_the_arm_scoped_to_sites(world
     session = fresh()
     number = {k: session.get(Subject, i).screening_number for k, i in world.subjects.items()}
 
-    lines = unblinding.report(None)  # sponsor roles: every site
+    lines = unblinding.report(actor=Actor.system("test"))  # every site
     assert [(x.subject, x.site, x.by, x.at, x.category, x.reason) for x in lines] == [
         (number["Z1"], "CN02", "dr.zhang", second, "pregnancy", "Pregnancy reported at week 2"),
         (number["R1"], "CN01", "dr.li", first, "serious adverse event", REASON),
     ]
     for line in lines:
         assert_no_arm(repr(line))
-    mine = unblinding.report(site_scope(world.people["dr.li"]))
+    mine = unblinding.report(actor=Actor.of(world.people["dr.li"]))
     assert [x.subject for x in mine] == [number["R1"]]
-    theirs = unblinding.report(site_scope(world.people["dr.zhang"]))
+    theirs = unblinding.report(actor=Actor.of(world.people["dr.zhang"]))
     assert [x.subject for x in theirs] == [number["Z1"]]

@@ -58,6 +58,26 @@ def test_server_refuses_to_start_without_keys(tmp_path: Path, monkeypatch):
         create_app(settings)
 
 
+@pytest.mark.parametrize("command", ["run", None])
+def test_flask_run_refuses_to_serve_without_keys_as_gunicorn_does(tmp_path, monkeypatch, command):
+    """`flask run` (Flask sets FLASK_RUN_FROM_CLI for every `flask` command) is held to the
+    key check; the other commands of `flask` load the app without keys (`iwrs init` makes them)."""
+    import click
+
+    for var in ("IWRS_SECRET_KEY", "IWRS_AUDIT_KEY", "IWRS_BLINDING_KEY", "IWRS_AUDIT_SIGNING_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "true")
+    settings = Settings(instance_path=tmp_path, database_url=f"sqlite:///{tmp_path}/x.sqlite")
+    flask_command = click.Group("flask")
+    with click.Context(flask_command, info_name="flask") as top:
+        if command is None:  # e.g. `flask iwrs init`: the app is loaded under the group
+            assert create_app(settings).extensions["iwrs.settings"] is settings
+            return
+        run = click.Context(click.Command(command), parent=top, info_name=command)
+        with run, pytest.raises(ConfigError, match="missing key\\(s\\)"):
+            create_app(settings)
+
+
 def test_bad_idle_minutes_is_refused(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("IWRS_SESSION_IDLE_MINUTES", "soon")
     with pytest.raises(ConfigError, match="IWRS_SESSION_IDLE_MINUTES must be a whole number"):

@@ -2,7 +2,7 @@
 
 Hypothesis drives random sequences of every kit and shipment step (legal ones and attempts at
 illegal ones) through the pure core, applying each use case's kit events all together or not at
-all, as the service does in one transaction. After every step the rules of DESIGN.md rule 7 must
+all, as the service does in one transaction. After every step the rules of README rule 7 must
 hold: one position per kit, the ledger replays to it, counts reconcile per site and per shipment,
 and nothing expired, quarantined or unreceived is ever dispensable.
 """

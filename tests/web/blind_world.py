@@ -1,4 +1,4 @@
-"""Mirror-image trial worlds for the blinding tests (DESIGN.md rule 2: noninterference).
+"""Mirror-image trial worlds for the blinding tests (README rule 2: noninterference).
 
 `build_world` runs one scripted, fully deterministic trial: fixed keys, a fixed manual clock, a
 seeded tie-break, fixed usernames and passwords, kits and a list from fixed seeds, sites
@@ -245,7 +245,7 @@ def _ship_and_receive_open(people: dict[str, Any], damaged_at_receipt: set[str])
             courier="Cold Chain Co",
             tracking=f"CC{row.id:06d}",
         )
-        kits = supply_views.shipment_kits(row.id)
+        kits = supply_views.shipment_kits(actor=Actor.system("test"), shipment_id=row.id)
         lines = {k.number: "good" for k in kits}
         if site.code in damaged_at_receipt:
             lines[kits[0].number] = "damaged"
@@ -420,7 +420,9 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
         lost=False,
         reason="Syringe cracked in the fridge",
     )
-    day1_kit = randomization_views.result_of(subject_ids["S1"])
+    day1_kit = randomization_views.result_of(
+        actor=Actor.of(people["dr.li"]), subject_id=subject_ids["S1"]
+    )
     assert day1_kit is not None
     accountability.record_return(
         actor=Actor.of(people["ph.wang"]), kit_number=day1_kit.kit_number, condition="used"

@@ -1,4 +1,4 @@
-"""Partition worlds for the blinding tests (DESIGN.md rule 2: nobody learns who shares an arm).
+"""Partition worlds for the blinding tests (README rule 2: nobody learns who shares an arm).
 
 `build_partition_world` runs one scripted, deterministic trial at one site, CN01, kept close to
 its resupply trigger, with three blinded packaging lots (each holding both treatments, 1:1):
@@ -338,7 +338,7 @@ class _Scenario:
                 tracking=f"CC{shipment_id:06d}",
             )
             self.clock.advance(hours=22)
-            kits = supply_views.shipment_kits(shipment_id)
+            kits = supply_views.shipment_kits(actor=self.actor(PHARMACIST), shipment_id=shipment_id)
             shipments.receive_shipment(
                 actor=self.actor(PHARMACIST),
                 shipment_id=shipment_id,

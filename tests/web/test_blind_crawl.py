@@ -1,4 +1,4 @@
-"""No blinded role ever sees an arm (DESIGN.md rule 2), anywhere it can reach.
+"""No blinded role ever sees an arm (README rule 2), anywhere it can reach.
 
 One world (tests/web/blind_world.py) whose arm codes are distinctive (ACTIVEQX, PLACEBOZK):
 every blinded role crawls every page reachable from "/", every page and API GET for every row

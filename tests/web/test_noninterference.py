@@ -1,4 +1,4 @@
-"""Noninterference, the test of a blind (DESIGN.md rule 2): swap every arm and every kit's
+"""Noninterference, the test of a blind (README rule 2): swap every arm and every kit's
 treatment, replay the same actions, and nothing a blinded role can fetch may change.
 
 Two worlds run the same script (tests/web/blind_world.py); in the mirror world every sealed kit

@@ -1,4 +1,4 @@
-"""Partition-world noninterference (DESIGN.md rule 2; issue 10): a blinded role must not learn
+"""Partition-world noninterference (README rule 2; issue 10): a blinded role must not learn
 *who shares an arm*. The mirror worlds (test_noninterference.py) swap every arm; here pairs of
 worlds differ in ONE slot's arm, so two subjects share an arm in one world and not in the other.
 

@@ -1,5 +1,5 @@
 """Every path an admin could take to another person's usable credential, signature or unblinded
-access — pages, API, CLI — is refused (DESIGN rule 11); bearer tokens open /api/ only; events
+access — pages, API, CLI — is refused (README rule 11); bearer tokens open /api/ only; events
 say how their actor authenticated."""
 
 from __future__ import annotations

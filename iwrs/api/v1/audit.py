@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from iwrs import padding
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
-from iwrs.auth import Permission, requires, site_scope
+from iwrs.auth import Permission, requires
 from iwrs.services import audit_views, unblinding
 
 blp = Blueprint(
@@ -122,7 +122,7 @@ class Unblindings(MethodView):
     @blp.response(200, ReportLineSchema(many=True))
     def get(self):  # type: ignore[no-untyped-def]
         """Every emergency unblinding (never the arm), scoped to the caller's sites."""
-        return unblinding.report(site_scope(current_user))
+        return unblinding.report(actor=Actor.of(current_user))
 
 
 @blp.route("/audit/events")

@@ -20,7 +20,6 @@ from iwrs.services import (
     idempotency,
     keyed_dispensing,
     keyed_randomization,
-    queries,
     randomization,
     randomization_views,
 )
@@ -184,8 +183,7 @@ class SubjectRandomization(MethodView):
     @blp.alt_response(404, **PROBLEM)
     def get(self, subject_id: int):  # type: ignore[no-untyped-def]
         """The subject's randomization number, day-1 kit and visit schedule (no arm)."""
-        queries.visible_subject(current_user, subject_id)
-        result = randomization_views.result_of(subject_id)
+        result = randomization_views.result_of(actor=Actor.of(current_user), subject_id=subject_id)
         if result is None:
             raise NotFound("the subject is not randomized", field="subject_id", rule="randomized")
         return result

@@ -7,6 +7,7 @@ from flask_login import current_user
 from flask_smorest import Blueprint
 
 from iwrs.api.v1.schemas import ProblemSchema, SiteSchema
+from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.services import queries
 
@@ -20,7 +21,7 @@ class Sites(MethodView):
     @blp.alt_response(401, schema=ProblemSchema, content_type="application/problem+json")
     def get(self):  # type: ignore[no-untyped-def]
         """List the sites in the caller's scope."""
-        return queries.visible_sites(current_user)
+        return queries.visible_sites(actor=Actor.of(current_user))
 
 
 @blp.route("/<int:site_id>")
@@ -30,4 +31,4 @@ class SiteById(MethodView):
     @blp.alt_response(404, schema=ProblemSchema, content_type="application/problem+json")
     def get(self, site_id: int):  # type: ignore[no-untyped-def]
         """One site, if it is in the caller's scope (404 otherwise)."""
-        return queries.visible_site(current_user, site_id)
+        return queries.visible_site(actor=Actor.of(current_user), site_id=site_id)

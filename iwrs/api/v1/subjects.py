@@ -181,7 +181,7 @@ class Subjects(MethodView):
     @blp.response(200, SubjectSchema(many=True))
     def get(self):  # type: ignore[no-untyped-def]
         """Subjects at the caller's sites."""
-        return queries.visible_subjects(current_user)
+        return queries.visible_subjects(actor=Actor.of(current_user))
 
     @requires(Permission.SCREEN_SUBJECTS)
     @blp.arguments(ScreenSchema)
@@ -190,7 +190,7 @@ class Subjects(MethodView):
     @blp.alt_response(409, **PROBLEM)
     def post(self, body):  # type: ignore[no-untyped-def]
         """Register a subject for screening at one of the caller's active sites."""
-        site = queries.visible_site_by_code(current_user, body["site_code"])
+        site = queries.visible_site_by_code(actor=Actor.of(current_user), code=body["site_code"])
         subject = subjects.screen_subject(
             actor=Actor.of(current_user),
             site_id=site.id,
@@ -201,7 +201,7 @@ class Subjects(MethodView):
             initials=body["initials"],
             different_person_password=body["different_person_signature_password"],
         )
-        return queries.visible_subject(current_user, subject.id)
+        return queries.visible_subject(actor=Actor.of(current_user), subject_id=subject.id)
 
 
 @blp.route("/fields")
@@ -220,7 +220,7 @@ class SubjectById(MethodView):
     @blp.alt_response(404, **PROBLEM)
     def get(self, subject_id: int):  # type: ignore[no-untyped-def]
         """One subject at the caller's sites."""
-        return queries.visible_subject(current_user, subject_id)
+        return queries.visible_subject(actor=Actor.of(current_user), subject_id=subject_id)
 
 
 @blp.route("/<int:subject_id>/assessments")
@@ -230,8 +230,10 @@ class Assessments(MethodView):
     @blp.alt_response(404, **PROBLEM)
     def get(self, subject_id: int):  # type: ignore[no-untyped-def]
         """The subject's assessments, newest first."""
-        queries.visible_subject(current_user, subject_id)
-        return [_assessment_view(row) for row in queries.assessments_of(subject_id)]
+        return [
+            _assessment_view(row)
+            for row in queries.assessments_of(actor=Actor.of(current_user), subject_id=subject_id)
+        ]
 
     @requires(Permission.SCREEN_SUBJECTS)
     @blp.arguments(AnswersSchema)
@@ -288,7 +290,7 @@ class EligibilityDecision(MethodView):
             decision=body["decision"],
             signer_password=body["signature_password"],
         )
-        return queries.visible_subject(current_user, subject_id)
+        return queries.visible_subject(actor=Actor.of(current_user), subject_id=subject_id)
 
 
 @blp.route("/<int:subject_id>/withdrawal")
@@ -303,7 +305,7 @@ class Withdrawal(MethodView):
         subjects.withdraw_subject(
             actor=Actor.of(current_user), subject_id=subject_id, reason=body["reason"]
         )
-        return queries.visible_subject(current_user, subject_id)
+        return queries.visible_subject(actor=Actor.of(current_user), subject_id=subject_id)
 
 
 @blp.route("/<int:subject_id>/rescreen")
@@ -314,4 +316,4 @@ class Rescreen(MethodView):
     def post(self, subject_id: int):  # type: ignore[no-untyped-def]
         """Re-screen a screen failure under a new screening number (as often as allowed)."""
         subject = subjects.rescreen_subject(actor=Actor.of(current_user), subject_id=subject_id)
-        return queries.visible_subject(current_user, subject.id)
+        return queries.visible_subject(actor=Actor.of(current_user), subject_id=subject.id)

@@ -92,7 +92,10 @@ class ShippingSchema(Schema):
 def _detail(row):  # type: ignore[no-untyped-def]
     # Raw values: the response schema serializes them (dumping twice broke the dates).
     fields = {name: getattr(row, name) for name in ShipmentSchema().fields}
-    return {**fields, "kits": supply_views.shipment_kits(row.id)}
+    return {
+        **fields,
+        "kits": supply_views.shipment_kits(actor=Actor.of(current_user), shipment_id=row.id),
+    }
 
 
 @blp.route("/inventory")
@@ -103,8 +106,8 @@ class Inventory(MethodView):
     @blp.alt_response(404, **PROBLEM)
     def get(self, query):  # type: ignore[no-untyped-def]
         """Every kit at one of the caller's sites: number, type, blinded lot, expiry, state."""
-        site = queries.visible_site_by_code(current_user, query["site_code"])
-        return supply_views.site_inventory(current_user, site.id)
+        site = queries.visible_site_by_code(actor=Actor.of(current_user), code=query["site_code"])
+        return supply_views.site_inventory(actor=Actor.of(current_user), site_id=site.id)
 
 
 @blp.route("/shipments")
@@ -117,7 +120,7 @@ class Shipments(MethodView):
         `limit` of them (default 100, at most 500); for older ones pass the last id as
         `before`. A shorter answer than `limit` is the last page."""
         return supply_views.visible_shipments(
-            current_user, before=query.get("before"), limit=query["limit"]
+            actor=Actor.of(current_user), before=query.get("before"), limit=query["limit"]
         )
 
     @requires(Permission.MANAGE_SUPPLY)
@@ -128,7 +131,7 @@ class Shipments(MethodView):
     def post(self, body):  # type: ignore[no-untyped-def]
         """Request a manual shipment (supply manager): filled whole, or refused 409 with rule
         depot_stock and the kits requested and available; never shrunk."""
-        site = queries.visible_site_by_code(current_user, body["site_code"])
+        site = queries.visible_site_by_code(actor=Actor.of(current_user), code=body["site_code"])
         row = shipments.request_manual_shipment(
             actor=Actor.of(current_user), site_id=site.id, quantity=body["quantity"]
         )
@@ -142,7 +145,9 @@ class ShipmentById(MethodView):
     @blp.alt_response(404, **PROBLEM)
     def get(self, shipment_id: int):  # type: ignore[no-untyped-def]
         """One shipment with its manifest (kit numbers only)."""
-        return _detail(supply_views.visible_shipment(current_user, shipment_id))
+        return _detail(
+            supply_views.visible_shipment(actor=Actor.of(current_user), shipment_id=shipment_id)
+        )
 
 
 @blp.route("/shipments/<int:shipment_id>/receipt")

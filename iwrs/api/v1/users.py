@@ -34,9 +34,7 @@ def _user_view(user):  # type: ignore[no-untyped-def]
         "email": user.email,
         "role": str(user.role),
         "active": user.active,
-        "site_codes": sorted(s.code for s in queries.visible_sites(user))
-        if user.role.site_scoped
-        else [],
+        "site_codes": user.site_codes if user.role.site_scoped else [],
     }
 
 
