@@ -12,8 +12,11 @@ from iwrs import validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, requires
 from iwrs.errors import InvalidInput, IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.supply import ManualShipmentInput, ReceiptInput, ShippingInput
 from iwrs.services import accountability, queries, shipments, supply, supply_views
 from iwrs.validation import page_key
+from iwrs.web import flash_refusal
 
 bp = Blueprint("supply", __name__, url_prefix="/supply")
 
@@ -28,7 +31,7 @@ def _done(message: str, target: str) -> Any:
 
 
 def _refused(refusal: IWRSError, target: str) -> Any:
-    flash(refusal.message, "error")
+    flash_refusal(refusal)
     return redirect(target)
 
 
@@ -125,17 +128,18 @@ def shipment(shipment_id: int):  # type: ignore[no-untyped-def]
 @requires(Permission.RECEIVE_SHIPMENTS)
 def receive(shipment_id: int):  # type: ignore[no-untyped-def]
     target = url_for("supply.shipment", shipment_id=shipment_id)
-    lines = {
-        key.removeprefix("kit-"): value
+    lines = [
+        {"kit_number": key.removeprefix("kit-"), "condition": value}
         for key, value in request.form.items()
         if key.startswith("kit-")
-    }
+    ]
     try:
+        given = load_form(ReceiptInput, request.form, lines=lines)
         row = shipments.receive_shipment(
             actor=_actor(),
             shipment_id=shipment_id,
-            lines=lines,
-            excursion=request.form.get("excursion") == "y",
+            lines={line["kit_number"]: line["condition"] for line in given["lines"]},
+            excursion=given["temperature_excursion"],
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
@@ -152,11 +156,12 @@ def receive(shipment_id: int):  # type: ignore[no-untyped-def]
 def ship(shipment_id: int):  # type: ignore[no-untyped-def]
     target = url_for("supply.shipment", shipment_id=shipment_id)
     try:
+        given = load_form(ShippingInput, request.form)
         row = shipments.ship_shipment(
             actor=_actor(),
             shipment_id=shipment_id,
-            courier=request.form.get("courier", ""),
-            tracking=request.form.get("tracking", ""),
+            courier=given["courier"],
+            tracking=given["tracking_number"],
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
@@ -179,11 +184,12 @@ def cancel(shipment_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/sites/<int:site_id>/shipment")
 @requires(Permission.MANAGE_SUPPLY)
 def request_shipment(site_id: int):  # type: ignore[no-untyped-def]
+    site = queries.visible_site(current_user, site_id)
     try:
-        quantity = validation.integer(
-            request.form.get("quantity", ""), field="quantity", minimum=1, maximum=500
+        given = load_form(ManualShipmentInput, request.form, site_code=site.code)
+        row = shipments.request_manual_shipment(
+            actor=_actor(), site_id=site.id, quantity=given["quantity"]
         )
-        row = shipments.request_manual_shipment(actor=_actor(), site_id=site_id, quantity=quantity)
     except IWRSError as refusal:
         return _refused(refusal, url_for("supply.index"))
     kits = len(supply_views.shipment_kits(row.id))

@@ -96,11 +96,3 @@ class TokenCreateSchema(Schema):
 
 class NewTokenSchema(TokenSchema):
     token = fields.String(metadata={"description": "the token itself; shown only once"})
-
-
-# The documentation of every reason written about a subject (iwrs/services/coded_reasons.py).
-CODED_REASON = (
-    "Free text while the subject is blinded. Once it is emergency-unblinded, exactly one of the "
-    "protocol file's [unblinding] coded_reasons (listed in the refusal), whoever writes it; "
-    "anything else is refused with 422, rule coded_reason_after_unblinding."
-)
