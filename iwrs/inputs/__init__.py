@@ -100,11 +100,16 @@ class Text(_Refusals, fields.String):
 class Secret(_Refusals, fields.String):
     """A password or e-signature, exactly as typed (never stripped; checked by the service)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, max_length: int | None = None, **kwargs: Any) -> None:
+        if max_length is not None:
+            kwargs["metadata"] = {"maxLength": max_length, **kwargs.get("metadata", {})}
         super().__init__(load_only=True, **kwargs)
+        self.max_length = max_length
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         text = super()._deserialize(value, attr, data, **kwargs)
+        if self.max_length is not None and len(text) > self.max_length:
+            raise _refused("max_length", f"{self.name}: at most {self.max_length} characters")
         return self.load_default if text == "" and not self.required else text
 
 
@@ -239,17 +244,18 @@ def load(schema: type[Schema], values: Mapping[str, Any]) -> dict[str, Any]:
         raise refusal(error) from None
 
 
-def load_form(schema: type[Schema], form: Any, **extra: Any) -> dict[str, Any]:
+def load_form(schema: type[Schema], form: Any, *, prefix: str = "", **extra: Any) -> dict[str, Any]:
     """A page's submitted form (request.form) through the input's schema, as `load` does: the
     schema's fields only (a list field from every value of its repeated name), and `extra`
     values the page computed from the form (e.g. the eligibility answers). A browser sends
-    every text field, empty or not: a form without one is read as if it were empty."""
+    every text field, empty or not: a form without one is read as if it were empty. `prefix`:
+    the form's names carry it ("token-name"), the input's do not ("name")."""
     values: dict[str, Any] = {}
     for name, field in schema().load_fields.items():
         key = field.data_key or name
-        if key in form:
+        if prefix + key in form:
             many = isinstance(field, fields.List) and hasattr(form, "getlist")
-            values[key] = form.getlist(key) if many else form[key]
+            values[key] = form.getlist(prefix + key) if many else form[prefix + key]
         elif isinstance(field, fields.String):
             values[key] = ""
     return load(schema, {**values, **extra})

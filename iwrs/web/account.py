@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, logout_user
 
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.users import TokenCreateInput
 from iwrs.services import passwords, queries, users
+from iwrs.web import flash_refusal
 from iwrs.web.forms import PasswordChangeForm, TokenForm
 
 bp = Blueprint("account", __name__, url_prefix="/account")
@@ -34,19 +37,16 @@ def index():  # type: ignore[no-untyped-def]
 @bp.post("/tokens")
 @requires(Permission.OWN_API_TOKENS)
 def token_create():  # type: ignore[no-untyped-def]
-    form = TokenForm(prefix="token")
-    if not form.validate_on_submit():
-        flash("name and password: give the token a name and re-enter your password.", "error")
-        return _render(status=422)
     try:
+        given = load_form(TokenCreateInput, request.form, prefix="token-")
         token, _ = users.create_api_token(
             actor=Actor.of(current_user),
             user_id=current_user.id,
-            name=form.name.data,
-            password=form.password.data,
+            name=given["name"],
+            password=given["password"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return _render(status=refusal.status)
     return _render(new_token=token)
 

@@ -3,13 +3,16 @@ requests for unblinded accounts. An admin never sets, sees or mints another pers
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.users import AccessRequestCreateInput, UserCreateInput
 from iwrs.services import passwords, queries, unblinded_access, users
+from iwrs.web import flash_refusal
 from iwrs.web.forms import (
     AccessRequestForm,
     DeactivateForm,
@@ -34,28 +37,20 @@ def user_list():  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_USERS)
 def user_new():  # type: ignore[no-untyped-def]
     form = UserCreateForm()
-    form.sites.choices = choices(queries.all_site_codes())
+    form.site_codes.choices = choices(queries.all_site_codes())
     status = 200
-    if form.validate_on_submit():
+    if request.method == "POST":
         try:
-            user = users.create_user(
-                actor=Actor.of(current_user),
-                username=form.username.data,
-                full_name=form.full_name.data,
-                email=form.email.data,
-                role=form.role.data,
-                site_codes=form.sites.data or [],
-            )
+            given = load_form(UserCreateInput, request.form)
+            user = users.create_user(actor=Actor.of(current_user), **given)
         except IWRSError as refusal:
-            flash(refusal.message, "error")
+            flash_refusal(refusal)
             status = refusal.status
         else:
             flash(
                 f"User {user.username} created; a temporary password went to their e-mail.", "info"
             )
             return redirect(url_for("admin.user_detail", user_id=user.id))
-    elif form.is_submitted():
-        status = 422
     return render_template("admin_user_new.html", form=form), status
 
 
@@ -152,23 +147,16 @@ def access_requests():  # type: ignore[no-untyped-def]
     approves it (the two-person rule)."""
     form = AccessRequestForm(prefix="request")
     status = 200
-    if form.validate_on_submit():
+    if request.method == "POST":
         try:
-            unblinded_access.request_unblinded_account(
-                actor=Actor.of(current_user),
-                username=form.username.data,
-                full_name=form.full_name.data,
-                email=form.email.data,
-            )
+            given = load_form(AccessRequestCreateInput, request.form, prefix="request-")
+            unblinded_access.request_unblinded_account(actor=Actor.of(current_user), **given)
         except IWRSError as refusal:
-            flash(refusal.message, "error")
+            flash_refusal(refusal)
             status = refusal.status
         else:
             flash("Request filed; an unblinded statistician must approve it.", "info")
             return redirect(url_for("admin.access_requests"))
-    elif form.is_submitted():
-        flash("Fill the username, full name and e-mail.", "error")
-        status = 422
     return render_template(
         "access_requests.html",
         form=form,

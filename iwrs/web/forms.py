@@ -1,11 +1,14 @@
-"""WTForms used by the pages (CSRF comes with every FlaskForm)."""
+"""WTForms that render some pages' forms (and carry their CSRF token).
+
+Those of inputs a page shares with the API carry no rules: the page loads request.form through
+the API's schema (iwrs/inputs). The page-only ones below still validate with WTForms."""
 
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, SelectMultipleField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Length
 
 from iwrs.models.users import Role
 
@@ -29,27 +32,33 @@ class SignatureForm(FlaskForm):
 
 
 class UserCreateForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(), Length(min=3, max=64)])
-    full_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])
-    email = StringField("E-mail", validators=[Optional(), Length(max=200)])
+    """Rendering only: the input is iwrs.inputs.users.UserCreateInput."""
+
+    username = StringField("Username")
+    full_name = StringField("Full name")
+    email = StringField("E-mail")
     role = SelectField("Role", choices=[SelectChoice(r.value, r.label) for r in Role])
-    sites = SelectMultipleField("Sites (investigators and pharmacists)", choices=[])
+    site_codes = SelectMultipleField("Sites (investigators and pharmacists)", choices=[])
 
 
 class AccessRequestForm(FlaskForm):
-    """An admin's request for an unblinded statistician account."""
+    """An admin's request for an unblinded statistician account (rendering only: the input is
+    iwrs.inputs.users.AccessRequestCreateInput)."""
 
-    username = StringField("Username", validators=[DataRequired(), Length(min=3, max=64)])
-    full_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])
-    email = StringField("E-mail", validators=[DataRequired(), Length(max=200)])
+    username = StringField("Username")
+    full_name = StringField("Full name")
+    email = StringField("E-mail")
 
 
-class AccessDecisionForm(SignatureForm):
+class AccessDecisionForm(FlaskForm):
+    """Rendering only: the input is iwrs.inputs.users.AccessDecisionInput."""
+
     decision = SelectField(
         "Decision",
         choices=[SelectChoice("approve", "approve"), SelectChoice("reject", "reject")],
     )
-    reason = StringField("Reason (required to reject)", validators=[Optional(), Length(max=500)])
+    reason = StringField("Reason (required to reject)")
+    signature_password = PasswordField("Your password (electronic signature)")
 
 
 class SiteAssignmentForm(FlaskForm):
@@ -77,8 +86,10 @@ class PasswordChangeForm(FlaskForm):
 
 
 class TokenForm(FlaskForm):
-    name = StringField("Token name", validators=[DataRequired(), Length(max=100)])
-    password = PasswordField("Your password (re-entered)", validators=[DataRequired()])
+    """Rendering only: the input is iwrs.inputs.users.TokenCreateInput."""
+
+    name = StringField("Token name")
+    password = PasswordField("Your password (re-entered)")
 
 
 class SiteTimeZoneForm(FlaskForm):

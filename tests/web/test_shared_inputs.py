@@ -21,6 +21,7 @@ RLO = "\u202e"
 PERSON = {"site_code": "CN01", "date_of_birth": "1970-01-02", "sex": "female"}
 SIGNED = {"signature_password": PASSWORD}
 UNBLIND = {"category": "sae", "reason": "SAE", "understood": True, **SIGNED}
+NEW_USER = {"full_name": "New User", "email": "new@example.org", "role": "auditor"}
 KIT_REQUEST = {"visit_code": "V2", "kind": "replacement", "reason": "broken", **SIGNED}
 
 # (role, input, page path, page form, API path, API body, the refused field, its rule).
@@ -205,6 +206,46 @@ CASES: list[tuple[str, str, str, dict[str, Any], str, dict[str, Any], str, str]]
         {"site_code": "CN01", "quantity": 0},
         "quantity",
         "range",
+    ),
+    (
+        "admin",
+        "new user: a username of two characters",
+        "/admin/users/new",
+        {**NEW_USER, "username": "ab"},
+        "/api/v1/users",
+        {**NEW_USER, "username": "ab"},
+        "username",
+        "min_length",
+    ),
+    (
+        "admin",
+        "unblinded account request: no e-mail",
+        "/admin/unblinded-requests",
+        {"request-username": "stat.new", "request-full_name": "S N", "request-email": ""},
+        "/api/v1/unblinded-access-requests",
+        {"username": "stat.new", "full_name": "S N", "email": ""},
+        "email",
+        "required",
+    ),
+    (
+        "unblinded_statistician",
+        "unblinded account decision: a decision off the list",
+        "/access-requests/1/decision",
+        {"decide-decision": "maybe", "decide-signature_password": PASSWORD},
+        "/api/v1/unblinded-access-requests/1/decision",
+        {"decision": "maybe", **SIGNED},
+        "decision",
+        "choice",
+    ),
+    (
+        "investigator",
+        "API token: no name",
+        "/account/tokens",
+        {"token-name": " ", "token-password": PASSWORD},
+        "/api/v1/tokens",
+        {"name": " ", "password": PASSWORD},
+        "name",
+        "required",
     ),
 ]
 
