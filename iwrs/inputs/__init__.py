@@ -9,6 +9,9 @@ the API and the service refuse a bad value with the same field and the same rule
 A refusal is one `InvalidInput` whose `problems()` lists every {field, rule, message}: the API
 answers problem+json with them (iwrs.web.handle_error), a page flashes each one with its field
 and rule (iwrs.web.flash_refusal: `data-field`, `data-rule`).
+Decision: no page validates otherwise. WTForms stays only to render the forms of the account,
+admin and site pages (iwrs/web/forms.py: labels and names, no rule); CSRF is flask-wtf's
+CSRFProtect for every form.
 Decision: the form and the JSON spelling of a value are both accepted: a page sends every value
 as text (a number as digits, a ticked box as "y", an unticked one not at all), so the API now
 also takes "5" for 5 where it took only the JSON integer.
@@ -98,16 +101,22 @@ class Text(_Refusals, fields.String):
 
 
 class Secret(_Refusals, fields.String):
-    """A password or e-signature, exactly as typed (never stripped; checked by the service)."""
+    """A password or e-signature, exactly as typed (never stripped; checked by the service).
+    Given empty: refused (rule required, `blank` message) where the use case says so, else
+    left to the service, which refuses it as a failed signature (401)."""
 
-    def __init__(self, *, max_length: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, max_length: int | None = None, blank: str | None = None, **kwargs: Any
+    ) -> None:
         if max_length is not None:
             kwargs["metadata"] = {"maxLength": max_length, **kwargs.get("metadata", {})}
         super().__init__(load_only=True, **kwargs)
-        self.max_length = max_length
+        self.max_length, self.blank = max_length, blank
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         text = super()._deserialize(value, attr, data, **kwargs)
+        if self.blank and self.required and text == "":
+            raise _refused("required", f"{self.name}: {self.blank}")
         if self.max_length is not None and len(text) > self.max_length:
             raise _refused("max_length", f"{self.name}: at most {self.max_length} characters")
         return self.load_default if text == "" and not self.required else text
@@ -162,6 +171,20 @@ class WholeNumber(_Refusals, fields.Integer):
         return _checked(
             validation.integer, value, field=self.name, minimum=self.minimum, maximum=self.maximum
         )
+
+
+class HexBytes(_Refusals, fields.String):
+    """`length` bytes written as hex digits (rule hex); optional and blank: `load_default`."""
+
+    def __init__(self, *, length: int, **kwargs: Any) -> None:
+        pattern = f"^[0-9a-fA-F]{{{2 * length}}}$"
+        super().__init__(metadata={"pattern": pattern, **kwargs.pop("metadata", {})}, **kwargs)
+        self.length = length
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if _blank(value) and not self.required:
+            return self.load_default
+        return _checked(validation.hex_bytes, value, field=self.name, length=self.length)
 
 
 class Flag(_Refusals, fields.Boolean):

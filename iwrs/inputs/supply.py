@@ -1,8 +1,10 @@
-"""Inputs of shipments: request, shipping, receipt; one schema each, for the page and the API."""
+"""Inputs of supply: shipments (page and API), kit reports, returns, quarantine, lots and
+destruction (pages only); one schema each."""
 
 from __future__ import annotations
 
-from iwrs.inputs import Choice, Flag, Input, Many, One, Text, WholeNumber
+from iwrs.inputs import Choice, Flag, Input, IsoDate, Many, One, Text, WholeNumber
+from iwrs.services.accountability import RETURN_CONDITIONS
 
 CONDITIONS = ("good", "damaged", "missing")
 
@@ -46,3 +48,48 @@ class ReceiptInput(Input):
         metadata={"description": "every kit of the shipment exactly once"},
     )
     temperature_excursion = Flag(load_default=False)
+
+
+# Page-only inputs (no API endpoint takes them).
+
+
+class ShipmentCancellationInput(Input):
+    """Cancel a requested shipment, with a reason."""
+
+    reason = Text(kind="reason", required=True)
+
+
+class KitReportInput(Input):
+    """A kit at a site reported damaged or lost, with a reason."""
+
+    what = Choice(("damaged", "lost"), load_default="damaged")
+    reason = Text(kind="reason", required=True)
+    back = Text(kind="text", load_default="")
+
+
+class KitReturnInput(Input):
+    """A dispensed kit returned by the subject, in a condition."""
+
+    condition = Choice(RETURN_CONDITIONS, required=True)
+
+
+class QuarantineDecisionInput(Input):
+    """Release or reject quarantined kits, with a reason (never reject by default)."""
+
+    decision = Choice(("release", "reject"), required=True)
+    kit = Many(Text(kind="code", required=True), load_default=list)
+    reason = Text(kind="reason", required=True)
+
+
+class LotExpiryInput(Input):
+    """A lot's new expiry date, with a reason."""
+
+    expiry = IsoDate(required=True)
+    reason = Text(kind="reason", required=True)
+
+
+class DestructionInput(Input):
+    """Kits destroyed under a certificate's reference (numbers separated by spaces or commas)."""
+
+    kits = Text(kind="text", load_default="")
+    reference = Text(kind="reference", required=True)

@@ -9,7 +9,7 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
 from iwrs.inputs import load_form
-from iwrs.inputs.users import TokenCreateInput
+from iwrs.inputs.users import PasswordChangeInput, TokenCreateInput
 from iwrs.services import passwords, queries, users
 from iwrs.web import flash_refusal
 from iwrs.web.forms import PasswordChangeForm, TokenForm
@@ -67,23 +67,17 @@ def password_page():  # type: ignore[no-untyped-def]
     """Change one's own password; the only page a user with a temporary password can reach."""
     form = PasswordChangeForm(prefix="pw")
     status = 200
-    if form.validate_on_submit():
+    if request.method == "POST":
         try:
-            passwords.change_own_password(
-                actor=Actor.of(current_user),
-                current_password=form.current_password.data,
-                new_password=form.new_password.data,
-            )
+            given = load_form(PasswordChangeInput, request.form, prefix="pw-")
+            passwords.change_own_password(actor=Actor.of(current_user), **given)
         except IWRSError as refusal:
-            flash(refusal.message, "error")
+            flash_refusal(refusal)
             status = refusal.status
         else:
             logout_user()
             flash("Password changed. Sign in with the new password.", "info")
             return redirect(url_for("auth.sign_in"))
-    elif form.is_submitted():
-        flash("Enter your current password and a new one.", "error")
-        status = 422
     return render_template("password.html", form=form), status
 
 

@@ -8,9 +8,15 @@ from flask_login import current_user
 
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
-from iwrs.errors import IWRSError
+from iwrs.errors import InvalidInput, IWRSError
 from iwrs.inputs import load_form
-from iwrs.inputs.users import AccessRequestCreateInput, UserCreateInput
+from iwrs.inputs.users import (
+    AccessRequestCreateInput,
+    DeactivationInput,
+    PasswordResetInput,
+    SiteAssignmentInput,
+    UserCreateInput,
+)
 from iwrs.services import passwords, queries, unblinded_access, users
 from iwrs.web import flash_refusal
 from iwrs.web.forms import (
@@ -56,7 +62,7 @@ def user_new():  # type: ignore[no-untyped-def]
 
 def _detail_forms(user):  # type: ignore[no-untyped-def]
     assign = SiteAssignmentForm(prefix="assign")
-    assign.sites.choices = choices(queries.all_site_codes())
+    assign.site_codes.choices = choices(queries.all_site_codes())
     return {
         "assign": assign,
         "deactivate": DeactivateForm(prefix="deactivate"),
@@ -69,7 +75,7 @@ def _detail_forms(user):  # type: ignore[no-untyped-def]
 def user_detail(user_id: int):  # type: ignore[no-untyped-def]
     user = queries.user_by_id(user_id, actor=Actor.of(current_user))
     forms = _detail_forms(user)
-    forms["assign"].sites.data = (
+    forms["assign"].site_codes.data = (
         sorted(s.code for s in queries.visible_sites(user)) if user.role.site_scoped else []
     )
     return render_template(
@@ -84,27 +90,26 @@ def user_detail(user_id: int):  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_USERS)
 def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
     user = queries.user_by_id(user_id, actor=Actor.of(current_user))
-    forms = _detail_forms(user)
     actor = Actor.of(current_user)
     status = 200
     try:
-        if action == "sites" and forms["assign"].validate_on_submit():
-            users.assign_sites(actor=actor, user_id=user_id, site_codes=forms["assign"].sites.data)
+        if action == "sites":
+            given = load_form(SiteAssignmentInput, request.form, prefix="assign-")
+            users.assign_sites(actor=actor, user_id=user_id, **given)
             flash("Site assignments saved.", "info")
-        elif action == "deactivate" and forms["deactivate"].validate_on_submit():
-            form = forms["deactivate"]
+        elif action == "deactivate":
+            given = load_form(DeactivationInput, request.form, prefix="deactivate-")
             users.deactivate_user(
                 actor=actor,
                 user_id=user_id,
-                reason=form.reason.data,
-                signer_password=form.signature_password.data,
+                reason=given["reason"],
+                signer_password=given["signature_password"],
             )
             flash(f"User {user.username} deactivated.", "info")
-        elif action == "reset-password" and forms["reset"].validate_on_submit():
+        elif action == "reset-password":
+            given = load_form(PasswordResetInput, request.form, prefix="reset-")
             passwords.reset_password(
-                actor=actor,
-                user_id=user_id,
-                signer_password=forms["reset"].signature_password.data,
+                actor=actor, user_id=user_id, signer_password=given["signature_password"]
             )
             flash(
                 "Password reset: a temporary password went to the user's e-mail; "
@@ -112,14 +117,13 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
                 "info",
             )
         else:
-            flash(
-                "The form was incomplete: fill every field, tick the confirmation box and "
-                "sign with your password.",
-                "error",
+            raise InvalidInput(
+                "action: must be one of sites, deactivate, reset-password",
+                field="action",
+                rule="choice",
             )
-            status = 422
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         status = refusal.status
     if status == 200:
         return redirect(url_for("admin.user_detail", user_id=user_id))

@@ -1,14 +1,14 @@
-"""WTForms that render some pages' forms (and carry their CSRF token).
+"""WTForms that only render some pages' forms: labels, inputs and their names.
 
-Those of inputs a page shares with the API carry no rules: the page loads request.form through
-the API's schema (iwrs/inputs). The page-only ones below still validate with WTForms."""
+They carry no rule: every page loads request.form through its input's schema (iwrs/inputs),
+the one the API uses where there is an endpoint. CSRF is flask-wtf's CSRFProtect (iwrs/__init__).
+A field's name here is its input's field name (with the form's prefix, if any)."""
 
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, SelectMultipleField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length
 
 from iwrs.models.users import Role
 
@@ -19,20 +19,20 @@ def choices(pairs: list[tuple[str, str]]) -> list[SelectChoice]:
 
 
 class SignInForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+    """iwrs.inputs.users.SignInInput"""
+
+    username = StringField("Username")
+    password = PasswordField("Password")
 
 
 class SignatureForm(FlaskForm):
     """The electronic-signature step: the signer re-enters their password."""
 
-    signature_password = PasswordField(
-        "Your password (electronic signature)", validators=[DataRequired()]
-    )
+    signature_password = PasswordField("Your password (electronic signature)")
 
 
 class UserCreateForm(FlaskForm):
-    """Rendering only: the input is iwrs.inputs.users.UserCreateInput."""
+    """iwrs.inputs.users.UserCreateInput"""
 
     username = StringField("Username")
     full_name = StringField("Full name")
@@ -42,66 +42,68 @@ class UserCreateForm(FlaskForm):
 
 
 class AccessRequestForm(FlaskForm):
-    """An admin's request for an unblinded statistician account (rendering only: the input is
-    iwrs.inputs.users.AccessRequestCreateInput)."""
+    """iwrs.inputs.users.AccessRequestCreateInput: an admin's request for an unblinded
+    statistician account."""
 
     username = StringField("Username")
     full_name = StringField("Full name")
     email = StringField("E-mail")
 
 
-class AccessDecisionForm(FlaskForm):
-    """Rendering only: the input is iwrs.inputs.users.AccessDecisionInput."""
+class AccessDecisionForm(SignatureForm):
+    """iwrs.inputs.users.AccessDecisionInput"""
 
     decision = SelectField(
         "Decision",
         choices=[SelectChoice("approve", "approve"), SelectChoice("reject", "reject")],
     )
     reason = StringField("Reason (required to reject)")
-    signature_password = PasswordField("Your password (electronic signature)")
 
 
 class SiteAssignmentForm(FlaskForm):
-    sites = SelectMultipleField("Sites", choices=[])
+    """iwrs.inputs.users.SiteAssignmentInput"""
+
+    site_codes = SelectMultipleField("Sites", choices=[])
 
 
 class DeactivateForm(SignatureForm):
-    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
-    understood = BooleanField(
-        "I understand the user can no longer sign in", validators=[DataRequired()]
-    )
+    """iwrs.inputs.users.DeactivationInput"""
+
+    reason = StringField("Reason")
+    understood = BooleanField("I understand the user can no longer sign in")
 
 
 class PasswordResetForm(SignatureForm):
-    """An admin's reset: a temporary password goes to the user's e-mail, never to the admin."""
+    """iwrs.inputs.users.PasswordResetInput: a temporary password goes to the user's e-mail,
+    never to the admin."""
 
 
 class PasswordChangeForm(FlaskForm):
-    """One's own change: the current password and the new one."""
+    """iwrs.inputs.users.PasswordChangeInput: one's own change."""
 
-    current_password = PasswordField("Current password", validators=[DataRequired()])
-    new_password = PasswordField(
-        "New password (at least 12 characters)", validators=[DataRequired()]
-    )
+    current_password = PasswordField("Current password")
+    new_password = PasswordField("New password (at least 12 characters)")
 
 
 class TokenForm(FlaskForm):
-    """Rendering only: the input is iwrs.inputs.users.TokenCreateInput."""
+    """iwrs.inputs.users.TokenCreateInput"""
 
     name = StringField("Token name")
     password = PasswordField("Your password (re-entered)")
 
 
 class SiteTimeZoneForm(FlaskForm):
-    time_zone = StringField("IANA time zone", validators=[DataRequired(), Length(max=64)])
-    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+    """iwrs.inputs.sites.SiteTimeZoneInput"""
+
+    time_zone = StringField("IANA time zone")
+    reason = StringField("Reason")
 
 
 class SiteStatusForm(SignatureForm):
+    """iwrs.inputs.sites.SiteStatusInput"""
+
     status = SelectField(
         "New status",
         choices=[SelectChoice("active", "active"), SelectChoice("closed", "closed")],
     )
-    understood = BooleanField(
-        "I understand a site's status only moves forward", validators=[DataRequired()]
-    )
+    understood = BooleanField("I understand a site's status only moves forward")

@@ -252,7 +252,8 @@ CASES: list[tuple[str, str, str, dict[str, Any], str, dict[str, Any], str, str]]
 
 @pytest.fixture
 def places(app, make_user) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """CN01 active with one subject in screening: {"site": its id, "subject": the subject's}."""
+    """CN01 active with one subject in screening: {"site": its id, "subject": the subject's,
+    "user": the investigator's who screened it}."""
     from iwrs.services import sites, subjects
 
     admin = make_user("admin")
@@ -269,7 +270,7 @@ def places(app, make_user) -> dict[str, int]:  # type: ignore[no-untyped-def]
         subject = subjects.screen_subject(
             actor=Actor.of(investigator), site_id=site_id, date_of_birth="1966-09-30", sex="male"
         )
-    return {"site": site_id, "subject": subject.id}
+    return {"site": site_id, "subject": subject.id, "user": investigator.id}
 
 
 def _event_count(app) -> int:  # type: ignore[no-untyped-def]
@@ -314,4 +315,93 @@ def test_the_page_and_the_api_refuse_each_bad_value_with_the_same_field_and_rule
         on_page = _page_problems(client, page.format(**places), form)
         on_api = _api_problems(app, api.format(**places), body, token)
         assert on_page == on_api == {(field, rule)}, (name, on_page, on_api)
+        assert _event_count(app) == before, f"{name}: a refused input saved something"
+
+
+# Inputs only a page takes: (role, input, page path, form, the refused field, its rule).
+PAGE_ONLY: list[tuple[str, str, str, dict[str, Any], str, str]] = [
+    (
+        "admin",
+        "time zone: none",
+        "/sites/{site}/time-zone",
+        {"reason": "r"},
+        "time_zone",
+        "required",
+    ),
+    (
+        "admin",
+        "site status: off the list",
+        "/sites/{site}/status",
+        {"status": "open", "understood": "y", **SIGNED},
+        "status",
+        "choice",
+    ),
+    (
+        "admin",
+        "deactivation: not confirmed",
+        "/admin/users/{user}/deactivate",
+        {"deactivate-reason": "left", "deactivate-signature_password": PASSWORD},
+        "understood",
+        "required",
+    ),
+    (
+        "supply_manager",
+        "quarantine: no decision",
+        "/supply/quarantine",
+        {"reason": "x"},
+        "decision",
+        "choice",
+    ),
+    (
+        "supply_manager",
+        "lot expiry: 30 February",
+        "/supply/lots/L1/expiry",
+        {"expiry": "2027-02-30", "reason": "x"},
+        "expiry",
+        "date",
+    ),
+    (
+        "pharmacist",
+        "return: a condition off the list",
+        "/supply/kits/100001/return",
+        {"condition": "new"},
+        "condition",
+        "choice",
+    ),
+    (
+        "unblinded_statistician",
+        "list extension: no blocks",
+        "/lists/extend",
+        {"stratum": "disease=RA", "blocks": "0", "reason": "r"},
+        "blocks",
+        "range",
+    ),
+    (
+        "unblinded_statistician",
+        "list generation: a short seed",
+        "/lists/generate",
+        {"seed": "zz"},
+        "seed",
+        "hex",
+    ),
+    (
+        "investigator",
+        "discontinuation: no reason",
+        "/subjects/{subject}/discontinue",
+        {"reason": " "},
+        "reason",
+        "required",
+    ),
+]
+
+
+def test_each_page_only_input_is_refused_by_field_and_rule(app, places, login_as):
+    clients = {}
+    for role in sorted({case[0] for case in PAGE_ONLY}):
+        sites = ["CN01"] if role in ("investigator", "pharmacist") else None
+        clients[role] = login_as(role, sites)[0]
+    for role, name, page, form, field, rule in PAGE_ONLY:
+        before = _event_count(app)
+        shown = _page_problems(clients[role], page.format(**places), form)
+        assert shown == {(field, rule)}, (name, shown)
         assert _event_count(app) == before, f"{name}: a refused input saved something"
