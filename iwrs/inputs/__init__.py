@@ -1,7 +1,8 @@
 """One schema per use-case input, shared by its page and its API endpoint (issue 14).
 
 Decision: marshmallow is the one validation library. A use case that takes input from a person
-has one schema, in this package by area (subjects.py, randomization.py, supply.py, users.py).
+has one schema, in this package by area (subjects.py, randomization.py, supply.py, users.py,
+sites.py, lists.py), the inputs only a page takes among them.
 Its API resource loads the JSON body through it (`@blp.arguments`, which also writes the OpenAPI
 document) and its page loads `request.form` through the very same schema (`load_form`). The
 fields call the validators of iwrs/validation.py, the ones the services call too, so the page,
@@ -9,16 +10,17 @@ the API and the service refuse a bad value with the same field and the same rule
 A refusal is one `InvalidInput` whose `problems()` lists every {field, rule, message}: the API
 answers problem+json with them (iwrs.web.handle_error), a page flashes each one with its field
 and rule (iwrs.web.flash_refusal: `data-field`, `data-rule`).
-Decision: no page validates otherwise. WTForms stays only to render the forms of the account,
-admin and site pages (iwrs/web/forms.py: labels and names, no rule); CSRF is flask-wtf's
-CSRFProtect for every form.
+Decision: no page validates otherwise. WTForms is gone: the templates write the fields by the
+input's names (the `field`, `select`, `checkbox` and `signature` macros of _macros.html, a
+form's `prefix` such as "token-" where a page holds several forms); flask-wtf remains only as
+CSRFProtect, whose token every form carries.
 Decision: the form and the JSON spelling of a value are both accepted: a page sends every value
 as text (a number as digits, a ticked box as "y", an unticked one not at all), so the API now
 also takes "5" for 5 where it took only the JSON integer.
 Decision: a page's confirmation box ("understood", before an irreversible step the API signs
 without) is a field of the page's schema, which extends the shared one (`Confirmation`).
 Rule codes of the fields, beside those of iwrs/validation.py (required, max_length,
-control_characters, date, integer, range): required (absent or null), type (not the expected
+control_characters, date, integer, range, hex): required (absent or null), type (not the expected
 JSON type), choice (not one of the values), min_length, unknown_field (a JSON field the input
 does not have; a page's extra form fields, the CSRF token among them, are ignored).
 """
@@ -223,7 +225,7 @@ class Answers(_Refusals, fields.Dict):
 class Input(Schema):
     """The base of every shared input: an unknown JSON field is refused by name."""
 
-    error_messages = {  # noqa: RUF012
+    error_messages = {
         "unknown": Problem("unknown_field", "not a field of this input"),
         "type": Problem("type", "body: must be an object of named fields"),
     }

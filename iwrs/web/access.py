@@ -13,7 +13,6 @@ from iwrs.inputs import load_form
 from iwrs.inputs.users import AccessDecisionInput
 from iwrs.services import unblinded_access
 from iwrs.web import flash_refusal
-from iwrs.web.forms import AccessDecisionForm
 
 bp = Blueprint("access", __name__, url_prefix="/access-requests")
 
@@ -24,7 +23,6 @@ def index(status: int = 200):  # type: ignore[no-untyped-def]
     return render_template(
         "access_requests.html",
         requests=unblinded_access.access_requests(actor=Actor.of(current_user)),
-        decision_form=AccessDecisionForm(prefix="decide"),
         decide=True,
     ), status
 

@@ -12,7 +12,6 @@ from iwrs.inputs import load_form
 from iwrs.inputs.users import PasswordChangeInput, TokenCreateInput
 from iwrs.services import passwords, queries, users
 from iwrs.web import flash_refusal
-from iwrs.web.forms import PasswordChangeForm, TokenForm
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -21,8 +20,6 @@ def _render(new_token: str | None = None, status: int = 200):  # type: ignore[no
     return render_template(
         "account.html",
         tokens=queries.tokens_of(current_user.id, actor=Actor.of(current_user)),
-        token_form=TokenForm(prefix="token"),
-        password_form=PasswordChangeForm(prefix="pw"),
         notices=queries.notices_of(current_user.id),
         new_token=new_token,
     ), status
@@ -65,7 +62,6 @@ def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
 @requires()
 def password_page():  # type: ignore[no-untyped-def]
     """Change one's own password; the only page a user with a temporary password can reach."""
-    form = PasswordChangeForm(prefix="pw")
     status = 200
     if request.method == "POST":
         try:
@@ -78,7 +74,7 @@ def password_page():  # type: ignore[no-untyped-def]
             logout_user()
             flash("Password changed. Sign in with the new password.", "info")
             return redirect(url_for("auth.sign_in"))
-    return render_template("password.html", form=form), status
+    return render_template("password.html"), status
 
 
 @bp.post("/notices/<int:notice_id>/read")

@@ -17,16 +17,9 @@ from iwrs.inputs.users import (
     SiteAssignmentInput,
     UserCreateInput,
 )
+from iwrs.models.users import Role
 from iwrs.services import passwords, queries, unblinded_access, users
 from iwrs.web import flash_refusal
-from iwrs.web.forms import (
-    AccessRequestForm,
-    DeactivateForm,
-    PasswordResetForm,
-    SiteAssignmentForm,
-    UserCreateForm,
-    choices,
-)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -42,8 +35,6 @@ def user_list():  # type: ignore[no-untyped-def]
 @bp.route("/users/new", methods=["GET", "POST"])
 @requires(Permission.MANAGE_USERS)
 def user_new():  # type: ignore[no-untyped-def]
-    form = UserCreateForm()
-    form.site_codes.choices = choices(queries.all_site_codes())
     status = 200
     if request.method == "POST":
         try:
@@ -57,33 +48,29 @@ def user_new():  # type: ignore[no-untyped-def]
                 f"User {user.username} created; a temporary password went to their e-mail.", "info"
             )
             return redirect(url_for("admin.user_detail", user_id=user.id))
-    return render_template("admin_user_new.html", form=form), status
+    return render_template(
+        "admin_user_new.html",
+        roles=[(role.value, role.label) for role in Role],
+        site_options=queries.all_site_codes(),
+    ), status
 
 
-def _detail_forms(user):  # type: ignore[no-untyped-def]
-    assign = SiteAssignmentForm(prefix="assign")
-    assign.site_codes.choices = choices(queries.all_site_codes())
-    return {
-        "assign": assign,
-        "deactivate": DeactivateForm(prefix="deactivate"),
-        "reset": PasswordResetForm(prefix="reset"),
-    }
+def _detail_page(user, status: int = 200):  # type: ignore[no-untyped-def]
+    """A user's page: facts, tokens and the admin's forms (sites, reset, deactivate)."""
+    assigned = sorted(s.code for s in queries.visible_sites(user)) if user.role.site_scoped else []
+    return render_template(
+        "admin_user.html",
+        user=user,
+        tokens=queries.tokens_of(user.id, actor=Actor.of(current_user)),
+        site_options=queries.all_site_codes(),
+        assigned=assigned,
+    ), status
 
 
 @bp.get("/users/<int:user_id>")
 @requires(Permission.MANAGE_USERS)
 def user_detail(user_id: int):  # type: ignore[no-untyped-def]
-    user = queries.user_by_id(user_id, actor=Actor.of(current_user))
-    forms = _detail_forms(user)
-    forms["assign"].site_codes.data = (
-        sorted(s.code for s in queries.visible_sites(user)) if user.role.site_scoped else []
-    )
-    return render_template(
-        "admin_user.html",
-        user=user,
-        tokens=queries.tokens_of(user.id, actor=Actor.of(current_user)),
-        **forms,
-    )
+    return _detail_page(queries.user_by_id(user_id, actor=Actor.of(current_user)))
 
 
 @bp.post("/users/<int:user_id>/<action>")
@@ -127,13 +114,7 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
         status = refusal.status
     if status == 200:
         return redirect(url_for("admin.user_detail", user_id=user_id))
-    user = queries.user_by_id(user_id, actor=Actor.of(current_user))
-    return render_template(
-        "admin_user.html",
-        user=user,
-        tokens=queries.tokens_of(user.id, actor=Actor.of(current_user)),
-        **_detail_forms(user),
-    ), status
+    return _detail_page(queries.user_by_id(user_id, actor=Actor.of(current_user)), status)
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
@@ -149,7 +130,6 @@ def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
 def access_requests():  # type: ignore[no-untyped-def]
     """Request an unblinded statistician account; it exists only once an unblinded statistician
     approves it (the two-person rule)."""
-    form = AccessRequestForm(prefix="request")
     status = 200
     if request.method == "POST":
         try:
@@ -163,7 +143,6 @@ def access_requests():  # type: ignore[no-untyped-def]
             return redirect(url_for("admin.access_requests"))
     return render_template(
         "access_requests.html",
-        form=form,
         requests=unblinded_access.access_requests(actor=Actor.of(current_user)),
         decide=False,
     ), status

@@ -13,7 +13,6 @@ from iwrs.inputs import load_form
 from iwrs.inputs.users import SignInInput
 from iwrs.services import users
 from iwrs.web import flash_refusal
-from iwrs.web.forms import SignInForm
 
 bp = Blueprint("auth", __name__)
 
@@ -33,7 +32,6 @@ def safe_next(target: str) -> str:
 def sign_in():  # type: ignore[no-untyped-def]
     if current_user.is_authenticated:
         return redirect(url_for("main.home"))
-    form = SignInForm()
     status = 200
     if request.method == "POST":
         try:
@@ -50,7 +48,7 @@ def sign_in():  # type: ignore[no-untyped-def]
             session[SESSION_KEY] = signed_in.session_key
             session["last_seen"] = clock.now().isoformat()
             return redirect(safe_next(request.args.get("next", "")))
-    return render_template("sign_in.html", form=form), status
+    return render_template("sign_in.html"), status
 
 
 @bp.post("/sign-out")

@@ -13,7 +13,6 @@ from iwrs.inputs.sites import SiteStatusInput, SiteTimeZoneInput
 from iwrs.models.sites import SiteStatus
 from iwrs.services import queries, sites
 from iwrs.web import flash_refusal
-from iwrs.web.forms import SiteStatusForm, SiteTimeZoneForm
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
 
@@ -26,23 +25,13 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/<int:site_id>")
 @requires(Permission.VIEW_SITES)
-def detail(  # type: ignore[no-untyped-def]
-    site_id: int,
-    status_form: SiteStatusForm | None = None,
-    zone_form: SiteTimeZoneForm | None = None,
-):
-    return render_template(
-        "site.html",
-        site=queries.visible_site(current_user, site_id),
-        status_form=status_form or SiteStatusForm(),
-        zone_form=zone_form or SiteTimeZoneForm(),
-    )
+def detail(site_id: int):  # type: ignore[no-untyped-def]
+    return render_template("site.html", site=queries.visible_site(current_user, site_id))
 
 
 @bp.post("/<int:site_id>/status")
 @requires(Permission.MANAGE_SITES)
 def change_status(site_id: int):  # type: ignore[no-untyped-def]
-    form = SiteStatusForm()
     try:
         given = load_form(SiteStatusInput, request.form)
         site = sites.change_site_status(
@@ -53,7 +42,7 @@ def change_status(site_id: int):  # type: ignore[no-untyped-def]
         )
     except IWRSError as refusal:
         flash_refusal(refusal)
-        return detail(site_id, form), refusal.status
+        return detail(site_id), refusal.status
     flash(f"Site {site.code} is now {site.status}.", "info")
     return redirect(url_for("sites.detail", site_id=site_id))
 
@@ -61,12 +50,11 @@ def change_status(site_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/<int:site_id>/time-zone")
 @requires(Permission.MANAGE_SITES)
 def change_time_zone(site_id: int):  # type: ignore[no-untyped-def]
-    form = SiteTimeZoneForm()
     try:
         given = load_form(SiteTimeZoneInput, request.form)
         site = sites.change_site_time_zone(actor=Actor.of(current_user), site_id=site_id, **given)
     except IWRSError as refusal:
         flash_refusal(refusal)
-        return detail(site_id, zone_form=form), refusal.status
+        return detail(site_id), refusal.status
     flash(f"Site {site.code} is now in time zone {site.time_zone}.", "info")
     return redirect(url_for("sites.detail", site_id=site_id))

@@ -210,7 +210,7 @@ def _new_user_form(token: str, **fields: object) -> dict[str, object]:
 
 
 def test_new_user_page_offers_every_role_and_site(login_as):
-    # Runs under filterwarnings=error: WTForms' deprecated tuple choices would fail it.
+    # Every role and every site is offered (the select is written by _macros.html).
     client, _ = login_as("admin")
     page = client.get("/admin/users/new")
     assert page.status_code == 200
