@@ -60,11 +60,11 @@ class ShipmentCancellationInput(Input):
 
 
 class KitReportInput(Input):
-    """A kit at a site reported damaged or lost, with a reason."""
+    """A kit at a site reported damaged or lost, with a reason (the page's `back`, where to go
+    next, is navigation, not input)."""
 
     what = Choice(("damaged", "lost"), load_default="damaged")
     reason = Text(kind="reason", required=True)
-    back = Text(kind="text", load_default="")
 
 
 class KitReturnInput(Input):
