@@ -36,6 +36,8 @@ LIMITS: dict[str, int] = {
     "name": 200,
     "email": 200,
     "code": 64,
+    "initials": 12,
+    "drug": 120,
     "reference": 100,
     "reason": 1000,
     "note": 2000,

@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
+import flask_smorest
+from apispec.ext.marshmallow import MarshmallowPlugin, resolve_schema_cls
 from flask import Flask
 from flask_smorest import Api
+from marshmallow import ValidationError
+from webargs.flaskparser import FlaskParser
+
+from iwrs import inputs
+
+parser = FlaskParser()
+
+
+@parser.error_handler
+def _refuse(error: ValidationError, *args: Any, **kwargs: Any) -> NoReturn:
+    """A body or query refused by its schema: the same InvalidInput a page gets (iwrs.inputs)."""
+    raise inputs.refusal(error)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint whose refused arguments are the app's InvalidInput."""
+
+    ARGUMENTS_PARSER = parser
 
 
 class IWRSApi(Api):
@@ -14,12 +36,20 @@ class IWRSApi(Api):
         pass
 
 
+def schema_name(schema: Any) -> str:
+    """A schema's name in the OpenAPI document: its class name without "Schema" or "Input"."""
+    resolved = resolve_schema_cls(schema)
+    name = (resolved[0] if isinstance(resolved, list) else resolved).__name__
+    return name.removesuffix("Schema").removesuffix("Input") or name
+
+
 def init_app(app: Flask) -> None:
     from iwrs.api.v1 import audit, randomization, sites, subjects, supply, users
 
     api = IWRSApi(
         app,
         spec_kwargs={
+            "marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=schema_name),
             "info": {
                 "description": "IWRS for randomized, blinded trials. Authenticate with a "
                 "personal API token: `Authorization: Bearer iwrs_…`."

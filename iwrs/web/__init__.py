@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Flask, current_app, g, render_template, request
+from flask import Flask, current_app, flash, g, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -122,6 +122,16 @@ def _audit_refusal(error: IWRSError) -> None:
     )
 
 
+def flash_refusal(refusal: IWRSError) -> None:
+    """A refusal on a page: each of its problems flashed with its field and rule (the same
+    {field, rule, message} the API answers in problem+json), or its message alone."""
+    found = refusal.problems()
+    if not found:
+        flash(refusal.message, "error")
+    for problem in found:
+        flash(problem, "problem")
+
+
 def handle_error(error: Exception) -> Any:
     """A domain refusal or HTTP error: problem+json for the API, a page otherwise."""
     if isinstance(error, HTTPException) and error.response is not None:
@@ -143,10 +153,10 @@ def handle_error(error: Exception) -> Any:
     elif isinstance(error, HTTPException):
         status, title, detail, problems = error.code or 500, error.name, error.description or "", []
         messages = (getattr(error, "data", None) or {}).get("messages")
-        if messages:  # request validation by webargs/marshmallow (API bodies and queries)
-            from iwrs.api.problems import flatten_validation_messages
+        if messages:  # a validation outside iwrs.inputs' parser (none is expected)
+            from iwrs.inputs import problems as listed
 
-            problems = flatten_validation_messages(messages)
+            problems = listed(messages)
             title, detail = "Invalid input", "; ".join(p["message"] for p in problems)
     else:  # pragma: no cover - handled by handle_unexpected
         raise error

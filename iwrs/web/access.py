@@ -3,14 +3,16 @@ reject, with an e-signature (the second person of the two-person rule)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.users import AccessDecisionInput
 from iwrs.services import unblinded_access
-from iwrs.web.forms import AccessDecisionForm
+from iwrs.web import flash_refusal
 
 bp = Blueprint("access", __name__, url_prefix="/access-requests")
 
@@ -21,7 +23,6 @@ def index(status: int = 200):  # type: ignore[no-untyped-def]
     return render_template(
         "access_requests.html",
         requests=unblinded_access.access_requests(actor=Actor.of(current_user)),
-        decision_form=AccessDecisionForm(prefix="decide"),
         decide=True,
     ), status
 
@@ -29,20 +30,17 @@ def index(status: int = 200):  # type: ignore[no-untyped-def]
 @bp.post("/<int:request_id>/decision")
 @requires(Permission.SEE_ARM)
 def decide(request_id: int):  # type: ignore[no-untyped-def]
-    form = AccessDecisionForm(prefix="decide")
-    if not form.validate_on_submit():
-        flash("Choose a decision and sign with your password.", "error")
-        return index(status=422)
     try:
+        given = load_form(AccessDecisionInput, request.form, prefix="decide-")
         row = unblinded_access.decide_unblinded_request(
             actor=Actor.of(current_user),
             request_id=request_id,
-            approve=form.decision.data == "approve",
-            signer_password=form.signature_password.data,
-            reason=form.reason.data or "",
+            approve=given["decision"] == "approve",
+            signer_password=given["signature_password"],
+            reason=given["reason"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return index(status=refusal.status)
     flash(f"Request for {row.username} {row.status}.", "info")
     return redirect(url_for("access.index"))

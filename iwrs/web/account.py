@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, logout_user
 
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.users import PasswordChangeInput, TokenCreateInput
 from iwrs.services import passwords, queries, users
-from iwrs.web.forms import PasswordChangeForm, TokenForm
+from iwrs.web import flash_refusal
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -18,8 +20,6 @@ def _render(new_token: str | None = None, status: int = 200):  # type: ignore[no
     return render_template(
         "account.html",
         tokens=queries.tokens_of(current_user.id, actor=Actor.of(current_user)),
-        token_form=TokenForm(prefix="token"),
-        password_form=PasswordChangeForm(prefix="pw"),
         notices=queries.notices_of(actor=Actor.of(current_user)),
         new_token=new_token,
     ), status
@@ -34,19 +34,16 @@ def index():  # type: ignore[no-untyped-def]
 @bp.post("/tokens")
 @requires(Permission.OWN_API_TOKENS)
 def token_create():  # type: ignore[no-untyped-def]
-    form = TokenForm(prefix="token")
-    if not form.validate_on_submit():
-        flash("name and password: give the token a name and re-enter your password.", "error")
-        return _render(status=422)
     try:
+        given = load_form(TokenCreateInput, request.form, prefix="token-")
         token, _ = users.create_api_token(
             actor=Actor.of(current_user),
             user_id=current_user.id,
-            name=form.name.data,
-            password=form.password.data,
+            name=given["name"],
+            password=given["password"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return _render(status=refusal.status)
     return _render(new_token=token)
 
@@ -65,26 +62,19 @@ def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
 @requires()
 def password_page():  # type: ignore[no-untyped-def]
     """Change one's own password; the only page a user with a temporary password can reach."""
-    form = PasswordChangeForm(prefix="pw")
     status = 200
-    if form.validate_on_submit():
+    if request.method == "POST":
         try:
-            passwords.change_own_password(
-                actor=Actor.of(current_user),
-                current_password=form.current_password.data,
-                new_password=form.new_password.data,
-            )
+            given = load_form(PasswordChangeInput, request.form, prefix="pw-")
+            passwords.change_own_password(actor=Actor.of(current_user), **given)
         except IWRSError as refusal:
-            flash(refusal.message, "error")
+            flash_refusal(refusal)
             status = refusal.status
         else:
             logout_user()
             flash("Password changed. Sign in with the new password.", "info")
             return redirect(url_for("auth.sign_in"))
-    elif form.is_submitted():
-        flash("Enter your current password and a new one.", "error")
-        status = 422
-    return render_template("password.html", form=form), status
+    return render_template("password.html"), status
 
 
 @bp.post("/notices/<int:notice_id>/read")

@@ -3,21 +3,23 @@ requests for unblinded accounts. An admin never sets, sees or mints another pers
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
-from iwrs.errors import IWRSError
-from iwrs.services import passwords, queries, unblinded_access, users
-from iwrs.web.forms import (
-    AccessRequestForm,
-    DeactivateForm,
-    PasswordResetForm,
-    SiteAssignmentForm,
-    UserCreateForm,
-    choices,
+from iwrs.errors import InvalidInput, IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.users import (
+    AccessRequestCreateInput,
+    DeactivationInput,
+    PasswordResetInput,
+    SiteAssignmentInput,
+    UserCreateInput,
 )
+from iwrs.models.users import Role
+from iwrs.services import passwords, queries, unblinded_access, users
+from iwrs.web import flash_refusal
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -33,81 +35,68 @@ def user_list():  # type: ignore[no-untyped-def]
 @bp.route("/users/new", methods=["GET", "POST"])
 @requires(Permission.MANAGE_USERS)
 def user_new():  # type: ignore[no-untyped-def]
-    form = UserCreateForm()
-    form.sites.choices = choices(queries.all_site_codes(actor=Actor.of(current_user)))
     status = 200
-    if form.validate_on_submit():
+    if request.method == "POST":
         try:
-            user = users.create_user(
-                actor=Actor.of(current_user),
-                username=form.username.data,
-                full_name=form.full_name.data,
-                email=form.email.data,
-                role=form.role.data,
-                site_codes=form.sites.data or [],
-            )
+            given = load_form(UserCreateInput, request.form)
+            user = users.create_user(actor=Actor.of(current_user), **given)
         except IWRSError as refusal:
-            flash(refusal.message, "error")
+            flash_refusal(refusal)
             status = refusal.status
         else:
             flash(
                 f"User {user.username} created; a temporary password went to their e-mail.", "info"
             )
             return redirect(url_for("admin.user_detail", user_id=user.id))
-    elif form.is_submitted():
-        status = 422
-    return render_template("admin_user_new.html", form=form), status
+    return render_template(
+        "admin_user_new.html",
+        roles=[(role.value, role.label) for role in Role],
+        site_options=queries.all_site_codes(actor=Actor.of(current_user)),
+    ), status
 
 
-def _detail_forms(user):  # type: ignore[no-untyped-def]
-    assign = SiteAssignmentForm(prefix="assign")
-    assign.sites.choices = choices(queries.all_site_codes(actor=Actor.of(current_user)))
-    return {
-        "assign": assign,
-        "deactivate": DeactivateForm(prefix="deactivate"),
-        "reset": PasswordResetForm(prefix="reset"),
-    }
+def _detail_page(user, status: int = 200):  # type: ignore[no-untyped-def]
+    """A user's page: facts, tokens and the admin's forms (sites, reset, deactivate)."""
+    actor = Actor.of(current_user)
+    return render_template(
+        "admin_user.html",
+        user=user,
+        tokens=queries.tokens_of(user.id, actor=actor),
+        site_options=queries.all_site_codes(actor=actor),
+        assigned=user.site_codes if user.role.site_scoped else [],
+    ), status
 
 
 @bp.get("/users/<int:user_id>")
 @requires(Permission.MANAGE_USERS)
 def user_detail(user_id: int):  # type: ignore[no-untyped-def]
-    user = queries.user_by_id(user_id, actor=Actor.of(current_user))
-    forms = _detail_forms(user)
-    forms["assign"].sites.data = user.site_codes if user.role.site_scoped else []
-    return render_template(
-        "admin_user.html",
-        user=user,
-        tokens=queries.tokens_of(user.id, actor=Actor.of(current_user)),
-        **forms,
-    )
+    return _detail_page(queries.user_by_id(user_id, actor=Actor.of(current_user)))
 
 
 @bp.post("/users/<int:user_id>/<action>")
 @requires(Permission.MANAGE_USERS)
 def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
     user = queries.user_by_id(user_id, actor=Actor.of(current_user))
-    forms = _detail_forms(user)
     actor = Actor.of(current_user)
     status = 200
     try:
-        if action == "sites" and forms["assign"].validate_on_submit():
-            users.assign_sites(actor=actor, user_id=user_id, site_codes=forms["assign"].sites.data)
+        if action == "sites":
+            given = load_form(SiteAssignmentInput, request.form, prefix="assign-")
+            users.assign_sites(actor=actor, user_id=user_id, **given)
             flash("Site assignments saved.", "info")
-        elif action == "deactivate" and forms["deactivate"].validate_on_submit():
-            form = forms["deactivate"]
+        elif action == "deactivate":
+            given = load_form(DeactivationInput, request.form, prefix="deactivate-")
             users.deactivate_user(
                 actor=actor,
                 user_id=user_id,
-                reason=form.reason.data,
-                signer_password=form.signature_password.data,
+                reason=given["reason"],
+                signer_password=given["signature_password"],
             )
             flash(f"User {user.username} deactivated.", "info")
-        elif action == "reset-password" and forms["reset"].validate_on_submit():
+        elif action == "reset-password":
+            given = load_form(PasswordResetInput, request.form, prefix="reset-")
             passwords.reset_password(
-                actor=actor,
-                user_id=user_id,
-                signer_password=forms["reset"].signature_password.data,
+                actor=actor, user_id=user_id, signer_password=given["signature_password"]
             )
             flash(
                 "Password reset: a temporary password went to the user's e-mail; "
@@ -115,24 +104,17 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
                 "info",
             )
         else:
-            flash(
-                "The form was incomplete: fill every field, tick the confirmation box and "
-                "sign with your password.",
-                "error",
+            raise InvalidInput(
+                "action: must be one of sites, deactivate, reset-password",
+                field="action",
+                rule="choice",
             )
-            status = 422
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         status = refusal.status
     if status == 200:
         return redirect(url_for("admin.user_detail", user_id=user_id))
-    user = queries.user_by_id(user_id, actor=Actor.of(current_user))
-    return render_template(
-        "admin_user.html",
-        user=user,
-        tokens=queries.tokens_of(user.id, actor=Actor.of(current_user)),
-        **_detail_forms(user),
-    ), status
+    return _detail_page(queries.user_by_id(user_id, actor=Actor.of(current_user)), status)
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
@@ -148,28 +130,19 @@ def token_revoke(token_id: int):  # type: ignore[no-untyped-def]
 def access_requests():  # type: ignore[no-untyped-def]
     """Request an unblinded statistician account; it exists only once an unblinded statistician
     approves it (the two-person rule)."""
-    form = AccessRequestForm(prefix="request")
     status = 200
-    if form.validate_on_submit():
+    if request.method == "POST":
         try:
-            unblinded_access.request_unblinded_account(
-                actor=Actor.of(current_user),
-                username=form.username.data,
-                full_name=form.full_name.data,
-                email=form.email.data,
-            )
+            given = load_form(AccessRequestCreateInput, request.form, prefix="request-")
+            unblinded_access.request_unblinded_account(actor=Actor.of(current_user), **given)
         except IWRSError as refusal:
-            flash(refusal.message, "error")
+            flash_refusal(refusal)
             status = refusal.status
         else:
             flash("Request filed; an unblinded statistician must approve it.", "info")
             return redirect(url_for("admin.access_requests"))
-    elif form.is_submitted():
-        flash("Fill the username, full name and e-mail.", "error")
-        status = 422
     return render_template(
         "access_requests.html",
-        form=form,
         requests=unblinded_access.access_requests(actor=Actor.of(current_user)),
         decide=False,
     ), status

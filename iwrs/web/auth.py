@@ -8,9 +8,11 @@ from flask_login import current_user, login_required, login_user, logout_user
 from iwrs import clock
 from iwrs.audit import Actor
 from iwrs.auth import SESSION_KEY
-from iwrs.errors import AuthenticationFailed
+from iwrs.errors import AuthenticationFailed, InvalidInput
+from iwrs.inputs import load_form
+from iwrs.inputs.users import SignInInput
 from iwrs.services import users
-from iwrs.web.forms import SignInForm
+from iwrs.web import flash_refusal
 
 bp = Blueprint("auth", __name__)
 
@@ -30,23 +32,23 @@ def safe_next(target: str) -> str:
 def sign_in():  # type: ignore[no-untyped-def]
     if current_user.is_authenticated:
         return redirect(url_for("main.home"))
-    form = SignInForm()
     status = 200
-    if form.validate_on_submit():
+    if request.method == "POST":
         try:
-            signed_in = users.sign_in(username=form.username.data, password=form.password.data)
+            signed_in = users.sign_in(**load_form(SignInInput, request.form))
         except AuthenticationFailed as refusal:
             flash(refusal.message[0].upper() + refusal.message[1:] + ".", "error")
             status = 401
+        except InvalidInput as refusal:
+            flash_refusal(refusal)
+            status = refusal.status
         else:
             session.clear()
             login_user(signed_in.user)
             session[SESSION_KEY] = signed_in.session_key
             session["last_seen"] = clock.now().isoformat()
             return redirect(safe_next(request.args.get("next", "")))
-    elif request.method == "POST":
-        status = 422
-    return render_template("sign_in.html", form=form), status
+    return render_template("sign_in.html"), status
 
 
 @bp.post("/sign-out")

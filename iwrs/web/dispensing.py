@@ -8,7 +8,10 @@ from flask_login import current_user
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.randomization import ConfirmInput, DispenseInput
 from iwrs.services import dispensing, randomization_views
+from iwrs.web import flash_refusal
 
 bp = Blueprint("dispensing", __name__, url_prefix="/dispensing")
 
@@ -30,6 +33,11 @@ def index():  # type: ignore[no-untyped-def]
 @bp.post("/<int:subject_id>")
 @requires(Permission.DISPENSE)
 def dispense(subject_id: int):  # type: ignore[no-untyped-def]
+    try:  # the input first, as the API does: its refusals say nothing of the subject
+        given = load_form(DispenseInput, request.form)
+    except IWRSError as refusal:
+        flash_refusal(refusal)
+        return redirect(url_for("dispensing.index"))
     randomization_views.visible_randomized_subject(
         actor=Actor.of(current_user), subject_id=subject_id
     )
@@ -37,14 +45,14 @@ def dispense(subject_id: int):  # type: ignore[no-untyped-def]
         result = dispensing.dispense(
             actor=Actor.of(current_user),
             subject_id=subject_id,
-            visit_code=request.form.get("visit_code", ""),
-            kind=request.form.get("kind", "scheduled"),
-            reason=request.form.get("reason", ""),
-            visit_date=request.form.get("visit_date") or None,
-            backdate_reason=request.form.get("backdate_reason") or None,
+            visit_code=given["visit_code"],
+            kind=given["kind"],
+            reason=given["reason"],
+            visit_date=given["visit_date"],
+            backdate_reason=given["backdate_reason"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return redirect(url_for("dispensing.index"))
     flash(
         f"Give {result.subject} kit {result.kit_number} for {result.visit_code}, then confirm "
@@ -58,13 +66,14 @@ def dispense(subject_id: int):  # type: ignore[no-untyped-def]
 @requires(Permission.DISPENSE)
 def confirm(dispensation_id: int):  # type: ignore[no-untyped-def]
     try:
+        given = load_form(ConfirmInput, request.form)
         dispensing.confirm_kit(
             actor=Actor.of(current_user),
             dispensation_id=dispensation_id,
-            kit_number=request.form.get("kit_number", ""),
+            kit_number=given["kit_number"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return redirect(url_for("dispensing.index") + f"#d{dispensation_id}")
     flash("Kit confirmed.", "info")
     return redirect(url_for("dispensing.index"))

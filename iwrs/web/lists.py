@@ -6,12 +6,14 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from iwrs import validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.lists import ListExtensionInput, ListGenerationInput, ListImportInput
 from iwrs.services import randomization, randomization_views
 from iwrs.uploads import MAX_UPLOAD_BYTES, decode_text
+from iwrs.web import flash_refusal
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 
@@ -27,16 +29,10 @@ def index():  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_LISTS)
 def generate():  # type: ignore[no-untyped-def]
     try:
-        seed_hex = request.form.get("seed", "").strip()
-        seed = validation.hex_bytes(seed_hex, field="seed", length=32) if seed_hex else None
-        row = randomization.generate_list(
-            actor=Actor.of(current_user),
-            name=request.form.get("name", "").strip() or "list",
-            dummy=request.form.get("dummy") == "y",
-            seed=seed,
-        )
+        given = load_form(ListGenerationInput, request.form)
+        row = randomization.generate_list(actor=Actor.of(current_user), **given)
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return redirect(url_for("lists.index"))
     flash(f"List {row.name} generated (fingerprint {row.fingerprint[:16]}…).", "info")
     return redirect(url_for("lists.index"))
@@ -47,15 +43,11 @@ def generate():  # type: ignore[no-untyped-def]
 def import_():  # type: ignore[no-untyped-def]
     upload = request.files.get("file")
     try:
+        given = load_form(ListImportInput, request.form)
         text = decode_text(upload.read(MAX_UPLOAD_BYTES + 1)) if upload else ""
-        row = randomization.import_list(
-            actor=Actor.of(current_user),
-            name=request.form.get("name", "").strip() or "imported",
-            csv_text=text,
-            dummy=request.form.get("dummy") == "y",
-        )
+        row = randomization.import_list(actor=Actor.of(current_user), csv_text=text, **given)
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return redirect(url_for("lists.index"))
     flash(f"List {row.name} imported.", "info")
     return redirect(url_for("lists.index"))
@@ -65,16 +57,10 @@ def import_():  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_LISTS)
 def extend():  # type: ignore[no-untyped-def]
     try:
-        added = randomization.extend_list(
-            actor=Actor.of(current_user),
-            stratum=request.form.get("stratum", ""),
-            blocks=validation.integer(
-                request.form.get("blocks", ""), field="blocks", minimum=1, maximum=100
-            ),
-            reason=request.form.get("reason", ""),
-        )
+        given = load_form(ListExtensionInput, request.form)
+        added = randomization.extend_list(actor=Actor.of(current_user), **given)
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return redirect(url_for("lists.index"))
     flash(f"{added} slot(s) appended.", "info")
     return redirect(url_for("lists.index"))

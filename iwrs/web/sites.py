@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.sites import SiteStatusInput, SiteTimeZoneInput
 from iwrs.models.sites import SiteStatus
 from iwrs.services import queries, sites
-from iwrs.web.forms import SiteStatusForm, SiteTimeZoneForm
+from iwrs.web import flash_refusal
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
 
@@ -23,36 +25,26 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/<int:site_id>")
 @requires(Permission.VIEW_SITES)
-def detail(  # type: ignore[no-untyped-def]
-    site_id: int,
-    status_form: SiteStatusForm | None = None,
-    zone_form: SiteTimeZoneForm | None = None,
-):
+def detail(site_id: int):  # type: ignore[no-untyped-def]
     return render_template(
-        "site.html",
-        site=queries.visible_site(actor=Actor.of(current_user), site_id=site_id),
-        status_form=status_form or SiteStatusForm(),
-        zone_form=zone_form or SiteTimeZoneForm(),
+        "site.html", site=queries.visible_site(actor=Actor.of(current_user), site_id=site_id)
     )
 
 
 @bp.post("/<int:site_id>/status")
 @requires(Permission.MANAGE_SITES)
 def change_status(site_id: int):  # type: ignore[no-untyped-def]
-    form = SiteStatusForm()
-    if not form.validate_on_submit():
-        flash("Choose the new status, tick the confirmation and sign with your password.", "error")
-        return detail(site_id, form), 422
     try:
+        given = load_form(SiteStatusInput, request.form)
         site = sites.change_site_status(
             actor=Actor.of(current_user),
             site_id=site_id,
-            status=SiteStatus(form.status.data),
-            signer_password=form.signature_password.data,
+            status=SiteStatus(given["status"]),
+            signer_password=given["signature_password"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
-        return detail(site_id, form), refusal.status
+        flash_refusal(refusal)
+        return detail(site_id), refusal.status
     flash(f"Site {site.code} is now {site.status}.", "info")
     return redirect(url_for("sites.detail", site_id=site_id))
 
@@ -60,19 +52,11 @@ def change_status(site_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/<int:site_id>/time-zone")
 @requires(Permission.MANAGE_SITES)
 def change_time_zone(site_id: int):  # type: ignore[no-untyped-def]
-    form = SiteTimeZoneForm()
-    if not form.validate_on_submit():
-        flash("Give the IANA time zone (e.g. Asia/Shanghai) and a reason.", "error")
-        return detail(site_id, zone_form=form), 422
     try:
-        site = sites.change_site_time_zone(
-            actor=Actor.of(current_user),
-            site_id=site_id,
-            time_zone=form.time_zone.data or "",
-            reason=form.reason.data or "",
-        )
+        given = load_form(SiteTimeZoneInput, request.form)
+        site = sites.change_site_time_zone(actor=Actor.of(current_user), site_id=site_id, **given)
     except IWRSError as refusal:
-        flash(refusal.message, "error")
-        return detail(site_id, zone_form=form), refusal.status
+        flash_refusal(refusal)
+        return detail(site_id), refusal.status
     flash(f"Site {site.code} is now in time zone {site.time_zone}.", "info")
     return redirect(url_for("sites.detail", site_id=site_id))

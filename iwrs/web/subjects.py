@@ -13,9 +13,24 @@ from werkzeug.datastructures import MultiDict
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import InvalidInput, IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.randomization import (
+    DiscontinueInput,
+    KitRequestInput,
+    RandomizePage,
+    UnblindInput,
+)
+from iwrs.inputs.subjects import (
+    AnswersInput,
+    DecisionPage,
+    DrugClassificationInput,
+    ScreenInput,
+    WithdrawalInput,
+)
 from iwrs.models.sites import SiteStatus
 from iwrs.services import drug_classes, queries, subjects
 from iwrs.validation import page_key
+from iwrs.web import flash_refusal
 
 bp = Blueprint("subjects", __name__, url_prefix="/subjects")
 MEDICATION_ROWS = 8
@@ -52,21 +67,20 @@ def _render_index(status: int = 200, distinct_meaning: str | None = None):  # ty
 @requires(Permission.SCREEN_SUBJECTS)
 def screen():  # type: ignore[no-untyped-def]
     try:
-        site = queries.visible_site_by_code(
-            actor=Actor.of(current_user), code=request.form.get("site_code", "")
-        )
+        given = load_form(ScreenInput, request.form)
+        site = queries.visible_site_by_code(actor=Actor.of(current_user), code=given["site_code"])
         subject = subjects.screen_subject(
             actor=Actor.of(current_user),
             site_id=site.id,
-            date_of_birth=request.form.get("date_of_birth", ""),
-            sex=request.form.get("sex", ""),
-            screening_date=request.form.get("screening_date") or None,
-            backdate_reason=request.form.get("backdate_reason") or None,
-            initials=request.form.get("initials", "").strip() or None,
-            different_person_password=request.form.get("different_person_password") or None,
+            date_of_birth=given["date_of_birth"],
+            sex=given["sex"],
+            screening_date=given["screening_date"],
+            backdate_reason=given["backdate_reason"],
+            initials=given["initials"],
+            different_person_password=given["different_person_signature_password"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return _render_index(refusal.status, getattr(refusal, "meaning", None))
     flash(f"Subject {subject.screening_number} registered for screening.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject.id))
@@ -154,12 +168,13 @@ def detail(subject_id: int):  # type: ignore[no-untyped-def]
 def assess(subject_id: int):  # type: ignore[no-untyped-def]
     answers = answers_from_form(request.form)
     try:
+        given = load_form(AnswersInput, request.form, answers=answers)
         record = subjects.record_assessment(
             actor=Actor.of(current_user),
             subject_id=subject_id,
-            answers=answers,
-            assessment_date=request.form.get("assessment_date") or None,
-            backdate_reason=request.form.get("backdate_reason") or None,
+            answers=given["answers"],
+            assessment_date=given["assessment_date"],
+            backdate_reason=given["backdate_reason"],
         )
     except InvalidInput as refusal:
         flash(
@@ -167,7 +182,7 @@ def assess(subject_id: int):  # type: ignore[no-untyped-def]
         )
         return _render_detail(subject_id, answers=answers, errors=refusal.problems(), status=422)
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return _render_detail(subject_id, answers=answers, status=refusal.status)
     flash(f"Assessment saved: {record.result.outcome.replace('_', ' ')}.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject_id) + "#result")
@@ -176,23 +191,17 @@ def assess(subject_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/<int:subject_id>/decision")
 @requires(Permission.SCREEN_SUBJECTS)
 def decide(subject_id: int):  # type: ignore[no-untyped-def]
-    if request.form.get("understood") != "y":
-        flash("Tick the box to confirm you understand the decision cannot be undone.", "error")
-        return _render_detail(subject_id, status=422)
-    raw_id = request.form.get("assessment_id", "")
-    if not raw_id.isascii() or not raw_id.isdigit():
-        flash("assessment_id: the form named no assessment; reload the page", "error")
-        return _render_detail(subject_id, status=422)
     try:
+        given = load_form(DecisionPage, request.form)
         subject = subjects.decide_eligibility(
             actor=Actor.of(current_user),
             subject_id=subject_id,
-            assessment_id=int(raw_id),
-            decision=request.form.get("decision", ""),
-            signer_password=request.form.get("signature_password", ""),
+            assessment_id=given["assessment_id"],
+            decision=given["decision"],
+            signer_password=given["signature_password"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return _render_detail(subject_id, status=refusal.status)
     flash(f"Subject {subject.screening_number} is now {subject.status.replace('_', ' ')}.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject_id))
@@ -202,13 +211,12 @@ def decide(subject_id: int):  # type: ignore[no-untyped-def]
 @requires(Permission.SCREEN_SUBJECTS)
 def withdraw(subject_id: int):  # type: ignore[no-untyped-def]
     try:
+        given = load_form(WithdrawalInput, request.form)
         subject = subjects.withdraw_subject(
-            actor=Actor.of(current_user),
-            subject_id=subject_id,
-            reason=request.form.get("reason", ""),
+            actor=Actor.of(current_user), subject_id=subject_id, reason=given["reason"]
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return _render_detail(subject_id, status=refusal.status)
     flash(f"Subject {subject.screening_number} withdrawn.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject_id))
@@ -218,15 +226,16 @@ def withdraw(subject_id: int):  # type: ignore[no-untyped-def]
 @requires(Permission.SCREEN_SUBJECTS)
 def classify_drug(subject_id: int):  # type: ignore[no-untyped-def]
     try:
+        given = load_form(DrugClassificationInput, request.form)
         row = drug_classes.classify_drug(
             actor=Actor.of(current_user),
             subject_id=subject_id,
-            drug=request.form.get("drug", ""),
-            drug_class=request.form.get("drug_class", ""),
-            signer_password=request.form.get("signature_password", ""),
+            drug=given["drug"],
+            drug_class=given["drug_class"],
+            signer_password=given["signature_password"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return _render_detail(subject_id, status=refusal.status)
     flash(f"{row.drug} classified as {row.drug_class}; assess again to apply it.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject_id))
@@ -249,18 +258,16 @@ def rescreen(subject_id: int):  # type: ignore[no-untyped-def]
 def randomize(subject_id: int):  # type: ignore[no-untyped-def]
     from iwrs.services import randomization
 
-    if request.form.get("understood") != "y":
-        flash("Tick the box to confirm you understand randomization cannot be undone.", "error")
-        return _render_detail(subject_id, status=422)
     try:
+        given = load_form(RandomizePage, request.form)
         randomization.randomize(
             actor=Actor.of(current_user),
             subject_id=subject_id,
-            signer_password=request.form.get("signature_password", ""),
-            idempotency_key=request.form.get("idempotency_key") or None,
+            signer_password=given["signature_password"],
+            idempotency_key=given["idempotency_key"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return _render_detail(subject_id, status=refusal.status)
     return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
 
@@ -295,16 +302,17 @@ def request_kit(subject_id: int):  # type: ignore[no-untyped-def]
     from iwrs.services import dispensing
 
     try:
+        given = load_form(KitRequestInput, request.form)
         row = dispensing.request_extra_kit(
             actor=Actor.of(current_user),
             subject_id=subject_id,
-            visit_code=request.form.get("visit_code", ""),
-            kind=request.form.get("kind", ""),
-            reason=request.form.get("reason", ""),
-            signer_password=request.form.get("signature_password", ""),
+            visit_code=given["visit_code"],
+            kind=given["kind"],
+            reason=given["reason"],
+            signer_password=given["signature_password"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
     flash(
         f"{row.kind.capitalize()} kit requested for {row.visit_code}; the pharmacist can "
@@ -320,13 +328,12 @@ def discontinue(subject_id: int):  # type: ignore[no-untyped-def]
     from iwrs.services import dispensing
 
     try:
+        given = load_form(DiscontinueInput, request.form)
         subject = dispensing.discontinue_treatment(
-            actor=Actor.of(current_user),
-            subject_id=subject_id,
-            reason=request.form.get("reason", ""),
+            actor=Actor.of(current_user), subject_id=subject_id, reason=given["reason"]
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
     flash(f"Study treatment of {subject.screening_number} discontinued.", "info")
     return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
@@ -338,17 +345,18 @@ def unblind(subject_id: int):  # type: ignore[no-untyped-def]
     from iwrs.services import unblinding
 
     try:
+        given = load_form(UnblindInput, request.form)
         arm = unblinding.unblind(
             actor=Actor.of(current_user),
             subject_id=subject_id,
-            category=request.form.get("category", ""),
-            reason=request.form.get("reason", ""),
-            understood=request.form.get("understood") == "y",
-            signer_password=request.form.get("signature_password", ""),
-            sae_led_to_unblinding=request.form.get("sae") == "y",
+            category=given["category"],
+            reason=given["reason"],
+            understood=given["understood"],
+            signer_password=given["signature_password"],
+            sae_led_to_unblinding=given["sae_led_to_unblinding"],
         )
     except IWRSError as refusal:
-        flash(refusal.message, "error")
+        flash_refusal(refusal)
         return redirect(url_for("subjects.randomization_page", subject_id=subject_id)), 303
     return render_template("unblinded.html", arm=arm, subject_id=subject_id)
 

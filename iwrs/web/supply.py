@@ -3,17 +3,30 @@ shipments, alerts, quarantine, lots, reconciliation and stock chart. No page sho
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from iwrs import validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, requires
-from iwrs.errors import InvalidInput, IWRSError
+from iwrs.errors import IWRSError
+from iwrs.inputs import load_form
+from iwrs.inputs.supply import (
+    DestructionInput,
+    KitReportInput,
+    KitReturnInput,
+    LotExpiryInput,
+    ManualShipmentInput,
+    QuarantineDecisionInput,
+    ReceiptInput,
+    ShipmentCancellationInput,
+    ShippingInput,
+)
 from iwrs.services import accountability, queries, shipments, supply, supply_views
 from iwrs.validation import page_key
+from iwrs.web import flash_refusal
 
 bp = Blueprint("supply", __name__, url_prefix="/supply")
 
@@ -28,7 +41,7 @@ def _done(message: str, target: str) -> Any:
 
 
 def _refused(refusal: IWRSError, target: str) -> Any:
-    flash(refusal.message, "error")
+    flash_refusal(refusal)
     return redirect(target)
 
 
@@ -128,17 +141,18 @@ def shipment(shipment_id: int):  # type: ignore[no-untyped-def]
 @requires(Permission.RECEIVE_SHIPMENTS)
 def receive(shipment_id: int):  # type: ignore[no-untyped-def]
     target = url_for("supply.shipment", shipment_id=shipment_id)
-    lines = {
-        key.removeprefix("kit-"): value
+    lines = [
+        {"kit_number": key.removeprefix("kit-"), "condition": value}
         for key, value in request.form.items()
         if key.startswith("kit-")
-    }
+    ]
     try:
+        given = load_form(ReceiptInput, request.form, lines=lines)
         row = shipments.receive_shipment(
             actor=_actor(),
             shipment_id=shipment_id,
-            lines=lines,
-            excursion=request.form.get("excursion") == "y",
+            lines={line["kit_number"]: line["condition"] for line in given["lines"]},
+            excursion=given["temperature_excursion"],
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
@@ -155,11 +169,12 @@ def receive(shipment_id: int):  # type: ignore[no-untyped-def]
 def ship(shipment_id: int):  # type: ignore[no-untyped-def]
     target = url_for("supply.shipment", shipment_id=shipment_id)
     try:
+        given = load_form(ShippingInput, request.form)
         row = shipments.ship_shipment(
             actor=_actor(),
             shipment_id=shipment_id,
-            courier=request.form.get("courier", ""),
-            tracking=request.form.get("tracking", ""),
+            courier=given["courier"],
+            tracking=given["tracking_number"],
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
@@ -171,8 +186,9 @@ def ship(shipment_id: int):  # type: ignore[no-untyped-def]
 def cancel(shipment_id: int):  # type: ignore[no-untyped-def]
     target = url_for("supply.shipment", shipment_id=shipment_id)
     try:
+        given = load_form(ShipmentCancellationInput, request.form)
         row = shipments.cancel_shipment(
-            actor=_actor(), shipment_id=shipment_id, reason=request.form.get("reason", "")
+            actor=_actor(), shipment_id=shipment_id, reason=given["reason"]
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
@@ -182,11 +198,12 @@ def cancel(shipment_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/sites/<int:site_id>/shipment")
 @requires(Permission.MANAGE_SUPPLY)
 def request_shipment(site_id: int):  # type: ignore[no-untyped-def]
+    site = queries.visible_site(current_user, site_id)
     try:
-        quantity = validation.integer(
-            request.form.get("quantity", ""), field="quantity", minimum=1, maximum=500
+        given = load_form(ManualShipmentInput, request.form, site_code=site.code)
+        row = shipments.request_manual_shipment(
+            actor=_actor(), site_id=site.id, quantity=given["quantity"]
         )
-        row = shipments.request_manual_shipment(actor=_actor(), site_id=site_id, quantity=quantity)
     except IWRSError as refusal:
         return _refused(refusal, url_for("supply.index"))
     kits = len(supply_views.shipment_kits(actor=Actor.of(current_user), shipment_id=row.id))
@@ -199,15 +216,13 @@ def request_shipment(site_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/kits/<number>/report")
 @requires(Permission.DISPENSE)
 def report(number: str):  # type: ignore[no-untyped-def]
-    target = request.form.get("back") or url_for("supply.index")
+    target = request.form.get("back", "")
     if not target.startswith("/supply/"):
         target = url_for("supply.index")
     try:
+        given = load_form(KitReportInput, request.form)
         kit = accountability.report_kit(
-            actor=_actor(),
-            kit_number=number,
-            lost=request.form.get("what") == "lost",
-            reason=request.form.get("reason", ""),
+            actor=_actor(), kit_number=number, lost=given["what"] == "lost", reason=given["reason"]
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
@@ -219,8 +234,9 @@ def report(number: str):  # type: ignore[no-untyped-def]
 def kit_return(number: str):  # type: ignore[no-untyped-def]
     target = url_for("supply.index")
     try:
+        given = load_form(KitReturnInput, request.form)
         kit = accountability.record_return(
-            actor=_actor(), kit_number=number, condition=request.form.get("condition", "")
+            actor=_actor(), kit_number=number, condition=given["condition"]
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
@@ -231,22 +247,17 @@ def kit_return(number: str):  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_SUPPLY)
 def quarantine():  # type: ignore[no-untyped-def]
     target = url_for("supply.index") + "#quarantine"
-    decision = request.form.get("decision", "")
-    if decision not in ("release", "reject"):  # never reject (irreversible) by default
-        return _refused(
-            InvalidInput("decision: choose release or reject", field="decision", rule="choice"),
-            target,
-        )
-    try:
+    try:  # the decision is required: never reject (irreversible) by default
+        given = load_form(QuarantineDecisionInput, request.form)
         kits = shipments.decide_quarantine(
             actor=_actor(),
-            kit_numbers=request.form.getlist("kit"),
-            release=decision == "release",
-            reason=request.form.get("reason", ""),
+            kit_numbers=given["kit"],
+            release=given["decision"] == "release",
+            reason=given["reason"],
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
-    done = "released" if decision == "release" else "rejected"
+    done = "released" if given["decision"] == "release" else "rejected"
     return _done(f"{len(kits)} kit(s) {done}.", target)
 
 
@@ -255,12 +266,12 @@ def quarantine():  # type: ignore[no-untyped-def]
 def lot_expiry(code: str):  # type: ignore[no-untyped-def]
     target = url_for("supply.index") + "#lots"
     try:
-        new_expiry = validation.iso_date(request.form.get("expiry", ""), field="expiry")
+        given = load_form(LotExpiryInput, request.form)
         lot = supply.change_lot_expiry(
             actor=_actor(),
             lot_code=code,
-            new_expiry=new_expiry,
-            reason=request.form.get("reason", ""),
+            new_expiry=date.fromisoformat(given["expiry"]),
+            reason=given["reason"],
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
@@ -271,10 +282,11 @@ def lot_expiry(code: str):  # type: ignore[no-untyped-def]
 @requires(Permission.MANAGE_SUPPLY)
 def destruction():  # type: ignore[no-untyped-def]
     target = url_for("supply.index")
-    numbers = [n.strip() for n in request.form.get("kits", "").replace(",", " ").split()]
     try:
+        given = load_form(DestructionInput, request.form)
+        numbers = given["kits"].replace(",", " ").split()
         record = accountability.destroy_kits(
-            actor=_actor(), kit_numbers=numbers, reference=request.form.get("reference", "")
+            actor=_actor(), kit_numbers=numbers, reference=given["reference"]
         )
     except IWRSError as refusal:
         return _refused(refusal, target)

@@ -286,12 +286,12 @@ def test_supply_manager_ships_and_cancels_through_the_forms(app, admin, login_as
     client, _ = login_as("supply_manager")
     page = f"/supply/shipments/{cn01.id}"
     before = counts(app)
-    post_form(client, f"{page}/ship", {"courier": "", "tracking": "T1"}, page)
+    post_form(client, f"{page}/ship", {"courier": "", "tracking_number": "T1"}, page)
     assert "courier: a shipment cannot leave without a courier" in client.get(page).get_data(
         as_text=True
     )
     assert counts(app) == before
-    post_form(client, f"{page}/ship", {"courier": "DHL", "tracking": "T1"}, page)
+    post_form(client, f"{page}/ship", {"courier": "DHL", "tracking_number": "T1"}, page)
     assert set(kit_states(app, kit_numbers(app, cn01.id)).values()) == {"in_transit"}
     numbers = kit_numbers(app, cn02.id)
     page2 = f"/supply/shipments/{cn02.id}"
@@ -527,7 +527,7 @@ def replay_and_fetch(app: Flask, swapped: bool) -> dict[str, str]:
     manager, pharmacist = _client(app, "manager"), _client(app, "pharma")
     cn01 = shipment_of(app, "CN01")
     page = f"/supply/shipments/{cn01.id}"
-    post_form(manager, f"{page}/ship", {"courier": "DHL", "tracking": "T1"}, page)
+    post_form(manager, f"{page}/ship", {"courier": "DHL", "tracking_number": "T1"}, page)
     numbers = kit_numbers(app, cn01.id)
     form = {f"kit-{n}": "good" for n in numbers} | {f"kit-{numbers[0]}": "damaged"}
     post_form(pharmacist, f"{page}/receipt", form, page)
@@ -544,7 +544,7 @@ def replay_and_fetch(app: Flask, swapped: bool) -> dict[str, str]:
     # CN02's shipment is shipped, not yet received
     cn02 = shipment_of(app, "CN02")
     page2 = f"/supply/shipments/{cn02.id}"
-    post_form(manager, f"{page2}/ship", {"courier": "DHL", "tracking": "T2"}, page2)
+    post_form(manager, f"{page2}/ship", {"courier": "DHL", "tracking_number": "T2"}, page2)
 
     fetched: dict[str, str] = {}
     with app.app_context():

@@ -33,7 +33,7 @@ PROBLEM = "application/problem+json"
 FORM = {
     "category": "sae",
     "reason": REASON,
-    "sae": "y",
+    "sae_led_to_unblinding": "y",
     "understood": "y",
     "signature_password": PASSWORD,
 }

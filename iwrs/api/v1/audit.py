@@ -6,13 +6,14 @@ from __future__ import annotations
 from flask import Response, request
 from flask.views import MethodView
 from flask_login import current_user
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from iwrs import padding
+from iwrs.api import Blueprint
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
+from iwrs.inputs.randomization import UnblindInput
 from iwrs.services import audit_views, unblinding
 
 blp = Blueprint(
@@ -22,17 +23,6 @@ blp = Blueprint(
     description="Emergency unblinding and the audit trail",
 )
 PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
-
-
-class UnblindSchema(Schema):
-    category = fields.String(required=True, validate=validate.OneOf(list(unblinding.CATEGORIES)))
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
-    understood = fields.Boolean(
-        required=True,
-        metadata={"description": "true: the caller confirms an unblinding cannot be undone"},
-    )
-    sae_led_to_unblinding = fields.Boolean(load_default=False)
-    signature_password = fields.String(required=True, load_only=True)
 
 
 class UnblindedSchema(Schema):
@@ -92,7 +82,7 @@ class AuditPageSchema(Schema):
 @blp.route("/subjects/<int:subject_id>/unblinding")
 class SubjectUnblinding(MethodView):
     @requires(Permission.EMERGENCY_UNBLIND)
-    @blp.arguments(UnblindSchema)
+    @blp.arguments(UnblindInput)
     @blp.response(200, UnblindedSchema)
     @blp.alt_response(401, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)

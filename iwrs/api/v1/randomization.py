@@ -7,14 +7,21 @@ from typing import Any
 from flask import current_app, request
 from flask.views import MethodView
 from flask_login import current_user
-from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from iwrs import padding
-from iwrs.api.v1.schemas import CODED_REASON, ProblemSchema
+from iwrs.api import Blueprint
+from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import InvalidInput, NotFound
+from iwrs.inputs.randomization import (
+    IDEMPOTENCY,
+    ConfirmInput,
+    DispenseInput,
+    KitRequestInput,
+    RandomizeInput,
+)
 from iwrs.services import (
     dispensing,
     idempotency,
@@ -52,23 +59,6 @@ class RandomizationSchema(Schema):
     visits = fields.List(fields.Nested(VisitSchema))
 
 
-IDEMPOTENCY = (
-    "Idempotency (Stripe's semantics). Send a key of 1-100 characters of your choice, a fresh "
-    "one (e.g. a UUID) for each new attempt, in the `Idempotency-Key` header or the "
-    "`idempotency_key` field (the same value if both). The key is yours alone (scoped to your "
-    "user) and bound on first use to this operation and subject. The first outcome under the "
-    "key, the 201 result or the refusal (status and problem+json), is stored and every retry "
-    "with the key gets it back byte for byte, with `Idempotent-Replayed: true`; nothing is "
-    "decided again, even if the situation changed (stock arrived): a new attempt after a "
-    "refusal needs a new key. The same key for another subject or operation: 422 "
-    "`idempotency_key_reused`. A retry while the first request is still running waits for its "
-    "outcome (up to IWRS_IDEMPOTENCY_WAIT_SECONDS), then gets 409 `in_progress` with "
-    "`Retry-After`. Not stored (the key may be sent again): a wrong signature (401), invalid "
-    "input (422 before anything ran), and refusals that carry `Retry-After`. A key whose request "
-    "crashed may be claimed again after IWRS_IDEMPOTENCY_LEASE_SECONDS; the request still takes "
-    "effect at most once."
-)
-
 KEY_HEADER = {
     "in": "header",
     "name": "Idempotency-Key",
@@ -84,45 +74,6 @@ REPLAYED = {
 }
 
 
-class RandomizeSchema(Schema):
-    signature_password = fields.String(
-        required=True, load_only=True, metadata={"description": "electronic signature"}
-    )
-    idempotency_key = fields.String(
-        load_default=None,
-        validate=validate.Length(min=1, max=100),
-        metadata={"description": IDEMPOTENCY},
-    )
-
-
-class DispenseSchema(Schema):
-    visit_code = fields.String(required=True)
-    kind = fields.String(load_default="scheduled", validate=validate.OneOf(list(dispensing.KINDS)))
-    reason = fields.String(
-        load_default="",
-        validate=validate.Length(max=1000),
-        metadata={"description": "required when out of window. " + CODED_REASON},
-    )
-    visit_date = fields.String(
-        load_default=None,
-        metadata={
-            "description": "YYYY-MM-DD, the site's local date of the visit; default today at "
-            "the site. Not in the future, not before day 1 or an earlier visit; a date "
-            "before today needs backdate_reason"
-        },
-    )
-    backdate_reason = fields.String(
-        load_default=None,
-        validate=validate.Length(max=1000),
-        metadata={"description": CODED_REASON},
-    )
-    idempotency_key = fields.String(
-        load_default=None,
-        validate=validate.Length(min=1, max=100),
-        metadata={"description": IDEMPOTENCY},
-    )
-
-
 class DispenseResultSchema(Schema):
     dispensation_id = fields.Integer()
     subject = fields.String()
@@ -133,19 +84,6 @@ class DispenseResultSchema(Schema):
     dispensed_at = fields.DateTime(metadata={"description": "moment of entry, UTC"})
 
 
-class KitRequestSchema(Schema):
-    visit_code = fields.String(required=True)
-    kind = fields.String(required=True, validate=validate.OneOf(list(dispensing.EXTRA_KINDS)))
-    reason = fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=1000),
-        metadata={"description": CODED_REASON},
-    )
-    signature_password = fields.String(
-        required=True, load_only=True, metadata={"description": "electronic signature"}
-    )
-
-
 class KitRequestResultSchema(Schema):
     id = fields.Integer()
     subject_id = fields.Integer()
@@ -153,10 +91,6 @@ class KitRequestResultSchema(Schema):
     kind = fields.String()
     reason = fields.String()
     requested_at = fields.DateTime()
-
-
-class ConfirmSchema(Schema):
-    kit_number = fields.String(required=True)
 
 
 class StratumStatusSchema(Schema):
@@ -189,7 +123,7 @@ class SubjectRandomization(MethodView):
         return result
 
     @requires(Permission.RANDOMIZE)
-    @blp.arguments(RandomizeSchema)
+    @blp.arguments(RandomizeInput)
     @blp.response(201, RandomizationSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
@@ -247,7 +181,7 @@ def _idempotency_key(in_body: str | None) -> str | None:
 @blp.route("/subjects/<int:subject_id>/dispensations")
 class Dispensations(MethodView):
     @requires(Permission.DISPENSE)
-    @blp.arguments(DispenseSchema)
+    @blp.arguments(DispenseInput)
     @blp.response(201, DispenseResultSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
@@ -278,7 +212,7 @@ class Dispensations(MethodView):
 @blp.route("/subjects/<int:subject_id>/kit-requests")
 class KitRequests(MethodView):
     @requires(Permission.RANDOMIZE)
-    @blp.arguments(KitRequestSchema)
+    @blp.arguments(KitRequestInput)
     @blp.response(201, KitRequestResultSchema)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
@@ -299,7 +233,7 @@ class KitRequests(MethodView):
 @blp.route("/dispensations/<int:dispensation_id>/confirmation")
 class Confirmation(MethodView):
     @requires(Permission.DISPENSE)
-    @blp.arguments(ConfirmSchema)
+    @blp.arguments(ConfirmInput)
     @blp.response(204)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)

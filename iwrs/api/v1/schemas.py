@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
-
-from iwrs.models.users import Role
+from marshmallow import Schema, fields
 
 
 class ProblemSchema(Schema):
@@ -38,20 +36,6 @@ class UserSchema(Schema):
     site_codes = fields.List(fields.String())
 
 
-class UserCreateSchema(Schema):
-    username = fields.String(required=True, validate=validate.Length(min=3, max=64))
-    full_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    email = fields.String(load_default=None, validate=validate.Length(max=200))
-    role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
-    site_codes = fields.List(fields.String(), load_default=list)
-
-
-class AccessRequestCreateSchema(Schema):
-    username = fields.String(required=True, validate=validate.Length(min=3, max=64))
-    full_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    email = fields.String(required=True, validate=validate.Length(min=3, max=200))
-
-
 class AccessRequestSchema(Schema):
     id = fields.Integer()
     username = fields.String()
@@ -65,16 +49,6 @@ class AccessRequestSchema(Schema):
     decision_reason = fields.String(allow_none=True)
 
 
-class AccessDecisionSchema(Schema):
-    decision = fields.String(required=True, validate=validate.OneOf(["approve", "reject"]))
-    reason = fields.String(load_default="", validate=validate.Length(max=500))
-    signature_password = fields.String(
-        required=True,
-        load_only=True,
-        metadata={"description": "electronic signature: the caller's password"},
-    )
-
-
 class TokenSchema(Schema):
     id = fields.Integer(dump_only=True)
     name = fields.String()
@@ -84,23 +58,5 @@ class TokenSchema(Schema):
     expires_at = fields.DateTime(allow_none=True)
 
 
-class TokenCreateSchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    password = fields.String(
-        required=True,
-        load_only=True,
-        validate=validate.Length(min=1, max=256),
-        metadata={"description": "the caller's password, re-entered"},
-    )
-
-
 class NewTokenSchema(TokenSchema):
     token = fields.String(metadata={"description": "the token itself; shown only once"})
-
-
-# The documentation of every reason written about a subject (iwrs/services/coded_reasons.py).
-CODED_REASON = (
-    "Free text while the subject is blinded. Once it is emergency-unblinded, exactly one of the "
-    "protocol file's [unblinding] coded_reasons (listed in the refusal), whoever writes it; "
-    "anything else is refused with 422, rule coded_reason_after_unblinding."
-)

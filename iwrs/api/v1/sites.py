@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from flask_login import current_user
-from flask_smorest import Blueprint
 
+from iwrs.api import Blueprint
 from iwrs.api.v1.schemas import ProblemSchema, SiteSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires

@@ -6,23 +6,25 @@ import json
 
 from flask.views import MethodView
 from flask_login import current_user
-from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
-from iwrs.api.v1.schemas import CODED_REASON, ProblemSchema
+from iwrs.api import Blueprint
+from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
+from iwrs.inputs.subjects import (
+    AnswersInput,
+    DecisionInput,
+    DrugClassificationInput,
+    ScreenInput,
+    WithdrawalInput,
+)
 from iwrs.services import drug_classes, queries, subjects
 
 blp = Blueprint(
     "Subjects", __name__, url_prefix="/subjects", description="Screening and eligibility"
 )
 PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
-
-STATED = (
-    "YYYY-MM-DD, the site's local date; default today at the site. Not in the future, not "
-    "before the previous step; a date before today needs backdate_reason"
-)
 
 
 class SubjectSchema(Schema):
@@ -39,39 +41,6 @@ class SubjectSchema(Schema):
 
     def _stratum(self, subject):  # type: ignore[no-untyped-def]
         return json.loads(subject.stratum) if subject.stratum else None
-
-
-class ScreenSchema(Schema):
-    site_code = fields.String(required=True)
-    # Checked by the service (iwrs/validation.py: YYYY-MM-DD only, rule date); marshmallow's
-    # Date would take the ISO week date 1970-W01-1 and the basic format 19700101.
-    date_of_birth = fields.String(required=True, metadata={"format": "date"})
-    sex = fields.String(required=True, validate=validate.OneOf(subjects.SEXES))
-    screening_date = fields.String(load_default=None, metadata={"description": STATED})
-    backdate_reason = fields.String(load_default=None, validate=validate.Length(max=1000))
-    initials = fields.String(
-        load_default=None,
-        validate=validate.Length(min=1, max=12),
-        metadata={
-            "description": "the person's initials; stored only inside a keyed hash with date of "
-            "birth and sex, to find the same person screened before at any site (without "
-            "initials the match is on date of birth and sex alone)"
-        },
-    )
-    different_person_signature_password = fields.String(
-        load_default=None,
-        load_only=True,
-        metadata={
-            "description": "e-signature (the caller's password) confirming that a possible "
-            "duplicate (409 possible_duplicate) is a different person"
-        },
-    )
-
-
-class DrugClassificationSchema(Schema):
-    drug = fields.String(required=True, validate=validate.Length(min=1, max=120))
-    drug_class = fields.String(required=True)
-    signature_password = fields.String(required=True, load_only=True)
 
 
 class CriterionResultSchema(Schema):
@@ -94,33 +63,6 @@ class AssessmentSchema(Schema):
     computed = fields.Dict()
     decision = fields.String(allow_none=True)
     results = fields.List(fields.Nested(CriterionResultSchema))
-
-
-class AnswersSchema(Schema):
-    answers = fields.Dict(
-        required=True,
-        metadata={"description": "field name → value; see GET /api/v1/subjects/fields"},
-    )
-    assessment_date = fields.String(load_default=None, metadata={"description": STATED})
-    backdate_reason = fields.String(load_default=None, validate=validate.Length(max=1000))
-
-
-class DecisionSchema(Schema):
-    assessment_id = fields.Integer(required=True)
-    decision = fields.String(required=True, validate=validate.OneOf(["eligible", "screen_failure"]))
-    signature_password = fields.String(
-        required=True,
-        load_only=True,
-        metadata={"description": "electronic signature: the caller's password"},
-    )
-
-
-class WithdrawalSchema(Schema):
-    reason = fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=1000),
-        metadata={"description": CODED_REASON},
-    )
 
 
 class FieldSpecSchema(Schema):
@@ -184,7 +126,7 @@ class Subjects(MethodView):
         return queries.visible_subjects(actor=Actor.of(current_user))
 
     @requires(Permission.SCREEN_SUBJECTS)
-    @blp.arguments(ScreenSchema)
+    @blp.arguments(ScreenInput)
     @blp.response(201, SubjectSchema)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
@@ -236,7 +178,7 @@ class Assessments(MethodView):
         ]
 
     @requires(Permission.SCREEN_SUBJECTS)
-    @blp.arguments(AnswersSchema)
+    @blp.arguments(AnswersInput)
     @blp.response(201, AssessmentSchema)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
@@ -256,8 +198,8 @@ class Assessments(MethodView):
 @blp.route("/<int:subject_id>/drug-classifications")
 class DrugClassifications(MethodView):
     @requires(Permission.SCREEN_SUBJECTS)
-    @blp.arguments(DrugClassificationSchema)
-    @blp.response(201, DrugClassificationSchema)
+    @blp.arguments(DrugClassificationInput)
+    @blp.response(201, DrugClassificationInput)
     @blp.alt_response(401, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
@@ -277,7 +219,7 @@ class DrugClassifications(MethodView):
 @blp.route("/<int:subject_id>/eligibility-decision")
 class EligibilityDecision(MethodView):
     @requires(Permission.SCREEN_SUBJECTS)
-    @blp.arguments(DecisionSchema)
+    @blp.arguments(DecisionInput)
     @blp.response(200, SubjectSchema)
     @blp.alt_response(401, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
@@ -296,7 +238,7 @@ class EligibilityDecision(MethodView):
 @blp.route("/<int:subject_id>/withdrawal")
 class Withdrawal(MethodView):
     @requires(Permission.SCREEN_SUBJECTS)
-    @blp.arguments(WithdrawalSchema)
+    @blp.arguments(WithdrawalInput)
     @blp.response(200, SubjectSchema)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)

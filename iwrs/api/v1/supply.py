@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from flask_login import current_user
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from iwrs.api import Blueprint
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import Conflict
+from iwrs.inputs.supply import ManualShipmentInput, ReceiptInput, ShippingInput
 from iwrs.services import queries, shipments, supply_views
 
 blp = Blueprint("Supply", __name__, url_prefix="", description="Inventory and shipments")
@@ -59,36 +60,6 @@ class ShipmentDetailSchema(ShipmentSchema):
     kits = fields.List(fields.Nested(KitSchema))
 
 
-class ReceiptLineSchema(Schema):
-    kit_number = fields.String(required=True)
-    condition = fields.String(
-        required=True, validate=validate.OneOf(["good", "damaged", "missing"])
-    )
-
-
-class ReceiptSchema(Schema):
-    lines = fields.List(
-        fields.Nested(ReceiptLineSchema),
-        required=True,
-        metadata={"description": "every kit of the shipment exactly once"},
-    )
-    temperature_excursion = fields.Boolean(load_default=False)
-
-
-class ManualShipmentSchema(Schema):
-    site_code = fields.String(required=True)
-    quantity = fields.Integer(
-        required=True,
-        strict=True,
-        metadata={"description": "kits of each kit type, split by the allocation ratio"},
-    )
-
-
-class ShippingSchema(Schema):
-    courier = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    tracking_number = fields.String(required=True, validate=validate.Length(min=1, max=100))
-
-
 def _detail(row):  # type: ignore[no-untyped-def]
     # Raw values: the response schema serializes them (dumping twice broke the dates).
     fields = {name: getattr(row, name) for name in ShipmentSchema().fields}
@@ -124,7 +95,7 @@ class Shipments(MethodView):
         )
 
     @requires(Permission.MANAGE_SUPPLY)
-    @blp.arguments(ManualShipmentSchema)
+    @blp.arguments(ManualShipmentInput)
     @blp.response(201, ShipmentDetailSchema)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
@@ -153,7 +124,7 @@ class ShipmentById(MethodView):
 @blp.route("/shipments/<int:shipment_id>/receipt")
 class Receipt(MethodView):
     @requires(Permission.RECEIVE_SHIPMENTS)
-    @blp.arguments(ReceiptSchema)
+    @blp.arguments(ReceiptInput)
     @blp.response(200, ShipmentDetailSchema)
     @blp.alt_response(409, **PROBLEM)
     def post(self, body, shipment_id: int):  # type: ignore[no-untyped-def]
@@ -179,7 +150,7 @@ class Receipt(MethodView):
 @blp.route("/shipments/<int:shipment_id>/shipping")
 class Shipping(MethodView):
     @requires(Permission.MANAGE_SUPPLY)
-    @blp.arguments(ShippingSchema)
+    @blp.arguments(ShippingInput)
     @blp.response(200, ShipmentDetailSchema)
     @blp.alt_response(409, **PROBLEM)
     def post(self, body, shipment_id: int):  # type: ignore[no-untyped-def]

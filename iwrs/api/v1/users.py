@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from flask_login import current_user
-from flask_smorest import Blueprint
 
+from iwrs.api import Blueprint
 from iwrs.api.v1.schemas import (
-    AccessDecisionSchema,
-    AccessRequestCreateSchema,
     AccessRequestSchema,
     NewTokenSchema,
     ProblemSchema,
-    TokenCreateSchema,
     TokenSchema,
-    UserCreateSchema,
     UserSchema,
 )
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, requires
 from iwrs.errors import Forbidden
+from iwrs.inputs.users import (
+    AccessDecisionInput,
+    AccessRequestCreateInput,
+    TokenCreateInput,
+    UserCreateInput,
+)
 from iwrs.services import queries, unblinded_access, users
 
 blp = Blueprint("Users", __name__, url_prefix="", description="Users and API tokens")
@@ -58,7 +60,7 @@ class Users(MethodView):
         return [_user_view(u) for u in queries.all_users(actor=Actor.of(current_user))]
 
     @requires(Permission.MANAGE_USERS)
-    @blp.arguments(UserCreateSchema)
+    @blp.arguments(UserCreateInput)
     @blp.response(201, UserSchema)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
@@ -86,7 +88,7 @@ class Tokens(MethodView):
         return queries.tokens_of(current_user.id, actor=Actor.of(current_user))
 
     @requires(Permission.OWN_API_TOKENS)
-    @blp.arguments(TokenCreateSchema)
+    @blp.arguments(TokenCreateInput)
     @blp.response(201, NewTokenSchema)
     @blp.alt_response(422, **PROBLEM)
     def post(self, body):  # type: ignore[no-untyped-def]
@@ -136,7 +138,7 @@ class AccessRequests(MethodView):
         return unblinded_access.access_requests(actor=Actor.of(current_user))
 
     @requires(Permission.MANAGE_USERS)
-    @blp.arguments(AccessRequestCreateSchema)
+    @blp.arguments(AccessRequestCreateInput)
     @blp.response(201, AccessRequestSchema)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
@@ -149,7 +151,7 @@ class AccessRequests(MethodView):
 @blp.route("/unblinded-access-requests/<int:request_id>/decision")
 class AccessDecision(MethodView):
     @requires(Permission.SEE_ARM)
-    @blp.arguments(AccessDecisionSchema)
+    @blp.arguments(AccessDecisionInput)
     @blp.response(200, AccessRequestSchema)
     @blp.alt_response(403, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
