@@ -121,7 +121,7 @@ def test_eligibility_drug_classification_and_a_different_person(world):
     refused = client.post("/subjects/", data={**same_person, "csrf_token": csrf_from(page)})
     assert refused.status_code == 409
     page = refused.get_data(as_text=True)
-    form = same_person | {"different_person_password": PASSWORD}
+    form = same_person | {"different_person_signature_password": PASSWORD}
     recorded = sign(client, "/subjects/", page, form)
     assert recorded == shown(page)
 
