@@ -24,7 +24,8 @@ The tarpit (OWASP Authentication Cheat Sheet: a progressive delay). A cheap 429 
 that loops sign-ins ask again at once, hundreds of times a second, and on a small machine that
 client's own CPU (and parsing its requests) is what other users' writes wait for: the storm
 measured 3.25x idle with the clients as busy as the server. So a throttled attempt is answered
-only after `sign_in_tarpit_ms` (default 1 s): the looping client spends its time waiting. The
+only after `sign_in_tarpit_ms` (default 1 s): the looping client spends its time waiting
+(1.09-1.43x idle with the clients at nice 0, bench/RESULTS.md). The
 wait holds no database connection, lock or session (it follows the audit of the first refusal,
 whose transaction is closed by then) and only a throttled POST /sign-in waits: a wrong password
 not yet throttled runs Argon2 as before, e-signatures are never throttled.
