@@ -29,8 +29,10 @@ demo: $(VENV)/.installed
 	@echo "Serving the demo trial at http://$(HOST):$(PORT)/ (Ctrl-C to stop)"
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
+# gthread: a throttled sign-in waits out its tarpit on one of 8 threads, never a whole worker
+# (IWRS_SIGN_IN_TARPIT_MAX, 4 by default, stays below --threads; iwrs/web/throttle.py).
 serve: $(VENV)/.installed
-	$(BIN)/gunicorn --workers 4 --bind $(HOST):$(PORT) wsgi:app
+	$(BIN)/gunicorn --worker-class gthread --workers 4 --threads 8 --bind $(HOST):$(PORT) wsgi:app
 
 # Benchmarks (issue 13): gunicorn on PostgreSQL (127.0.0.1:5432) and SQLite, load from another
 # process; results in bench/results/. Not part of `make test`.

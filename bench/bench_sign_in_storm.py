@@ -4,9 +4,10 @@ The embedded SQLite default, production Argon2id costs. A writer in the main pro
 API tokens one by one through the API (DELETE /api/v1/tokens/<id>: an audited write, no
 password check) and times each request, first alone (idle), then during a storm of 4 clients
 looping POST /sign-in with unknown usernames, each from its own loopback address: with the
-sign-in throttle as shipped, and with the throttle switched off (every attempt then runs
-Argon2id, outside any write lock, and writes its audit event in a short transaction). Prints
-progress, a JSON summary and a line for the README.
+sign-in throttle as shipped (a throttled attempt answered 429 after the tarpit's delay,
+IWRS_SIGN_IN_TARPIT_MS, read as in production), and with the throttle switched off (every
+attempt then runs Argon2id, outside any write lock, and writes its audit event in a short
+transaction). Prints progress, a JSON summary and a line for the README.
 
     .venv/bin/python bench/bench_sign_in_storm.py [--writes 300] [--interval 0.25] [--clients 4]
         [--argon2 production|test] [--client-nice 0,19] [--no-throttle-off]
@@ -31,6 +32,7 @@ machine weighs on both alike.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -68,8 +70,10 @@ def _app(folder: Path, *, throttle: bool, cheap: bool = False) -> Any:
         engine = make_engine(url)
         upgrade_schema(engine)
         engine.dispose()
-    settings = Settings(
-        instance_path=folder,
+    # The production settings path (every IWRS_* variable, e.g. IWRS_SIGN_IN_TARPIT_MS), but
+    # the bench's own database, keys and throttle switch.
+    settings = dataclasses.replace(
+        Settings.from_env(instance_path=folder),
         database_url=url,
         secret_key=SECRET,
         audit_key=bytes(32),
@@ -149,7 +153,8 @@ def _writes(
 
 def _serve(folder: Path, throttle: bool, cheap: bool, ports: Any) -> None:
     """One storm server: the app in its own process (as several app processes would serve the
-    storm), behind werkzeug's single-threaded HTTP/1.1 server, at normal priority."""
+    storm), behind werkzeug's threaded HTTP/1.1 server (concurrent, like gunicorn's gthread
+    workers of `make serve`, so a throttled sign-in is tarpitted), at normal priority."""
     from werkzeug.serving import WSGIRequestHandler, make_server
 
     class KeepAlive(WSGIRequestHandler):
@@ -159,7 +164,7 @@ def _serve(folder: Path, throttle: bool, cheap: bool, ports: Any) -> None:
             pass
 
     app = _app(folder, throttle=throttle, cheap=cheap)
-    server = make_server("127.0.0.1", 0, app, request_handler=KeepAlive)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=KeepAlive)
     ports.put(server.server_port)
     server.serve_forever()
 
@@ -323,9 +328,9 @@ def main() -> None:
     )
     load = [round(x, 1) for x in os.getloadavg()]
     cpus = os.cpu_count()
-    print(
-        json.dumps({"command": command, "cpus": cpus, "load": load, "results": results}, indent=2)
-    )
+    tarpit_ms = Settings.from_env(instance_path=folder).sign_in_tarpit_ms
+    summary = {"command": command, "cpus": cpus, "load": load, "tarpit_ms": tarpit_ms}
+    print(json.dumps(summary | {"results": results}, indent=2))
     storms = "; ".join(
         f"{label}: {r['storm']['median_ms']}/{r['storm']['p95_ms']} ms against "
         f"{r['idle']['median_ms']}/{r['idle']['p95_ms']} ms idle "
@@ -336,7 +341,7 @@ def main() -> None:
     print(
         f"| `{command}` | audited write (API token revocation) median/p95 during a "
         f"{args.clients}-client unknown-user sign-in storm, and idle in between: {storms} "
-        f"({cpus} CPUs, load {load[0]}) |"
+        f"({cpus} CPUs, load {load[0]}, tarpit {tarpit_ms} ms) |"
     )
 
 

@@ -67,6 +67,12 @@ class Settings:
     # Sign-in throttle storage: memory:// for one process; redis://… shared by several.
     ratelimit_storage_url: str = "memory://"
     ratelimit_enabled: bool = True
+    # A throttled sign-in is answered after this delay (a tarpit, OWASP's progressive delay), so
+    # a client looping sign-ins waits instead of computing; 0 answers at once. At most
+    # sign_in_tarpit_max throttled sign-ins wait at once per process, the others are answered at
+    # once: keep it below the threads of a worker (iwrs/web/throttle.py).
+    sign_in_tarpit_ms: int = 1000
+    sign_in_tarpit_max: int = 4
     password_min_length: int = 12
     # Argon2id costs: OWASP Password Storage Cheat Sheet's first recommendation (m = 19 MiB,
     # t = 2, p = 1), about 27 ms per verification on this project's machine. Stored hashes made
@@ -117,6 +123,8 @@ class Settings:
             token_lifetime=timedelta(days=_int_env("IWRS_TOKEN_DAYS", 90, "days")),
             ratelimit_storage_url=os.environ.get("IWRS_RATELIMIT_STORAGE_URL") or "memory://",
             ratelimit_enabled=os.environ.get("IWRS_RATELIMIT_ENABLED", "1") != "0",
+            sign_in_tarpit_ms=_int_env("IWRS_SIGN_IN_TARPIT_MS", 1000, "milliseconds", minimum=0),
+            sign_in_tarpit_max=_int_env("IWRS_SIGN_IN_TARPIT_MAX", 4, "requests"),
             secure_cookies=os.environ.get("IWRS_SECURE_COOKIES", "0") == "1",
             argon2_memory_kib=_int_env("IWRS_ARGON2_MEMORY_KIB", 19 * 1024, "KiB"),
             argon2_time_cost=_int_env("IWRS_ARGON2_TIME_COST", 2, "iterations"),
@@ -165,7 +173,7 @@ def _environment() -> str:
     return value
 
 
-def _int_env(name: str, default: int, unit: str = "minutes") -> int:
+def _int_env(name: str, default: int, unit: str = "minutes", *, minimum: int = 1) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -173,8 +181,8 @@ def _int_env(name: str, default: int, unit: str = "minutes") -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number of {unit}, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be greater than 0, got {value}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be {minimum} or more, got {value}")
     return value
 
 

@@ -20,6 +20,25 @@ key and window (not one per attempt), so a storm cannot flood the trail either. 
 (bench/bench_throttled_sign_in.py): about 0.2 ms of server CPU per throttled attempt, against
 1.3 ms when Flask-Limiter answered it from the view with the sign-in page.
 
+The tarpit (OWASP Authentication Cheat Sheet: a progressive delay). A cheap 429 lets a client
+that loops sign-ins ask again at once, hundreds of times a second, and on a small machine that
+client's own CPU (and parsing its requests) is what other users' writes wait for: the storm
+measured 3.25x idle with the clients as busy as the server. So a throttled attempt is answered
+only after `sign_in_tarpit_ms` (default 1 s): the looping client spends its time waiting
+(1.09-1.43x idle with the clients at nice 0, bench/RESULTS.md). The
+wait holds no database connection, lock or session (it follows the audit of the first refusal,
+whose transaction is closed by then) and only a throttled POST /sign-in waits: a wrong password
+not yet throttled runs Argon2 as before, e-signatures are never throttled.
+
+Decision, on what a wait costs: a thread. At most `sign_in_tarpit_max` (default 4) throttled
+attempts wait at once per process (a semaphore, taken without blocking); beyond that the 429
+is sent at once, as without the tarpit. Only a server that serves requests concurrently
+tarpits (WSGI `wsgi.multithread`: gunicorn's gthread and async workers, werkzeug's threaded
+server): under gunicorn's sync workers a waiting request would hold the whole worker, so
+there the 429 is sent at once. `make serve` runs gthread workers with 8 threads and the cap
+stays at 4, below the thread count, so waiting attempts never hold every thread of a worker;
+raise `IWRS_SIGN_IN_TARPIT_MAX` only together with `--threads`.
+
 Decision: the counting is done by `limits` (the library Flask-Limiter is built on, same
 maintainers) rather than by Flask-Limiter's decorators. Flask-Limiter evaluated the sign-in
 limits twice per request, late (after the session, CSRF and the other hooks), and ran its
@@ -32,6 +51,7 @@ sign-in or letting every attempt through."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +117,8 @@ class Throttle:
     enabled: bool = True
     fallback: MemoryStorage = field(default_factory=MemoryStorage)
     failed_at: float | None = None
+    tarpit_seconds: float = 0.0
+    tarpit: threading.BoundedSemaphore = field(default_factory=threading.BoundedSemaphore)
 
     def _call(self, method: str, item: RateLimitItem, *ids: str) -> Any:
         """`FixedWindowRateLimiter.<method>(item, *ids)` on the store, or on the fallback."""
@@ -132,6 +154,17 @@ class Throttle:
             and self._call("hit", once, "audited", str(item), key)
         )
 
+    def hold_back(self) -> None:
+        """The tarpit: wait `tarpit_seconds` before a throttled attempt is answered, if the
+        server serves requests concurrently and fewer than the cap are waiting already."""
+        concurrent = bool(request.environ.get("wsgi.multithread"))
+        if self.tarpit_seconds <= 0 or not concurrent or not self.tarpit.acquire(blocking=False):
+            return
+        try:
+            time.sleep(self.tarpit_seconds)
+        finally:
+            self.tarpit.release()
+
     def reset(self) -> None:
         """Forget every count (tests: a window waited out)."""
         for storage in (self.storage, self.fallback):
@@ -161,6 +194,7 @@ def refuse_throttled() -> Response | None:
                 entity_type="user",
                 after={"limit": str(item), "source": _source()},
             )
+    throttle.hold_back()
     response = Response(PAGE.format(retry=retry), 429, mimetype="text/html")
     response.headers["Retry-After"] = str(retry)
     return response
@@ -181,7 +215,10 @@ def init_app(app: Flask) -> None:
 
     settings = app.extensions["iwrs.settings"]
     app.extensions["iwrs.limiter"] = Throttle(
-        storage_from_string(settings.ratelimit_storage_url), enabled=settings.ratelimit_enabled
+        storage_from_string(settings.ratelimit_storage_url),
+        enabled=settings.ratelimit_enabled,
+        tarpit_seconds=settings.sign_in_tarpit_ms / 1000,
+        tarpit=threading.BoundedSemaphore(settings.sign_in_tarpit_max),
     )
     hooks = app.before_request_funcs.setdefault(None, [])
     hooks.insert(hooks.index(guard_request) + 1, refuse_throttled)
