@@ -219,13 +219,15 @@ def main() -> None:
             ),
             ("no match (site XX99)", Filters(site="XX99"), None),
         ]
+        auditor = Actor(None, "bench.auditor", "auditor")
         print(f"{'query':<40} {'ms (median of 5)':>17} {'rows':>6}")
         for label, filters, before in cases:
-            ms, result = _timed(lambda f=filters, b=before: audit_views.page(f, before=b))
+            ms, result = _timed(
+                lambda f=filters, b=before: audit_views.page(f, before=b, actor=auditor)
+            )
             rows = len(result[0])  # type: ignore[index]
             print(f"{label:<40} {ms:>17.2f} {rows:>6}")
 
-        auditor = Actor(None, "bench.auditor", "auditor")
         started = time.perf_counter()
         content, _ = audit_views.export(
             Filters(subject=subject.screening_number), kind="jsonl", actor=auditor

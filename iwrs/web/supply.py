@@ -198,7 +198,7 @@ def cancel(shipment_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/sites/<int:site_id>/shipment")
 @requires(Permission.MANAGE_SUPPLY)
 def request_shipment(site_id: int):  # type: ignore[no-untyped-def]
-    site = queries.visible_site(current_user, site_id)
+    site = queries.visible_site(actor=Actor.of(current_user), site_id=site_id)
     try:
         given = load_form(ManualShipmentInput, request.form, site_code=site.code)
         row = shipments.request_manual_shipment(

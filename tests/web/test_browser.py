@@ -67,7 +67,7 @@ def test_pharmacist_signs_in_sees_only_own_site_and_signs_out(page, make_user):
     rows = page.locator("tbody tr")
     assert rows.count() == 1 and "CN03" in rows.first.inner_text()
     page.click("text=Sign out")
-    assert "You are signed out." in page.content()
+    page.locator("text=You are signed out.").wait_for()  # times out (fails) if never shown
     assert page.locator("input[type=password]").count() == 1
 
 
