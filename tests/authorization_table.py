@@ -94,7 +94,6 @@ SERVICES: dict[str, Access] = {
     "subjects.rescreen_subject": only(INV, scoped=True),
     "supply.generate_kits": only(SUP, SYS),
     "supply.import_kits": only(SUP, SYS),
-    "supply.run_expiry": only(SYS),
     "supply.change_lot_expiry": only(SUP),
     "trial.load_protocol": only(SYS),
     "unblinded_access.request_unblinded_account": only(ADM, SYS),
@@ -176,6 +175,7 @@ NOT_USE_CASES: dict[str, str] = {
             "coded_reasons.needs_code",
             "drug_classes.drug_classes_for",
             "drug_classes.with_drug_classes",
+            "idempotency.purge",
             "idempotency.run",
             "keys.fingerprint_key",
             "outbox.claim",
@@ -186,7 +186,6 @@ NOT_USE_CASES: dict[str, str] = {
             "persons.matches",
             "persons.refuse_duplicate",
             "persons.screenings_of_person",
-            "randomization.active_list",
             "randomization.share_active_list",
             "randomization.slot_arm",
             "randomization.slot_block",
@@ -201,13 +200,16 @@ NOT_USE_CASES: dict[str, str] = {
             "subjects.context_for",
             "subjects.evaluate_stored",
             "subjects.require_confirmed_eligible",
+            "subjects.require_understood",
             "kit_counts.apply",
             "kit_counts.deltas",
             "kit_counts.rebuild",
             "supply.acting_user",
             "supply.apply_expiry",
             "supply.dispensable_shelf",
+            "supply.kit_check",
             "supply.kits_by_number",
+            "supply.lock_dispensable",
             "supply.lock_sites",
             "supply.open_alert",
             "supply.position",
@@ -216,7 +218,6 @@ NOT_USE_CASES: dict[str, str] = {
             "supply.site_todays",
             "supply.treatment_of",
             "supply.unseal_cached",
-            "supply.usable_by_arm",
             "supply.usable_shelf",
             "users.add_account",
             "users.get_user",
@@ -239,7 +240,7 @@ NOT_USE_CASES: dict[str, str] = {
     **{
         name: "infrastructure: delivers messages already committed by a checked use case "
         "(worker, CLI, or right after that use case's commit)"
-        for name in ("outbox.send_outbox", "unblinding.send_notifications")
+        for name in ("outbox.send_outbox",)
     },
     "resupply.run_resupply": "the scheduled job (iwrs/jobs.py); no person can call it",
     "keys.remaining": "counts of sealed values by key id, for the CLI; no trial data",
@@ -248,7 +249,6 @@ NOT_USE_CASES: dict[str, str] = {
         name: "read model without an actor: guarded by its routes only (see ROUTES); "
         "not yet a service-level check (issue 14 follow-up)"
         for name in (
-            "accountability.check_ledger",
             "accountability.ledger_problems",
             "accountability.reconciliation",
             "accountability.reconciliation_summary",

@@ -295,12 +295,6 @@ def reconciliation_summary() -> ReconciliationCounts:
     return ReconciliationCounts(sites, overall)
 
 
-def check_ledger() -> tuple[int, list[str]]:
-    """Replay the kit ledger and name every kit whose row disagrees (see `ledger_problems`)."""
-    events, problems = ledger_problems()
-    return events, sorted({kit for kit, _ in problems})
-
-
 def ledger_problems() -> tuple[int, list[tuple[str, str]]]:
     """Replay the kit ledger from where every kit starts (at the protocol's depot, where kits
     are generated or imported) and return (events replayed, [(kit number, problem)]).

@@ -167,9 +167,6 @@ def assess(subject_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/<int:subject_id>/decision")
 @requires(Permission.SCREEN_SUBJECTS)
 def decide(subject_id: int):  # type: ignore[no-untyped-def]
-    if request.form.get("understood") != "y":
-        flash("Tick the box to confirm you understand the decision cannot be undone.", "error")
-        return _render_detail(subject_id, status=422)
     raw_id = request.form.get("assessment_id", "")
     if not raw_id.isascii() or not raw_id.isdigit():
         flash("assessment_id: the form named no assessment; reload the page", "error")
@@ -181,6 +178,7 @@ def decide(subject_id: int):  # type: ignore[no-untyped-def]
             assessment_id=int(raw_id),
             decision=request.form.get("decision", ""),
             signer_password=request.form.get("signature_password", ""),
+            understood=request.form.get("understood") == "y",
         )
     except IWRSError as refusal:
         flash(refusal.message, "error")
@@ -240,14 +238,12 @@ def rescreen(subject_id: int):  # type: ignore[no-untyped-def]
 def randomize(subject_id: int):  # type: ignore[no-untyped-def]
     from iwrs.services import randomization
 
-    if request.form.get("understood") != "y":
-        flash("Tick the box to confirm you understand randomization cannot be undone.", "error")
-        return _render_detail(subject_id, status=422)
     try:
         randomization.randomize(
             actor=Actor.of(current_user),
             subject_id=subject_id,
             signer_password=request.form.get("signature_password", ""),
+            understood=request.form.get("understood") == "y",
             idempotency_key=request.form.get("idempotency_key") or None,
         )
     except IWRSError as refusal:

@@ -89,6 +89,10 @@ class RandomizeSchema(Schema):
     signature_password = fields.String(
         required=True, load_only=True, metadata={"description": "electronic signature"}
     )
+    understood = fields.Boolean(
+        load_default=False,
+        metadata={"description": "required true: randomization cannot be undone"},
+    )
     idempotency_key = fields.String(
         load_default=None,
         validate=validate.Length(min=1, max=100),
@@ -213,11 +217,13 @@ class SubjectRandomization(MethodView):
                 actor=Actor.of(current_user),
                 subject_id=subject_id,
                 signer_password=body["signature_password"],
+                understood=body["understood"],
             )
         answer = keyed_randomization.randomize_answer(
             actor=Actor.of(current_user),
             subject_id=subject_id,
             signer_password=body["signature_password"],
+            understood=body["understood"],
             idempotency_key=key,
         )
         return _answered(answer)

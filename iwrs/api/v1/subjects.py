@@ -113,6 +113,10 @@ class DecisionSchema(Schema):
         load_only=True,
         metadata={"description": "electronic signature: the caller's password"},
     )
+    understood = fields.Boolean(
+        load_default=False,
+        metadata={"description": "required true: the decision cannot be undone"},
+    )
 
 
 class WithdrawalSchema(Schema):
@@ -279,6 +283,7 @@ class EligibilityDecision(MethodView):
     @blp.response(200, SubjectSchema)
     @blp.alt_response(401, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(422, **PROBLEM)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Confirm the latest assessment as eligible or as a screen failure (e-signature)."""
         subjects.decide_eligibility(
@@ -287,6 +292,7 @@ class EligibilityDecision(MethodView):
             assessment_id=body["assessment_id"],
             decision=body["decision"],
             signer_password=body["signature_password"],
+            understood=body["understood"],
         )
         return queries.visible_subject(current_user, subject_id)
 
