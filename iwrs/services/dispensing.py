@@ -168,7 +168,9 @@ def dispense(
     signed request (`request_extra_kit`), whose reason it carries; `reason` is the
     pharmacist's for a scheduled kit out of its window. `visit_date` (stated, `stated_dates`;
     default the site's local today) is not before day 1 or an earlier visit, and decides the
-    window; the kit is judged usable on the site's local today, when it is handed over.
+    window; the kit is judged usable on the site's local today, when it is handed over, again
+    once it is locked (`_pick_kit`), and its own sealed treatment must be the slot's arm (rule
+    kit_check, the same refusal whatever the arm).
     For an unblinded subject both reasons are coded (rule coded_reason_after_unblinding).
     `settle(session, result)` is called in the transaction, after the dispensation: an
     idempotency key's outcome commits with it (iwrs.services.keyed_dispensing)."""

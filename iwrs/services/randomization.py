@@ -28,7 +28,7 @@ from blinding import schedules
 from iwrs import audit, clock, locking, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found
-from iwrs.db import read_session, transaction
+from iwrs.db import transaction
 from iwrs.errors import Conflict, Forbidden, InvalidInput, NotFound
 from iwrs.models.randomization import (
     Dispensation,
@@ -468,20 +468,21 @@ def randomize(
 
 def _earlier(actor: Actor, subject_id: int) -> RandomizationResult | None:
     """The subject's randomization if it exists (a retry without a key), answered only to an
-    investigator of the subject's site. Read only: no write transaction (on SQLite, no wait
-    for the write lock) to answer a retry."""
-    session = read_session()
-    subject = session.get(Subject, subject_id)
-    if subject is None:
-        return None  # refused by _randomize, after the signature
-    try:
-        _investigator(session, actor, subject.site_id)
-    except NotFound:
-        return None  # another site's subject: refused alike, after the signature
-    row = session.scalars(
-        select(Randomization).where(Randomization.subject_id == subject_id)
-    ).first()
-    return _result(session, row) if row is not None else None
+    investigator of the subject's site. A short read of its own: no write transaction (on
+    SQLite, no wait for the write lock), and its connection back in the pool before the
+    randomization's transaction takes one."""
+    with current_app.extensions["iwrs.sessionmaker"]() as session:
+        subject = session.get(Subject, subject_id)
+        if subject is None:
+            return None  # refused by _randomize, after the signature
+        try:
+            _investigator(session, actor, subject.site_id)
+        except NotFound:
+            return None  # another site's subject: refused alike, after the signature
+        row = session.scalars(
+            select(Randomization).where(Randomization.subject_id == subject_id)
+        ).first()
+        return _result(session, row) if row is not None else None
 
 
 def _randomize(session: Session, actor: Actor, subject_id: int) -> RandomizationResult:
