@@ -177,6 +177,7 @@ def _items(op: str, pools: Pools, manifest: dict[str, Any]) -> tuple[list[Any], 
                 "headers": {"Authorization": f"Bearer {pools.investigator[site]['token']}"},
                 "json": {
                     "signature_password": pools.investigator[site]["password"],
+                    "understood": True,
                     "idempotency_key": str(uuid.uuid4()),
                 },
             }
@@ -307,6 +308,7 @@ def capture_randomizations(
                     actor=Actor.of(people[investigators[site]["username"]]),
                     subject_id=subject,
                     signer_password=investigators[site]["password"],
+                    understood=True,
                     idempotency_key=str(uuid.uuid4()),
                 )
             except Exception:  # noqa: BLE001 - counted and reported; not replayed

@@ -201,6 +201,7 @@ def eligible_subject(people: dict[str, Any], code: str, site_id: int, n: int) ->
         assessment_id=record.row.id,
         decision="eligible",
         signer_password=PASSWORD,
+        understood=True,
     )
     return subject.id
 
@@ -283,6 +284,7 @@ def build(
                 actor=Actor.of(people[f"inv.{code_of[site_id].lower()}"]),
                 subject_id=subject_id,
                 signer_password=PASSWORD,
+                understood=True,
             )
         progress(f"  screening {subjects} subjects awaiting randomization")
         awaiting = _subjects(people, site_codes, subjects, visit_subjects, progress)

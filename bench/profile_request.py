@@ -75,7 +75,7 @@ def _requests(manifest: dict[str, Any]) -> dict[str, list[tuple[str, dict, dict]
             randomize.append(
                 (
                     f"/api/v1/subjects/{subject_id}/randomization",
-                    {"signature_password": inv[site]["password"]},
+                    {"signature_password": inv[site]["password"], "understood": True},
                     {
                         "Authorization": f"Bearer {inv[site]['token']}",
                         "Idempotency-Key": str(uuid.uuid4()),

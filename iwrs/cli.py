@@ -555,6 +555,14 @@ def supply_check_ledger() -> None:
         raise SystemExit(1)
 
 
+@iwrs_cli.command("purge-idempotency-keys")
+@friendly_errors
+def purge_idempotency_keys_command() -> None:
+    """Delete idempotency keys older than IWRS_IDEMPOTENCY_RETENTION_DAYS (the worker's daily
+    idempotency_purge job)."""
+    click.echo(f"{_run_job('idempotency_purge').summary.get('purged', 0)} key(s) purged")
+
+
 @iwrs_cli.command("send-notifications")
 @friendly_errors
 def send_notifications_command() -> None:

@@ -96,6 +96,9 @@ class Settings:
     # first request's outcome before it is answered 409 `in_progress` with Retry-After.
     idempotency_lease: timedelta = timedelta(seconds=120)
     idempotency_wait: timedelta = timedelta(seconds=10)
+    # How long a settled key is kept before the worker's idempotency_purge job deletes it: far
+    # longer than any client's retry window, so no retry can still meet a purged key.
+    idempotency_retention: timedelta = timedelta(days=30)
     testing: bool = False
     secure_cookies: bool = False
     # "production" refuses dummy (UAT) randomization lists; "uat" allows them.
@@ -105,6 +108,7 @@ class Settings:
     resupply_daily_at: str = "06:00"
     resupply_intraday_minutes: float = 360.0
     expiry_at: str = "00:05"
+    idempotency_purge_at: str = "00:35"
     checkpoint_minutes: float = 60.0
     notify_seconds: int = 60
     extra: dict[str, object] = field(default_factory=dict)
@@ -141,11 +145,15 @@ class Settings:
             idempotency_wait=timedelta(
                 seconds=_int_env("IWRS_IDEMPOTENCY_WAIT_SECONDS", 10, "seconds")
             ),
+            idempotency_retention=timedelta(
+                days=_int_env("IWRS_IDEMPOTENCY_RETENTION_DAYS", 30, "days")
+            ),
             checkpoint_every_events=_int_env("IWRS_CHECKPOINT_EVERY_EVENTS", 500, "events"),
             checkpoint_every=timedelta(minutes=_int_env("IWRS_CHECKPOINT_EVERY_MINUTES", 60)),
             resupply_daily_at=_time_env("IWRS_RESUPPLY_DAILY_AT", "06:00"),
             resupply_intraday_minutes=_minutes_env("IWRS_RESUPPLY_INTRADAY_MINUTES", 360.0),
             expiry_at=_time_env("IWRS_EXPIRY_AT", "00:05"),
+            idempotency_purge_at=_time_env("IWRS_IDEMPOTENCY_PURGE_AT", "00:35"),
             checkpoint_minutes=_minutes_env("IWRS_CHECKPOINT_MINUTES", 60.0),
             notify_seconds=_int_env("IWRS_NOTIFY_SECONDS", 60, "seconds"),
             witness_path=Path(os.environ["IWRS_AUDIT_WITNESS"])

@@ -193,6 +193,7 @@ def _screen_subjects(
                 assessment_id=record.row.id,
                 decision=decision,
                 signer_password=passwords[username],
+                understood=True,
             )
         done.append(f"screened {subject.screening_number}: {decision or record.result.outcome}")
         if decision == "eligible":
@@ -217,6 +218,7 @@ def _randomize_subjects(
             actor=Actor.of(people[username]),
             subject_id=subject_id,
             signer_password=passwords[username],
+            understood=True,
         )
         done.append(
             f"randomized {result.screening_number} as {result.randomization_number}, "

@@ -1,7 +1,8 @@
 """The jobs that run outside requests (issue 13) and the lease that lets exactly one process
-run each: notification delivery, the daily and intra-day resupply runs, the expiry run and the
-audit checkpoint. `iwrs worker` schedules them (iwrs/worker.py); the old commands
-(`send-notifications`, `supply resupply`, `supply expire`, `audit checkpoint`) run them once.
+run each: notification delivery, the daily and intra-day resupply runs, the expiry run, the purge
+of old idempotency keys and the audit checkpoint. `iwrs worker` schedules them (iwrs/worker.py);
+the old commands (`send-notifications`, `supply resupply`, `supply expire`, `audit checkpoint`)
+and `purge-idempotency-keys` run them once.
 
 Decision (single runner): a **lease row per job** (`job_lease`), locked inside the job's own
 transaction, rather than a PostgreSQL advisory lock: the same code holds on SQLite, and the row
@@ -22,7 +23,8 @@ Work after commit: notification delivery sends with no transaction open (service
 the job's transaction is the claim), and the checkpoint's witness line is appended after its
 row committed. Each run is logged (logger `iwrs.jobs`) and audited `job.ran` (entity `job`,
 id = job name) by the system actor with its trigger: the tick, the worker and what it did.
-A notification run that finds nothing to send writes nothing (no event every minute).
+A notification run that finds nothing to send, or a purge that finds no key old enough, writes
+nothing (no event every minute).
 """
 
 from __future__ import annotations
@@ -115,6 +117,16 @@ def _expiry_body(session: Session, run: Run) -> dict[str, Any]:
     return {"expired": supply.apply_expiry(session, actor=run.actor)}
 
 
+def _idempotency_purge_body(session: Session, run: Run) -> dict[str, Any] | None:
+    from flask import current_app
+
+    from iwrs.services import idempotency
+
+    before = run.tick - current_app.extensions["iwrs.settings"].idempotency_retention
+    purged = idempotency.purge(session, before=before)
+    return {"purged": purged, "before": before.isoformat()} if purged else None
+
+
 def _checkpoint_body(session: Session, run: Run) -> dict[str, Any]:
     row = audit_anchor.store_checkpoint(session, occasion="scheduled")
     return {"checkpoint": audit_anchor.checkpoint_record(row)}
@@ -132,6 +144,7 @@ JOBS: dict[str, Job] = {
         Job("resupply_daily", _resupply_claim("daily"), _resupply_after),
         Job("resupply_intraday", _resupply_claim("intraday"), _resupply_after),
         Job("expiry", _expiry_body),
+        Job("idempotency_purge", _idempotency_purge_body),
         Job("checkpoint", _checkpoint_body, _checkpoint_after),
     )
 }
@@ -142,6 +155,7 @@ ACTORS = {
     "resupply_daily": Actor.system("resupply"),
     "resupply_intraday": Actor.system("resupply"),
     "expiry": Actor.system("expiry"),
+    "idempotency_purge": Actor.system("idempotency"),
     "checkpoint": Actor.system("checkpoint"),
 }
 

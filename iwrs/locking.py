@@ -27,7 +27,10 @@ then its kits by number; the resupply run takes one site per transaction (never 
 once), then depot kits by number. The expiry sweep (supply.apply_expiry, run before shipments
 and quarantine decisions) locks expiring kits of every place by number without their sites:
 an expired kit is never one that randomize or dispensing picks (usable stock excludes it), and
-every multi-kit lock is by kit number, so the sweep waits but closes no cycle.
+every multi-kit lock is by kit number, so the sweep waits but closes no cycle. Because the
+sweep and a lot's expiry change touch kits without their sites, randomize and dispensing judge
+a picked kit again once it is locked (services.supply.lock_dispensable) and pass over one that
+changed between the pick and the lock (failpoints `randomize.after_pick`, `dispense.after_pick`).
 
 Nothing wider: no use case locks the trial row but loading the protocol and storing a list
 (which also serializes two list stores). A wait is bounded: on PostgreSQL by `lock_timeout`

@@ -3,7 +3,8 @@ schedules (APScheduler 3's BlockingScheduler), or one job once (`--once JOB`, fo
 
 Schedules come from the settings (README, Configuration), all in UTC:
 IWRS_NOTIFY_SECONDS (notify), IWRS_RESUPPLY_DAILY_AT (resupply_daily), IWRS_RESUPPLY_INTRADAY_
-MINUTES (resupply_intraday), IWRS_EXPIRY_AT (expiry), IWRS_CHECKPOINT_MINUTES (checkpoint).
+MINUTES (resupply_intraday), IWRS_EXPIRY_AT (expiry), IWRS_IDEMPOTENCY_PURGE_AT
+(idempotency_purge), IWRS_CHECKPOINT_MINUTES (checkpoint).
 Interval schedules are aligned to a fixed origin (2000-01-01T00:00Z), not to the worker's start,
 so every worker computes the same ticks and the lease (iwrs/jobs.py) lets each tick run once
 however many workers run. A run that finds its job busy in another process looks again after
@@ -72,6 +73,7 @@ def schedules(settings: Any) -> dict[str, Schedule]:
         "resupply_daily": Schedule(at=settings.resupply_daily_at),
         "resupply_intraday": Schedule(every=timedelta(minutes=settings.resupply_intraday_minutes)),
         "expiry": Schedule(at=settings.expiry_at),
+        "idempotency_purge": Schedule(at=settings.idempotency_purge_at),
         "checkpoint": Schedule(every=timedelta(minutes=settings.checkpoint_minutes)),
     }
 

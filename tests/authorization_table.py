@@ -97,7 +97,6 @@ SERVICES: dict[str, Access] = {
     "subjects.rescreen_subject": only(INV, scoped=True),
     "supply.generate_kits": only(SUP, SYS),
     "supply.import_kits": only(SUP, SYS),
-    "supply.run_expiry": only(SYS),
     "supply.change_lot_expiry": only(SUP),
     "trial.load_protocol": only(SYS),
     "unblinded_access.request_unblinded_account": only(ADM, SYS),
@@ -124,7 +123,6 @@ SERVICES: dict[str, Access] = {
     "supply_views.available_history": only(SUP, SYS),
     "accountability.reconciliation": only(SUP, SYS),
     "accountability.reconciliation_summary": only(SUP, SYS),
-    "accountability.check_ledger": only(SYS),
     "accountability.ledger_problems": only(SYS),
     "kit_counts.mismatches": only(SYS),
     "reconcile.reconcile": only(SYS),
@@ -206,6 +204,7 @@ NOT_USE_CASES: dict[str, str] = {
             "coded_reasons.needs_code",
             "drug_classes.drug_classes_for",
             "drug_classes.with_drug_classes",
+            "idempotency.purge",
             "idempotency.run",
             "keys.fingerprint_key",
             "outbox.claim",
@@ -216,7 +215,6 @@ NOT_USE_CASES: dict[str, str] = {
             "persons.matches",
             "persons.refuse_duplicate",
             "persons.screenings_of_person",
-            "randomization.active_list",
             "randomization.share_active_list",
             "randomization.slot_arm",
             "randomization.slot_block",
@@ -231,6 +229,7 @@ NOT_USE_CASES: dict[str, str] = {
             "subjects.context_for",
             "subjects.evaluate_stored",
             "subjects.require_confirmed_eligible",
+            "subjects.require_understood",
             "kit_counts.apply",
             "kit_counts.deltas",
             "kit_counts.fresh_counts",
@@ -238,7 +237,9 @@ NOT_USE_CASES: dict[str, str] = {
             "supply.acting_user",
             "supply.apply_expiry",
             "supply.dispensable_shelf",
+            "supply.kit_check",
             "supply.kits_by_number",
+            "supply.lock_dispensable",
             "supply.lock_sites",
             "supply.open_alert",
             "supply.position",
@@ -247,7 +248,6 @@ NOT_USE_CASES: dict[str, str] = {
             "supply.site_todays",
             "supply.treatment_of",
             "supply.unseal_cached",
-            "supply.usable_by_arm",
             "supply.usable_shelf",
             "users.add_account",
             "users.get_user",
@@ -272,7 +272,7 @@ NOT_USE_CASES: dict[str, str] = {
     **{
         name: "infrastructure: delivers messages already committed by a checked use case "
         "(worker, CLI, or right after that use case's commit)"
-        for name in ("outbox.send_outbox", "unblinding.send_notifications")
+        for name in ("outbox.send_outbox",)
     },
     "resupply.run_resupply": "the scheduled job (iwrs/jobs.py); no person can call it",
 }

@@ -31,16 +31,15 @@ def _idempotency_key() -> Text:
 
 
 class RandomizeInput(Input):
-    """Randomize a subject (e-signature), optionally under an idempotency key."""
+    """Randomize a subject (e-signature, confirming it cannot be undone), optionally under an
+    idempotency key."""
 
     signature_password = Secret(required=True, metadata=SIGNATURE)
+    understood = Confirmation(
+        message="tick the box to confirm randomization cannot be undone",
+        metadata={"description": "true: the caller confirms a randomization cannot be undone"},
+    )
     idempotency_key = _idempotency_key()
-
-
-class RandomizePage(RandomizeInput):
-    """The page's randomization form also asks to confirm that it cannot be undone."""
-
-    understood = Confirmation(message="tick the box to confirm randomization cannot be undone")
 
 
 class DispenseInput(Input):

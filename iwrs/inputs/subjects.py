@@ -71,12 +71,10 @@ class DecisionInput(Input):
     assessment_id = WholeNumber(minimum=1, maximum=ID_MAX, required=True)
     decision = Choice(("eligible", "screen_failure"), required=True)
     signature_password = Secret(required=True, metadata=SIGNATURE)
-
-
-class DecisionPage(DecisionInput):
-    """The page's decision form also asks to confirm that it cannot be undone."""
-
-    understood = Confirmation(message="tick the box to confirm the decision cannot be undone")
+    understood = Confirmation(
+        message="tick the box to confirm the decision cannot be undone",
+        metadata={"description": "true: the caller confirms the decision cannot be undone"},
+    )
 
 
 class WithdrawalInput(Input):

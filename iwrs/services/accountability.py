@@ -312,12 +312,6 @@ def reconciliation_summary(*, actor: Actor) -> ReconciliationCounts:
     return ReconciliationCounts(sites, overall)
 
 
-def check_ledger(*, actor: Actor) -> tuple[int, list[str]]:
-    """Replay the kit ledger and name every kit whose row disagrees (see `ledger_problems`)."""
-    events, problems = ledger_problems(actor=actor)
-    return events, sorted({kit for kit, _ in problems})
-
-
 def ledger_problems(*, actor: Actor) -> tuple[int, list[tuple[str, str]]]:
     """`replay_ledger` for the operator (`iwrs supply check-ledger`): Forbidden `system_only`
     for a person."""

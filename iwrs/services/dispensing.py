@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, lazyload
 
 from blinding.kits import is_valid_kit_number
-from iwrs import audit, clock, signatures, validation
+from iwrs import audit, clock, locking, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found, require_site
 from iwrs.db import read_session, transaction
@@ -28,6 +28,7 @@ from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.models.supply import Kit
 from iwrs.services.coded_reasons import coded_reason
 from iwrs.services.randomization import (
+    REPICKS,
     VisitPlan,
     slot_arm,
     tie_break,
@@ -39,7 +40,9 @@ from iwrs.services.supply import (
     _apply,
     acting_user,
     dispensable_shelf,
+    kit_check,
     kit_through,
+    lock_dispensable,
     open_alert,
     protocol,
 )
@@ -165,14 +168,15 @@ def dispense(
     signed request (`request_extra_kit`), whose reason it carries; `reason` is the
     pharmacist's for a scheduled kit out of its window. `visit_date` (stated, `stated_dates`;
     default the site's local today) is not before day 1 or an earlier visit, and decides the
-    window; the kit is judged usable on the site's local today, when it is handed over.
+    window; the kit is judged usable on the site's local today, when it is handed over, again
+    once it is locked (`_pick_kit`), and its own sealed treatment must be the slot's arm (rule
+    kit_check, the same refusal whatever the arm).
     For an unblinded subject both reasons are coded (rule coded_reason_after_unblinding).
     `settle(session, result)` is called in the transaction, after the dispensation: an
     idempotency key's outcome commits with it (iwrs.services.keyed_dispensing)."""
     reason = validation.reason(reason, required=False)
     if kind not in KINDS:
         raise InvalidInput(f"kind: must be one of {', '.join(KINDS)}", field="kind", rule="choice")
-    refusal: Conflict | None = None
     with transaction() as session:
         subject, randomization, slot = _subject(session, actor, subject_id)
         reason = coded_reason(subject, reason) or ""
@@ -188,9 +192,15 @@ def dispense(
         out_of_window = _decide_out_of_window(day1, visit, kind, stated.on, reason)
         why = request.reason if request is not None else reason.strip()
         kit = _pick_kit(session, site, slot, day1, visit_code, today)
-        if kit is None:
-            refusal = _refuse_for_stock(session, site, subject)
-        else:
+        # Defence in depth, as at randomization: the kit's own sealed value must be the slot's
+        # arm; the refusal is the same whatever the arm (rule kit_check).
+        refusal = (
+            _refuse_for_stock(session, site, subject)
+            if kit is None
+            else kit_check(session, site, kit, arm=slot_arm(slot), use_case="dispensing")
+        )
+        if refusal is None:
+            assert kit is not None
             result = _record_dispensation(
                 session,
                 actor,
@@ -264,14 +274,23 @@ def _pick_kit(
     visit_code: str,
     today: date,
 ) -> Kit | None:
-    """A dispensable kit of the subject's arm (its randomization's `slot`) at the site, or None
-    if there is none."""
+    """A dispensable kit of the subject's arm (its randomization's `slot`) at the site, locked
+    and judged again as it stands now (`lock_dispensable`), or None if there is none. A kit
+    that expired, was quarantined or fell inside the do-not-dispense window since the shelf
+    was read is passed over and the shelf read again (at most REPICKS times)."""
     # Every kind lasts through the window end of the dosing visit after `visit_code`
     # (supply.expiry: an extra kit serves the interval of the visit it is requested for).
-    shelf = ShelfTreatments(
-        dispensable_shelf(session, site.id, today=today, through=kit_through(day1, visit_code))
-    )
-    return shelf.pick(slot_arm(slot), tie_break())
+    through = kit_through(day1, visit_code)
+    arm = slot_arm(slot)
+    for _ in range(REPICKS):
+        shelf = ShelfTreatments(dispensable_shelf(session, site.id, today=today, through=through))
+        kit = shelf.pick(arm, tie_break())
+        locking.failpoint("dispense.after_pick")
+        if kit is None or lock_dispensable(
+            session, kit, site_id=site.id, today=today, through=through
+        ):
+            return kit
+    return None
 
 
 def _record_dispensation(

@@ -35,7 +35,11 @@ The rules, each decided here:
   can no longer settle (its claim number is not the key's), and the use case's own rule holds
   (the subject row lock and "subject already randomized: the first result").
 - **A new attempt after a refusal needs a new key** (the page form makes a fresh key on every
-  render). Keys are kept; they do not expire.
+  render).
+- **Retention.** A key is kept `Settings.idempotency_retention` (IWRS_IDEMPOTENCY_RETENTION_DAYS,
+  default 30 days) after it was last claimed or settled, far longer than any client retries a
+  request, then deleted by the worker's daily `idempotency_purge` job (`purge`); the same key
+  sent after that is a new key.
 - The key row is technical, not trial state: it is exempt from the audit guard
   (iwrs.audit.UNAUDITED_ROWS); what it settles is audited as said above.
 """
@@ -48,10 +52,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -420,6 +425,14 @@ def _store_refusal(
             },
         )
     return True
+
+
+def purge(session: Session, *, before: datetime) -> int:
+    """Delete the keys last claimed or settled before `before`, in the caller's transaction
+    (the worker's idempotency_purge job, which audits the run); returns how many."""
+    last_used = func.coalesce(IdempotencyKey.settled_at, IdempotencyKey.claimed_at)
+    deleted = session.execute(delete(IdempotencyKey).where(last_used < before))
+    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _release(claim: _Claim) -> None:

@@ -28,6 +28,7 @@ from iwrs.services.randomization import (
     _Refusal,
 )
 from iwrs.services.sessions import read_signer
+from iwrs.services.subjects import require_understood
 from iwrs.services.users import confirm_signature
 
 CREATED = 201
@@ -65,7 +66,7 @@ def result_from_document(body: str) -> RandomizationResult:
 
 
 def randomize_answer(
-    *, actor: Actor, subject_id: int, signer_password: str, idempotency_key: str
+    *, actor: Actor, subject_id: int, signer_password: str, understood: bool, idempotency_key: str
 ) -> idempotency.Answer:
     """Randomize under `idempotency_key` (scoped to `actor`): the first outcome of the key,
     201 and the result document or the refusal, is stored and answered to every retry.
@@ -73,7 +74,9 @@ def randomize_answer(
     Raises what `randomize` raises (stored when it is an outcome: iwrs.services.idempotency),
     InvalidInput `idempotency_key_reused` (the key was used for another subject or operation),
     Conflict `in_progress` (the first request with the key is still running), or StoredRefusal
-    (a replay of the key's refusal: same status, title, message and problems)."""
+    (a replay of the key's refusal: same status, title, message and problems). Without
+    `understood` (randomization cannot be undone) it is refused before the key is claimed."""
+    require_understood(understood, step="randomization")
 
     def perform(settle: Callable[[Session, int, str], None]) -> tuple[int, str]:
         refusal: Conflict | None = None

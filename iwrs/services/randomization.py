@@ -25,7 +25,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, lazyload
 
 from blinding import schedules
-from blinding.sealing import SealError
 from iwrs import audit, clock, locking, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found
@@ -41,17 +40,23 @@ from iwrs.models.randomization import (
 from iwrs.models.sites import Site, SiteStatus, Trial
 from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.models.supply import Kit
-from iwrs.services.subjects import _investigator, require_confirmed_eligible
+from iwrs.services.subjects import (
+    _investigator,
+    require_confirmed_eligible,
+    require_understood,
+)
 from iwrs.services.supply import (
-    KIT_CONTEXT,
     ShelfTreatments,
     _apply,
     acting_user,
+    kit_check,
+    lock_dispensable,
     open_alert,
     protocol,
     sealer,
     unseal_cached,
     usable_shelf,
+    usable_through,
 )
 from iwrs.services.users import confirm_signature, sign
 from supply.states import KitAction, Place
@@ -59,6 +64,8 @@ from supply.states import KitAction, Place
 SLOT_CONTEXT = "slot:{list_id}:{stratum}:{sequence}"
 BLOCK_CONTEXT = "slot-block:{list_id}:{stratum}:{sequence}"
 SEED_CONTEXT = "list-seed:{list_id}"
+# Reads of the shelf when picked kits keep changing under the pick (expiry, quarantine).
+REPICKS = 3
 NO_STOCK = (
     "randomization refused: site {site} holds no dispensable kit for a new subject. Nothing was "
     "recorded; the supply manager has been alerted. Try again when the resupply is received."
@@ -133,12 +140,6 @@ def _environment_allows(dummy: bool) -> None:
             field="dummy",
             rule="no_dummy_in_production",
         )
-
-
-def active_list(session: Session) -> RandomizationList | None:
-    return session.scalars(
-        select(RandomizationList).where(RandomizationList.active.is_(True))
-    ).first()
 
 
 def _store_list(
@@ -422,15 +423,22 @@ class _Refusal(Exception):
 
 
 def randomize(
-    *, actor: Actor, subject_id: int, signer_password: str, idempotency_key: str | None = None
+    *,
+    actor: Actor,
+    subject_id: int,
+    signer_password: str,
+    understood: bool,
+    idempotency_key: str | None = None,
 ) -> RandomizationResult:
     """Randomize a confirmed-eligible subject at an active site with stock of every arm:
     next slot of the stratum, a kit of the slot's arm, all in one transaction. A retried
-    request for the same subject returns the first result.
+    request for the same subject returns the first result. `understood`: the caller confirmed
+    randomization cannot be undone (rule required, field understood; checked first).
 
     With `idempotency_key` (1-100 characters, scoped to the actor) the key's first outcome,
     success or refusal, is stored and every retry with the key gets it back, never a new
     decision (iwrs.services.keyed_randomization; the rules in iwrs.services.idempotency)."""
+    require_understood(understood, step="randomization")
     if idempotency_key is not None:
         from iwrs.services import keyed_randomization
 
@@ -438,6 +446,7 @@ def randomize(
             actor=actor,
             subject_id=subject_id,
             signer_password=signer_password,
+            understood=understood,
             idempotency_key=idempotency_key,
         )
         return keyed_randomization.result_from_document(answer.body)
@@ -459,8 +468,10 @@ def randomize(
 
 def _earlier(actor: Actor, subject_id: int) -> RandomizationResult | None:
     """The subject's randomization if it exists (a retry without a key), answered only to an
-    investigator of the subject's site."""
-    with transaction() as session:
+    investigator of the subject's site. A short read of its own: no write transaction (on
+    SQLite, no wait for the write lock), and its connection back in the pool before the
+    randomization's transaction takes one."""
+    with current_app.extensions["iwrs.sessionmaker"]() as session:
         subject = session.get(Subject, subject_id)
         if subject is None:
             return None  # refused by _randomize, after the signature
@@ -510,7 +521,7 @@ def _randomize(session: Session, actor: Actor, subject_id: int) -> Randomization
     position, slot = _next_slot(session, rlist, stratum)
     locking.failpoint("randomize.after_stratum_lock")
     arm = slot_arm(slot)
-    kit = _checked_kit(session, site, shelf, arm)
+    kit = _checked_kit(session, site, shelf, arm, today)
     now = clock.now()
     slot.subject_id, slot.used_at = subject.id, now
     position.next_sequence += 1
@@ -693,51 +704,40 @@ def _next_slot(
     return position, slot
 
 
-def _checked_kit(session: Session, site: Site, shelf: ShelfTreatments, arm: str) -> Kit:
-    """The kit for the slot's arm (first expiry first out by lot, across every arm), checked
-    against the slot: a mismatch alerts and refuses (rule kit_check)."""
-    kit = shelf.pick(arm, tie_break())
+def _checked_kit(
+    session: Session, site: Site, shelf: ShelfTreatments, arm: str, today: date
+) -> Kit:
+    """The kit for the slot's arm (first expiry first out by lot, across every arm), locked and
+    judged again as it stands now (`lock_dispensable`), then checked against the slot: a
+    mismatch alerts and refuses (rule kit_check)."""
+    kit = _locked_kit(session, site, shelf, arm, today)
     # Defence in depth: the sealed kit must match the slot. The choice saw the shelf as it was
     # read, through the process's unseal cache, so checking it against the same source could
-    # never fail (issue 14). The check reads the row again instead (`_sealed_treatment_now`).
-    if kit is None or _sealed_treatment_now(session, kit) != arm:
-        open_alert(
-            session,
-            kind="kit_mismatch",
-            site_id=site.id,
-            actor=Actor.system("stock-check"),
-            trigger={"event": "randomization refused: kit check failed", "site": site.code},
-            message=f"Kit {kit.number if kit else '?'} failed the treatment check at "
-            "randomization; quarantine the site's stock and call the unblinded team.",
-        )
-        raise _Refusal(
-            Conflict(
-                "randomization refused: a kit check failed; the team has been alerted",
-                field="kit",
-                rule="kit_check",
-            )
-        )
+    # never fail (issue 14): the check opens the locked row's own token (`kit_check`).
+    refusal = kit_check(session, site, kit, arm=arm, use_case="randomization")
+    if refusal is not None:
+        raise _Refusal(refusal)
+    assert kit is not None
     return kit
 
 
-def _sealed_treatment_now(session: Session, kit: Kit) -> str | None:
-    """The chosen kit's treatment as its row holds it now, or None when it does not open.
-
-    Decision (issue 14): the independent record is the kit row itself, re-read from the
-    database (locked: lock order 5, the kit after the slot) and opened with the key directly,
-    not through services.supply.unseal_cached. So a token swapped, altered or copied from another
-    kit after the shelf was read, or a cache entry that disagrees with the token, refuses
-    (kit_check, alert kit_mismatch) instead of dispensing. Treatments are compared, not tokens:
-    an online key rotation re-seals a kit without changing its treatment."""
-    token = session.scalars(
-        select(Kit.sealed_treatment).where(Kit.id == kit.id).with_for_update()
-    ).one_or_none()
-    if token is None:
-        return None
-    try:
-        return sealer().unseal(token, context=KIT_CONTEXT.format(number=kit.number))
-    except SealError:
-        return None
+def _locked_kit(
+    session: Session, site: Site, shelf: ShelfTreatments, arm: str, today: date
+) -> Kit | None:
+    """The picked kit, locked, if it is still dispensable; a kit that expired, was quarantined
+    or fell inside the do-not-dispense window since the shelf was read is passed over and the
+    shelf read again, every arm checked as before the slot (a refusal then is site_stock, decided
+    on every arm). None after REPICKS reads of a shelf that keeps changing."""
+    through = usable_through(today)
+    for _ in range(REPICKS):
+        kit = shelf.pick(arm, tie_break())
+        locking.failpoint("randomize.after_pick")
+        if kit is None or lock_dispensable(
+            session, kit, site_id=site.id, today=today, through=through
+        ):
+            return kit
+        shelf = _require_stock(session, site, today)
+    return None
 
 
 def _dispense_first_kit(

@@ -22,7 +22,6 @@ from iwrs.protocol import SupplyLevel
 from iwrs.services import shipments
 from iwrs.services.supply import (
     ShelfTreatments,
-    lock_sites,
     open_alert,
     protocol,
     usable_shelf,
@@ -41,8 +40,7 @@ def evaluate_resupply(session: Session, site: Site, *, run: str) -> Shipment | N
     with fewer usable kits than emergency_minimum gets the same top-up, requested as an
     emergency (own audit action and alert kind). Recorded as the system's, with the run and the
     total that crossed the trigger referenced; never a subject or an arm. The caller holds the
-    site's lock (taken again here, a no-op then): one decision at a time."""
-    lock_sites(session, [site.id])
+    site's lock (`run_resupply`, which read `site` locked): one decision at a time."""
     if site.status != SiteStatus.ACTIVE or shipments._open_shipment(session, site.id):
         return None
     today = clock.today(site)

@@ -435,11 +435,56 @@ def _latest_assessment(session: Session, subject_id: int) -> EligibilityAssessme
     ).first()
 
 
+def require_understood(understood: bool, *, step: str) -> None:
+    """An irreversible step needs the caller's confirmation that it cannot be undone (field
+    understood, rule required), from a page's checkbox or the API's `understood: true`."""
+    if understood is not True:
+        raise InvalidInput(
+            f"understood: confirm that {step} cannot be undone", field="understood", rule="required"
+        )
+
+
+def _assessment_to_decide(
+    session: Session, subject: Subject, assessment_id: int, wanted: Decision
+) -> EligibilityAssessment:
+    """The assessment a decision confirms: the subject's latest (rule latest), under the current
+    criteria (rule criteria_version), whose outcome is the one `wanted` needs (rule outcome)."""
+    latest = _latest_assessment(session, subject.id)
+    if latest is None or latest.id != assessment_id:
+        raise Conflict(
+            "assessment_id: only the subject's latest assessment can be confirmed",
+            field="assessment_id",
+            rule="latest",
+        )
+    if latest.criteria_version != protocol().criteria_version:
+        raise Conflict(
+            "assessment_id: the eligibility criteria changed since this assessment; assess again",
+            field="assessment_id",
+            rule="criteria_version",
+        )
+    needed = Outcome.ELIGIBLE if wanted == Decision.ELIGIBLE else Outcome.NOT_ELIGIBLE
+    if latest.outcome != needed:
+        raise Conflict(
+            f"decision: the assessment is {latest.outcome}; {wanted} needs {needed}",
+            field="decision",
+            rule="outcome",
+        )
+    return latest
+
+
 def decide_eligibility(
-    *, actor: Actor, subject_id: int, assessment_id: int, decision: str, signer_password: str
+    *,
+    actor: Actor,
+    subject_id: int,
+    assessment_id: int,
+    decision: str,
+    signer_password: str,
+    understood: bool,
 ) -> Subject:
     """Confirm, with an electronic signature, that the subject is eligible (the latest assessment
-    says eligible under the current criteria) or a screen failure (it says not eligible)."""
+    says eligible under the current criteria) or a screen failure (it says not eligible);
+    `understood`: the caller confirmed the decision cannot be undone (`require_understood`)."""
+    require_understood(understood, step="an eligibility decision")
     try:
         wanted = Decision(decision)
     except ValueError:
@@ -455,27 +500,7 @@ def decide_eligibility(
                 field="subject_id",
                 rule="status",
             )
-        latest = _latest_assessment(session, subject.id)
-        if latest is None or latest.id != assessment_id:
-            raise Conflict(
-                "assessment_id: only the subject's latest assessment can be confirmed",
-                field="assessment_id",
-                rule="latest",
-            )
-        if latest.criteria_version != protocol().criteria_version:
-            raise Conflict(
-                "assessment_id: the eligibility criteria changed since this assessment; "
-                "assess again",
-                field="assessment_id",
-                rule="criteria_version",
-            )
-        needed = Outcome.ELIGIBLE if wanted == Decision.ELIGIBLE else Outcome.NOT_ELIGIBLE
-        if latest.outcome != needed:
-            raise Conflict(
-                f"decision: the assessment is {latest.outcome}; {wanted} needs {needed}",
-                field="decision",
-                rule="outcome",
-            )
+        latest = _assessment_to_decide(session, subject, assessment_id, wanted)
         before = _snapshot(subject)
         meaning = signatures.eligibility(
             eligible=wanted == Decision.ELIGIBLE,

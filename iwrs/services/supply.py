@@ -22,6 +22,7 @@ from blinding.kits import (
     parse_kit_list_csv,
     verify_kit_list,
 )
+from blinding.sealing import SealError
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, not_found, require_site
@@ -546,15 +547,6 @@ def apply_expiry(session: Session, *, actor: Actor) -> list[str]:
     return sorted(k.number for k in expired)
 
 
-def run_expiry(*, actor: Actor) -> list[str]:
-    """The daily expiry run (CLI; Forbidden `system_only` for a person)."""
-    from iwrs.services.users import require_system
-
-    require_system(actor)
-    with transaction() as session:
-        return apply_expiry(session, actor=actor)
-
-
 def change_lot_expiry(*, actor: Actor, lot_code: str, new_expiry: date, reason: str) -> Lot:
     """Extend or shorten a lot's expiry; shortened to today or earlier, its usable kits are
     quarantined at once (they stay accountable, and the supply manager decides)."""
@@ -667,16 +659,6 @@ def usable_shelf(session: Session, site_id: int, *, today: date) -> list[tuple[K
     return dispensable_shelf(session, site_id, today=today, through=usable_through(today))
 
 
-def usable_by_arm(
-    session: Session, site_id: int, *, today: date
-) -> dict[str, list[tuple[Kit, date]]]:
-    """Unblinded, inside services only: the site's usable kits (`usable_shelf`) per arm."""
-    by_arm: dict[str, list[tuple[Kit, date]]] = {a.code: [] for a in protocol().arms}
-    for kit, shelf_kit in usable_shelf(session, site_id, today=today):
-        by_arm.setdefault(treatment_of(kit), []).append((kit, shelf_kit.expiry))
-    return by_arm
-
-
 class ShelfTreatments:
     """Unseals a shelf's kits on demand, each at most once (kit choice reads lot by lot)."""
 
@@ -700,6 +682,80 @@ class ShelfTreatments:
         """The kit for a slot of `arm` by `supply.kit_choice.choose_kit`, or None."""
         number = kit_choice.choose_kit(self.shelf, arm=arm, treatment_of=self, rng_index=rng_index)
         return None if number is None else self.kits[number]
+
+
+def lock_dispensable(
+    session: Session, kit: Kit, *, site_id: int, today: date, through: date
+) -> bool:
+    """Lock a picked kit (lock order step 5) and judge it again as its row and lot stand now:
+    still AVAILABLE at the site and dispensable today for a kit that must last through
+    `through` (`supply.expiry.can_dispense_kit`). The kit object is refreshed from the row.
+
+    The shelf is read without kit locks: the site lock holds back every use case that moves
+    the site's kits, but the expiry sweep and a lot's expiry change touch kits without their
+    site, so a kit may have expired, been quarantined or fallen inside the do-not-dispense
+    window between the read and this lock. Locked, it cannot change until commit."""
+    found = session.execute(
+        select(Kit, Lot.expiry)
+        .join(Lot, Kit.lot_id == Lot.id)
+        .where(Kit.id == kit.id)
+        .with_for_update(of=Kit)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if found is None:
+        return False
+    row, lot_expiry = found
+    return (
+        row.place_kind == PlaceKind.SITE
+        and row.place_id == site_id
+        and expiry.can_dispense_kit(
+            position(row),
+            lot_expiry,
+            today=today,
+            through=through,
+            do_not_dispense_days=protocol().do_not_dispense_days,
+        )
+    )
+
+
+def _sealed_treatment_now(kit: Kit) -> str | None:
+    """The kit's treatment as its row holds it (refreshed by `lock_dispensable`), opened with
+    the key directly, never through the process's unseal cache the kit choice read; None when
+    the token does not open (altered, or copied from another kit).
+
+    Decision (issue 14): the kit's own sealed value is the independent record a dispensing
+    is checked against, so a token swapped or altered after the shelf was read, or a cache entry
+    that disagrees with the token, refuses (rule kit_check) instead of dispensing. Treatments are
+    compared, not tokens: an online key rotation re-seals a kit without changing its treatment."""
+    try:
+        return sealer().unseal(kit.sealed_treatment, context=KIT_CONTEXT.format(number=kit.number))
+    except SealError:
+        return None
+
+
+def kit_check(
+    session: Session, site: Site, kit: Kit | None, *, arm: str, use_case: str
+) -> Conflict | None:
+    """None when the kit's own sealed treatment (`_sealed_treatment_now`) is the slot's `arm`.
+    Otherwise (or with no kit to check) alert the supply manager and the unblinded team, and
+    return the refusal, in words, field and rule that are the same whatever the arm (rule
+    kit_check). The alert names the site and the kit, never the subject."""
+    if kit is not None and _sealed_treatment_now(kit) == arm:
+        return None
+    open_alert(
+        session,
+        kind="kit_mismatch",
+        site_id=site.id,
+        actor=Actor.system("stock-check"),
+        trigger={"event": f"{use_case} refused: kit check failed", "site": site.code},
+        message=f"Kit {kit.number if kit else '?'} failed the treatment check at {use_case}; "
+        "quarantine the site's stock and call the unblinded team.",
+    )
+    return Conflict(
+        f"{use_case} refused: a kit check failed; the team has been alerted",
+        field="kit",
+        rule="kit_check",
+    )
 
 
 def open_alert(

@@ -377,13 +377,3 @@ def report(*, actor: Actor) -> list[ReportLine]:
         )
         for b, s, u, site in read_session().execute(query).all()
     ]
-
-
-def send_notifications(*, actor: Actor) -> int:
-    """Send the outbox after commit (services/outbox.py: claim, send with no transaction open,
-    mark): by SMTP when IWRS_SMTP_HOST is set, to the log otherwise. Each message carries a
-    freshly signed chain head (after the unblinding it reports), so every recipient's mailbox
-    witnesses the trail's length outside the database. Returns the messages delivered."""
-    from iwrs.services import outbox
-
-    return outbox.send_outbox(actor=actor)

@@ -17,12 +17,12 @@ from iwrs.inputs import load_form
 from iwrs.inputs.randomization import (
     DiscontinueInput,
     KitRequestInput,
-    RandomizePage,
+    RandomizeInput,
     UnblindInput,
 )
 from iwrs.inputs.subjects import (
     AnswersInput,
-    DecisionPage,
+    DecisionInput,
     DrugClassificationInput,
     ScreenInput,
     WithdrawalInput,
@@ -192,13 +192,14 @@ def assess(subject_id: int):  # type: ignore[no-untyped-def]
 @requires(Permission.SCREEN_SUBJECTS)
 def decide(subject_id: int):  # type: ignore[no-untyped-def]
     try:
-        given = load_form(DecisionPage, request.form)
+        given = load_form(DecisionInput, request.form)
         subject = subjects.decide_eligibility(
             actor=Actor.of(current_user),
             subject_id=subject_id,
             assessment_id=given["assessment_id"],
             decision=given["decision"],
             signer_password=given["signature_password"],
+            understood=given["understood"],
         )
     except IWRSError as refusal:
         flash_refusal(refusal)
@@ -259,11 +260,12 @@ def randomize(subject_id: int):  # type: ignore[no-untyped-def]
     from iwrs.services import randomization
 
     try:
-        given = load_form(RandomizePage, request.form)
+        given = load_form(RandomizeInput, request.form)
         randomization.randomize(
             actor=Actor.of(current_user),
             subject_id=subject_id,
             signer_password=given["signature_password"],
+            understood=given["understood"],
             idempotency_key=given["idempotency_key"],
         )
     except IWRSError as refusal:

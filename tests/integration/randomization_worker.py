@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -250,6 +251,7 @@ def eligible_subject(world: World, code: str, disease: str = "RA") -> int:
         assessment_id=record.row.id,
         decision="eligible",
         signer_password=PASSWORD,
+        understood=True,
     )
     return subject.id
 
@@ -270,7 +272,31 @@ def randomize(world: World, subject_id: int, *, by: str | None = None, **options
         site_id = read_session().get(Subject, subject_id).site_id  # type: ignore[union-attr]
         by = "inv-" + next(c for c, i in world.sites.items() if i == site_id)
     options.setdefault("signer_password", PASSWORD)
+    options.setdefault("understood", True)
     return randomization.randomize(actor=world.actor(by), subject_id=subject_id, **options)
+
+
+def usable_by_arm(session: Any, site_id: int, *, today: date) -> dict[str, list[tuple[Any, date]]]:
+    """Unblinded, for tests' assertions only: the site's usable kits (services.supply
+    .usable_shelf, the one definition the services read) per arm, with their expiry."""
+    from iwrs.services.supply import protocol, treatment_of, usable_shelf
+
+    by_arm: dict[str, list[tuple[Any, date]]] = {a.code: [] for a in protocol().arms}
+    for kit, shelf_kit in usable_shelf(session, site_id, today=today):
+        by_arm.setdefault(treatment_of(kit), []).append((kit, shelf_kit.expiry))
+    return by_arm
+
+
+def ledger_check() -> tuple[int, list[str]]:
+    """The operator's ledger check, `iwrs supply check-ledger` (inside an app context): the kit
+    events it replayed and the kits it names as disagreeing with their ledger."""
+    from flask import current_app
+
+    output = current_app.test_cli_runner().invoke(args=["iwrs", "supply", "check-ledger"]).output
+    events = re.search(r"^ledger: (\d+) kit events replayed", output, re.MULTILINE)
+    assert events is not None, output
+    kits = re.findall(r"^MISMATCH kit (\S+):", output, re.MULTILINE)
+    return int(events.group(1)), sorted(set(kits))
 
 
 # --- the worker process ------------------------------------------------------------------------
@@ -336,6 +362,7 @@ def main(job_path: str, result_path: str) -> int:
                     actor=actor,
                     subject_id=task["subject_id"],
                     signer_password=job["password"],
+                    understood=True,
                     idempotency_key=task["key"],
                 )
                 outcomes.append({"task": task, "result": result_fields(result)})

@@ -351,11 +351,11 @@ def test_every_notification_carries_a_signed_head_that_covers_the_unblinding(wor
     from iwrs.audit import Actor
     from iwrs.audit_anchor import checkpoint_message, public_key
     from iwrs.models.unblinding import Notification
-    from iwrs.services import unblinding
+    from iwrs.worker import run_once
 
     unblind(world, "dr.li", "R1")
     (event,) = [e for e in events_since(0) if e.action == "subject.unblinded"]
-    assert unblinding.send_notifications(actor=Actor.system("test")) == 1
+    assert run_once("notify", None, Actor.system("test")).summary["sent"] == 1
     (note,) = fresh().scalars(select(Notification)).all()
     record = json.loads(note.body.split("Signed audit checkpoint: ", 1)[1])
     signed = checkpoint_message(record["seq"], record["hash"], record["signed_at"])

@@ -287,6 +287,7 @@ FACTORIES: dict[str, Kwargs] = {
     "keyed_randomization.randomize_answer": lambda m, who: {
         "subject_id": _subject(m, "S1"),
         "signer_password": PASSWORD,
+        "understood": True,
         "idempotency_key": f"k{next(_n)}",
     },
     "keys.activate_blinding_key": lambda m, who: {"key_id": "no-such-key"},
@@ -317,6 +318,7 @@ FACTORIES: dict[str, Kwargs] = {
     "randomization.randomize": lambda m, who: {
         "subject_id": _subject(m, "S1"),
         "signer_password": PASSWORD,
+        "understood": True,
     },
     "randomization_views.list_status": lambda m, who: {},
     "shipments.request_manual_shipment": lambda m, who: {"site_id": m.ids["cn01"], "quantity": 1},
@@ -364,6 +366,7 @@ FACTORIES: dict[str, Kwargs] = {
         "assessment_id": _latest_assessment(m, "S5"),
         "decision": "eligible",
         "signer_password": PASSWORD,
+        "understood": True,
     },
     "subjects.withdraw_subject": lambda m, who: {
         "subject_id": _subject(m, "S4"),
@@ -378,7 +381,6 @@ FACTORIES: dict[str, Kwargs] = {
         "seed": bytes(32),
     },
     "supply.import_kits": lambda m, who: {"csv_text": _kit_csv()},
-    "supply.run_expiry": lambda m, who: {},
     "supply.change_lot_expiry": lambda m, who: {
         "lot_code": "PKG-0001",
         "new_expiry": _far_future(m),
@@ -437,7 +439,6 @@ FACTORIES: dict[str, Kwargs] = {
     "supply_views.available_history": lambda m, who: {},
     "accountability.reconciliation": lambda m, who: {},
     "accountability.reconciliation_summary": lambda m, who: {},
-    "accountability.check_ledger": lambda m, who: {},
     "accountability.ledger_problems": lambda m, who: {},
     "kit_counts.mismatches": lambda m, who: {},
     "reconcile.reconcile": lambda m, who: {},

@@ -31,6 +31,7 @@ from tests.integration.randomization_worker import (
     eligible_subject,
     make_world,
     randomize,
+    usable_by_arm,
 )
 
 
@@ -144,9 +145,7 @@ def test_a_site_whose_kits_expire_before_v2s_window_end_plus_7_is_resupplied_and
 ):
     d = clock.current.date()
     set_expiry(world, "L-SHORT", d + timedelta(days=37))  # V2's target + 7 would still pass
-    assert all(
-        not kits for kits in supply.usable_by_arm(fresh(), world.sites["CN01"], today=d).values()
-    )
+    assert all(not kits for kits in usable_by_arm(fresh(), world.sites["CN01"], today=d).values())
     subject = eligible_subject(world, "CN01")
     with pytest.raises(Conflict) as refused:
         randomize(world, subject)
@@ -162,7 +161,7 @@ def test_a_site_whose_kits_expire_before_v2s_window_end_plus_7_is_resupplied_and
 def test_kits_usable_through_v2s_window_end_plus_7_serve_and_need_no_resupply(world, clock):
     d = clock.current.date()
     set_expiry(world, "L-SHORT", d + timedelta(days=38))
-    usable = supply.usable_by_arm(fresh(), world.sites["CN01"], today=d)
+    usable = usable_by_arm(fresh(), world.sites["CN01"], today=d)
     assert sum(len(kits) for kits in usable.values()) == 8
     assert run_resupply() == []
     result = randomize(world, eligible_subject(world, "CN01"))

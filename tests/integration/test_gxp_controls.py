@@ -2,8 +2,8 @@
 rule codes and what changed, never wording:
 - site activation needs the admin's e-signature (21 CFR 11.200: re-entered password);
 - a UAT (dummy) list is refused in production at randomization, not only when it is loaded;
-- the pages refuse an eligibility decision or a randomization without the "cannot be undone"
-  confirmation;
+- the pages, the services and the API refuse an eligibility decision or a randomization
+  without the "cannot be undone" confirmation;
 - the dispensing service never hands over a kit inside the do-not-dispense window;
 - a subject withdrawn after eligibility was confirmed is never randomized."""
 
@@ -20,7 +20,7 @@ from iwrs.db import read_session
 from iwrs.errors import AuthenticationFailed, Conflict, InvalidInput
 from iwrs.models import AuditEvent, Dispensation, Shipment, Signature, Site, SiteStatus, Subject
 from iwrs.protocol import load_protocol
-from iwrs.services import dispensing, randomization, sites, subjects
+from iwrs.services import dispensing, randomization, sites, subjects, users
 from supply import expiry
 from tests.conftest import PASSWORD, csrf_from, sign_in
 from tests.integration import test_randomization as base
@@ -161,6 +161,74 @@ def test_the_pages_refuse_a_decision_or_a_randomization_without_the_confirmation
     assert post_form(client, subject_id, "randomize", data).status_code == 302
     with world.app.app_context():
         assert subject_status(subject_id) == "randomized"
+
+
+def test_the_services_refuse_a_decision_or_a_randomization_without_the_confirmation(new_world):
+    """The page is not the only wall: each service takes `understood` and refuses without it
+    (field understood, rule required) before anything is signed or changed; a keyed
+    randomization refused so claims no key (the same key then works)."""
+    world = new_world(sites=("CN01",))
+    with world.app.app_context():
+        subject = screen(world, "CN01")
+        record = assess(world, subject)
+        decision = {
+            "actor": world.actor("inv-CN01"),
+            "subject_id": subject.id,
+            "assessment_id": record.row.id,
+            "decision": "eligible",
+            "signer_password": PASSWORD,
+        }
+        before = state()
+        with pytest.raises(InvalidInput) as refusal:
+            subjects.decide_eligibility(**decision, understood=False)
+        assert (refusal.value.field, refusal.value.rule) == ("understood", "required")
+        assert subject_status(subject.id) == "screening" and state() == before
+        subjects.decide_eligibility(**decision, understood=True)
+        before = state()
+        keyed = {"idempotency_key": "edc-1"}
+        for options in ({}, keyed):
+            with pytest.raises(InvalidInput) as refusal:
+                randomize(world, subject.id, understood=False, **options)
+            assert (refusal.value.field, refusal.value.rule) == ("understood", "required")
+            assert state() == before, "nothing randomized, signed or dispensed"
+        assert randomize(world, subject.id, **keyed).randomization_number == "R0001"
+
+
+def test_the_api_refuses_a_decision_or_a_randomization_without_the_confirmation(new_world):
+    world = new_world(sites=("CN01",))
+    with world.app.app_context():
+        subject = screen(world, "CN01")
+        record = assess(world, subject)
+        token, _ = users.create_api_token(
+            actor=world.actor("inv-CN01"),
+            user_id=world.people["inv-CN01"].id,
+            name="edc",
+            password=PASSWORD,
+        )
+        before = state()
+    client = world.app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    base_path = f"/api/v1/subjects/{subject.id}"
+    decision = {"assessment_id": record.row.id, "decision": "eligible"}
+    decision["signature_password"] = PASSWORD
+    calls = (
+        ("eligibility-decision", decision),
+        ("randomization", {"signature_password": PASSWORD}),
+    )
+    for path, body in calls:
+        for unconfirmed in ({}, {"understood": False}):
+            response = client.post(f"{base_path}/{path}", json={**body, **unconfirmed})
+            assert response.status_code == 422, response.get_data(as_text=True)
+            problems = [(e["field"], e["rule"]) for e in response.get_json()["errors"]]
+            assert problems == [("understood", "required")]
+            with world.app.app_context():
+                assert state() == before
+        confirmed = client.post(f"{base_path}/{path}", json={**body, "understood": True})
+        assert confirmed.status_code in (200, 201), confirmed.get_data(as_text=True)
+        with world.app.app_context():
+            before = state()
+    with world.app.app_context():
+        assert subject_status(subject.id) == "randomized"
 
 
 # --- do-not-dispense at the dispensing service -----------------------------------------------

@@ -57,7 +57,7 @@ def token_of(world: World, name: str) -> str:
 
 
 def post(world: World, token: str, subject_id: int, key: str | None, **extra: Any) -> Any:
-    body: dict[str, Any] = {"signature_password": PASSWORD}
+    body: dict[str, Any] = {"signature_password": PASSWORD, "understood": True}
     if key is not None:
         body["idempotency_key"] = key
     return world.app.test_client().post(
@@ -164,7 +164,7 @@ def test_a_wrong_signature_is_not_stored_and_keys_belong_to_their_user(new_world
         subject_id, theirs = eligible_subject(world, "CN01"), eligible_subject(world, "CN02")
     wrong = world.app.test_client().post(
         f"/api/v1/subjects/{subject_id}/randomization",
-        json={"signature_password": "not the password", "idempotency_key": "k"},
+        json={"signature_password": "not the password", "understood": True, "idempotency_key": "k"},
         headers={"Authorization": f"Bearer {token}"},
     )
     assert wrong.status_code == 401
@@ -392,9 +392,13 @@ def test_a_reclaim_while_the_first_is_held_never_randomizes_twice(new_world, dat
             actor=world.actor("inv-CN01"),
             subject_id=subject_id,
             signer_password=PASSWORD,
+            understood=True,
             idempotency_key="K",
         ) == randomization.randomize(
-            actor=world.actor("inv-CN01"), subject_id=subject_id, signer_password=PASSWORD
+            actor=world.actor("inv-CN01"),
+            subject_id=subject_id,
+            signer_password=PASSWORD,
+            understood=True,
         )
 
 
@@ -437,6 +441,7 @@ def test_any_sequence_of_keys_and_subjects_answers_as_the_model_says(property_wo
                 actor=world.actor("inv-CN01"),
                 subject_id=subject_id,
                 signer_password=PASSWORD,
+                understood=True,
                 idempotency_key=key,
             )
         except IWRSError as refusal:
@@ -561,3 +566,52 @@ def test_an_arm_dependent_refusal_is_audited_without_its_subject(new_world, cloc
         assert [(e.entity_type, e.subject_id, json.loads(e.after)["rule"]) for e in events] == [
             ("site", None, "site_stock")
         ]
+
+
+# --- retention: keys older than IWRS_IDEMPOTENCY_RETENTION_DAYS are purged by a job -------------
+
+
+def key_names() -> list[str]:
+    read_session().rollback()
+    return sorted(read_session().scalars(select(IdempotencyKey.key)))
+
+
+def job_events() -> list[tuple[str | None, str | None]]:
+    read_session().rollback()
+    return list(
+        read_session().execute(
+            select(AuditEvent.entity_id, AuditEvent.after).where(AuditEvent.action == "job.ran")
+        )
+    )
+
+
+def test_keys_older_than_the_retention_are_purged_by_the_job_and_the_cli(new_world, clock):
+    from iwrs.audit import Actor
+    from iwrs.worker import run_once
+
+    world = new_world(sites=("CN01",))
+    with world.app.app_context():
+        retention = world.app.extensions["iwrs.settings"].idempotency_retention
+        assert retention == timedelta(days=30)
+        old, recent = (eligible_subject(world, "CN01") for _ in range(2))
+        randomize(world, old, idempotency_key="edc-old")
+        clock.advance(days=20)
+        randomize(world, recent, idempotency_key="edc-recent")
+        clock.advance(days=10, minutes=1)  # "edc-old" is 30 days and a minute old
+        assert key_names() == ["edc-old", "edc-recent"]
+        before = len(job_events())
+        outcome = run_once("idempotency_purge", None, Actor.system("test"))
+        assert (outcome.state, outcome.summary["purged"]) == ("ran", 1)
+        assert key_names() == ["edc-recent"]
+        (event,) = job_events()[before:]
+        assert event[0] == "idempotency_purge" and '"purged":1' in (event[1] or "")
+        # Nothing old enough: nothing deleted, nothing recorded.
+        assert run_once("idempotency_purge", None, Actor.system("test")).state == "idle"
+        assert len(job_events()) == before + 1
+        clock.advance(days=20)
+        output = world.app.test_cli_runner().invoke(args=["iwrs", "purge-idempotency-keys"])
+        assert output.exit_code == 0, output.output
+        assert key_names() == []
+        # A purged key is a new key: it may now serve another subject.
+        other = eligible_subject(world, "CN01")
+        assert randomize(world, other, idempotency_key="edc-old").subject_id == other

@@ -2,7 +2,8 @@
 sealed treatment is read again from its row and opened with the key, not through the process's
 unseal cache the choice used (services.randomization._sealed_treatment_now). A kit whose sealed
 treatment disagrees with what the choice believed is refused with rule kit_check, the
-kit_mismatch alert is raised, and nothing is dispensed or randomized."""
+kit_mismatch alert is raised, and nothing is dispensed or randomized. Dispensing at a visit
+checks its kit the same way (services.dispensing.dispense)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,37 @@ def test_a_kit_tampered_after_the_shelf_was_read_is_refused(new_world, monkeypat
         subject_id = eligible_subject(world, "CN01")
         monkeypatch.setattr(locking, "failpoint", _tamper(world, how))
         refused_with_the_alert(world, subject_id)
+
+
+# --- the same check at dispensing ----------------------------------------------------------------
+
+
+def test_dispensing_refuses_a_kit_whose_sealed_treatment_disagrees_with_the_slot(new_world, clock):
+    """The pick believes a kit is of the subject's arm (a cache that disagrees with the sealed
+    kits); the kit's own sealed value says otherwise: refused with kit_check, the field and rule
+    of every arm, nothing dispensed, the kit_mismatch alert raised."""
+    from iwrs.services import dispensing
+
+    world = new_world(sites=("CN01",))
+    with world.app.app_context():
+        subject_id = eligible_subject(world, "CN01")
+        randomize(world, subject_id)
+        clock.advance(days=28)
+        kits = site_kits(world)
+        truth = {k.number: treatment_of(k) for k in kits}
+        cache = _unsealed_kits()
+        for kit in kits:
+            cache.put(("kit", kit.id, kit.sealed_treatment), OTHER[truth[kit.number]])
+        before = state()
+        with pytest.raises(Conflict) as refusal:
+            dispensing.dispense(
+                actor=world.actor("ph-CN01"), subject_id=subject_id, visit_code="V2"
+            )
+        assert (refusal.value.field, refusal.value.rule) == ("kit", "kit_check")
+        assert state() == before, "nothing was dispensed"
+        assert [a.site_id for a in alerts("kit_mismatch")] == [world.sites["CN01"]]
+        current_app.extensions.pop("iwrs.unsealed_kits")  # a sound cache: the same visit works
+        result = dispensing.dispense(
+            actor=world.actor("ph-CN01"), subject_id=subject_id, visit_code="V2"
+        )
+        assert truth[result.kit_number] == _slot_arm(subject_id)

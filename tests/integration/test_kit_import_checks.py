@@ -21,6 +21,7 @@ from iwrs.errors import InvalidInput
 from iwrs.models.audit import AuditEvent
 from iwrs.models.supply import Kit, Lot
 from iwrs.services import supply
+from iwrs.worker import run_once
 
 SYSTEM = Actor.system("test")
 
@@ -163,7 +164,7 @@ def test_lists_of_kits_come_in_kit_number_order_not_import_row_order(ctx, make_u
     held = json.loads(changed.after)["quarantined"]
     assert held == sorted(k.number for k in later)
     clock.advance(days=401)
-    expired = supply.run_expiry(actor=SYSTEM)
+    expired = run_once("expiry", None, SYSTEM).summary["expired"]
     assert expired == sorted(expired) and len(expired) == 24
     (event,) = events("kits.expired")
     assert json.loads(event.after)["kits"] == expired

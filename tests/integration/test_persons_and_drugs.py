@@ -141,6 +141,7 @@ def test_one_person_never_holds_two_randomization_numbers(world):
         assessment_id=record.row.id,
         decision="eligible",
         signer_password=PASSWORD,
+        understood=True,
     )
     assert randomize(world, first.id).randomization_number == "R0001"
     subjects.withdraw_subject(actor=inv, subject_id=first.id, reason="moved away")

@@ -33,7 +33,7 @@ from iwrs.models import (
 from iwrs.models.supply import Lot
 from iwrs.services import accountability, randomization, randomization_views, sites, subjects
 from iwrs.services.randomization import SEED_CONTEXT, slot_arm, stored_slot
-from iwrs.services.supply import sealer, treatment_of, usable_by_arm
+from iwrs.services.supply import sealer, treatment_of
 from iwrs.services.users import create_api_token
 from tests.integration.randomization_worker import (
     PASSWORD,
@@ -43,6 +43,7 @@ from tests.integration.randomization_worker import (
     make_world,
     randomize,
     screen,
+    usable_by_arm,
 )
 
 MORE_STOCK = {"quantity = 8": "quantity = 20"}  # 10 kits of each arm per site
@@ -223,6 +224,7 @@ def test_subjects_not_confirmed_eligible_are_refused(world):
         assessment_id=record.row.id,
         decision="screen_failure",
         signer_password=PASSWORD,
+        understood=True,
     )
     for subject, status in (
         (screening, "screening"),
@@ -498,7 +500,11 @@ def test_a_site_out_of_placebo_and_one_out_of_active_refuse_alike(new_world):
         path = f"/api/v1/subjects/{subject_id}/randomization"
         response = client.post(
             path,
-            json={"signature_password": PASSWORD, "idempotency_key": f"edc-{code}"},
+            json={
+                "signature_password": PASSWORD,
+                "understood": True,
+                "idempotency_key": f"edc-{code}",
+            },
             headers={"Authorization": f"Bearer {tokens[code]}"},
         )
         assert response.status_code == 409, response.get_data(as_text=True)

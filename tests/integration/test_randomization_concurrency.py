@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from iwrs.audit import Actor, verify_chain
+from iwrs.audit import verify_chain
 from iwrs.db import read_session
 from iwrs.errors import IWRSError
 from iwrs.models import AuditEvent, Subject
@@ -35,7 +35,7 @@ from iwrs.models.randomization import (
     StratumPosition,
 )
 from iwrs.models.supply import Kit, KitEvent
-from iwrs.services import accountability, randomization
+from iwrs.services import randomization
 from iwrs.services.randomization import slot_arm
 from iwrs.services.supply import treatment_of
 from supply.states import KitAction, KitState
@@ -45,6 +45,7 @@ from tests.integration.randomization_worker import (
     SITES,
     World,
     eligible_subject,
+    ledger_check,
     make_world,
     randomize,
     result_fields,
@@ -227,7 +228,7 @@ def check_end_state(world: World, outcomes: list[dict[str, Any]]) -> None:
         assert events == dict.fromkeys(subject_ids, 1)
         verification = verify_chain(session)
         assert verification.ok, str(verification)
-        count, mismatches = accountability.check_ledger(actor=Actor.system("test"))
+        count, mismatches = ledger_check()
         assert count > 0 and mismatches == []
         assert session.scalar(select(func.count()).select_from(Randomization)) == n_subjects
 

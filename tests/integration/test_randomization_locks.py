@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
-from iwrs.audit import Actor, verify_chain
+from iwrs.audit import verify_chain
 from iwrs.db import read_session
 from iwrs.errors import IWRSError
 from iwrs.models import Subject
@@ -41,13 +41,14 @@ from iwrs.models.randomization import (
     RandomizationSlot,
     StratumPosition,
 )
-from iwrs.services import accountability, users
+from iwrs.services import users
 from tests.conftest import PASSWORD, csrf_from, sign_in
 from tests.integration.randomization_worker import (
     SHIPPED_PROTOCOL,
     SITES,
     World,
     eligible_subject,
+    ledger_check,
     make_world,
     randomize,
 )
@@ -187,7 +188,7 @@ def api_client(world: World, code: str) -> Any:
 def api_randomize(client: Any, subject_id: int) -> Any:
     return client.post(
         f"/api/v1/subjects/{subject_id}/randomization",
-        json={"signature_password": PASSWORD},
+        json={"signature_password": PASSWORD, "understood": True},
     )
 
 
@@ -500,7 +501,7 @@ def test_kill_9_mid_randomization_leaves_nothing_behind(new_world, frozen, datab
             == []
         )
         assert randomize(world, killed).randomization_number == "R0002"
-        count, mismatches = accountability.check_ledger(actor=Actor.system("test"))
+        count, mismatches = ledger_check()
         assert count > 0 and mismatches == []
     assert_numbered_without_gap(world, 2)
 

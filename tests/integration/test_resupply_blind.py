@@ -16,13 +16,14 @@ from iwrs.db import read_session
 from iwrs.models import AuditEvent, Kit, Shipment, SupplyAlert
 from iwrs.services import accountability, shipments
 from iwrs.services.resupply import run_resupply
-from iwrs.services.supply import treatment_of, usable_by_arm
+from iwrs.services.supply import treatment_of
 from tests.integration.randomization_worker import (
     World,
     eligible_subject,
     make_world,
     randomize,
     receive_requested,
+    usable_by_arm,
 )
 
 

@@ -14,7 +14,8 @@ from iwrs.db import read_session
 from iwrs.models import AuditEvent, Kit, Shipment, Site
 from iwrs.services import resupply as resupply_service
 from iwrs.services.resupply import run_resupply
-from iwrs.services.supply import protocol, usable_by_arm
+from iwrs.services.supply import protocol
+from tests.integration.randomization_worker import usable_by_arm
 
 
 def test_predictive_site_tops_up_for_visits_due_within_the_lead_time(app, clock):

@@ -224,6 +224,7 @@ def test_awaiting_subjects_are_randomized_and_dispensed_through_the_services(wor
                 actor=actor(investigator["username"]),
                 subject_id=waiting[0],
                 signer_password=investigator["password"],
+                understood=True,
             )
             assert result.kit_number
             numbers.append(result.randomization_number)

@@ -20,6 +20,7 @@ from iwrs.demo import eligible_answers
 from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.models import AuditEvent, Dispensation, EligibilityAssessment, Kit, Site, Subject
 from iwrs.services import dispensing, sites, subjects, supply, trial
+from iwrs.worker import run_once
 from tests.conftest import make_settings, next_initials
 from tests.integration.randomization_worker import (
     World,
@@ -98,6 +99,7 @@ def confirm_and_randomize(world: World, subject: Subject, record: Any) -> Any:
         assessment_id=record.row.id,
         decision="eligible",
         signer_password="correct horse battery staple",
+        understood=True,
     )
     return randomize(world, subject.id)
 
@@ -229,14 +231,14 @@ def test_a_kit_expires_at_the_end_of_its_expiry_date_where_it_is(world, clock):
         reason="stability data",
     )
     clock.current = at(2026, 3, 5, 15, 30)  # Beijing 23:30 on 5 March: not yet expired
-    assert supply.run_expiry(actor=Actor.system("test")) == []
+    assert run_once("expiry", None, Actor.system("test")).summary["expired"] == []
     clock.current = at(2026, 3, 5, 16, 30)  # Beijing 00:30 on 6 March, New York 11:30 on 5 March
-    assert supply.run_expiry(actor=Actor.system("test"))
+    assert run_once("expiry", None, Actor.system("test")).summary["expired"]
     states = _states_by_place()
     assert states["CN01"] == {"expired"} and states["depot"] == {"expired"}
     assert states["US01"] == {"available"}
     clock.current = at(2026, 3, 6, 5, 30)  # New York 00:30 on 6 March
-    supply.run_expiry(actor=Actor.system("test"))
+    run_once("expiry", None, Actor.system("test"))
     assert _states_by_place()["US01"] == {"expired"}
 
 

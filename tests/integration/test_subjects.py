@@ -62,6 +62,7 @@ def decide(investigator, subject, record, decision, password=PASSWORD):
         assessment_id=record.row.id,
         decision=decision,
         signer_password=password,
+        understood=True,
     )
 
 

@@ -30,8 +30,10 @@ from iwrs.models.sites import Depot, Site, SiteStatus
 from iwrs.models.supply import Destruction, Kit, KitEvent, Lot, Shipment, SupplyAlert
 from iwrs.services import accountability, shipments, sites, supply
 from iwrs.services.resupply import run_resupply
+from iwrs.worker import run_once
 from supply.states import KitState
 from tests.conftest import PASSWORD
+from tests.integration.randomization_worker import ledger_check, usable_by_arm
 
 SYSTEM = Actor.system("test")
 KIT_TYPE = "GSK-SC"
@@ -153,7 +155,7 @@ def receive(pharmacist, shipment_id: int, excursion: bool = False, **conditions:
 
 
 def dispensable(site_id: int) -> dict[str, list[str]]:
-    by_arm = supply.usable_by_arm(fresh(), site_id, today=today())
+    by_arm = usable_by_arm(fresh(), site_id, today=today())
     return {arm: [k.number for k, _ in kits] for arm, kits in by_arm.items() if kits}
 
 
@@ -343,7 +345,7 @@ def test_activation_requests_the_initial_shipment_four_kits_per_treatment(people
     (requested,) = audit_events("shipment.requested")
     assert json.loads(requested.after)["kits"] == sorted(k.number for k in kits)
     assert len(kits_where(state=KitState.AT_DEPOT)) == 32
-    assert accountability.check_ledger(actor=SYSTEM)[1] == []
+    assert ledger_check()[1] == []
 
 
 def raised_by(alert) -> tuple[object, str, str, bool]:  # type: ignore[no-untyped-def]
@@ -497,7 +499,7 @@ def test_receipt_conditions_and_excursion_quarantine_until_the_manager_decides(p
     )
     assert {kit(n).state for n in reject} == {KitState.DAMAGED}
     assert sorted(n for kits in dispensable(site_id).values() for n in kits) == sorted(release)
-    assert accountability.check_ledger(actor=SYSTEM)[1] == []
+    assert ledger_check()[1] == []
     assert accountability.reconciliation(actor=SYSTEM).balanced
 
 
@@ -528,7 +530,7 @@ def test_cancelled_shipment_returns_its_kits_to_the_depot(people):
         shipments.cancel_shipment(
             actor=Actor.of(people.manager), shipment_id=second.id, reason="too late"
         )
-    assert accountability.check_ledger(actor=SYSTEM)[1] == []
+    assert ledger_check()[1] == []
 
 
 # --- 4. short-dated kits are never shipped ----------------------------------------------------
@@ -648,7 +650,7 @@ def test_resupply_fires_at_the_total_trigger_only_at_a_run_and_fills_every_treat
     lose(dispensable(site_id)[low][0])  # total 6
     assert len(shipments_to(site_id)) == 2
     assert len(run_resupply()) == 1
-    assert accountability.check_ledger(actor=SYSTEM)[1] == []
+    assert ledger_check()[1] == []
 
 
 def test_damage_reports_never_request_a_resupply_the_run_does_once(people, stocked_site):
@@ -794,7 +796,7 @@ def test_shortening_a_lot_to_today_quarantines_its_usable_kits_extending_does_no
         "quarantined": sorted(k.number for k in held),
     }
     assert second.reason == "recall"
-    assert accountability.check_ledger(actor=SYSTEM)[1] == []
+    assert ledger_check()[1] == []
 
 
 def test_expiry_sweep_expires_kits_past_expiry_and_they_are_never_dispensable(
@@ -806,25 +808,25 @@ def test_expiry_sweep_expires_kits_past_expiry_and_they_are_never_dispensable(
     clock.advance(days=(expiry - today()).days - 38)
     assert len(dispensable(site_id)["A"]) == 4
     clock.advance(days=1)  # expires within that horizon: not usable, not expired
-    assert supply.run_expiry(actor=SYSTEM) == []
+    assert run_once("expiry", None, SYSTEM).summary["expired"] == []
     assert dispensable(site_id) == {}
     assert {k.state for k in kits_where(place_kind="site")} == {KitState.AVAILABLE}
     clock.advance(days=37)  # the expiry day: still not expired
-    assert supply.run_expiry(actor=SYSTEM) == []
+    assert run_once("expiry", None, SYSTEM).summary["expired"] == []
     clock.advance(days=1)
-    expired = supply.run_expiry(actor=SYSTEM)
+    expired = run_once("expiry", None, SYSTEM).summary["expired"]
     assert len(expired) == 40
     assert {k.state for k in kits_where()} == {KitState.EXPIRED}
     assert dispensable(site_id) == {}
     (event,) = audit_events("kits.expired")
     assert json.loads(event.after)["kits"] == sorted(expired)
-    assert supply.run_expiry(actor=SYSTEM) == []
+    assert run_once("expiry", None, SYSTEM).summary["expired"] == []
     number = expired[0]
     with pytest.raises(Conflict, match=f"kit {number} is expired"):
         shipments.decide_quarantine(
             actor=Actor.of(people.manager), kit_numbers=[number], release=True, reason="x"
         )
-    result = supply.usable_by_arm(fresh(), site_id, today=today())
+    result = usable_by_arm(fresh(), site_id, today=today())
     assert all(not kits for kits in result.values())
 
 
@@ -883,7 +885,7 @@ def test_reconciliation_balances_after_receipts_damage_loss_expiry_and_destructi
     accountability.destroy_kits(actor=manager, kit_numbers=[m1[0], m1[3]], reference="DC-9")
     # let the whole lot expire, then destroy some expired kits at CN02
     clock.advance(days=366)
-    supply.run_expiry(actor=SYSTEM)
+    run_once("expiry", None, SYSTEM)
     accountability.destroy_kits(actor=manager, kit_numbers=m2[:2], reference="DC-10")
 
     rec = accountability.reconciliation(actor=SYSTEM)
@@ -897,7 +899,7 @@ def test_reconciliation_balances_after_receipts_damage_loss_expiry_and_destructi
     }
     assert {str(s): n for s, n in site2.by_state.items() if n} == {"expired": 6, "destroyed": 2}
     assert rec.overall.received == sum(t.received for t in rec.sites.values())
-    events, wrong = accountability.check_ledger(actor=SYSTEM)
+    events, wrong = ledger_check()
     assert wrong == [] and events == kit_event_count()
     result = check_ledger_cli()
     assert result.exit_code == 0, result.output
@@ -917,7 +919,7 @@ def test_check_ledger_names_a_kit_whose_row_disagrees_with_its_ledger(people, st
             text("UPDATE kit SET state = 'damaged' WHERE number = :n"), {"n": number}
         )
     fresh()
-    assert accountability.check_ledger(actor=SYSTEM)[1] == [number]
+    assert ledger_check()[1] == [number]
 
 
 @pytest.mark.parametrize(
@@ -929,7 +931,7 @@ def test_the_kit_ledger_refuses_update_and_delete(people, stocked_site, statemen
     with pytest.raises(DBAPIError, match="insert-only"), engine().begin() as connection:
         connection.execute(text(statement))
     assert kit_event_count() == rows
-    assert accountability.check_ledger(actor=SYSTEM) == (rows, [])
+    assert ledger_check() == (rows, [])
 
 
 def test_concurrent_resupply_runs_request_one_resupply(app, people, stocked_site, monkeypatch):
@@ -969,7 +971,7 @@ def test_concurrent_resupply_runs_request_one_resupply(app, people, stocked_site
     assert errors == []
     assert sorted(len(m) for m in made) == [0, 1]
     assert [s.kind for s in shipments_to(site_id)] == ["initial", "resupply"]
-    assert accountability.check_ledger(actor=SYSTEM)[1] == []
+    assert ledger_check()[1] == []
 
 
 def test_manual_shipment_splits_by_ratio_and_a_refusal_promises_nothing_it_rolled_back(people):

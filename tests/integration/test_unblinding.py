@@ -27,6 +27,7 @@ from iwrs import create_app
 from iwrs.audit import Actor
 from iwrs.clock import set_clock
 from iwrs.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
+from iwrs.worker import run_once
 from tests.conftest import PASSWORD, WORKER, ManualClock, make_settings, sign_in
 
 ACTIVE, PLACEBO = "ACTIVEQX", "PLACEBOZK"
@@ -216,6 +217,7 @@ def build_trial(directory: Path, database_url: str, *, discontinues: bool = Fals
                 assessment_id=record.row.id,
                 decision="eligible",
                 signer_password=PASSWORD,
+                understood=True,
             )
             clock.advance(minutes=7)
         randomization.generate_list(
@@ -228,6 +230,7 @@ def build_trial(directory: Path, database_url: str, *, discontinues: bool = Fals
                     actor=Actor.of(people[investigator]),
                     subject_id=subject_ids[key],
                     signer_password=PASSWORD,
+                    understood=True,
                 )
                 clock.advance(minutes=11)
         clock.advance(hours=1)
@@ -782,7 +785,6 @@ def test_a_protocol_that_stops_treatment_on_unblinding_refuses_further_dispensin
 
 def test_without_smtp_the_outbox_is_logged_and_marked_sent_audited_once(world, monkeypatch, caplog):
     from iwrs.models.unblinding import Notification
-    from iwrs.services import unblinding
 
     monkeypatch.delenv("IWRS_SMTP_HOST", raising=False)
     unblind(world, "dr.li", "R1")
@@ -790,11 +792,12 @@ def test_without_smtp_the_outbox_is_logged_and_marked_sent_audited_once(world, m
     world.clock.advance(minutes=2)
     seq = head_seq()
     with caplog.at_level(logging.INFO, logger="iwrs.notifications"):
-        sent = unblinding.send_notifications(actor=Actor.system("test-outbox"))
+        sent = run_once("notify", None, Actor.system("test-outbox")).summary.get("sent", 0)
     assert sent == 2
     events = events_since(seq)
-    assert [e.action for e in events] == ["notifications.sent"]
-    assert events[0].after == '{"sent":2}'
+    # The job's claim commits with its job.ran event; the delivery is recorded after sending.
+    assert [e.action for e in events] == ["job.ran", "notifications.sent"]
+    assert events[1].after == '{"sent":2}'
     notes = fresh().scalars(select(Notification)).all()
     assert all(n.sent_at == world.clock.current and n.channel == "log" for n in notes)
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "iwrs.notifications")
@@ -803,7 +806,7 @@ def test_without_smtp_the_outbox_is_logged_and_marked_sent_audited_once(world, m
     assert_no_arm(logged)
     # Nothing left to send: nothing happens, nothing is recorded.
     seq = head_seq()
-    assert unblinding.send_notifications(actor=Actor.system("test-outbox")) == 0
+    assert run_once("notify", None, Actor.system("test-outbox")).summary.get("sent", 0) == 0
     assert actions_since(seq) == []
 
 

@@ -380,6 +380,8 @@ def test_every_worker_computes_the_same_tick_from_the_schedule_alone():
         ("IWRS_CHECKPOINT_MINUTES", "0"),
         ("IWRS_RESUPPLY_INTRADAY_MINUTES", "often"),
         ("IWRS_NOTIFY_SECONDS", "-1"),
+        ("IWRS_IDEMPOTENCY_PURGE_AT", "midnight"),
+        ("IWRS_IDEMPOTENCY_RETENTION_DAYS", "0"),
     ],
 )
 def test_a_bad_schedule_setting_is_refused_naming_its_variable(monkeypatch, variable, value):

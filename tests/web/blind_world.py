@@ -376,6 +376,7 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
                 assessment_id=record.row.id,
                 decision=decision,
                 signer_password=PASSWORD,
+                understood=True,
             )
         clock.advance(minutes=7)
 
@@ -392,6 +393,7 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
             actor=Actor.of(people[INVESTIGATOR[code]]),
             subject_id=subject_ids[key],
             signer_password=PASSWORD,
+            understood=True,
             idempotency_key=f"edc-{key}",
         )
         clock.advance(minutes=11)
@@ -459,6 +461,7 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
                 actor=Actor.of(people[INVESTIGATOR[code]]),
                 subject_id=subject_ids[key],
                 signer_password=PASSWORD,
+                understood=True,
             )
         except Exception as refusal:  # noqa: BLE001 - recorded and compared by the tests
             refusals[key] = f"{type(refusal).__name__}: {refusal}"

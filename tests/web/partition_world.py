@@ -289,6 +289,7 @@ class _Scenario:
                 assessment_id=record.row.id,
                 decision="eligible",
                 signer_password=PASSWORD,
+                understood=True,
             )
             self.clock.advance(minutes=7)
         randomization.generate_list(
@@ -354,6 +355,7 @@ class _Scenario:
             actor=self.actor(INVESTIGATOR),
             subject_id=self.subject_ids[key],
             signer_password=PASSWORD,
+            understood=True,
             idempotency_key=f"edc-{key}",
         )
         self.clock.advance(minutes=11)

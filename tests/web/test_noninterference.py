@@ -160,7 +160,7 @@ def test_randomization_refused_for_lack_of_one_arm_reads_the_same(worlds):
             pages.append((key, page.status_code, normalize(page.get_data(as_text=True))))
             api = world.app.test_client().post(
                 f"/api/v1/subjects/{subject_id}/randomization",
-                json={"signature_password": PASSWORD},
+                json={"signature_password": PASSWORD, "understood": True},
                 headers={"Authorization": f"Bearer {world.tokens[investigator]}"},
             )
             problems.append((key, api.status_code, api.get_json()))

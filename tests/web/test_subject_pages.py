@@ -166,6 +166,7 @@ def test_not_eligible_subject_cannot_be_signed_eligible_by_page_or_api(app, inve
         json={
             "assessment_id": record.row.id,
             "decision": "eligible",
+            "understood": True,
             "signature_password": PASSWORD,
         },
     )

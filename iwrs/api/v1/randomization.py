@@ -145,11 +145,13 @@ class SubjectRandomization(MethodView):
                 actor=Actor.of(current_user),
                 subject_id=subject_id,
                 signer_password=body["signature_password"],
+                understood=body["understood"],
             )
         answer = keyed_randomization.randomize_answer(
             actor=Actor.of(current_user),
             subject_id=subject_id,
             signer_password=body["signature_password"],
+            understood=body["understood"],
             idempotency_key=key,
         )
         return _answered(answer)

@@ -223,6 +223,7 @@ class EligibilityDecision(MethodView):
     @blp.response(200, SubjectSchema)
     @blp.alt_response(401, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
+    @blp.alt_response(422, **PROBLEM)
     def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
         """Confirm the latest assessment as eligible or as a screen failure (e-signature)."""
         subjects.decide_eligibility(
@@ -231,6 +232,7 @@ class EligibilityDecision(MethodView):
             assessment_id=body["assessment_id"],
             decision=body["decision"],
             signer_password=body["signature_password"],
+            understood=body["understood"],
         )
         return queries.visible_subject(actor=Actor.of(current_user), subject_id=subject_id)
 
