@@ -34,6 +34,11 @@ class Decision(enum.StrEnum):
     SCREEN_FAILURE = "screen_failure"
 
 
+class Sex(enum.StrEnum):
+    FEMALE = "female"
+    MALE = "male"
+
+
 class Subject(Base):
     """A screened person: no name, only what the criteria need (date of birth and sex)."""
 
@@ -49,12 +54,14 @@ class Subject(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
     screening_number: Mapped[str] = mapped_column(String(32), unique=True)
     status: Mapped[SubjectStatus] = mapped_column(enum_column(SubjectStatus, "subject_status"))
-    sex: Mapped[str] = mapped_column(String(8))
+    sex: Mapped[Sex] = mapped_column(enum_column(Sex, "sex", length=8))
     date_of_birth: Mapped[date] = mapped_column(Date)
     screening_date: Mapped[date] = mapped_column(Date)
     # A re-screen is a new subject record linked to the screen failure it repeats (one each).
     rescreen_of_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), unique=True)
-    # Canonical JSON of the stratification factors, set when eligibility is confirmed.
+    # Canonical JSON of the stratification factors, set when eligibility is confirmed (the
+    # factors of the confirmed assessment). Once randomized, the stratum key used is the slot's
+    # (randomization_slot.stratum, read as Randomization.stratum); nothing else stores it.
     stratum: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))

@@ -24,6 +24,7 @@ from iwrs.models.subjects import (
     Decision,
     EligibilityAssessment,
     Outcome,
+    Sex,
     Subject,
     SubjectStatus,
 )
@@ -35,7 +36,7 @@ from iwrs.services.drug_classes import with_drug_classes
 from iwrs.services.stated_dates import StatedDate, stated_date
 from iwrs.services.users import confirm_signature, sign
 
-SEXES = ("female", "male")
+SEXES = tuple(s.value for s in Sex)
 
 
 def protocol() -> Protocol:

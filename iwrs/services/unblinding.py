@@ -19,19 +19,14 @@ from iwrs.errors import Conflict, InvalidInput, IWRSError, NotFound
 from iwrs.models.randomization import Randomization, RandomizationSlot
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
-from iwrs.models.unblinding import Notification, Unblinding
+from iwrs.models.unblinding import Notification, Unblinding, UnblindingCategory
 from iwrs.models.users import Signature, User
 from iwrs.services import refusals
 from iwrs.services.randomization import slot_arm
 from iwrs.services.subjects import _investigator, protocol
 from iwrs.services.users import confirm_signature, sign
 
-CATEGORIES = {
-    "sae": "serious adverse event",
-    "overdose": "overdose",
-    "pregnancy": "pregnancy",
-    "other": "other",
-}
+CATEGORIES = {c.value: c.label for c in UnblindingCategory}
 log = logging.getLogger("iwrs.notifications")
 
 
