@@ -1170,7 +1170,7 @@ def _randomization_rows(
             slot_key,
             site_id,
             moment,
-            day1.isoformat(),
+            day1,
             investigator.user_id,
             sig,
         )

@@ -534,11 +534,13 @@ def test_two_randomizations_in_one_stratum_take_consecutive_slots(new_world, fro
     with world.app.app_context():
         read_session().rollback()
         slot_of = dict(
-            read_session().execute(
+            read_session()
+            .execute(
                 select(Randomization.subject_id, RandomizationSlot.sequence).join(
                     RandomizationSlot, Randomization.slot_id == RandomizationSlot.id
                 )
             )
+            .all()
         )
         assert slot_of == {first: 1, second: 2}
         (position,) = read_session().scalars(
