@@ -1028,7 +1028,6 @@ def _subject_rows(
         if p.status != "screening"
         else None
     )
-    stratum = found["stratum"] if found and p.status in ("eligible", "randomized") else None
     final = p.status
     rows.subjects.append(
         (
@@ -1039,7 +1038,6 @@ def _subject_rows(
             "female",
             date(1961, 5, 14),
             screening,
-            stratum,
             b.now,
             investigator.user_id,
             b.now,
@@ -1333,7 +1331,7 @@ def write_subjects(b: Build, rows: Rows) -> None:
     """The subjects, and each site's screening sequence (numbers are never reused)."""
     columns = _columns(
         "id site_id screening_number status sex date_of_birth screening_date "
-        "stratum created_at created_by_id status_changed_at"
+        "created_at created_by_id status_changed_at"
     )
     b.sink.write("subject", columns, rows.subjects, len(rows.subjects))
     with (

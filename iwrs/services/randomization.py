@@ -496,11 +496,11 @@ def _randomize(session: Session, actor: Actor, subject_id: int) -> Randomization
     ).first()
     if done is not None:  # a concurrent retry won: return its result
         return _result(session, done)
-    require_confirmed_eligible(session, subject)
+    confirmed = require_confirmed_eligible(session, subject)
     site = _lock_active_site(session, subject)
     locking.failpoint("randomize.after_site_lock")
     stratum = schedules.stratum_key(
-        json.loads(subject.stratum or "{}"), [f.factor for f in protocol().stratification]
+        json.loads(confirmed.stratum or "{}"), [f.factor for f in protocol().stratification]
     )
     caps = _Caps.of(site, stratum)
     caps.check(locking.read_counters(session, caps.names()))

@@ -1,6 +1,7 @@
 """check constraints for every state and kind; randomized_on a date; the unused idempotency_key
-column of randomization dropped; the slot-subject link and the stratum of a randomization
-stored once, in randomization.slot_id and randomization_slot.stratum (issue 14)
+column of randomization dropped; the slot-subject link and the stratum stored once: the link in
+randomization.slot_id, a randomization's stratum in randomization_slot.stratum, a subject's
+factors in its confirmed eligibility assessment (issue 14)
 
 Revision ID: 0020
 Revises: 0019
@@ -197,6 +198,29 @@ WHERE (s.subject_id IS NOT NULL OR r.id IS NOT NULL)
 """
 
 
+# A subject's stratum as the models derive it (iwrs.models.subjects.Subject.stratum).
+DERIVED_STRATUM = (
+    "(SELECT CASE WHEN a.decision = 'eligible' THEN a.stratum END FROM eligibility_assessment a "
+    "WHERE a.subject_id = subject.id ORDER BY a.id DESC LIMIT 1)"
+)
+
+
+def _refuse_disagreeing_strata() -> None:
+    """subject.stratum must be its confirmed assessment's, as derived from now on, named if not."""
+    pairs = f"SELECT subject.id AS id, subject.stratum AS stored, {DERIVED_STRATUM} AS derived"
+    query = (
+        f"SELECT id, stored, derived FROM ({pairs} FROM subject) t "  # noqa: S608 (no input)
+        "WHERE COALESCE(stored, '') <> COALESCE(derived, '')"
+    )
+    found = op.get_bind().execute(sa.text(query)).all()
+    if found:
+        shown = "; ".join(f"subject {i}: {s!r}, assessed {d!r}" for i, s, d in found[:10])
+        raise StoredValueRefused(
+            f"subject.stratum disagrees with the confirmed assessment in {len(found)} row(s): "
+            f"{shown}; correct the rows, then upgrade again"
+        )
+
+
 def _refuse_disagreeing_links() -> None:
     """The copies dropped must say what the kept columns say, row by row, named if not."""
     found = op.get_bind().execute(sa.text(DISAGREEING_LINKS)).all()
@@ -222,9 +246,14 @@ def _store_once() -> None:
         batch_op.drop_column("used_at")
     with op.batch_alter_table("randomization", schema=None) as batch_op:
         batch_op.drop_column("stratum")
+    with op.batch_alter_table("subject", schema=None) as batch_op:
+        batch_op.drop_column("stratum")
 
 
 def _store_twice_again() -> None:
+    with op.batch_alter_table("subject", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("stratum", sa.String(length=200), nullable=True))
+    op.execute(f"UPDATE subject SET stratum = {DERIVED_STRATUM}")  # noqa: S608 (no input)
     with op.batch_alter_table("randomization", schema=None) as batch_op:
         batch_op.add_column(sa.Column("stratum", sa.String(length=100), nullable=True))
     op.execute(
@@ -256,6 +285,7 @@ def upgrade() -> None:
     _refuse_unknown_values()
     _refuse_unparseable_days()
     _refuse_disagreeing_links()
+    _refuse_disagreeing_strata()
     _store_once()
     with op.batch_alter_table("randomization", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("uq_randomization_idempotency_key"), type_="unique")

@@ -183,6 +183,7 @@ SNAPSHOT = {
     "notification": "id, channel, state",
     "user_session": "id, end_reason",
     "subject": "id, sex, status",
+    "eligibility_assessment": "id, subject_id, stratum, decision",
     "dispensation": "id, kind",
     "kit_request": "id, kind",
     "randomization_list": "id, source",
@@ -247,6 +248,13 @@ def test_migration_0020_keeps_every_value_down_and_up_and_refuses_what_it_cannot
     assert _execute(
         database_url, "SELECT count(*) FROM randomization_slot WHERE subject_id IS NOT NULL"
     ) == [(1,)]
+    # ...and the subject's stratum is its confirmed assessment's factors again.
+    strata = _execute(
+        database_url,
+        "SELECT s.stratum, a.stratum FROM subject s JOIN eligibility_assessment a "
+        "ON a.subject_id = s.id AND a.decision = 'eligible'",
+    )
+    assert len(strata) == 1 and strata[0][0] == strata[0][1] == '{"disease":"RA"}'
     assert not any(name.startswith("ck_kit_event") for name in _stored_checks(database_url))
 
     _execute(database_url, "UPDATE randomization SET randomized_on = '02/03/2026'")
@@ -262,6 +270,14 @@ def test_migration_0020_keeps_every_value_down_and_up_and_refuses_what_it_cannot
     with pytest.raises(Exception, match=r"link or the stratum disagrees in 1 row"):
         _migrate(database_url, "head")
     _execute(database_url, "UPDATE randomization SET stratum = 'disease=RA'")
+    _execute(database_url, "UPDATE subject SET stratum = NULL")
+    with pytest.raises(Exception, match=r"subject\.stratum disagrees .* in 1 row"):
+        _migrate(database_url, "head")
+    _execute(
+        database_url,
+        "UPDATE subject SET stratum = (SELECT a.stratum FROM eligibility_assessment a "
+        "WHERE a.subject_id = subject.id AND a.decision = 'eligible')",
+    )
 
     _migrate(database_url, "head")
     assert _snapshot(database_url) == before
