@@ -1028,7 +1028,6 @@ def _subject_rows(
         if p.status != "screening"
         else None
     )
-    stratum = found["stratum"] if found and p.status in ("eligible", "randomized") else None
     final = p.status
     rows.subjects.append(
         (
@@ -1039,7 +1038,6 @@ def _subject_rows(
             "female",
             date(1961, 5, 14),
             screening,
-            stratum,
             b.now,
             investigator.user_id,
             b.now,
@@ -1168,12 +1166,10 @@ def _randomization_rows(
             subject_id,
             f"R{numbered:04d}",
             slot_key,
-            p.stratum,
             site_id,
             moment,
-            day1.isoformat(),
+            day1,
             investigator.user_id,
-            None,
             sig,
         )
     )
@@ -1291,8 +1287,9 @@ def write_list(b: Build) -> tuple[int, str]:
 def write_slots(
     b: Build, list_id: int, used: dict[tuple[str, int], tuple[int, datetime]]
 ) -> dict[tuple[str, int], int]:
-    """Every slot, arm and block sealed under SLOT_CONTEXT / BLOCK_CONTEXT; the used ones name
-    their subject; each stratum's position is the slot after its last used one."""
+    """Every slot, arm and block sealed under SLOT_CONTEXT / BLOCK_CONTEXT (a used slot is named
+    by its randomization row, never the other way); each stratum's position is the slot after
+    its last used one."""
     from iwrs.services.randomization import BLOCK_CONTEXT, SLOT_CONTEXT
     from iwrs.services.supply import sealer
 
@@ -1304,7 +1301,6 @@ def write_slots(
     def rows() -> Iterator[tuple[Any, ...]]:
         for n, s in enumerate(every):
             where = {"list_id": list_id, "stratum": s.stratum, "sequence": s.sequence}
-            subject, at = used.get((s.stratum, s.sequence), (None, None))
             yield (
                 first + n,
                 list_id,
@@ -1312,11 +1308,9 @@ def write_slots(
                 s.sequence,
                 seal(s.arm, context=SLOT_CONTEXT.format(**where)),
                 seal(f"{s.block}/{s.block_size}", context=BLOCK_CONTEXT.format(**where)),
-                subject,
-                at,
             )
 
-    columns = _columns("id list_id stratum sequence sealed_arm sealed_block subject_id used_at")
+    columns = _columns("id list_id stratum sequence sealed_arm sealed_block")
     b.sink.write("randomization_slot", columns, rows(), len(every))
     taken: dict[str, int] = {}
     for stratum, sequence in used:
@@ -1337,7 +1331,7 @@ def write_subjects(b: Build, rows: Rows) -> None:
     """The subjects, and each site's screening sequence (numbers are never reused)."""
     columns = _columns(
         "id site_id screening_number status sex date_of_birth screening_date "
-        "stratum created_at created_by_id status_changed_at"
+        "created_at created_by_id status_changed_at"
     )
     b.sink.write("subject", columns, rows.subjects, len(rows.subjects))
     with (
@@ -1389,12 +1383,10 @@ def write_signed_tables(b: Build, rows: Rows, slot_ids: dict[tuple[str, int], in
             "subject_id",
             "randomization_number",
             "slot_id",
-            "stratum",
             "site_id",
             "randomized_at",
             "randomized_on",
             "randomized_by_id",
-            "idempotency_key",
             "signature_id",
         ),
         randomizations,
@@ -1430,8 +1422,8 @@ def write_counters(b: Build, rows: Rows) -> None:
     counts: Counter[str] = Counter()
     for r in rows.randomizations:
         counts[counter_name(STUDY)] += 1
-        counts[counter_name("stratum", r[4])] += 1
-        counts[counter_name("site", r[5])] += 1
+        counts[counter_name("stratum", r[3][0])] += 1  # the slot's (stratum, sequence)
+        counts[counter_name("site", r[4])] += 1
     b.sink.execute("DELETE FROM randomization_counter")
     b.sink.write("randomization_counter", ("name", "value"), sorted(counts.items()), len(counts))
 

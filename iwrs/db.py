@@ -218,9 +218,41 @@ def upgrade_schema(target_engine: Engine, *, blinding_key: bytes | None = None) 
     """Bring the schema to the newest migration (only ever called when asked: init, tests).
     Migrations that re-seal or re-key stored values (0010) need `blinding_key` when the
     database holds such values; without it they read IWRS_BLINDING_KEY or the key file."""
+    migrate(target_engine, "head", blinding_key=blinding_key)
+
+
+def migrate(
+    target_engine: Engine,
+    revision: str,
+    *,
+    down: bool = False,
+    blinding_key: bytes | None = None,
+) -> None:
+    """Upgrade (or, with `down`, downgrade) the schema to `revision`, in one transaction.
+
+    On SQLite, foreign keys are off while the migrations run and checked before the commit:
+    SQLite changes a table by copying it (Alembic's batch mode), and dropping the old copy of a
+    table other rows refer to would otherwise fail (its documented ALTER TABLE procedure)."""
     from alembic import command
 
-    with target_engine.begin() as connection:
-        config = migrations_config(str(target_engine.url), connection)
-        config.attributes["blinding_key"] = blinding_key
-        command.upgrade(config, "head")
+    sqlite = target_engine.dialect.name == "sqlite"
+    with target_engine.connect() as connection:
+        raw: Any = connection.connection.dbapi_connection
+        if sqlite:  # a pragma, before the transaction begins (inside one it is ignored)
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                config = migrations_config(str(target_engine.url), connection)
+                config.attributes["blinding_key"] = blinding_key
+                (command.downgrade if down else command.upgrade)(config, revision)
+                if sqlite:
+                    _refuse_broken_references(connection)
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _refuse_broken_references(connection: Any) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"the migration left rows referring to nothing: {broken[:10]}")

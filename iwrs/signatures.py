@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-UNBLINDING_CATEGORIES = {
-    "sae": "serious adverse event",
-    "overdose": "overdose",
-    "pregnancy": "pregnancy",
-    "other": "other",
-}
+from iwrs.models.unblinding import UnblindingCategory
+
+UNBLINDING_CATEGORIES = {c.value: c.label for c in UnblindingCategory}
 
 
 def deactivate_account(username: str) -> str:

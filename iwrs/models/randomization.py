@@ -3,12 +3,43 @@ randomizations and dispensations."""
 
 from __future__ import annotations
 
+import enum
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
-from iwrs.db import Base, UTCDateTime
+from iwrs.db import Base, UTCDateTime, enum_column
+
+
+class ListSource(enum.StrEnum):
+    GENERATED = "generated"  # from a seed by the protocol's algorithm
+    IMPORTED = "imported"  # a file the statistician uploaded
+
+
+class DispensationKind(enum.StrEnum):
+    """Why a kit was given: the visit's scheduled kit, or an extra one an investigator asked for."""
+
+    SCHEDULED = "scheduled"
+    UNSCHEDULED = "unscheduled"
+    REPLACEMENT = "replacement"
+
+
+class KitRequestKind(enum.StrEnum):
+    """The kinds of extra kit an investigator may request (the unscheduled dispensation kinds)."""
+
+    UNSCHEDULED = "unscheduled"
+    REPLACEMENT = "replacement"
 
 
 class RandomizationList(Base):
@@ -19,7 +50,7 @@ class RandomizationList(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     dummy: Mapped[bool] = mapped_column(Boolean, default=False)  # UAT only, never production
-    source: Mapped[str] = mapped_column(String(16))  # generated | imported
+    source: Mapped[ListSource] = mapped_column(enum_column(ListSource, "source", length=16))
     algorithm: Mapped[str] = mapped_column(String(80))
     # The seed (hex), sealed like the arms: the statistician regenerates the list from it.
     sealed_seed: Mapped[str] = mapped_column(Text)
@@ -33,7 +64,15 @@ class RandomizationList(Base):
 
 
 class RandomizationSlot(Base):
-    """One slot of a list; its arm and its block (number and size) are stored only sealed."""
+    """One slot of a list; its arm and its block (number and size) are stored only sealed.
+
+    Decision (issue 14): the slot does not name its subject. The one link is
+    `Randomization.slot_id` (unique: a slot is used at most once), written once, in the
+    randomizing transaction, by the row that records the randomization; a slot is used exactly
+    when a randomization names it, and its use time is that randomization's `randomized_at`.
+    So a slot row never changes after the list is stored (but for re-sealing at a key
+    rotation), and nothing can say "used" on one side and "free" on the other. The slot's
+    `stratum` is the one stored stratum of a randomized subject (`Randomization.stratum`)."""
 
     __tablename__ = "randomization_slot"
     __table_args__ = (UniqueConstraint("list_id", "stratum", "sequence"),)
@@ -45,8 +84,6 @@ class RandomizationSlot(Base):
     sealed_arm: Mapped[str] = mapped_column(Text)
     # "<block>/<block size>", sealed like the arm: in clear they would show where blocks end.
     sealed_block: Mapped[str] = mapped_column(Text)
-    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), unique=True)
-    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class StratumPosition(Base):
@@ -62,6 +99,9 @@ class StratumPosition(Base):
 
 
 class Randomization(Base):
+    """A subject's randomization: the slot it took (the slot-subject link, held only here),
+    its number, site and day 1. Its stratum is the slot's (`stratum`), never stored again."""
+
     __tablename__ = "randomization"
     # issue 13: predictive resupply reads a site's subjects still on their schedule
     __table_args__ = (Index("ix_randomization_site_day", "site_id", "randomized_on"),)
@@ -70,13 +110,19 @@ class Randomization(Base):
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), unique=True)
     randomization_number: Mapped[str] = mapped_column(String(16), unique=True)
     slot_id: Mapped[int] = mapped_column(ForeignKey("randomization_slot.id"), unique=True)
-    stratum: Mapped[str] = mapped_column(String(100))
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
     randomized_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    randomized_on: Mapped[str] = mapped_column(String(10))  # day 1, the site's local ISO date
+    randomized_on: Mapped[date] = mapped_column(Date)  # day 1, the site's local date
     randomized_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
-    idempotency_key: Mapped[str | None] = mapped_column(String(100), unique=True)
     signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+
+    # The stratum key of the slot taken (never an arm: the slot's sealed columns stay unread).
+    stratum: Mapped[str] = column_property(
+        select(RandomizationSlot.stratum)
+        .where(RandomizationSlot.id == slot_id)
+        .correlate_except(RandomizationSlot)
+        .scalar_subquery()
+    )
 
 
 class Dispensation(Base):
@@ -89,7 +135,7 @@ class Dispensation(Base):
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"))
     kit_id: Mapped[int] = mapped_column(ForeignKey("kit.id"), unique=True)
     visit_code: Mapped[str] = mapped_column(String(16))
-    kind: Mapped[str] = mapped_column(String(16))  # scheduled | unscheduled | replacement
+    kind: Mapped[DispensationKind] = mapped_column(enum_column(DispensationKind, "kind", length=16))
     reason: Mapped[str | None] = mapped_column(Text)
     out_of_window: Mapped[bool] = mapped_column(Boolean, default=False)
     dispensed_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -109,7 +155,7 @@ class KitRequest(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"))
     visit_code: Mapped[str] = mapped_column(String(16))
-    kind: Mapped[str] = mapped_column(String(16))  # unscheduled | replacement
+    kind: Mapped[KitRequestKind] = mapped_column(enum_column(KitRequestKind, "kind", length=16))
     reason: Mapped[str] = mapped_column(Text)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
     requested_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint, case, select
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from iwrs.db import Base, UTCDateTime, enum_column
 
@@ -34,43 +34,9 @@ class Decision(enum.StrEnum):
     SCREEN_FAILURE = "screen_failure"
 
 
-class Subject(Base):
-    """A screened person: no name, only what the criteria need (date of birth and sex)."""
-
-    __tablename__ = "subject"
-    __table_args__ = (
-        Index("ix_subject_site_status", "site_id", "status"),
-        # issue 13: the subject list (newest first) and the visit board (by number), paged
-        Index("ix_subject_site_id", "site_id", "id"),
-        Index("ix_subject_site_screening", "site_id", "screening_number"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
-    screening_number: Mapped[str] = mapped_column(String(32), unique=True)
-    status: Mapped[SubjectStatus] = mapped_column(enum_column(SubjectStatus, "subject_status"))
-    sex: Mapped[str] = mapped_column(String(8))
-    date_of_birth: Mapped[date] = mapped_column(Date)
-    screening_date: Mapped[date] = mapped_column(Date)
-    # A re-screen is a new subject record linked to the screen failure it repeats (one each).
-    rescreen_of_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), unique=True)
-    # Canonical JSON of the stratification factors, set when eligibility is confirmed.
-    stratum: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
-    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    withdrawal_reason: Mapped[str | None] = mapped_column(Text)
-    # Study treatment stopped (the subject may stay in follow-up): no more kits are dispensed.
-    treatment_discontinued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # A fact everyone may see (never the arm): this subject was emergency-unblinded.
-    unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # Who the person is, only as a keyed hash (HMAC of date of birth, sex and initials under a
-    # key derived from the audit key): finds the same person screened again at any site.
-    person_key: Mapped[str | None] = mapped_column(String(64), index=True)
-    # The investigator's signature that this person is not the one(s) the key matched.
-    distinct_person_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
-
-    site = relationship("Site", lazy="selectin")
+class Sex(enum.StrEnum):
+    FEMALE = "female"
+    MALE = "male"
 
 
 class EligibilityAssessment(Base):
@@ -96,6 +62,64 @@ class EligibilityAssessment(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+
+
+class Subject(Base):
+    """A screened person: no name, only what the criteria need (date of birth and sex)."""
+
+    __tablename__ = "subject"
+    __table_args__ = (
+        Index("ix_subject_site_status", "site_id", "status"),
+        # issue 13: the subject list (newest first) and the visit board (by number), paged
+        Index("ix_subject_site_id", "site_id", "id"),
+        Index("ix_subject_site_screening", "site_id", "screening_number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    screening_number: Mapped[str] = mapped_column(String(32), unique=True)
+    status: Mapped[SubjectStatus] = mapped_column(enum_column(SubjectStatus, "subject_status"))
+    sex: Mapped[Sex] = mapped_column(enum_column(Sex, "sex", length=8))
+    date_of_birth: Mapped[date] = mapped_column(Date)
+    screening_date: Mapped[date] = mapped_column(Date)
+    # A re-screen is a new subject record linked to the screen failure it repeats (one each).
+    rescreen_of_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    withdrawal_reason: Mapped[str | None] = mapped_column(Text)
+    # Study treatment stopped (the subject may stay in follow-up): no more kits are dispensed.
+    treatment_discontinued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A fact everyone may see (never the arm): this subject was emergency-unblinded.
+    unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Who the person is, only as a keyed hash (HMAC of date of birth, sex and initials under a
+    # key derived from the audit key): finds the same person screened again at any site.
+    person_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The investigator's signature that this person is not the one(s) the key matched.
+    distinct_person_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+
+    site = relationship("Site", lazy="selectin")
+
+    # The stratification factors (canonical JSON) of the confirmed eligible assessment: the
+    # latest assessment's, when it is decided eligible (a newer one reopens screening), else
+    # None. Derived, never stored (issue 14): the assessment holds the factors the investigator
+    # signed; once randomized, the stratum key is the slot's (Randomization.stratum). Refreshed
+    # by a query: a service that decides an assessment expires it (`session.expire`).
+    stratum: Mapped[str | None] = column_property(
+        select(
+            case(
+                (
+                    EligibilityAssessment.decision == Decision.ELIGIBLE.value,
+                    EligibilityAssessment.stratum,
+                )
+            )
+        )
+        .where(EligibilityAssessment.subject_id == id)
+        .order_by(EligibilityAssessment.id.desc())
+        .limit(1)
+        .correlate_except(EligibilityAssessment)
+        .scalar_subquery()
+    )
 
 
 class DrugClassification(Base):

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Date, Enum, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from iwrs.db import Base, UTCDateTime, enum_column
 from supply.shipments import ShipmentState
-from supply.states import KitState
+from supply.states import KitAction, KitState, PlaceKind
+
+
+class ShipmentKind(enum.StrEnum):
+    INITIAL = "initial"  # the site's first stock, at activation
+    RESUPPLY = "resupply"  # the resupply run's top-up
+    MANUAL = "manual"  # asked for by the supply manager
+    EMERGENCY = "emergency"  # the per-arm emergency resupply (DESIGN rule 2's one exception)
+
+
+class AlertKind(enum.StrEnum):
+    """What a supply alert is about (each worded for blinded readers)."""
+
+    DEPOT_SHORTFALL = "depot_shortfall"
+    EMERGENCY_RESUPPLY = "emergency_resupply"
+    KIT_MISMATCH = "kit_mismatch"
+    KIT_REQUESTED = "kit_requested"
+    SITE_STOCK_DISPENSING = "site_stock_dispensing"
+    SITE_STOCK_RANDOMIZATION = "site_stock_randomization"
+    STRATUM_EXHAUSTED = "stratum_exhausted"
+
+
+def place_kind_column() -> Enum:
+    return enum_column(PlaceKind, "place_kind", length=16)
 
 
 class Lot(Base):
@@ -42,7 +66,7 @@ class Kit(Base):
     kit_type: Mapped[str] = mapped_column(String(32))
     lot_id: Mapped[int] = mapped_column(ForeignKey("lot.id"))
     state: Mapped[KitState] = mapped_column(enum_column(KitState, "kit_state"))
-    place_kind: Mapped[str] = mapped_column(String(16))
+    place_kind: Mapped[PlaceKind] = mapped_column(place_kind_column())
     place_id: Mapped[int] = mapped_column(Integer)
     shipment_id: Mapped[int | None] = mapped_column(ForeignKey("shipment.id"))
     sealed_treatment: Mapped[str] = mapped_column(Text)
@@ -60,10 +84,12 @@ class KitEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kit_id: Mapped[int] = mapped_column(ForeignKey("kit.id"), index=True)
-    action: Mapped[str] = mapped_column(String(24))
-    from_state: Mapped[str | None] = mapped_column(String(24))
-    to_state: Mapped[str] = mapped_column(String(24))
-    to_place_kind: Mapped[str] = mapped_column(String(16))
+    action: Mapped[KitAction] = mapped_column(enum_column(KitAction, "action"))
+    from_state: Mapped[KitState | None] = mapped_column(enum_column(KitState, "from_state"))
+    to_state: Mapped[KitState] = mapped_column(enum_column(KitState, "to_state"))
+    to_place_kind: Mapped[PlaceKind] = mapped_column(
+        enum_column(PlaceKind, "to_place_kind", length=16)
+    )
     to_place_id: Mapped[int] = mapped_column(Integer)
     shipment_id: Mapped[int | None] = mapped_column(ForeignKey("shipment.id"))
     detail: Mapped[str | None] = mapped_column(Text)
@@ -77,7 +103,7 @@ class Shipment(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(24), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # initial | resupply | manual | emergency
+    kind: Mapped[ShipmentKind] = mapped_column(enum_column(ShipmentKind, "kind", length=16))
     depot_id: Mapped[int] = mapped_column(ForeignKey("depot.id"))
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
     state: Mapped[ShipmentState] = mapped_column(enum_column(ShipmentState, "shipment_state"))
@@ -101,7 +127,7 @@ class SupplyAlert(Base):
     __table_args__ = (Index("ix_supply_alert_open", "kind", "site_id", "resolved_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[AlertKind] = mapped_column(enum_column(AlertKind, "kind", length=32))
     site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -126,8 +152,8 @@ class KitCount(Base):
 
     __tablename__ = "kit_count"
 
-    place_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    place_kind: Mapped[PlaceKind] = mapped_column(place_kind_column(), primary_key=True)
     place_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     lot_id: Mapped[int] = mapped_column(ForeignKey("lot.id"), primary_key=True)
-    state: Mapped[str] = mapped_column(String(24), primary_key=True)
+    state: Mapped[KitState] = mapped_column(enum_column(KitState, "state"), primary_key=True)
     n: Mapped[int] = mapped_column(Integer)

@@ -20,6 +20,26 @@ class OutboxState(enum.StrEnum):
     SENT = "sent"
 
 
+class UnblindingCategory(enum.StrEnum):
+    """Why a subject was unblinded: the request's category (its label is in the signature)."""
+
+    SAE = "sae"
+    OVERDOSE = "overdose"
+    PREGNANCY = "pregnancy"
+    OTHER = "other"
+
+    @property
+    def label(self) -> str:
+        return "serious adverse event" if self is UnblindingCategory.SAE else self.value
+
+
+class Channel(enum.StrEnum):
+    """How a notification left: by SMTP, or written to the log when no server is configured."""
+
+    SMTP = "smtp"
+    LOG = "log"
+
+
 class Unblinding(Base):
     """One emergency unblinding of one subject by one investigator: permanent, never hidden.
     The arm is not stored here; it stays sealed in the list and is unsealed on each view."""
@@ -30,7 +50,9 @@ class Unblinding(Base):
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
     unblinded_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
     unblinded_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    category: Mapped[str] = mapped_column(String(24))
+    category: Mapped[UnblindingCategory] = mapped_column(
+        enum_column(UnblindingCategory, "category", length=24)
+    )
     reason: Mapped[str] = mapped_column(Text)
     sae_led_to_unblinding: Mapped[bool] = mapped_column(Boolean)
     treatment_discontinued: Mapped[bool] = mapped_column(Boolean)
@@ -48,7 +70,7 @@ class Notification(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    channel: Mapped[str | None] = mapped_column(String(16))  # smtp | log
+    channel: Mapped[Channel | None] = mapped_column(enum_column(Channel, "channel", length=16))
     state: Mapped[OutboxState] = mapped_column(
         enum_column(OutboxState, "outbox_state", length=8),
         default=OutboxState.QUEUED,

@@ -36,6 +36,18 @@ class Role(enum.StrEnum):
         return self.value.replace("_", " ")
 
 
+class SessionEndReason(enum.StrEnum):
+    """Why a server-side session ended."""
+
+    SIGNED_OUT = "signed_out"
+    IDLE = "idle"
+    DEACTIVATED = "deactivated"
+    SIGNATURE_LOCKOUT = "signature_lockout"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 (a reason, not a password)
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    PASSWORD_SET = "password_set"  # noqa: S105
+
+
 class User(Base):
     __tablename__ = "app_user"
 
@@ -129,7 +141,9 @@ class UserSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    end_reason: Mapped[str | None] = mapped_column(String(32))
+    end_reason: Mapped[SessionEndReason | None] = mapped_column(
+        enum_column(SessionEndReason, "end_reason", length=32)
+    )
 
 
 class Signature(Base):

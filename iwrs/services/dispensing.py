@@ -19,7 +19,9 @@ from iwrs.db import read_session, transaction
 from iwrs.errors import Conflict, InvalidInput, NotFound
 from iwrs.models.randomization import (
     Dispensation,
+    DispensationKind,
     KitRequest,
+    KitRequestKind,
     Randomization,
     RandomizationSlot,
 )
@@ -49,8 +51,8 @@ from iwrs.services.supply import (
 from iwrs.services.users import confirm_signature, sign
 from supply.states import KitAction, Place
 
-KINDS = ("scheduled", "unscheduled", "replacement")
-EXTRA_KINDS = KINDS[1:]
+KINDS = tuple(k.value for k in DispensationKind)
+EXTRA_KINDS = tuple(k.value for k in KitRequestKind)
 NO_KIT = (
     "no dispensable kit for subject {subject} at site {site}: nothing was dispensed; the supply "
     "manager has been alerted"
@@ -182,7 +184,7 @@ def dispense(
         reason = coded_reason(subject, reason) or ""
         backdate_reason = coded_reason(subject, backdate_reason, field=REASON_FIELD)
         site = _lock_active_site(session, subject)  # the site's kits: one pick at a time
-        day1 = date.fromisoformat(randomization.randomized_on)
+        day1 = randomization.randomized_on
         visit = _dosing_visit(day1, visit_code)
         request = None if kind == "scheduled" else _open_request(session, subject, visit_code, kind)
         given = _dispensations(session, subject)
@@ -493,7 +495,7 @@ def _check_visit_reached(session: Session, subject: Subject, visit_code: str) ->
     randomization = session.scalars(
         select(Randomization).where(Randomization.subject_id == subject.id)
     ).one()
-    visit = _dosing_visit(date.fromisoformat(randomization.randomized_on), visit_code)
+    visit = _dosing_visit(randomization.randomized_on, visit_code)
     if clock.today(subject.site) < visit.earliest:
         raise Conflict(
             f"visit_code: the window of {visit_code} opens on {visit.earliest}",

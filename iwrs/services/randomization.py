@@ -403,7 +403,7 @@ def _result(session: Session, row: Randomization, kit: Kit | None = None) -> Ran
             .order_by(Dispensation.id)
         ).first()
         kit = session.get(Kit, first.kit_id) if first else None
-    day1 = date.fromisoformat(row.randomized_on)
+    day1 = row.randomized_on
     return RandomizationResult(
         subject.id,
         subject.screening_number,
@@ -507,11 +507,11 @@ def _randomize(session: Session, actor: Actor, subject_id: int) -> Randomization
     ).first()
     if done is not None:  # a concurrent retry won: return its result
         return _result(session, done)
-    require_confirmed_eligible(session, subject)
+    confirmed = require_confirmed_eligible(session, subject)
     site = _lock_active_site(session, subject)
     locking.failpoint("randomize.after_site_lock")
     stratum = schedules.stratum_key(
-        json.loads(subject.stratum or "{}"), [f.factor for f in protocol().stratification]
+        json.loads(confirmed.stratum or "{}"), [f.factor for f in protocol().stratification]
     )
     caps = _Caps.of(site, stratum)
     caps.check(locking.read_counters(session, caps.names()))
@@ -523,7 +523,6 @@ def _randomize(session: Session, actor: Actor, subject_id: int) -> Randomization
     arm = slot_arm(slot)
     kit = _checked_kit(session, site, shelf, arm, today)
     now = clock.now()
-    slot.subject_id, slot.used_at = subject.id, now
     position.next_sequence += 1
     if rlist.locked_at is None:  # the first randomization locks the list; the first time stays
         session.execute(
@@ -540,7 +539,7 @@ def _randomize(session: Session, actor: Actor, subject_id: int) -> Randomization
     session.flush()  # every row change above reaches the database before the counters
     number = caps.take(session)
     locking.failpoint("randomize.after_counters")
-    return _record(session, actor, subject, site, slot, kit, rlist, (number, today), was)
+    return _record(session, actor, subject, site, slot, kit, rlist, (number, today, now), was)
 
 
 def _lock_active_site(session: Session, subject: Subject) -> Site:
@@ -695,7 +694,8 @@ def _next_slot(
         )
         .with_for_update()
     ).one()
-    if slot.subject_id is not None:  # the position row and the slots disagree: stop everything
+    used = session.scalar(select(Randomization.id).where(Randomization.slot_id == slot.id))
+    if used is not None:  # the position row and the randomizations disagree: stop everything
         raise Conflict(
             "the list is inconsistent: the next slot is already used",
             field="list",
@@ -775,25 +775,23 @@ def _record(
     slot: RandomizationSlot,
     kit: Kit,
     rlist: RandomizationList,
-    numbered: tuple[int, date],
+    numbered: tuple[int, date, datetime],
     was: str,
 ) -> RandomizationResult:
-    """The randomization row numbered by the study counter (`numbered`: the number and day 1,
-    the site's date), its e-signature and the audit event (`was`: the subject's status before
-    `_randomize` set it to randomized, for the event's "before"): inserts after
+    """The randomization row numbered by the study counter (`numbered`: the number, day 1 (the
+    site's date) and the time), its e-signature and the audit event (`was`: the subject's
+    status before `_randomize` set it to randomized, for the event's "before"): inserts after
     the counters that wait on no lock (the key, the subject, the slot and the signer's user
     row, by the dispensation's foreign key, are already held)."""
     p = protocol()
-    (number, today), now = numbered, slot.used_at
-    assert now is not None
+    number, today, now = numbered
     row = Randomization(
         subject_id=subject.id,
         randomization_number=f"R{number:04d}",
         slot_id=slot.id,
-        stratum=slot.stratum,
         site_id=site.id,
         randomized_at=now,
-        randomized_on=today.isoformat(),  # day 1: the date the stock was judged on
+        randomized_on=today,  # day 1: the date the stock was judged on
         randomized_by_id=actor.user_id,
     )
     session.add(row)

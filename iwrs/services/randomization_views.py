@@ -151,7 +151,7 @@ def visits_board(
     given = _dispensations_of_subjects(subject.id for subject, _ in found)
     rows = []
     for subject, randomization in found:
-        plan = visit_plan(date.fromisoformat(randomization.randomized_on))
+        plan = visit_plan(randomization.randomized_on)
         lines = given[subject.id]
         today = clock.today(subject.site)
         done = frozenset(d.visit_code for d in lines if d.kind == "scheduled")

@@ -139,7 +139,7 @@ def _visits_due_total(session: Session, site_id: int, today: date) -> dict[str, 
     if not dosing:
         return {}
     span = max(v.day - 1 + v.window_after for v in dosing)
-    earliest = (today - timedelta(days=span)).isoformat()
+    earliest = today - timedelta(days=span)
     subjects = dict(
         session.execute(
             select(Randomization.subject_id, Randomization.randomized_on)
@@ -174,7 +174,7 @@ def _visits_due_total(session: Session, site_id: int, today: date) -> dict[str, 
                 if v.kit_type == kit_type and v.code not in done[subject_id]
             ]
             due[kit_type] = due.get(kit_type, 0) + resupply.visits_due(
-                schedule, date.fromisoformat(randomized_on), today, p.shipping_lead_days
+                schedule, randomized_on, today, p.shipping_lead_days
             )
     return due
 

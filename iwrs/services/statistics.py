@@ -57,7 +57,7 @@ def allocations(*, actor: Actor, export: bool = False) -> list[Allocation]:
                 slot.sequence,
                 slot_block(slot)[0],
                 slot_arm(slot),
-                r.randomized_on,
+                r.randomized_on.isoformat(),
                 s.unblinded_at is not None,
             )
             for r, s, site, slot in rows

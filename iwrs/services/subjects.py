@@ -24,6 +24,7 @@ from iwrs.models.subjects import (
     Decision,
     EligibilityAssessment,
     Outcome,
+    Sex,
     Subject,
     SubjectStatus,
 )
@@ -35,7 +36,7 @@ from iwrs.services.drug_classes import with_drug_classes
 from iwrs.services.stated_dates import StatedDate, stated_date
 from iwrs.services.users import confirm_signature, sign
 
-SEXES = ("female", "male")
+SEXES = tuple(s.value for s in Sex)
 
 
 def protocol() -> Protocol:
@@ -74,6 +75,9 @@ def _subject_for_update(session: Session, actor: Actor, subject_id: int) -> Subj
     _investigator(
         session, actor, subject.site_id, not_found("subject", subject_id, field="subject_id")
     )
+    # The derived stratum is read again once the row is held: the locking statement may have
+    # computed it before waiting for a concurrent decision (PostgreSQL re-reads only the row).
+    session.expire(subject, ["stratum"])
     return subject
 
 
@@ -330,7 +334,6 @@ def _reopen_screening(subject: Subject) -> None:
     """A new assessment after confirmation (a corrected value, amended criteria) reopens
     screening: the subject must be confirmed again before randomization."""
     if subject.status == SubjectStatus.ELIGIBLE:
-        subject.stratum = None
         _set_status(subject, SubjectStatus.SCREENING)
 
 
@@ -413,6 +416,7 @@ def record_assessment(
         before = _snapshot(subject)
         _reopen_screening(subject)
         session.flush()
+        session.expire(subject, ["stratum"])  # derived: the new assessment has no decision
         _audit_assessment(
             session,
             actor=actor,
@@ -518,11 +522,12 @@ def decide_eligibility(
         )
         latest.decision, latest.decided_at = wanted, clock.now()
         latest.decided_by_id, latest.signature_id = actor.user_id, signature.id
-        if wanted == Decision.ELIGIBLE:
-            subject.stratum = latest.stratum
-            _set_status(subject, SubjectStatus.ELIGIBLE)
-        else:
-            _set_status(subject, SubjectStatus.SCREEN_FAILED)
+        _set_status(
+            subject,
+            SubjectStatus.ELIGIBLE if wanted == Decision.ELIGIBLE else SubjectStatus.SCREEN_FAILED,
+        )
+        session.flush()
+        session.expire(subject, ["stratum"])  # derived from the decision just made
         audit.record(
             session,
             actor=actor,
@@ -655,7 +660,7 @@ def require_confirmed_eligible(session: Session, subject: Subject) -> Eligibilit
             field="subject_id",
             rule="criteria_version",
         )
-    factors = json.loads(subject.stratum) if subject.stratum else {}
+    factors = json.loads(confirmed.stratum) if confirmed.stratum else {}
     unknown = [f.factor for f in protocol().stratification if f.factor not in factors]
     if unknown:
         raise Conflict(

@@ -9,14 +9,13 @@ import hmac
 from pathlib import Path
 
 import pytest
-from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
 from blinding import schedules
 from blinding.sealing import derive_key
 from iwrs.audit import Actor
-from iwrs.db import engine, make_engine, migrations_config, read_session
+from iwrs.db import engine, make_engine, migrate, migrations_config, read_session
 from iwrs.models.randomization import RandomizationList, RandomizationSlot
 from iwrs.services import randomization, users
 from tests.conftest import PASSWORD
@@ -29,8 +28,6 @@ SLOT_COLUMNS = {
     "sequence",
     "sealed_arm",
     "sealed_block",
-    "subject_id",
-    "used_at",
 }
 
 
@@ -99,10 +96,7 @@ def _before_0010(url: str) -> str:
 def _migrate(url: str, target: str, *, key: bytes | None, down: bool = False) -> None:
     migrating = make_engine(url)
     try:
-        with migrating.begin() as connection:
-            config = migrations_config(url, connection)
-            config.attributes["blinding_key"] = key
-            (command.downgrade if down else command.upgrade)(config, target)
+        migrate(migrating, target, down=down, blinding_key=key)
     finally:
         migrating.dispose()
 

@@ -185,7 +185,9 @@ def test_rotation_while_sixteen_clients_randomize_fails_no_request(new_world, cl
         assert session.query(Randomization).count() == SUBJECTS
         for given in session.scalars(select(Dispensation)):
             slot = session.scalars(
-                select(RandomizationSlot).where(RandomizationSlot.subject_id == given.subject_id)
+                select(RandomizationSlot)
+                .join(Randomization, Randomization.slot_id == RandomizationSlot.id)
+                .where(Randomization.subject_id == given.subject_id)
             ).one()
             assert treatment_of(session.get(Kit, given.kit_id)) == slot_arm(slot)
         assert verify_chain(session).ok

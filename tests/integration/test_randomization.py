@@ -86,7 +86,7 @@ def state() -> dict[str, Any]:
 
     return {
         "randomizations": rows(Randomization, "subject_id", "slot_id", "randomization_number"),
-        "slots": rows(RandomizationSlot, "id", "subject_id", "used_at"),
+        "slots": rows(RandomizationSlot, "id", "sealed_arm"),
         "positions": rows(StratumPosition, "list_id", "stratum", "next_sequence", "last_sequence"),
         "lists": rows(RandomizationList, "id", "active", "locked_at", "fingerprint"),
         "dispensations": rows(Dispensation, "id", "kit_id", "subject_id"),

@@ -496,7 +496,7 @@ def test_kill_9_mid_randomization_leaves_nothing_behind(new_world, frozen, datab
         )
         assert (
             session.scalars(
-                select(RandomizationSlot).where(RandomizationSlot.subject_id == killed)
+                select(Randomization.slot_id).where(Randomization.subject_id == killed)
             ).all()
             == []
         )
@@ -534,12 +534,15 @@ def test_two_randomizations_in_one_stratum_take_consecutive_slots(new_world, fro
     assert outcome == ["R0002"]
     with world.app.app_context():
         read_session().rollback()
-        slot_of = {
-            s.subject_id: s.sequence
-            for s in read_session().scalars(
-                select(RandomizationSlot).where(RandomizationSlot.subject_id.is_not(None))
+        slot_of = dict(
+            read_session()
+            .execute(
+                select(Randomization.subject_id, RandomizationSlot.sequence).join(
+                    RandomizationSlot, Randomization.slot_id == RandomizationSlot.id
+                )
             )
-        }
+            .all()
+        )
         assert slot_of == {first: 1, second: 2}
         (position,) = read_session().scalars(
             select(StratumPosition).where(StratumPosition.stratum == "disease=RA")

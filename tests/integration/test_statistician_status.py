@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from iwrs.db import read_session
-from iwrs.models.randomization import RandomizationSlot
+from iwrs.models.randomization import Randomization, RandomizationSlot
 from iwrs.services import randomization_views
 from iwrs.services.randomization import slot_arm
 from tests.integration.randomization_worker import (
@@ -37,7 +37,7 @@ def full_count() -> dict[str, Counter[str]]:
     read_session().rollback()
     out: dict[str, Counter[str]] = {}
     used = read_session().scalars(
-        select(RandomizationSlot).where(RandomizationSlot.subject_id.is_not(None))
+        select(RandomizationSlot).join(Randomization, Randomization.slot_id == RandomizationSlot.id)
     )
     for slot in used:
         out.setdefault(slot.stratum, Counter())[slot_arm(slot)] += 1
