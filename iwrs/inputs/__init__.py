@@ -205,7 +205,11 @@ class Confirmation(_Refusals, fields.Boolean):
         return _refused("required", f"{self.name}: {self.message}")
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        if value not in self.truthy:
+        try:
+            ticked = value in self.truthy
+        except TypeError:  # a JSON list or object is not hashable: not a tick either
+            ticked = False
+        if not ticked:
             raise self.make_error("required")
         return True
 

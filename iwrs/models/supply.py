@@ -17,7 +17,7 @@ class ShipmentKind(enum.StrEnum):
     INITIAL = "initial"  # the site's first stock, at activation
     RESUPPLY = "resupply"  # the resupply run's top-up
     MANUAL = "manual"  # asked for by the supply manager
-    EMERGENCY = "emergency"  # the per-arm emergency resupply (DESIGN rule 2's one exception)
+    EMERGENCY = "emergency"  # the per-arm emergency resupply (README rule 2's one exception)
 
 
 class AlertKind(enum.StrEnum):

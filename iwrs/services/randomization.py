@@ -609,20 +609,25 @@ def _require_stock(session: Session, site: Site, today: date) -> ShelfTreatments
     # Usable stock: the one definition resupply uses too (services.supply.usable_shelf).
     shelf = ShelfTreatments(usable_shelf(session, site.id, today=today))
     if shelf.arms_in_stock() != {arm for arm, _ in _arms()}:
-        # The refusal is decided on every arm, so this alert says no more than the refusal
-        # the investigator sees: some treatment has no usable kit. Resupply is left to the
-        # scheduled run (its emergency check serves this case); the alert is the system's.
-        open_alert(
-            session,
-            kind="site_stock_randomization",
-            site_id=site.id,
-            actor=Actor.system("stock-check"),
-            trigger={"event": "randomization refused for stock", "site": site.code},
-            message=f"Site {site.code} refused a randomization: no dispensable kit for "
-            "a new subject. Ship kits to the site.",
-        )
-        raise _Refusal(Conflict(NO_STOCK.format(site=site.code), field="site", rule="site_stock"))
+        raise _no_stock(session, site)
     return shelf
+
+
+def _no_stock(session: Session, site: Site) -> _Refusal:
+    """The refusal site_stock, with its alert to the supply manager."""
+    # The refusal is decided on every arm, so this alert says no more than the refusal the
+    # investigator sees: some treatment has no usable kit. Resupply is left to the scheduled
+    # run (its emergency check serves this case); the alert is the system's.
+    open_alert(
+        session,
+        kind="site_stock_randomization",
+        site_id=site.id,
+        actor=Actor.system("stock-check"),
+        trigger={"event": "randomization refused for stock", "site": site.code},
+        message=f"Site {site.code} refused a randomization: no dispensable kit for "
+        "a new subject. Ship kits to the site.",
+    )
+    return _Refusal(Conflict(NO_STOCK.format(site=site.code), field="site", rule="site_stock"))
 
 
 def share_active_list(session: Session) -> RandomizationList | None:
@@ -717,27 +722,32 @@ def _checked_kit(
     refusal = kit_check(session, site, kit, arm=arm, use_case="randomization")
     if refusal is not None:
         raise _Refusal(refusal)
-    assert kit is not None
     return kit
 
 
-def _locked_kit(
-    session: Session, site: Site, shelf: ShelfTreatments, arm: str, today: date
-) -> Kit | None:
-    """The picked kit, locked, if it is still dispensable; a kit that expired, was quarantined
-    or fell inside the do-not-dispense window since the shelf was read is passed over and the
-    shelf read again, every arm checked as before the slot (a refusal then is site_stock, decided
-    on every arm). None after REPICKS reads of a shelf that keeps changing."""
+def _locked_kit(session: Session, site: Site, shelf: ShelfTreatments, arm: str, today: date) -> Kit:
+    """The kit for the slot's arm, locked and still dispensable.
+
+    The first pick of EVERY arm is locked and judged again (`lock_dispensable`, in kit id
+    order), not only the slot's: a kit that expired, was quarantined or fell inside the
+    do-not-dispense window since the shelf was read then changes the outcome the same way
+    whichever arm the slot holds (README rule 2: were only the slot's kit judged, a lot made
+    unusable during the request would refuse the subjects of one arm and not the other's).
+    A changed kit is passed over and the shelf read again, every arm checked as before the
+    slot; after REPICKS reads of a shelf that keeps changing, the refusal is site_stock."""
     through = usable_through(today)
+    arms = sorted(a for a, _ in _arms())
     for _ in range(REPICKS):
-        kit = shelf.pick(arm, tie_break())
+        picks = {a: shelf.pick(a, tie_break()) for a in arms}
         locking.failpoint("randomize.after_pick")
-        if kit is None or lock_dispensable(
-            session, kit, site_id=site.id, today=today, through=through
+        chosen = [kit for kit in picks.values() if kit is not None]
+        if len(chosen) == len(arms) and all(
+            lock_dispensable(session, kit, site_id=site.id, today=today, through=through)
+            for kit in sorted(chosen, key=lambda kit: kit.id)
         ):
-            return kit
+            return chosen[arms.index(arm)]
         shelf = _require_stock(session, site, today)
-    return None
+    raise _no_stock(session, site)
 
 
 def _dispense_first_kit(

@@ -401,8 +401,8 @@ def _reconcile() -> set[tuple[str, str]]:
             "WHERE state = 'available')",
             ("kit", "state"),
         ),
-        (
-            "UPDATE kit SET place_kind = 'attic' WHERE id = (SELECT MIN(id) FROM kit)",
+        (  # a place the database allows (ck_kit_place_kind refuses an unknown one) but wrong
+            "UPDATE kit SET place_kind = 'destroyed' WHERE id = (SELECT MIN(id) FROM kit)",
             ("kit", "state"),
         ),
     ],
@@ -437,7 +437,7 @@ def test_reconcile_reports_an_unblinding_edited_or_a_user_inserted_behind_the_tr
 def test_check_ledger_reports_a_tampered_kit_row_one_line_each_and_never_crashes(world):
     with engine().begin() as connection:
         connection.execute(
-            text("UPDATE kit SET place_kind = 'attic' WHERE id = (SELECT MIN(id) FROM kit)")
+            text("UPDATE kit SET place_kind = 'destroyed' WHERE id = (SELECT MIN(id) FROM kit)")
         )
         connection.execute(
             text(

@@ -1,4 +1,4 @@
-"""A kit picked from the shelf is judged again once it is locked (DESIGN rule 7: expired,
+"""A kit picked from the shelf is judged again once it is locked (README rule 7: expired,
 quarantined or do-not-dispense kits are never dispensed). The shelf is read without kit locks;
 the expiry sweep and a lot's expiry change touch kits without their site's lock, so a kit can
 become unusable between the pick and its lock. Randomization and dispensing then pass it over
@@ -17,10 +17,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from iwrs import locking
-from iwrs.db import read_session
+from iwrs.db import engine, read_session
 from iwrs.errors import Conflict
 from iwrs.models.supply import Kit, Lot
 from iwrs.services import dispensing, supply
@@ -165,3 +165,47 @@ def test_dispensing_refuses_for_stock_when_the_last_usable_kits_changed_under_it
         assert (refusal.value.field, refusal.value.rule) == ("site", "site_stock")
         assert state()["dispensations"] == before["dispensations"]
         assert _early_kit_states() == {"quarantined"}
+
+
+def _quarantine_every_kit_of_at(world: World, monkeypatch: Any, treatment: str) -> list[int]:
+    """At the first stop at randomize.after_pick, every available kit of `treatment` at CN01
+    is quarantined by a transaction of its own (committed before any picked kit is locked)."""
+    real, ran = locking.failpoint, []
+
+    def hook(name: str) -> None:
+        real(name)
+        if name != "randomize.after_pick" or ran:
+            return
+        read_session().rollback()
+        kits = read_session().scalars(select(Kit).where(Kit.place_kind == "site")).all()
+        ids = [kit.id for kit in kits if supply.treatment_of(kit) == treatment]
+        with engine().begin() as connection:
+            connection.execute(
+                update(Kit.__table__).where(Kit.id.in_(ids)).values(state="quarantined")
+            )
+        ran.append(1)
+
+    monkeypatch.setattr(locking, "failpoint", hook)
+    return ran
+
+
+@pytest.mark.parametrize("arm_index", [0, 1])
+def test_a_treatment_emptied_between_pick_and_lock_refuses_whichever_arm_the_slot_holds(
+    new_world, monkeypatch, arm_index
+):
+    """README rule 2: the slot's arm must not decide the outcome. Were only the slot's kit
+    locked and judged, emptying the OTHER treatment's shelf under the request would let it
+    randomize, while emptying the slot's own would refuse it: one of these two cases would
+    then randomize. Every arm's pick is judged, so both refuse, site_stock."""
+    world = _world(new_world, two_lots=True)
+    with world.app.app_context():
+        _postgresql_only()
+        subject_id = eligible_subject(world, "CN01")
+        before = state()
+        treatment = [arm.code for arm in supply.protocol().arms][arm_index]
+        ran = _quarantine_every_kit_of_at(world, monkeypatch, treatment)
+        with pytest.raises(Conflict) as refusal:
+            randomize(world, subject_id)
+        assert ran == [1]
+        assert (refusal.value.field, refusal.value.rule) == ("site", "site_stock")
+        assert state()["randomizations"] == before["randomizations"]
