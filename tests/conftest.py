@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -34,6 +35,10 @@ IN_CI = os.environ.get("CI") == "true"
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count()
+
+# `make mutation`: a mutant slows the code through mutmut's trampolines, so a deadline would kill
+# it for the wrong reason; derandomized so that two runs agree on which mutants survive.
+hypothesis_settings.register_profile("mutation", deadline=None, derandomize=True, database=None)
 
 
 def _pg_admin_engine():  # type: ignore[no-untyped-def]
