@@ -45,3 +45,73 @@ def test_a_schedule_refusal_reads_as_its_message():
     with pytest.raises(schedules.ScheduleError) as refused:
         schedules.stratum_key({"disease": "RA"}, ["disease", "region"])
     assert str(refused.value) == refused.value.message != ""
+
+
+def faults(errors: list[schedules.RowError]) -> list[tuple[int, str, str]]:
+    return [(e.row, e.field, e.rule) for e in errors]
+
+
+@pytest.mark.parametrize(("prefix", "row"), [("", 1), (HEADER, 2)])
+def test_a_record_csv_cannot_read_is_reported_at_its_row(prefix, row):
+    too_long = "x" * 200_000 + "\n"
+    slots, errors = schedule_import.parse_schedule_csv(
+        prefix + too_long, arms=CODES, strata=DISEASE, factor_names=["disease"]
+    )
+    assert slots == [] and faults(errors) == [(row, "file", "csv_syntax")]
+
+
+TWO_FACTORS = strata([("disease", ["RA", "SSc"]), ("region", ["EU", "AS"])])
+
+
+def test_a_redcap_row_names_only_its_unknown_level():
+    text = "disease,region,redcap_randomization_group\nRA,XX,A\n"
+    _, errors = schedule_import.parse_schedule_csv(
+        text, arms=CODES, strata=TWO_FACTORS, factor_names=["disease", "region"]
+    )
+    assert faults(errors) == [(2, "region", "stratum_known")]
+
+
+def test_a_redcap_row_of_known_levels_in_no_stratum_is_refused_by_stratum():
+    some = [key for key in TWO_FACTORS if key != "disease=RA|region=AS"]
+    text = "disease,region,redcap_randomization_group\nRA,AS,A\nRA,EU,P\n"
+    _, errors = schedule_import.parse_schedule_csv(
+        text, arms=CODES, strata=some, factor_names=["disease", "region"]
+    )
+    assert faults(errors) == [(2, "stratum", "stratum_known")]
+
+
+@pytest.mark.parametrize("module", [schedules, schedule_import])
+def test_import_checks_the_block_sizes_it_is_given(module):
+    text = HEADER + "disease=RA,1,1,4,A\ndisease=RA,2,1,4,P\ndisease=RA,3,1,4,P\n"
+    text += "disease=RA,4,1,4,A\n"
+    arms = [("A", 1), ("P", 1)]
+    options = {"arms": arms, "strata": DISEASE, "factor_names": ["disease"]}
+    assert module.import_schedule(text, block_sizes=[4], **options)[1] == []
+    _, errors = module.import_schedule(text, block_sizes=[2, 6], **options)
+    assert ("block_size", "block_size_allowed") in {(e.field, e.rule) for e in errors}
+
+
+def test_one_trailing_empty_header_cell_is_dropped_alone():
+    text = "stratum,sequence,block,arm,\ndisease=RA,1,1,A,\n"
+    slots, errors = schedule_import.parse_schedule_csv(
+        text, arms=CODES, strata=DISEASE, factor_names=["disease"]
+    )
+    assert errors == [] and [(s.sequence, s.arm) for s in slots] == [(1, "A")]
+
+
+def test_a_redcap_factor_column_keeps_its_case():
+    region = strata([("Region", ["EU"])])
+    text = "Region,REDCAP_RANDOMIZATION_GROUP\nEU,A\n"
+    slots, errors = schedule_import.parse_schedule_csv(
+        text, arms=CODES, strata=region, factor_names=["Region"]
+    )
+    assert errors == [] and [(s.stratum, s.arm) for s in slots] == [("Region=EU", "A")]
+
+
+def test_rows_after_a_misshapen_row_are_still_read():
+    text = HEADER + "disease=RA,1,1\ndisease=RA,1,1,4,A\n"
+    slots, errors = schedule_import.parse_schedule_csv(
+        text, arms=CODES, strata=DISEASE, factor_names=["disease"]
+    )
+    assert faults(errors) == [(2, "row", "row_shape")]
+    assert [(s.source_row, s.arm) for s in slots] == [(3, "A")]
