@@ -53,3 +53,10 @@ def test_the_vendor_csv_ends_its_lines_with_a_bare_line_feed():
     text = format_kit_list_csv(kits("A", "P"))
     assert "\r" not in text
     assert text.count("\n") == 3
+
+
+def test_a_kit_of_an_unknown_treatment_is_reported_and_the_lot_balance_still_checked():
+    listed = kits("A", "P", "Z9")
+    found = errors_by_rule(listed, ratios={"A": 1, "P": 1})
+    assert [row for row, _ in found["unknown_treatment"]] == [3]
+    assert "lot_balance" not in found

@@ -9,7 +9,7 @@ import pytest
 
 from supply.blind_resupply import predictive_total_need
 from supply.ledger import KitEvent, LedgerError, replay
-from supply.resupply import initial_order
+from supply.resupply import SiteStock, initial_order
 from supply.shipments import ShipmentError, request
 from supply.states import KitAction
 
@@ -63,3 +63,10 @@ def test_a_shipment_refusal_not_about_one_kit_names_no_kit():
         request(shipment_id=1, depot=1, site=1, kits=[])
     assert (refused.value.field, refused.value.kit) == ("kits", "")
     assert refused.value.message == str(refused.value)
+
+
+def test_site_stock_keeps_its_own_copy_of_the_counts():
+    counts = {"A": 2, "P": 3}
+    stock = SiteStock(counts)
+    counts["A"] = 0
+    assert dict(stock.per_arm) == {"A": 2, "P": 3}
