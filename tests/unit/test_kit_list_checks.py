@@ -8,7 +8,15 @@ import re
 from dataclasses import replace
 from datetime import date
 
-from blinding.kits import KitSpec, format_kit_list_csv, kit_number, verify_kit_list
+from blinding.kits import (
+    KitSpec,
+    damm_check_digit,
+    format_kit_list_csv,
+    is_valid_kit_number,
+    kit_number,
+    parse_kit_list_csv,
+    verify_kit_list,
+)
 
 EXPIRY = date(2027, 6, 30)
 
@@ -60,3 +68,54 @@ def test_a_kit_of_an_unknown_treatment_is_reported_and_the_lot_balance_still_che
     found = errors_by_rule(listed, ratios={"A": 1, "P": 1})
     assert [row for row, _ in found["unknown_treatment"]] == [3]
     assert "lot_balance" not in found
+
+
+HEADER = "kit_number,kit_type,treatment,lot,expiry\n"
+TODAY = date(2026, 3, 1)
+
+
+def import_faults(*rows: str, taken: tuple[str, ...] = ()) -> list[tuple[int, str, str]]:
+    _, errors = parse_kit_list_csv(
+        HEADER + "".join(row + "\n" for row in rows),
+        kit_types={"GSK-SC"},
+        treatments={"A", "P"},
+        today=TODAY,
+        taken=taken,
+    )
+    return [(e.row, e.field, e.rule) for e in errors]
+
+
+def test_an_imported_kit_number_of_the_wrong_shape_or_in_use_is_refused_by_kit_number():
+    good = kit_number(100_001)
+    assert import_faults(f"{kit_number(100_002)}5,GSK-SC,A,PL-001,2027-06-30") == [
+        (1, "kit_number", "format")
+    ]
+    assert import_faults(f"{good},GSK-SC,A,PL-001,2027-06-30", taken=(good,)) == [
+        (1, "kit_number", "duplicate_number")
+    ]
+
+
+def test_a_leading_zero_never_makes_a_valid_kit_number():
+    body = "012345"
+    assert not is_valid_kit_number(body + damm_check_digit(body))
+
+
+def test_a_repeated_imported_kit_number_names_the_row_it_repeats():
+    good = kit_number(100_001)
+    rows = [f"{kit_number(100_002)},GSK-SC,P,PL-001,2027-06-30"]
+    rows += [f"{good},GSK-SC,A,PL-001,2027-06-30"] * 2
+    _, errors = parse_kit_list_csv(
+        HEADER + "\n".join(rows) + "\n",
+        kit_types={"GSK-SC"},
+        treatments={"A", "P"},
+        today=TODAY,
+    )
+    [error] = errors
+    assert (error.row, error.rule) == (3, "duplicate_number")
+    assert re.findall(r"\brow (\d+)\b", error.message) == ["3", "2"]
+
+
+def test_an_expiry_that_is_no_calendar_date_is_refused_and_today_is_accepted():
+    good = kit_number(100_001)
+    assert import_faults(f"{good},GSK-SC,A,PL-001,2027-02-30") == [(1, "expiry", "bad_date")]
+    assert import_faults(f"{good},GSK-SC,A,PL-001,{TODAY.isoformat()}") == []

@@ -115,3 +115,17 @@ def test_rows_after_a_misshapen_row_are_still_read():
     )
     assert faults(errors) == [(2, "row", "row_shape")]
     assert [(s.source_row, s.arm) for s in slots] == [(3, "A")]
+
+
+@pytest.mark.parametrize(
+    ("factors", "field", "rule"),
+    [
+        ([("disease", ["RA"]), ("disease", ["SSc"])], "factors", "factor_unique"),
+        ([("disease", ["R|A"])], "disease", "key_syntax"),
+        ([("disease", ["RA", "RA"])], "disease", "levels_unique"),
+    ],
+)
+def test_a_bad_factor_is_refused_by_its_name_and_rule(factors, field, rule):
+    with pytest.raises(schedules.ScheduleError) as refused:
+        strata(factors)
+    assert (refused.value.field, refused.value.rule) == (field, rule)

@@ -4,12 +4,13 @@ kit, event and field it is about (found by `make mutation`; tests/MUTATION.md)."
 from __future__ import annotations
 
 import math
+from datetime import date
 
 import pytest
 
 from supply.blind_resupply import predictive_total_need
 from supply.ledger import KitEvent, LedgerError, replay
-from supply.resupply import SiteStock, initial_order
+from supply.resupply import Order, SiteStock, allocate_from_depot, initial_order
 from supply.shipments import ShipmentError, request
 from supply.states import KitAction
 
@@ -70,3 +71,14 @@ def test_site_stock_keeps_its_own_copy_of_the_counts():
     stock = SiteStock(counts)
     counts["A"] = 0
     assert dict(stock.per_arm) == {"A": 2, "P": 3}
+
+
+def test_an_arm_the_depot_holds_no_kit_of_is_short_by_the_whole_order():
+    chosen, short = allocate_from_depot(
+        Order({"A": 2, "P": 1}),
+        {"A": [("1000001", date(2027, 1, 1)), ("1000002", date(2027, 1, 1))]},
+        today=date(2026, 1, 1),
+        do_not_ship_days=30,
+    )
+    assert chosen == {"A": ["1000001", "1000002"], "P": []}
+    assert short == {"P": 1}
