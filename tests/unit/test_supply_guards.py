@@ -82,3 +82,16 @@ def test_an_arm_the_depot_holds_no_kit_of_is_short_by_the_whole_order():
     )
     assert chosen == {"A": ["1000001", "1000002"], "P": []}
     assert short == {"P": 1}
+
+
+@pytest.mark.parametrize("count", [True, 1.5, -1])
+def test_an_order_refuses_a_count_that_is_not_a_whole_number_of_zero_or_more(count):
+    with pytest.raises(ValueError):
+        Order({"A": count})
+
+
+def test_an_order_keeps_its_own_copy_of_the_counts():
+    counts = {"A": 2}
+    order = Order(counts)
+    counts["A"] = 0
+    assert dict(order.per_arm) == {"A": 2}

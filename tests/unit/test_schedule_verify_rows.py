@@ -1,0 +1,37 @@
+"""Verifying a list reports each bad slot by row, field and rule, and keeps checking the slots
+after it; a block of size 1 is a block (found by `make mutation`; tests/MUTATION.md)."""
+
+from __future__ import annotations
+
+from blinding.schedules import Slot, verify_schedule
+
+
+def faults(slots: list[Slot], arms: list[tuple[str, int]]) -> list[tuple[int, str, str]]:
+    errors = verify_schedule(slots, arms=arms, strata=["all"], block_sizes=None)
+    return sorted((e.row, e.field, e.rule) for e in errors)
+
+
+def numbered(*slots: tuple[int, int, int, str]) -> list[Slot]:
+    return [
+        Slot("all", seq, block, size, arm, source_row=row)
+        for row, (seq, block, size, arm) in enumerate(slots, start=2)
+    ]
+
+
+def test_a_sequence_below_one_is_reported_and_the_rest_still_checked():
+    slots = numbered((0, 1, 2, "A"), (1, 1, 2, "P"), (3, 2, 2, "A"), (4, 2, 2, "P"))
+    found = faults(slots, [("A", 1), ("P", 1)])
+    assert (2, "sequence", "sequence_positive") in found
+    assert (4, "sequence", "sequence_contiguous") in found
+
+
+def test_an_unknown_block_after_a_known_one_is_reported_and_the_rest_still_checked():
+    slots = numbered((1, 1, 2, "A"), (2, 1, 2, "P"), (3, 0, 0, "A"), (4, 3, 2, "P"), (5, 3, 2, "A"))
+    found = faults(slots, [("A", 1), ("P", 1)])
+    assert (4, "block", "block_contiguous") in found
+    assert (5, "block", "block_contiguous") in found
+
+
+def test_blocks_of_size_one_are_known_blocks():
+    slots = numbered((1, 1, 1, "A"), (2, 2, 1, "A"))
+    assert faults(slots, [("A", 1)]) == []
