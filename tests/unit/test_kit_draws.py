@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import date
 
 from blinding.drbg import Drbg
-from blinding.kits import KitSpec, draw_kit_numbers, generate_kit_list, kit_number, verify_kit_list
+from blinding.kits import (
+    KitSpec,
+    damm_check_digit,
+    draw_kit_numbers,
+    generate_kit_list,
+    kit_number,
+    verify_kit_list,
+)
 
 SEED = bytes(range(32))
 
@@ -33,3 +40,8 @@ def test_a_lot_out_of_balance_is_reported_for_the_file_by_lot():
     ]
     errors = verify_kit_list(kits, treatments={"A", "P"}, ratios={"A": 1, "P": 1})
     assert [(e.row, e.field, e.rule) for e in errors] == [(0, "lot", "lot_balance")]
+
+
+def test_a_check_digit_takes_every_digit():
+    assert damm_check_digit("572") == "4"  # the worked example of the Damm algorithm
+    assert damm_check_digit("0123456789") in "0123456789"

@@ -67,3 +67,14 @@ def test_a_block_size_not_allowed_is_reported_by_block_size_also_for_size_one():
         (2, "block_size", "block_size_allowed"),
         (3, "block_size", "block_size_allowed"),
     ]
+
+
+def test_a_list_in_any_row_order_is_verified_in_sequence_order():
+    slots = numbered((3, 2, 2, "A"), (4, 2, 2, "P"), (1, 1, 2, "P"), (2, 1, 2, "A"))
+    assert faults(slots, ONE_TO_ONE) == []
+
+
+def test_a_repeated_sequence_is_reported_at_its_later_row():
+    slots = numbered((1, 1, 2, "P"), (1, 1, 2, "A"), (2, 1, 2, "A"))
+    assert (3, "sequence", "sequence_unique") in faults(slots, ONE_TO_ONE)
+    assert (2, "sequence", "sequence_unique") not in faults(slots, ONE_TO_ONE)
