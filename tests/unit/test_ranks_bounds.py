@@ -4,9 +4,11 @@ of freedom (found by `make mutation`; tests/MUTATION.md)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from blinding.ranks import RankTest, chi_square_independence, kit_number_rank_test
+from blinding.ranks import RankTest, chi_square_independence, chi_square_sf, kit_number_rank_test
 
 
 def test_one_treatment_alone_warns_of_nothing():
@@ -32,3 +34,10 @@ def test_pearsons_statistic_sums_every_cell_with_r_minus_1_times_c_minus_1_freed
     # 2 x 2, perfectly separated, 10 each: statistic 4 * 5 = 20 with 1 degree of freedom.
     assert chi_square_independence([[0] * 10, [1] * 10]) == pytest.approx(7.744216e-06, rel=1e-5)
     assert chi_square_independence([[1, 2]]) == 1.0
+
+
+@pytest.mark.parametrize("x", [0.5, 1.5, 3.0, 10.0, 40.0])
+def test_the_chi_square_tail_matches_its_closed_forms(x):
+    # df 1: erfc(sqrt(x / 2)); df 2: exp(-x / 2). Small x take the series, large x the fraction.
+    assert chi_square_sf(x, 1) == pytest.approx(math.erfc(math.sqrt(x / 2)), rel=1e-9)
+    assert chi_square_sf(x, 2) == pytest.approx(math.exp(-x / 2), rel=1e-9)

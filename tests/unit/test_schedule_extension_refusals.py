@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from blinding.schedules import ScheduleError, Slot, extend_stratum
+from blinding.schedules import ScheduleError, Slot, extend_stratum, permuted_blocks
 
 OPTIONS = {"seed": hashlib.sha256(b"extend").digest(), "arms": [("A", 1), ("P", 1)]}
 
@@ -34,3 +34,19 @@ def test_no_blocks_to_add_is_refused_by_blocks():
 @pytest.mark.parametrize("arms", [("A", "P", "P"), ("A",)])
 def test_an_incomplete_first_block_is_refused_by_existing(arms):
     assert refusal(slots("all", *arms)) == ("existing", "block_complete")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        ({"stratum": ""}, ("stratum", "required")),
+        ({"slots": -1}, ("slots", "minimum")),
+        ({"first_block": 0}, ("first_block", "minimum")),
+        ({"first_sequence": 0}, ("first_sequence", "minimum")),
+    ],
+)
+def test_permuted_blocks_refuse_each_parameter_by_name_and_rule(overrides, refused):
+    arguments = {"stratum": "all", "block_sizes": [4], "slots": 4, **OPTIONS, **overrides}
+    with pytest.raises(ScheduleError) as refusal:
+        permuted_blocks(**arguments)  # type: ignore[arg-type]
+    assert (refusal.value.field, refusal.value.rule) == refused
