@@ -21,6 +21,8 @@ SEED = bytes(range(32))
         (list(range(0, 120, 4)), list(range(1, 121, 4)), 0.8302552839111963),
         # 20 x 20 = EXACT_MAX, no ties: still exact (asymptotic would give 0.7972)
         (list(range(0, 80, 4)), list(range(3, 83, 4)), 0.799407187161697),
+        # a tie at the top of the ranks
+        ([1, 3, 9, 9], [2, 4, 9, 9, 9], 0.6873218011739946),
         # a variance of exactly 1
         ([1, 1], [1, 2], 0.6170750774519738),
     ],
