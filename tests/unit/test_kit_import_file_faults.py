@@ -57,3 +57,5 @@ def test_a_missing_column_is_reported_alone(column):
 
 def test_a_byte_order_mark_and_spaces_after_commas_are_harmless():
     assert faults("\ufeff" + HEADER + ROW.replace(",", ", ")) == []
+    quoted = ", ".join(f'"{cell}"' for cell in ROW.strip().split(",")) + "\n"
+    assert faults(HEADER + quoted) == []
