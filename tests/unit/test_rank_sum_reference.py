@@ -4,7 +4,10 @@ algorithm read off the keystream (found by `make mutation`; tests/MUTATION.md)."
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from blinding.drbg import Drbg
 from blinding.ranks import rank_sum_p_value
@@ -47,3 +50,9 @@ def test_randbelow_is_the_documented_rejection_sampling_of_the_keystream():
     assert [drbg.randbelow(n) for _ in range(64)] == expected
     with pytest.raises(ValueError):
         drbg.randbelow(0)
+
+
+def test_the_unlabelled_stream_is_chacha20_under_the_documented_nonce():
+    nonce = bytes(4) + hashlib.sha256(b"iwrs-drbg-v1/").digest()[:12]
+    keystream = Cipher(algorithms.ChaCha20(SEED, nonce), mode=None).encryptor()
+    assert Drbg(SEED).read(64) == keystream.update(bytes(64))
