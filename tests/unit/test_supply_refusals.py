@@ -83,3 +83,24 @@ def test_a_kit_must_last_through_the_next_visit_to_be_dispensed():
     options = {"today": date(2026, 1, 1), "do_not_dispense_days": 0}
     assert can_dispense_kit(at_site, date(2026, 1, 20), through=None, **options)
     assert not can_dispense_kit(at_site, date(2026, 1, 20), through=date(2026, 2, 1), **options)
+
+
+@pytest.mark.parametrize(
+    ("position", "action", "to"),
+    [
+        # an action that keeps the kit in place, given a destination
+        (KitPosition(KitState.AVAILABLE, Place.site(1)), KitAction.QUARANTINE, Place.site(2)),
+        # an action that moves the kit, given none
+        (KitPosition(KitState.AT_DEPOT, Place.depot(1)), KitAction.RESERVE, None),
+    ],
+)
+def test_a_wrong_destination_is_refused_by_to_naming_the_state_action_and_kit(position, action, to):
+    with pytest.raises(IllegalTransition) as refused:
+        transition(position, action, to=to, kit=KITS[0])
+    error = refused.value
+    assert (error.state, error.action, error.field, error.kit) == (
+        position.state,
+        action,
+        "to",
+        KITS[0],
+    )
