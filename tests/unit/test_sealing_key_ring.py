@@ -38,3 +38,10 @@ def test_every_key_of_a_ring_and_of_its_derived_ring_draws_from_the_rings_nonce_
     derived = ring.derived(label="iwrs/list-fingerprint/v1")
     nonces = [token_parts(sealer.seal("ACTIVE", context="kit:1"))[0] for sealer in (ring, derived)]
     assert nonces == [n.to_bytes(NONCE_BYTES, "big") for n in (1, 2)]
+
+
+def test_a_ring_shows_and_answers_for_its_key_ids_only():
+    ring = KeyRing([KEY, OTHER_KEY])
+    ids = sorted([key_id_for(KEY), key_id_for(OTHER_KEY)])
+    assert repr(ring) == f"KeyRing(current={key_id_for(KEY)!r}, keys={ids!r})"
+    assert key_id_for(OTHER_KEY) in ring and "0badc0de" not in ring

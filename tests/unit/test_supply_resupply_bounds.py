@@ -82,3 +82,8 @@ def test_block_guard_at_its_bounds():
     for sizes, strata, doses in (([], 1, 1), ([1], 1, 1), ([3], 1, 1), ([2], 0, 1), ([2], 1, 0)):
         with pytest.raises(ValueError):
             block_guard(block_sizes=sizes, n_arms=2, strata_at_site=strata, doses_per_subject=doses)
+
+
+def test_the_per_arm_trigger_is_the_total_less_the_guard_shared_by_whole_kits():
+    levels = TopUpLevels(maximum=6, total_trigger=9, guard=2, emergency_minimum=1)
+    assert levels.per_arm_trigger(2) == 3
