@@ -59,3 +59,10 @@ def test_a_byte_order_mark_and_spaces_after_commas_are_harmless():
     assert faults("\ufeff" + HEADER + ROW.replace(",", ", ")) == []
     quoted = ", ".join(f'"{cell}"' for cell in ROW.strip().split(",")) + "\n"
     assert faults(HEADER + quoted) == []
+
+
+def test_a_short_row_leaves_its_missing_cells_empty():
+    assert faults(HEADER + ",".join(ROW.split(",")[:3]) + "\n") == [
+        (1, "lot", "empty"),
+        (1, "expiry", "empty"),
+    ]

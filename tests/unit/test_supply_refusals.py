@@ -104,3 +104,10 @@ def test_a_wrong_destination_is_refused_by_to_naming_the_state_action_and_kit(po
         "to",
         KITS[0],
     )
+
+
+def test_a_replayed_wrong_destination_is_refused_by_to():
+    start = {KITS[0]: KitPosition(KitState.AT_DEPOT, Place.depot(1))}
+    with pytest.raises(IllegalTransition) as refused:
+        replay([KitEvent(KITS[0], KitAction.RESERVE)], start)
+    assert (refused.value.field, refused.value.index) == ("to", 0)
