@@ -48,7 +48,8 @@ test: $(VENV)/.installed-test
 
 # Mutation testing (issue 14; tests/MUTATION.md): mutmut on the modules [tool.mutmut] names, each
 # mutant against the unit tests that cover it; resumes where it stopped. Not part of `make test`.
-# MUTANTS narrows the run by mutant name, e.g. MUTANTS='supply.*'.
+# MUTANTS narrows the run by mutant name, e.g. MUTANTS='supply.*' (named mutants are re-run even
+# when they have a result).
 MUTATION_CHILDREN ?= 2
 mutation: $(VENV)/.installed-test
 	nice -n 10 $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
