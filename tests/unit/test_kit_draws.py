@@ -45,3 +45,9 @@ def test_a_lot_out_of_balance_is_reported_for_the_file_by_lot():
 def test_a_check_digit_takes_every_digit():
     assert damm_check_digit("572") == "4"  # the worked example of the Damm algorithm
     assert damm_check_digit("0123456789") in "0123456789"
+
+
+def test_a_large_draw_never_repeats_a_number():
+    # 5,000 of 900,000: about 14 repeats expected if drawn numbers were not set aside.
+    drawn = draw_kit_numbers(5_000, Drbg(SEED, "large"))
+    assert len(set(drawn)) == 5_000
