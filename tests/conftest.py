@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -34,6 +35,27 @@ IN_CI = os.environ.get("CI") == "true"
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count()
+
+# `make mutation`: a mutant slows the code through mutmut's trampolines, so a deadline would kill
+# it for the wrong reason; derandomized so that two runs agree on which mutants survive; and each
+# property test is capped at MUTATION_EXAMPLES examples (tests/MUTATION.md), or the run takes hours.
+hypothesis_settings.register_profile("mutation", deadline=None, derandomize=True, database=None)
+MUTATION_EXAMPLES = 25
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("hypothesis_profile", None) != "mutation":
+        return
+    for item in items:
+        test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+        held = getattr(test, "_hypothesis_internal_use_settings", None)
+        if held is not None and held.max_examples > MUTATION_EXAMPLES:
+            capped = hypothesis_settings(held, max_examples=MUTATION_EXAMPLES)
+            test._hypothesis_internal_use_settings = capped  # type: ignore[union-attr]
+        machine = getattr(item, "cls", None)
+        held = getattr(machine, "settings", None)
+        if isinstance(held, hypothesis_settings) and held.max_examples > MUTATION_EXAMPLES:
+            machine.settings = hypothesis_settings(held, max_examples=MUTATION_EXAMPLES)  # type: ignore[union-attr]
 
 
 def _pg_admin_engine():  # type: ignore[no-untyped-def]
