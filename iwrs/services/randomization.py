@@ -736,16 +736,19 @@ def _locked_kit(session: Session, site: Site, shelf: ShelfTreatments, arm: str, 
     A changed kit is passed over and the shelf read again, every arm checked as before the
     slot; after REPICKS reads of a shelf that keeps changing, the refusal is site_stock."""
     through = usable_through(today)
-    arms = sorted(a for a, _ in _arms())
+    # The slot's arm is picked first, so its kit takes the same tie-break draw whichever arm
+    # the slot holds (two mirror-image worlds pick the same kit number: the noninterference
+    # tests); the other arms' picks are only locked and judged, never shown.
+    arms = [arm, *sorted(a for a, _ in _arms() if a != arm)]
     for _ in range(REPICKS):
-        picks = {a: shelf.pick(a, tie_break()) for a in arms}
+        picks = [shelf.pick(a, tie_break()) for a in arms]
         locking.failpoint("randomize.after_pick")
-        chosen = [kit for kit in picks.values() if kit is not None]
+        chosen = [kit for kit in picks if kit is not None]
         if len(chosen) == len(arms) and all(
             lock_dispensable(session, kit, site_id=site.id, today=today, through=through)
             for kit in sorted(chosen, key=lambda kit: kit.id)
         ):
-            return chosen[arms.index(arm)]
+            return chosen[0]
         shelf = _require_stock(session, site, today)
     raise _no_stock(session, site)
 
