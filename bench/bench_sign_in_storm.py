@@ -184,7 +184,7 @@ def _storm(port: int, index: int, nice: int, stop: Any, answers: Any) -> None:
     response = connection.getresponse()
     page = response.read().decode()
     cookie = response.getheader("Set-Cookie", "").split(";")[0]
-    found = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    found = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
     assert found is not None
     headers = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
     while not stop.is_set():
