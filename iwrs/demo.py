@@ -113,6 +113,7 @@ def _activate_sites(
                 site_id=site.id,
                 status=SiteStatus.ACTIVE,
                 signer_password=passwords["admin"],
+                understood=True,
             )
             done.append(f"activated site {site.code}")
 

@@ -166,6 +166,7 @@ def activate(world: World, codes: Iterable[str]) -> None:
                 site_id=world.sites[code],
                 status=SiteStatus.ACTIVE,
                 signer_password=PASSWORD,
+                understood=True,
             )
         receive_requested(world)
 

@@ -89,6 +89,7 @@ def stock_a_site(app: Flask) -> dict[str, int]:
             site_id=site.id,
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
         read_session().rollback()
         shipment = read_session().scalars(select(Shipment)).one()

@@ -127,6 +127,7 @@ def activate(admin, code: str) -> int:  # type: ignore[no-untyped-def]
         site_id=site_id,
         status=SiteStatus.ACTIVE,
         signer_password=PASSWORD,
+        understood=True,
     )
     return site_id
 

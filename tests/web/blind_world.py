@@ -350,6 +350,7 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
             site_id=site_ids[code],
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
     clock.advance(hours=2)
     _ship_and_receive_open(people, damaged_at_receipt={"CN02"})

@@ -267,6 +267,7 @@ class _Scenario:
             site_id=self.site_id,
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
         self.clock.advance(minutes=10)
         self.move_shipments()

@@ -264,6 +264,7 @@ def places(app, make_user) -> dict[str, int]:  # type: ignore[no-untyped-def]
             site_id=site_id,
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
     investigator = make_user("investigator", sites=["CN01"])
     with app.app_context():

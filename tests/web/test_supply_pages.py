@@ -118,6 +118,7 @@ def stock(app: Flask, admin, *, kits: int = 40, codes=("CN01", "CN02")) -> None:
                 site_id=ids[code],
                 status=SiteStatus.ACTIVE,
                 signer_password=PASSWORD,
+                understood=True,
             )
 
 
@@ -257,6 +258,7 @@ def test_supply_manager_sees_depot_lots_alerts_chart_and_reconciliation(
             site_id=site_ids(app)["CN03"],
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
         alert = _fresh().scalars(select(SupplyAlert)).one()
     client, _ = login_as("supply_manager")
@@ -523,6 +525,7 @@ def replay_and_fetch(app: Flask, swapped: bool) -> dict[str, str]:
                 site_id=ids[code],
                 status=SiteStatus.ACTIVE,
                 signer_password=PASSWORD,
+                understood=True,
             )
     manager, pharmacist = _client(app, "manager"), _client(app, "pharma")
     cn01 = shipment_of(app, "CN01")
