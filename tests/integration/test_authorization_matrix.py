@@ -325,7 +325,7 @@ FACTORIES: dict[str, Kwargs] = {
     "shipments.ship_shipment": lambda m, who: {
         "shipment_id": m.ids["shipment"],
         "courier": "Cold Chain Co",
-        "tracking": "CC1",
+        "tracking_number": "CC1",
     },
     "shipments.cancel_shipment": lambda m, who: {
         "shipment_id": m.ids["shipment"],

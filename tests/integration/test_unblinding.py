@@ -188,7 +188,7 @@ def build_trial(directory: Path, database_url: str, *, discontinues: bool = Fals
                 actor=Actor.of(people["supply.chen"]),
                 shipment_id=row.id,
                 courier="Cold Chain Co",
-                tracking=f"CC{row.id:06d}",
+                tracking_number=f"CC{row.id:06d}",
             )
             kits = supply_views.shipment_kits(actor=Actor.system("test"), shipment_id=row.id)
             shipments.receive_shipment(

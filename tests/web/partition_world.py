@@ -337,7 +337,7 @@ class _Scenario:
                 actor=self.actor("supply.chen"),
                 shipment_id=shipment_id,
                 courier="Cold Chain Co",
-                tracking=f"CC{shipment_id:06d}",
+                tracking_number=f"CC{shipment_id:06d}",
             )
             self.clock.advance(hours=22)
             kits = supply_views.shipment_kits(actor=self.actor(PHARMACIST), shipment_id=shipment_id)
