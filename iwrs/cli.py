@@ -351,16 +351,22 @@ def user_assign_sites(username: str, sites: tuple[str, ...]) -> None:
 @click.argument("username")
 @click.option("--reason", required=True)
 @click.option("--as", "admin_username", required=True, help="the admin who signs")
+@click.option("--understood", is_flag=True, help="confirm that a deactivation cannot be undone")
 @friendly_errors
-def user_deactivate(username: str, reason: str, admin_username: str) -> None:
-    """Deactivate a user (never deleted); the admin signs with their password."""
+def user_deactivate(username: str, reason: str, admin_username: str, understood: bool) -> None:
+    """Deactivate a user (never deleted); the admin signs with their password. Without
+    --understood the service refuses (field understood, rule required), as a page unticked."""
     _require_keys()
     admin = db.read_session().get(User, _user_id(admin_username))
     if admin is None or admin.role != Role.ADMIN:
         raise click.ClickException(f"{admin_username!r} is not an admin")
     password = click.prompt(f"password of {admin.username} (electronic signature)", hide_input=True)
     users.deactivate_user(
-        actor=Actor.of(admin), user_id=_user_id(username), reason=reason, signer_password=password
+        actor=Actor.of(admin),
+        user_id=_user_id(username),
+        reason=reason,
+        signer_password=password,
+        understood=understood,
     )
     click.echo(f"{username} deactivated")
 

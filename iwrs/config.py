@@ -164,6 +164,7 @@ class Settings:
             setattr(settings, name, read_key(name, instance))
         settings.blinding_keys_other = _other_blinding_keys()
         settings.key_refresh_seconds = _int_env("IWRS_KEY_REFRESH_SECONDS", 2, "seconds")
+        smtp(), notify_claim_lease()  # read again at each delivery: refused here, at start
         return settings
 
     def witness_file(self) -> Path:
@@ -336,17 +337,22 @@ class Smtp:
 
 def smtp() -> Smtp:
     """IWRS_SMTP_HOST, IWRS_SMTP_PORT (25) and IWRS_SMTP_FROM (iwrs@localhost), read at each
-    delivery."""
+    delivery. Decision: `Settings.from_env` calls it too, so a malformed port (not a whole
+    number from 1 to 65535) stops the application and the worker at start with a ConfigError
+    naming IWRS_SMTP_PORT, instead of every delivery raising ValueError."""
+    port = _int_env("IWRS_SMTP_PORT", 25, "port number")
+    if port > 65535:
+        raise ConfigError(f"IWRS_SMTP_PORT must be a port number up to 65535, got {port}")
     return Smtp(
         os.environ.get("IWRS_SMTP_HOST") or None,
-        int(os.environ.get("IWRS_SMTP_PORT", "25")),
+        port,
         os.environ.get("IWRS_SMTP_FROM", "iwrs@localhost"),
     )
 
 
 def notify_claim_lease() -> timedelta:
-    """IWRS_NOTIFY_CLAIM_SECONDS (300): how long an outbox claim stands."""
-    return timedelta(seconds=int(os.environ.get("IWRS_NOTIFY_CLAIM_SECONDS") or 300))
+    """IWRS_NOTIFY_CLAIM_SECONDS (300): how long an outbox claim stands (checked at start too)."""
+    return timedelta(seconds=_int_env("IWRS_NOTIFY_CLAIM_SECONDS", 300, "seconds"))
 
 
 def behind_proxy() -> bool:

@@ -113,6 +113,7 @@ def _activate_sites(
                 site_id=site.id,
                 status=SiteStatus.ACTIVE,
                 signer_password=passwords["admin"],
+                understood=True,
             )
             done.append(f"activated site {site.code}")
 
@@ -135,7 +136,7 @@ def _ship_and_receive(session: Session, people: dict[str, User], done: list[str]
             actor=manager,
             shipment_id=row.id,
             courier="Demo Cold Chain",
-            tracking=f"DCC{row.id:06d}",
+            tracking_number=f"DCC{row.id:06d}",
         )
         kits = supply_views.shipment_kits(
             actor=Actor.of(people[pharmacist_of[site.code]]), shipment_id=row.id

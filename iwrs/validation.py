@@ -197,3 +197,15 @@ def page_key(text: str) -> int:
     if not 0 < value < 2**63:
         raise ValueError("page key out of range")
     return value
+
+
+def require_understood(understood: Any, *, step: str) -> None:
+    """An irreversible step needs the caller's confirmation that it cannot be undone (field
+    understood, rule required), from a page's checkbox or the API's `understood: true`.
+    Decision: every irreversible service (eligibility decision, randomization, unblinding, site
+    status, account deactivation) calls this one function, so the CLI and any caller get the
+    same refusal as the pages; only `True` itself confirms (not 1, "yes" or a list)."""
+    if understood is not True:
+        raise InvalidInput(
+            f"understood: confirm that {step} cannot be undone", field="understood", rule="required"
+        )

@@ -229,7 +229,6 @@ NOT_USE_CASES: dict[str, str] = {
             "subjects.context_for",
             "subjects.evaluate_stored",
             "subjects.require_confirmed_eligible",
-            "subjects.require_understood",
             "kit_counts.apply",
             "kit_counts.deltas",
             "kit_counts.fresh_counts",

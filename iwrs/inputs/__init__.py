@@ -236,14 +236,20 @@ class Input(Schema):
 
 
 def problems(messages: Any, prefix: str = "") -> list[dict[str, str]]:
-    """marshmallow's (or webargs') nested messages as a flat list of {field, rule, message}."""
+    """marshmallow's (or webargs') nested messages as a flat list of {field, rule, message}.
+    Decision: a schema-wide refusal (`_schema`) names the object it is about: the body at the
+    top, the item itself when nested ({"lines": [5]} -> field lines.0, rule type), never a
+    field called `_schema`; its message names that item, not "body"."""
     field = prefix or "body"
     if isinstance(messages, Problem):
-        return [{"field": field, "rule": messages.rule, "message": messages.message}]
+        message = messages.message
+        if field != "body" and message.startswith("body: "):
+            message = f"{field}: {message.removeprefix('body: ')}"
+        return [{"field": field, "rule": messages.rule, "message": message}]
     if isinstance(messages, dict):
         found = []
         for key, value in messages.items():
-            top = not prefix and (key in _LOCATIONS or key == "_schema")
+            top = key == "_schema" or (not prefix and key in _LOCATIONS)
             name = prefix if top else f"{prefix}.{key}" if prefix else str(key)
             found.extend(problems(value, name))
         return found

@@ -77,7 +77,7 @@ class QuarantineDecisionInput(Input):
     """Release or reject quarantined kits, with a reason (never reject by default)."""
 
     decision = Choice(("release", "reject"), required=True)
-    kit = Many(Text(kind="code", required=True), load_default=list)
+    kit_numbers = Many(Text(kind="code", required=True), load_default=list)
     reason = Text(kind="reason", required=True)
 
 
@@ -91,5 +91,5 @@ class LotExpiryInput(Input):
 class DestructionInput(Input):
     """Kits destroyed under a certificate's reference (numbers separated by spaces or commas)."""
 
-    kits = Text(kind="text", load_default="")
+    kit_numbers = Text(kind="text", load_default="")
     reference = Text(kind="reference", required=True)

@@ -16,7 +16,7 @@ from datetime import date
 
 from sqlalchemy.orm import Session
 
-from iwrs import audit
+from iwrs import audit, validation
 from iwrs.audit import Actor
 from iwrs.db import transaction
 from iwrs.errors import Conflict
@@ -28,7 +28,6 @@ from iwrs.services.randomization import (
     _Refusal,
 )
 from iwrs.services.sessions import read_signer
-from iwrs.services.subjects import require_understood
 from iwrs.services.users import confirm_signature
 
 CREATED = 201
@@ -76,7 +75,7 @@ def randomize_answer(
     Conflict `in_progress` (the first request with the key is still running), or StoredRefusal
     (a replay of the key's refusal: same status, title, message and problems). Without
     `understood` (randomization cannot be undone) it is refused before the key is claimed."""
-    require_understood(understood, step="randomization")
+    validation.require_understood(understood, step="randomization")
 
     def perform(settle: Callable[[Session, int, str], None]) -> tuple[int, str]:
         refusal: Conflict | None = None

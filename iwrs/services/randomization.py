@@ -40,11 +40,7 @@ from iwrs.models.randomization import (
 from iwrs.models.sites import Site, SiteStatus, Trial
 from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.models.supply import Kit
-from iwrs.services.subjects import (
-    _investigator,
-    require_confirmed_eligible,
-    require_understood,
-)
+from iwrs.services.subjects import _investigator, require_confirmed_eligible
 from iwrs.services.supply import (
     ShelfTreatments,
     _apply,
@@ -438,7 +434,7 @@ def randomize(
     With `idempotency_key` (1-100 characters, scoped to the actor) the key's first outcome,
     success or refusal, is stored and every retry with the key gets it back, never a new
     decision (iwrs.services.keyed_randomization; the rules in iwrs.services.idempotency)."""
-    require_understood(understood, step="randomization")
+    validation.require_understood(understood, step="randomization")
     if idempotency_key is not None:
         from iwrs.services import keyed_randomization
 

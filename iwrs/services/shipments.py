@@ -7,7 +7,7 @@ alerts, audit events) names kits by number and counts in totals only."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 
 from sqlalchemy import and_, func, or_, select
@@ -349,10 +349,15 @@ def _manual_shortfall(kit_type: str, requested: int, shippable: int) -> DepotSho
     )
 
 
-def ship_shipment(*, actor: Actor, shipment_id: int, courier: str, tracking: str) -> Shipment:
-    """Hand a requested shipment to the courier; every kit must still be shippable."""
-    courier = validation.text(courier, field="courier", kind="reference", required=False)
-    tracking = validation.text(tracking, field="tracking", kind="reference", required=False)
+def ship_shipment(
+    *, actor: Actor, shipment_id: int, courier: str, tracking_number: str
+) -> Shipment:
+    """Hand a requested shipment to the courier; every kit must still be shippable.
+    Decision: a shipment cannot leave without a courier and a tracking number (fields courier
+    and tracking_number, as the page and the API name them; rule required), checked here so the
+    CLI and any caller get the rule, not only the input schema."""
+    courier = validation.text(courier, field="courier", kind="reference")
+    tracking = validation.text(tracking_number, field="tracking_number", kind="reference")
     with transaction() as session:
         acting_user(session, actor, Permission.MANAGE_SUPPLY)
         row = _locked_shipment(session, shipment_id)
@@ -435,10 +440,17 @@ def cancel_shipment(*, actor: Actor, shipment_id: int, reason: str) -> Shipment:
 
 
 def receive_shipment(
-    *, actor: Actor, shipment_id: int, lines: Mapping[str, str], excursion: bool
+    *,
+    actor: Actor,
+    shipment_id: int,
+    lines: Mapping[str, str] | Iterable[tuple[str, str]],
+    excursion: bool,
 ) -> Shipment:
     """The pharmacist confirms every kit as good, damaged or missing; after a temperature
-    excursion the good kits are quarantined until the supply manager decides."""
+    excursion the good kits are quarantined until the supply manager decides.
+    Decision: `lines` may be (kit number, condition) pairs, passed on as given, so a kit listed
+    twice is refused here by the receipt rules (field lines, rule shipment) whatever the door;
+    a dict would silently keep the last."""
     with transaction() as session:
         user = acting_user(session, actor, Permission.RECEIVE_SHIPMENTS)
         row = _locked_shipment(session, shipment_id)
@@ -446,7 +458,7 @@ def receive_shipment(
         lock_sites(session, [row.site_id])  # the site before its kits
         value = _value(session, row)
         try:
-            received, events = rules.receive(value, dict(lines), excursion=excursion)
+            received, events = rules.receive(value, lines, excursion=excursion)
         except ShipmentError as error:
             raise _refused(error) from None
         kits = kits_by_number(session, value.kits)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from iwrs import audit, clock, signatures
+from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import transaction
@@ -17,11 +17,14 @@ _NEXT = {SiteStatus.INACTIVE: SiteStatus.ACTIVE, SiteStatus.ACTIVE: SiteStatus.C
 
 
 def change_site_status(
-    *, actor: Actor, site_id: int, status: SiteStatus, signer_password: str
+    *, actor: Actor, site_id: int, status: SiteStatus, signer_password: str, understood: bool
 ) -> Site:
-    """Activate (allows screening and randomization) or close a site, with an e-signature."""
+    """Activate (allows screening and randomization) or close a site, with an e-signature.
+    A status only moves forward, so the caller confirms it cannot be undone (field understood,
+    rule required), checked before the signature so a missing tick never counts as a failure."""
     from iwrs.services.supply import acting_user
 
+    validation.require_understood(understood, step="a site's status change")
     confirm_signature(signer_id=actor.user_id, password=signer_password)
     with transaction() as session:
         acting_user(session, actor, Permission.MANAGE_SITES)

@@ -439,15 +439,6 @@ def _latest_assessment(session: Session, subject_id: int) -> EligibilityAssessme
     ).first()
 
 
-def require_understood(understood: bool, *, step: str) -> None:
-    """An irreversible step needs the caller's confirmation that it cannot be undone (field
-    understood, rule required), from a page's checkbox or the API's `understood: true`."""
-    if understood is not True:
-        raise InvalidInput(
-            f"understood: confirm that {step} cannot be undone", field="understood", rule="required"
-        )
-
-
 def _assessment_to_decide(
     session: Session, subject: Subject, assessment_id: int, wanted: Decision
 ) -> EligibilityAssessment:
@@ -487,8 +478,9 @@ def decide_eligibility(
 ) -> Subject:
     """Confirm, with an electronic signature, that the subject is eligible (the latest assessment
     says eligible under the current criteria) or a screen failure (it says not eligible);
-    `understood`: the caller confirmed the decision cannot be undone (`require_understood`)."""
-    require_understood(understood, step="an eligibility decision")
+    `understood`: the caller confirmed the decision cannot be undone
+    (`validation.require_understood`)."""
+    validation.require_understood(understood, step="an eligibility decision")
     try:
         wanted = Decision(decision)
     except ValueError:

@@ -103,12 +103,7 @@ def _check_request(category: str, reason: str, understood: bool) -> str:
             "reason: describe why the blind must be broken", field="reason", rule="required"
         )
     reason = validation.reason(reason)
-    if not understood:
-        raise InvalidInput(
-            "understood: confirm that an unblinding cannot be undone",
-            field="understood",
-            rule="required",
-        )
+    validation.require_understood(understood, step="an unblinding")
     return reason
 
 

@@ -374,11 +374,15 @@ def assign_sites(*, actor: Actor, user_id: int, site_codes: Iterable[str]) -> Us
     return user
 
 
-def deactivate_user(*, actor: Actor, user_id: int, reason: str, signer_password: str) -> User:
+def deactivate_user(
+    *, actor: Actor, user_id: int, reason: str, signer_password: str, understood: bool
+) -> User:
     """Deactivate an account (never deleted); its sessions and tokens stop working at once.
-    User managers only (rule permission), never oneself (not_self), signed."""
+    User managers only (rule permission), never oneself (not_self), signed, and confirmed as
+    irreversible (field understood, rule required)."""
     require(actor, Permission.MANAGE_USERS)
     reason = validation.reason(reason)
+    validation.require_understood(understood, step="a deactivation")
     if actor.user_id == user_id:
         raise InvalidInput(
             "user_id: you cannot deactivate your own account", field="user_id", rule="not_self"

@@ -18,6 +18,7 @@ from iwrs.auth import Permission, has_permission, is_api_request
 from iwrs.db import busy_error
 from iwrs.errors import Busy, IWRSError
 from iwrs.locking import is_busy
+from iwrs.models.randomization import DispensationKind, KitRequestKind
 from iwrs.services import refusals
 
 log = logging.getLogger("iwrs.web")
@@ -73,6 +74,9 @@ def _template_helpers() -> dict[str, Any]:
         "can": can,
         "protocol": current_app.extensions["iwrs.protocol"],
         "signatures": signatures,
+        # The kinds a page offers come from the enums the services check them against.
+        "dispensation_kinds": tuple(DispensationKind),
+        "kit_request_kinds": tuple(KitRequestKind),
         "json_loads": json.loads,
         # Answers that show arms are padded to arm-independent lengths (iwrs/padding.py).
         "arm_padding": padding.html_label_padding,

@@ -91,6 +91,7 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
                 user_id=user_id,
                 reason=given["reason"],
                 signer_password=given["signature_password"],
+                understood=given["understood"],
             )
             flash(f"User {user.username} deactivated.", "info")
         elif action == "reset-password":

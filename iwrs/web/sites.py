@@ -41,6 +41,7 @@ def change_status(site_id: int):  # type: ignore[no-untyped-def]
             site_id=site_id,
             status=SiteStatus(given["status"]),
             signer_password=given["signature_password"],
+            understood=given["understood"],
         )
     except IWRSError as refusal:
         flash_refusal(refusal)

@@ -151,7 +151,7 @@ def receive(shipment_id: int):  # type: ignore[no-untyped-def]
         row = shipments.receive_shipment(
             actor=_actor(),
             shipment_id=shipment_id,
-            lines={line["kit_number"]: line["condition"] for line in given["lines"]},
+            lines=[(line["kit_number"], line["condition"]) for line in given["lines"]],
             excursion=given["temperature_excursion"],
         )
     except IWRSError as refusal:
@@ -174,7 +174,7 @@ def ship(shipment_id: int):  # type: ignore[no-untyped-def]
             actor=_actor(),
             shipment_id=shipment_id,
             courier=given["courier"],
-            tracking=given["tracking_number"],
+            tracking_number=given["tracking_number"],
         )
     except IWRSError as refusal:
         return _refused(refusal, target)
@@ -251,7 +251,7 @@ def quarantine():  # type: ignore[no-untyped-def]
         given = load_form(QuarantineDecisionInput, request.form)
         kits = shipments.decide_quarantine(
             actor=_actor(),
-            kit_numbers=given["kit"],
+            kit_numbers=given["kit_numbers"],
             release=given["decision"] == "release",
             reason=given["reason"],
         )
@@ -284,7 +284,7 @@ def destruction():  # type: ignore[no-untyped-def]
     target = url_for("supply.index")
     try:
         given = load_form(DestructionInput, request.form)
-        numbers = given["kits"].replace(",", " ").split()
+        numbers = given["kit_numbers"].replace(",", " ").split()
         record = accountability.destroy_kits(
             actor=_actor(), kit_numbers=numbers, reference=given["reference"]
         )

@@ -166,6 +166,7 @@ def activate(world: World, codes: Iterable[str]) -> None:
                 site_id=world.sites[code],
                 status=SiteStatus.ACTIVE,
                 signer_password=PASSWORD,
+                understood=True,
             )
         receive_requested(world)
 
@@ -196,7 +197,7 @@ def receive_requested(world: World) -> None:
                 actor=world.actor("manager"),
                 shipment_id=row.id,
                 courier="Test Cold Chain",
-                tracking=f"TCC{row.id:06d}",
+                tracking_number=f"TCC{row.id:06d}",
             )
             shipments.receive_shipment(
                 actor=world.actor(f"ph-{code_of[row.site_id]}"),

@@ -97,7 +97,11 @@ def test_signed_deactivation_records_the_signature_and_the_change(ctx, make_user
     admin = make_user("admin")
     before = last_seq()
     users.deactivate_user(
-        actor=Actor.of(admin), user_id=investigator.id, reason="left site", signer_password=PASSWORD
+        actor=Actor.of(admin),
+        user_id=investigator.id,
+        reason="left site",
+        signer_password=PASSWORD,
+        understood=True,
     )
     assert actions_since(before) == ["esign.signed", "user.deactivated"]
     event = (
@@ -139,6 +143,7 @@ def test_failed_signature_is_audited_and_the_action_does_not_happen(ctx, make_us
             user_id=investigator.id,
             reason="x",
             signer_password="not my password",
+            understood=True,
         )
     assert actions_since(before) == ["esign.signature_failed"]
     read_session().expire_all()

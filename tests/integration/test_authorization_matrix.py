@@ -325,7 +325,7 @@ FACTORIES: dict[str, Kwargs] = {
     "shipments.ship_shipment": lambda m, who: {
         "shipment_id": m.ids["shipment"],
         "courier": "Cold Chain Co",
-        "tracking": "CC1",
+        "tracking_number": "CC1",
     },
     "shipments.cancel_shipment": lambda m, who: {
         "shipment_id": m.ids["shipment"],
@@ -345,6 +345,7 @@ FACTORIES: dict[str, Kwargs] = {
         "site_id": m.ids["cn01"],
         "status": _active(),
         "signer_password": PASSWORD,
+        "understood": True,
     },
     "sites.change_site_time_zone": lambda m, who: {
         "site_id": m.ids["cn01"],
@@ -418,6 +419,7 @@ FACTORIES: dict[str, Kwargs] = {
         "user_id": m.ids["target.b"],
         "reason": "Left the study",
         "signer_password": PASSWORD,
+        "understood": True,
     },
     "users.create_api_token": lambda m, who: {
         "user_id": m.users[who or "admin"].id if who else None,

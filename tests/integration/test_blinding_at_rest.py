@@ -89,6 +89,7 @@ def stock_a_site(app: Flask) -> dict[str, int]:
             site_id=site.id,
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
         read_session().rollback()
         shipment = read_session().scalars(select(Shipment)).one()
@@ -96,7 +97,7 @@ def stock_a_site(app: Flask) -> dict[str, int]:
             actor=Actor.of(make["supply_manager"]),
             shipment_id=shipment.id,
             courier="Cold Chain",
-            tracking="CC9",
+            tracking_number="CC9",
         )
         numbers = read_session().scalars(select(Kit.number).where(Kit.shipment_id == shipment.id))
         shipments.receive_shipment(

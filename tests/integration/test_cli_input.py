@@ -122,3 +122,23 @@ def test_an_unexpected_error_is_one_line_without_traceback(app):
     finally:
         iwrs_cli.commands.pop("test-unexpected")
     assert line.startswith("error: unexpected RuntimeError: first line second line")
+
+
+def test_a_deactivation_from_the_cli_needs_understood_like_the_page(app, make_user):
+    from iwrs.models.users import User
+    from tests.conftest import PASSWORD
+
+    admin, target = make_user("admin"), make_user("auditor")
+    args = ["user", "deactivate", target.username, "--reason", "left", "--as", admin.username]
+    refused = app.test_cli_runner().invoke(args=["iwrs", *args], input=f"{PASSWORD}\n")
+    # the password prompt is echoed before the error line: only the last line is the error
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.output.strip().splitlines()[-1].startswith("error: understood: ")
+    assert refused.output.strip().endswith("(required)")
+    with app.app_context():
+        assert read_session().get(User, target.id).active
+    done = app.test_cli_runner().invoke(args=["iwrs", *args, "--understood"], input=f"{PASSWORD}\n")
+    assert done.exit_code == 0, done.output
+    with app.app_context():
+        read_session().expire_all()
+        assert not read_session().get(User, target.id).active

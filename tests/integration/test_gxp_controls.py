@@ -66,9 +66,10 @@ def test_a_site_is_activated_only_with_the_admins_signature(new_world):
         site_id = world.sites["CN02"]
         before = site_record(site_id)
         assert before[0] != "active" and before[2] == 0
-        for password, error, rule in (
-            ("", InvalidInput, "required"),
-            ("not the admin's password", AuthenticationFailed, "credentials"),
+        for password, understood, error, field, rule in (
+            ("", True, InvalidInput, "password", "required"),
+            ("not the admin's password", True, AuthenticationFailed, "password", "credentials"),
+            (PASSWORD, False, InvalidInput, "understood", "required"),
         ):
             with pytest.raises(error) as refusal:
                 sites.change_site_status(
@@ -76,14 +77,16 @@ def test_a_site_is_activated_only_with_the_admins_signature(new_world):
                     site_id=site_id,
                     status=SiteStatus.ACTIVE,
                     signer_password=password,
+                    understood=understood,
                 )
-            assert (refusal.value.field, refusal.value.rule) == ("password", rule)
+            assert (refusal.value.field, refusal.value.rule) == (field, rule)
             assert site_record(site_id) == before, "nothing activated, signed or shipped"
         sites.change_site_status(
             actor=world.actor("admin"),
             site_id=site_id,
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
         status, activated_at, signatures, shipments, events = site_record(site_id)
         assert (status, signatures, shipments, events) == ("active", 1, before[3] + 1, 1)

@@ -66,7 +66,7 @@ def requested_to(world: World, code: str) -> Shipment:
 
 def ship(world: World, shipment_id: int) -> None:
     shipments.ship_shipment(
-        actor=world.actor("manager"), shipment_id=shipment_id, courier="C", tracking="T1"
+        actor=world.actor("manager"), shipment_id=shipment_id, courier="C", tracking_number="T1"
     )
     consistent()
 

@@ -77,7 +77,7 @@ def measure(world: World, *, due: int, fresh: int) -> dict:
         actor=world.actor("manager"), site_id=world.sites["CN02"], quantity=2
     )
     shipments.ship_shipment(
-        actor=world.actor("manager"), shipment_id=shipment.id, courier="C", tracking="T"
+        actor=world.actor("manager"), shipment_id=shipment.id, courier="C", tracking_number="T"
     )
     lines = {
         k.number: "good"

@@ -247,6 +247,7 @@ def test_a_closed_site_cannot_randomize(world):
         site_id=world.sites["CN01"],
         status=SiteStatus.CLOSED,
         signer_password=PASSWORD,
+        understood=True,
     )
     error = refused(Conflict, randomize, world, subject_id)
     assert (error.field, error.rule) == ("site", "site_active")

@@ -471,7 +471,7 @@ def test_only_a_user_manager_assigns_sites_or_deactivates(people, who):
     target = statistician if who == "investigator" else investigator
     error = refused(
         lambda: users.deactivate_user(
-            actor=actor, user_id=target.id, reason="gone", signer_password=PASSWORD
+            actor=actor, user_id=target.id, reason="gone", signer_password=PASSWORD, understood=True
         ),
         Forbidden,
     )

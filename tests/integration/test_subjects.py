@@ -28,6 +28,7 @@ def active_sites(ctx, make_user):
             site_id=ids[code],
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
     return ids
 

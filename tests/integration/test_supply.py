@@ -127,6 +127,7 @@ def activate(admin, code: str) -> int:  # type: ignore[no-untyped-def]
         site_id=site_id,
         status=SiteStatus.ACTIVE,
         signer_password=PASSWORD,
+        understood=True,
     )
     return site_id
 
@@ -143,7 +144,10 @@ def manifest(shipment_id: int) -> list[str]:
 
 def ship(manager, shipment_id: int) -> Shipment:  # type: ignore[no-untyped-def]
     return shipments.ship_shipment(
-        actor=Actor.of(manager), shipment_id=shipment_id, courier="Cold Chain", tracking="CC1"
+        actor=Actor.of(manager),
+        shipment_id=shipment_id,
+        courier="Cold Chain",
+        tracking_number="CC1",
     )
 
 
@@ -401,20 +405,23 @@ def test_shipping_needs_a_courier_and_a_tracking_number(people):
     site_id = activate(people.admin, "CN01")
     (initial,) = shipments_to(site_id)
     before = snapshot()
-    for courier, tracking, field in (("", "T1", "courier"), ("DHL", " ", "tracking")):
-        with pytest.raises(Conflict) as refused:
+    for courier, tracking, field in (("", "T1", "courier"), ("DHL", " ", "tracking_number")):
+        with pytest.raises(InvalidInput) as refused:
             shipments.ship_shipment(
                 actor=Actor.of(people.manager),
                 shipment_id=initial.id,
                 courier=courier,
-                tracking=tracking,
+                tracking_number=tracking,
             )
-        assert refused.value.field == field and field in refused.value.message
+        assert (refused.value.field, refused.value.rule) == (field, "required")
     assert snapshot() == before
     assert fresh().get(Shipment, initial.id).state == "requested"
     with pytest.raises(NotFound):  # a pharmacist cannot ship
         shipments.ship_shipment(
-            actor=Actor.of(people.pharmacist), shipment_id=initial.id, courier="X", tracking="Y"
+            actor=Actor.of(people.pharmacist),
+            shipment_id=initial.id,
+            courier="X",
+            tracking_number="Y",
         )
     shipped = ship(people.manager, initial.id)
     assert (shipped.state, shipped.courier, shipped.tracking_number) == (
@@ -442,6 +449,15 @@ def test_receipt_must_confirm_every_kit_exactly_once(people):
             excursion=False,
         )
     assert numbers[0] in refused.value.message and refused.value.field == "lines"
+    with pytest.raises(Conflict) as twice:  # the service's rule, for the API and any caller
+        shipments.receive_shipment(
+            actor=Actor.of(people.pharmacist),
+            shipment_id=initial.id,
+            lines=[*((n, "good") for n in numbers), (numbers[0], "damaged")],
+            excursion=False,
+        )
+    assert (twice.value.field, twice.value.rule) == ("lines", "shipment")
+    assert snapshot() == before
     with pytest.raises(Conflict, match="not in shipment"):
         shipments.receive_shipment(
             actor=Actor.of(people.pharmacist),

@@ -178,6 +178,7 @@ def build_trial(directory: Path, database_url: str, *, discontinues: bool = Fals
                 site_id=site_ids[code],
                 status=SiteStatus.ACTIVE,
                 signer_password=PASSWORD,
+                understood=True,
             )
         clock.advance(hours=2)
         session.rollback()
@@ -187,7 +188,7 @@ def build_trial(directory: Path, database_url: str, *, discontinues: bool = Fals
                 actor=Actor.of(people["supply.chen"]),
                 shipment_id=row.id,
                 courier="Cold Chain Co",
-                tracking=f"CC{row.id:06d}",
+                tracking_number=f"CC{row.id:06d}",
             )
             kits = supply_views.shipment_kits(actor=Actor.system("test"), shipment_id=row.id)
             shipments.receive_shipment(
@@ -517,6 +518,16 @@ REFUSALS = [
         "dr.li",
         "R1",
         {"understood": False},
+        InvalidInput,
+        "understood",
+        "required",
+        "cannot be undone",
+    ),
+    (
+        "understood given as 1, not true",
+        "dr.li",
+        "R1",
+        {"understood": 1},
         InvalidInput,
         "understood",
         "required",

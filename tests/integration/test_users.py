@@ -102,6 +102,7 @@ def test_wrong_signatures_count_towards_lockout(ctx, make_user):
                 user_id=target.id,
                 reason="r",
                 signer_password="wrong password!",
+                understood=True,
             )
     with pytest.raises(AccountLocked) as locked:
         users.sign_in(username=admin.username, password=PASSWORD)
@@ -122,7 +123,11 @@ def test_deactivated_user_cannot_sign_in_and_sessions_end(ctx, make_user):
     user = create()
     version = user.session_version
     users.deactivate_user(
-        actor=Actor.of(admin), user_id=user.id, reason="left the trial", signer_password=PASSWORD
+        actor=Actor.of(admin),
+        user_id=user.id,
+        reason="left the trial",
+        signer_password=PASSWORD,
+        understood=True,
     )
     read_session().expire_all()
     stored = read_session().get(User, user.id)
@@ -135,12 +140,36 @@ def test_deactivation_needs_a_reason_and_not_oneself(ctx, make_user):
     admin = make_user("admin")
     with pytest.raises(InvalidInput, match="reason"):
         users.deactivate_user(
-            actor=Actor.of(admin), user_id=create().id, reason=" ", signer_password=PASSWORD
+            actor=Actor.of(admin),
+            user_id=create().id,
+            reason=" ",
+            signer_password=PASSWORD,
+            understood=True,
         )
     with pytest.raises(InvalidInput, match="your own account"):
         users.deactivate_user(
-            actor=Actor.of(admin), user_id=admin.id, reason="x", signer_password=PASSWORD
+            actor=Actor.of(admin),
+            user_id=admin.id,
+            reason="x",
+            signer_password=PASSWORD,
+            understood=True,
         )
+
+
+@pytest.mark.parametrize("understood", [False, None, 1, "true"])
+def test_deactivation_is_refused_unless_confirmed_as_irreversible(ctx, make_user, understood):
+    admin, target = make_user("admin"), create()
+    with pytest.raises(InvalidInput) as refusal:
+        users.deactivate_user(
+            actor=Actor.of(admin),
+            user_id=target.id,
+            reason="left the trial",
+            signer_password=PASSWORD,
+            understood=understood,
+        )
+    assert (refusal.value.field, refusal.value.rule) == ("understood", "required")
+    read_session().expire_all()
+    assert read_session().get(User, target.id).active
 
 
 def test_token_is_stored_only_as_digest_and_revocable_by_owner_only(ctx, make_user):

@@ -84,6 +84,25 @@ def test_bad_idle_minutes_is_refused(tmp_path: Path, monkeypatch):
         Settings.from_env(instance_path=tmp_path)
 
 
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("IWRS_SMTP_PORT", "abc"),
+        ("IWRS_SMTP_PORT", "0"),
+        ("IWRS_SMTP_PORT", "65536"),
+        ("IWRS_NOTIFY_CLAIM_SECONDS", "soon"),
+    ],
+)
+def test_a_bad_delivery_setting_is_refused_at_start_naming_its_variable(
+    tmp_path: Path, monkeypatch, variable, value
+):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(instance_path=tmp_path)
+    message = str(refused.value)
+    assert variable in message and "\n" not in message
+
+
 def test_postgres_urls_use_psycopg3():
     assert normalize_database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"

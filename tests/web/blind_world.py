@@ -243,7 +243,7 @@ def _ship_and_receive_open(people: dict[str, Any], damaged_at_receipt: set[str])
             actor=Actor.of(people["supply.chen"]),
             shipment_id=row.id,
             courier="Cold Chain Co",
-            tracking=f"CC{row.id:06d}",
+            tracking_number=f"CC{row.id:06d}",
         )
         kits = supply_views.shipment_kits(actor=Actor.system("test"), shipment_id=row.id)
         lines = {k.number: "good" for k in kits}
@@ -350,6 +350,7 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
             site_id=site_ids[code],
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
     clock.advance(hours=2)
     _ship_and_receive_open(people, damaged_at_receipt={"CN02"})
@@ -438,7 +439,7 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
         actor=Actor.of(people["supply.chen"]),
         shipment_id=manual.id,
         courier="Cold Chain Co",
-        tracking=f"CC{manual.id:06d}",
+        tracking_number=f"CC{manual.id:06d}",
     )
 
     # CN03 and CN04 lose every kit of one treatment (the plain world's arm named in EMPTIED;

@@ -267,6 +267,7 @@ class _Scenario:
             site_id=self.site_id,
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
         self.clock.advance(minutes=10)
         self.move_shipments()
@@ -336,7 +337,7 @@ class _Scenario:
                 actor=self.actor("supply.chen"),
                 shipment_id=shipment_id,
                 courier="Cold Chain Co",
-                tracking=f"CC{shipment_id:06d}",
+                tracking_number=f"CC{shipment_id:06d}",
             )
             self.clock.advance(hours=22)
             kits = supply_views.shipment_kits(actor=self.actor(PHARMACIST), shipment_id=shipment_id)

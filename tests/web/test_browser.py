@@ -120,6 +120,7 @@ def test_investigator_screens_and_sees_failing_criteria_in_the_browser(page, mak
             site_id=cn01.id,
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
     investigator = make_user("investigator", sites=["CN01"])
     sign_in(page, investigator.username)

@@ -40,6 +40,7 @@ def cn01(app, make_user):  # type: ignore[no-untyped-def]
             site_id=site_id,
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
     return site_id
 

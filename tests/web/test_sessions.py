@@ -306,7 +306,11 @@ def test_deactivation_stops_sessions_and_tokens(app, make_user):
     client, token = _signed_in(app, user.username), _token(app, user)
     with app.app_context():
         users.deactivate_user(
-            actor=Actor.of(admin), user_id=user.id, reason="left", signer_password=PASSWORD
+            actor=Actor.of(admin),
+            user_id=user.id,
+            reason="left",
+            signer_password=PASSWORD,
+            understood=True,
         )
     assert client.get("/api/v1/me").status_code == 401
     assert app.test_client().get("/api/v1/me", headers=_bearer(token)).status_code == 401

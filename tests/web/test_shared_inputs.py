@@ -264,6 +264,7 @@ def places(app, make_user) -> dict[str, int]:  # type: ignore[no-untyped-def]
             site_id=site_id,
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
     investigator = make_user("investigator", sites=["CN01"])
     with app.app_context():
@@ -405,3 +406,28 @@ def test_each_page_only_input_is_refused_by_field_and_rule(app, places, login_as
         shown = _page_problems(clients[role], page.format(**places), form)
         assert shown == {(field, rule)}, (name, shown)
         assert _event_count(app) == before, f"{name}: a refused input saved something"
+
+
+@pytest.mark.parametrize(
+    "body, field, rule",
+    [
+        ({"lines": [5]}, "lines.0", "type"),
+        ({"lines": [{"kit_number": "100001", "condition": "good"}, "x"]}, "lines.1", "type"),
+        ([5], "body", "type"),
+    ],
+)
+def test_a_bad_nested_item_is_refused_naming_the_item(
+    app,
+    places,
+    login_as,
+    token_for,  # noqa: F811 - the fixture imported above
+    body,
+    field,
+    rule,
+):
+    _, user = login_as("pharmacist", ["CN01"])
+    token = token_for(user)[0]
+    before = _event_count(app)
+    found = _api_problems(app, "/api/v1/shipments/1/receipt", body, token)
+    assert found == {(field, rule)}
+    assert _event_count(app) == before

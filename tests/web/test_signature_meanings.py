@@ -168,3 +168,39 @@ def test_a_decision_on_unblinded_access(world):
 
 def _signed() -> dict[str, str]:
     return {"signature_password": PASSWORD}
+
+
+def _options(page: str, name: str) -> list[list[str]]:
+    """The option values of every <select name=`name`> on the page, the empty one left out."""
+    selects = re.findall(rf'<select[^>]* name="{name}"[^>]*>(.*?)</select>', page, re.DOTALL)
+    return [[v for v in re.findall(r'<option value="([^"]*)"', s) if v] for s in selects]
+
+
+def test_the_kinds_and_categories_a_page_offers_are_the_services_own(world):
+    from iwrs.models.randomization import DispensationKind, KitRequestKind
+    from iwrs.signatures import UNBLINDING_CATEGORIES
+
+    page = world.client("dr.li").get(f"/subjects/{world.subjects['R1']}/randomization")
+    page = page.get_data(as_text=True)
+    assert _options(page, "kind") == [[str(k) for k in KitRequestKind]]
+    assert _options(page, "category") == [list(UNBLINDING_CATEGORIES)]
+    dispensing = world.client("ph.wang").get("/dispensing/").get_data(as_text=True)
+    offered = _options(dispensing, "kind")
+    assert offered and all(kinds == [str(k) for k in DispensationKind] for kinds in offered)
+
+
+def test_each_repeated_signed_form_has_its_own_password_id(world):
+    admin = world.client("admin")
+    for n in (2, 3):
+        page = admin.get("/admin/unblinded-requests").get_data(as_text=True)
+        filed = {"username": f"stat.n{n}", "full_name": f"Statistician {n}"}
+        filed |= {"email": f"stat.n{n}@example.org", "csrf_token": csrf_from(page)}
+        response = admin.post(
+            "/admin/unblinded-requests", data={f"request-{k}": v for k, v in filed.items()}
+        )
+        assert response.status_code == 302
+    page = world.client("stat.liu").get("/access-requests/").get_data(as_text=True)
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    passwords = re.findall(r'<input type="password" id="([^"]+)"', page)
+    assert len(passwords) == 2 and len(ids) == len(set(ids))
+    assert set(re.findall(r'<label for="([^"]+)"', page)) <= set(ids)

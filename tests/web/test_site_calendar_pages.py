@@ -30,6 +30,7 @@ def site_ids(app, make_user):
             site_id=ids["CN01"],
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
     return ids
 

@@ -29,6 +29,7 @@ def site_ids(app, make_user):
                 site_id=ids[code],
                 status=SiteStatus.ACTIVE,
                 signer_password=PASSWORD,
+                understood=True,
             )
     return ids
 

@@ -118,13 +118,17 @@ def stock(app: Flask, admin, *, kits: int = 40, codes=("CN01", "CN02")) -> None:
                 site_id=ids[code],
                 status=SiteStatus.ACTIVE,
                 signer_password=PASSWORD,
+                understood=True,
             )
 
 
 def ship(app: Flask, manager, shipment_id: int) -> None:  # type: ignore[no-untyped-def]
     with app.app_context():
         shipments.ship_shipment(
-            actor=Actor.of(manager), shipment_id=shipment_id, courier="Cold Chain", tracking="T42"
+            actor=Actor.of(manager),
+            shipment_id=shipment_id,
+            courier="Cold Chain",
+            tracking_number="T42",
         )
 
 
@@ -257,6 +261,7 @@ def test_supply_manager_sees_depot_lots_alerts_chart_and_reconciliation(
             site_id=site_ids(app)["CN03"],
             status=SiteStatus.ACTIVE,
             signer_password=PASSWORD,
+            understood=True,
         )
         alert = _fresh().scalars(select(SupplyAlert)).one()
     client, _ = login_as("supply_manager")
@@ -333,16 +338,29 @@ def test_a_quarantine_form_without_a_decision_rejects_nothing(app, admin, manage
         )
     client, _ = login_as("supply_manager")
     held = numbers[:2]
-    assert "Release to use" in client.get("/supply/").get_data(as_text=True)
+    page = client.get("/supply/").get_data(as_text=True)
+    assert "Release to use" in page
     before = counts(app)
-    post_form(client, "/supply/quarantine", {"kit": held, "reason": "checked"})
+    for url, form in (
+        ("/supply/quarantine", {"reason": "ok", "decision": "release"}),
+        ("/supply/destruction", {"reference": "CERT-1"}),
+    ):  # no kit named: the refusal names the input the page posts, so it can mark it
+        shown = client.get(post_form(client, url, form).location).get_data(as_text=True)
+        refused = re.findall(r'role="alert" data-field="([^"]+)" data-rule="([^"]+)"', shown)
+        assert refused == [("kit_numbers", "required")], (url, refused)
+        assert page.count('name="kit_numbers"') == 1 + len(numbers), url
+    post_form(client, "/supply/quarantine", {"kit_numbers": held, "reason": "checked"})
     assert set(kit_states(app, held).values()) == {"quarantined"}
     assert counts(app) == before
-    post_form(client, "/supply/quarantine", {"kit": held, "reason": "ok", "decision": "release"})
+    post_form(
+        client, "/supply/quarantine", {"kit_numbers": held, "reason": "ok", "decision": "release"}
+    )
     assert set(kit_states(app, held).values()) == {"available"}
     assert "2 kit(s) released" in client.get("/supply/").get_data(as_text=True)
     post_form(
-        client, "/supply/quarantine", {"kit": numbers[2:4], "reason": "x", "decision": "reject"}
+        client,
+        "/supply/quarantine",
+        {"kit_numbers": numbers[2:4], "reason": "x", "decision": "reject"},
     )
     assert set(kit_states(app, numbers[2:4]).values()) == {"damaged"}
     assert "2 kit(s) rejected" in client.get("/supply/").get_data(as_text=True)
@@ -523,6 +541,7 @@ def replay_and_fetch(app: Flask, swapped: bool) -> dict[str, str]:
                 site_id=ids[code],
                 status=SiteStatus.ACTIVE,
                 signer_password=PASSWORD,
+                understood=True,
             )
     manager, pharmacist = _client(app, "manager"), _client(app, "pharma")
     cn01 = shipment_of(app, "CN01")

@@ -11,7 +11,6 @@ from iwrs.api import Blueprint
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
-from iwrs.errors import Conflict
 from iwrs.inputs.supply import ManualShipmentInput, ReceiptInput, ShippingInput
 from iwrs.services import queries, shipments, supply_views
 
@@ -129,19 +128,10 @@ class Receipt(MethodView):
     @blp.alt_response(409, **PROBLEM)
     def post(self, body, shipment_id: int):  # type: ignore[no-untyped-def]
         """Confirm every kit as good, damaged or missing (and any temperature excursion)."""
-        lines = {}
-        for line in body["lines"]:
-            if line["kit_number"] in lines:
-                raise Conflict(
-                    f"lines: kit {line['kit_number']} is listed more than once",
-                    field="lines",
-                    rule="shipment",
-                )
-            lines[line["kit_number"]] = line["condition"]
         row = shipments.receive_shipment(
             actor=Actor.of(current_user),
             shipment_id=shipment_id,
-            lines=lines,
+            lines=[(line["kit_number"], line["condition"]) for line in body["lines"]],
             excursion=body["temperature_excursion"],
         )
         return _detail(row)
@@ -159,6 +149,6 @@ class Shipping(MethodView):
             actor=Actor.of(current_user),
             shipment_id=shipment_id,
             courier=body["courier"],
-            tracking=body["tracking_number"],
+            tracking_number=body["tracking_number"],
         )
         return _detail(row)
