@@ -112,13 +112,18 @@ def visible_subjects(
     return list(read_session().scalars(query))
 
 
-def visible_subject(*, actor: Actor, subject_id: int) -> Subject:
-    """One subject, only if it is at one of the actor's sites (404 otherwise)."""
-    scope = _reader(actor, Permission.SCREEN_SUBJECTS)
+def visible_subject(
+    *, actor: Actor, subject_id: int, permission: Permission = Permission.SCREEN_SUBJECTS
+) -> Subject:
+    """One subject, if the actor's role holds `permission` (Forbidden otherwise) and the subject
+    is at one of the actor's sites (NotFound `exists` otherwise, as for one that does not
+    exist)."""
+    scope = _reader(actor, permission)
     subject = read_session().get(Subject, subject_id)
+    missing = not_found("subject", subject_id, field="subject_id")
     if subject is None:
-        raise NotFound(f"subject {subject_id} does not exist", field="subject_id", rule="exists")
-    require_in_scope(scope, subject.site_id, not_found("subject", subject_id, field="subject_id"))
+        raise missing
+    require_in_scope(scope, subject.site_id, missing)
     return subject
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from iwrs import audit, clock
 from iwrs.audit import Actor
-from iwrs.auth import Permission, not_found, require_in_scope
+from iwrs.auth import Permission
 from iwrs.db import read_session, transaction
 from iwrs.models.randomization import (
     Dispensation,
@@ -26,6 +26,7 @@ from iwrs.models.randomization import (
 )
 from iwrs.models.subjects import Subject
 from iwrs.models.supply import Kit
+from iwrs.services.queries import visible_subject
 from iwrs.services.randomization import (
     SLOT_CONTEXT,
     RandomizationResult,
@@ -36,23 +37,9 @@ from iwrs.services.randomization import (
 from iwrs.services.supply import acting_user, protocol, unseal_cached
 
 
-def _visible_subject(actor: Actor, subject_id: int, permission: Permission) -> Subject:
-    """The subject, if the actor's role holds `permission` and the subject is at one of their
-    sites (NotFound `exists` otherwise, as for a subject that does not exist)."""
-    from iwrs.services.users import site_reader
-
-    scope = site_reader(actor, permission)
-    subject = read_session().get(Subject, subject_id)
-    missing = not_found("subject", subject_id, field="subject_id")
-    if subject is None:
-        raise missing
-    require_in_scope(scope, subject.site_id, missing)
-    return subject
-
-
 def result_of(*, actor: Actor, subject_id: int) -> RandomizationResult | None:
     """The subject's randomization (number, day-1 kit, visit plan; never the arm), or None."""
-    _visible_subject(actor, subject_id, Permission.SCREEN_SUBJECTS)
+    visible_subject(actor=actor, subject_id=subject_id)
     row = (
         read_session()
         .scalars(select(Randomization).where(Randomization.subject_id == subject_id))
@@ -76,7 +63,7 @@ class DispensationLine:
 
 def dispensations_of(*, actor: Actor, subject_id: int) -> list[DispensationLine]:
     """The subject's dispensations, oldest first (a subject the actor may see)."""
-    _visible_subject(actor, subject_id, Permission.SCREEN_SUBJECTS)
+    visible_subject(actor=actor, subject_id=subject_id)
     return _dispensations_of_subjects([subject_id]).get(subject_id, [])
 
 
@@ -172,7 +159,7 @@ def visits_board(
 
 def visible_randomized_subject(*, actor: Actor, subject_id: int) -> Subject:
     """A subject at one of the pharmacist's sites, to dispense to (NotFound `exists` otherwise)."""
-    return _visible_subject(actor, subject_id, Permission.DISPENSE)
+    return visible_subject(actor=actor, subject_id=subject_id, permission=Permission.DISPENSE)
 
 
 @dataclass(frozen=True)
