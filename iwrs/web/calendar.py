@@ -9,6 +9,19 @@ from flask import Flask
 from iwrs import clock
 
 
+def day(value: date | datetime | None) -> str:
+    """A date as DD-MMM-YYYY ("05-MAR-1965"), the unambiguous form trial sites use; empty for none.
+
+    English month abbreviations whatever the server's locale, upper case as on CRFs and labels.
+    """
+    if value is None:
+        return ""
+    return f"{value.day:02d}-{_MONTHS[value.month - 1]}-{value.year:04d}"
+
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
 def utc_time(moment: datetime | None) -> str:
     """ "2026-03-02 23:30 UTC" (empty for no time)."""
     if moment is None:
@@ -33,6 +46,7 @@ def site_today(site: clock.Zoned) -> date:
 
 
 def init_app(app: Flask) -> None:
+    app.add_template_filter(day, "day")
     app.add_template_filter(site_time, "site_time")
     app.add_template_filter(utc_time, "utc_time")
     app.add_template_filter(site_today, "site_today")
