@@ -586,17 +586,15 @@ def send_notifications_command() -> None:
     help="the PEM public key (GET /audit/public-key); default: this instance's key",
 )
 def audit_verify_export(export_file, key_file) -> None:  # type: ignore[no-untyped-def]
-    """Verify a signed export (JSON Lines or CSV) with the public key alone; exit 1 if forged."""
+    """Verify a signed export (JSON Lines, or the CSV package: the ZIP of the CSV and its signed
+    manifest) with the public key alone; exit 1 if forged."""
     from iwrs.audit_export import verify_export
 
     try:
         key = load_public_key(key_file.read()) if key_file else public_key()
     except (ValueError, RuntimeError) as error:
         raise click.ClickException(f"--public-key: {error}") from None
-    try:
-        result = verify_export(export_file.read().decode("utf-8"), key)
-    except UnicodeDecodeError:
-        raise click.ClickException("EXPORT_FILE: not UTF-8 text") from None
+    result = verify_export(export_file.read(), key)
     click.echo(str(result))
     if not result.ok:
         raise SystemExit(1)

@@ -16,6 +16,8 @@ from iwrs.services import audit_views
 from iwrs.validation import page_key
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
+# A CSV export is a ZIP: the plain CSV and its signed manifest (iwrs/audit_export.py).
+EXPORT_NAMES = {"csv": "audit-trail-csv.zip", "jsonl": "audit-trail.jsonl"}
 
 
 @bp.get("/")
@@ -78,5 +80,5 @@ def export(kind: str):  # type: ignore[no-untyped-def]
     return Response(
         content,
         mimetype=media,
-        headers={"Content-Disposition": f"attachment; filename=audit-trail.{kind}"},
+        headers={"Content-Disposition": f"attachment; filename={EXPORT_NAMES[kind]}"},
     )

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from iwrs.audit import Actor
 from iwrs.clock import as_utc
 from tests.conftest import csrf_from
+from iwrs.audit_export import package_files
 from tests.integration.test_audit_anchors import independent_verify_export
 from tests.integration.test_unblinding import (  # noqa: F401 - built_trials is a fixture
     ARM_CODES,
@@ -583,11 +584,11 @@ def test_the_whole_trail_exports_as_jsonl_and_csv_on_the_web_and_the_api(world, 
         client.get("/audit/export.csv?action=subject."),
         client.get("/api/v1/audit/export?format=csv&action=subject.", headers=token),
     ):
-        assert response.status_code == 200 and response.mimetype == "text/csv"
-        body = response.get_data(as_text=True)
-        first, rest = body.split("\n", 1)
-        assert first.startswith("# ")
-        header = json.loads(first[2:])
+        assert response.status_code == 200 and response.mimetype == "application/zip"
+        body = response.get_data()
+        rest, manifest = package_files(body)
+        assert rest.split(",", 1)[0] == "seq"  # a spreadsheet's first line: the column names
+        header = json.loads(manifest)
         rows = list(csv.DictReader(io.StringIO(rest)))
         assert tuple(rows[0].keys()) == CSV_COLUMNS
         assert [int(r["seq"]) for r in rows] == sorted(sql_seqs("action LIKE 'subject.%'"))
@@ -642,13 +643,13 @@ def test_the_auditor_never_sees_an_arm_even_after_an_unblinding(world):
         "/unblinding/",
         "/sites/",
         "/audit/export.jsonl",
-        "/audit/export.csv",
         "/audit/?action=subject.",
         f"/audit/?subject={screening_number(world, 'R1')}",
     ):
         response = client.get(url)
         assert response.status_code == 200, url
         texts.append(response.get_data(as_text=True))
+    texts += package_files(client.get("/audit/export.csv").get_data())
     for url in ("/api/v1/audit/events", "/api/v1/audit/export", "/api/v1/unblindings"):
         response = client.get(url, headers=token)
         assert response.status_code == 200, url
