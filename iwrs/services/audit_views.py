@@ -253,7 +253,8 @@ CSV_COLUMNS = (
 
 def export(filters: Filters, *, kind: str, actor: Actor) -> tuple[str | bytes, str]:
     """The filtered trail, oldest first, signed (see iwrs.audit_export), as (content, media
-    type): JSON Lines text, or for CSV a ZIP of the plain CSV and its signed manifest; a checkpoint is signed at the export and the export is audited. Auditors only
+    type): JSON Lines text, or for CSV a ZIP of the plain CSV and its signed manifest; a
+    checkpoint is signed at the export and the export is audited. Auditors only
     (Forbidden `permission`: the route's decorator is the second wall, not the only one)."""
     from iwrs.auth import Permission
     from iwrs.services.users import require

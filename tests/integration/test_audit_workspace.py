@@ -22,9 +22,9 @@ from markupsafe import escape
 from sqlalchemy import text
 
 from iwrs.audit import Actor
+from iwrs.audit_export import package_files
 from iwrs.clock import as_utc
 from tests.conftest import csrf_from
-from iwrs.audit_export import package_files
 from tests.integration.test_audit_anchors import independent_verify_export
 from tests.integration.test_unblinding import (  # noqa: F401 - built_trials is a fixture
     ARM_CODES,
