@@ -4,13 +4,13 @@ A JSON Lines export is one header line, then the event lines. A CSV export is a 
 files: "audit-trail.csv", a plain CSV whose first line is the column names (a spreadsheet opens
 it as it is), and "audit-trail.manifest.json", the same signed header as a separate file.
 (Decision, issue 15 problem 12: a "# {json}" first line broke spreadsheets; a response header
-would be lost on saving and is size-limited; the ZIP keeps the pair together in one download.
-A CSV export of the earlier form, header line first, still verifies.) The header names the
-format, the kind, the filter (and whether there is one), the seq range, the count, the SHA-256
-of the event lines as written, the chain head the export ends on, the checkpoint signed at the
-export and every signed checkpoint inside the range; an Ed25519 signature covers the canonical JSON of the header
-without its `signature`. So an altered, dropped, swapped or appended line, a changed header, a
-fabricated export or one re-signed with another key all fail `verify_export`.
+would be lost on saving and is size-limited; the ZIP keeps the pair together in one download. A
+CSV export of the earlier form, header line first, still verifies.) The header names the format,
+the kind, the filter (and whether there is one), the seq range, the count, the SHA-256 of the
+event lines as written, the chain head the export ends on, the checkpoint signed at the export
+and every signed checkpoint inside the range; an Ed25519 signature covers the canonical JSON of
+the header without its `signature`. So an altered, dropped, swapped or appended line, a changed
+header, a fabricated export or one re-signed with another key all fail `verify_export`.
 """
 
 from __future__ import annotations
