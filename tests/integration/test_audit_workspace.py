@@ -42,7 +42,7 @@ from tests.integration.test_unblinding import (  # noqa: F401 - built_trials is 
 
 AUDITOR = "audit.zhao"
 STATISTICIAN = "stat.liu"
-EVENT_LINK = re.compile(r'href="/audit/events/(\d+)"')
+EVENT_LINK = re.compile(r'href="/audit/events/(\d+)[?"]')
 OLDER_LINK = re.compile(r'href="(/audit/\?[^"]*before=\d+[^"]*)"')
 
 
@@ -171,7 +171,7 @@ def walk_service(filters: dict[str, str]) -> list[int]:
 
     parsed, seqs, before = audit_views.Filters.parse(filters), [], None
     while True:
-        events, before = audit_views.page(parsed, actor=Actor.system("test"), before=before)
+        events, before, _ = audit_views.page(parsed, actor=Actor.system("test"), before=before)
         seqs += [e.seq for e in events]
         if before is None:
             return seqs

@@ -123,7 +123,7 @@ class AuditEvents(MethodView):
     def get(self, query):  # type: ignore[no-untyped-def]
         """The trail, newest first, 50 a page; pass next_before as `before` for the next."""
         filters = audit_views.Filters.parse({k: str(v) for k, v in query.items() if k != "before"})
-        events, next_before = audit_views.page(
+        events, next_before, _ = audit_views.page(
             filters, actor=Actor.of(current_user), before=query.get("before")
         )
         return {"events": events, "next_before": next_before}
