@@ -60,6 +60,9 @@ def refused(page: Any) -> set[tuple[str, str]]:
     return {tuple(pair) for pair in json.loads(json.dumps(found))}
 
 
+# What the browser shows does not depend on the database: PostgreSQL runs the same use cases in
+# the client tests (test_list_mapping_pages, test_admin_pages, test_audit_trail_pages).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_mapping_checkboxes_and_trail_filters_in_chromium(browser, make_user):
     chromium, base = browser
     stat, admin, auditor = (
