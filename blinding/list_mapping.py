@@ -94,6 +94,50 @@ class ListMapping:
         return cls(factors=factors, **data)
 
 
+# The layouts this module's docstring names, known by their columns: the mapping step starts
+# from these column choices (the statistician still types the value maps and may change any).
+KNOWN_LAYOUTS: tuple[tuple[str, frozenset[str], dict[str, str]], ...] = (
+    (
+        "REDCap allocation table",
+        frozenset({"redcap_randomization_group"}),
+        {"arm_column": "redcap_randomization_group"},
+    ),
+    (
+        "clinicedc list",
+        frozenset({"sid", "assignment"}),
+        {"arm_column": "assignment", "sequence_column": "sid", "sequence_scope": "list"},
+    ),
+    (
+        "R blockrand output",
+        frozenset({"id", "block.id", "block.size", "treatment"}),
+        {
+            "arm_column": "treatment",
+            "sequence_column": "id",
+            "block_column": "block.id",
+            "block_size_column": "block.size",
+        },
+    ),
+)
+
+
+def suggested_fields(
+    columns: Sequence[str], factor_names: Sequence[str]
+) -> tuple[str, dict[str, str]]:
+    """The known layout the columns match ("" if none) and the mapping fields it suggests; a
+    factor's column is the one named like the factor (or "stratum" when there is one factor)."""
+    layout, fields = "", {}
+    for name, needed, suggested in KNOWN_LAYOUTS:
+        if needed <= set(columns):
+            layout, fields = name, dict(suggested)
+            break
+    for factor in factor_names:
+        if factor in columns:
+            fields[f"factor_{factor}_column"] = factor
+        elif len(factor_names) == 1 and "stratum" in columns:
+            fields[f"factor_{factor}_column"] = "stratum"
+    return layout, fields
+
+
 def parse_value_map(text: str, *, field_name: str) -> tuple[dict[str, str], list[RowError]]:
     """A typed value map "1=A; 2=P" (or one pair a line) as {raw: code}; each fault named."""
     values: dict[str, str] = {}

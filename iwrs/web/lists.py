@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from blinding import list_mapping
@@ -65,12 +65,16 @@ def import_():  # type: ignore[no-untyped-def]
 def _mapping_page(csv_text: str, form: Any, status: int = 200) -> Any:
     columns, values = list_mapping.header_and_values(csv_text, limit=MAPPING_VALUES_SHOWN)
     options = [("", "— none —")] + [(column, column) for column in columns if column]
+    factor_names = [f.factor for f in current_app.extensions["iwrs.protocol"].stratification]
+    layout, suggested = list_mapping.suggested_fields(columns, factor_names)
     page = render_template(
         "list_mapping.html",
         csv_text=csv_text,
         columns=columns,
         values=values,
         options=options,
+        layout=layout,
+        suggested=suggested,
         form=form,
         limit=MAPPING_VALUES_SHOWN,
     )

@@ -12,6 +12,7 @@ from blinding.list_mapping import (
     header_and_values,
     import_mapped,
     parse_value_map,
+    suggested_fields,
 )
 from blinding.schedules import Slot
 
@@ -170,3 +171,30 @@ def test_the_mapping_step_sees_the_columns_and_their_values():
     columns, values = header_and_values(fixture("clinicedc_list.csv"))
     assert columns == ["sid", "assignment", "site_name"]
     assert values["assignment"] == ["active", "placebo"]
+
+
+def test_the_mapping_step_starts_from_the_known_layout_of_the_columns():
+    expected = {
+        "redcap_allocation_raw.csv": (
+            "REDCap allocation table",
+            {"arm_column": "redcap_randomization_group", "factor_disease_column": "disease"},
+        ),
+        "clinicedc_list.csv": (
+            "clinicedc list",
+            {"arm_column": "assignment", "sequence_column": "sid", "sequence_scope": "list"},
+        ),
+        "blockrand_by_stratum.csv": (
+            "R blockrand output",
+            {
+                "arm_column": "treatment",
+                "sequence_column": "id",
+                "block_column": "block.id",
+                "block_size_column": "block.size",
+                "factor_disease_column": "stratum",
+            },
+        ),
+    }
+    for name, suggestion in expected.items():
+        columns, _ = header_and_values(fixture(name))
+        assert suggested_fields(columns, ["disease"]) == suggestion, name
+    assert suggested_fields(["a", "b"], ["disease"]) == ("", {})

@@ -107,6 +107,9 @@ def test_a_redcap_table_and_a_blockrand_file_import_through_the_mapping_page(app
         assert "1=A" not in json.dumps(after) and '"1": "A"' not in json.dumps(after)
 
     page = upload(client, "blockrand_by_stratum.csv").get_data(as_text=True)
+    assert "R blockrand output" in page  # the known layout's columns are chosen to start from
+    arm_select = page.split('name="arm_column"', 1)[1].split("</select>", 1)[0]
+    assert '<option value="treatment" selected>' in arm_select
     done = mapped(
         client,
         page,
