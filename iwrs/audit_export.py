@@ -1,11 +1,16 @@
 """Signed audit exports (JSON Lines and CSV) and their verification with the public key alone.
 
-An export is one header line, then the event lines. The header names the format, the kind, the
-filter (and whether there is one), the seq range, the count, the SHA-256 of the event lines as
-written, the chain head the export ends on, the checkpoint signed at the export and every
-signed checkpoint inside the range; an Ed25519 signature covers the canonical JSON of the header
-without its `signature`. So an altered, dropped, swapped or appended line, a changed header, a
-fabricated export or one re-signed with another key all fail `verify_export`.
+A JSON Lines export is one header line, then the event lines. A CSV export is a ZIP of two
+files: "audit-trail.csv", a plain CSV whose first line is the column names (a spreadsheet opens
+it as it is), and "audit-trail.manifest.json", the same signed header as a separate file.
+(Decision, issue 15 problem 12: a "# {json}" first line broke spreadsheets; a response header
+would be lost on saving and is size-limited; the ZIP keeps the pair together in one download. A
+CSV export of the earlier form, header line first, still verifies.) The header names the format,
+the kind, the filter (and whether there is one), the seq range, the count, the SHA-256 of the
+event lines as written, the chain head the export ends on, the checkpoint signed at the export
+and every signed checkpoint inside the range; an Ed25519 signature covers the canonical JSON of
+the header without its `signature`. So an altered, dropped, swapped or appended line, a changed
+header, a fabricated export or one re-signed with another key all fail `verify_export`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,11 +31,16 @@ from iwrs.audit_anchor import Problem, canonical, checkpoint_message, sign, sign
 from iwrs.csv_export import dicts_csv, original
 
 EXPORT_FORMAT = "iwrs-audit-export/2"
+PACKAGE_CSV = "audit-trail.csv"
+PACKAGE_MANIFEST = "audit-trail.manifest.json"
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same export packs to the same bytes
 EXPORT_PROCEDURE = (
-    "Take the public key from GET /audit/public-key. The header (first line; in CSV after '# ') "
-    "is JSON; its signature is Ed25519 over the canonical JSON (sorted keys, separators ',' and "
+    "Take the public key from GET /audit/public-key. The header (JSON Lines: the first line; CSV: "
+    "the file audit-trail.manifest.json beside audit-trail.csv in the ZIP) is JSON; its signature "
+    "is Ed25519 over the canonical JSON (sorted keys, separators ',' and "
     "':', UTF-8, no ASCII escaping) of the header without 'signature'. SHA-256 of every byte "
-    "after the header line equals events_sha256; the event lines number count, their seq "
+    "after the header line (CSV: of audit-trail.csv) equals events_sha256; the event lines (CSV: "
+    "rows after the column names) number count, their seq "
     "strictly increase from first_seq to last_seq, and when filtered is false they run 1..last_seq "
     "without a gap and the last hash is chain_head.hash. In JSON Lines each event's hash is "
     "SHA-256 of the canonical JSON of its fields seq, occurred_at (ISO 8601 UTC, microseconds), "
@@ -54,14 +65,34 @@ def signed_header(header: dict[str, Any], body: str) -> dict[str, Any]:
     return {**unsigned, "signature": sign(unsigned)}
 
 
-def render(header: dict[str, Any], lines: list[str], kind: str, columns: tuple[str, ...]) -> str:
-    """The whole export: signed header line, then the events (JSON Lines or CSV rows)."""
+def render(
+    header: dict[str, Any], lines: list[str], kind: str, columns: tuple[str, ...]
+) -> str | bytes:
+    """The whole export: JSON Lines (signed header line, then the events) as text, or the CSV
+    package (a ZIP of the plain CSV and its signed manifest) as bytes."""
     if kind == "jsonl":
         body = "".join(f"{line}\n" for line in lines)
         return json.dumps(signed_header(header, body), sort_keys=True) + "\n" + body
     # Cells are neutralised (iwrs/csv_export.py) before the digest: it covers the bytes written.
     body = dicts_csv(columns, (json.loads(line) for line in lines))
-    return "# " + json.dumps(signed_header(header, body), sort_keys=True) + "\n" + body
+    manifest = json.dumps(signed_header(header, body), sort_keys=True, indent=2) + "\n"
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in ((PACKAGE_CSV, body), (PACKAGE_MANIFEST, manifest)):
+            archive.writestr(zipfile.ZipInfo(name, date_time=ZIP_TIME), text.encode("utf-8"))
+    return package.getvalue()
+
+
+def package_files(data: bytes) -> tuple[str, str]:
+    """(the CSV, the manifest) of a CSV package; ValueError if it is not one."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return (
+                archive.read(PACKAGE_CSV).decode("utf-8"),
+                archive.read(PACKAGE_MANIFEST).decode("utf-8"),
+            )
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
+        raise ValueError(f"not an audit CSV package ({error})") from None
 
 
 @dataclass
@@ -85,18 +116,34 @@ class ExportCheck:
         return "\n".join(f"FAILED {p}" for p in self.problems)
 
 
-def verify_export(text: str, key: Ed25519PublicKey) -> ExportCheck:
-    """Check a JSON Lines or CSV export with the public key alone (no database, no secret)."""
-    check = ExportCheck()
-    first, _, body = text.partition("\n")
+def verify_export(content: str | bytes, key: Ed25519PublicKey) -> ExportCheck:
+    """Check a JSON Lines export, a CSV package (ZIP) or an earlier CSV export (header line
+    first) with the public key alone (no database, no secret)."""
+    if isinstance(content, bytes):
+        if content.startswith(b"PK"):
+            try:
+                body, manifest = package_files(content)
+            except ValueError as error:
+                return ExportCheck().fail("package", str(error))
+            return _verify(manifest, body, "csv", key)
+        try:
+            content = content.decode("utf-8")
+        except UnicodeDecodeError:
+            return ExportCheck().fail("header", "the export is not UTF-8 text")
+    first, _, body = content.partition("\n")
     kind = "csv" if first.startswith("# ") else "jsonl"
+    return _verify(first[2:] if kind == "csv" else first, body, kind, key)
+
+
+def _verify(head: str, body: str, kind: str, key: Ed25519PublicKey) -> ExportCheck:
+    check = ExportCheck()
     try:
-        header = json.loads(first[2:] if kind == "csv" else first)
+        header = json.loads(head)
         assert isinstance(header, dict)
         unsigned = {k: v for k, v in header.items() if k != "signature"}
         canonical(unsigned)
     except (ValueError, AssertionError, TypeError):
-        return check.fail("header", "the first line is not a JSON export header")
+        return check.fail("header", "the header (or manifest) is not a JSON export header")
     if header.get("format") != EXPORT_FORMAT:
         return check.fail("format", f"the header does not name {EXPORT_FORMAT}")
     if not signature_holds(key, unsigned, header.get("signature", "")):

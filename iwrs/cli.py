@@ -479,15 +479,31 @@ def kits_generate(kit_type: str, lot: str, expiry, count: int, seed_hex: str | N
 
 @kits_cli.command("import")
 @click.argument("csv_file", type=click.File("rb"))
+@click.option(
+    "--mapping",
+    "mapping_file",
+    type=click.File("rb"),
+    help='a JSON column mapping for the vendor\'s own layout: {"columns": {"kit_number": '
+    'COLUMN, …}, "kit_types": {RAW: CODE}, "treatments": {RAW: CODE}, '
+    '"expiry_format": "DD/MM/YYYY"} (blinding/kit_mapping.py)',
+)
 @friendly_errors
-def kits_import(csv_file) -> None:  # type: ignore[no-untyped-def]
-    """Import a packaging vendor's kit list (kit_number,kit_type,treatment,lot,expiry)."""
+def kits_import(csv_file, mapping_file) -> None:  # type: ignore[no-untyped-def]
+    """Import a packaging vendor's kit list (kit_number,kit_type,treatment,lot,expiry, or any
+    layout through --mapping)."""
     from blinding import ranks
+    from blinding.kit_mapping import KitListMapping
     from iwrs.services import supply
 
     _require_keys()
     text = decode_text(csv_file.read(MAX_UPLOAD_BYTES + 1), field="CSV_FILE")
-    report = supply.import_kits(actor=cli_actor(), csv_text=text)
+    mapping = None
+    if mapping_file is not None:
+        try:
+            mapping = KitListMapping.from_json(decode_text(mapping_file.read(), field="MAPPING"))
+        except ValueError as error:
+            raise click.ClickException(f"--mapping: {error}") from None
+    report = supply.import_kits(actor=cli_actor(), csv_text=text, mapping=mapping)
     click.echo(f"imported {report.kits} kits in lot(s) {', '.join(report.lots)}")
     click.echo(
         f"kit numbers by treatment: rank test p = {report.rank_p_value:.4g}"
@@ -586,17 +602,15 @@ def send_notifications_command() -> None:
     help="the PEM public key (GET /audit/public-key); default: this instance's key",
 )
 def audit_verify_export(export_file, key_file) -> None:  # type: ignore[no-untyped-def]
-    """Verify a signed export (JSON Lines or CSV) with the public key alone; exit 1 if forged."""
+    """Verify a signed export (JSON Lines, or the CSV package: the ZIP of the CSV and its signed
+    manifest) with the public key alone; exit 1 if forged."""
     from iwrs.audit_export import verify_export
 
     try:
         key = load_public_key(key_file.read()) if key_file else public_key()
     except (ValueError, RuntimeError) as error:
         raise click.ClickException(f"--public-key: {error}") from None
-    try:
-        result = verify_export(export_file.read().decode("utf-8"), key)
-    except UnicodeDecodeError:
-        raise click.ClickException("EXPORT_FILE: not UTF-8 text") from None
+    result = verify_export(export_file.read(), key)
     click.echo(str(result))
     if not result.ok:
         raise SystemExit(1)

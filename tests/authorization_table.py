@@ -198,6 +198,7 @@ NOT_USE_CASES: dict[str, str] = {
         for name in (
             "accountability.replay_ledger",
             "audit_views.record_verification",
+            "randomization.list_mapping_of",
             "audit_views.walk",
             "sessions.read_signer",
             "coded_reasons.coded_reason",
@@ -335,6 +336,8 @@ ROUTES: dict[str, Access] = {
     "lists.extend POST": only(STAT),
     "lists.generate POST": only(STAT),
     "lists.import_ POST": only(STAT),
+    "lists.import_map POST": only(STAT),
+    "lists.import_mapped POST": only(STAT),
     "Randomization.ListStatus GET": only(STAT),
     "sites.index GET": _SIGNED_IN,
     "sites.detail GET": Access(PEOPLE, scoped=True),

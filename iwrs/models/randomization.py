@@ -57,6 +57,9 @@ class RandomizationList(Base):
     # HMAC-SHA256 of the whole list under a key derived from the blinding key (never SHA-256 of
     # the arms, which a database reader could brute-force); recomputed on extension and rotation.
     fingerprint: Mapped[str] = mapped_column(String(64))
+    # The column mapping an imported file was read through (blinding.list_mapping JSON), sealed
+    # like the seed: its raw value -> arm map is the file's key. None: generated or native.
+    sealed_mapping: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

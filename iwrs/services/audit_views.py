@@ -8,19 +8,45 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from flask import current_app
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from iwrs import audit, audit_anchor, audit_export, clock, validation
 from iwrs.audit import Actor, Verification, event_fields, verify_events
 from iwrs.audit_anchor import Problem
 from iwrs.db import read_session, transaction
-from iwrs.errors import Forbidden, NotFound
+from iwrs.errors import Forbidden, InvalidInput, NotFound
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditCheckpoint, AuditEvent
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
 
 PAGE = 50
+
+# The action filter in words: each category the action prefixes it matches (the page offers
+# these, never a code prefix; the API still takes a code prefix such as "subject.").
+# Actions no category names (new ones included) fall under OTHER_ACTIONS.
+ACTION_CATEGORIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "subjects": ("Subjects: screening, eligibility, randomization", ("subject.", "eligibility.")),
+    "kits": ("Kits: dispensing, returns, expiry, destruction", ("kit.", "kits.", "lot.")),
+    "shipments": ("Shipments, depots and supply alerts", ("shipment.", "depot.", "supply.")),
+    "lists": (
+        "Randomization lists and unblinded reports",
+        ("list.", "list_status.", "allocations.", "arm_access."),
+    ),
+    "unblinding": ("Emergency unblinding report and refusals", ("unblinding.",)),
+    "sign_in": ("Sign-in, sign-out and e-signatures", ("auth.", "esign.")),
+    "users": (
+        "Users, passwords, API tokens and access requests",
+        ("user.", "api_token.", "unblinded_access.", "notice."),
+    ),
+    "sites": ("Sites and the protocol", ("site.", "protocol.")),
+    "audit": ("Audit trail: exports and verifications", ("audit.",)),
+    "system": (
+        "Keys, scheduled jobs and notifications",
+        ("blinding_key.", "job.", "notifications."),
+    ),
+}
+OTHER_ACTIONS = "other"
 
 
 @dataclass(frozen=True)
@@ -46,7 +72,17 @@ class Filters:
             },
             date_from=day("date_from"),
             date_to=day("date_to"),
-        )
+        )._in_order()
+
+    def _in_order(self) -> Filters:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise InvalidInput(
+                f"date_to: {self.date_to.isoformat()} is before date_from "
+                f"{self.date_from.isoformat()}; the range is reversed",
+                field="date_to",
+                rule="date_range_order",
+            )
+        return self
 
     def as_dict(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.__dict__.items() if v}
@@ -60,13 +96,17 @@ def _query(filters: Filters) -> Select[tuple[AuditEvent]]:
     if filters.role:
         query = query.where(AuditEvent.role == filters.role)
     if filters.action:
-        query = query.where(AuditEvent.action.startswith(filters.action, autoescape=True))
+        query = query.where(_action_matches(filters.action))
     if filters.site:
-        site_id = session.scalar(select(Site.id).where(Site.code == filters.site))
+        site_id = session.scalar(
+            select(Site.id).where(func.upper(Site.code) == filters.site.upper())
+        )
         query = query.where(AuditEvent.site_id == (site_id or -1))
     if filters.subject:
         subject_id = session.scalar(
-            select(Subject.id).where(Subject.screening_number == filters.subject)
+            select(Subject.id).where(
+                func.upper(Subject.screening_number) == filters.subject.upper()
+            )
         )
         query = query.where(AuditEvent.subject_id == (subject_id or -1))
     if filters.date_from:
@@ -84,6 +124,17 @@ def _query(filters: Filters) -> Select[tuple[AuditEvent]]:
     return query
 
 
+def _action_matches(action: str) -> ColumnElement[bool]:
+    """A category's prefixes, every action outside them for OTHER_ACTIONS, else a code prefix."""
+    if action == OTHER_ACTIONS:
+        prefixes = [p for _, group in ACTION_CATEGORIES.values() for p in group]
+        return and_(*[not_(AuditEvent.action.startswith(p, autoescape=True)) for p in prefixes])
+    if action in ACTION_CATEGORIES:
+        _, group = ACTION_CATEGORIES[action]
+        return or_(*[AuditEvent.action.startswith(p, autoescape=True) for p in group])
+    return AuditEvent.action.startswith(action, autoescape=True)
+
+
 def _auditor(actor: Actor) -> None:
     """The audit trail is read by auditors (and the operator): Forbidden `permission`."""
     from iwrs.auth import Permission
@@ -93,15 +144,29 @@ def _auditor(actor: Actor) -> None:
 
 
 def page(
-    filters: Filters, *, actor: Actor, before: int | None = None
-) -> tuple[list[AuditEvent], int | None]:
-    """One page, newest first, by keyset on seq (fast at any depth of a large trail)."""
+    filters: Filters, *, actor: Actor, before: int | None = None, after: int | None = None
+) -> tuple[list[AuditEvent], int | None, int | None]:
+    """One page, newest first, by keyset on seq both ways (fast at any depth of a large
+    trail): the events older than `before`, or the page just newer than `after`, or the
+    newest; with the `before` key of the older page and the `after` key of the newer page
+    (None: there is none)."""
     _auditor(actor)
     query = _query(filters)
+    if after is not None and before is None:
+        rows = list(
+            read_session().scalars(
+                query.where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(PAGE + 1)
+            )
+        )
+        newer = rows[PAGE - 1].seq if len(rows) > PAGE else None
+        rows = rows[:PAGE][::-1]
+        return rows, (rows[-1].seq if rows else after + 1), newer
     if before is not None:
         query = query.where(AuditEvent.seq < before)
     rows = list(read_session().scalars(query.order_by(AuditEvent.seq.desc()).limit(PAGE + 1)))
-    return rows[:PAGE], (rows[PAGE - 1].seq if len(rows) > PAGE else None)
+    older = rows[PAGE - 1].seq if len(rows) > PAGE else None
+    newer = (rows[0].seq if rows else before - 1) if before is not None else None
+    return rows[:PAGE], older, newer
 
 
 def event(seq: int, *, actor: Actor) -> AuditEvent:
@@ -251,9 +316,10 @@ CSV_COLUMNS = (
 )
 
 
-def export(filters: Filters, *, kind: str, actor: Actor) -> tuple[str, str]:
+def export(filters: Filters, *, kind: str, actor: Actor) -> tuple[str | bytes, str]:
     """The filtered trail, oldest first, signed (see iwrs.audit_export), as (content, media
-    type); a checkpoint is signed at the export and the export is audited. Auditors only
+    type): JSON Lines text, or for CSV a ZIP of the plain CSV and its signed manifest; a
+    checkpoint is signed at the export and the export is audited. Auditors only
     (Forbidden `permission`: the route's decorator is the second wall, not the only one)."""
     from iwrs.auth import Permission
     from iwrs.services.users import require
@@ -299,5 +365,5 @@ def export(filters: Filters, *, kind: str, actor: Actor) -> tuple[str, str]:
                 "up_to": anchor.seq,
             },
         )
-    media = "application/x-ndjson" if kind == "jsonl" else "text/csv"
+    media = "application/x-ndjson" if kind == "jsonl" else "application/zip"
     return content, media

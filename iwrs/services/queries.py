@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import joinedload, selectinload
 
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found, require_in_scope
@@ -11,7 +11,7 @@ from iwrs.db import read_session
 from iwrs.errors import NotFound
 from iwrs.models.sites import Site
 from iwrs.models.subjects import EligibilityAssessment, Subject
-from iwrs.models.users import ApiToken, User, UserNotice
+from iwrs.models.users import ApiToken, User, UserNotice, UserSite
 
 
 def _reader(actor: Actor, permission: Permission) -> frozenset[int] | None:
@@ -56,7 +56,9 @@ def _require(actor: Actor, permission: Permission) -> None:
 def all_users(*, actor: Actor) -> list[User]:
     """Every account (user managers and the operator; Forbidden `permission` otherwise)."""
     _require(actor, Permission.MANAGE_USERS)
-    return list(read_session().scalars(select(User).order_by(User.username)))
+    # The list shows each user's site codes: their sites in one more statement, not one per user.
+    query = select(User).options(selectinload(User.site_links).joinedload(UserSite.site))
+    return list(read_session().scalars(query.order_by(User.username)))
 
 
 def user_by_id(user_id: int, *, actor: Actor) -> User:

@@ -24,7 +24,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, lazyload
 
-from blinding import schedules
+from blinding import list_mapping, schedules
 from iwrs import audit, clock, locking, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found
@@ -60,6 +60,7 @@ from supply.states import KitAction, Place
 SLOT_CONTEXT = "slot:{list_id}:{stratum}:{sequence}"
 BLOCK_CONTEXT = "slot-block:{list_id}:{stratum}:{sequence}"
 SEED_CONTEXT = "list-seed:{list_id}"
+MAPPING_CONTEXT = "list-mapping:{list_id}"
 # Reads of the shelf when picked kits keep changing under the pick (expiry, quarantine).
 REPICKS = 3
 NO_STOCK = (
@@ -147,6 +148,7 @@ def _store_list(
     dummy: bool,
     source: str,
     seed: bytes,
+    mapping: list_mapping.ListMapping | None = None,
 ) -> RandomizationList:
     # The trial row serializes list stores (lists stored at the same moment leave one of them
     # active); randomize never takes it. The active list FOR UPDATE waits for randomizations
@@ -179,6 +181,10 @@ def _store_list(
     session.add(row)
     session.flush()
     row.sealed_seed = sealer().seal(seed.hex(), context=SEED_CONTEXT.format(list_id=row.id))
+    if mapping is not None:
+        row.sealed_mapping = sealer().seal(
+            mapping.to_json(), context=MAPPING_CONTEXT.format(list_id=row.id)
+        )
     _add_slots(session, row, slots)
     audit.record(
         session,
@@ -197,9 +203,29 @@ def _store_list(
                 for s in sorted({x.stratum for x in slots})
             },
             "replaces": current.name if current else None,
+            # The columns and factor levels, never which raw value is which arm (the trail
+            # is read by blinded auditors): that map is sealed with the list.
+            **({"mapping": _audited_mapping(mapping)} if mapping is not None else {}),
         },
     )
     return row
+
+
+def _audited_mapping(mapping: list_mapping.ListMapping) -> dict[str, object]:
+    return {
+        "columns": mapping.columns(),
+        "sequence_scope": mapping.sequence_scope,
+        "factor_levels": {name: dict(f.levels) for name, f in mapping.factors.items()},
+        "arm_values_mapped": len(mapping.arm_values),
+    }
+
+
+def list_mapping_of(row: RandomizationList) -> list_mapping.ListMapping | None:
+    """The unsealed mapping an imported list was read through (None: generated or native)."""
+    if row.sealed_mapping is None:
+        return None
+    text = sealer().unseal(row.sealed_mapping, context=MAPPING_CONTEXT.format(list_id=row.id))
+    return list_mapping.ListMapping.from_json(text)
 
 
 def _add_slots(session: Session, row: RandomizationList, slots: list[schedules.Slot]) -> None:
@@ -252,9 +278,15 @@ def generate_list(
 
 
 def import_list(
-    *, actor: Actor, name: str, csv_text: str, dummy: bool = False
+    *,
+    actor: Actor,
+    name: str,
+    csv_text: str,
+    dummy: bool = False,
+    mapping: list_mapping.ListMapping | None = None,
 ) -> RandomizationList:
-    """Import a statistician-supplied list (native or REDCap layout); every bad row named.
+    """Import a statistician-supplied list (native or REDCap layout, or any file through a
+    column mapping, which is stored sealed with the list); every bad row named.
     Decision: the role is checked before the file is parsed (a refused role learns nothing
     from the parser and costs no parse), and again on the stored user in the transaction."""
     from iwrs.services.users import may
@@ -264,13 +296,25 @@ def import_list(
     name = validation.text(name, field="name", kind="name")
     _environment_allows(dummy)
     p = protocol()
-    slots, errors = schedules.import_schedule(
-        csv_text,
-        arms=_arms(),
-        strata=_strata(),
-        factor_names=[f.factor for f in p.stratification],
-        block_sizes=p.block_sizes,
-    )
+    factor_names = [f.factor for f in p.stratification]
+    if mapping is None:
+        slots, errors = schedules.import_schedule(
+            csv_text,
+            arms=_arms(),
+            strata=_strata(),
+            factor_names=factor_names,
+            block_sizes=p.block_sizes,
+        )
+    else:
+        slots, errors = list_mapping.import_mapped(
+            csv_text,
+            mapping,
+            arms=_arms(),
+            strata=_strata(),
+            factor_names=factor_names,
+            factor_levels={f.factor: [lv.code for lv in f.levels] for f in p.stratification},
+            block_sizes=p.block_sizes,
+        )
     if errors:
         raise InvalidInput(
             f"the list was rejected whole: {len(errors)} problem(s); "
@@ -295,6 +339,7 @@ def import_list(
             dummy=dummy,
             source="imported",
             seed=secrets.token_bytes(32),
+            mapping=mapping,
         )
 
 

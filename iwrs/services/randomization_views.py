@@ -13,6 +13,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
+from blinding.list_mapping import ListMapping
 from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission
@@ -32,6 +33,7 @@ from iwrs.services.randomization import (
     RandomizationResult,
     VisitPlan,
     _result,
+    list_mapping_of,
     visit_plan,
 )
 from iwrs.services.supply import acting_user, protocol, unseal_cached
@@ -180,6 +182,7 @@ class ListStatus:
     locked: bool
     strata: list[StratumStatus]
     overall_by_arm: dict[str, int]
+    mapping: ListMapping | None = None  # the column mapping of an imported file
 
 
 def active_list_status(session: Session) -> ListStatus | None:
@@ -222,6 +225,7 @@ def active_list_status(session: Session) -> ListStatus | None:
         row.locked_at is not None,
         strata,
         {code: overall[code] for code in codes},
+        list_mapping_of(row),
     )
 
 

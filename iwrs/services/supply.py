@@ -15,6 +15,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
+from blinding.kit_mapping import KitListMapping, remap_kit_list
 from blinding.kits import (
     KitSpec,
     generate_kit_list,
@@ -22,6 +23,7 @@ from blinding.kits import (
     parse_kit_list_csv,
     verify_kit_list,
 )
+from blinding.kits import RowError as KitRowError
 from blinding.sealing import SealError
 from iwrs import audit, clock, validation
 from iwrs.audit import Actor
@@ -250,7 +252,12 @@ def _lots_for(session: Session, specs: Sequence[KitSpec], *, now: datetime) -> d
 
 
 def _store_kits(
-    session: Session, specs: Sequence[KitSpec], *, actor: Actor, how: str
+    session: Session,
+    specs: Sequence[KitSpec],
+    *,
+    actor: Actor,
+    how: str,
+    mapping: KitListMapping | None = None,
 ) -> KitImportReport:
     """Insert verified kits at the depot, treatments sealed; audited without any treatment."""
     for code in sorted({s.lot for s in specs}):
@@ -318,9 +325,21 @@ def _store_kits(
                 "p_value": report.rank_p_value,
                 "warning": report.rank_warning,
             },
+            # The vendor's columns, kit types and date format; of the treatments only how
+            # many raw values were mapped (the trail is read by blinded auditors).
+            **({"mapping": _audited_kit_mapping(mapping)} if mapping is not None else {}),
         },
     )
     return report
+
+
+def _audited_kit_mapping(mapping: KitListMapping) -> dict[str, object]:
+    return {
+        "columns": dict(mapping.columns),
+        "kit_types": dict(mapping.kit_types),
+        "expiry_format": mapping.expiry_format,
+        "treatments_mapped": len(mapping.treatments),
+    }
 
 
 def _taken_numbers(session: Session) -> set[str]:
@@ -370,21 +389,33 @@ def generate_kits(
         return _store_kits(session, specs, actor=actor, how="generated")
 
 
-def import_kits(*, actor: Actor, csv_text: str) -> KitImportReport:
-    """Import a packaging vendor's kit list; any bad row or unbalanced lot rejects the whole
-    file, every one named; kit numbers that correlate with treatment warn in the report.
+def import_kits(
+    *, actor: Actor, csv_text: str, mapping: KitListMapping | None = None
+) -> KitImportReport:
+    """Import a packaging vendor's kit list (native, or the vendor's own layout through a column
+    mapping, recorded in the import's audit event); any bad row or unbalanced lot rejects the
+    whole file, every one named; kit numbers that correlate with treatment warn in the report.
     The supply manager's or the operator's (Forbidden `permission` otherwise)."""
     from iwrs.services.users import require
 
     require(actor, Permission.MANAGE_SUPPLY)
-    with transaction() as session:
-        specs, errors = parse_kit_list_csv(
-            csv_text,
-            kit_types=[k.code for k in protocol().kit_types],
-            treatments=[a.code for a in protocol().arms],
-            today=depot_today(),
-            taken=_taken_numbers(session),
+    kit_types = [k.code for k in protocol().kit_types]
+    treatments = [a.code for a in protocol().arms]
+    errors: list[KitRowError] = []
+    if mapping is not None:
+        csv_text, errors = remap_kit_list(
+            csv_text, mapping, kit_types=kit_types, treatments=treatments
         )
+    with transaction() as session:
+        specs: list[KitSpec] = []
+        if not errors:
+            specs, errors = parse_kit_list_csv(
+                csv_text,
+                kit_types=kit_types,
+                treatments=treatments,
+                today=depot_today(),
+                taken=_taken_numbers(session),
+            )
         if errors:
             shown = "; ".join(e.message for e in errors[:20])
             rest = sorted({e.row for e in errors[20:]})
@@ -394,7 +425,7 @@ def import_kits(*, actor: Actor, csv_text: str) -> KitImportReport:
                 f"the kit list was rejected whole: {len(errors)} problem(s); {shown}",
                 errors=[{"field": e.field, "rule": e.rule, "message": e.message} for e in errors],
             )
-        return _store_kits(session, specs, actor=actor, how="imported")
+        return _store_kits(session, specs, actor=actor, how="imported", mapping=mapping)
 
 
 # --- places and access -----------------------------------------------------------------------

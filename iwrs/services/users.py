@@ -128,6 +128,13 @@ def _user_snapshot(user: User) -> dict[str, object]:
 
 def _resolve_sites(session: Session, role: Role, site_codes: Iterable[str]) -> list[Site]:
     codes = sorted(set(site_codes))
+    if role.site_scoped and not codes:
+        # A site role without a site could do nothing, and would look like a working account.
+        raise InvalidInput(
+            f"sites: a {role.label} works at sites; tick at least one",
+            field="sites",
+            rule="site_required",
+        )
     if codes and not role.site_scoped:
         raise InvalidInput(
             f"sites: only investigators and pharmacists are assigned to sites, not a {role.label}",

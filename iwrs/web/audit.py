@@ -11,30 +11,66 @@ from flask_login import current_user
 from iwrs import audit_anchor
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
+from iwrs.errors import IWRSError
 from iwrs.models.users import Role
 from iwrs.services import audit_views
 from iwrs.validation import page_key
+from iwrs.web import flash_refusal
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
+# A CSV export is a ZIP: the plain CSV and its signed manifest (iwrs/audit_export.py).
+TRAIL_ARGUMENTS = (
+    "username",
+    "role",
+    "action",
+    "subject",
+    "site",
+    "date_from",
+    "date_to",
+    "before",
+    "after",
+)
+EXPORT_NAMES = {"csv": "audit-trail-csv.zip", "jsonl": "audit-trail.jsonl"}
 
 
 @bp.get("/")
 @requires(Permission.VIEW_AUDIT)
 def index():  # type: ignore[no-untyped-def]
-    filters = audit_views.Filters.parse(request.args)
-    before = request.args.get("before", type=page_key)
-    events, next_before = audit_views.page(filters, actor=Actor.of(current_user), before=before)
-    checkpoint, head, full_walk = audit_views.integrity(actor=Actor.of(current_user))
+    """The trail, filtered, a page at a time both ways; a refused filter (a reversed date
+    range, a malformed date) is named beside the form, which keeps what was typed."""
+    actor = Actor.of(current_user)
+    status, events, next_before, newer_after = 200, [], None, None
+    try:
+        filters = audit_views.Filters.parse(request.args)
+    except IWRSError as refusal:
+        flash_refusal(refusal)
+        status, filters = refusal.status, audit_views.Filters()
+    else:
+        events, next_before, newer_after = audit_views.page(
+            filters,
+            actor=actor,
+            before=request.args.get("before", type=page_key),
+            after=request.args.get("after", type=page_key),
+        )
+    checkpoint, head, full_walk = audit_views.integrity(actor=actor)
     return render_template(
         "audit.html",
         events=events,
         next_before=next_before,
+        newer_after=newer_after,
         filters=filters,
+        typed=request.args,
+        # An event's link carries this page, so its "Back to the trail" returns here.
+        here={
+            **filters.as_dict(),
+            **{k: v for k, v in request.args.items() if k in ("before", "after") and v},
+        },
+        categories=audit_views.ACTION_CATEGORIES,
         checkpoint=checkpoint,
         head=head,
         full_walk=full_walk,
         roles=[r.value for r in Role] + ["system", "unknown"],
-    )
+    ), status
 
 
 @bp.get("/events/<int:seq>")
@@ -45,8 +81,14 @@ def detail(seq: int):  # type: ignore[no-untyped-def]
     def pretty(text: str | None) -> str:
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False) if text else ""
 
+    # "Back to the trail" returns to the page and filters the event was opened from.
+    back = {k: v for k, v in request.args.items() if k in TRAIL_ARGUMENTS and v}
     return render_template(
-        "audit_event.html", event=event, before=pretty(event.before), after=pretty(event.after)
+        "audit_event.html",
+        event=event,
+        before=pretty(event.before),
+        after=pretty(event.after),
+        back=back,
     )
 
 
@@ -78,5 +120,5 @@ def export(kind: str):  # type: ignore[no-untyped-def]
     return Response(
         content,
         mimetype=media,
-        headers={"Content-Disposition": f"attachment; filename=audit-trail.{kind}"},
+        headers={"Content-Disposition": f"attachment; filename={EXPORT_NAMES[kind]}"},
     )

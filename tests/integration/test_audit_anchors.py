@@ -465,7 +465,7 @@ def _export(world: Any, query: str = "") -> str:
     return response.get_data(as_text=True)
 
 
-def _check(world: Any, content: str) -> set[str]:
+def _check(world: Any, content: str | bytes) -> set[str]:
     from iwrs.audit_anchor import load_public_key
     from iwrs.audit_export import verify_export
 
@@ -560,11 +560,17 @@ def test_every_forged_export_fails(world):
 
 
 def test_a_forged_csv_export_fails(world):
+    from iwrs.audit_export import package_files
+
     client = world.client(AUDITOR)
-    content = client.get("/audit/export.csv").get_data(as_text=True)
-    assert _check(world, content) == set()
-    head, _, rest = content.partition("\n")
+    package = client.get("/audit/export.csv").get_data()
+    assert _check(world, package) == set()
+    rest, manifest = package_files(package)
+    head = "# " + json.dumps(json.loads(manifest), sort_keys=True)  # the earlier one-file form
+    assert _check(world, head + "\n" + rest) == set()
     rows = rest.splitlines()
     assert _check(world, head + "\n" + "\n".join(rows[:-1]) + "\n") >= {"digest", "count"}
     edited = rest.replace("dr.li", "dr.xx", 1)
     assert "digest" in _check(world, head + "\n" + edited)
+    assert _check(world, package.replace(b"PK", b"PX", 2)) in ({"package"}, {"header"})
+    assert _check(world, package[:-40]) == {"package"}

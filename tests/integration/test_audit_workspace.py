@@ -22,6 +22,7 @@ from markupsafe import escape
 from sqlalchemy import text
 
 from iwrs.audit import Actor
+from iwrs.audit_export import package_files
 from iwrs.clock import as_utc
 from tests.conftest import csrf_from
 from tests.integration.test_audit_anchors import independent_verify_export
@@ -41,7 +42,7 @@ from tests.integration.test_unblinding import (  # noqa: F401 - built_trials is 
 
 AUDITOR = "audit.zhao"
 STATISTICIAN = "stat.liu"
-EVENT_LINK = re.compile(r'href="/audit/events/(\d+)"')
+EVENT_LINK = re.compile(r'href="/audit/events/(\d+)[?"]')
 OLDER_LINK = re.compile(r'href="(/audit/\?[^"]*before=\d+[^"]*)"')
 
 
@@ -170,7 +171,7 @@ def walk_service(filters: dict[str, str]) -> list[int]:
 
     parsed, seqs, before = audit_views.Filters.parse(filters), [], None
     while True:
-        events, before = audit_views.page(parsed, actor=Actor.system("test"), before=before)
+        events, before, _ = audit_views.page(parsed, actor=Actor.system("test"), before=before)
         seqs += [e.seq for e in events]
         if before is None:
             return seqs
@@ -583,11 +584,11 @@ def test_the_whole_trail_exports_as_jsonl_and_csv_on_the_web_and_the_api(world, 
         client.get("/audit/export.csv?action=subject."),
         client.get("/api/v1/audit/export?format=csv&action=subject.", headers=token),
     ):
-        assert response.status_code == 200 and response.mimetype == "text/csv"
-        body = response.get_data(as_text=True)
-        first, rest = body.split("\n", 1)
-        assert first.startswith("# ")
-        header = json.loads(first[2:])
+        assert response.status_code == 200 and response.mimetype == "application/zip"
+        body = response.get_data()
+        rest, manifest = package_files(body)
+        assert rest.split(",", 1)[0] == "seq"  # a spreadsheet's first line: the column names
+        header = json.loads(manifest)
         rows = list(csv.DictReader(io.StringIO(rest)))
         assert tuple(rows[0].keys()) == CSV_COLUMNS
         assert [int(r["seq"]) for r in rows] == sorted(sql_seqs("action LIKE 'subject.%'"))
@@ -642,13 +643,13 @@ def test_the_auditor_never_sees_an_arm_even_after_an_unblinding(world):
         "/unblinding/",
         "/sites/",
         "/audit/export.jsonl",
-        "/audit/export.csv",
         "/audit/?action=subject.",
         f"/audit/?subject={screening_number(world, 'R1')}",
     ):
         response = client.get(url)
         assert response.status_code == 200, url
         texts.append(response.get_data(as_text=True))
+    texts += package_files(client.get("/audit/export.csv").get_data())
     for url in ("/api/v1/audit/events", "/api/v1/audit/export", "/api/v1/unblindings"):
         response = client.get(url, headers=token)
         assert response.status_code == 200, url

@@ -112,3 +112,27 @@ def test_rotation_refuses_a_list_that_no_longer_matches_its_fingerprint(app):
         read_session().rollback()
         assert sealer().key_id == key_id
         assert sorted(read_session().scalars(select(Kit.sealed_treatment))) == sealed
+
+
+def test_rotation_reseals_an_imported_lists_column_mapping(app, make_user):
+    from pathlib import Path
+
+    from blinding.list_mapping import FactorSource, ListMapping
+
+    mapping = ListMapping(
+        arm_column="redcap_randomization_group",
+        arm_values={"1": "A", "2": "P"},
+        factors={"disease": FactorSource("disease", {"1": "RA", "2": "SSc"})},
+    )
+    redcap = Path(__file__).parents[1] / "fixtures" / "lists" / "redcap_allocation_raw.csv"
+    stat = make_user("unblinded_statistician")
+    with app.app_context():
+        row = randomization.import_list(
+            actor=Actor.of(stat), name="redcap", csv_text=redcap.read_text(), mapping=mapping
+        )
+        sealed_before = row.sealed_mapping
+        keys.rotate_blinding_key(actor=Actor.system("test"), new_key=secrets.token_bytes(32))
+        read_session().rollback()
+        stored = read_session().get(RandomizationList, row.id)
+        assert stored is not None and stored.sealed_mapping != sealed_before
+        assert randomization.list_mapping_of(stored) == mapping

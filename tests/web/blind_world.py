@@ -23,10 +23,12 @@ timestamps).
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
 import shutil
+import zipfile
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -541,7 +543,17 @@ def _fetch(client: FlaskClient, url: str, headers: dict[str, str] | None = None)
         for name, value in sorted(response.headers.items())
         if name.lower() not in VOLATILE_HEADERS
     )
-    return Fetched(response.status_code, kept, normalize(response.get_data(as_text=True)))
+    return Fetched(response.status_code, kept, normalize(_text_of(response)))
+
+
+def _text_of(response: Any) -> str:
+    """The body as text; a ZIP (the audit CSV package) as its files' texts, name by name."""
+    if response.mimetype != "application/zip":
+        return str(response.get_data(as_text=True))
+    with zipfile.ZipFile(io.BytesIO(response.get_data())) as archive:
+        return "".join(
+            f"--- {name}\n{archive.read(name).decode('utf-8')}" for name in archive.namelist()
+        )
 
 
 def _same_site(href: str) -> str | None:

@@ -87,7 +87,7 @@ def test_admin_creates_an_investigator_and_deactivates_with_signature(page, make
     page.fill("#username", "dr.wu")
     page.fill("#full_name", "Dr Wu")
     page.select_option("#role", "investigator")
-    page.select_option("#site_codes", ["CN02"])
+    page.check("input[name=site_codes][value=CN02]")  # sites are checkboxes
     page.fill("#email", "dr.wu@example.org")  # the system mails a temporary password
     page.click("button:has-text('Create user')")
     assert "User dr.wu created" in page.content()

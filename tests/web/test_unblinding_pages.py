@@ -282,7 +282,7 @@ def test_the_auditor_sees_the_unblinding_in_the_trail_without_the_arm(world):
     page = client.get("/audit/", query_string={"action": "subject.unblinded"})
     html = page.get_data(as_text=True)
     (seq,) = [e.seq for e in events_since(0) if e.action == "subject.unblinded"]
-    assert f'href="/audit/events/{seq}"' in html and "dr.li" in html
+    assert f'href="/audit/events/{seq}?' in html and "dr.li" in html
     detail = client.get(f"/audit/events/{seq}").get_data(as_text=True)
     assert str(escape(REASON)) in detail and _number(world, "R1") in detail
     for recipient in RECIPIENTS:

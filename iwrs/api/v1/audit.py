@@ -121,9 +121,10 @@ class AuditEvents(MethodView):
     @blp.arguments(AuditQuery, location="query")
     @blp.response(200, AuditPageSchema)
     def get(self, query):  # type: ignore[no-untyped-def]
-        """The trail, newest first, 50 a page; pass next_before as `before` for the next."""
+        """The trail, newest first, 50 a page; pass next_before as `before` for the next.
+        A date_to before date_from is refused (422, field date_to, rule date_range_order)."""
         filters = audit_views.Filters.parse({k: str(v) for k, v in query.items() if k != "before"})
-        events, next_before = audit_views.page(
+        events, next_before, _ = audit_views.page(
             filters, actor=Actor.of(current_user), before=query.get("before")
         )
         return {"events": events, "next_before": next_before}
@@ -135,8 +136,9 @@ class AuditExport(MethodView):
     @blp.arguments(AuditQuery, location="query")
     @blp.response(200, content_type="application/x-ndjson")
     def get(self, query):  # type: ignore[no-untyped-def]
-        """The filtered trail as JSON Lines (or CSV with ?format=csv) with a header that lets
-        anyone verify it offline (`iwrs audit verify-export`)."""
+        """The filtered trail as JSON Lines with a header that lets anyone verify it offline
+        (`iwrs audit verify-export`); with ?format=csv a ZIP of the plain CSV and that header as
+        its own signed manifest file."""
         kind = "csv" if request.args.get("format") == "csv" else "jsonl"
         filters = audit_views.Filters.parse({k: str(v) for k, v in query.items() if k != "before"})
         content, media = audit_views.export(filters, kind=kind, actor=Actor.of(current_user))
