@@ -20,6 +20,7 @@ from iwrs.inputs import load_form
 from iwrs.inputs.randomization import UnblindInput, UnblindRequestInput
 from iwrs.inputs.subjects import RescreenPageInput, WithdrawalPageInput
 from iwrs.services import eligibility_drafts, queries, randomization_views, subjects
+from iwrs.web import flash_refusal
 from iwrs.web.subjects import answers_from_form, bp
 
 Errors = dict[str, dict[str, str]]  # field -> {rule, message}
@@ -120,8 +121,15 @@ def unblind(subject_id: int):  # type: ignore[no-untyped-def]
             sae_led_to_unblinding=given["sae_led_to_unblinding"],
         )
     except IWRSError as refusal:
-        subject = _subject_to_unblind(subject_id)
         fields = {p["field"] for p in refusal.problems()}
+        if not fields or "subject_id" in fields:  # not this subject (any more): nothing to sign
+            flash_refusal(refusal)
+            return redirect(url_for("subjects.randomization_page", subject_id=subject_id)), 303
+        subject = queries.visible_subject(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            permission=Permission.EMERGENCY_UNBLIND,
+        )
         if fields & set(_REQUEST_FIELDS):  # the request itself: back to its form
             return _unblind_form(subject, field_errors(refusal, _REQUEST_FIELDS), refusal.status)
         return _unblind_confirmation(
