@@ -11,7 +11,7 @@ one of the rows `iwrs.audit.UNAUDITED_ROWS` lets a transaction change without on
 idempotency keys). A draft is overwritten in place every few seconds while someone types (the
 page's autosave), decides nothing and is shown to no one but the subject's site investigators;
 an event per save would flood the trail and take the chain head (the one global point of
-contention, DESIGN rule 8) on every pause in typing. What reaches the record is audited when it
+contention, README rule 8) on every pause in typing. What reaches the record is audited when it
 reaches it: the assessment, with every answer, in the transaction that removes the draft.
 """
 
