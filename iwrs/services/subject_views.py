@@ -194,8 +194,11 @@ def _actions_of(
         SubjectStatus.SCREEN_FAILED: ("screen failure", "status"),
         SubjectStatus.RANDOMIZED: ("already randomized", "already_randomized"),
     }
-    assessable = status in (SubjectStatus.SCREENING, SubjectStatus.ELIGIBLE)
-    eligibility = None if assessable else closed[status]
+    eligibility: tuple[str, str] | None = None  # the form is open while in screening only
+    if status == SubjectStatus.ELIGIBLE:
+        eligibility = ("eligibility already confirmed", "eligibility_confirmed")
+    elif status != SubjectStatus.SCREENING:
+        eligibility = closed[status]
     randomize: tuple[str, str] | None = None
     if status == SubjectStatus.SCREENING:
         randomize = ("eligibility not confirmed", "eligibility_not_confirmed")
