@@ -1,7 +1,8 @@
 """The subject list in real chromium (issue 15): emergency unblinding reached from the list's
 actions menu in two steps, a wrong password shown beside its field with the reason kept; and an
 eligibility draft that survives a session ended mid-entry, restored on the same subject after
-signing in again. One trial and one browser for the module (cheap)."""
+signing in again, with a warning (and a way to stay) before the session ends. One trial and one
+browser for the module (cheap)."""
 
 from __future__ import annotations
 
@@ -125,12 +126,19 @@ def test_an_eligibility_draft_survives_a_session_ended_mid_entry(world, page):
     trial, clock = world
     with trial.app.app_context():
         subject_id = screen(trial, "CN01").id
+    page.clock.install()  # the page's own clock, to reach the session warning at once
     page.goto(f"/subjects/{subject_id}")
     sign_in(page, "inv-CN01")
     assert page.url.endswith(f"/subjects/{subject_id}")
     page.fill("#f-fvc_pct", "55.5")
     page.check("input[name=diagnosis_ra][value=yes]")
     page.locator(".draft-status", has_text="Draft saved").wait_for()
+
+    page.clock.fast_forward("13:30")  # 13.5 of the 15 idle minutes: warned, with a way to stay
+    warning = page.locator(".session-warning[role=alert]")
+    warning.wait_for()
+    warning.locator("button", has_text="Stay signed in").click()
+    warning.wait_for(state="hidden")
 
     clock.advance(minutes=16)  # idle past the limit: the server ends the session
     page.goto(f"/subjects/{subject_id}")
