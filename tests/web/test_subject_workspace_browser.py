@@ -25,6 +25,7 @@ from tests.integration.randomization_worker import (
 )
 from tests.web.test_browser import CHROMIUM
 
+SIDEWAYS = "document.documentElement.scrollWidth > window.innerWidth"
 REASON = "Anaphylaxis after the last dose; the treating physician must know"
 
 
@@ -75,7 +76,8 @@ def page(browser, server) -> Iterator[Any]:
 def sign_in(page: Any, username: str, password: str = PASSWORD) -> None:
     page.fill("#username", username)
     page.fill("#password", password)
-    page.click("button[type=submit]")
+    with page.expect_navigation():  # signed in (its cookie set) before the next step
+        page.click("button[type=submit]")
 
 
 def test_emergency_unblinding_from_the_list_in_two_steps_keeps_the_reason_on_a_wrong_password(
@@ -85,18 +87,21 @@ def test_emergency_unblinding_from_the_list_in_two_steps_keeps_the_reason_on_a_w
     with trial.app.app_context():
         subject_id = eligible_subject(trial, "CN01")
         number = randomize(trial, subject_id).randomization_number
+    page.set_viewport_size({"width": 390, "height": 800})  # a phone: nothing scrolls sideways
     page.goto("/subjects/")
     sign_in(page, "inv-CN01")
     page.goto(f"/subjects/?q={number}")
     row = page.locator("table.subject-list tbody tr")
     assert row.count() == 1
     row.locator("summary").click()
+    assert not page.evaluate(SIDEWAYS)
     row.locator("a[data-action=unblind]").click()  # step 1: the reason
 
     page.select_option("#u-category", "sae")
     page.fill("#u-reason", REASON)
     page.check("#u-sae")
     page.click("button:has-text('Continue to confirmation')")
+    page.locator(".what-happens").wait_for()
     assert page.locator(".what-happens li").count() >= 3  # step 2: what will happen
     page.check("#u-understood")
     page.fill("#u-signature", "not my password")
@@ -109,10 +114,11 @@ def test_emergency_unblinding_from_the_list_in_two_steps_keeps_the_reason_on_a_w
     assert page.locator(".typed-reason").inner_text() == REASON
     assert page.input_value("input[type=hidden][name=reason]") == REASON
     assert page.is_checked("#u-understood")
+    assert not page.evaluate(SIDEWAYS)
 
     page.fill("#u-signature", PASSWORD)
     page.click("button:has-text('Sign and unblind')")
-    assert page.locator("strong.arm").count() == 1
+    page.locator("strong.arm").wait_for()
     page.goto("/subjects/?status=unblinded")
     listed = page.locator("table.subject-list tbody tr[data-subject]")
     assert listed.count() == 1
@@ -129,7 +135,7 @@ def test_an_eligibility_draft_survives_a_session_ended_mid_entry(world, page):
     page.clock.install()  # the page's own clock, to reach the session warning at once
     page.goto(f"/subjects/{subject_id}")
     sign_in(page, "inv-CN01")
-    assert page.url.endswith(f"/subjects/{subject_id}")
+    page.wait_for_url(f"**/subjects/{subject_id}")
     page.fill("#f-fvc_pct", "55.5")
     page.check("input[name=diagnosis_ra][value=yes]")
     page.locator(".draft-status", has_text="Draft saved").wait_for()
@@ -144,7 +150,7 @@ def test_an_eligibility_draft_survives_a_session_ended_mid_entry(world, page):
     page.goto(f"/subjects/{subject_id}")
     assert "/sign-in" in page.url
     sign_in(page, "inv-CN01")
-    assert page.url.endswith(f"/subjects/{subject_id}")  # back to the same subject
+    page.wait_for_url(f"**/subjects/{subject_id}")  # back to the same subject
     assert page.input_value("#f-fvc_pct") == "55.5"
     assert page.is_checked("input[name=diagnosis_ra][value=yes]")
-    assert page.locator(".draft-restored").count() == 1
+    page.locator(".draft-restored").wait_for()
