@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from iwrs import audit_anchor, clock
 from iwrs.models.audit import AuditAnchor, AuditChainHead, AuditEvent
 from iwrs.models.idempotency import IdempotencyKey
+from iwrs.models.subjects import EligibilityDraft
 
 GENESIS = "0" * 64
 _PENDING = "iwrs_audit_pending"
@@ -219,7 +220,10 @@ def _append_pending(session: Session) -> None:
 # changes no trial state, and auditing it would put a second chain append (the global point of
 # contention) on every signed POST. What a key settles is audited where it matters: a success in
 # the same transaction as its use case's event, a stored refusal with its own event.
-UNAUDITED_ROWS = (AuditEvent, AuditChainHead, AuditAnchor, IdempotencyKey)
+# And eligibility drafts (iwrs.services.eligibility_drafts, issue 15): the form as it is being
+# typed, saved every few seconds, no decision and not the record; the assessment recorded from
+# it is audited with every answer (and removes the draft in that audited transaction).
+UNAUDITED_ROWS = (AuditEvent, AuditChainHead, AuditAnchor, IdempotencyKey, EligibilityDraft)
 
 
 @event.listens_for(Session, "after_flush")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -346,9 +347,21 @@ def _enforce_idle_timeout() -> Any:
                 "Please sign in again.",
                 "warning",
             )
-            return redirect(url_for("auth.sign_in"))
+            return redirect(url_for("auth.sign_in", next=_page_to_return_to()))
     if current_user.is_authenticated:
         session["last_seen"] = now.isoformat()
+    return None
+
+
+def _page_to_return_to() -> str | None:
+    """Where a person whose session expired goes back to once signed in again (issue 15: the
+    same subject, its eligibility draft restored): the page asked for, or for a form's POST the
+    page the form was on (a same-site Referer). The sign-in checks it again (`safe_next`)."""
+    if request.method == "GET":
+        return request.full_path.rstrip("?")
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc == request.host and referrer.path.startswith("/"):
+        return referrer.path
     return None
 
 

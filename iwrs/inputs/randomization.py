@@ -85,14 +85,20 @@ class DiscontinueInput(Input):
     reason = Text(kind="reason", required=True, metadata={"description": CODED_REASON})
 
 
-class UnblindInput(Input):
-    """An emergency unblinding request: category, reason, confirmation, e-signature."""
+class UnblindRequestInput(Input):
+    """The first step of an emergency unblinding on the page: category and reason, checked
+    before the confirmation page states what will happen (nothing is recorded yet)."""
 
     category = Choice(CATEGORIES, required=True)
     reason = Text(kind="reason", required=True, blank="describe why the blind must be broken")
+    sae_led_to_unblinding = Flag(load_default=False)
+
+
+class UnblindInput(UnblindRequestInput):
+    """An emergency unblinding request: category, reason, confirmation, e-signature."""
+
     understood = Confirmation(
         message="confirm that an unblinding cannot be undone",
         metadata={"description": "true: the caller confirms an unblinding cannot be undone"},
     )
-    sae_led_to_unblinding = Flag(load_default=False)
     signature_password = Secret(required=True, metadata=SIGNATURE)

@@ -83,6 +83,29 @@ class WithdrawalInput(Input):
     reason = Text(kind="reason", required=True, metadata={"description": CODED_REASON})
 
 
+class WithdrawalPageInput(WithdrawalInput):
+    """The withdrawal page's form: the reason and the confirmation that it cannot be undone."""
+
+    understood = Confirmation(message="tick the box to confirm the withdrawal cannot be undone")
+
+
+class RescreenInput(Input):
+    """Re-screen a screen failure under a new screening number, with a reason."""
+
+    reason = Text(
+        kind="reason",
+        required=True,
+        blank="say why the person is screened again",
+        metadata={"description": "why the person is screened again (recorded in the trail)"},
+    )
+
+
+class RescreenPageInput(RescreenInput):
+    """The re-screening page's form: the reason and the confirmation of what will happen."""
+
+    understood = Confirmation(message="tick the box to confirm a new screening number is taken")
+
+
 class DrugClassificationInput(Input):
     """Classify a drug off the dictionary into a protocol class (e-signature)."""
 

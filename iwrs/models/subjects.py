@@ -136,3 +136,19 @@ class DrugClassification(Base):
     classified_at: Mapped[datetime] = mapped_column(UTCDateTime())
     classified_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
     signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id"))
+
+
+class EligibilityDraft(Base):
+    """The eligibility form as an investigator is typing it, one per subject (issue 15): kept
+    so that a session that ends mid-entry loses nothing. Not an assessment, not a decision and
+    not part of the signed record; replaced on every save, removed when an assessment is
+    recorded from it."""
+
+    __tablename__ = "eligibility_draft"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), unique=True)
+    # The form's answers as typed (field name -> text), the assessment date and its reason.
+    answers: Mapped[str] = mapped_column(Text)
+    saved_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    saved_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))

@@ -30,7 +30,7 @@ from iwrs.models.subjects import (
 )
 from iwrs.models.users import User
 from iwrs.protocol import Protocol
-from iwrs.services import persons
+from iwrs.services import eligibility_drafts, persons
 from iwrs.services.coded_reasons import coded_reason
 from iwrs.services.drug_classes import with_drug_classes
 from iwrs.services.stated_dates import StatedDate, stated_date
@@ -200,6 +200,7 @@ def _register(
     screening: StatedDate | None = None,
     rescreen_of: Subject | None = None,
     person_key: str | None = None,
+    reason: str | None = None,
 ) -> Subject:
     """Insert the subject; its screening number is the site code plus the site's next
     sequence number, never reused."""
@@ -247,7 +248,7 @@ def _register(
             **screening.audit_fields("screening_date"),
             "rescreen_of": rescreen_of.screening_number if rescreen_of else None,
         },
-        reason=screening.backdate_reason,
+        reason=reason or screening.backdate_reason,
     )
     return subject
 
@@ -415,6 +416,7 @@ def record_assessment(
         )
         before = _snapshot(subject)
         _reopen_screening(subject)
+        eligibility_drafts.discard_draft(session, subject.id)  # the form's draft is now recorded
         session.flush()
         session.expire(subject, ["stratum"])  # derived: the new assessment has no decision
         _audit_assessment(
@@ -573,9 +575,11 @@ def _rescreens_before(session: Session, subject: Subject) -> int:
     return count
 
 
-def rescreen_subject(*, actor: Actor, subject_id: int) -> Subject:
+def rescreen_subject(*, actor: Actor, subject_id: int, reason: str) -> Subject:
     """Screen a screen failure again under a new screening number linked to the old one,
-    as often as the protocol allows (GenSci048-204: once)."""
+    as often as the protocol allows (GenSci048-204: once), for a stated `reason` (required,
+    recorded in the audit event; coded once the subject is unblinded)."""
+    reason = validation.reason(reason)
     with transaction() as session:
         subject = _subject_for_update(session, actor, subject_id)
         if subject.status != SubjectStatus.SCREEN_FAILED:
@@ -607,6 +611,7 @@ def rescreen_subject(*, actor: Actor, subject_id: int) -> Subject:
             date_of_birth=subject.date_of_birth,
             sex=subject.sex,
             rescreen_of=subject,
+            reason=reason,
         )
 
 

@@ -36,6 +36,7 @@ def init_app(app: Flask) -> None:
         lists,
         main,
         sites,
+        subject_actions,  # noqa: F401 (its routes join subjects.bp before it is registered)
         subjects,
         supply,
         throttle,
@@ -81,6 +82,10 @@ def _template_helpers() -> dict[str, Any]:
         # Answers that show arms are padded to arm-independent lengths (iwrs/padding.py).
         "arm_padding": padding.html_label_padding,
         "count_padding": padding.html_count_padding,
+        # The idle limit, for the warning before a session ends (static/session.js).
+        "session_idle_seconds": int(
+            current_app.extensions["iwrs.settings"].session_idle.total_seconds()
+        ),
     }
 
 
@@ -112,7 +117,7 @@ def _audit_refusal(error: IWRSError) -> None:
     the statistician's list pages and exports (/lists…, /api/v1/lists…) and the unblinding
     pages and endpoints (…/unblind, …/unblinded, …/unblinding)."""
     rule = request.url_rule.rule if request.url_rule is not None else ""
-    if rule.endswith(("/unblind", "/unblinded", "/unblinding")):
+    if rule.endswith(("/unblind", "/unblind/confirm", "/unblinded", "/unblinding")):
         action = refusals.UNBLINDING_REFUSED
     elif rule.startswith(("/lists", "/api/v1/lists")):
         action = refusals.ARM_ACCESS_REFUSED

@@ -31,7 +31,7 @@ def safe_next(target: str) -> str:
 @bp.route("/sign-in", methods=["GET", "POST"])
 def sign_in():  # type: ignore[no-untyped-def]
     if current_user.is_authenticated:
-        return redirect(url_for("main.home"))
+        return redirect(safe_next(request.args.get("next", "")))
     status = 200
     if request.method == "POST":
         try:
@@ -59,3 +59,11 @@ def sign_out():  # type: ignore[no-untyped-def]
     session.clear()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.sign_in"))
+
+
+@bp.post("/session/alive")
+@login_required
+def keep_alive():  # type: ignore[no-untyped-def]
+    """ "Stay signed in" on the session warning (static/session.js): a request like any other
+    restarts the idle clock (iwrs.auth); it changes nothing else."""
+    return "", 204

@@ -14,21 +14,15 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
 from iwrs.errors import InvalidInput, IWRSError
 from iwrs.inputs import load_form
-from iwrs.inputs.randomization import (
-    DiscontinueInput,
-    KitRequestInput,
-    RandomizeInput,
-    UnblindInput,
-)
+from iwrs.inputs.randomization import DiscontinueInput, KitRequestInput, RandomizeInput
 from iwrs.inputs.subjects import (
     AnswersInput,
     DecisionInput,
     DrugClassificationInput,
     ScreenInput,
-    WithdrawalInput,
 )
 from iwrs.models.sites import SiteStatus
-from iwrs.services import drug_classes, queries, subjects
+from iwrs.services import drug_classes, eligibility_drafts, queries, subject_views, subjects
 from iwrs.validation import page_key
 from iwrs.web import flash_refusal
 
@@ -44,20 +38,31 @@ def index():  # type: ignore[no-untyped-def]
 
 
 def _render_index(status: int = 200, distinct_meaning: str | None = None):  # type: ignore[no-untyped-def]
-    sites = [
-        s
-        for s in queries.visible_sites(actor=Actor.of(current_user))
-        if s.status == SiteStatus.ACTIVE
-    ]
-    before = request.args.get("before", type=page_key)
-    shown = queries.visible_subjects(
-        actor=Actor.of(current_user), before=before, limit=queries.SUBJECT_PAGE
+    """The subject list (search, filters, keyset pages; `subject_views`) and the registration
+    form."""
+    visible = queries.visible_sites(actor=Actor.of(current_user))
+    filters = subject_views.Filters(
+        search=request.args.get("q", ""),
+        status=request.args.get("status", ""),
+        site_code=request.args.get("site", ""),
     )
+    try:
+        shown = subject_views.subject_list(
+            actor=Actor.of(current_user),
+            filters=filters,
+            before=request.args.get("before", type=page_key),
+        )
+    except IWRSError as refusal:  # a filter no form offers (a typed URL)
+        flash_refusal(refusal)
+        shown, status = subject_views.SubjectPage([], None), refusal.status
     return render_template(
         "subjects.html",
-        subjects=shown,
-        next_before=shown[-1].id if len(shown) == queries.SUBJECT_PAGE else None,
-        active_sites=sites,
+        listing=shown,
+        filters=filters,
+        filtered=any((filters.search, filters.status, filters.site_code)),
+        statuses=subject_views.STATUS_FILTERS,
+        sites=visible,
+        active_sites=[s for s in visible if s.status == SiteStatus.ACTIVE],
         form=request.form,
         distinct_meaning=distinct_meaning,
     ), status
@@ -122,6 +127,9 @@ def _render_detail(
     subject = queries.visible_subject(actor=Actor.of(current_user), subject_id=subject_id)
     history = queries.assessments_of(actor=Actor.of(current_user), subject_id=subject.id)
     latest = history[0] if history else None
+    draft = eligibility_drafts.draft_of(actor=Actor.of(current_user), subject_id=subject.id)
+    if answers is None and draft is not None:  # typed, not yet checked: the form as it was left
+        answers = draft.answers
     if answers is None:
         answers = json.loads(latest.answers) if latest else {}
     if result is None and latest is not None:
@@ -146,6 +154,7 @@ def _render_detail(
         # randomization, and a new attempt after a refusal is a new request, never its replay.
         idempotency_key=secrets.token_urlsafe(24),
         criteria_version=subjects.protocol().criteria_version,
+        draft=draft,
     ), status
 
 
@@ -168,6 +177,15 @@ def detail(subject_id: int):  # type: ignore[no-untyped-def]
 def assess(subject_id: int):  # type: ignore[no-untyped-def]
     answers = answers_from_form(request.form)
     try:
+        # Every submit keeps the form as typed first: a refused value loses nothing, and the
+        # recorded assessment removes the draft in its own transaction.
+        eligibility_drafts.save_draft(
+            actor=Actor.of(current_user),
+            subject_id=subject_id,
+            answers=answers,
+            assessment_date=request.form.get("assessment_date", ""),
+            backdate_reason=request.form.get("backdate_reason", ""),
+        )
         given = load_form(AnswersInput, request.form, answers=answers)
         record = subjects.record_assessment(
             actor=Actor.of(current_user),
@@ -208,21 +226,6 @@ def decide(subject_id: int):  # type: ignore[no-untyped-def]
     return redirect(url_for("subjects.detail", subject_id=subject_id))
 
 
-@bp.post("/<int:subject_id>/withdraw")
-@requires(Permission.SCREEN_SUBJECTS)
-def withdraw(subject_id: int):  # type: ignore[no-untyped-def]
-    try:
-        given = load_form(WithdrawalInput, request.form)
-        subject = subjects.withdraw_subject(
-            actor=Actor.of(current_user), subject_id=subject_id, reason=given["reason"]
-        )
-    except IWRSError as refusal:
-        flash_refusal(refusal)
-        return _render_detail(subject_id, status=refusal.status)
-    flash(f"Subject {subject.screening_number} withdrawn.", "info")
-    return redirect(url_for("subjects.detail", subject_id=subject_id))
-
-
 @bp.post("/<int:subject_id>/classify-drug")
 @requires(Permission.SCREEN_SUBJECTS)
 def classify_drug(subject_id: int):  # type: ignore[no-untyped-def]
@@ -240,18 +243,6 @@ def classify_drug(subject_id: int):  # type: ignore[no-untyped-def]
         return _render_detail(subject_id, status=refusal.status)
     flash(f"{row.drug} classified as {row.drug_class}; assess again to apply it.", "info")
     return redirect(url_for("subjects.detail", subject_id=subject_id))
-
-
-@bp.post("/<int:subject_id>/rescreen")
-@requires(Permission.SCREEN_SUBJECTS)
-def rescreen(subject_id: int):  # type: ignore[no-untyped-def]
-    try:
-        subject = subjects.rescreen_subject(actor=Actor.of(current_user), subject_id=subject_id)
-    except IWRSError as refusal:
-        flash(refusal.message, "error")
-        return _render_detail(subject_id, status=refusal.status)
-    flash(f"Re-screening registered as {subject.screening_number}.", "info")
-    return redirect(url_for("subjects.detail", subject_id=subject.id))
 
 
 @bp.post("/<int:subject_id>/randomize")
@@ -339,28 +330,6 @@ def discontinue(subject_id: int):  # type: ignore[no-untyped-def]
         return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
     flash(f"Study treatment of {subject.screening_number} discontinued.", "info")
     return redirect(url_for("subjects.randomization_page", subject_id=subject_id))
-
-
-@bp.post("/<int:subject_id>/unblind")
-@requires(Permission.EMERGENCY_UNBLIND)
-def unblind(subject_id: int):  # type: ignore[no-untyped-def]
-    from iwrs.services import unblinding
-
-    try:
-        given = load_form(UnblindInput, request.form)
-        arm = unblinding.unblind(
-            actor=Actor.of(current_user),
-            subject_id=subject_id,
-            category=given["category"],
-            reason=given["reason"],
-            understood=given["understood"],
-            signer_password=given["signature_password"],
-            sae_led_to_unblinding=given["sae_led_to_unblinding"],
-        )
-    except IWRSError as refusal:
-        flash_refusal(refusal)
-        return redirect(url_for("subjects.randomization_page", subject_id=subject_id)), 303
-    return render_template("unblinded.html", arm=arm, subject_id=subject_id)
 
 
 @bp.get("/<int:subject_id>/unblinded")

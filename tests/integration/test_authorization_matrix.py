@@ -373,7 +373,10 @@ FACTORIES: dict[str, Kwargs] = {
         "subject_id": _subject(m, "S4"),
         "reason": "Consent withdrawn",
     },
-    "subjects.rescreen_subject": lambda m, who: {"subject_id": _subject(m, "S4")},
+    "subjects.rescreen_subject": lambda m, who: {
+        "subject_id": _subject(m, "S4"),
+        "reason": "FVC repeated after the infection",
+    },
     "supply.generate_kits": lambda m, who: {
         "kit_type": _kit_type(),
         "lot": f"AUTHZ-{next(_n):03d}",
@@ -452,6 +455,12 @@ FACTORIES: dict[str, Kwargs] = {
     "queries.visible_site": lambda m, who: {"site_id": m.ids["cn01"]},
     "queries.visible_site_by_code": lambda m, who: {"code": "CN01"},
     "queries.visible_subjects": lambda m, who: {},
+    "subject_views.subject_list": lambda m, who: {},
+    "eligibility_drafts.save_draft": lambda m, who: {
+        "subject_id": _subject(m, "S5"),
+        "answers": {"fvc_pct": "55"},
+    },
+    "eligibility_drafts.draft_of": lambda m, who: {"subject_id": _subject(m, "S5")},
     "queries.visible_subject": lambda m, who: {"subject_id": _subject(m, "S1")},
     "queries.assessments_of": lambda m, who: {"subject_id": _subject(m, "S5")},
     "queries.rescreen_of": lambda m, who: {"subject_id": _subject(m, "S4")},
@@ -479,6 +488,9 @@ def _at_cn01(m: Matrix, site_ids: Iterable[int]) -> bool:
 LISTS: dict[str, Callable[[Matrix, Any], bool]] = {
     "queries.visible_sites": lambda m, found: _at_cn01(m, (s.id for s in found)),
     "queries.visible_subjects": lambda m, found: _at_cn01(m, (s.site_id for s in found)),
+    "subject_views.subject_list": lambda m, found: _at_cn01(
+        m, (line.subject.site_id for line in found.lines)
+    ),
     "randomization_views.visits_board": lambda m, found: _at_cn01(
         m, (row.subject.site_id for row in found)
     ),

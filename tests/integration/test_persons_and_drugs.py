@@ -101,7 +101,9 @@ def test_a_signed_different_person_is_screened_and_audited(investigator, active_
 def test_the_rescreen_limit_counts_every_path(investigator, active_sites):
     first = screen(investigator, active_sites["CN01"])
     decide(investigator, first, assess(investigator, first, fvc_pct="30"), "screen_failure")
-    again = subjects.rescreen_subject(actor=Actor.of(investigator), subject_id=first.id)
+    again = subjects.rescreen_subject(
+        actor=Actor.of(investigator), subject_id=first.id, reason="Lab value repeated"
+    )
     assert (
         read_session().get(Subject, again.id).person_key
         == read_session().get(Subject, first.id).person_key
@@ -109,7 +111,12 @@ def test_the_rescreen_limit_counts_every_path(investigator, active_sites):
     decide(investigator, again, assess(investigator, again, fvc_pct="30"), "screen_failure")
     # "new" again: shown as a duplicate, and the re-screen path is used up
     assert refusal(screen, investigator, active_sites["CN01"]).rule == "possible_duplicate"
-    error = refusal(subjects.rescreen_subject, actor=Actor.of(investigator), subject_id=again.id)
+    error = refusal(
+        subjects.rescreen_subject,
+        actor=Actor.of(investigator),
+        subject_id=again.id,
+        reason="Lab value repeated",
+    )
     assert error.rule == "rescreen_limit"
 
 
@@ -125,7 +132,12 @@ def test_a_person_screened_twice_without_the_chain_still_uses_the_limit(
     # the same person key on an unlinked second screening (a record from before the check)
     with ctx.extensions["iwrs.engine"].begin() as connection:
         connection.execute(update(Subject).where(Subject.id == second.id).values(person_key=key))
-    error = refusal(subjects.rescreen_subject, actor=Actor.of(investigator), subject_id=first.id)
+    error = refusal(
+        subjects.rescreen_subject,
+        actor=Actor.of(investigator),
+        subject_id=first.id,
+        reason="Lab value repeated",
+    )
     assert error.rule == "rescreen_limit"
 
 
@@ -147,7 +159,12 @@ def test_one_person_never_holds_two_randomization_numbers(world):
     subjects.withdraw_subject(actor=inv, subject_id=first.id, reason="moved away")
     error = refusal(subjects.screen_subject, actor=inv, site_id=world.sites["CN01"], **person)
     assert error.rule == "possible_duplicate"
-    assert refusal(subjects.rescreen_subject, actor=inv, subject_id=first.id).rule == "status"
+    assert (
+        refusal(
+            subjects.rescreen_subject, actor=inv, subject_id=first.id, reason="Lab value repeated"
+        ).rule
+        == "status"
+    )
     other = world.actor("inv-CN02")
     error = refusal(subjects.screen_subject, actor=other, site_id=world.sites["CN02"], **person)
     assert error.rule == "possible_duplicate"

@@ -220,17 +220,25 @@ def test_reassessing_a_confirmed_subject_reopens_screening(investigator, active_
 def test_screen_failure_is_rescreened_once_under_a_linked_new_number(investigator, active_sites):
     subject = screen(investigator, active_sites["CN01"])
     decide(investigator, subject, assess(investigator, subject, fvc_pct="30"), "screen_failure")
-    again = subjects.rescreen_subject(actor=Actor.of(investigator), subject_id=subject.id)
+    again = subjects.rescreen_subject(
+        actor=Actor.of(investigator), subject_id=subject.id, reason="Lab value repeated"
+    )
     assert again.screening_number == "CN01-002" and again.rescreen_of_id == subject.id
     assert (again.date_of_birth, again.sex) == (subject.date_of_birth, subject.sex)
     with pytest.raises(Conflict, match="has used them"):
-        subjects.rescreen_subject(actor=Actor.of(investigator), subject_id=subject.id)
+        subjects.rescreen_subject(
+            actor=Actor.of(investigator), subject_id=subject.id, reason="Lab value repeated"
+        )
     decide(investigator, again, assess(investigator, again, fvc_pct="30"), "screen_failure")
     with pytest.raises(Conflict, match="allows 1 re-screening"):
-        subjects.rescreen_subject(actor=Actor.of(investigator), subject_id=again.id)
+        subjects.rescreen_subject(
+            actor=Actor.of(investigator), subject_id=again.id, reason="Lab value repeated"
+        )
     with pytest.raises(Conflict, match="only screen failures"):
         subjects.rescreen_subject(
-            actor=Actor.of(investigator), subject_id=screen(investigator, active_sites["CN01"]).id
+            actor=Actor.of(investigator),
+            subject_id=screen(investigator, active_sites["CN01"]).id,
+            reason="Lab value repeated",
         )
 
 

@@ -80,11 +80,15 @@ def test_kit_request_and_emergency_unblinding(world):
     (recorded,) = sign(client, f"/subjects/{subject}/kit-requests", page, form | _signed())
     assert recorded in shown(page)
 
-    page = client.get(url).get_data(as_text=True)
-    form = {"category": "pregnancy", "reason": "Pregnancy reported", "understood": "y"}
-    (recorded,) = sign(client, f"/subjects/{subject}/unblind", page, form | _signed())
-    assert recorded in shown(page)
     assert len(set(shown(page))) == len(shown(page))  # one meaning per choice, all different
+
+    # The unblinding is signed on its confirmation page, which shows the chosen category's.
+    form = {"category": "pregnancy", "reason": "Pregnancy reported"}
+    confirm = client.post(
+        f"/subjects/{subject}/unblind/confirm", data=form | {"csrf_token": csrf_from(page)}
+    ).get_data(as_text=True)
+    signed = form | {"understood": "y"} | _signed()
+    assert sign(client, f"/subjects/{subject}/unblind", confirm, signed) == shown(confirm)
 
 
 def test_eligibility_drug_classification_and_a_different_person(world):
@@ -183,7 +187,8 @@ def test_the_kinds_and_categories_a_page_offers_are_the_services_own(world):
     page = world.client("dr.li").get(f"/subjects/{world.subjects['R1']}/randomization")
     page = page.get_data(as_text=True)
     assert _options(page, "kind") == [[str(k) for k in KitRequestKind]]
-    assert _options(page, "category") == [list(UNBLINDING_CATEGORIES)]
+    form = world.client("dr.li").get(f"/subjects/{world.subjects['R1']}/unblind")
+    assert _options(form.get_data(as_text=True), "category") == [list(UNBLINDING_CATEGORIES)]
     dispensing = world.client("ph.wang").get("/dispensing/").get_data(as_text=True)
     offered = _options(dispensing, "kind")
     assert offered and all(kinds == [str(k) for k in DispensationKind] for kinds in offered)

@@ -16,6 +16,7 @@ from iwrs.inputs.subjects import (
     AnswersInput,
     DecisionInput,
     DrugClassificationInput,
+    RescreenInput,
     ScreenInput,
     WithdrawalInput,
 )
@@ -255,9 +256,14 @@ class Withdrawal(MethodView):
 @blp.route("/<int:subject_id>/rescreen")
 class Rescreen(MethodView):
     @requires(Permission.SCREEN_SUBJECTS)
+    @blp.arguments(RescreenInput)
     @blp.response(201, SubjectSchema)
     @blp.alt_response(409, **PROBLEM)
-    def post(self, subject_id: int):  # type: ignore[no-untyped-def]
-        """Re-screen a screen failure under a new screening number (as often as allowed)."""
-        subject = subjects.rescreen_subject(actor=Actor.of(current_user), subject_id=subject_id)
+    @blp.alt_response(422, **PROBLEM)
+    def post(self, body, subject_id: int):  # type: ignore[no-untyped-def]
+        """Re-screen a screen failure under a new screening number (as often as allowed), with
+        the reason."""
+        subject = subjects.rescreen_subject(
+            actor=Actor.of(current_user), subject_id=subject_id, reason=body["reason"]
+        )
         return queries.visible_subject(actor=Actor.of(current_user), subject_id=subject.id)
