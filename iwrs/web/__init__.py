@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
-from iwrs import padding, signatures
+from iwrs import clock, padding, signatures
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, is_api_request
 from iwrs.db import busy_error
@@ -35,6 +35,7 @@ def init_app(app: Flask) -> None:
         dispensing,
         lists,
         main,
+        receipts,
         sites,
         subjects,
         supply,
@@ -55,6 +56,7 @@ def init_app(app: Flask) -> None:
         audit.bp,
         unblinding.bp,
         access.bp,
+        receipts.bp,
     ):
         app.register_blueprint(blueprint)
     app.register_error_handler(IWRSError, handle_error)
@@ -81,6 +83,8 @@ def _template_helpers() -> dict[str, Any]:
         # Answers that show arms are padded to arm-independent lengths (iwrs/padding.py).
         "arm_padding": padding.html_label_padding,
         "count_padding": padding.html_count_padding,
+        # When a page is drawn: a printed page names its study, reader and time (issue 15).
+        "printed_at": clock.now(),
     }
 
 

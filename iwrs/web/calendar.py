@@ -10,34 +10,25 @@ from iwrs import clock
 
 
 def day(value: date | datetime | None) -> str:
-    """A date as DD-MMM-YYYY ("05-MAR-1965"), the unambiguous form trial sites use; empty for none.
-
-    English month abbreviations whatever the server's locale, upper case as on CRFs and labels.
-    """
-    if value is None:
-        return ""
-    return f"{value.day:02d}-{_MONTHS[value.month - 1]}-{value.year:04d}"
-
-
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+    """A date as DD-MMM-YYYY ("05-MAR-1965"), the unambiguous form trial sites use; empty for none
+    (iwrs.clock.day_text)."""
+    return clock.day_text(value)
 
 
 def utc_time(moment: datetime | None) -> str:
-    """ "2026-03-02 23:30 UTC" (empty for no time)."""
-    if moment is None:
-        return ""
-    return f"{clock.as_utc(moment):%Y-%m-%d %H:%M} UTC"
+    """ "02-MAR-2026 23:30 UTC" (empty for no time)."""
+    return clock.utc_text(moment)
 
 
 def site_time(moment: datetime | None, site: clock.Zoned | None) -> str:
-    """The site's local time with its zone, then UTC: "2026-03-03 07:30 CST (Asia/Shanghai) ·
-    2026-03-02 23:30 UTC"; UTC alone when no site (or zone) is concerned."""
+    """The site's local time with its zone, then UTC: "03-MAR-2026 07:30 CST (Asia/Shanghai) ·
+    02-MAR-2026 23:30 UTC"; UTC alone when no site (or zone) is concerned."""
     if moment is None:
         return ""
     if site is None or not getattr(site, "time_zone", None):
         return utc_time(moment)
     local = clock.local_time(moment, site)
-    return f"{local:%Y-%m-%d %H:%M %Z} ({site.time_zone}) · {utc_time(moment)}"
+    return f"{day(local)} {local:%H:%M %Z} ({site.time_zone}) · {utc_time(moment)}"
 
 
 def site_today(site: clock.Zoned) -> date:

@@ -1,4 +1,4 @@
-"""Dates on pages read DD-MMM-YYYY (issue 15, problem 7): never day/month order guessed by locale."""
+"""Dates on pages read DD-MMM-YYYY (issue 15, problem 7): never a day/month order by locale."""
 
 from datetime import date, datetime
 
