@@ -111,9 +111,11 @@ def day_text(value: date | datetime | None) -> str:
     return f"{value.day:02d}-{MONTHS[value.month - 1]}-{value.year:04d}"
 
 
-def utc_text(moment: datetime | None) -> str:
-    """A stored time in UTC: "02-MAR-2026 23:30 UTC" (empty for none)."""
+def utc_text(moment: datetime | None, *, seconds: bool = False) -> str:
+    """A stored time in UTC: "02-MAR-2026 23:30 UTC" (with `seconds`: "23:30:05"); empty for
+    none."""
     if moment is None:
         return ""
     utc = as_utc(moment)
-    return f"{day_text(utc)} {utc:%H:%M} UTC"
+    shown = f"{utc:%H:%M:%S}" if seconds else f"{utc:%H:%M}"
+    return f"{day_text(utc)} {shown} UTC"

@@ -37,7 +37,7 @@ class Filters:
     def parse(cls, args: dict[str, str]) -> Filters:
         def day(name: str) -> date | None:
             value = (args.get(name) or "").strip()
-            return validation.iso_date(value, field=name) if value else None
+            return validation.day_date(value, field=name) if value else None
 
         return cls(
             **{
