@@ -112,6 +112,7 @@ SERVICES: dict[str, Access] = {
     "audit_views.page": only(AUD, SYS),
     "audit_views.event": only(AUD, SYS),
     "audit_views.integrity": only(AUD, SYS),
+    "audit_views.names_of": only(AUD, SYS),
     "queries.all_users": only(ADM, SYS),
     "queries.user_by_id": only(ADM, SYS),
     "queries.tokens_of": Access(EVERYONE, owned=True, others=frozenset({ADM, SYS})),

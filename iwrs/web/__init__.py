@@ -41,6 +41,7 @@ def init_app(app: Flask) -> None:
         supply,
         throttle,
         unblinding,
+        words,
     )
 
     for blueprint in (
@@ -64,6 +65,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(Exception, handle_unexpected)
     app.context_processor(_template_helpers)
     calendar.init_app(app)
+    words.init_app(app)
     app.after_request(_security_headers)
     throttle.init_app(app)
 

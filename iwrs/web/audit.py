@@ -28,6 +28,7 @@ def index():  # type: ignore[no-untyped-def]
     return render_template(
         "audit.html",
         events=events,
+        names=audit_views.names_of(events, actor=Actor.of(current_user)),
         next_before=next_before,
         filters=filters,
         checkpoint=checkpoint,
@@ -46,7 +47,11 @@ def detail(seq: int):  # type: ignore[no-untyped-def]
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False) if text else ""
 
     return render_template(
-        "audit_event.html", event=event, before=pretty(event.before), after=pretty(event.after)
+        "audit_event.html",
+        event=event,
+        name=audit_views.names_of([event], actor=Actor.of(current_user))[event.seq],
+        before=pretty(event.before),
+        after=pretty(event.after),
     )
 
 

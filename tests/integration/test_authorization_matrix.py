@@ -455,6 +455,7 @@ FACTORIES: dict[str, Kwargs] = {
     "queries.visible_subject": lambda m, who: {"subject_id": _subject(m, "S1")},
     "queries.assessments_of": lambda m, who: {"subject_id": _subject(m, "S5")},
     "queries.rescreen_of": lambda m, who: {"subject_id": _subject(m, "S4")},
+    "audit_views.names_of": lambda m, who: {"events": []},
     "randomization_views.result_of": lambda m, who: {"subject_id": _subject(m, "S1")},
     "receipts.randomization_receipt": lambda m, who: {"subject_id": _subject(m, "S1")},
     "receipts.dispensation_receipt": lambda m, who: {"dispensation_id": m.ids["dispensation"]},
