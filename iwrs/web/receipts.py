@@ -5,6 +5,9 @@ Decision: WeasyPrint is imported only when a PDF is asked for (the `pdf` extra o
 pyproject.toml). Without it the application starts and every receipt page works (the browser
 prints it with the print style); a PDF request answers 503 with rule `pdf_unavailable` and
 says to print the page instead. Access is the service's, checked before anything is drawn.
+Decision: the treatment an unblinding investigator sees on the unblinding receipt is never on
+paper (left out of the PDF, hidden by the print style): a printed page travels among blinded site
+staff. So the PDF is the same for every reader whatever the arm.
 Adding a receipt of another act (a kit return) is one route here, see the service's docstring.
 """
 
@@ -59,7 +62,7 @@ def pdf_of(receipt: Receipt) -> bytes:
             field="format",
             rule="pdf_unavailable",
         ) from None
-    html = render_template("receipts/receipt_pdf.html", receipt=receipt)
+    html = render_template("receipts/receipt_pdf.html", receipt=receipt, on_paper=True)
     document = weasyprint.HTML(string=html, base_url=request.url_root)
     return bytes(document.write_pdf(stylesheets=[weasyprint.CSS(filename=str(_STYLE))]))
 

@@ -370,7 +370,8 @@ def test_the_list_pages_refuse_a_bad_seed_and_a_badly_encoded_file(app, make_use
     for response in (seed, upload, extend):
         assert response.status_code == 302
     page = client.get("/lists/").get_data(as_text=True)
-    assert "seed: 64 hex digits" in page and "file: not UTF-8" in page and "blocks: a whole" in page
+    for field in ("seed", "file", "blocks"):  # each refusal named by its field (in words)
+        assert f'data-field="{field}"' in page
     with app.app_context():
         assert read_session().scalar(select(func.count()).select_from(RandomizationList)) == 0
 

@@ -29,7 +29,7 @@ def world(trial_world: World) -> World:
 def _facts(html: str) -> dict[str, str]:
     """The receipt's <dt>label</dt><dd>value</dd> pairs, tags stripped."""
     body = html.split('<article class="receipt"', 1)[1].split("</article>", 1)[0]
-    pairs = re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", body, re.S)
+    pairs = re.findall(r"<dt[^>]*>(.*?)</dt><dd[^>]*>(.*?)</dd>", body, re.S)
     return {k.strip(): re.sub(r"<[^>]+>", "", v).strip() for k, v in pairs}
 
 
@@ -200,6 +200,23 @@ def _swap_slot(world: World, slot_id: int) -> None:
             .values(sealed_arm=sealer().seal(SWAP[arm], context=context))
         )
         read_session().rollback()
+
+
+def test_the_treatment_is_never_on_paper(world):
+    """The unblinding investigator's PDF is the same bytes whatever the subject's arm."""
+    pytest.importorskip("weasyprint")
+    from iwrs.models.randomization import Randomization
+
+    url = f"/receipts/unblinding/{world.subject_ids['S3']}"
+    client = world.client("dr.li")
+    (randomization,) = _rows(world, Randomization, subject_id=world.subject_ids["S3"])
+    before = client.get(f"{url}?format=pdf").get_data()
+    _swap_slot(world, randomization.slot_id)
+    after = client.get(f"{url}?format=pdf").get_data()
+    _swap_slot(world, randomization.slot_id)
+    assert before.startswith(b"%PDF-") and before == after
+    page = client.get(url).get_data(as_text=True)
+    assert re.search(r'<dt class="noprint">Treatment</dt><dd class="noprint">', page)
 
 
 def test_the_pdf_receipt_is_a_real_pdf(world):
