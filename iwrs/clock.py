@@ -102,12 +102,17 @@ def as_utc(moment: datetime) -> datetime:
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
-def day_text(value: date | datetime | None) -> str:
+def day_text(value: date | datetime | str | None) -> str:
     """A date as DD-MMM-YYYY ("05-MAR-1965"), the unambiguous form trial sites use; empty for
     none. English month abbreviations whatever the server's locale, upper case as on CRFs.
     Pages show it through the `day` filter (iwrs/web/calendar.py); messages and receipts call it."""
     if value is None:
         return ""
+    if isinstance(value, str):  # a recorded YYYY-MM-DD (a view's date kept as text)
+        try:
+            value = date.fromisoformat(value)
+        except ValueError:
+            return value
     return f"{value.day:02d}-{MONTHS[value.month - 1]}-{value.year:04d}"
 
 

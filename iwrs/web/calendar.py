@@ -9,7 +9,7 @@ from flask import Flask
 from iwrs import clock
 
 
-def day(value: date | datetime | None) -> str:
+def day(value: date | datetime | str | None) -> str:
     """A date as DD-MMM-YYYY ("05-MAR-1965"), the unambiguous form trial sites use; empty for none
     (iwrs.clock.day_text)."""
     return clock.day_text(value)

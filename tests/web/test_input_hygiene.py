@@ -58,7 +58,7 @@ def page_rules(response, status: int) -> set[str]:  # type: ignore[no-untyped-de
     assert response.status_code == status
     html = response.get_data(as_text=True)
     assert "Traceback" not in html
-    return set(re.findall(r'<span class="muted">\(([a-z_]+)\)</span>', html))
+    return set(re.findall(r'data-rule="([a-z_]+)"', html))
 
 
 def events(app, action: str) -> list[AuditEvent]:  # type: ignore[no-untyped-def]
