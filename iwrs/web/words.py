@@ -2,12 +2,12 @@
 
 The API keeps its codes: a problem+json names the `field` and the `rule`, and the services
 write their messages as "<field>: <what is wrong>" for it. A page shows the same refusal to a
-person, so every message a page shows passes through `in_words` (the `words` filter of base.html's
-flashes, error.html and the eligibility form): the field code that opens it becomes the field's
-label, a list of choice codes becomes their labels, any other snake_case code becomes words and
-a YYYY-MM-DD date reads DD-MMM-YYYY. The codes stay in the `data-field` and `data-rule`
-attributes, where tests and tools read them. Stratum keys ("disease=RA") read by their
-protocol's labels (`stratum_words`).
+person, so every message a page shows passes through `in_words` (the `words` filter of
+base.html's flashes, error.html and the eligibility form): the field code that opens it becomes
+the field's label, a list of choice codes becomes their labels, any other snake_case code
+becomes words, a YYYY-MM-DD date reads DD-MMM-YYYY and a stratum key ("disease=RA") its
+factor's label (`stratum_words`, also used where pages show a stratum). The codes stay in the
+`data-field` and `data-rule` attributes, where tests and tools read them.
 """
 
 from __future__ import annotations
@@ -50,10 +50,11 @@ FIELD_WORDS = {
 # Choice codes whose words are not the code itself.
 VALUE_WORDS: dict[str, str] = {**UNBLINDING_CATEGORIES, "not_done": "not done"}
 
-_LEADING_CODE = re.compile(r"^([a-z][a-z0-9]*(?:[_.\[\]-]+[a-z0-9]+\]?)*): ")
+_LEADING_CODE = re.compile(r"^([a-z][a-z0-9]*(?:[_.\[\]-]+[A-Za-z0-9]+\]?)*): ")
 _ONE_OF = re.compile(r"(must be one of:? )([a-z0-9_, ]+)")
-_SNAKE = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
+_SNAKE = re.compile(r"\b[a-z][a-z0-9]*(?:_[A-Za-z0-9]+)+\b")
 _ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b(?!T\d|-)")
+_STRATUM_KEY = re.compile(r"\b[a-z][a-z0-9_]*=[A-Za-z0-9]+(?:\|[a-z][a-z0-9_]*=[A-Za-z0-9]+)*")
 _ITEM = re.compile(r"^(\w+)(?:\.|\[)(\d+)\]?\.(\w+)$")
 
 
@@ -105,6 +106,7 @@ def in_words(message: object, field: str | None = None) -> str:
         ),
         text,
     )
+    text = _STRATUM_KEY.sub(lambda m: f"({stratum_words(m.group(0))})", text)
     text = _SNAKE.sub(lambda m: _code_words(m.group(0)), text)
     return _ISO_DAY.sub(_day, text)
 

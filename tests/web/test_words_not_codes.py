@@ -18,7 +18,8 @@ from collections import deque
 
 import pytest
 
-from tests.conftest import PASSWORD, csrf_from
+from iwrs.web.words import in_words
+from tests.conftest import csrf_from
 from tests.web.blind_world import (
     BLINDED,
     STATISTICIAN,
@@ -134,4 +135,24 @@ def _flashes(page: str) -> str:
     return " ".join(re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', page, re.S))
 
 
-_ = PASSWORD
+@pytest.mark.parametrize(
+    ("message", "field", "shown"),
+    [
+        ("kit_number: required", "kit_number", "Kit number: required"),
+        (
+            "category: must be one of sae, overdose, pregnancy, other",
+            "category",
+            "Reason category: must be one of serious adverse event, overdose, pregnancy, other",
+        ),
+        ("fvc_pct: 'abc' is not a number", "fvc_pct", "FVC: 'abc' is not a number"),
+        ("attest_I1: 'x' is not yes or no", "attest_I1", "Inclusion I1: 'x' is not yes or no"),
+        ("Stratum disease=RA of list L has no slot left", None, "Stratum (Underlying disease: RA)"),
+        (
+            "hrct_date: 2026-01-02 is after 2025-12-31",
+            "hrct_date",
+            "02-JAN-2026 is after 31-DEC-2025",
+        ),
+    ],
+)
+def test_a_message_names_fields_choices_strata_and_dates_in_words(ctx, message, field, shown):
+    assert shown in in_words(message, field)
