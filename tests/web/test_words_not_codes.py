@@ -154,5 +154,6 @@ def _flashes(page: str) -> str:
         ),
     ],
 )
-def test_a_message_names_fields_choices_strata_and_dates_in_words(ctx, message, field, shown):
-    assert shown in in_words(message, field)
+def test_a_message_names_fields_choices_strata_and_dates_in_words(world, message, field, shown):
+    with world.app.app_context():  # the protocol's labels
+        assert shown in in_words(message, field)
