@@ -2,9 +2,10 @@
 same receipt as a PDF (`?format=pdf`) drawn by WeasyPrint.
 
 Decision: WeasyPrint is imported only when a PDF is asked for (the `pdf` extra of
-pyproject.toml). Without it the application starts and every receipt page works (the browser
-prints it with the print style); a PDF request answers 503 with rule `pdf_unavailable` and
-says to print the page instead. Access is the service's, checked before anything is drawn.
+pyproject.toml; it needs the system's Pango library). Without either, the application starts
+and every receipt page works (the browser prints it with the print style); a PDF request
+answers 503 with rule `pdf_unavailable` and says to print the page instead. Access is the
+service's, checked before anything is drawn.
 Decision: the treatment an unblinding investigator sees on the unblinding receipt is never on
 paper (left out of the PDF, hidden by the print style): a printed page travels among blinded site
 staff. So the PDF is the same for every reader whatever the arm.
@@ -55,7 +56,7 @@ def pdf_of(receipt: Receipt) -> bytes:
     """The receipt drawn as a PDF by WeasyPrint (PdfUnavailable when it is not installed)."""
     try:
         import weasyprint  # lazy: the PDF is optional (pyproject extra `pdf`)
-    except ImportError:  # pragma: no cover - exercised where weasyprint is absent
+    except (ImportError, OSError):  # pragma: no cover - not installed, or no Pango library
         raise PdfUnavailable(
             "PDF receipts need WeasyPrint, which this installation lacks; print this page "
             "from the browser instead (its print style makes the same receipt).",

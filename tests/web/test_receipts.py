@@ -18,6 +18,17 @@ from iwrs.audit_anchor import take_checkpoint
 from tests.web.blind_world import ARM_CODES, SWAP, World
 
 _CSRF = re.compile(rb'(?<=name="csrf_token" value=")[^"]+')
+
+
+def _needs_weasyprint() -> None:
+    """Skip where WeasyPrint or the Pango library it draws with is missing (the receipt pages
+    still work there; the PDF answers 503 pdf_unavailable)."""
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError) as missing:
+        pytest.skip(f"no PDF library here: {missing}")
+
+
 ARM_NAMES = re.compile(r"\bGenakumab\b|\bPlacebo\b(?!-controlled)")
 
 
@@ -204,7 +215,7 @@ def _swap_slot(world: World, slot_id: int) -> None:
 
 def test_the_treatment_is_never_on_paper(world):
     """The unblinding investigator's PDF is the same bytes whatever the subject's arm."""
-    pytest.importorskip("weasyprint")
+    _needs_weasyprint()
     from iwrs.models.randomization import Randomization
 
     url = f"/receipts/unblinding/{world.subject_ids['S3']}"
@@ -220,7 +231,7 @@ def test_the_treatment_is_never_on_paper(world):
 
 
 def test_the_pdf_receipt_is_a_real_pdf(world):
-    pytest.importorskip("weasyprint")
+    _needs_weasyprint()
     response = world.client("dr.li").get(
         f"/receipts/randomization/{world.subject_ids['S1']}?format=pdf"
     )
@@ -244,3 +255,17 @@ def _pdf_objects(body: bytes) -> bytes:
         except zlib.error:
             continue
     return b"\n".join(parts)
+
+
+def test_a_printed_randomization_page_names_study_person_and_time(world):
+    page = world.client("dr.li").get(f"/subjects/{world.subject_ids['S1']}/randomization")
+    printed = re.search(r'<p class="print-only printed">(.*?)</p>', page.get_data(as_text=True))
+    assert printed, "no line for print"
+    assert re.fullmatch(
+        r"GenSci048-204 · printed by Dr Li Wei \(investigator\) · "
+        r"\d\d-[A-Z]{3}-\d{4} \d\d:\d\d UTC",
+        printed.group(1),
+    ), printed.group(1)
+    style = world.app.static_folder + "/style.css"  # type: ignore[operator]
+    with open(style, encoding="utf-8") as sheet:
+        assert ".print-only { display:block; }" in sheet.read()  # shown on paper only
