@@ -14,11 +14,11 @@ $(BIN)/activate: pyproject.toml
 	touch $@
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
-	$(BIN)/pip install --quiet -e '.[serve]'
+	$(BIN)/pip install --quiet -e '.[serve,pdf]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test,serve]'
+	$(BIN)/pip install --quiet -e '.[test,serve,pdf]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -97,3 +97,30 @@ def set_clock(app, source: Callable[[], datetime]) -> None:  # type: ignore[no-u
 def as_utc(moment: datetime) -> datetime:
     """Treat a naive datetime read back from SQLite as UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+def day_text(value: date | datetime | str | None) -> str:
+    """A date as DD-MMM-YYYY ("05-MAR-1965"), the unambiguous form trial sites use; empty for
+    none. English month abbreviations whatever the server's locale, upper case as on CRFs.
+    Pages show it through the `day` filter (iwrs/web/calendar.py); messages and receipts call it."""
+    if value is None:
+        return ""
+    if isinstance(value, str):  # a recorded YYYY-MM-DD (a view's date kept as text)
+        try:
+            value = date.fromisoformat(value)
+        except ValueError:
+            return value
+    return f"{value.day:02d}-{MONTHS[value.month - 1]}-{value.year:04d}"
+
+
+def utc_text(moment: datetime | None, *, seconds: bool = False) -> str:
+    """A stored time in UTC: "02-MAR-2026 23:30 UTC" (with `seconds`: "23:30:05"); empty for
+    none."""
+    if moment is None:
+        return ""
+    utc = as_utc(moment)
+    shown = f"{utc:%H:%M:%S}" if seconds else f"{utc:%H:%M}"
+    return f"{day_text(utc)} {shown} UTC"

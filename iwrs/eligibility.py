@@ -92,7 +92,6 @@ _ENTRY_VALUES = (
     ("ongoing", "yesno", ""),
     ("max_daily_dose_mg", "number", "mg/day"),
 )
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII: \d would take "٢٠٢٠"
 # A typed number: ASCII digits, one optional sign and decimal point (float() would also take
 # "١٢", "1_000", "1e3", "inf" and "nan").
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
@@ -515,12 +514,10 @@ def _parse_value(spec: FieldSpec, value: Any) -> tuple[Any, list[FieldError]]:
             return value, []
         if text in spec.choices:
             return text, []
-        if text is not None and _ISO_DATE.fullmatch(text):
-            try:
-                return date.fromisoformat(text), []
-            except ValueError:
-                pass
-        expected = "a date YYYY-MM-DD" + "".join(f" or {c!r}" for c in spec.choices)
+        written = _written_day(text) if text is not None else None
+        if written is not None:
+            return written, []
+        expected = "a date DD-MMM-YYYY" + "".join(f" or {c!r}" for c in spec.choices)
     elif spec.kind == "choice":
         if text in spec.choices:
             return text, []
@@ -532,6 +529,27 @@ def _parse_value(spec: FieldSpec, value: Any) -> tuple[Any, list[FieldError]]:
         expected = "yes or no"
     message = f"{spec.name}: {value!r} is not {expected}"
     return None, [FieldError(spec.name, spec.kind, message)]
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII: \d would take "٢٠٢٠"
+_DAY_MONTH_YEAR = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+def _written_day(text: str) -> date | None:
+    """A date answer typed DD-MMM-YYYY (05-MAR-1965) or YYYY-MM-DD, as every date field takes
+    (iwrs.validation.day_date; the engine stays pure); None for any other writing (05/03/1965
+    is never guessed) or a day that does not exist."""
+    try:
+        if _ISO_DATE.fullmatch(text):
+            return date.fromisoformat(text)
+        written = _DAY_MONTH_YEAR.fullmatch(text)
+        if written and written.group(2).upper() in _MONTHS:
+            day, month, year = written.groups()
+            return date(int(year), _MONTHS.index(month.upper()) + 1, int(day))
+    except ValueError:
+        return None
+    return None
 
 
 def _range(name: str, value: float, spec: FieldSpec) -> list[FieldError]:

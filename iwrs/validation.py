@@ -13,6 +13,8 @@ and the rule:
   date                not YYYY-MM-DD exactly (ISO week dates 1970-W01-1, the basic format
                       19700101 and ordinal dates 1970-001 are refused: Python 3.11's
                       date.fromisoformat accepts them, a site's clerk never means them)
+  date_format         a typed date neither DD-MMM-YYYY nor YYYY-MM-DD (day_date: 05031965 and
+                      05/03/1965 are ambiguous, never guessed)
   digits / integer    not ASCII digits ("١٢٣" and "²" are digits to str.isdigit and int())
   hex                 not the expected number of hex digits
 Decision: ZERO WIDTH NON-JOINER and JOINER (U+200C, U+200D), though format characters, are
@@ -124,6 +126,45 @@ def iso_date(value: Any, *, field: str) -> date:
     raise InvalidInput(
         f"{field}: {shown} is not a date written YYYY-MM-DD", field=field, rule="date"
     )
+
+
+_DAY_MONTH_YEAR = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
+_MONTH_NUMBERS = {
+    name: number
+    for number, name in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
+    )
+}
+DAY_FORMAT = "DD-MMM-YYYY"  # the hint pages show beside a date field, e.g. 05-MAR-1965
+
+
+def day_date(value: Any, *, field: str) -> date:
+    """A calendar date a person typed: DD-MMM-YYYY (05-MAR-1965, any case, English months) or
+    YYYY-MM-DD. Any other writing is refused with rule `date_format`, never guessed: 05031965
+    and 05/03/1965 are 5 March or 3 May depending on who wrote them. A writing of the right
+    form naming no day (31-FEB-2026, 2026-02-30) is refused with rule `date`."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    candidate = value.strip() if isinstance(value, str) else ""
+    written = _DAY_MONTH_YEAR.fullmatch(candidate)
+    if written is None and not _DATE.fullmatch(candidate):
+        raise InvalidInput(
+            f"{field}: write the date as {DAY_FORMAT}, e.g. 05-MAR-1965 (a date written with "
+            "digits only or with slashes is ambiguous)",
+            field=field,
+            rule="date_format",
+        )
+    try:
+        if written is None:
+            return date.fromisoformat(candidate)
+        day, month, year = written.groups()
+        return date(int(year), _MONTH_NUMBERS.get(month.upper(), 0), int(day))
+    except ValueError:
+        raise InvalidInput(
+            f"{field}: {candidate[:20]} is not a day of the calendar", field=field, rule="date"
+        ) from None
 
 
 def digits(value: Any, *, field: str, max_length: int = 32) -> str:

@@ -20,7 +20,8 @@ also takes "5" for 5 where it took only the JSON integer.
 Decision: a page's confirmation box ("understood", before an irreversible step the API signs
 without) is a field of the page's schema, which extends the shared one (`Confirmation`).
 Rule codes of the fields, beside those of iwrs/validation.py (required, max_length,
-control_characters, date, integer, range, hex): required (absent or null), type (not the expected
+control_characters, date, date_format, integer, range, hex):
+required (absent or null), type (not the expected
 JSON type), choice (not one of the values), min_length, unknown_field (a JSON field the input
 does not have; a page's extra form fields, the CSRF token among them, are ignored).
 """
@@ -146,19 +147,27 @@ class Choice(_Refusals, fields.String):
         return text
 
 
-class IsoDate(_Refusals, fields.String):
-    """A date written YYYY-MM-DD (rule date), kept as that text; optional and blank: the
-    `load_default` (the service then takes the site's local today)."""
+class DayDate(_Refusals, fields.String):
+    """A date a person types, DD-MMM-YYYY (05-MAR-1965) or YYYY-MM-DD, loaded as its
+    YYYY-MM-DD text (the services' form); any other writing, ambiguous as 05031965 or
+    05/03/1965, is refused with rule date_format, a day that does not exist with rule date
+    (iwrs.validation.day_date). Optional and blank: the `load_default` (the service then takes
+    the site's local today). Every date field of pages and API is this one."""
 
     def __init__(self, **kwargs: Any) -> None:
-        metadata = {"format": "date", **kwargs.pop("metadata", {})}
+        metadata = {
+            "format": "date",
+            "x-also-accepted": validation.DAY_FORMAT,
+            **kwargs.pop("metadata", {}),
+        }
         super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        if _blank(value) and not self.required:
+        if _blank(value):
+            if self.required:
+                raise _refused("required", f"{self.name}: a date is required (DD-MMM-YYYY)")
             return self.load_default
-        _checked(validation.iso_date, value, field=self.name)
-        return value.strip()
+        return _checked(validation.day_date, value, field=self.name).isoformat()
 
 
 class WholeNumber(_Refusals, fields.Integer):

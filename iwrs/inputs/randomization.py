@@ -3,7 +3,7 @@ for the page and the API."""
 
 from __future__ import annotations
 
-from iwrs.inputs import Choice, Confirmation, Flag, Input, IsoDate, Secret, Text
+from iwrs.inputs import Choice, Confirmation, DayDate, Flag, Input, Secret, Text
 from iwrs.inputs.subjects import CODED_REASON, SIGNATURE
 from iwrs.services.dispensing import EXTRA_KINDS, KINDS
 from iwrs.services.unblinding import CATEGORIES
@@ -52,12 +52,12 @@ class DispenseInput(Input):
         load_default="",
         metadata={"description": "required when out of window. " + CODED_REASON},
     )
-    visit_date = IsoDate(
+    visit_date = DayDate(
         load_default=None,
         metadata={
-            "description": "YYYY-MM-DD, the site's local date of the visit; default today at "
-            "the site. Not in the future, not before day 1 or an earlier visit; a date "
-            "before today needs backdate_reason"
+            "description": "DD-MMM-YYYY or YYYY-MM-DD, the site's local date of the visit; "
+            "default today at the site. Not in the future, not before day 1 or an earlier "
+            "visit; a date before today needs backdate_reason"
         },
     )
     backdate_reason = Text(kind="reason", load_default=None, metadata={"description": CODED_REASON})

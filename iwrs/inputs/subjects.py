@@ -6,8 +6,8 @@ from iwrs.inputs import (
     Answers,
     Choice,
     Confirmation,
+    DayDate,
     Input,
-    IsoDate,
     Secret,
     Text,
     WholeNumber,
@@ -15,8 +15,8 @@ from iwrs.inputs import (
 from iwrs.services.subjects import SEXES
 
 STATED = (
-    "YYYY-MM-DD, the site's local date; default today at the site. Not in the future, not "
-    "before the previous step; a date before today needs backdate_reason"
+    "DD-MMM-YYYY or YYYY-MM-DD, the site's local date; default today at the site. Not in the "
+    "future, not before the previous step; a date before today needs backdate_reason"
 )
 # The documentation of every reason written about a subject (iwrs/services/coded_reasons.py).
 CODED_REASON = (
@@ -32,9 +32,9 @@ class ScreenInput(Input):
     """Register a subject for screening (POST /subjects, the subjects page)."""
 
     site_code = Text(kind="code", required=True)
-    date_of_birth = IsoDate(required=True)
+    date_of_birth = DayDate(required=True)
     sex = Choice(SEXES, required=True)
-    screening_date = IsoDate(load_default=None, metadata={"description": STATED})
+    screening_date = DayDate(load_default=None, metadata={"description": STATED})
     backdate_reason = Text(kind="reason", load_default=None)
     initials = Text(
         kind="initials",
@@ -61,7 +61,7 @@ class AnswersInput(Input):
         required=True,
         metadata={"description": "field name → value; see GET /api/v1/subjects/fields"},
     )
-    assessment_date = IsoDate(load_default=None, metadata={"description": STATED})
+    assessment_date = DayDate(load_default=None, metadata={"description": STATED})
     backdate_reason = Text(kind="reason", load_default=None)
 
 

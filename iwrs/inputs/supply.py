@@ -3,7 +3,7 @@ destruction (pages only); one schema each."""
 
 from __future__ import annotations
 
-from iwrs.inputs import Choice, Flag, Input, IsoDate, Many, One, Text, WholeNumber
+from iwrs.inputs import Choice, DayDate, Flag, Input, Many, One, Text, WholeNumber
 from iwrs.services.accountability import RETURN_CONDITIONS
 
 CONDITIONS = ("good", "damaged", "missing")
@@ -84,7 +84,7 @@ class QuarantineDecisionInput(Input):
 class LotExpiryInput(Input):
     """A lot's new expiry date, with a reason."""
 
-    expiry = IsoDate(required=True)
+    expiry = DayDate(required=True)
     reason = Text(kind="reason", required=True)
 
 

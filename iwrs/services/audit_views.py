@@ -63,7 +63,7 @@ class Filters:
     def parse(cls, args: dict[str, str]) -> Filters:
         def day(name: str) -> date | None:
             value = (args.get(name) or "").strip()
-            return validation.iso_date(value, field=name) if value else None
+            return validation.day_date(value, field=name) if value else None
 
         return cls(
             **{
@@ -367,3 +367,72 @@ def export(filters: Filters, *, kind: str, actor: Actor) -> tuple[str | bytes, s
         )
     media = "application/x-ndjson" if kind == "jsonl" else "application/zip"
     return content, media
+
+
+def names_of(events: list[AuditEvent], *, actor: Actor) -> dict[int, str]:
+    """Each event's record by its business name, as a person looks for it: "subject
+    CN01-0003", "shipment SH-000005", "dispensation to CN01-0003", "site CN01", "user dr.li"
+    (issue 15: "subject 10" named a database id), with its site and subject; by event seq.
+    A few statements per page whatever its length (one per kind of record named)."""
+    _auditor(actor)
+    from iwrs.models.randomization import Dispensation
+    from iwrs.models.sites import Site
+    from iwrs.models.subjects import Subject
+    from iwrs.models.supply import Shipment
+    from iwrs.models.users import User
+
+    session = read_session()
+
+    def ids(kind: str) -> set[int]:
+        return {int(e.entity_id) for e in events if e.entity_type == kind and _is_id(e.entity_id)}
+
+    dispensations = {
+        d.id: d.subject_id
+        for d in session.scalars(
+            select(Dispensation).where(Dispensation.id.in_(ids("dispensation")))
+        )
+    }
+    subject_ids = (
+        ids("subject")
+        | set(dispensations.values())
+        | {e.subject_id for e in events if e.subject_id}
+    )
+    subjects = dict(
+        session.execute(
+            select(Subject.id, Subject.screening_number).where(Subject.id.in_(subject_ids))
+        ).all()
+    )
+    site_ids = ids("site") | {e.site_id for e in events if e.site_id}
+    sites = dict(session.execute(select(Site.id, Site.code).where(Site.id.in_(site_ids))).all())
+    shipments = dict(
+        session.execute(
+            select(Shipment.id, Shipment.number).where(Shipment.id.in_(ids("shipment")))
+        ).all()
+    )
+    users = dict(
+        session.execute(select(User.id, User.username).where(User.id.in_(ids("user")))).all()
+    )
+    named = {
+        "subject": lambda i: f"subject {subjects.get(i, '?')}",
+        "shipment": lambda i: f"shipment {shipments.get(i, '?')}",
+        "site": lambda i: f"site {sites.get(i, '?')}",
+        "user": lambda i: f"user {users.get(i, '?')}",
+        "dispensation": lambda i: f"dispensation to {subjects.get(dispensations.get(i, 0), '?')}",
+    }
+    found = {}
+    for e in events:
+        kind = e.entity_type.replace("_", " ")
+        if e.entity_type in named and _is_id(e.entity_id):
+            name = named[e.entity_type](int(str(e.entity_id)))
+        else:
+            name = f"{kind} {e.entity_id}" if e.entity_id else kind
+        if e.subject_id and e.entity_type != "subject":
+            name += f" · subject {subjects.get(e.subject_id, '?')}"
+        if e.site_id and e.entity_type != "site":
+            name += f" · site {sites.get(e.site_id, '?')}"
+        found[e.seq] = name
+    return found
+
+
+def _is_id(value: str | None) -> bool:
+    return bool(value) and str(value).isdigit()

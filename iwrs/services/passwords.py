@@ -148,7 +148,7 @@ def reset_password(*, actor: Actor, user_id: int, signer_password: str) -> User:
             UserNotice(
                 user_id=user.id,
                 text=f"Your password was reset by {actor.username} on "
-                f"{clock.now():%Y-%m-%d %H:%M} UTC. If you did not ask for it, tell the "
+                f"{clock.utc_text(clock.now())}. If you did not ask for it, tell the "
                 "sponsor's quality assurance.",
                 created_at=clock.now(),
             )

@@ -101,7 +101,7 @@ def _locked(until: datetime | None) -> bool:
 
 
 def _lock_message(until: datetime, what: str) -> str:
-    return f"this account's {what} is locked until {until:%Y-%m-%d %H:%M} UTC"
+    return f"this account's {what} is locked until {clock.utc_text(until)}"
 
 
 def sign_in(*, username: str, password: str) -> SignIn:

@@ -95,8 +95,8 @@ def _set_status(subject: Subject, status: SubjectStatus) -> None:
 
 
 def parse_date(value: Any, field: str) -> date:
-    """A date typed YYYY-MM-DD (iwrs/validation.py, rule date)."""
-    return validation.iso_date(value, field=field)
+    """A date typed DD-MMM-YYYY or YYYY-MM-DD (iwrs/validation.py, rules date_format, date)."""
+    return validation.day_date(value, field=field)
 
 
 def screen_subject(

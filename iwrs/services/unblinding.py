@@ -180,7 +180,7 @@ def _notify_sponsor(
     text = (
         f"Subject {subject.screening_number} ({number}) at site "
         f"{site.code if site else subject.site_id} was emergency-unblinded by "
-        f"{user.full_name} ({user.username}) at {now:%Y-%m-%d %H:%M} UTC.\n"
+        f"{user.full_name} ({user.username}) at {clock.utc_text(now)}.\n"
         f"Reason category: {CATEGORIES[category]}. Serious adverse event led to it: "
         f"{'yes' if sae_led_to_unblinding else 'no'}.\nReason: {reason.strip()}\n"
         f"Study treatment {'discontinued' if stop else 'continues'} per protocol.\n"

@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
-from iwrs import padding, signatures
+from iwrs import clock, padding, signatures
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, is_api_request
 from iwrs.db import busy_error
@@ -35,12 +35,14 @@ def init_app(app: Flask) -> None:
         dispensing,
         lists,
         main,
+        receipts,
         sites,
         subject_actions,  # noqa: F401 (its routes join subjects.bp before it is registered)
         subjects,
         supply,
         throttle,
         unblinding,
+        words,
     )
 
     for blueprint in (
@@ -56,6 +58,7 @@ def init_app(app: Flask) -> None:
         audit.bp,
         unblinding.bp,
         access.bp,
+        receipts.bp,
     ):
         app.register_blueprint(blueprint)
     app.register_error_handler(IWRSError, handle_error)
@@ -63,6 +66,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(Exception, handle_unexpected)
     app.context_processor(_template_helpers)
     calendar.init_app(app)
+    words.init_app(app)
     app.after_request(_security_headers)
     throttle.init_app(app)
 
@@ -86,6 +90,8 @@ def _template_helpers() -> dict[str, Any]:
         "session_idle_seconds": int(
             current_app.extensions["iwrs.settings"].session_idle.total_seconds()
         ),
+        # When a page is drawn: a printed page names its study, reader and time (issue 15).
+        "printed_at": clock.now(),
     }
 
 

@@ -56,6 +56,7 @@ def index():  # type: ignore[no-untyped-def]
     return render_template(
         "audit.html",
         events=events,
+        names=audit_views.names_of(events, actor=Actor.of(current_user)),
         next_before=next_before,
         newer_after=newer_after,
         filters=filters,
@@ -86,6 +87,7 @@ def detail(seq: int):  # type: ignore[no-untyped-def]
     return render_template(
         "audit_event.html",
         event=event,
+        name=audit_views.names_of([event], actor=Actor.of(current_user))[event.seq],
         before=pretty(event.before),
         after=pretty(event.after),
         back=back,

@@ -464,7 +464,12 @@ FACTORIES: dict[str, Kwargs] = {
     "queries.visible_subject": lambda m, who: {"subject_id": _subject(m, "S1")},
     "queries.assessments_of": lambda m, who: {"subject_id": _subject(m, "S5")},
     "queries.rescreen_of": lambda m, who: {"subject_id": _subject(m, "S4")},
+    "audit_views.names_of": lambda m, who: {"events": []},
     "randomization_views.result_of": lambda m, who: {"subject_id": _subject(m, "S1")},
+    "receipts.randomization_receipt": lambda m, who: {"subject_id": _subject(m, "S1")},
+    "receipts.dispensation_receipt": lambda m, who: {"dispensation_id": m.ids["dispensation"]},
+    "receipts.shipment_receipt": lambda m, who: {"shipment_id": m.ids["shipment"]},
+    "receipts.unblinding_receipt": lambda m, who: {"subject_id": _subject(m, "S3")},
     "randomization_views.dispensations_of": lambda m, who: {"subject_id": _subject(m, "S2")},
     "randomization_views.visits_board": lambda m, who: {},
     "randomization_views.visible_randomized_subject": lambda m, who: {
@@ -597,7 +602,7 @@ def test_each_use_case_refuses_exactly_the_roles_the_table_refuses(matrix, name)
 
 
 def _url_values(m: Matrix, endpoint: str, arguments: set[str], who: str) -> dict[str, Any]:
-    subject = "S3" if endpoint == "subjects.unblinded" else "S1"
+    subject = "S3" if endpoint in ("subjects.unblinded", "receipts.unblinding") else "S1"
     values = {
         "subject_id": _subject(m, subject),
         "site_id": m.ids["cn01"],

@@ -70,7 +70,7 @@ def test_sustained_failures_lock_password_sign_in_for_fifteen_minutes(ctx, clock
     for _ in range(20):  # sign_in_lockout_after: the throttle meets bursts long before
         with pytest.raises(AuthenticationFailed):
             users.sign_in(username=user.username, password="wrong password!")
-    with pytest.raises(AccountLocked, match="locked until 2026-03-02 09:15 UTC") as locked:
+    with pytest.raises(AccountLocked, match="locked until 02-MAR-2026 09:15 UTC") as locked:
         users.sign_in(username=user.username, password=PASSWORD)
     assert locked.value.rule == "sign_in_lockout"
     clock.advance(minutes=14, seconds=59)

@@ -170,11 +170,13 @@ class World:
             return ids
 
     def may_see_arms(self, username: str) -> set[str]:
-        """The URLs where `username` may see an arm: subjects they emergency-unblinded."""
+        """The URLs where `username` may see an arm: subjects they emergency-unblinded (the
+        unblinded page and the unblinding's receipt)."""
         return {
-            f"/subjects/{self.subject_ids[key]}/unblinded"
+            url.format(id=self.subject_ids[key])
             for key, by in UNBLINDED
             if by == username
+            for url in ("/subjects/{id}/unblinded", "/receipts/unblinding/{id}")
         }
 
     def dispose(self) -> None:
@@ -559,6 +561,11 @@ def _text_of(response: Any) -> str:
 def _same_site(href: str) -> str | None:
     href = href.replace("&amp;", "&").split("#", 1)[0]
     if not href.startswith("/") or href.startswith("//") or href.startswith("/static/"):
+        return None
+    if href.endswith("?format=pdf"):
+        # A receipt's PDF is its page's receipt drawn by WeasyPrint from the same values
+        # (iwrs/web/receipts.py); the crawl reads the page. tests/web/test_receipts.py holds
+        # the PDF to the same blind.
         return None
     return href
 

@@ -131,7 +131,9 @@ def test_investigator_screens_and_sees_failing_criteria_in_the_browser(page, mak
     assert "Subject CN01-001" in page.locator("h1").inner_text()
     page.fill("#f-fvc_pct", "400")
     page.click("button:has-text('Check eligibility')")
-    assert "fvc_pct" in page.locator(".flash.error").last.inner_text()
+    refused = page.locator(".flash.error").last
+    assert refused.locator('[data-field="fvc_pct"]').count() == 1  # named by its field…
+    assert "fvc_pct" not in refused.inner_text()  # …in words (issue 15, problem 8)
     assert page.input_value("#f-fvc_pct") == "400"
     page.fill("#f-fvc_pct", "39.9")
     page.check("input[name=diagnosis_ra][value=yes]")

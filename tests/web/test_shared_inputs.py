@@ -35,7 +35,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], str, dict[str, Any], str, str]]
         "/api/v1/subjects",
         {**PERSON, "date_of_birth": "1970-W01-1"},
         "date_of_birth",
-        "date",
+        "date_format",
     ),
     (
         "investigator",
@@ -65,7 +65,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], str, dict[str, Any], str, str]]
         "/api/v1/subjects/{subject}/assessments",
         {"answers": {}, "assessment_date": "19700101"},
         "assessment_date",
-        "date",
+        "date_format",
     ),
     (
         "investigator",
