@@ -5,7 +5,7 @@ Used by `iwrs demo` to give every role real data from the first sign-in, and by 
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from iwrs.eligibility import Engine
@@ -128,7 +128,7 @@ def _ship_and_receive(session: Session, people: dict[str, User], done: list[str]
     from iwrs.services import shipments, supply_views
 
     manager = Actor.of(people["supply.chen"])
-    pharmacist_of = {"CN01": "ph.wang", "CN02": "ph.zhou", "CN03": "ph.sun", "CN04": "ph.ma"}
+    pharmacist_of = PHARMACIST_OF
     for row in session.scalars(select(Shipment).order_by(Shipment.id)).all():
         site = session.get(Site, row.site_id)
         assert site is not None
@@ -150,20 +150,48 @@ def _ship_and_receive(session: Session, people: dict[str, User], done: list[str]
         done.append(f"shipped and received {row.number} ({len(kits)} kits) at {site.code}")
 
 
-_SCREENING_PLAN: list[tuple[str, str, str, str, str, dict[str, str | None], str | None]] = [
-    ("dr.li", "CN01", "1961-05-14", "female", "RA", {}, "eligible"),
-    ("dr.li", "CN01", "1958-11-02", "male", "SSc", {}, "eligible"),
-    ("dr.li", "CN01", "1972-02-29", "female", "RA", {"fvc_pct": "35"}, "screen_failure"),
-    ("dr.li", "CN01", "1980-07-21", "female", "SSc", {"wbc": None, "qt_ms": None}, None),
-    ("dr.zhang", "CN02", "1964-03-09", "male", "RA", {}, "eligible"),
-    ("dr.zhang", "CN02", "1969-08-17", "female", "SSc", {}, "eligible"),
-    ("dr.wu", "CN03", "1957-12-01", "female", "RA", {}, "eligible"),
-    ("dr.he", "CN04", "1975-06-30", "male", "SSc", {}, "eligible"),
+# (investigator, site, born, sex, disease, answer changes, decision, day 1 in days before today)
+# Decision (issue 15): the demo's clock spreads the subjects over past weeks, so that visits are
+# due today and this week: day 1 is 28 days ago (V2 due today), 27 days ago (V2's window open),
+# 56 days ago (V2 given, V3 due today), 23 days ago (V2's window opens this week), 40 days ago
+# (V2 given, V3 later), 2 days ago (nothing due yet). Screening is 7 days before day 1.
+_SCREENING_PLAN: list[
+    tuple[str, str, str, str, str, dict[str, str | None], str | None, int | None]
+] = [
+    ("dr.li", "CN01", "1961-05-14", "female", "RA", {}, "eligible", 56),
+    ("dr.li", "CN01", "1958-11-02", "male", "SSc", {}, "eligible", 27),
+    ("dr.li", "CN01", "1972-02-29", "female", "RA", {"fvc_pct": "35"}, "screen_failure", None),
+    ("dr.li", "CN01", "1980-07-21", "female", "SSc", {"wbc": None, "qt_ms": None}, None, None),
+    ("dr.zhang", "CN02", "1964-03-09", "male", "RA", {}, "eligible", 28),
+    ("dr.zhang", "CN02", "1969-08-17", "female", "SSc", {}, "eligible", 23),
+    ("dr.wu", "CN03", "1957-12-01", "female", "RA", {}, "eligible", 40),
+    ("dr.he", "CN04", "1975-06-30", "male", "SSc", {}, "eligible", 2),
 ]
+START_DAYS_AGO = 70  # sites activated and stocked ten weeks ago
+PHARMACIST_OF = {"CN01": "ph.wang", "CN02": "ph.zhou", "CN03": "ph.sun", "CN04": "ph.ma"}
+
+
+class DemoClock:
+    """The demo's clock while it seeds: `days_ago` before the real start, each reading a
+    microsecond later than the last (so the trail stays in order within a day)."""
+
+    def __init__(self, base: datetime) -> None:
+        self.base, self.days_ago, self.ticks = base, 0, 0
+
+    def at(self, days_ago: int) -> None:
+        self.days_ago = days_ago
+
+    def __call__(self) -> datetime:
+        self.ticks += 1
+        return self.base - timedelta(days=self.days_ago) + timedelta(microseconds=self.ticks)
 
 
 def _screen_subjects(
-    session: Session, people: dict[str, User], passwords: dict[str, str], done: list[str]
+    session: Session,
+    people: dict[str, User],
+    passwords: dict[str, str],
+    done: list[str],
+    demo_clock: DemoClock,
 ) -> list[tuple[str, int]]:
     """Screen the plan's subjects, record their answers and sign the decisions; return the
     (investigator, subject) pairs confirmed eligible, in plan order."""
@@ -175,7 +203,9 @@ def _screen_subjects(
 
     codes = {s.code: s.id for s in session.scalars(select(Site))}
     randomized: list[tuple[str, int]] = []
-    for username, site, born, sex, disease, changes, decision in _SCREENING_PLAN:
+    timeline = sorted(_SCREENING_PLAN, key=lambda plan: -(plan[7] if plan[7] else 3) - 7)
+    for username, site, born, sex, disease, changes, decision, day1 in timeline:
+        demo_clock.at((day1 if day1 is not None else 3) + 7)
         investigator = Actor.of(people[username])
         subject = subjects.screen_subject(
             actor=investigator, site_id=codes[site], date_of_birth=born, sex=sex
@@ -202,29 +232,70 @@ def _screen_subjects(
     return randomized
 
 
+def _day1(subject_id: int) -> int:
+    """Days before today the plan puts the subject's day 1 (by screening order of the plan)."""
+    from iwrs.db import read_session
+    from iwrs.models.subjects import Subject
+
+    subject = read_session().get(Subject, subject_id)
+    assert subject is not None
+    born = subject.date_of_birth.isoformat()
+    return next(plan[7] for plan in _SCREENING_PLAN if plan[2] == born and plan[7] is not None)
+
+
 def _randomize_subjects(
     people: dict[str, User],
     passwords: dict[str, str],
     randomized: list[tuple[str, int]],
     done: list[str],
+    demo_clock: DemoClock,
 ) -> None:
-    """The statistician generates the list; each eligible subject is randomized."""
+    """The statistician generates the list; each eligible subject is randomized on its day 1
+    and given the dosing visits whose day has come (V2 on its target day), in date order."""
     from iwrs.audit import Actor
-    from iwrs.services import randomization
+    from iwrs.services import dispensing, randomization
+    from iwrs.services.supply import protocol
 
+    demo_clock.at(START_DAYS_AGO)
     rlist = randomization.generate_list(actor=Actor.of(people["stat.liu"]), name="GenSci048-204 v1")
     done.append(f"generated randomization list {rlist.name} (fingerprint {rlist.fingerprint[:12]})")
+    dosing = [v for v in protocol().visits if v.kits][1:]  # after day 1
+    steps: list[tuple[int, int, str, int, str]] = []  # (days ago, order, what, subject, who)
     for username, subject_id in randomized:
-        result = randomization.randomize(
-            actor=Actor.of(people[username]),
-            subject_id=subject_id,
-            signer_password=passwords[username],
-            understood=True,
+        day1 = _day1(subject_id)
+        steps.append((day1, 0, "randomize", subject_id, username))
+        for visit in dosing:
+            if visit.day - 1 < day1:  # a visit due today is left to give
+                steps.append((day1 - (visit.day - 1), 1, visit.code, subject_id, username))
+    for days_ago, _, what, subject_id, username in sorted(steps, key=lambda s: (-s[0], s[1])):
+        demo_clock.at(days_ago)
+        if what == "randomize":
+            result = randomization.randomize(
+                actor=Actor.of(people[username]),
+                subject_id=subject_id,
+                signer_password=passwords[username],
+                understood=True,
+            )
+            done.append(
+                f"randomized {result.screening_number} as {result.randomization_number}, "
+                f"kit {result.kit_number} ({days_ago} days ago)"
+            )
+            continue
+        pharmacist = Actor.of(people[PHARMACIST_OF[_site_code(subject_id)]])
+        given = dispensing.dispense(actor=pharmacist, subject_id=subject_id, visit_code=what)
+        dispensing.confirm_kit(
+            actor=pharmacist, dispensation_id=given.dispensation_id, kit_number=given.kit_number
         )
-        done.append(
-            f"randomized {result.screening_number} as {result.randomization_number}, "
-            f"kit {result.kit_number}"
-        )
+        done.append(f"dispensed kit {given.kit_number} to {given.subject} at {what}")
+
+
+def _site_code(subject_id: int) -> str:
+    from iwrs.db import read_session
+    from iwrs.models.subjects import Subject
+
+    subject = read_session().get(Subject, subject_id)
+    assert subject is not None
+    return str(subject.site.code)
 
 
 def _unblind_first(
@@ -251,22 +322,65 @@ def _unblind_first(
 
 
 def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
-    """The demo trial's activity: a kit list at the depot; the four sites activated, their
-    initial shipments shipped and received; a few subjects screened at CN01 and CN02 in every
-    state an investigator meets (confirmed eligible RA and SSc, a signed screen failure, one
-    still in screening with answers missing). Returns what was done, one line each."""
+    """The demo trial's activity, spread over the past ten weeks by the demo's clock (restored
+    afterwards; each event is recorded at the past time it stands for, in the order seeded):
+    a kit list at the depot; the four sites activated, their initial shipments shipped and
+    received; subjects screened in every state an investigator meets (confirmed
+    eligible RA and SSc, a signed screen failure, one still in screening with answers
+    missing), randomized on past days and given their visits, so that visits are due today and
+    this week; one emergency unblinding; today's resupply run, its shipments shipped. Returns
+    what was done, one line each."""
+    from flask import current_app
     from sqlalchemy import select
 
+    from iwrs import clock
     from iwrs.db import read_session
     from iwrs.models.users import User
 
     session = read_session()
     people = {u.username: u for u in session.scalars(select(User))}
     done: list[str] = []
-    _generate_demo_kits(done)
-    _activate_sites(session, people, passwords, done)
-    _ship_and_receive(session, people, done)
-    randomized = _screen_subjects(session, people, passwords, done)
-    _randomize_subjects(people, passwords, randomized, done)
-    _unblind_first(people, passwords, randomized, done)
+    before = current_app.extensions.get("iwrs.clock")
+    demo_clock = DemoClock(clock.now())
+    clock.set_clock(current_app, demo_clock)
+    try:
+        demo_clock.at(START_DAYS_AGO)
+        _generate_demo_kits(done)
+        _activate_sites(session, people, passwords, done)
+        _ship_and_receive(session, people, done)
+        randomized = _screen_subjects(session, people, passwords, done, demo_clock)
+        _randomize_subjects(people, passwords, randomized, done, demo_clock)
+        demo_clock.at(0)
+        _unblind_first(people, passwords, randomized, done)
+        _resupply_today(people, done)
+    finally:
+        if before is None:
+            current_app.extensions.pop("iwrs.clock", None)
+        else:
+            clock.set_clock(current_app, before)
     return done
+
+
+def _resupply_today(people: dict[str, User], done: list[str]) -> None:
+    """Today's resupply run; the supply manager ships what it requested (the sites' pharmacists
+    then have a shipment to receive)."""
+    from sqlalchemy import select
+
+    from iwrs.audit import Actor
+    from iwrs.db import read_session
+    from iwrs.models.supply import Shipment
+    from iwrs.services import resupply, shipments
+    from supply.shipments import ShipmentState
+
+    for line in resupply.run_resupply(slot="daily"):
+        done.append(f"resupply run requested {line}")
+    read_session().rollback()
+    requested = select(Shipment).where(Shipment.state == ShipmentState.REQUESTED)
+    for row in read_session().scalars(requested.order_by(Shipment.id)).all():
+        shipments.ship_shipment(
+            actor=Actor.of(people["supply.chen"]),
+            shipment_id=row.id,
+            courier="Demo Cold Chain",
+            tracking_number=f"DCC{row.id:06d}",
+        )
+        done.append(f"shipped {row.number}; its site has it to receive")

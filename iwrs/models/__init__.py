@@ -40,6 +40,7 @@ from iwrs.models.supply import (
 from iwrs.models.unblinding import (
     Channel,
     Notification,
+    NotificationRead,
     OutboxState,
     Unblinding,
     UnblindingCategory,
@@ -85,6 +86,7 @@ __all__ = [
     "ListSource",
     "Lot",
     "Notification",
+    "NotificationRead",
     "OutboxState",
     "Outcome",
     "Randomization",
