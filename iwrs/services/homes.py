@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from blinding.schedules import stratum_levels
 from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission
@@ -34,7 +35,6 @@ from iwrs.models.supply import KitCount, Lot, Shipment, SupplyAlert
 from iwrs.models.users import AccessRequestStatus, UnblindedAccessRequest, User
 from iwrs.services.randomization import VisitPlan, slot_arm, visit_plan
 from iwrs.services.supply import acting_user, protocol, usable_through
-from blinding.schedules import stratum_levels
 from supply import cover as cover_rule
 from supply.expiry import can_dispense
 from supply.shipments import ShipmentState

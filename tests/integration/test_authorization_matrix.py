@@ -525,9 +525,7 @@ LISTS: dict[str, Callable[[Matrix, Any], bool]] = {
 OTHER_OWNER = "audit.zhao"
 OTHERS: dict[str, Kwargs] = {
     "passwords.mark_notice_read": lambda m, who: {"notice_id": m.ids["notices"][_other(who)]},
-    "inbox.mark_message_read": lambda m, who: {
-        "notification_id": m.ids["messages"][_other(who)]
-    },
+    "inbox.mark_message_read": lambda m, who: {"notification_id": m.ids["messages"][_other(who)]},
     "users.create_api_token": lambda m, who: {
         "user_id": m.users[_other(who)].id,
         "name": "x",

@@ -179,9 +179,11 @@ def test_the_statisticians_home_shows_balance_by_stratum_and_site_and_is_audited
         assert by_site[code] == {arm: expected[arm] for arm in home.arms}
     assert sum(sum(b.final.values()) for b in home.by_stratum) == home.randomized == 6
     assert [b.label for b in home.by_stratum] == ["Underlying disease: RA"]
-    viewed = read_session().scalars(
-        select(AuditEvent).where(AuditEvent.action == "balance.viewed")
-    ).all()
+    viewed = (
+        read_session()
+        .scalars(select(AuditEvent).where(AuditEvent.action == "balance.viewed"))
+        .all()
+    )
     assert viewed and viewed[-1].username == ctx.people["stat"].username
 
 
@@ -217,9 +219,7 @@ def test_the_inbox_holds_notices_and_messages_each_read_by_its_reader(trial, ctx
         password=PASSWORD,
         email="aud.mail@example.org",
     )
-    passwords.reset_password(
-        actor=ctx.actor("admin"), user_id=person.id, signer_password=PASSWORD
-    )
+    passwords.reset_password(actor=ctx.actor("admin"), user_id=person.id, signer_password=PASSWORD)
     reader = Actor.of(person)
     items = inbox.inbox_of(actor=reader)
     assert sorted(i.kind for i in items) == ["message", "notice"]
