@@ -34,12 +34,16 @@ from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.models.supply import KitCount, Lot, Shipment, SupplyAlert
 from iwrs.models.users import AccessRequestStatus, UnblindedAccessRequest, User
 from iwrs.services.randomization import VisitPlan, slot_arm, visit_plan
+from iwrs.services.randomization_views import ListStatus, active_list_status
 from iwrs.services.supply import acting_user, protocol, usable_through
 from supply import cover as cover_rule
 from supply.expiry import can_dispense
 from supply.shipments import ShipmentState
 from supply.states import KitState
 
+# Decision: a stratum with fewer free slots than this is flagged on the statistician's home (time
+# to extend the list before a randomization is refused for an exhausted stratum).
+LOW_SLOTS = 10
 WEEK = 7  # "this week": a visit whose window opens within the next 7 days
 # Decision: warn when the cover ends within the shipping lead time plus a week to act (a
 # manual shipment asked for on the day of the warning still arrives before the stock ends).
@@ -406,11 +410,17 @@ class StatisticianHome:
     by_stratum: list[Balance]
     by_site: list[Balance]
     randomized: int
+    lists: ListStatus | None  # the active list: slots used and remaining per stratum
+    stratum_labels: dict[str, str]  # each stratum key of the list in words
+    low_slots: int = 0  # a stratum with fewer slots remaining is flagged (LOW_SLOTS)
 
 
 def statistician_home(*, actor: Actor) -> StatisticianHome:
-    """Balance by stratum and by site over time (cumulative per week), unblinded; the viewing
-    is audited (`balance.viewed`). One read of the randomizations with their slots."""
+    """The active list's slots used and remaining per stratum, and the balance by stratum and
+    by site over time (cumulative per week), unblinded; the viewing is audited
+    (`balance.viewed`). One read of the randomizations with their slots; the arms are opened
+    through the bounded cache of opened tokens (CPU grows with the randomizations, the
+    statements do not)."""
     arms = [a.code for a in protocol().arms]
     with transaction() as session:
         acting_user(session, actor, Permission.SEE_ARM)
@@ -421,6 +431,7 @@ def statistician_home(*, actor: Actor) -> StatisticianHome:
             .order_by(Randomization.randomized_on, Randomization.id)
         ).all()
         events = [(day, site, slot.stratum, slot_arm(slot)) for day, site, slot in rows]
+        lists = active_list_status(session)
         audit.record(
             session,
             actor=actor,
@@ -433,6 +444,9 @@ def statistician_home(*, actor: Actor) -> StatisticianHome:
         _balances(((stratum, day, arm) for day, _, stratum, arm in events), arms, _stratum_label),
         _balances(((site, day, arm) for day, site, _, arm in events), arms, str),
         len(events),
+        lists,
+        {st.stratum: _stratum_label(st.stratum) for st in (lists.strata if lists else [])},
+        LOW_SLOTS,
     )
 
 
@@ -446,24 +460,29 @@ def _stratum_label(key: str) -> str:
 def _balances(
     events: Iterable[tuple[str, date, str]], arms: list[str], label: Callable[[str], str]
 ) -> list[Balance]:
-    """Cumulative counts per arm at the end of each week with a randomization, per group."""
+    """Per group, the cumulative counts per arm at the end of every week of the trial's
+    randomizations (Monday-dated), from a zero week before the first: one time axis shared by
+    every group, so their charts compare."""
     weeks: dict[str, dict[date, Counter[str]]] = defaultdict(dict)
     running: dict[str, Counter[str]] = defaultdict(Counter)
     for group, day, arm in events:
         running[group][arm] += 1
-        monday = day - timedelta(days=day.weekday())
-        weeks[group][monday] = Counter(running[group])
-    return [
-        Balance(
-            group,
-            [
-                BalancePoint(week, {a: counts[a] for a in arms})
-                for week, counts in sorted(weeks[group].items())
-            ],
-            label(group),
-        )
-        for group in sorted(weeks)
-    ]
+        weeks[group][day - timedelta(days=day.weekday())] = Counter(running[group])
+    mondays = sorted({week for by_week in weeks.values() for week in by_week})
+    if not mondays:
+        return []
+    axis = [mondays[0] - timedelta(days=WEEK)]
+    while axis[-1] < mondays[-1]:
+        axis.append(axis[-1] + timedelta(days=WEEK))
+    balances = []
+    for group in sorted(weeks):
+        counts: Counter[str] = Counter()
+        points = []
+        for week in axis:
+            counts = weeks[group].get(week, counts)
+            points.append(BalancePoint(week, {a: counts[a] for a in arms}))
+        balances.append(Balance(group, points, label(group)))
+    return balances
 
 
 RECENT_EVENTS = 10

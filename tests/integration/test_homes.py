@@ -179,6 +179,9 @@ def test_the_statisticians_home_shows_balance_by_stratum_and_site_and_is_audited
         assert by_site[code] == {arm: expected[arm] for arm in home.arms}
     assert sum(sum(b.final.values()) for b in home.by_stratum) == home.randomized == 6
     assert [b.label for b in home.by_stratum] == ["Underlying disease: RA"]
+    assert home.lists is not None
+    used = {st.stratum: st.used for st in home.lists.strata}
+    assert used == {"disease=RA": 6, "disease=SSc": 0}
     viewed = (
         read_session()
         .scalars(select(AuditEvent).where(AuditEvent.action == "balance.viewed"))
