@@ -40,7 +40,9 @@ def trial(tmp_path_factory: pytest.TempPathFactory, sqlite_template) -> Iterator
     folder = tmp_path_factory.mktemp("homes")
     shutil.copy(sqlite_template, folder / "iwrs.sqlite")
     clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
-    world = make_world(folder, f"sqlite:///{folder / 'iwrs.sqlite'}", clock)
+    world = make_world(
+        folder, f"sqlite:///{folder / 'iwrs.sqlite'}", clock, lots=(("L-0001", 40, 730),)
+    )
     world.user("auditor", name="auditor")
     with world.app.app_context():
         cn01 = [eligible_subject(world, "CN01") for _ in range(5)]
