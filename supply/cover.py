@@ -12,6 +12,10 @@ who shares an arm, so a per-treatment cover (or its warning firing earlier for o
 would tell a blinded reader that two subjects share an arm. The per-treatment shortfall the
 total cannot see is covered by the resupply guard (a top-up fires while every treatment still
 holds its per-arm trigger) and, failing that, the audited per-arm emergency resupply.
+So cover is a function of what the site's inventory (kits by state, lot and expiry) and its visit
+board (who had which visit) already show a blinded reader, and of the protocol: it adds nothing
+they could not compute themselves; the mirror-world test of it is
+tests/integration/test_homes.py (two subjects' arms swapped, then every arm).
 Across kit types the site's cover is the minimum (kit types are blinded labels, the same for
 every arm).
 Pure: plain values in and out.
