@@ -329,11 +329,16 @@ class SupplyHome:
     in_flight: list[Shipment]
     alerts: list[SupplyAlert]
     site_codes: dict[int, str]
-    people: dict[int, str]  # user id -> name, for who acknowledged
+    people: dict[int, str]  # user id -> name, for who acknowledged or resolved
+    resolved: list[SupplyAlert] = field(default_factory=list)  # the latest resolved ones
+
+
+RECENTLY_RESOLVED = 5
 
 
 def supply_home(*, actor: Actor) -> SupplyHome:
-    """Sites by days of cover, shipments requested or on their way, open alerts."""
+    """Sites by days of cover, shipments requested or on their way, open alerts and the latest
+    resolved ones (who, when, why)."""
     from iwrs.services.users import require
 
     require(actor, Permission.MANAGE_SUPPLY)
@@ -348,7 +353,20 @@ def supply_home(*, actor: Actor) -> SupplyHome:
             .order_by(SupplyAlert.id.desc())
         )
     )
-    ackers = {a.acknowledged_by_id for a in alerts if a.acknowledged_by_id is not None}
+    resolved = list(
+        session.scalars(
+            select(SupplyAlert)
+            .where(SupplyAlert.resolved_at.is_not(None))
+            .order_by(SupplyAlert.resolved_at.desc(), SupplyAlert.id.desc())
+            .limit(RECENTLY_RESOLVED)
+        )
+    )
+    ackers = {
+        user_id
+        for a in alerts + resolved
+        for user_id in (a.acknowledged_by_id, a.resolved_by_id)
+        if user_id is not None
+    }
     people = (
         {
             user_id: name
@@ -367,6 +385,7 @@ def supply_home(*, actor: Actor) -> SupplyHome:
         alerts,
         {s.id: s.code for s in sites},
         people,
+        resolved,
     )
 
 

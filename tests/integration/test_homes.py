@@ -153,7 +153,10 @@ def test_an_alert_is_acknowledged_then_resolved_with_a_reason_each_audited(trial
     assert twice.value.rule == "resolved"
     with pytest.raises(NotFound):
         alerts.acknowledge_alert(actor=manager, alert_id=alert_id + 1000)
-    assert homes.supply_home(actor=manager).alerts == []
+    after = homes.supply_home(actor=manager)
+    assert after.alerts == [] and [a.id for a in after.resolved] == [alert_id]
+    done = after.resolved[0]
+    assert (done.resolved_by_id, done.resolution) == (ctx.people["manager"].id, "Depot restocked")
     events = read_session().scalars(
         select(AuditEvent)
         .where(AuditEvent.entity_type == "supply_alert", AuditEvent.entity_id == str(alert_id))

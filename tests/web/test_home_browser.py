@@ -91,6 +91,7 @@ def test_supply_manager_handles_an_alert_from_the_home_page_at_phone_width(serve
         page.locator("li[data-kind=depot_shortfall] button:has-text('Resolve')").click()
         assert page.locator("li[data-kind=depot_shortfall]").count() == 0
         assert "Alert resolved." in page.locator(".flash").first.inner_text()
+        assert "Depot restocked" in page.locator("li[data-resolved]").inner_text()
         page.screenshot(path=str(_artifacts() / "home-supply-manager-390.png"), full_page=True)
         context.close()
         browser.close()
