@@ -186,116 +186,111 @@ class DemoClock:
         return self.base - timedelta(days=self.days_ago) + timedelta(microseconds=self.ticks)
 
 
-def _screen_subjects(
+def _screen(
+    plan: tuple[str, str, str, str, str, dict[str, str | None], str | None, int | None],
+    codes: dict[str, int],
+    people: dict[str, User],
+    passwords: dict[str, str],
+    done: list[str],
+) -> int:
+    """Screen one subject of the plan, record their answers and sign the decision."""
+    from iwrs.audit import Actor
+    from iwrs.services import subjects
+
+    username, site, born, sex, disease, changes, decision, _ = plan
+    investigator = Actor.of(people[username])
+    subject = subjects.screen_subject(
+        actor=investigator, site_id=codes[site], date_of_birth=born, sex=sex
+    )
+    answers = eligible_answers(subjects.engine(), subject.screening_date, disease=disease)
+    answers.update(changes)
+    record = subjects.record_assessment(
+        actor=investigator,
+        subject_id=subject.id,
+        answers={k: v for k, v in answers.items() if v is not None},
+    )
+    if decision:
+        subjects.decide_eligibility(
+            actor=investigator,
+            subject_id=subject.id,
+            assessment_id=record.row.id,
+            decision=decision,
+            signer_password=passwords[username],
+            understood=True,
+        )
+    done.append(f"screened {subject.screening_number}: {decision or record.result.outcome}")
+    return subject.id
+
+
+def _timeline() -> list[tuple[int, int, int, str]]:
+    """The plan's steps in the order they happened: (days ago, plan index, step order, what):
+    screening 7 days before day 1 (3 days before today for a subject not randomized), the
+    randomization on day 1, each dosing visit whose day has come on its target day (a visit due
+    today is left to give)."""
+    from iwrs.services.supply import protocol
+
+    dosing = [v for v in protocol().visits if v.kits][1:]  # after day 1
+    steps = []
+    for index, plan in enumerate(_SCREENING_PLAN):
+        day1 = plan[7]
+        steps.append(((day1 if day1 is not None else 3) + 7, index, 0, "screen"))
+        if day1 is None:
+            continue
+        steps.append((day1, index, 1, "randomize"))
+        steps += [(day1 - (v.day - 1), index, 2, v.code) for v in dosing if v.day - 1 < day1]
+    return sorted(steps, key=lambda step: (-step[0], step[2], step[1]))
+
+
+def _trial_activity(
     session: Session,
     people: dict[str, User],
     passwords: dict[str, str],
     done: list[str],
     demo_clock: DemoClock,
 ) -> list[tuple[str, int]]:
-    """Screen the plan's subjects, record their answers and sign the decisions; return the
-    (investigator, subject) pairs confirmed eligible, in plan order."""
+    """The statistician generates the list; then, day by day over the past weeks, subjects are
+    screened, randomized and given their visits (`_timeline`). Returns the (investigator,
+    subject) pairs randomized, in order."""
     from sqlalchemy import select
 
     from iwrs.audit import Actor
     from iwrs.models.sites import Site
-    from iwrs.services import subjects
-
-    codes = {s.code: s.id for s in session.scalars(select(Site))}
-    randomized: list[tuple[str, int]] = []
-    timeline = sorted(_SCREENING_PLAN, key=lambda plan: -(plan[7] if plan[7] else 3) - 7)
-    for username, site, born, sex, disease, changes, decision, day1 in timeline:
-        demo_clock.at((day1 if day1 is not None else 3) + 7)
-        investigator = Actor.of(people[username])
-        subject = subjects.screen_subject(
-            actor=investigator, site_id=codes[site], date_of_birth=born, sex=sex
-        )
-        answers = eligible_answers(subjects.engine(), subject.screening_date, disease=disease)
-        answers.update(changes)
-        record = subjects.record_assessment(
-            actor=investigator,
-            subject_id=subject.id,
-            answers={k: v for k, v in answers.items() if v is not None},
-        )
-        if decision:
-            subjects.decide_eligibility(
-                actor=investigator,
-                subject_id=subject.id,
-                assessment_id=record.row.id,
-                decision=decision,
-                signer_password=passwords[username],
-                understood=True,
-            )
-        done.append(f"screened {subject.screening_number}: {decision or record.result.outcome}")
-        if decision == "eligible":
-            randomized.append((username, subject.id))
-    return randomized
-
-
-def _day1(subject_id: int) -> int:
-    """Days before today the plan puts the subject's day 1 (by screening order of the plan)."""
-    from iwrs.db import read_session
-    from iwrs.models.subjects import Subject
-
-    subject = read_session().get(Subject, subject_id)
-    assert subject is not None
-    born = subject.date_of_birth.isoformat()
-    return next(plan[7] for plan in _SCREENING_PLAN if plan[2] == born and plan[7] is not None)
-
-
-def _randomize_subjects(
-    people: dict[str, User],
-    passwords: dict[str, str],
-    randomized: list[tuple[str, int]],
-    done: list[str],
-    demo_clock: DemoClock,
-) -> None:
-    """The statistician generates the list; each eligible subject is randomized on its day 1
-    and given the dosing visits whose day has come (V2 on its target day), in date order."""
-    from iwrs.audit import Actor
     from iwrs.services import dispensing, randomization
-    from iwrs.services.supply import protocol
 
-    demo_clock.at(START_DAYS_AGO)
     rlist = randomization.generate_list(actor=Actor.of(people["stat.liu"]), name="GenSci048-204 v1")
     done.append(f"generated randomization list {rlist.name} (fingerprint {rlist.fingerprint[:12]})")
-    dosing = [v for v in protocol().visits if v.kits][1:]  # after day 1
-    steps: list[tuple[int, int, str, int, str]] = []  # (days ago, order, what, subject, who)
-    for username, subject_id in randomized:
-        day1 = _day1(subject_id)
-        steps.append((day1, 0, "randomize", subject_id, username))
-        for visit in dosing:
-            if visit.day - 1 < day1:  # a visit due today is left to give
-                steps.append((day1 - (visit.day - 1), 1, visit.code, subject_id, username))
-    for days_ago, _, what, subject_id, username in sorted(steps, key=lambda s: (-s[0], s[1])):
+    codes = {s.code: s.id for s in session.scalars(select(Site))}
+    subject_of: dict[int, int] = {}
+    randomized: list[tuple[str, int]] = []
+    for days_ago, index, _, what in _timeline():
         demo_clock.at(days_ago)
-        if what == "randomize":
+        username, site = _SCREENING_PLAN[index][:2]
+        if what == "screen":
+            subject_of[index] = _screen(_SCREENING_PLAN[index], codes, people, passwords, done)
+        elif what == "randomize":
             result = randomization.randomize(
                 actor=Actor.of(people[username]),
-                subject_id=subject_id,
+                subject_id=subject_of[index],
                 signer_password=passwords[username],
                 understood=True,
             )
+            randomized.append((username, subject_of[index]))
             done.append(
                 f"randomized {result.screening_number} as {result.randomization_number}, "
                 f"kit {result.kit_number} ({days_ago} days ago)"
             )
-            continue
-        pharmacist = Actor.of(people[PHARMACIST_OF[_site_code(subject_id)]])
-        given = dispensing.dispense(actor=pharmacist, subject_id=subject_id, visit_code=what)
-        dispensing.confirm_kit(
-            actor=pharmacist, dispensation_id=given.dispensation_id, kit_number=given.kit_number
-        )
-        done.append(f"dispensed kit {given.kit_number} to {given.subject} at {what}")
-
-
-def _site_code(subject_id: int) -> str:
-    from iwrs.db import read_session
-    from iwrs.models.subjects import Subject
-
-    subject = read_session().get(Subject, subject_id)
-    assert subject is not None
-    return str(subject.site.code)
+        else:
+            pharmacist = Actor.of(people[PHARMACIST_OF[site]])
+            given = dispensing.dispense(
+                actor=pharmacist, subject_id=subject_of[index], visit_code=what
+            )
+            dispensing.confirm_kit(
+                actor=pharmacist,
+                dispensation_id=given.dispensation_id,
+                kit_number=given.kit_number,
+            )
+            done.append(f"dispensed kit {given.kit_number} to {given.subject} at {what}")
+    return randomized
 
 
 def _unblind_first(
@@ -323,7 +318,8 @@ def _unblind_first(
 
 def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
     """The demo trial's activity, spread over the past ten weeks by the demo's clock (restored
-    afterwards; each event is recorded at the past time it stands for, in the order seeded):
+    afterwards; each event is recorded at the past time it stands for, in time order, after the
+    demo users created at the real time):
     a kit list at the depot; the four sites activated, their initial shipments shipped and
     received; subjects screened in every state an investigator meets (confirmed
     eligible RA and SSc, a signed screen failure, one still in screening with answers
@@ -348,8 +344,7 @@ def seed_demo_trial(passwords: dict[str, str]) -> list[str]:
         _generate_demo_kits(done)
         _activate_sites(session, people, passwords, done)
         _ship_and_receive(session, people, done)
-        randomized = _screen_subjects(session, people, passwords, done, demo_clock)
-        _randomize_subjects(people, passwords, randomized, done, demo_clock)
+        randomized = _trial_activity(session, people, passwords, done, demo_clock)
         demo_clock.at(0)
         _unblind_first(people, passwords, randomized, done)
         _resupply_today(people, done)
