@@ -23,11 +23,15 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 
 install: $(VENV)/.installed
 
+# The demo runs in mode "demo" (a banner on every page says so); PORT=8080 make demo for another
+# port, HOST=0.0.0.0 to serve beyond this machine.
 demo: $(VENV)/.installed
-	$(FLASK) iwrs init
-	$(FLASK) iwrs demo
-	@echo "Serving the demo trial at http://$(HOST):$(PORT)/ (Ctrl-C to stop)"
-	$(FLASK) run --host $(HOST) --port $(PORT)
+	IWRS_ENVIRONMENT=demo $(FLASK) iwrs init
+	IWRS_ENVIRONMENT=demo $(FLASK) iwrs demo
+	@echo "This is a DEMO (made-up data, not for real subjects)."
+	@echo "Serving the demo trial at http://$(HOST):$(PORT)/ on port $(PORT) (Ctrl-C to stop)."
+	@echo "Another port: make demo PORT=8080 (or PORT=8080 make demo)."
+	IWRS_ENVIRONMENT=demo $(FLASK) run --host $(HOST) --port $(PORT)
 
 # gthread: a throttled sign-in waits out its tarpit on one of 8 threads, never a whole worker
 # (IWRS_SIGN_IN_TARPIT_MAX, 4 by default, stays below --threads; iwrs/web/throttle.py).

@@ -101,7 +101,8 @@ class Settings:
     idempotency_retention: timedelta = timedelta(days=30)
     testing: bool = False
     secure_cookies: bool = False
-    # "production" refuses dummy (UAT) randomization lists; "uat" allows them.
+    # The mode every page's banner shows: "production" refuses dummy (UAT) randomization lists;
+    # "uat", "training" and "demo" (set by `make demo`) allow them.
     environment: str = "production"
     # The worker's schedules (iwrs/worker.py), all in UTC: daily times as HH:MM, intervals as
     # (possibly fractional) minutes or whole seconds.
@@ -175,10 +176,15 @@ class Settings:
         return [name for name in KEY_NAMES if not getattr(self, name)]
 
 
+ENVIRONMENTS = ("production", "uat", "training", "demo")
+
+
 def _environment() -> str:
     value = os.environ.get("IWRS_ENVIRONMENT", "production")
-    if value not in ("production", "uat"):
-        raise ConfigError(f"IWRS_ENVIRONMENT must be production or uat, got {value!r}")
+    if value not in ENVIRONMENTS:
+        raise ConfigError(
+            f"IWRS_ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}, got {value!r}"
+        )
     return value
 
 

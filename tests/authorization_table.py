@@ -75,6 +75,9 @@ SERVICES: dict[str, Access] = {
     "passwords.change_own_password": Access(PEOPLE),
     "passwords.set_password": only(SYS),
     "passwords.mark_notice_read": Access(PEOPLE, owned=True),
+    "inbox.mark_message_read": Access(PEOPLE, owned=True),
+    "alerts.acknowledge_alert": only(SUP),
+    "alerts.resolve_alert": only(SUP),
     "randomization.generate_list": only(STAT),
     "randomization.import_list": only(STAT),
     "randomization.extend_list": only(STAT),
@@ -133,6 +136,16 @@ SERVICES: dict[str, Access] = {
     "unblinded_access.active_unblinded_users": only(SYS),
     "queries.all_site_codes": only(ADM, SYS),
     "queries.notices_of": Access(PEOPLE),  # the actor's own; the operator has none
+    "inbox.inbox_of": Access(PEOPLE),  # the actor's own; the operator has none
+    "inbox.unread_count": Access(PEOPLE),
+    # the role homes (issue 15): each role's own; scoped to the actor's sites inside (their
+    # scope is tested in tests/integration/test_homes.py)
+    "homes.investigator_home": only(INV, SYS),
+    "homes.pharmacist_home": only(PHA, SYS),
+    "homes.supply_home": only(SUP, SYS),
+    "homes.statistician_home": only(STAT),
+    "homes.auditor_home": only(AUD, SYS),
+    "homes.admin_home": only(ADM, SYS),
     "unblinding.report": only(INV, STAT, AUD, ADM, SYS, scoped=True),
     "queries.visible_sites": Access(EVERYONE, scoped=True),
     "queries.visible_site": Access(EVERYONE, scoped=True),
@@ -311,6 +324,10 @@ ROUTES: dict[str, Access] = {
     "account.token_create POST": _SIGNED_IN,
     "account.token_revoke POST": Access(PEOPLE, owned=True),
     "account.notice_read POST": Access(PEOPLE, owned=True),
+    "main.inbox_page GET": _SIGNED_IN,
+    "main.message_read POST": Access(PEOPLE, owned=True),
+    "main.alert_acknowledge POST": only(SUP),
+    "main.alert_resolve POST": only(SUP),
     "Users.Me GET": _SIGNED_IN,
     "Users.Tokens GET": _SIGNED_IN,
     "Users.Tokens POST": _SIGNED_IN,

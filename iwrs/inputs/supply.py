@@ -93,3 +93,9 @@ class DestructionInput(Input):
 
     kit_numbers = Text(kind="text", load_default="")
     reference = Text(kind="reference", required=True)
+
+
+class AlertResolutionInput(Input):
+    """Resolve a supply alert, with the reason it needs no more action (issue 15)."""
+
+    reason = Text(kind="reason", required=True)

@@ -41,6 +41,7 @@ from iwrs.models.supply import (
 from iwrs.models.unblinding import (
     Channel,
     Notification,
+    NotificationRead,
     OutboxState,
     Unblinding,
     UnblindingCategory,
@@ -87,6 +88,7 @@ __all__ = [
     "ListSource",
     "Lot",
     "Notification",
+    "NotificationRead",
     "OutboxState",
     "Outcome",
     "Randomization",

@@ -87,3 +87,14 @@ class Notification(Base):
     bookkeeping_columns = frozenset({"state", "claimed_at", "claimed_by"})
     # ...and only between these states: reaching `sent` is the delivery, which is audited.
     bookkeeping_states = frozenset({OutboxState.QUEUED, OutboxState.SENDING})
+
+
+class NotificationRead(Base):
+    """One reader's read mark of an outbox message in their in-app inbox (issue 15): a message
+    may name several recipients, each marks it read for themselves."""
+
+    __tablename__ = "notification_read"
+
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notification.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), primary_key=True)
+    read_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -75,8 +75,21 @@ def _template_helpers() -> dict[str, Any]:
     def can(permission: str) -> bool:
         return has_permission(current_user, Permission(permission))
 
+    def unread() -> int:
+        """The signed-in person's unread notices and messages (the header's inbox count)."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from iwrs.services import inbox
+
+        try:
+            return inbox.unread_count(actor=Actor.of(current_user))
+        except (SQLAlchemyError, IWRSError):  # the error page of a database that is down
+            return 0
+
     return {
         "can": can,
+        "unread": unread,
+        "mode": current_app.extensions["iwrs.settings"].environment,
         "protocol": current_app.extensions["iwrs.protocol"],
         "signatures": signatures,
         # The kinds a page offers come from the enums the services check them against.

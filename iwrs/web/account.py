@@ -81,4 +81,6 @@ def password_page():  # type: ignore[no-untyped-def]
 @requires()
 def notice_read(notice_id: int):  # type: ignore[no-untyped-def]
     passwords.mark_notice_read(actor=Actor.of(current_user), notice_id=notice_id)
-    return redirect(url_for("main.home"))
+    # From the inbox, back to the inbox (a fixed choice of our own pages, never a given URL).
+    back = "main.inbox_page" if request.form.get("back") == "inbox" else "main.home"
+    return redirect(url_for(back))

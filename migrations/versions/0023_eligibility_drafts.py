@@ -2,7 +2,7 @@
 that ends mid-entry (issue 15)
 
 Revision ID: 0023
-Revises: 0020
+Revises: 0022
 Create Date: 2026-11-30
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 import iwrs.db
 
 revision = "0023"
-down_revision = "0020"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from iwrs.audit import Actor
 from iwrs.errors import IWRSError, NotFound
@@ -102,7 +102,8 @@ def _extras(world: World) -> tuple[dict[str, Any], dict[str, Any]]:
     from iwrs.db import read_session
     from iwrs.models.randomization import Dispensation
     from iwrs.models.subjects import Subject
-    from iwrs.models.supply import Kit, Shipment
+    from iwrs.models.supply import Kit, Shipment, SupplyAlert
+    from iwrs.models.unblinding import Notification
     from iwrs.models.users import User, UserNotice
     from iwrs.services import unblinded_access, users
 
@@ -121,6 +122,7 @@ def _extras(world: World) -> tuple[dict[str, Any], dict[str, Any]]:
     people = {u.username: u for u in session.scalars(select(User))}
     engine = world.app.extensions["iwrs.engine"]
     notices: dict[str, int] = {}
+    messages: dict[str, int] = {}
     tokens: dict[str, int] = {}
     with engine.begin() as connection:  # set-up rows only; the services write none of these
         for username, user in people.items():
@@ -129,6 +131,22 @@ def _extras(world: World) -> tuple[dict[str, Any], dict[str, Any]]:
                 .values(user_id=user.id, text="hello", created_at=world.clock())
                 .returning(UserNotice.id)
             ).scalar_one()
+            email = user.email or f"{username}@matrix.example.org"
+            if user.email is None:
+                connection.execute(update(User).where(User.id == user.id).values(email=email))
+            messages[username] = connection.execute(
+                insert(Notification)
+                .values(
+                    recipient=email, subject_line="hello", body="hello", created_at=world.clock()
+                )
+                .returning(Notification.id)
+            ).scalar_one()
+        alert = connection.execute(
+            insert(SupplyAlert)
+            .values(kind="depot_shortfall", site_id=None, message="m", created_at=world.clock())
+            .returning(SupplyAlert.id)
+        ).scalar_one()
+    session.expire_all()
     for username, user in people.items():
         if username.startswith("target") or not user.active:
             continue
@@ -177,6 +195,8 @@ def _extras(world: World) -> tuple[dict[str, Any], dict[str, Any]]:
             *_site_kits(cn01, "returned"),
         ],
         "notices": notices,
+        "messages": messages,
+        "alert": alert,
         "tokens": tokens,
         "access_request": access_request.id,
         "target": people["target.a"].id,
@@ -308,6 +328,19 @@ FACTORIES: dict[str, Kwargs] = {
         "new_password": "another horse battery staple",
     },
     "passwords.mark_notice_read": lambda m, who: {"notice_id": m.ids["notices"][who or "admin"]},
+    "inbox.mark_message_read": lambda m, who: {
+        "notification_id": m.ids["messages"][who or "admin"]
+    },
+    "alerts.acknowledge_alert": lambda m, who: {"alert_id": m.ids["alert"]},
+    "alerts.resolve_alert": lambda m, who: {"alert_id": m.ids["alert"], "reason": "Dealt with"},
+    "inbox.inbox_of": lambda m, who: {},
+    "inbox.unread_count": lambda m, who: {},
+    "homes.investigator_home": lambda m, who: {},
+    "homes.pharmacist_home": lambda m, who: {},
+    "homes.supply_home": lambda m, who: {},
+    "homes.statistician_home": lambda m, who: {},
+    "homes.auditor_home": lambda m, who: {},
+    "homes.admin_home": lambda m, who: {},
     "randomization.generate_list": lambda m, who: {"name": "Another list", "seed": b"s" * 32},
     "randomization.import_list": lambda m, who: {"name": "Imported", "csv_text": ""},
     "randomization.extend_list": lambda m, who: {
@@ -509,6 +542,7 @@ LISTS: dict[str, Callable[[Matrix, Any], bool]] = {
 OTHER_OWNER = "audit.zhao"
 OTHERS: dict[str, Kwargs] = {
     "passwords.mark_notice_read": lambda m, who: {"notice_id": m.ids["notices"][_other(who)]},
+    "inbox.mark_message_read": lambda m, who: {"notification_id": m.ids["messages"][_other(who)]},
     "users.create_api_token": lambda m, who: {
         "user_id": m.users[_other(who)].id,
         "name": "x",
@@ -612,6 +646,8 @@ def _url_values(m: Matrix, endpoint: str, arguments: set[str], who: str) -> dict
         "action": "sites",
         "token_id": m.ids["tokens"].get(who, 0),
         "notice_id": m.ids["notices"].get(who, 0),
+        "notification_id": m.ids["messages"].get(who, 0),
+        "alert_id": m.ids["alert"],
         "request_id": m.ids["access_request"],
         "number": m.ids["kits"][3],
         "code": "PKG-0001",

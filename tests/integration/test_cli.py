@@ -79,11 +79,29 @@ def test_init_creates_missing_keys_and_demo_prints_sign_ins(tmp_path, empty_data
         "admin",
     ):
         assert role in demo.output
+    _demo_has_visits_due_today_and_this_week(app)
     again = runner.invoke(args=["iwrs", "demo"])
     assert again.exit_code == 0 and again.output.count("dr.li") == 1
     verify = runner.invoke(args=["iwrs", "audit", "verify"])
     assert verify.exit_code == 0 and "chain intact" in verify.output
     app.extensions["iwrs.engine"].dispose()
+
+
+def _demo_has_visits_due_today_and_this_week(app) -> None:
+    """Issue 15: the demo's clock spread its subjects over past weeks, so its pharmacists have
+    visits due today and this week, and a resupply shipment to receive."""
+    from iwrs.audit import Actor
+    from iwrs.db import read_session
+    from iwrs.models.users import User
+    from iwrs.services import homes
+
+    with app.app_context():
+        people = {u.username: u for u in read_session().scalars(select(User))}
+        cn01 = homes.pharmacist_home(actor=Actor.of(people["ph.wang"]))
+        cn02 = homes.pharmacist_home(actor=Actor.of(people["ph.zhou"]))
+        assert {d.visit.code for d in cn01.due_today} == {"V2", "V3"}
+        assert [d.visit.code for d in cn02.due_this_week] == ["V2"] and cn02.due_today
+        assert cn01.to_receive and all(c.days is not None for c in cn01.covers)
 
 
 def test_user_commands_create_list_and_refuse_clearly(app):

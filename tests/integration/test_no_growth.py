@@ -62,6 +62,14 @@ def measure(world: World, *, due: int, fresh: int) -> dict:
         "supply page": ("manager", "/supply/"),
         "site inventory": ("ph-CN01", f"/supply/sites/{cn01}"),
         "audit page": ("auditor", "/audit/"),
+        # the role homes (issue 15), each with the header's inbox count
+        "investigator home": ("inv-CN01", "/"),
+        "pharmacist home": ("ph-CN01", "/"),
+        "supply manager home": ("manager", "/"),
+        "statistician home": ("stat", "/"),
+        "auditor home": ("auditor", "/"),
+        "admin home": ("admin", "/"),
+        "inbox": ("ph-CN01", "/inbox"),
     }
     clients = {who: client_of(world, who) for who, _ in pages.values()}
     counts: dict[str, int] = {}
