@@ -44,6 +44,7 @@ from sqlalchemy import select, update
 from iwrs import create_app
 from iwrs.audit import Actor
 from iwrs.clock import set_clock
+from iwrs.errors import Conflict
 from tests.conftest import PASSWORD, ManualClock, make_settings, sign_in
 
 ACTIVE, PLACEBO = "ACTIVEQX", "PLACEBOZK"
@@ -428,7 +429,30 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
     )
     assert day1_kit is not None
     accountability.record_return(
-        actor=Actor.of(people["ph.wang"]), kit_number=day1_kit.kit_number, condition="used"
+        actor=Actor.of(people["ph.wang"]),
+        kit_number=day1_kit.kit_number,
+        condition="empty",
+        units_returned=0,
+    )
+    # Issue 15: the return verified, then destroyed (signed) with the damaged kit; a destruction
+    # naming a kit not yet destroyable is refused whole, in both worlds alike.
+    accountability.verify_return(
+        actor=Actor.of(people["ph.wang"]), kit_number=day1_kit.kit_number, units_verified=0
+    )
+    try:
+        accountability.destroy_kits(
+            actor=Actor.of(people["supply.chen"]),
+            kit_numbers=[available[1]],
+            reference="DC-REFUSED",
+            signer_password=PASSWORD,
+        )
+    except Conflict:
+        pass
+    accountability.destroy_kits(
+        actor=Actor.of(people["supply.chen"]),
+        kit_numbers=[available[0], day1_kit.kit_number],
+        reference="DC-2026-001",
+        signer_password=PASSWORD,
     )
 
     # A manual shipment to CN02, shipped and still in transit.
