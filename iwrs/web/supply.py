@@ -169,6 +169,17 @@ def shipment(shipment_id: int):  # type: ignore[no-untyped-def]
     return _shipment_page(shipment_id)
 
 
+def _refused_receipt(refusal: IWRSError, shipment_id: int, target: str) -> Any:
+    """The receipt form again with the refusal and what was chosen; a shipment the person may
+    not see is refused as before (the flash on the page it redirects to)."""
+    flash_refusal(refusal)
+    try:
+        supply_views.visible_shipment(actor=_actor(), shipment_id=shipment_id)
+    except IWRSError:
+        return redirect(target)
+    return _shipment_page(shipment_id, refusal.status)
+
+
 @bp.post("/shipments/<int:shipment_id>/receipt")
 @requires(Permission.RECEIVE_SHIPMENTS)
 def receive(shipment_id: int):  # type: ignore[no-untyped-def]
@@ -192,8 +203,7 @@ def receive(shipment_id: int):  # type: ignore[no-untyped-def]
             received_on=given["received_on"],
         )
     except IWRSError as refusal:
-        flash_refusal(refusal)
-        return _shipment_page(shipment_id, refusal.status)
+        return _refused_receipt(refusal, shipment_id, target)
     note = (
         " Kits are quarantined until the supply manager decides."
         if row.temperature_excursion
