@@ -39,7 +39,7 @@ from unittest import mock
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from iwrs import create_app
 from iwrs.audit import Actor
@@ -140,14 +140,14 @@ class World:
         assert response.status_code == 302, (username, response.status_code)
         return client
 
-    def ids(self) -> dict[str, list[int]]:
+    def ids(self) -> dict[str, list[Any]]:
         """Every row id a URL can name, from the database (the same in both worlds)."""
         from iwrs.db import read_session
         from iwrs.models.audit import AuditEvent
         from iwrs.models.randomization import Dispensation
         from iwrs.models.sites import Site
         from iwrs.models.subjects import Subject
-        from iwrs.models.supply import Shipment
+        from iwrs.models.supply import Kit, Shipment
         from iwrs.models.users import ApiToken, User
 
         with self.app.app_context():
@@ -163,6 +163,12 @@ class World:
                     ("dispensation", Dispensation),
                 )
             }
+            # Kits: the first by number of each state and place (issue 15's kit pages).
+            ids["kit"] = sorted(
+                session.scalars(
+                    select(func.min(Kit.number)).group_by(Kit.state, Kit.place_kind, Kit.place_id)
+                )
+            )
             # Audit events: a sample by id (the auditor's crawl follows the trail's own links).
             seqs = sorted(session.scalars(select(AuditEvent.seq)))
             ids["audit"] = sorted({*seqs[::10], *seqs[-3:]})
@@ -434,15 +440,26 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
         condition="empty",
         units_returned=0,
     )
-    # Issue 15: the return verified, then destroyed (signed) with the damaged kit; a destruction
-    # naming a kit not yet destroyable is refused whole, in both worlds alike.
+    # Issue 15: S2's day-1 kit returned, verified, then destroyed (signed); a destruction naming
+    # a kit not destroyable is refused whole, in both worlds alike.
+    s2_kit = randomization_views.result_of(
+        actor=Actor.of(people["dr.li"]), subject_id=subject_ids["S2"]
+    )
+    assert s2_kit is not None
+    accountability.record_return(
+        actor=Actor.of(people["ph.wang"]),
+        kit_number=s2_kit.kit_number,
+        condition="partly_used",
+        units_returned=1,
+        visit_code="V2",
+    )
     accountability.verify_return(
-        actor=Actor.of(people["ph.wang"]), kit_number=day1_kit.kit_number, units_verified=0
+        actor=Actor.of(people["ph.wang"]), kit_number=s2_kit.kit_number, units_verified=1
     )
     try:
         accountability.destroy_kits(
             actor=Actor.of(people["supply.chen"]),
-            kit_numbers=[available[1]],
+            kit_numbers=[available[1], s2_kit.kit_number],
             reference="DC-REFUSED",
             signer_password=PASSWORD,
         )
@@ -450,7 +467,7 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
         pass
     accountability.destroy_kits(
         actor=Actor.of(people["supply.chen"]),
-        kit_numbers=[available[0], day1_kit.kit_number],
+        kit_numbers=[s2_kit.kit_number],
         reference="DC-2026-001",
         signer_password=PASSWORD,
     )
@@ -587,6 +604,7 @@ ROUTE_ROWS = {
     "token_id": "token",
     "dispensation_id": "dispensation",
     "seq": "audit",
+    "number": "kit",
 }
 ROUTE_VALUES = {"kind": ["csv", "jsonl", "json"]}
 # Query strings worth trying on top of the bare URL.
