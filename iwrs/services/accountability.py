@@ -16,7 +16,8 @@ Decisions (issue 15, where the issue was silent):
   signed destruction; a lost kit that is found is quarantined), as a quarantined kit's
   rejection (to damaged) takes a reason only.
 - The blind: none of these reads a kit's treatment, and every refusal depends on the kit's
-  state, place and the input only (tests/web/test_returns_blind.py swaps the arms).
+  state, place and the input only (`tests/web/test_noninterference.py` swaps the arms in a world
+  that records, verifies and destroys returns and crawls their pages).
 """
 
 from __future__ import annotations
@@ -123,21 +124,7 @@ def record_return(
     Refusals: condition/visit_code `choice`, units_returned `integer`/`range`, returned_on
     `date`/`future_date`/`before_previous_step` (before the kit was dispensed), kit_number
     `exists` (not at the actor's sites) or `kit_transition` (not dispensed)."""
-    from iwrs.services.supply import protocol
-
-    if condition not in RETURN_CONDITIONS:
-        raise InvalidInput(
-            f"condition: must be one of {', '.join(c.label for c in ReturnCondition)}",
-            field="condition",
-            rule="choice",
-        )
-    if visit_code not in return_visits(protocol()):
-        raise InvalidInput(
-            f"visit_code: {visit_code!r} is not a visit of the protocol",
-            field="visit_code",
-            rule="choice",
-        )
-    units = _units(units_returned, "units_returned")
+    units = _return_input(condition, visit_code, units_returned)
     lost = condition == ReturnCondition.LOST
     with transaction() as session:
         kit = site_kit(session, actor, kit_number, Permission.DISPENSE)
@@ -190,6 +177,25 @@ def record_return(
             },
         )
         return kit
+
+
+def _return_input(condition: str, visit_code: str, units_returned: int | str | None) -> int | None:
+    """The return's inputs checked before any row is read; the units returned, if counted."""
+    from iwrs.services.supply import protocol
+
+    if condition not in RETURN_CONDITIONS:
+        raise InvalidInput(
+            f"condition: must be one of {', '.join(c.label for c in ReturnCondition)}",
+            field="condition",
+            rule="choice",
+        )
+    if visit_code not in return_visits(protocol()):
+        raise InvalidInput(
+            f"visit_code: {visit_code!r} is not a visit of the protocol",
+            field="visit_code",
+            rule="choice",
+        )
+    return _units(units_returned, "units_returned")
 
 
 def _returned_on(value: date | str | None, subject: Subject, given: Dispensation | None) -> date:

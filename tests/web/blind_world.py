@@ -23,6 +23,7 @@ timestamps).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -456,15 +457,13 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
     accountability.verify_return(
         actor=Actor.of(people["ph.wang"]), kit_number=s2_kit.kit_number, units_verified=1
     )
-    try:
+    with contextlib.suppress(Conflict):
         accountability.destroy_kits(
             actor=Actor.of(people["supply.chen"]),
             kit_numbers=[available[1], s2_kit.kit_number],
             reference="DC-REFUSED",
             signer_password=PASSWORD,
         )
-    except Conflict:
-        pass
     accountability.destroy_kits(
         actor=Actor.of(people["supply.chen"]),
         kit_numbers=[s2_kit.kit_number],

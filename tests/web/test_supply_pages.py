@@ -162,10 +162,12 @@ def test_pharmacist_sees_own_shipments_and_receives_through_the_form(app, admin,
         assert f'name="kit-{number}"' in html
     assert "L001" in html and day(today_of(app) + timedelta(days=365)) in html
     assert "Confirm receipt" in html
-    assert ' checked' not in html, "issue 15: no condition and no temperature answer preset"
+    assert " checked" not in html, "issue 15: no condition and no temperature answer preset"
 
     damaged = numbers[0]
-    form = {f"kit-{n}": "good" for n in numbers} | {f"kit-{damaged}": "damaged"} | receipt_answers(app)
+    form = (
+        {f"kit-{n}": "good" for n in numbers} | {f"kit-{damaged}": "damaged"} | receipt_answers(app)
+    )
     response = post_form(client, f"/supply/shipments/{cn01.id}/receipt", form)
     assert response.status_code == 302
     assert response.headers["Location"].endswith(f"/supply/shipments/{cn01.id}")
@@ -249,7 +251,9 @@ def test_pharmacist_of_another_site_gets_not_found(app, admin, manager, login_as
         {f"kit-{n}": "good" for n in numbers} | receipt_answers(app),
     )
     number = numbers[0]
-    post_form(client, f"/supply/kits/{number}/report", {"what": "lost", "reason": "x", "confirmed": "y"})
+    post_form(
+        client, f"/supply/kits/{number}/report", {"what": "lost", "reason": "x", "confirmed": "y"}
+    )
     assert counts(app) == before
     assert set(kit_states(app, numbers).values()) == {"in_transit"}
 
@@ -582,7 +586,10 @@ def replay_and_fetch(app: Flask, swapped: bool) -> dict[str, str]:
     lost = [n for n in numbers[1:] if n in first][:2]
     for number in lost:
         post_form(
-            pharmacist, f"/supply/kits/{number}/report", {"what": "lost", "reason": "x", "confirmed": "y"}, site_page
+            pharmacist,
+            f"/supply/kits/{number}/report",
+            {"what": "lost", "reason": "x", "confirmed": "y"},
+            site_page,
         )
     with app.app_context():  # the scheduled run, not the losses, requests CN01's top-up
         assert len(run_resupply()) == 1
