@@ -273,7 +273,8 @@ def destroy_kits(
     destruction (verified returns), damaged or expired, under the reference of the destruction
     certificate. Refusals: reference `required`, kit_numbers `required`/`exists`,
     `kit_transition` (a kit in another state: nothing is destroyed), signature_password."""
-    from iwrs.services.users import confirm_signature, sign
+    from iwrs.services.sessions import confirm_signature
+    from iwrs.services.users import sign
 
     reference = validation.text(reference, field="reference", kind="reference")
     if not kit_numbers:
