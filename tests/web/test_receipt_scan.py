@@ -34,7 +34,9 @@ def test_receipt_by_scan_in_chromium_fills_each_row_and_needs_every_answer(
     numbers = kit_numbers(app, shipment.id)
     pharmacist = make_user("pharmacist", sites=["CN01"])
     sign_in(page, pharmacist.username)
+    page.set_viewport_size({"width": 390, "height": 800})  # a phone: no sideways scrolling
     page.goto(f"/supply/shipments/{shipment.id}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.locator("#receipt input[type=radio]:checked").count() == 0, "nothing preset"
 
     page.check("input[name=scan_condition][value=good]")
