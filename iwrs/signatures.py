@@ -81,3 +81,11 @@ def classify_drug(*, drug: str, screening_number: str, class_label: str, study_i
         f"I classify {drug}, taken by subject {screening_number}, as {class_label} under "
         f"protocol {study_id}"
     )
+
+
+def destroy_kits(*, kit_numbers: Iterable[str], reference: str) -> str:
+    numbers = list(kit_numbers)
+    return (
+        f"I confirm that {len(numbers)} kit(s) ({', '.join(numbers)}) were destroyed under "
+        f"{reference}; they leave the inventory for good and this cannot be undone"
+    )

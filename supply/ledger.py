@@ -45,6 +45,7 @@ ACCOUNTED: tuple[KitState, ...] = (
     KitState.EXPIRED,
     KitState.QUARANTINED,
     KitState.RETURNED,
+    KitState.PENDING_DESTRUCTION,
     KitState.DESTROYED,
 )
 RECEIPT_ACTIONS = frozenset(

@@ -16,9 +16,14 @@ Decisions (the rules of trial supply this module fixes):
   A RESERVED kit must be unreserved first (the shipment is cancelled or re-planned); a kit in
   transit is received first and expired by the next expiry sweep. DAMAGED, RETURNED and MISSING
   kits keep their state: it says more than "expired" does.
-- DESTROY takes RETURNED, DAMAGED or EXPIRED kits to a destruction record (a place of kind
-  DESTROYED whose id is that record). A MISSING kit is never destroyed: it is written off as
-  missing; if it is found it is quarantined, and only then rejected and destroyed or released.
+- A return has two steps (issue 15): RETURN records the kit the subject brought back at a visit
+  (RETURNED, at the site, unverified); VERIFY_RETURN is the pharmacist's check of the kit in hand,
+  which puts it PENDING_DESTRUCTION. A kit the subject reports lost is RETURN_LOST: MISSING at the
+  site that dispensed it (the site stays accountable for it, as for a kit missing at receipt).
+- DESTROY takes PENDING_DESTRUCTION (verified returns), DAMAGED or EXPIRED kits to a destruction
+  record (a place of kind DESTROYED whose id is that record); a RETURNED kit is verified first. A
+  MISSING kit is never destroyed: it is written off as missing; if it is found it is quarantined,
+  and only then rejected and destroyed or released.
 - RECEIVE, RECEIVE_DAMAGED and RECEIVE_MISSING all take the kit to the shipment's destination
   site: the site is accountable for every kit of a received shipment, including the missing ones.
   That the site is the shipment's own destination is checked by supply.shipments, which knows it.
@@ -56,7 +61,8 @@ class KitState(StrEnum):
     AWAITING_RECEIPT = "awaiting_receipt"  # delivered by the courier, not yet confirmed
     AVAILABLE = "available"  # at a site, dispensable if its expiry allows
     DISPENSED = "dispensed"
-    RETURNED = "returned"
+    RETURNED = "returned"  # brought back by the subject, not yet verified
+    PENDING_DESTRUCTION = "pending_destruction"  # a verified return, waiting to be destroyed
     DAMAGED = "damaged"
     MISSING = "missing"
     QUARANTINED = "quarantined"
@@ -81,6 +87,8 @@ class KitAction(StrEnum):
     REPORT_DAMAGED = "report_damaged"
     REPORT_LOST = "report_lost"
     RETURN = "return"
+    RETURN_LOST = "return_lost"  # the subject says the dispensed kit is lost
+    VERIFY_RETURN = "verify_return"
     EXPIRE = "expire"
     DESTROY = "destroy"
 
@@ -105,6 +113,7 @@ PLACES: Mapping[KitState, frozenset[PlaceKind]] = MappingProxyType(
         KitState.AVAILABLE: frozenset({PlaceKind.SITE}),
         KitState.DISPENSED: frozenset({PlaceKind.SUBJECT}),
         KitState.RETURNED: frozenset({PlaceKind.SITE}),
+        KitState.PENDING_DESTRUCTION: frozenset({PlaceKind.SITE}),
         KitState.DAMAGED: frozenset({PlaceKind.DEPOT, PlaceKind.SITE}),
         KitState.MISSING: frozenset({PlaceKind.DEPOT, PlaceKind.SITE}),
         KitState.QUARANTINED: frozenset({PlaceKind.DEPOT, PlaceKind.SITE}),
@@ -192,6 +201,8 @@ LEGAL: Mapping[tuple[KitState, KitAction], KitState] = MappingProxyType(
         # the subject
         (S.AVAILABLE, A.DISPENSE): S.DISPENSED,
         (S.DISPENSED, A.RETURN): S.RETURNED,
+        (S.DISPENSED, A.RETURN_LOST): S.MISSING,
+        (S.RETURNED, A.VERIFY_RETURN): S.PENDING_DESTRUCTION,
         # damage and loss where the kit is held
         (S.AT_DEPOT, A.REPORT_DAMAGED): S.DAMAGED,
         (S.AVAILABLE, A.REPORT_DAMAGED): S.DAMAGED,
@@ -201,11 +212,12 @@ LEGAL: Mapping[tuple[KitState, KitAction], KitState] = MappingProxyType(
         (S.DAMAGED, A.REPORT_LOST): S.MISSING,
         (S.EXPIRED, A.REPORT_LOST): S.MISSING,
         (S.RETURNED, A.REPORT_LOST): S.MISSING,
+        (S.PENDING_DESTRUCTION, A.REPORT_LOST): S.MISSING,
         # expiry and destruction
         (S.AT_DEPOT, A.EXPIRE): S.EXPIRED,
         (S.AVAILABLE, A.EXPIRE): S.EXPIRED,
         (S.QUARANTINED, A.EXPIRE): S.EXPIRED,
-        (S.RETURNED, A.DESTROY): S.DESTROYED,
+        (S.PENDING_DESTRUCTION, A.DESTROY): S.DESTROYED,
         (S.DAMAGED, A.DESTROY): S.DESTROYED,
         (S.EXPIRED, A.DESTROY): S.DESTROYED,
     }
@@ -234,6 +246,8 @@ DESTINATION: Mapping[KitAction, PlaceKind | None] = MappingProxyType(
         A.REPORT_DAMAGED: None,
         A.REPORT_LOST: None,
         A.RETURN: PlaceKind.SITE,
+        A.RETURN_LOST: PlaceKind.SITE,
+        A.VERIFY_RETURN: None,
         A.EXPIRE: None,
         A.DESTROY: PlaceKind.DESTROYED,
     }
@@ -246,7 +260,8 @@ _STATE_WORDS: Mapping[KitState, str] = {
     S.AWAITING_RECEIPT: "awaiting receipt",
     S.AVAILABLE: "available",
     S.DISPENSED: "dispensed",
-    S.RETURNED: "returned",
+    S.RETURNED: "returned (not yet verified)",
+    S.PENDING_DESTRUCTION: "pending destruction",
     S.DAMAGED: "damaged",
     S.MISSING: "missing",
     S.QUARANTINED: "quarantined",
@@ -269,6 +284,8 @@ _ACTION_WORDS: Mapping[KitAction, str] = {
     A.REPORT_DAMAGED: "reported damaged",
     A.REPORT_LOST: "reported lost",
     A.RETURN: "returned",
+    A.RETURN_LOST: "reported lost by the subject",
+    A.VERIFY_RETURN: "verified as returned",
     A.EXPIRE: "expired",
     A.DESTROY: "destroyed",
 }

@@ -114,6 +114,7 @@ class Shipment(Base):
     tracking_number: Mapped[str | None] = mapped_column(String(100))
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     received_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    received_on: Mapped[date | None] = mapped_column(Date)  # the site's local date of receipt
     temperature_excursion: Mapped[bool] = mapped_column(Boolean, default=False)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     note: Mapped[str | None] = mapped_column(Text)
@@ -148,6 +149,42 @@ class Destruction(Base):
     reference: Mapped[str] = mapped_column(String(200))
     destroyed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     destroyed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+
+
+class ReturnCondition(enum.StrEnum):
+    """How a kit came back from the subject (issue 15); LOST: it did not come back."""
+
+    UNUSED = "unused"
+    PARTLY_USED = "partly_used"
+    EMPTY = "empty"
+    DAMAGED = "damaged"
+    LOST = "lost"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+class KitReturn(Base):
+    """A kit the subject brought back (or reported lost) at a visit, and its verification by a
+    pharmacist: the second step before the kit is pending destruction (issue 15)."""
+
+    __tablename__ = "kit_return"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kit_id: Mapped[int] = mapped_column(ForeignKey("kit.id"), unique=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    visit_code: Mapped[str] = mapped_column(String(32))
+    condition: Mapped[ReturnCondition] = mapped_column(
+        enum_column(ReturnCondition, "condition", length=16)
+    )
+    units_returned: Mapped[int | None] = mapped_column(Integer)  # as counted at the visit
+    returned_on: Mapped[date] = mapped_column(Date)  # the site's local date of the visit
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    verified_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    units_verified: Mapped[int | None] = mapped_column(Integer)  # as counted at verification
 
 
 class KitCount(Base):

@@ -1,23 +1,44 @@
 """Use cases for kit accountability at sites: damage and loss reports, returns, destruction,
-and the reconciliation that proves every kit is where the ledger says."""
+and the reconciliation that proves every kit is where the ledger says.
+
+Decisions (issue 15, where the issue was silent):
+- A return has two steps. `record_return`: at a visit, the kit the subject brings back, its
+  condition and (if counted) the units left; the kit is then RETURNED (not yet verified).
+  `verify_return`: a pharmacist checks the kit in hand and counts it again; it is then PENDING
+  DESTRUCTION. The verifier may be the pharmacist who recorded the return (many sites have one
+  pharmacist); each step is its own audit event naming its person, so a reviewer sees whether
+  two people looked. A kit the subject reports lost (condition lost) is recorded once, MISSING
+  at the site, with nothing to verify.
+- Destruction is the one step that ends a kit's accountability: it takes the supply manager's
+  e-signature (meaning: `iwrs.signatures.destroy_kits`) after a confirmation page listing the
+  kits. Reporting a kit damaged or lost takes a reason and a confirmation page stating what will
+  happen, not a signature: neither is final (a damaged kit stays in the inventory until its
+  signed destruction; a lost kit that is found is quarantined), as a quarantined kit's
+  rejection (to damaged) takes a reason only.
+- The blind: none of these reads a kit's treatment, and every refusal depends on the kit's
+  state, place and the input only (`tests/web/test_noninterference.py` swaps the arms in a world
+  that records, verifies and destroys returns and crawls their pages).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy import String, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
-from iwrs import audit, clock, validation
+from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import read_session, transaction
 from iwrs.errors import InvalidInput
 from iwrs.models.randomization import Dispensation
 from iwrs.models.subjects import Subject
-from iwrs.models.supply import Destruction, Kit, KitEvent
+from iwrs.models.supply import Destruction, Kit, KitEvent, KitReturn, ReturnCondition
+from iwrs.protocol import Protocol
 from iwrs.services.coded_reasons import coded_reason
 from iwrs.services.supply import (
     _apply,
@@ -40,7 +61,9 @@ from supply.states import (
     transition,
 )
 
-RETURN_CONDITIONS = ("used", "partly_used", "unused")
+RETURN_CONDITIONS = tuple(c.value for c in ReturnCondition)
+UNSCHEDULED_VISIT = "unscheduled"  # a return outside the protocol's visits
+UNITS_MAX = 999  # units a kit can hold back, an upper bound for a count typed by hand
 
 
 def report_kit(*, actor: Actor, kit_number: str, lost: bool, reason: str) -> Kit:
@@ -75,47 +98,191 @@ def report_kit(*, actor: Actor, kit_number: str, lost: bool, reason: str) -> Kit
         return kit
 
 
-def record_return(*, actor: Actor, kit_number: str, condition: str) -> Kit:
-    """A pharmacist records a dispensed kit returned: used, partly used or unused."""
-    if condition not in RETURN_CONDITIONS:
-        raise InvalidInput(
-            f"condition: must be one of {', '.join(RETURN_CONDITIONS)}",
-            field="condition",
-            rule="choice",
-        )
+def return_visits(trial: Protocol) -> tuple[str, ...]:
+    """The visits a return may be recorded at: the protocol's, then an unscheduled one."""
+    return (*(v.code for v in trial.visits), UNSCHEDULED_VISIT)
+
+
+def _units(value: int | str | None, field: str) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return validation.integer(value, field=field, minimum=0, maximum=UNITS_MAX)
+
+
+def record_return(
+    *,
+    actor: Actor,
+    kit_number: str,
+    condition: str,
+    visit_code: str = UNSCHEDULED_VISIT,
+    units_returned: int | str | None = None,
+    returned_on: date | str | None = None,
+) -> Kit:
+    """A pharmacist records a dispensed kit brought back at a visit (its condition, the units
+    left if counted, the visit and its date at the site: today unless stated): RETURNED, to be
+    verified; a kit the subject reports lost (condition lost) is MISSING at the site.
+    Refusals: condition/visit_code `choice`, units_returned `integer`/`range`, returned_on
+    `date`/`future_date`/`before_previous_step` (before the kit was dispensed), kit_number
+    `exists` (not at the actor's sites) or `kit_transition` (not dispensed)."""
+    units = _return_input(condition, visit_code, units_returned)
+    lost = condition == ReturnCondition.LOST
     with transaction() as session:
         kit = site_kit(session, actor, kit_number, Permission.DISPENSE)
         site_id = site_of(session, kit)
+        subject_id = kit.place_id if kit.place_kind == "subject" else None
+        subject = session.get(Subject, subject_id) if subject_id is not None else None
+        given = session.scalars(
+            select(Dispensation)
+            .where(Dispensation.kit_id == kit.id)
+            .order_by(Dispensation.id.desc())
+        ).first()
         before = {"state": str(kit.state)}
-        _apply(
+        _apply(  # refuses a kit not dispensed (rule kit_transition) before its date is judged
             session,
             kit,
-            KitAction.RETURN,
+            KitAction.RETURN_LOST if lost else KitAction.RETURN,
             actor=actor,
             to=Place.site(site_id) if site_id else None,
             detail=condition,
         )
+        assert subject is not None  # a dispensed kit is at its subject
+        on = _returned_on(returned_on, subject, given)
+        row = KitReturn(
+            kit_id=kit.id,
+            subject_id=subject.id,
+            visit_code=visit_code,
+            condition=ReturnCondition(condition),
+            units_returned=units,
+            returned_on=on,
+            recorded_at=clock.now(),
+            recorded_by_id=actor.user_id,
+        )
+        session.add(row)
+        session.flush()
         audit.record(
             session,
             actor=actor,
-            action="kit.returned",
+            action="kit.return_lost" if lost else "kit.returned",
             entity_type="kit",
             entity_id=kit.number,
             site_id=site_id,
             before=before,
-            after={"state": str(kit.state), "condition": condition},
+            after={
+                "state": str(kit.state),
+                "condition": condition,
+                "units_returned": units,
+                "visit_code": visit_code,
+                "returned_on": on.isoformat(),
+                "subject": subject.screening_number,
+            },
         )
         return kit
 
 
-def destroy_kits(*, actor: Actor, kit_numbers: Sequence[str], reference: str) -> Destruction:
-    """The supply manager records destruction (returned, damaged or expired kits) with the
-    reference of the destruction certificate."""
+def _return_input(condition: str, visit_code: str, units_returned: int | str | None) -> int | None:
+    """The return's inputs checked before any row is read; the units returned, if counted."""
+    from iwrs.services.supply import protocol
+
+    if condition not in RETURN_CONDITIONS:
+        raise InvalidInput(
+            f"condition: must be one of {', '.join(c.label for c in ReturnCondition)}",
+            field="condition",
+            rule="choice",
+        )
+    if visit_code not in return_visits(protocol()):
+        raise InvalidInput(
+            f"visit_code: {visit_code!r} is not a visit of the protocol",
+            field="visit_code",
+            rule="choice",
+        )
+    return _units(units_returned, "units_returned")
+
+
+def _returned_on(value: date | str | None, subject: Subject, given: Dispensation | None) -> date:
+    """The return's date at the subject's site: today if not stated; never in the future, never
+    before the kit was dispensed."""
+    from iwrs.services.stated_dates import parse_stated_date_text
+
+    today = clock.today(subject.site)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return today
+    on = parse_stated_date_text(value, "returned_on")
+    if on > today:
+        raise InvalidInput(
+            f"returned_on: {on} is in the future (today at the site is {today})",
+            field="returned_on",
+            rule="future_date",
+        )
+    dispensed = None
+    if given is not None:
+        dispensed = given.visit_date or clock.local_date(given.dispensed_at, subject.site)
+    if dispensed is not None and on < dispensed:
+        raise InvalidInput(
+            f"returned_on: {on} is before the kit was dispensed ({dispensed})",
+            field="returned_on",
+            rule="before_previous_step",
+        )
+    return on
+
+
+def verify_return(*, actor: Actor, kit_number: str, units_verified: int | str | None = None) -> Kit:
+    """A pharmacist (the one who recorded the return or another) checks a returned kit in
+    hand and counts what is left: the kit is then pending destruction. Refusals: kit_number
+    `exists` or `kit_transition` (not a returned kit awaiting verification), units_verified
+    `integer`/`range`."""
+    units = _units(units_verified, "units_verified")
+    with transaction() as session:
+        kit = site_kit(session, actor, kit_number, Permission.DISPENSE)
+        site_id = site_of(session, kit)
+        before = {"state": str(kit.state)}
+        _apply(session, kit, KitAction.VERIFY_RETURN, actor=actor)
+        row = session.scalars(select(KitReturn).where(KitReturn.kit_id == kit.id)).one()
+        row.verified_at, row.verified_by_id, row.units_verified = (
+            clock.now(),
+            actor.user_id,
+            units,
+        )
+        audit.record(
+            session,
+            actor=actor,
+            action="kit.return_verified",
+            entity_type="kit",
+            entity_id=kit.number,
+            site_id=site_id,
+            before=before,
+            after={
+                "state": str(kit.state),
+                "units_returned": row.units_returned,
+                "units_verified": units,
+                "same_person": row.recorded_by_id == actor.user_id,
+            },
+        )
+        return kit
+
+
+def destruction_meaning(kit_numbers: Sequence[str], reference: str) -> str:
+    """What the destruction signature means, for the kits and reference given (the page shows
+    it before the password is entered)."""
+    return signatures.destroy_kits(kit_numbers=sorted(set(kit_numbers)), reference=reference)
+
+
+def destroy_kits(
+    *, actor: Actor, kit_numbers: Sequence[str], reference: str, signer_password: str
+) -> Destruction:
+    """The supply manager records, with an e-signature, the destruction of kits pending
+    destruction (verified returns), damaged or expired, under the reference of the destruction
+    certificate. Refusals: reference `required`, kit_numbers `required`/`exists`,
+    `kit_transition` (a kit in another state: nothing is destroyed), signature_password."""
+    from iwrs.services.sessions import confirm_signature
+    from iwrs.services.users import sign
+
     reference = validation.text(reference, field="reference", kind="reference")
     if not kit_numbers:
         raise InvalidInput(
             "kit_numbers: name at least one kit", field="kit_numbers", rule="required"
         )
+    acting_user(read_session(), actor, Permission.MANAGE_SUPPLY)
+    confirm_signature(signer_id=actor.user_id, password=signer_password)
     with transaction() as session:
         acting_user(session, actor, Permission.MANAGE_SUPPLY)
         record = Destruction(
@@ -133,6 +300,13 @@ def destroy_kits(*, actor: Actor, kit_numbers: Sequence[str], reference: str) ->
                 to=Place.destroyed(record.id),
                 detail=record.reference,
             )
+        sign(
+            session,
+            actor=actor,
+            meaning=destruction_meaning(sorted(kits), record.reference),
+            entity_type="destruction",
+            entity_id=record.id,
+        )
         audit.record(
             session,
             actor=actor,

@@ -7,10 +7,10 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from blinding.list_mapping import ListMapping
@@ -18,6 +18,7 @@ from iwrs import audit, clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import read_session, transaction
+from iwrs.errors import InvalidInput, NotFound
 from iwrs.models.randomization import (
     Dispensation,
     Randomization,
@@ -25,8 +26,9 @@ from iwrs.models.randomization import (
     RandomizationSlot,
     StratumPosition,
 )
+from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
-from iwrs.models.supply import Kit
+from iwrs.models.supply import Kit, KitReturn
 from iwrs.services.queries import visible_subject
 from iwrs.services.randomization import (
     SLOT_CONTEXT,
@@ -108,22 +110,89 @@ class VisitRow:
     dispensations: list[DispensationLine] = field(default_factory=list)
     today: date | None = None  # the subject's site's local date
 
+    @property
+    def due(self) -> str | None:
+        """The next visit's standing at the site today: overdue (its target day passed, the
+        window still open), today (the window is open), week (it opens within 7 days), None."""
+        v, today = self.next_visit, self.today
+        if v is None or today is None or self.subject.treatment_discontinued_at is not None:
+            return None
+        if v.earliest <= today <= v.latest:
+            return "overdue" if v.target < today else "today"
+        if v.earliest <= today + timedelta(days=WEEK - 1):
+            return "week"
+        return None
 
-BOARD_PAGE = 100  # subjects per page of the visit board
+
+BOARD_PAGE = 25  # subjects per page of the visit board
+WEEK = 7  # "this week": a window open at some day of the next seven, today included
+DUE_FILTERS = {
+    "today": "window open today",
+    "week": "due this week",
+    "overdue": "overdue, window still open",
+    "all": "every randomized subject",
+}
+
+
+def _due_condition(todays: dict[date, list[int]], due: str) -> ColumnElement[bool]:
+    """Subjects with a dosing visit, not yet given, that is `due` on their site's local date:
+    one condition per site date and visit on the day-1 column, so the database picks the page
+    (issue 15: the board lists what is due, not every subject)."""
+    given = (
+        select(Dispensation.id)
+        .where(Dispensation.subject_id == Subject.id, Dispensation.kind == "scheduled")
+        .correlate(Subject)
+    )
+    per_day = []
+    for today, site_ids in sorted(todays.items()):
+        per_visit = []
+        for v in protocol().visits:
+            if not v.kits:
+                continue
+            offset = v.day - 1
+            # day1 + offset - before <= T + ahead  and  day1 + offset + after >= T
+            ahead = WEEK - 1 if due == "week" else 0
+            low = today - timedelta(days=offset + v.window_after)
+            high = today + timedelta(days=ahead - offset + v.window_before)
+            if due == "overdue":  # the target day passed: day1 + offset < T
+                high = min(high, today - timedelta(days=offset + 1))
+            per_visit.append(
+                and_(
+                    Randomization.randomized_on.between(low, high),
+                    ~given.where(Dispensation.visit_code == v.code).exists(),
+                )
+            )
+        per_day.append(and_(Subject.site_id.in_(site_ids), or_(false(), *per_visit)))
+    return and_(Subject.treatment_discontinued_at.is_(None), or_(false(), *per_day))
 
 
 def visits_board(
-    *, actor: Actor, after: str | None = None, limit: int | None = BOARD_PAGE
+    *,
+    actor: Actor,
+    after: str | None = None,
+    limit: int | None = BOARD_PAGE,
+    due: str = "all",
+    search: str = "",
+    site_id: int | None = None,
 ) -> list[VisitRow]:
     """Randomized subjects at the actor's sites (pharmacists, the operator) with their schedule
     and what was dispensed; "next" and "due" are judged on each subject's site's local date.
+    `due` (DUE_FILTERS): only subjects with a visit due today, this week or overdue ("all":
+    every subject); `search`: part of the screening or randomization number; `site_id`: one
+    of the actor's sites.
 
     Paged by screening number (keyset: the page after `after`, `limit` subjects; None: every
-    subject, for services), in three statements whatever the page's size (issue 13: the
-    subjects with their randomization, their sites, their dispensations)."""
+    subject, for services), in a fixed number of statements whatever the page's size (issue
+    13: the sites' dates, the subjects with their randomization and sites, their
+    dispensations)."""
     from iwrs.services.users import site_reader
 
+    if due not in DUE_FILTERS:
+        raise InvalidInput(
+            f"due: must be one of {', '.join(DUE_FILTERS)}", field="due", rule="choice"
+        )
     scope = site_reader(actor, Permission.DISPENSE)
+    session = read_session()
     query = (
         select(Subject, Randomization)
         .join(Randomization, Randomization.subject_id == Subject.id)
@@ -132,31 +201,107 @@ def visits_board(
     )
     if scope is not None:
         query = query.where(Subject.site_id.in_(scope))
+    if site_id is not None:
+        query = query.where(Subject.site_id == site_id)
+    if search.strip():
+        needle = f"%{search.strip().lower()}%"
+        query = query.where(
+            or_(
+                func.lower(Subject.screening_number).like(needle),
+                func.lower(Randomization.randomization_number).like(needle),
+            )
+        )
+    if due != "all":
+        todays: dict[date, list[int]] = {}
+        for site in session.scalars(
+            select(Site) if scope is None else select(Site).where(Site.id.in_(scope))
+        ):
+            todays.setdefault(clock.today(site), []).append(site.id)
+        query = query.where(_due_condition(todays, due))
     if after:
         query = query.where(Subject.screening_number > after)
     if limit is not None:
         query = query.limit(limit)
-    found = read_session().execute(query).all()
+    found = session.execute(query).all()
     given = _dispensations_of_subjects(subject.id for subject, _ in found)
-    rows = []
-    for subject, randomization in found:
-        plan = visit_plan(randomization.randomized_on)
-        lines = given[subject.id]
-        today = clock.today(subject.site)
-        done = frozenset(d.visit_code for d in lines if d.kind == "scheduled")
-        upcoming = [v for v in plan if v.kits and v.code not in done and v.latest >= today]
-        rows.append(
-            VisitRow(
-                subject,
-                randomization.randomization_number,
-                plan,
-                done,
-                upcoming[0] if upcoming else None,
-                lines,
-                today,
-            )
+    return [
+        _visit_row(subject, randomization, given[subject.id]) for subject, randomization in found
+    ]
+
+
+def _visit_row(
+    subject: Subject, randomization: Randomization, lines: list[DispensationLine]
+) -> VisitRow:
+    plan = visit_plan(randomization.randomized_on)
+    today = clock.today(subject.site)
+    done = frozenset(d.visit_code for d in lines if d.kind == "scheduled")
+    upcoming = [v for v in plan if v.kits and v.code not in done and v.latest >= today]
+    return VisitRow(
+        subject,
+        randomization.randomization_number,
+        plan,
+        done,
+        upcoming[0] if upcoming else None,
+        lines,
+        today,
+    )
+
+
+def visit_row(*, actor: Actor, subject_id: int) -> VisitRow:
+    """One randomized subject's row of the board (the subject's dispensing page): NotFound
+    `exists` for a subject not at the actor's sites or not randomized."""
+    subject = visible_randomized_subject(actor=actor, subject_id=subject_id)
+    randomization = (
+        read_session()
+        .scalars(select(Randomization).where(Randomization.subject_id == subject.id))
+        .first()
+    )
+    if randomization is None:
+        raise NotFound(
+            f"subject {subject.screening_number} is not randomized",
+            field="subject_id",
+            rule="randomized",
         )
-    return rows
+    lines = _dispensations_of_subjects([subject.id])[subject.id]
+    return _visit_row(subject, randomization, lines)
+
+
+@dataclass(frozen=True)
+class ReturnLine:
+    """A kit the subject brought back (or reported lost) and where its return stands."""
+
+    kit_number: str
+    visit_code: str
+    condition: str
+    units_returned: int | None
+    returned_on: date
+    state: str
+    verified: bool
+    units_verified: int | None
+
+
+def returns_of(*, actor: Actor, subject_id: int) -> list[ReturnLine]:
+    """The subject's returns, oldest first (a subject at the actor's dispensing sites)."""
+    visible_randomized_subject(actor=actor, subject_id=subject_id)
+    rows = read_session().execute(
+        select(KitReturn, Kit.number, Kit.state)
+        .join(Kit, KitReturn.kit_id == Kit.id)
+        .where(KitReturn.subject_id == subject_id)
+        .order_by(KitReturn.id)
+    )
+    return [
+        ReturnLine(
+            number,
+            r.visit_code,
+            str(r.condition),
+            r.units_returned,
+            r.returned_on,
+            str(state),
+            r.verified_at is not None,
+            r.units_verified,
+        )
+        for r, number, state in rows
+    ]
 
 
 def visible_randomized_subject(*, actor: Actor, subject_id: int) -> Subject:

@@ -445,9 +445,12 @@ def receive_shipment(
     shipment_id: int,
     lines: Mapping[str, str] | Iterable[tuple[str, str]],
     excursion: bool,
+    received_on: date | str | None = None,
 ) -> Shipment:
     """The pharmacist confirms every kit as good, damaged or missing; after a temperature
     excursion the good kits are quarantined until the supply manager decides.
+    `received_on`: the site's local date of receipt (today there if not given); never in the
+    future (rule future_date) nor before the shipment left (rule before_shipping).
     Decision: `lines` may be (kit number, condition) pairs, passed on as given, so a kit listed
     twice is refused here by the receipt rules (field lines, rule shipment) whatever the door;
     a dict would silently keep the last."""
@@ -456,6 +459,7 @@ def receive_shipment(
         row = _locked_shipment(session, shipment_id)
         require_site(user, row.site_id, not_found("shipment", shipment_id, field="shipment_id"))
         lock_sites(session, [row.site_id])  # the site before its kits
+        on = _received_on(received_on, row, session.get(Site, row.site_id))
         value = _value(session, row)
         try:
             received, events = rules.receive(value, lines, excursion=excursion)
@@ -465,6 +469,7 @@ def receive_shipment(
         _apply_events(session, events, kits, actor=actor, shipment_id=row.id)
         row.state, row.received_at = received.state, clock.now()
         row.received_by_id, row.temperature_excursion = actor.user_id, excursion
+        row.received_on = on
         tally = rules.tally(received)
         audit.record(
             session,
@@ -479,10 +484,36 @@ def receive_shipment(
                 "damaged": tally.damaged,
                 "missing": tally.missing,
                 "temperature_excursion": excursion,
+                "received_on": on.isoformat(),
                 "conditions": dict(received.conditions),
             },
         )
         return row
+
+
+def _received_on(value: date | str | None, row: Shipment, site: Site | None) -> date:
+    """The receipt's date at the destination site: today there if not given."""
+    from iwrs.services.stated_dates import parse_stated_date_text
+
+    assert site is not None  # a shipment's site is a foreign key
+    today = clock.today(site)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return today
+    on = parse_stated_date_text(value, "received_on")
+    if on > today:
+        raise InvalidInput(
+            f"received_on: {on} is in the future (today at the site is {today})",
+            field="received_on",
+            rule="future_date",
+        )
+    shipped = clock.local_date(row.shipped_at, site) if row.shipped_at else None
+    if shipped is not None and on < shipped:
+        raise InvalidInput(
+            f"received_on: {on} is before the shipment left the depot ({shipped})",
+            field="received_on",
+            rule="before_shipping",
+        )
+    return on
 
 
 def decide_quarantine(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import aliased
 
 from iwrs import clock
@@ -17,7 +17,9 @@ from iwrs.audit import Actor
 from iwrs.auth import Permission, not_found, require_in_scope
 from iwrs.db import read_session
 from iwrs.models.sites import Site
+from iwrs.models.subjects import Subject
 from iwrs.models.supply import Kit, KitCount, KitEvent, Lot, Shipment, SupplyAlert
+from supply.shipments import ShipmentState
 from supply.states import KitState
 
 
@@ -60,8 +62,16 @@ def site_inventory(
 
 
 def site_inventory_query(site_id: int, *, after: str | None, limit: int | None) -> Select[Any]:
-    """The statement of `site_inventory`: rows (Kit, lot code, lot expiry) by kit number."""
-    shelf = select(Kit).where(Kit.place_kind == "site", Kit.place_id == site_id)
+    """The statement of `site_inventory`: rows (Kit, lot code, lot expiry) by kit number: the
+    kits at the site and those dispensed to its subjects (issue 15: a dispensed kit stays in
+    the site's inventory, in its state, until it comes back)."""
+    subjects = select(Subject.id).where(Subject.site_id == site_id)
+    shelf = select(Kit).where(
+        or_(
+            and_(Kit.place_kind == "site", Kit.place_id == site_id),
+            and_(Kit.place_kind == "subject", Kit.place_id.in_(subjects)),
+        )
+    )
     if after:
         shelf = shelf.where(Kit.number > after)
     # Decision (issue 13, found at 890,000 kits): the site's kits are gathered first (a
@@ -73,6 +83,65 @@ def site_inventory_query(site_id: int, *, after: str | None, limit: int | None) 
     kit = aliased(Kit, cte)
     query = select(kit, Lot.code, Lot.expiry).join(Lot, kit.lot_id == Lot.id).order_by(kit.number)
     return query.limit(limit) if limit is not None else query
+
+
+def site_kit_line(*, actor: Actor, kit_number: str) -> tuple[KitLine, int]:
+    """One kit at (or dispensed from) one of the actor's sites, and that site's id, for the
+    pages that confirm an act on it first (NotFound `exists` for a kit elsewhere or none)."""
+    scope = _reader(actor)
+    missing = not_found("kit", kit_number, field="kit_number")
+    found = (
+        read_session()
+        .execute(
+            select(Kit, Lot.code, Lot.expiry)
+            .join(Lot, Kit.lot_id == Lot.id)
+            .where(Kit.number == kit_number)
+        )
+        .first()
+    )
+    if found is None:
+        raise missing
+    kit, code, expiry = found
+    site_id: int | None = kit.place_id if kit.place_kind == "site" else None
+    if kit.place_kind == "subject":
+        subject = read_session().get(Subject, kit.place_id)
+        site_id = subject.site_id if subject else None
+    if site_id is None:
+        raise missing
+    require_in_scope(scope, site_id, missing)
+    return KitLine(kit.number, kit.kit_type, code, expiry, str(kit.state)), site_id
+
+
+DESTROYABLE = (KitState.PENDING_DESTRUCTION, KitState.DAMAGED, KitState.EXPIRED)
+DESTRUCTION_PAGE = 100  # kits per page of the destruction list
+
+
+@dataclass(frozen=True)
+class DestroyableKit:
+    line: KitLine
+    where: str  # the site's code, or "depot"
+
+
+def destroyable_kits(
+    *, actor: Actor, after: str | None = None, limit: int = DESTRUCTION_PAGE
+) -> list[DestroyableKit]:
+    """Kits that may be destroyed (pending destruction, damaged, expired), by number, with the
+    site holding them: the supply manager's list to pick from (keyset: numbers after `after`)."""
+    _manager(actor)
+    query = (
+        select(Kit, Lot.code, Lot.expiry, Site.code)
+        .join(Lot, Kit.lot_id == Lot.id)
+        .outerjoin(Site, and_(Kit.place_kind == "site", Site.id == Kit.place_id))
+        .where(Kit.state.in_([str(s) for s in DESTROYABLE]))
+        .order_by(Kit.number)
+        .limit(limit)
+    )
+    if after:
+        query = query.where(Kit.number > after)
+    return [
+        DestroyableKit(KitLine(k.number, k.kit_type, code, expiry, str(k.state)), site or "depot")
+        for k, code, expiry, site in read_session().execute(query)
+    ]
 
 
 def shipment_kits(*, actor: Actor, shipment_id: int) -> list[KitLine]:
@@ -110,11 +179,16 @@ def _lines_by_id(query) -> list[tuple[int, KitLine]]:  # type: ignore[no-untyped
 
 SHIPMENT_PAGE = 25  # the latest shipments the supply page lists (issue 13: 50 before)
 
+# What a site sees of its shipments (issue 15): from the moment they leave the depot. A requested
+# (or cancelled before shipping) shipment is the depot's plan, nothing a site can act on.
+SITE_VISIBLE = (ShipmentState.SHIPPED, ShipmentState.DELIVERED, ShipmentState.RECEIVED)
+
 
 def visible_shipments(
     *, actor: Actor, before: int | None = None, limit: int | None = None
 ) -> list[Shipment]:
-    """Shipments to the actor's sites, newest first; paged by keyset (ids below `before`)."""
+    """Shipments to the actor's sites, newest first; paged by keyset (ids below `before`). A
+    site-scoped reader sees them from "shipped" on (SITE_VISIBLE)."""
     scope = _reader(actor)
     query = select(Shipment).order_by(Shipment.id.desc())
     if before is not None:
@@ -122,16 +196,19 @@ def visible_shipments(
     if limit is not None:
         query = query.limit(limit)
     if scope is not None:
-        query = query.where(Shipment.site_id.in_(scope))
+        query = query.where(
+            Shipment.site_id.in_(scope), Shipment.state.in_([str(s) for s in SITE_VISIBLE])
+        )
     return list(read_session().scalars(query))
 
 
 def visible_shipment(*, actor: Actor, shipment_id: int) -> Shipment:
-    """One shipment to one of the actor's sites (NotFound `exists` otherwise, as for none)."""
+    """One shipment to one of the actor's sites, from "shipped" on for a site-scoped reader
+    (NotFound `exists` otherwise, as for none)."""
     scope = _reader(actor)
     row = read_session().get(Shipment, shipment_id)
     missing = not_found("shipment", shipment_id, field="shipment_id")
-    if row is None:
+    if row is None or (scope is not None and row.state not in SITE_VISIBLE):
         raise missing
     require_in_scope(scope, row.site_id, missing)
     return row

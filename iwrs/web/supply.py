@@ -9,18 +9,20 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from iwrs import clock
 from iwrs.audit import Actor
 from iwrs.auth import Permission, has_permission, requires
 from iwrs.errors import IWRSError
 from iwrs.inputs import load_form
 from iwrs.inputs.supply import (
+    CONDITIONS,
     DestructionInput,
     KitReportInput,
-    KitReturnInput,
     LotExpiryInput,
     ManualShipmentInput,
     QuarantineDecisionInput,
-    ReceiptInput,
+    ReceiptPageInput,
+    ReturnVerificationInput,
     ShipmentCancellationInput,
     ShippingInput,
 )
@@ -125,37 +127,83 @@ def site_inventory(site_id: int):  # type: ignore[no-untyped-def]
     )
 
 
-@bp.get("/shipments/<int:shipment_id>")
-@requires(Permission.VIEW_SUPPLY)
-def shipment(shipment_id: int):  # type: ignore[no-untyped-def]
-    row = supply_views.visible_shipment(actor=Actor.of(current_user), shipment_id=shipment_id)
+def _shipment_page(shipment_id: int, status: int = 200, scan_status: str = "") -> Any:
+    """The shipment page; after a refused receipt or a scan without JavaScript, the receipt
+    form shows again with what was chosen."""
+    actor = Actor.of(current_user)
+    row = supply_views.visible_shipment(actor=actor, shipment_id=shipment_id)
+    site = queries.visible_site(actor=actor, site_id=row.site_id)
+    kits = supply_views.shipment_kits(actor=actor, shipment_id=row.id)
+    chosen = {
+        key.removeprefix("kit-"): value
+        for key, value in request.form.items()
+        if key.startswith("kit-") and value in CONDITIONS
+    }
+    scan_condition = request.form.get("scan_condition", "")
+    scanned = (request.form.get("scan") or "").strip()
+    if request.form.get("action") == "scan":
+        if scan_condition not in CONDITIONS:
+            scan_status = "Choose the condition of scanned kits first."
+        elif scanned not in {k.number for k in kits}:
+            scan_status = f"Kit {scanned[:20]} is not in this shipment."
+        else:
+            chosen[scanned] = scan_condition
+            scan_status = f"Kit {scanned}: {scan_condition}."
     return render_template(
         "shipment.html",
         shipment=row,
-        kits=supply_views.shipment_kits(actor=Actor.of(current_user), shipment_id=row.id),
-        site=queries.visible_site(actor=Actor.of(current_user), site_id=row.site_id),
-    )
+        kits=kits,
+        site=site,
+        site_today=clock.today(site),
+        shipped_on=clock.local_date(row.shipped_at, site) if row.shipped_at else None,
+        conditions=CONDITIONS,
+        chosen=chosen,
+        scan_condition=scan_condition,
+        scan_status=scan_status,
+    ), status
+
+
+@bp.get("/shipments/<int:shipment_id>")
+@requires(Permission.VIEW_SUPPLY)
+def shipment(shipment_id: int):  # type: ignore[no-untyped-def]
+    return _shipment_page(shipment_id)
+
+
+def _refused_receipt(refusal: IWRSError, shipment_id: int, target: str) -> Any:
+    """The receipt form again with the refusal and what was chosen; a shipment the person may
+    not see is refused as before (the flash on the page it redirects to)."""
+    flash_refusal(refusal)
+    try:
+        supply_views.visible_shipment(actor=_actor(), shipment_id=shipment_id)
+    except IWRSError:
+        return redirect(target)
+    return _shipment_page(shipment_id, refusal.status)
 
 
 @bp.post("/shipments/<int:shipment_id>/receipt")
 @requires(Permission.RECEIVE_SHIPMENTS)
 def receive(shipment_id: int):  # type: ignore[no-untyped-def]
+    """Decision (issue 15): every kit's condition and the temperature answer are chosen, never
+    preset; a refused receipt shows the page again with what was chosen (status 422/409)."""
     target = url_for("supply.shipment", shipment_id=shipment_id)
+    if request.form.get("action") == "scan":  # the scan field without JavaScript
+        return _shipment_page(shipment_id)
     lines = [
         {"kit_number": key.removeprefix("kit-"), "condition": value}
         for key, value in request.form.items()
         if key.startswith("kit-")
     ]
     try:
-        given = load_form(ReceiptInput, request.form, lines=lines)
+        given = load_form(ReceiptPageInput, request.form, lines=lines)
         row = shipments.receive_shipment(
             actor=_actor(),
             shipment_id=shipment_id,
             lines=[(line["kit_number"], line["condition"]) for line in given["lines"]],
             excursion=given["temperature_excursion"],
+            received_on=given["received_on"],
         )
     except IWRSError as refusal:
-        return _refused(refusal, target)
+        return _refused_receipt(refusal, shipment_id, target)
     note = (
         " Kits are quarantined until the supply manager decides."
         if row.temperature_excursion
@@ -213,34 +261,56 @@ def request_shipment(site_id: int):  # type: ignore[no-untyped-def]
     )
 
 
+def _kit_page(template: str, number: str, **context: Any) -> Any:
+    line, site_id = supply_views.site_kit_line(actor=_actor(), kit_number=number)
+    site = queries.visible_site(actor=_actor(), site_id=site_id)
+    return render_template(template, kit=line, site=site, **context)
+
+
+@bp.get("/kits/<number>/report")
+@requires(Permission.DISPENSE)
+def report_form(number: str):  # type: ignore[no-untyped-def]
+    """What reporting the kit damaged or lost does, a reason, and a tick to confirm."""
+    return _kit_page("kit_report.html", number)
+
+
 @bp.post("/kits/<number>/report")
 @requires(Permission.DISPENSE)
 def report(number: str):  # type: ignore[no-untyped-def]
-    target = request.form.get("back", "")
-    if not target.startswith("/supply/"):
-        target = url_for("supply.index")
     try:
         given = load_form(KitReportInput, request.form)
         kit = accountability.report_kit(
             actor=_actor(), kit_number=number, lost=given["what"] == "lost", reason=given["reason"]
         )
     except IWRSError as refusal:
-        return _refused(refusal, target)
+        flash_refusal(refusal)
+        return _kit_page("kit_report.html", number), refusal.status
+    _, site_id = supply_views.site_kit_line(actor=_actor(), kit_number=kit.number)
+    target = url_for("supply.site_inventory", site_id=site_id)
     return _done(f"Kit {kit.number} recorded as {kit.state}.", target)
 
 
-@bp.post("/kits/<number>/return")
+@bp.get("/kits/<number>/verify")
 @requires(Permission.DISPENSE)
-def kit_return(number: str):  # type: ignore[no-untyped-def]
-    target = url_for("supply.index")
+def verify_form(number: str):  # type: ignore[no-untyped-def]
+    """The second step of a return: check the kit in hand, count what is left."""
+    return _kit_page("kit_verify.html", number)
+
+
+@bp.post("/kits/<number>/verify")
+@requires(Permission.DISPENSE)
+def verify(number: str):  # type: ignore[no-untyped-def]
     try:
-        given = load_form(KitReturnInput, request.form)
-        kit = accountability.record_return(
-            actor=_actor(), kit_number=number, condition=given["condition"]
+        given = load_form(ReturnVerificationInput, request.form)
+        kit = accountability.verify_return(
+            actor=_actor(), kit_number=number, units_verified=given["units_verified"]
         )
     except IWRSError as refusal:
-        return _refused(refusal, target)
-    return _done(f"Kit {kit.number} returned.", target)
+        flash_refusal(refusal)
+        return _kit_page("kit_verify.html", number), refusal.status
+    _, site_id = supply_views.site_kit_line(actor=_actor(), kit_number=kit.number)
+    target = url_for("supply.site_inventory", site_id=site_id)
+    return _done(f"Kit {kit.number} verified; it is pending destruction.", target)
 
 
 @bp.post("/quarantine")
@@ -278,16 +348,50 @@ def lot_expiry(code: str):  # type: ignore[no-untyped-def]
     return _done(f"Lot {lot.code} now expires on {lot.expiry}.", target)
 
 
+@bp.get("/destruction")
+@requires(Permission.MANAGE_SUPPLY)
+def destruction_list():  # type: ignore[no-untyped-def]
+    """Kits that may be destroyed; the kits ticked and a reference lead to the confirmation
+    (the same page with `review`): what will happen, the meaning of the signature, the
+    password."""
+    actor = _actor()
+    chosen = sorted(set(request.args.getlist("kit_numbers")))
+    reference = (request.args.get("reference") or "").strip()
+    kits = supply_views.destroyable_kits(actor=actor, after=request.args.get("after") or None)
+    review = bool(request.args.get("review")) and bool(chosen) and bool(reference)
+    return render_template(
+        "destruction.html",
+        kits=kits,
+        chosen=chosen,
+        reference=reference,
+        review=review,
+        meaning=accountability.destruction_meaning(chosen, reference) if review else None,
+        next_after=kits[-1].line.number if len(kits) == supply_views.DESTRUCTION_PAGE else None,
+    )
+
+
 @bp.post("/destruction")
 @requires(Permission.MANAGE_SUPPLY)
 def destruction():  # type: ignore[no-untyped-def]
-    target = url_for("supply.index")
     try:
         given = load_form(DestructionInput, request.form)
-        numbers = given["kit_numbers"].replace(",", " ").split()
         record = accountability.destroy_kits(
-            actor=_actor(), kit_numbers=numbers, reference=given["reference"]
+            actor=_actor(),
+            kit_numbers=given["kit_numbers"],
+            reference=given["reference"],
+            signer_password=given["signature_password"],
         )
     except IWRSError as refusal:
-        return _refused(refusal, target)
-    return _done(f"{len(numbers)} kit(s) destroyed under {record.reference}.", target)
+        flash_refusal(refusal)
+        return redirect(
+            url_for(
+                "supply.destruction_list",
+                kit_numbers=request.form.getlist("kit_numbers"),
+                reference=request.form.get("reference", ""),
+                review="1",
+            )
+        )
+    n = len(given["kit_numbers"])
+    return _done(
+        f"{n} kit(s) destroyed under {record.reference}.", url_for("supply.destruction_list")
+    )

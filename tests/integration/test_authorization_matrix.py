@@ -274,7 +274,13 @@ FACTORIES: dict[str, Kwargs] = {
     "accountability.destroy_kits": lambda m, who: {
         "kit_numbers": [m.ids["kits"][1]],
         "reference": "CERT-1",
+        "signer_password": PASSWORD,
     },
+    "accountability.verify_return": lambda m, who: {"kit_number": m.ids["dispensed_kit"]},
+    "randomization_views.visit_row": lambda m, who: {"subject_id": _subject(m, "S1")},
+    "randomization_views.returns_of": lambda m, who: {"subject_id": _subject(m, "S1")},
+    "supply_views.site_kit_line": lambda m, who: {"kit_number": m.ids["available_kits"][0]},
+    "supply_views.destroyable_kits": lambda m, who: {},
     "audit_views.verify_now": lambda m, who: {},
     "audit_views.export": lambda m, who: {"filters": _filters(), "kind": "jsonl"},
     "dispensing.dispense": lambda m, who: {"subject_id": _subject(m, "S2"), "visit_code": "V3"},

@@ -17,6 +17,7 @@ from iwrs.db import engine, read_session
 from iwrs.models.supply import Kit, KitCount, Shipment
 from iwrs.services import accountability, dispensing, kit_counts, shipments, supply, supply_views
 from iwrs.worker import run_once
+from tests.conftest import PASSWORD
 from tests.integration.randomization_worker import (
     World,
     add_kits,
@@ -113,7 +114,16 @@ def test_the_summary_equals_a_fresh_count_through_every_kind_of_kit_change(world
     clock.advance(days=28)
     given = dispensing.dispense(actor=ph, subject_id=subject, visit_code="V2")
     consistent()
-    accountability.record_return(actor=ph, kit_number=given.kit_number, condition="unused")
+    accountability.record_return(
+        actor=ph, kit_number=given.kit_number, condition="unused", visit_code="V3"
+    )
+    consistent()
+    accountability.verify_return(actor=ph, kit_number=given.kit_number, units_verified=1)
+    counts = consistent()
+    assert any(key[3] == "pending_destruction" for key in counts)
+    clock.advance(days=28)
+    again = dispensing.dispense(actor=ph, subject_id=subject, visit_code="V3")
+    accountability.record_return(actor=ph, kit_number=again.kit_number, condition="lost")
     consistent()
     available = at_site(world, "CN01", "available")
     accountability.report_kit(actor=ph, kit_number=available[0], lost=True, reason="lost")
@@ -125,10 +135,14 @@ def test_the_summary_equals_a_fresh_count_through_every_kind_of_kit_change(world
     counts = consistent()
     assert any(key[3] == "expired" for key in counts)
     destroyed = [kits[0], available[1], given.kit_number]
-    accountability.destroy_kits(actor=manager, kit_numbers=destroyed, reference="DC-1")
+    accountability.destroy_kits(
+        actor=manager, kit_numbers=destroyed, reference="DC-1", signer_password=PASSWORD
+    )
     counts = consistent()
     assert sum(n for key, n in counts.items() if key[3] == "destroyed") == 3
     assert sum(counts.values()) == 220  # no kit counted twice or lost
+    problems = world.app.test_cli_runner().invoke(args=["iwrs", "supply", "check-ledger"])
+    assert problems.exit_code == 0, problems.output
 
 
 def test_check_ledger_reports_a_summary_row_that_disagrees_with_the_kits(world):

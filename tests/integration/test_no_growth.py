@@ -59,6 +59,10 @@ def measure(world: World, *, due: int, fresh: int) -> dict:
     pages: dict[str, tuple[str, str]] = {
         "subject list": ("inv-CN01", "/subjects/"),
         "visit board": ("ph-CN01", "/dispensing/"),
+        "visit board, this week": ("ph-CN01", "/dispensing/?due=week"),
+        "visit board, every subject": ("ph-CN01", "/dispensing/?due=all&q=CN01"),
+        "subject's dispensing page": ("ph-CN01", f"/dispensing/{due}"),
+        "destruction list": ("manager", "/supply/destruction"),
         "supply page": ("manager", "/supply/"),
         "site inventory": ("ph-CN01", f"/supply/sites/{cn01}"),
         "audit page": ("auditor", "/audit/"),

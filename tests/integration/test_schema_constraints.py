@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from iwrs.db import Base, make_engine, migrate, read_session
 from iwrs.models import UnblindedAccessRequest
-from iwrs.services import dispensing, sessions, unblinding
+from iwrs.services import accountability, dispensing, sessions, unblinding
 from tests.integration.randomization_worker import (
     PASSWORD,
     World,
@@ -98,8 +98,11 @@ def world(tmp_path, database_url, clock) -> Iterator[World]:
     made = make_world(tmp_path, database_url, clock)
     with made.app.app_context():
         subject_id = eligible_subject(made, "CN01")
-        randomize(made, subject_id, idempotency_key="edc-1")
+        day_one = randomize(made, subject_id, idempotency_key="edc-1")
         investigator = made.actor("inv-CN01")
+        accountability.record_return(  # a kit_return row (issue 15)
+            actor=made.actor("ph-CN01"), kit_number=day_one.kit_number, condition="unused"
+        )
         dispensing.request_extra_kit(
             actor=investigator,
             subject_id=subject_id,

@@ -737,7 +737,10 @@ def test_destroying_an_available_kit_is_refused(people, stocked_site):
     number = manifest(stocked_site.shipment_id)[0]
     refusal = _refusal(
         lambda: accountability.destroy_kits(
-            actor=Actor.of(people.manager), kit_numbers=[number], reference="DC-1"
+            actor=Actor.of(people.manager),
+            kit_numbers=[number],
+            reference="DC-1",
+            signer_password=PASSWORD,
         ),
         number,
     )
@@ -856,15 +859,24 @@ def test_destruction_needs_a_reference_and_takes_damaged_and_expired_kits(people
     )
     with pytest.raises(InvalidInput) as refused:
         accountability.destroy_kits(
-            actor=Actor.of(people.manager), kit_numbers=[numbers[0]], reference=" "
+            actor=Actor.of(people.manager),
+            kit_numbers=[numbers[0]],
+            reference=" ",
+            signer_password=PASSWORD,
         )
     assert refused.value.field == "reference"
     with pytest.raises(NotFound):  # a pharmacist does not record destruction
         accountability.destroy_kits(
-            actor=Actor.of(people.pharmacist), kit_numbers=[numbers[0]], reference="DC-1"
+            actor=Actor.of(people.pharmacist),
+            kit_numbers=[numbers[0]],
+            reference="DC-1",
+            signer_password=PASSWORD,
         )
     record = accountability.destroy_kits(
-        actor=Actor.of(people.manager), kit_numbers=[numbers[0]], reference="DC-2026-001"
+        actor=Actor.of(people.manager),
+        kit_numbers=[numbers[0]],
+        reference="DC-2026-001",
+        signer_password=PASSWORD,
     )
     destroyed = kit(numbers[0])
     assert (destroyed.state, destroyed.place_kind, destroyed.place_id) == (
@@ -876,7 +888,10 @@ def test_destruction_needs_a_reference_and_takes_damaged_and_expired_kits(people
     assert event.reason == "DC-2026-001" and json.loads(event.after)["kits"] == [numbers[0]]
     with pytest.raises(Conflict, match=f"kit {numbers[0]} is destroyed"):
         accountability.destroy_kits(
-            actor=Actor.of(people.manager), kit_numbers=[numbers[0]], reference="DC-2"
+            actor=Actor.of(people.manager),
+            kit_numbers=[numbers[0]],
+            reference="DC-2",
+            signer_password=PASSWORD,
         )
 
 
@@ -898,11 +913,15 @@ def test_reconciliation_balances_after_receipts_damage_loss_expiry_and_destructi
         actor=Actor.of(people.pharmacist), kit_number=m1[3], lost=False, reason="cracked"
     )
     shipments.decide_quarantine(actor=manager, kit_numbers=m2[:4], release=True, reason="ok")
-    accountability.destroy_kits(actor=manager, kit_numbers=[m1[0], m1[3]], reference="DC-9")
+    accountability.destroy_kits(
+        actor=manager, kit_numbers=[m1[0], m1[3]], reference="DC-9", signer_password=PASSWORD
+    )
     # let the whole lot expire, then destroy some expired kits at CN02
     clock.advance(days=366)
     run_once("expiry", None, SYSTEM)
-    accountability.destroy_kits(actor=manager, kit_numbers=m2[:2], reference="DC-10")
+    accountability.destroy_kits(
+        actor=manager, kit_numbers=m2[:2], reference="DC-10", signer_password=PASSWORD
+    )
 
     rec = accountability.reconciliation(actor=SYSTEM)
     assert rec.balanced, rec.differences

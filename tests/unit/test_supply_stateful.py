@@ -54,6 +54,8 @@ DIRECT = (
     KitAction.REPORT_DAMAGED,
     KitAction.REPORT_LOST,
     KitAction.RETURN,
+    KitAction.RETURN_LOST,
+    KitAction.VERIFY_RETURN,
     KitAction.DESTROY,
 )
 ANY_PLACE = st.builds(Place, st.sampled_from(PlaceKind), st.integers(1, 12))
@@ -268,7 +270,7 @@ class SupplyModel(RuleBasedStateMachine):
             return
         kit, action = data.draw(st.sampled_from(choices))
         to: Place | None = None
-        if action is KitAction.RETURN:
+        if action in (KitAction.RETURN, KitAction.RETURN_LOST):
             to = Place.site(self.dispensed_at[kit])  # back to the site that dispensed it
         elif action is KitAction.DESTROY:
             to = Place.destroyed(next(self.ids))

@@ -128,6 +128,13 @@ def test_every_pair_not_in_the_table_is_refused(position: KitPosition, action: K
         (S.DAMAGED, SITE, A.RELEASE, "kit 1234567 is damaged; it cannot be released"),
         (S.MISSING, SITE, A.DESTROY, "kit 1234567 is missing; it cannot be destroyed"),
         (
+            S.RETURNED,
+            SITE,
+            A.DESTROY,
+            "kit 1234567 is returned \\(not yet verified\\); it cannot be destroyed",
+        ),
+        (S.AVAILABLE, SITE, A.VERIFY_RETURN, "kit 1234567 is available; it cannot be verified"),
+        (
             S.RESERVED,
             Place.shipment(4),
             A.EXPIRE,
@@ -257,3 +264,15 @@ def test_reconcile_lists_the_kits_that_break_the_identity():
     assert result.sites[10].differences == ("K1", "K2", "K4")
     assert result.sites[11].strays == ("K2",)
     assert result.differences == ("K1", "K2", "K4")
+
+
+def test_a_return_is_verified_before_it_is_pending_destruction_then_destroyed():
+    """Issue 15: dispensed -> returned (at the site) -> pending destruction -> destroyed; a kit
+    the subject lost is missing at the site that dispensed it."""
+    given = KitPosition(S.DISPENSED, Place.subject(3))
+    back = transition(given, A.RETURN, to=SITE)
+    assert back == KitPosition(S.RETURNED, SITE)
+    verified = transition(back, A.VERIFY_RETURN)
+    assert verified == KitPosition(S.PENDING_DESTRUCTION, SITE)
+    assert transition(verified, A.DESTROY, to=Place.destroyed(2)).state is S.DESTROYED
+    assert transition(given, A.RETURN_LOST, to=SITE) == KitPosition(S.MISSING, SITE)

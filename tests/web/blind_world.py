@@ -24,6 +24,7 @@ timestamps).
 from __future__ import annotations
 
 import io
+import contextlib
 import os
 import random
 import re
@@ -46,6 +47,7 @@ from sqlalchemy import select, update
 from iwrs import create_app
 from iwrs.audit import Actor
 from iwrs.clock import set_clock
+from iwrs.errors import Conflict
 from tests.conftest import PASSWORD, ManualClock, make_settings, sign_in
 
 ACTIVE, PLACEBO = "ACTIVEQX", "PLACEBOZK"
@@ -432,7 +434,39 @@ def _scenario(app: Flask, clock: ManualClock, *, mirror: bool) -> World:
     )
     assert day1_kit is not None
     accountability.record_return(
-        actor=Actor.of(people["ph.wang"]), kit_number=day1_kit.kit_number, condition="used"
+        actor=Actor.of(people["ph.wang"]),
+        kit_number=day1_kit.kit_number,
+        condition="empty",
+        units_returned=0,
+    )
+    # Issue 15: S2's day-1 kit returned, verified, then destroyed (signed); a destruction naming
+    # a kit not destroyable is refused whole, in both worlds alike.
+    s2_kit = randomization_views.result_of(
+        actor=Actor.of(people["dr.li"]), subject_id=subject_ids["S2"]
+    )
+    assert s2_kit is not None
+    accountability.record_return(
+        actor=Actor.of(people["ph.wang"]),
+        kit_number=s2_kit.kit_number,
+        condition="partly_used",
+        units_returned=1,
+        visit_code="V2",
+    )
+    accountability.verify_return(
+        actor=Actor.of(people["ph.wang"]), kit_number=s2_kit.kit_number, units_verified=1
+    )
+    with contextlib.suppress(Conflict):
+        accountability.destroy_kits(
+            actor=Actor.of(people["supply.chen"]),
+            kit_numbers=[available[1], s2_kit.kit_number],
+            reference="DC-REFUSED",
+            signer_password=PASSWORD,
+        )
+    accountability.destroy_kits(
+        actor=Actor.of(people["supply.chen"]),
+        kit_numbers=[s2_kit.kit_number],
+        reference="DC-2026-001",
+        signer_password=PASSWORD,
     )
 
     # A manual shipment to CN02, shipped and still in transit.
@@ -583,7 +617,9 @@ ROUTE_ROWS = {
     "dispensation_id": "dispensation",
     "seq": "audit",
 }
-ROUTE_VALUES = {"kind": ["csv", "jsonl", "json"]}
+# A kit number: one that exists nowhere; the kits' own pages (issue 15) are reached by the links
+# of the inventory and the subjects' pages, so a world's kit numbers name no route here.
+ROUTE_VALUES = {"kind": ["csv", "jsonl", "json"], "number": ["9999999"]}
 # Query strings worth trying on top of the bare URL.
 QUERIES = {
     "/api/v1/inventory": [*(f"site_code=CN0{i}" for i in range(1, 5)), "site_code=XX99"],

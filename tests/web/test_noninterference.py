@@ -128,6 +128,23 @@ def test_a_blinded_role_fetches_the_same_in_both_worlds(worlds, role):
     differing = [url for url in differing if url not in permitted]
     assert not differing, _explain(plain, mirror, differing)
     assert plain.keys() == mirror.keys()
+    for pattern, text in REACHED.get(role, ()):  # issue 15: returns and destruction were crawled
+        assert any(
+            re.fullmatch(pattern, url.split("?")[0]) and f.status == 200 and text in f.body
+            for url, f in plain.items()
+        ), (role, pattern, text)
+
+
+# Pages of returns and destruction (issue 15) each blinded role's crawl must have reached, with
+# a word showing the page held the world's return, verification or destruction.
+REACHED = {
+    "pharmacist": (
+        (r"/dispensing/\d+", "partly used"),  # S2's page: its kit returned, verified, destroyed
+        (r"/supply/kits/\d+/verify", "Verify returned kit"),
+        (r"/supply/sites/\d+", "returned"),
+    ),
+    "supply_manager": ((r"/supply/destruction", "damaged"),),
+}
 
 
 # --- a refusal for lack of one arm ----------------------------------------------------------------

@@ -325,7 +325,11 @@ def _crawled(worlds: Worlds, username: str) -> dict[str | None, dict[str, Fetche
     key = (id(worlds), username)
     if key not in _CRAWLS:
         _CRAWLS[key] = {
-            name: {url: _relabelled(f, labels) for url, f in crawl(world, username).items()}
+            # URLs too: a kit's own page (issue 15) is named by its number
+            name: {
+                labels.text(url): _relabelled(f, labels)
+                for url, f in crawl(world, username).items()
+            }
             for name, (world, labels) in worlds.items()
         }
     return _CRAWLS[key]

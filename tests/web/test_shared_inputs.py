@@ -181,9 +181,12 @@ CASES: list[tuple[str, str, str, dict[str, Any], str, dict[str, Any], str, str]]
         "pharmacist",
         "receipt: a condition off the list",
         "/supply/shipments/1/receipt",
-        {"kit-100001": "stolen"},
+        {"kit-100001": "stolen", "temperature_excursion": "no", "received_on": "2026-01-01"},
         "/api/v1/shipments/1/receipt",
-        {"lines": [{"kit_number": "100001", "condition": "stolen"}]},
+        {
+            "lines": [{"kit_number": "100001", "condition": "stolen"}],
+            "temperature_excursion": False,
+        },
         "lines.0.condition",
         "choice",
     ),
@@ -364,8 +367,8 @@ PAGE_ONLY: list[tuple[str, str, str, dict[str, Any], str, str]] = [
     (
         "pharmacist",
         "return: a condition off the list",
-        "/supply/kits/100001/return",
-        {"condition": "new"},
+        "/dispensing/{subject}/returns",
+        {"kit_number": "100001", "visit_code": "V2", "condition": "new"},
         "condition",
         "choice",
     ),
@@ -411,8 +414,15 @@ def test_each_page_only_input_is_refused_by_field_and_rule(app, places, login_as
 @pytest.mark.parametrize(
     "body, field, rule",
     [
-        ({"lines": [5]}, "lines.0", "type"),
-        ({"lines": [{"kit_number": "100001", "condition": "good"}, "x"]}, "lines.1", "type"),
+        ({"lines": [5], "temperature_excursion": False}, "lines.0", "type"),
+        (
+            {
+                "lines": [{"kit_number": "100001", "condition": "good"}, "x"],
+                "temperature_excursion": False,
+            },
+            "lines.1",
+            "type",
+        ),
         ([5], "body", "type"),
     ],
 )

@@ -189,7 +189,8 @@ def test_the_kinds_and_categories_a_page_offers_are_the_services_own(world):
     assert _options(page, "kind") == [[str(k) for k in KitRequestKind]]
     form = world.client("dr.li").get(f"/subjects/{world.subjects['R1']}/unblind")
     assert _options(form.get_data(as_text=True), "category") == [list(UNBLINDING_CATEGORIES)]
-    dispensing = world.client("ph.wang").get("/dispensing/").get_data(as_text=True)
+    dispensing = world.client("ph.wang").get(f"/dispensing/{world.subjects['R1']}")
+    dispensing = dispensing.get_data(as_text=True)
     offered = _options(dispensing, "kind")
     assert offered and all(kinds == [str(k) for k in DispensationKind] for kinds in offered)
 

@@ -28,6 +28,7 @@ from iwrs.models.supply import Kit, KitEvent, Shipment, SupplyAlert
 from iwrs.services import shipments, sites, supply, users
 from iwrs.services.resupply import run_resupply
 from iwrs.services.supply import depot_today as today
+from iwrs.web.calendar import day
 from tests.conftest import PASSWORD, PG_URL, ManualClock, csrf_from, sign_in
 from tests.integration.test_blinding_at_rest import ARM_CODES, make_blind_app
 
@@ -162,9 +163,12 @@ def test_pharmacist_sees_own_shipments_and_receives_through_the_form(app, admin,
         assert f'name="kit-{number}"' in html
     assert "L001" in html and day_text(today_of(app) + timedelta(days=365)) in html
     assert "Confirm receipt" in html
+    assert " checked" not in html, "issue 15: no condition and no temperature answer preset"
 
     damaged = numbers[0]
-    form = {f"kit-{n}": "good" for n in numbers} | {f"kit-{damaged}": "damaged"}
+    form = (
+        {f"kit-{n}": "good" for n in numbers} | {f"kit-{damaged}": "damaged"} | receipt_answers(app)
+    )
     response = post_form(client, f"/supply/shipments/{cn01.id}/receipt", form)
     assert response.status_code == 302
     assert response.headers["Location"].endswith(f"/supply/shipments/{cn01.id}")
@@ -180,6 +184,11 @@ def test_pharmacist_sees_own_shipments_and_receives_through_the_form(app, admin,
     for number in numbers:
         assert number in html
     assert "L001" in html and "available" in html and "damaged" in html
+
+
+def receipt_answers(app: Flask) -> dict[str, str]:
+    """The receipt form's required answers: no excursion, received today at the site."""
+    return {"temperature_excursion": "no", "received_on": today_of(app).isoformat()}
 
 
 def today_of(app: Flask):  # type: ignore[no-untyped-def]
@@ -199,11 +208,12 @@ def test_incomplete_receipt_form_is_refused_naming_the_kit_and_changes_nothing(
     response = post_form(
         client,
         f"/supply/shipments/{cn01.id}/receipt",
-        {f"kit-{n}": "good" for n in numbers[1:]},
+        {f"kit-{n}": "good" for n in numbers[1:]} | receipt_answers(app),
     )
-    assert response.status_code == 302
-    page = client.get(f"/supply/shipments/{cn01.id}").get_data(as_text=True)
+    assert response.status_code == 409  # the form again, with what was chosen
+    page = response.get_data(as_text=True)
     assert f"kit {numbers[0]} of shipment" in page
+    assert page.count('value="good" checked') == len(numbers) - 1
     assert counts(app) == before
     assert set(kit_states(app, numbers).values()) == {"in_transit"}
 
@@ -228,14 +238,23 @@ def test_pharmacist_of_another_site_gets_not_found(app, admin, manager, login_as
     assert cn01.id not in {s["id"] for s in listed}
     numbers = kit_numbers(app, cn01.id)
     before = counts(app)
-    body = {"lines": [{"kit_number": n, "condition": "good"} for n in numbers]}
+    body = {
+        "lines": [{"kit_number": n, "condition": "good"} for n in numbers],
+        "temperature_excursion": False,
+    }
     assert_problem(
         api.post(f"/api/v1/shipments/{cn01.id}/receipt", json=body, headers=headers), 404
     )
     # the form post is refused too, and nothing changes
-    post_form(client, f"/supply/shipments/{cn01.id}/receipt", {f"kit-{n}": "good" for n in numbers})
+    post_form(
+        client,
+        f"/supply/shipments/{cn01.id}/receipt",
+        {f"kit-{n}": "good" for n in numbers} | receipt_answers(app),
+    )
     number = numbers[0]
-    post_form(client, f"/supply/kits/{number}/report", {"what": "lost", "reason": "x"})
+    post_form(
+        client, f"/supply/kits/{number}/report", {"what": "lost", "reason": "x", "confirmed": "y"}
+    )
     assert counts(app) == before
     assert set(kit_states(app, numbers).values()) == {"in_transit"}
 
@@ -342,12 +361,12 @@ def test_a_quarantine_form_without_a_decision_rejects_nothing(app, admin, manage
     before = counts(app)
     for url, form in (
         ("/supply/quarantine", {"reason": "ok", "decision": "release"}),
-        ("/supply/destruction", {"reference": "CERT-1"}),
+        ("/supply/destruction", {"reference": "CERT-1", "signature_password": PASSWORD}),
     ):  # no kit named: the refusal names the input the page posts, so it can mark it
         shown = client.get(post_form(client, url, form).location).get_data(as_text=True)
         refused = re.findall(r'role="alert" data-field="([^"]+)" data-rule="([^"]+)"', shown)
         assert refused == [("kit_numbers", "required")], (url, refused)
-        assert page.count('name="kit_numbers"') == 1 + len(numbers), url
+        assert page.count('name="kit_numbers"') == len(numbers), url  # the quarantine's
     post_form(client, "/supply/quarantine", {"kit_numbers": held, "reason": "checked"})
     assert set(kit_states(app, held).values()) == {"quarantined"}
     assert counts(app) == before
@@ -385,7 +404,8 @@ def test_api_inventory_shipments_shipping_and_receipt(app, admin, manager, make_
     numbers = kit_numbers(app, cn01.id)
 
     listed = api.get("/api/v1/shipments", headers=ph).get_json()
-    assert [s["number"] for s in listed] == [cn01.number]
+    assert listed == [], "issue 15: a site sees its shipments from 'shipped' on"
+    assert_problem(api.get(f"/api/v1/shipments/{cn01.id}", headers=ph), 404)
     both = api.get("/api/v1/shipments", headers=mg).get_json()
     assert len(both) == 2 and both[0]["id"] > both[1]["id"]  # newest first
     # Keyset pages (issue 13): `limit`, then `before` = the last id shown.
@@ -393,7 +413,7 @@ def test_api_inventory_shipments_shipping_and_receipt(app, admin, manager, make_
     older = api.get(f"/api/v1/shipments?limit=1&before={first[0]['id']}", headers=mg).get_json()
     assert [first[0]["id"], older[0]["id"]] == [s["id"] for s in both]
     assert_problem(api.get("/api/v1/shipments?limit=0", headers=mg), 422)
-    detail = api.get(f"/api/v1/shipments/{cn01.id}", headers=ph).get_json()
+    detail = api.get(f"/api/v1/shipments/{cn01.id}", headers=mg).get_json()
     assert detail["state"] == "requested"
     assert [k["number"] for k in detail["kits"]] == numbers
     assert set(detail["kits"][0]) == {"number", "kit_type", "lot", "expiry", "state"}
@@ -433,12 +453,21 @@ def test_api_inventory_shipments_shipping_and_receipt(app, admin, manager, make_
 
     # receipt: every kit exactly once
     before = counts(app)
-    incomplete = {"lines": [{"kit_number": n, "condition": "good"} for n in numbers[1:]]}
+    assert [s["number"] for s in api.get("/api/v1/shipments", headers=ph).get_json()] == [
+        cn01.number
+    ]
+    incomplete = {
+        "lines": [{"kit_number": n, "condition": "good"} for n in numbers[1:]],
+        "temperature_excursion": False,
+    }
     body = assert_problem(
         api.post(f"/api/v1/shipments/{cn01.id}/receipt", json=incomplete, headers=ph), 409
     )
     assert numbers[0] in body["detail"]
-    twice = {"lines": [{"kit_number": n, "condition": "good"} for n in [*numbers, numbers[0]]]}
+    twice = {
+        "lines": [{"kit_number": n, "condition": "good"} for n in [*numbers, numbers[0]]],
+        "temperature_excursion": False,
+    }
     body = assert_problem(
         api.post(f"/api/v1/shipments/{cn01.id}/receipt", json=twice, headers=ph), 409
     )
@@ -548,14 +577,18 @@ def replay_and_fetch(app: Flask, swapped: bool) -> dict[str, str]:
     post_form(manager, f"{page}/ship", {"courier": "DHL", "tracking_number": "T1"}, page)
     numbers = kit_numbers(app, cn01.id)
     form = {f"kit-{n}": "good" for n in numbers} | {f"kit-{numbers[0]}": "damaged"}
-    post_form(pharmacist, f"{page}/receipt", form, page)
+    received = {"temperature_excursion": "no", "received_on": "2026-03-02"}
+    post_form(pharmacist, f"{page}/receipt", form | received, page)
     # lose the kits that hold the first treatment of the UNSWAPPED list (same numbers both runs)
     first = {s.number for s in kit_list(False) if s.treatment == ARM_CODES[0]}
     site_page = f"/supply/sites/{ids['CN01']}"
     lost = [n for n in numbers[1:] if n in first][:2]
     for number in lost:
         post_form(
-            pharmacist, f"/supply/kits/{number}/report", {"what": "lost", "reason": "x"}, site_page
+            pharmacist,
+            f"/supply/kits/{number}/report",
+            {"what": "lost", "reason": "x", "confirmed": "y"},
+            site_page,
         )
     with app.app_context():  # the scheduled run, not the losses, requests CN01's top-up
         assert len(run_resupply()) == 1
@@ -568,14 +601,15 @@ def replay_and_fetch(app: Flask, swapped: bool) -> dict[str, str]:
     with app.app_context():
         every_shipment = [s.id for s in _fresh().scalars(select(Shipment).order_by(Shipment.id))]
     assert len(every_shipment) == 3, "the initial shipments and CN01's resupply"
+    shipped = every_shipment[:1]  # a site sees a shipment from "shipped" on (issue 15)
     urls = {
         "pharma": [
             "/supply/",
             site_page,
-            *(f"/supply/shipments/{i}" for i in every_shipment if i != cn02.id),
+            *(f"/supply/shipments/{i}" for i in shipped if i != cn02.id),
             "/api/v1/inventory?site_code=CN01",
             "/api/v1/shipments",
-            *(f"/api/v1/shipments/{i}" for i in every_shipment if i != cn02.id),
+            *(f"/api/v1/shipments/{i}" for i in shipped if i != cn02.id),
         ],
         "manager": [
             "/supply/",
@@ -594,15 +628,18 @@ def replay_and_fetch(app: Flask, swapped: bool) -> dict[str, str]:
             fetched[f"{who} {path}"] = response.get_data(as_text=True)
     # refusals a blinded user meets are fetched too
     refused = pharmacist.post(
-        f"/api/v1/shipments/{every_shipment[-1]}/receipt",
-        json={"lines": []},
+        f"/api/v1/shipments/{shipped[0]}/receipt",  # received already
+        json={"lines": [], "temperature_excursion": False},
         headers={"X-CSRFToken": csrf_from(pharmacist.get("/supply/").get_data(as_text=True))},
     )
     fetched["pharma refused receipt"] = refused.get_data(as_text=True)
-    post_form(
-        pharmacist, f"/supply/kits/{lost[0]}/report", {"what": "lost", "reason": "x"}, site_page
+    again = post_form(  # the confirmation page again, with the refusal (issue 15)
+        pharmacist,
+        f"/supply/kits/{lost[0]}/report",
+        {"what": "lost", "reason": "x", "confirmed": "y"},
+        site_page,
     )
-    fetched["pharma flash"] = pharmacist.get(site_page).get_data(as_text=True)
+    fetched["pharma flash"] = again.get_data(as_text=True)
     return {
         key: re.sub(r'(name="csrf_token"[^>]*value=")[^"]+', r"\1", body)
         for key, body in fetched.items()

@@ -261,7 +261,7 @@ def test_the_api_unblinds_for_the_investigator_and_refuses_with_problems(world):
 
 def test_the_pharmacist_sees_the_fact_of_the_unblinding_but_not_the_arm(world):
     unblind(world, "dr.li", "R1")
-    page = world.client("ph.wang").get("/dispensing/").get_data(as_text=True)
+    page = world.client("ph.wang").get("/dispensing/?due=all").get_data(as_text=True)
     row = re.search(rf"<td>{re.escape(_number(world, 'R1'))}[^<]*<span[^>]*>([^<]*)</span>", page)
     assert row and re.match(r"emergency-unblinded \d\d-[A-Z]{3}-20", row.group(1)), page
     other = re.search(rf"<td>{re.escape(_number(world, 'R2'))}</td>", page)

@@ -133,6 +133,7 @@ class Receipt(MethodView):
             shipment_id=shipment_id,
             lines=[(line["kit_number"], line["condition"]) for line in body["lines"]],
             excursion=body["temperature_excursion"],
+            received_on=body["received_on"],
         )
         return _detail(row)
 
