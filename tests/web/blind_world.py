@@ -23,8 +23,8 @@ timestamps).
 
 from __future__ import annotations
 
-import io
 import contextlib
+import io
 import os
 import random
 import re

@@ -28,7 +28,6 @@ from iwrs.models.supply import Kit, KitEvent, Shipment, SupplyAlert
 from iwrs.services import shipments, sites, supply, users
 from iwrs.services.resupply import run_resupply
 from iwrs.services.supply import depot_today as today
-from iwrs.web.calendar import day
 from tests.conftest import PASSWORD, PG_URL, ManualClock, csrf_from, sign_in
 from tests.integration.test_blinding_at_rest import ARM_CODES, make_blind_app
 
