@@ -92,7 +92,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["iwrs.protocol"] = load_protocol(settings.protocol_path)
 
     db.init_app(app, settings)
-    request_guard.init_app(app)  # before authentication: bodies are checked first
+    # An anonymous API call meets 401 first; every other request's body is checked first.
+    app.before_request(auth.api_authentication_first)
+    request_guard.init_app(app)
     auth.init_app(app)
     csrf.init_app(app)
     app.before_request(_protect_forms)

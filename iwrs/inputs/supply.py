@@ -35,7 +35,7 @@ class ShippingInput(Input):
 class ReceiptLineInput(Input):
     """One kit of a shipment as received."""
 
-    kit_number = Text(kind="code", required=True)
+    kit_number = Text(kind="kit", required=True)
     condition = Choice(CONDITIONS, required=True)
 
 

@@ -10,7 +10,7 @@ from flask_login import current_user
 from marshmallow import Schema, fields
 
 from iwrs import padding
-from iwrs.api import Blueprint
+from iwrs.api import Blueprint, beyond_schema
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
@@ -235,6 +235,7 @@ class KitRequests(MethodView):
 @blp.route("/dispensations/<int:dispensation_id>/confirmation")
 class Confirmation(MethodView):
     @requires(Permission.DISPENSE)
+    @beyond_schema(check_digit="the kit number's last digit is its Damm check digit")
     @blp.arguments(ConfirmInput)
     @blp.response(204)
     @blp.alt_response(409, **PROBLEM)

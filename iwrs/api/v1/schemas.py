@@ -5,15 +5,24 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 
-class ProblemSchema(Schema):
-    """RFC 9457 problem details."""
+class ProblemItemSchema(Schema):
+    """One refused value: the field at fault, the rule it broke, a message in words."""
 
-    type = fields.String()
-    title = fields.String()
-    status = fields.Integer()
-    detail = fields.String()
-    instance = fields.String()
-    errors = fields.List(fields.Dict(keys=fields.String(), values=fields.String()))
+    field = fields.String(required=True)
+    rule = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details (application/problem+json): `type` ends with the rule broken,
+    `errors` lists every refused field with its rule."""
+
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    instance = fields.String(required=True)
+    errors = fields.List(fields.Nested(ProblemItemSchema))
 
 
 class SiteSchema(Schema):

@@ -128,6 +128,7 @@ class Subjects(MethodView):
     @requires(Permission.SCREEN_SUBJECTS)
     @blp.arguments(ScreenInput)
     @blp.response(201, SubjectSchema)
+    @blp.alt_response(404, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
     def post(self, body):  # type: ignore[no-untyped-def]

@@ -96,6 +96,7 @@ class Shipments(MethodView):
     @requires(Permission.MANAGE_SUPPLY)
     @blp.arguments(ManualShipmentInput)
     @blp.response(201, ShipmentDetailSchema)
+    @blp.alt_response(404, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
     def post(self, body):  # type: ignore[no-untyped-def]
