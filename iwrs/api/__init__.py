@@ -81,6 +81,7 @@ EVERYWHERE = {
     "character (Unicode Cc, Cf: NUL, U+202E...) is refused",
 }
 BEYOND_SCHEMA = "x-rules-beyond-schema"
+PERMISSIONS = "x-permissions"
 
 
 def beyond_schema(**rules: str) -> Callable[[F], F]:
@@ -121,8 +122,11 @@ def document_errors(app: Flask, api: Api) -> None:
                 operation = api_operation(rule.endpoint, method)
             if operation is None:
                 continue
-            if required_permissions(operation) is None:
+            permissions = required_permissions(operation)
+            if permissions is None:
                 doc["security"] = []
+            else:  # the permissions the caller's role needs (403 without them)
+                doc[PERMISSIONS] = sorted(p.value for p in permissions)
             rules = {**EVERYWHERE, **getattr(operation, "rules_beyond_schema", {})}
             doc[BEYOND_SCHEMA] = sorted(rules)
             listed = "; ".join(f"`{code}`: {text}" for code, text in sorted(rules.items()))

@@ -65,6 +65,11 @@ KEY_HEADER = {
     "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 100},
 }
+# Rules of the idempotency key that depend on stored requests or on two places at once.
+KEY_RULES = {
+    "idempotency_key_reused": "a key already bound to another subject or operation",
+    "idempotency_key:one_key": "the Idempotency-Key header and the idempotency_key field differ",
+}
 REPLAYED = {
     "Idempotent-Replayed": {
         "description": "`true` when this is the stored answer to an earlier request with the "
@@ -123,6 +128,7 @@ class SubjectRandomization(MethodView):
         return result
 
     @requires(Permission.RANDOMIZE)
+    @beyond_schema(**KEY_RULES)
     @blp.arguments(RandomizeInput)
     @blp.response(201, RandomizationSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
@@ -183,6 +189,7 @@ def _idempotency_key(in_body: str | None) -> str | None:
 @blp.route("/subjects/<int:subject_id>/dispensations")
 class Dispensations(MethodView):
     @requires(Permission.DISPENSE)
+    @beyond_schema(**KEY_RULES)
     @blp.arguments(DispenseInput)
     @blp.response(201, DispenseResultSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
