@@ -110,8 +110,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
 
 def _protect_forms() -> None:
-    """CSRF on every state-changing request, except API calls authenticated by a bearer token."""
-    if request.method in ("GET", "HEAD", "OPTIONS"):
+    """CSRF on every state-changing request, except API calls authenticated by a bearer token.
+    A request no route takes (404, or 405 with Allow) changes nothing: it gets that answer."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.routing_exception is not None:
         return
     if auth.is_api_request() and request.headers.get("Authorization", "").lower().startswith(
         "bearer "
