@@ -25,7 +25,7 @@ CODED_REASON = (
     "anything else is refused with 422, rule coded_reason_after_unblinding."
 )
 SIGNATURE = {"description": "electronic signature: the caller's password"}
-ID_MAX = 2**62
+ID_MAX = 2**31 - 1  # a row id (INTEGER; the routes' <int:…> stop there too)
 
 
 class ScreenInput(Input):
