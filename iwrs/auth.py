@@ -457,5 +457,6 @@ def api_authentication_first() -> None:
     operation = api_operation(request.url_rule.endpoint, request.method)
     if operation is None or required_permissions(operation) is None:
         return  # a public operation (the OpenAPI document, the audit public key)
+    _enforce_idle_timeout()  # a session idle too long is no caller either (401 at once)
     if not current_user.is_authenticated:
         raise _authentication_required()
