@@ -51,7 +51,10 @@ MULTILINE_KINDS = frozenset({"reason", "note", "text"})
 PATTERNS: dict[str, str] = {
     "email": r"^\s*[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+\s*$",
     "username": r"^\s*[A-Za-z0-9][A-Za-z0-9._-]{2,63}\s*$",
-    "kit": r"^\s*[1-9][0-9]{6}\s*$",  # 7 digits, the last a check digit (blinding/kits.py)
+    # 7 digits, the last a check digit (blinding/kits.py)
+    "kit": r"^\s*[1-9][0-9]{6}\s*$",
+    # 1-6 letters A-Z, with blanks, '.', '-' or "'" between (iwrs.services.persons)
+    "initials": r"^[\s.'-]*([A-Za-z][\s.'-]*){1,6}$",
 }
 
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})

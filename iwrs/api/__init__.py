@@ -84,6 +84,20 @@ BEYOND_SCHEMA = "x-rules-beyond-schema"
 PERMISSIONS = "x-permissions"
 
 
+# Shared rules beyond the schema: a stated date is checked against the site's today and the
+# previous step (iwrs/services/stated_dates.py); a reason about an unblinded subject must be one
+# of the protocol's coded reasons (iwrs/services/coded_reasons.py).
+STATED_DATE_RULES = {
+    "future_date": "a stated date after today at the site",
+    "before_previous_step": "a stated date before the date of the previous step",
+    "backdate_reason_required": "a date before today at the site needs backdate_reason",
+}
+CODED_REASON_RULES = {
+    "coded_reason_after_unblinding": "once the subject is unblinded, a reason is one of the "
+    "protocol's coded reasons",
+}
+
+
 def beyond_schema(**rules: str) -> Callable[[F], F]:
     """Name the rules of an operation that JSON Schema cannot state (cross-field or dependent on
     stored state), each with its wording: document_errors writes them into the operation's

@@ -31,8 +31,8 @@ ID_MAX = 2**31 - 1  # a row id (INTEGER; the routes' <int:…> stop there too)
 class ScreenInput(Input):
     """Register a subject for screening (POST /subjects, the subjects page)."""
 
-    site_code = Text(kind="code", required=True)
-    date_of_birth = IsoDate(required=True)
+    site_code = Text(kind="code", required=True, metadata={"example": "CN01"})
+    date_of_birth = IsoDate(required=True, metadata={"example": "1966-09-30"})
     sex = Choice(SEXES, required=True)
     screening_date = IsoDate(load_default=None, metadata={"description": STATED})
     backdate_reason = Text(kind="reason", load_default=None)

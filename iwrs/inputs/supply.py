@@ -12,7 +12,7 @@ CONDITIONS = ("good", "damaged", "missing")
 class ManualShipmentInput(Input):
     """A manual shipment to a site (supply manager): filled whole or refused, never shrunk."""
 
-    site_code = Text(kind="code", required=True)
+    site_code = Text(kind="code", required=True, metadata={"example": "CN01"})
     quantity = WholeNumber(
         minimum=1,
         maximum=500,

@@ -10,7 +10,7 @@ from flask_login import current_user
 from marshmallow import Schema, fields
 
 from iwrs import padding
-from iwrs.api import Blueprint, beyond_schema
+from iwrs.api import CODED_REASON_RULES, STATED_DATE_RULES, Blueprint, beyond_schema
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
@@ -189,7 +189,7 @@ def _idempotency_key(in_body: str | None) -> str | None:
 @blp.route("/subjects/<int:subject_id>/dispensations")
 class Dispensations(MethodView):
     @requires(Permission.DISPENSE)
-    @beyond_schema(**KEY_RULES)
+    @beyond_schema(**KEY_RULES, **STATED_DATE_RULES, **CODED_REASON_RULES)
     @blp.arguments(DispenseInput)
     @blp.response(201, DispenseResultSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
@@ -221,6 +221,7 @@ class Dispensations(MethodView):
 @blp.route("/subjects/<int:subject_id>/kit-requests")
 class KitRequests(MethodView):
     @requires(Permission.RANDOMIZE)
+    @beyond_schema(**CODED_REASON_RULES)
     @blp.arguments(KitRequestInput)
     @blp.response(201, KitRequestResultSchema)
     @blp.alt_response(409, **PROBLEM)

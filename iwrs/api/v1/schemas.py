@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import INCLUDE, Schema, fields
 
 
 class ProblemItemSchema(Schema):
-    """One refused value: the field at fault, the rule it broke, a message in words."""
+    """One refused value: the field at fault, the rule it broke, a message in words; a rule may
+    add its figures (a short stock: `requested`, `available`)."""
+
+    class Meta:
+        unknown = INCLUDE  # documented as additionalProperties: the figures of a rule
 
     field = fields.String(required=True)
     rule = fields.String(required=True)
     message = fields.String(required=True)
+    requested = fields.String(metadata={"description": "depot_stock: kits requested"})
+    available = fields.String(metadata={"description": "depot_stock: kits available"})
 
 
 class ProblemSchema(Schema):

@@ -28,7 +28,7 @@ class KitSchema(Schema):
 
 
 class InventoryQuery(Schema):
-    site_code = fields.String(required=True)
+    site_code = fields.String(required=True, metadata={"example": "CN01"})
 
 
 SHIPMENTS_PAGE = 100  # shipments an answer holds at most, unless `limit` says fewer or more
