@@ -92,7 +92,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["iwrs.protocol"] = load_protocol(settings.protocol_path)
 
     db.init_app(app, settings)
-    request_guard.init_app(app)  # before authentication: bodies are checked first
+    # An anonymous API call meets 401 first; every other request's body is checked first.
+    app.before_request(auth.api_authentication_first)
+    request_guard.init_app(app)
     auth.init_app(app)
     csrf.init_app(app)
     app.before_request(_protect_forms)
@@ -108,8 +110,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
 
 def _protect_forms() -> None:
-    """CSRF on every state-changing request, except API calls authenticated by a bearer token."""
-    if request.method in ("GET", "HEAD", "OPTIONS"):
+    """CSRF on every state-changing request, except API calls authenticated by a bearer token.
+    A request no route takes (404, or 405 with Allow) changes nothing: it gets that answer."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.routing_exception is not None:
         return
     if auth.is_api_request() and request.headers.get("Authorization", "").lower().startswith(
         "bearer "

@@ -419,12 +419,7 @@ def requires(*permissions: Permission) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not current_user.is_authenticated:
                 if is_api_request():
-                    raise AuthenticationFailed(
-                        "a valid API token (Authorization: Bearer …) or a signed-in session "
-                        "is required",
-                        field="Authorization",
-                        rule="authentication_required",
-                    )
+                    raise _authentication_required()
                 return login_manager.unauthorized()
             missing = [p for p in permissions if not has_permission(current_user, p)]
             if missing:
@@ -435,6 +430,46 @@ def requires(*permissions: Permission) -> Callable[[F], F]:
                 )
             return view(*args, **kwargs)
 
+        # Read by api_authentication_first and the OpenAPI document (iwrs.api): this view
+        # needs a caller (401), and these permissions (403).
+        wrapper.required_permissions = permissions  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _authentication_required() -> AuthenticationFailed:
+    return AuthenticationFailed(
+        "a valid API token (Authorization: Bearer …) or a signed-in session is required",
+        field="Authorization",
+        rule="authentication_required",
+    )
+
+
+def required_permissions(view: Any) -> tuple[Permission, ...] | None:
+    """The permissions `@requires` put on a view (a function or a method), None if public."""
+    return getattr(view, "required_permissions", None)
+
+
+def api_operation(endpoint: str | None, method: str) -> Any:
+    """The function that answers `method` at an API endpoint (a MethodView's method), if any."""
+    view = current_app.view_functions.get(endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    if view_class is None:
+        return view
+    return getattr(view_class, method.lower(), None)
+
+
+def api_authentication_first() -> None:
+    """An API operation that needs a caller answers an anonymous one 401 before anything else
+    reads the request: the body's size, type, syntax and characters (iwrs.request_guard), CSRF,
+    the input schema (issue 15). Registered as the first before-request hook. A path that
+    matches no route, or a method the route lacks, goes on to its 404 or 405."""
+    if not is_api_request() or request.url_rule is None:
+        return
+    operation = api_operation(request.url_rule.endpoint, request.method)
+    if operation is None or required_permissions(operation) is None:
+        return  # a public operation (the OpenAPI document, the audit public key)
+    _enforce_idle_timeout()  # a session idle too long is no caller either (401 at once)
+    if not current_user.is_authenticated:
+        raise _authentication_required()

@@ -1,4 +1,6 @@
-"""Checks on every request body before anything else runs (authentication included).
+"""Checks on every request body before anything else runs (authentication included), except
+that an anonymous call to an API operation that needs a caller gets its 401 first
+(iwrs.auth.api_authentication_first).
 
 In order, each refusal naming the field and the rule:
   body_size           413: a body larger than MAX_CONTENT_LENGTH (files) or, for a form without

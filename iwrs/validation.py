@@ -38,6 +38,7 @@ LIMITS: dict[str, int] = {
     "name": 200,
     "email": 200,
     "code": 64,
+    "kit": 64,
     "initials": 12,
     "drug": 120,
     "reference": 100,
@@ -46,6 +47,17 @@ LIMITS: dict[str, int] = {
     "text": 4000,
 }
 MULTILINE_KINDS = frozenset({"reason", "note", "text"})
+# The form of a kind of text, as a JSON Schema pattern too (the API document states it): an
+# e-mail is one plain address (iwrs.services.users.clean_email); a username 3-64 letters,
+# digits, '.', '_' or '-' starting with a letter or digit (case-insensitive: it is lower-cased).
+PATTERNS: dict[str, str] = {
+    "email": r"^\s*[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+\s*$",
+    "username": r"^\s*[A-Za-z0-9][A-Za-z0-9._-]{2,63}\s*$",
+    # 7 digits, the last a check digit (blinding/kits.py)
+    "kit": r"^\s*[1-9][0-9]{6}\s*$",
+    # 1-6 letters A-Z, with blanks, '.', '-' or "'" between (iwrs.services.persons)
+    "initials": r"^[\s.'-]*([A-Za-z][\s.'-]*){1,6}$",
+}
 
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 _ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+import http
+import re
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import flask_smorest
 from apispec.ext.marshmallow import MarshmallowPlugin, resolve_schema_cls
 from flask import Flask
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
 from marshmallow import ValidationError
 from webargs.flaskparser import FlaskParser
 
 from iwrs import inputs
+from iwrs.api.problems import PROBLEM_JSON
+from iwrs.api.v1.schemas import ProblemSchema
+from iwrs.auth import api_operation, required_permissions
 
 parser = FlaskParser()
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @parser.error_handler
@@ -30,10 +38,123 @@ class Blueprint(flask_smorest.Blueprint):
 
 class IWRSApi(Api):
     """flask-smorest's Api without its own error handler: the app's one handler
-    (iwrs.web.handle_error) answers API errors as problem+json."""
+    (iwrs.web.handle_error) answers API errors as problem+json, and the document says so: every
+    error response it names is `application/problem+json` with the Problem schema."""
+
+    ERROR_SCHEMA = ProblemSchema
+    DEFAULT_ERROR_RESPONSE_NAME = None  # no catch-all: each operation lists its error statuses
 
     def _register_error_handlers(self) -> None:
         pass
+
+    def _register_responses(self) -> None:
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": WHY.get(status, status.phrase)}
+            content_type = "application/json"
+            if status >= 400:
+                response["schema"], content_type = ProblemSchema, PROBLEM_JSON
+            prepare_response(response, self.spec, content_type)
+            self.spec.components.response(status.name, response, lazy=True)
+
+
+# Why an operation may answer each error status (issue 15: the document is true). Every
+# operation's list is derived from its route and its `@requires` (document_errors), so a new
+# operation is documented without a line here; its own alt_response (404, 409) adds the rest.
+WHY = {
+    400: "the body is not valid JSON or nests too deep (`json_syntax`, `json_depth`), or a "
+    "signed-in session's write lacks its CSRF token (`csrf`)",
+    401: "no valid API token or session (`authentication_required`), checked before anything "
+    "else; or a wrong e-signature password",
+    403: "the caller's role lacks the permission (`permission`), or a temporary password must "
+    "be changed first (`password_change_required`)",
+    404: "no such record in the caller's scope",
+    413: "the body is larger than 256 KiB (`body_size`)",
+    415: "the body is not JSON (`content_type`)",
+    422: "a value breaks a rule of the input (the field and rule are named in `errors`); any "
+    "query or body value holding a control character is refused (`control_characters`)",
+    503: "busy (`busy`, with Retry-After) or the database cannot be reached; nothing was saved",
+}
+WRITES = ("post", "put", "patch", "delete")
+# Rules JSON Schema cannot state that any operation applies (iwrs.request_guard).
+EVERYWHERE = {
+    "control_characters": "a text value (or query value) holding a control or format "
+    "character (Unicode Cc, Cf: NUL, U+202E...) is refused",
+}
+BEYOND_SCHEMA = "x-rules-beyond-schema"
+PERMISSIONS = "x-permissions"
+
+
+# Shared rules beyond the schema: a stated date is checked against the site's today and the
+# previous step (iwrs/services/stated_dates.py); a reason about an unblinded subject must be one
+# of the protocol's coded reasons (iwrs/services/coded_reasons.py).
+STATED_DATE_RULES = {
+    "future_date": "a stated date after today at the site",
+    "before_previous_step": "a stated date before the date of the previous step",
+    "backdate_reason_required": "a date before today at the site needs backdate_reason",
+}
+CODED_REASON_RULES = {
+    "coded_reason_after_unblinding": "once the subject is unblinded, a reason is one of the "
+    "protocol's coded reasons",
+}
+
+
+def beyond_schema(**rules: str) -> Callable[[F], F]:
+    """Name the rules of an operation that JSON Schema cannot state (cross-field or dependent on
+    stored state), each with its wording: document_errors writes them into the operation's
+    description and lists their codes under `x-rules-beyond-schema`, the only refusals (422) a
+    schema-valid request may meet (tests/web/test_api_fuzz.py holds every operation to it)."""
+
+    def mark(view: F) -> F:
+        view.rules_beyond_schema = rules  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def error_statuses(method: str, path: str, operation: Any) -> set[int]:
+    """The error statuses an API operation may answer, from its route and its `@requires`."""
+    statuses = {422}  # request_guard reads every request's query string
+    if required_permissions(operation) is not None:
+        statuses |= {401, 403, 503}
+    if "{" in path:
+        statuses.add(404)
+    if method in WRITES:
+        statuses |= {400, 413}
+        if method != "delete":
+            statuses.add(415)
+    return statuses
+
+
+def document_errors(app: Flask, api: Api) -> None:
+    """Give every API operation its error statuses as problem+json (WHY), `security: []` to a
+    public one; run after every blueprint is registered, so it covers all of them."""
+    paths = api.spec._paths  # apispec keeps the document's paths here until it is written
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method, doc in paths.get(path, {}).items():
+            with app.app_context():
+                operation = api_operation(rule.endpoint, method)
+            if operation is None:
+                continue
+            permissions = required_permissions(operation)
+            if permissions is None:
+                doc["security"] = []
+            else:  # the permissions the caller's role needs (403 without them)
+                doc[PERMISSIONS] = sorted(p.value for p in permissions)
+            rules = {**EVERYWHERE, **getattr(operation, "rules_beyond_schema", {})}
+            doc[BEYOND_SCHEMA] = sorted(rules)
+            listed = "; ".join(f"`{code}`: {text}" for code, text in sorted(rules.items()))
+            doc["description"] = (
+                doc.get("description", "") + "\n\nRules the schema cannot state (422): " + listed
+            ).strip()
+            responses = doc.setdefault("responses", {})
+            for status in sorted(error_statuses(method, path, operation)):
+                if str(status) not in responses and status not in responses:
+                    ref = api.spec.components.get_ref("response", http.HTTPStatus(status).name)
+                    responses[str(status)] = ref
+            for status, response in responses.items():
+                if int(status) in WHY and "description" in response:
+                    response["description"] = WHY[int(status)]
 
 
 def schema_name(schema: Any) -> str:
@@ -65,4 +186,5 @@ def init_app(app: Flask) -> None:
     api.spec.options["security"] = [{"bearerAuth": []}, {"sessionCookie": []}]
     for blueprint in (users.blp, sites.blp, subjects.blp, randomization.blp, supply.blp, audit.blp):
         api.register_blueprint(blueprint, url_prefix="/api/v1" + blueprint.url_prefix)
+    document_errors(app, api)
     app.extensions["iwrs.api"] = api

@@ -7,6 +7,7 @@ from typing import Any
 from flask import jsonify, request
 
 PROBLEM_TYPE = "https://iwrs.example/problems/"
+PROBLEM_JSON = "application/problem+json"
 
 
 def problem_response(
@@ -27,7 +28,7 @@ def problem_response(
         body["errors"] = problems
     response = jsonify(body)
     response.status_code = status
-    response.content_type = "application/problem+json"
+    response.content_type = PROBLEM_JSON
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="iwrs"'
     return response

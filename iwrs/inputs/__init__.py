@@ -85,12 +85,20 @@ class Text(_Refusals, fields.String):
         self, *, kind: str, min_length: int = 0, blank: str | None = None, **kwargs: Any
     ) -> None:
         metadata = {"maxLength": validation.LIMITS[kind], **kwargs.pop("metadata", {})}
-        if min_length:
-            metadata["minLength"] = min_length
+        if min_length or kwargs.get("required"):
+            # Required text is refused blank: the document says "at least one non-blank
+            # character" (surrounding blanks are stripped before any length is counted).
+            metadata["minLength"] = max(min_length, 1)
+            metadata.setdefault("pattern", validation.PATTERNS.get(kind, r"\S"))
+        elif kind in validation.PATTERNS:  # optional: blank, or of its form
+            metadata.setdefault("pattern", rf"^\s*$|{validation.PATTERNS[kind]}")
         super().__init__(metadata=metadata, **kwargs)
         self.kind, self.min_length, self.blank = kind, min_length, blank
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        limit = validation.LIMITS[self.kind]
+        if isinstance(value, str) and len(value) > limit:  # blanks count: maxLength says so
+            raise _refused("max_length", f"{self.name}: at most {limit} characters")
         if self.blank and self.required and _blank(value):
             raise _refused("required", f"{self.name}: {self.blank}")
         text = _checked(
@@ -147,16 +155,24 @@ class Choice(_Refusals, fields.String):
         return text
 
 
+BLANK_OR_DATE = [{"format": "date"}, {"pattern": r"^\s*$"}]
+
+
 class DayDate(_Refusals, fields.String):
     """A date a person types, DD-MMM-YYYY (05-MAR-1965) or YYYY-MM-DD, loaded as its
     YYYY-MM-DD text (the services' form); any other writing, ambiguous as 05031965 or
     05/03/1965, is refused with rule date_format, a day that does not exist with rule date
     (iwrs.validation.day_date). Optional and blank: the `load_default` (the service then takes
-    the site's local today). Every date field of pages and API is this one."""
+    the site's local today). Every date field of pages and API is this one.
+
+    The API document states YYYY-MM-DD (`format: date`, "or blank" when optional); the
+    DD-MMM-YYYY writing is also taken, and named in `x-also-accepted`."""
 
     def __init__(self, **kwargs: Any) -> None:
+        # Optional: blank (or null) means "not given", so the document says "a date or blank".
+        form = {"format": "date"} if kwargs.get("required") else {"anyOf": BLANK_OR_DATE}
         metadata = {
-            "format": "date",
+            **form,
             "x-also-accepted": validation.DAY_FORMAT,
             **kwargs.pop("metadata", {}),
         }

@@ -76,7 +76,7 @@ class KitRequestInput(Input):
 class ConfirmInput(Input):
     """The number of the kit in hand, confirmed after dispensing."""
 
-    kit_number = Text(kind="code", required=True)
+    kit_number = Text(kind="kit", required=True)
 
 
 class DiscontinueInput(Input):

@@ -25,14 +25,14 @@ CODED_REASON = (
     "anything else is refused with 422, rule coded_reason_after_unblinding."
 )
 SIGNATURE = {"description": "electronic signature: the caller's password"}
-ID_MAX = 2**62
+ID_MAX = 2**31 - 1  # a row id (INTEGER; the routes' <int:…> stop there too)
 
 
 class ScreenInput(Input):
     """Register a subject for screening (POST /subjects, the subjects page)."""
 
-    site_code = Text(kind="code", required=True)
-    date_of_birth = DayDate(required=True)
+    site_code = Text(kind="code", required=True, metadata={"example": "CN01"})
+    date_of_birth = DayDate(required=True, metadata={"example": "1966-09-30"})
     sex = Choice(SEXES, required=True)
     screening_date = DayDate(load_default=None, metadata={"description": STATED})
     backdate_reason = Text(kind="reason", load_default=None)

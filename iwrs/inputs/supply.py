@@ -23,7 +23,7 @@ CONDITIONS = ("good", "damaged", "missing")
 class ManualShipmentInput(Input):
     """A manual shipment to a site (supply manager): filled whole or refused, never shrunk."""
 
-    site_code = Text(kind="code", required=True)
+    site_code = Text(kind="code", required=True, metadata={"example": "CN01"})
     quantity = WholeNumber(
         minimum=1,
         maximum=500,
@@ -46,7 +46,7 @@ class ShippingInput(Input):
 class ReceiptLineInput(Input):
     """One kit of a shipment as received."""
 
-    kit_number = Text(kind="code", required=True)
+    kit_number = Text(kind="kit", required=True)
     condition = Choice(CONDITIONS, required=True)
 
 

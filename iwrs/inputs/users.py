@@ -13,7 +13,11 @@ class UserCreateInput(Input):
 
     username = Text(kind="username", min_length=3, required=True)
     full_name = Text(kind="name", required=True)
-    email = Text(kind="email", load_default=None)
+    email = Text(
+        kind="email",
+        required=True,
+        blank="the temporary password is sent to the user's e-mail; give one",
+    )
     role = Choice([r.value for r in Role], required=True)
     site_codes = Many(Text(kind="code", required=True), load_default=list)
 

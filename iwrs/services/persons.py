@@ -36,19 +36,19 @@ from iwrs.errors import Conflict, InvalidInput
 from iwrs.models.subjects import Subject
 
 LABEL = "iwrs person match v1"
-_LETTERS = re.compile(r"[A-Z]{1,6}")
+_LETTERS = re.compile(r"[A-Za-z]{1,6}")  # ASCII only: "ß".upper() would be "SS"
 
 
 def normalize_initials(initials: str | None) -> str:
     """Upper-case letters only ("z.-y. l" -> "ZYL"); 1-6 letters, or "" when not given."""
     if initials is None:
         return ""
-    letters = "".join(c for c in initials.upper() if not c.isspace() and c not in ".-'")
+    letters = "".join(c for c in initials if not c.isspace() and c not in ".-'")
     if not _LETTERS.fullmatch(letters):
         raise InvalidInput(
             "initials: 1 to 6 letters A-Z (e.g. ZYL)", field="initials", rule="initials"
         )
-    return letters
+    return letters.upper()
 
 
 def person_key(*, date_of_birth: date, sex: str, initials: str) -> str:

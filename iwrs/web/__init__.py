@@ -188,8 +188,11 @@ def handle_error(error: Exception) -> Any:
             title, detail = "Invalid input", "; ".join(p["message"] for p in problems)
     else:  # pragma: no cover - handled by handle_unexpected
         raise error
-    # Headers a refusal carries: Retry-After (in progress), Idempotent-Replayed (a replay).
+    # Headers a refusal carries: Retry-After (in progress), Idempotent-Replayed (a replay);
+    # an HTTP error's own, such as Allow on a 405 (RFC 9110 15.5.6), page or API alike.
     headers = dict(getattr(error, "headers", None) or {}) if isinstance(error, IWRSError) else {}
+    if isinstance(error, HTTPException):
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
     if is_api_request():
         from iwrs.api.problems import problem_response
 

@@ -71,15 +71,24 @@ def subject_count(app) -> int:  # type: ignore[no-untyped-def]
         return read_session().scalar(select(func.count()).select_from(Subject)) or 0
 
 
-# --- bodies: depth, syntax, type, size (before authentication) ---------------------------------
+# --- bodies: depth, syntax, type, size (before the schema; an anonymous API call gets 401 first,
+# tests/web/test_api_document.py) --------------------------------------------------------------
 
 
-def test_json_nested_1000_deep_gets_400_before_authentication(app):
-    client = app.test_client()  # anonymous; unexpected errors propagate (the app fixture)
+def _caller(app, make_user):  # type: ignore[no-untyped-def]
+    """A test client that calls the API with an investigator's token (pages stay anonymous)."""
+    client = app.test_client()
+    user = make_user("investigator", sites=["CN01"])
+    client.environ_base["HTTP_AUTHORIZATION"] = bearer(_token(app, user))["Authorization"]
+    return client
+
+
+def test_json_nested_1000_deep_gets_400_before_the_schema(app, make_user):
+    client = _caller(app, make_user)  # unexpected errors propagate (the app fixture)
     for url in ("/api/v1/subjects", "/api/v1/users", "/api/v1/tokens"):
         response = client.post(url, data=DEEP, content_type="application/json")
         assert rules(response, 400) == {("body", "json_depth")}, url
-    page = client.post("/sign-in", data=DEEP, content_type="application/json")
+    page = app.test_client().post("/sign-in", data=DEEP, content_type="application/json")
     assert page_rules(page, 400) == {"json_depth"}
     # 32 levels are within the limit: the body reaches the schema (which refuses a list).
     nested_32 = b"[" * 32 + b"]" * 32
@@ -90,8 +99,8 @@ def test_json_nested_1000_deep_gets_400_before_authentication(app):
     }
 
 
-def test_malformed_json_wrong_content_type_and_huge_bodies_get_clear_4xx(app):
-    client = app.test_client()
+def test_malformed_json_wrong_content_type_and_huge_bodies_get_clear_4xx(app, make_user):
+    client = _caller(app, make_user)
     for body in (b'{"site_code": ', b'{"a": "\xff"}', b"[1,]"):
         response = client.post("/api/v1/subjects", data=body, content_type="application/json")
         assert rules(response, 400) == {("body", "json_syntax")}, body
@@ -102,7 +111,7 @@ def test_malformed_json_wrong_content_type_and_huge_bodies_get_clear_4xx(app):
     huge = json.dumps({"reason": "x" * 300_000}).encode()
     response = client.post("/api/v1/subjects", data=huge, content_type="application/json")
     assert rules(response, 413) == {("body", "body_size")}
-    page = client.post("/sign-in", data={"username": "x" * 5_000_000, "password": "y"})
+    page = app.test_client().post("/sign-in", data={"username": "x" * 5_000_000, "password": "y"})
     assert page_rules(page, 413) == {"body_size"}
 
 

@@ -3,7 +3,7 @@ unblinding (to the investigator who asks, audited), the unblinding report, the a
 
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response
 from flask.views import MethodView
 from flask_login import current_user
 from marshmallow import Schema, fields, validate
@@ -13,6 +13,7 @@ from iwrs.api import Blueprint
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
+from iwrs.inputs import Choice, DayDate
 from iwrs.inputs.randomization import UnblindInput
 from iwrs.services import audit_views, unblinding
 
@@ -23,6 +24,7 @@ blp = Blueprint(
     description="Emergency unblinding and the audit trail",
 )
 PROBLEM = {"schema": ProblemSchema, "content_type": "application/problem+json"}
+TEXT = {"type": "string"}
 
 
 class UnblindedSchema(Schema):
@@ -51,10 +53,14 @@ class AuditQuery(Schema):
     action = fields.String()
     subject = fields.String()
     site = fields.String()
-    # Dates are checked by the service (iwrs/validation.py: YYYY-MM-DD only, rule date).
-    date_from = fields.String(metadata={"format": "date"})
-    date_to = fields.String(metadata={"format": "date"})
+    # Dates are checked by the service too (iwrs/validation.py: YYYY-MM-DD only, rule date).
+    date_from = DayDate(load_default="")
+    date_to = DayDate(load_default="")
     before = fields.Integer(validate=validate.Range(min=1, max=2**62))
+
+
+class AuditExportQuery(AuditQuery):
+    format = Choice(("jsonl", "csv"), load_default="jsonl")
 
 
 class AuditEventSchema(Schema):
@@ -133,13 +139,24 @@ class AuditEvents(MethodView):
 @blp.route("/audit/export")
 class AuditExport(MethodView):
     @requires(Permission.VIEW_AUDIT)
-    @blp.arguments(AuditQuery, location="query")
+    @blp.arguments(AuditExportQuery, location="query")
     @blp.response(200, content_type="application/x-ndjson")
+    @blp.doc(
+        responses={
+            "200": {
+                "description": "OK",
+                "content": {
+                    "application/x-ndjson": {"schema": TEXT},
+                    "application/zip": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        }
+    )
     def get(self, query):  # type: ignore[no-untyped-def]
         """The filtered trail as JSON Lines with a header that lets anyone verify it offline
         (`iwrs audit verify-export`); with ?format=csv a ZIP of the plain CSV and that header as
         its own signed manifest file."""
-        kind = "csv" if request.args.get("format") == "csv" else "jsonl"
+        kind = query.pop("format")
         filters = audit_views.Filters.parse({k: str(v) for k, v in query.items() if k != "before"})
         content, media = audit_views.export(filters, kind=kind, actor=Actor.of(current_user))
         return Response(content, mimetype=media)
@@ -148,6 +165,11 @@ class AuditExport(MethodView):
 @blp.route("/audit/public-key")
 class AuditPublicKey(MethodView):
     @blp.response(200, content_type="application/x-pem-file")
+    @blp.doc(
+        responses={
+            "200": {"description": "OK", "content": {"application/x-pem-file": {"schema": TEXT}}}
+        }
+    )
     def get(self):  # type: ignore[no-untyped-def]
         """The Ed25519 public key (PEM) that verifies signed exports and checkpoints; public."""
         from iwrs import audit_anchor

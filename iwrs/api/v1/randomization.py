@@ -10,7 +10,7 @@ from flask_login import current_user
 from marshmallow import Schema, fields
 
 from iwrs import padding
-from iwrs.api import Blueprint
+from iwrs.api import CODED_REASON_RULES, STATED_DATE_RULES, Blueprint, beyond_schema
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
@@ -64,6 +64,11 @@ KEY_HEADER = {
     "name": "Idempotency-Key",
     "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 100},
+}
+# Rules of the idempotency key that depend on stored requests or on two places at once.
+KEY_RULES = {
+    "idempotency_key_reused": "a key already bound to another subject or operation",
+    "idempotency_key:one_key": "the Idempotency-Key header and the idempotency_key field differ",
 }
 REPLAYED = {
     "Idempotent-Replayed": {
@@ -123,6 +128,7 @@ class SubjectRandomization(MethodView):
         return result
 
     @requires(Permission.RANDOMIZE)
+    @beyond_schema(**KEY_RULES)
     @blp.arguments(RandomizeInput)
     @blp.response(201, RandomizationSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
@@ -183,6 +189,7 @@ def _idempotency_key(in_body: str | None) -> str | None:
 @blp.route("/subjects/<int:subject_id>/dispensations")
 class Dispensations(MethodView):
     @requires(Permission.DISPENSE)
+    @beyond_schema(**KEY_RULES, **STATED_DATE_RULES, **CODED_REASON_RULES)
     @blp.arguments(DispenseInput)
     @blp.response(201, DispenseResultSchema, headers=REPLAYED)
     @blp.alt_response(409, **PROBLEM)
@@ -214,6 +221,7 @@ class Dispensations(MethodView):
 @blp.route("/subjects/<int:subject_id>/kit-requests")
 class KitRequests(MethodView):
     @requires(Permission.RANDOMIZE)
+    @beyond_schema(**CODED_REASON_RULES)
     @blp.arguments(KitRequestInput)
     @blp.response(201, KitRequestResultSchema)
     @blp.alt_response(409, **PROBLEM)
@@ -235,6 +243,7 @@ class KitRequests(MethodView):
 @blp.route("/dispensations/<int:dispensation_id>/confirmation")
 class Confirmation(MethodView):
     @requires(Permission.DISPENSE)
+    @beyond_schema(check_digit="the kit number's last digit is its Damm check digit")
     @blp.arguments(ConfirmInput)
     @blp.response(204)
     @blp.alt_response(409, **PROBLEM)

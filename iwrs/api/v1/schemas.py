@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import INCLUDE, Schema, fields
+
+
+class ProblemItemSchema(Schema):
+    """One refused value: the field at fault, the rule it broke, a message in words; a rule may
+    add its figures (a short stock: `requested`, `available`)."""
+
+    class Meta:
+        unknown = INCLUDE  # documented as additionalProperties: the figures of a rule
+
+    field = fields.String(required=True)
+    rule = fields.String(required=True)
+    message = fields.String(required=True)
+    requested = fields.String(metadata={"description": "depot_stock: kits requested"})
+    available = fields.String(metadata={"description": "depot_stock: kits available"})
 
 
 class ProblemSchema(Schema):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details (application/problem+json): `type` ends with the rule broken,
+    `errors` lists every refused field with its rule."""
 
-    type = fields.String()
-    title = fields.String()
-    status = fields.Integer()
-    detail = fields.String()
-    instance = fields.String()
-    errors = fields.List(fields.Dict(keys=fields.String(), values=fields.String()))
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    instance = fields.String(required=True)
+    errors = fields.List(fields.Nested(ProblemItemSchema))
 
 
 class SiteSchema(Schema):

@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_login import current_user
 from marshmallow import Schema, fields
 
-from iwrs.api import Blueprint
+from iwrs.api import CODED_REASON_RULES, STATED_DATE_RULES, Blueprint, beyond_schema
 from iwrs.api.v1.schemas import ProblemSchema
 from iwrs.audit import Actor
 from iwrs.auth import Permission, requires
@@ -127,8 +127,16 @@ class Subjects(MethodView):
         return queries.visible_subjects(actor=Actor.of(current_user))
 
     @requires(Permission.SCREEN_SUBJECTS)
+    @beyond_schema(
+        **STATED_DATE_RULES,
+        **{
+            "date_of_birth:past": "the date of birth is before the screening date",
+            "date_of_birth:plausible": "at most 120 years before the screening date",
+        },
+    )
     @blp.arguments(ScreenInput)
     @blp.response(201, SubjectSchema)
+    @blp.alt_response(404, **PROBLEM)
     @blp.alt_response(422, **PROBLEM)
     @blp.alt_response(409, **PROBLEM)
     def post(self, body):  # type: ignore[no-untyped-def]
@@ -179,6 +187,7 @@ class Assessments(MethodView):
         ]
 
     @requires(Permission.SCREEN_SUBJECTS)
+    @beyond_schema(**STATED_DATE_RULES)
     @blp.arguments(AnswersInput)
     @blp.response(201, AssessmentSchema)
     @blp.alt_response(422, **PROBLEM)
@@ -241,6 +250,7 @@ class EligibilityDecision(MethodView):
 @blp.route("/<int:subject_id>/withdrawal")
 class Withdrawal(MethodView):
     @requires(Permission.SCREEN_SUBJECTS)
+    @beyond_schema(**CODED_REASON_RULES)
     @blp.arguments(WithdrawalInput)
     @blp.response(200, SubjectSchema)
     @blp.alt_response(409, **PROBLEM)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_login import current_user
 
-from iwrs.api import Blueprint
+from iwrs.api import Blueprint, beyond_schema
 from iwrs.api.v1.schemas import (
     AccessRequestSchema,
     NewTokenSchema,
@@ -60,6 +60,10 @@ class Users(MethodView):
         return [_user_view(u) for u in queries.all_users(actor=Actor.of(current_user))]
 
     @requires(Permission.MANAGE_USERS)
+    @beyond_schema(
+        site_roles_only="only investigators and pharmacists are given site_codes",
+        known_site="every site code names an existing site",
+    )
     @blp.arguments(UserCreateInput)
     @blp.response(201, UserSchema)
     @blp.alt_response(422, **PROBLEM)
@@ -151,6 +155,7 @@ class AccessRequests(MethodView):
 @blp.route("/unblinded-access-requests/<int:request_id>/decision")
 class AccessDecision(MethodView):
     @requires(Permission.SEE_ARM)
+    @beyond_schema(**{"reason:required": "a rejection needs a reason"})
     @blp.arguments(AccessDecisionInput)
     @blp.response(200, AccessRequestSchema)
     @blp.alt_response(403, **PROBLEM)
