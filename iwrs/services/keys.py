@@ -44,7 +44,7 @@ from iwrs.audit import Actor
 from iwrs.db import read_session, transaction
 from iwrs.errors import Conflict, InvalidInput
 from iwrs.models.keys import BlindingKeyState
-from iwrs.models.randomization import RandomizationList, RandomizationSlot
+from iwrs.models.randomization import RandomizationList, RandomizationSlot, StratumTally
 from iwrs.models.supply import Kit
 from iwrs.services.randomization import (
     BLOCK_CONTEXT,
@@ -52,6 +52,7 @@ from iwrs.services.randomization import (
     SLOT_CONTEXT,
     stored_slot,
 )
+from iwrs.services.stratum_tallies import TALLY_CONTEXT
 from iwrs.services.supply import KIT_CONTEXT, sealer
 from iwrs.services.users import require_system
 
@@ -72,6 +73,12 @@ SEALED: list[tuple[Any, str, Callable[[Any], str]]] = [
     (RandomizationSlot, "sealed_arm", _slot_context(SLOT_CONTEXT)),
     (RandomizationSlot, "sealed_block", _slot_context(BLOCK_CONTEXT)),
     (RandomizationList, "sealed_seed", lambda row: SEED_CONTEXT.format(list_id=row.id)),
+    # NULL until counted (a list from before migration 0021): nothing sealed to re-seal.
+    (
+        StratumTally,
+        "sealed_counts",
+        lambda row: TALLY_CONTEXT.format(list_id=row.list_id, stratum=row.stratum),
+    ),
 ]
 
 
@@ -96,7 +103,9 @@ def remaining(*, actor: Actor) -> Remaining:
     values: Counter[str] = Counter()
     for model, column, _ in SEALED:
         key_id = func.substr(getattr(model, column), 4, 8)  # "v1.<key id>.<body>"
-        for found, count in session.execute(select(key_id, func.count()).group_by(key_id)):
+        counted = getattr(model, column).is_not(None)
+        query = select(key_id, func.count()).where(counted).group_by(key_id)
+        for found, count in session.execute(query):
             values[found] += count
     lists: Counter[str | None] = Counter()
     for row in session.scalars(select(RandomizationList)):
@@ -234,7 +243,12 @@ def _reseal_batch(
     ring.refresh()
     current = ring.ring.key_id
     sealed = getattr(model, column)
-    query = select(model).where(model.id > after).order_by(model.id).limit(batch_size)
+    query = (
+        select(model)
+        .where(model.id > after, sealed.is_not(None))
+        .order_by(model.id)
+        .limit(batch_size)
+    )
     if sweep:
         query = query.where(not_(sealed.like(f"v1.{current}.%")))
     query = query.with_for_update(skip_locked=True)
@@ -269,7 +283,10 @@ def _left(model: Any, column: str) -> int:
     session.rollback()
     current = sealer().ring.key_id
     return session.scalar(
-        select(func.count()).where(not_(getattr(model, column).like(f"v1.{current}.%")))
+        select(func.count()).where(
+            getattr(model, column).is_not(None),
+            not_(getattr(model, column).like(f"v1.{current}.%")),
+        )
     )
 
 

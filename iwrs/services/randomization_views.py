@@ -3,13 +3,11 @@ and the statistician's unblinded list status (every view audited)."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
@@ -21,20 +19,20 @@ from iwrs.models.randomization import (
     Dispensation,
     Randomization,
     RandomizationList,
-    RandomizationSlot,
     StratumPosition,
+    StratumTally,
 )
 from iwrs.models.subjects import Subject
 from iwrs.models.supply import Kit
+from iwrs.services import stratum_tallies
 from iwrs.services.queries import visible_subject
 from iwrs.services.randomization import (
-    SLOT_CONTEXT,
     RandomizationResult,
     VisitPlan,
     _result,
     visit_plan,
 )
-from iwrs.services.supply import acting_user, protocol, unseal_cached
+from iwrs.services.supply import acting_user, protocol
 
 
 def result_of(*, actor: Actor, subject_id: int) -> RandomizationResult | None:
@@ -178,41 +176,63 @@ class ListStatus:
     source: str
     fingerprint: str
     locked: bool
-    strata: list[StratumStatus]
+    strata: list[StratumStatus]  # a page of them (STRATA_PAGE), or every one when unpaged
     overall_by_arm: dict[str, int]
+    next_after: str | None = None  # the last stratum shown when more follow it
 
 
-def active_list_status(session: Session) -> ListStatus | None:
-    """The active list's status by stratum and arm (unblinded), computed without recording.
-    Statements: a fixed number whatever the trial's size (the arms come from `_arm_tally`)."""
+STRATA_PAGE = 25  # strata per page of the statistician's status (the full world has 200)
+
+
+# Decision (issue 13, the statistician's status at 100,000 subjects): each view read and
+# unsealed every used slot (80,000 at the scale world), then a per-process tally that each
+# process's first view still counted whole (4-6 s). Now the used slots by arm are a sealed row
+# per stratum (`StratumTally`, services.stratum_tallies) kept by each randomization under its
+# stratum's position lock: a view reads one row per stratum, opens it through the process's
+# cache, and lists a page of strata (keyset by stratum: "More strata"); the overall allocation
+# sums every stratum's tally (one short row each). Served only behind SEE_ARM.
+def active_list_status(
+    session: Session, *, after: str | None = None, limit: int | None = None
+) -> ListStatus | None:
+    """The active list's status by stratum and arm (unblinded), computed without recording:
+    the `limit` strata after `after` (every stratum when `limit` is None) and the overall
+    allocation. Statements: a fixed number whatever the trial's size."""
     row = session.scalars(
         select(RandomizationList).where(RandomizationList.active.is_(True))
     ).first()
     if row is None:
         return None
-    strata = []
-    overall: Counter[str] = Counter()
     # Every arm, used or not: an arm that appears only once allocated would name the first arm.
     codes = [arm.code for arm in protocol().arms]
-    positions = session.scalars(
+    tallies = session.scalars(
+        select(StratumTally).where(StratumTally.list_id == row.id).order_by(StratumTally.stratum)
+    ).all()
+    if any(t.sealed_counts is None for t in tallies):  # a view that raced `fill_missing`
+        stratum_tallies.count_missing(session, row.id)
+    counts = {t.stratum: stratum_tallies.counts_of(t) or Counter() for t in tallies}
+    overall: Counter[str] = Counter()
+    for arms in counts.values():
+        overall.update(arms)
+    query = (
         select(StratumPosition)
         .where(StratumPosition.list_id == row.id)
         .order_by(StratumPosition.stratum)
-    ).all()
-    # Slots are taken strictly in sequence, each by the randomization that advances its
-    # stratum's position (services.randomization._next_slot): used = next_sequence - 1.
-    tally = _arm_tally(session, row.id, sum(p.next_sequence - 1 for p in positions))
-    for position in positions:
-        arms = tally.get(position.stratum, Counter())
-        overall.update(arms)
-        strata.append(
-            StratumStatus(
-                position.stratum,
-                sum(arms.values()),
-                position.last_sequence - position.next_sequence + 1,
-                {code: arms[code] for code in codes},
-            )
+    )
+    if after is not None:
+        query = query.where(StratumPosition.stratum > after)
+    if limit is not None:
+        query = query.limit(limit + 1)
+    positions = session.scalars(query).all()
+    more = limit is not None and len(positions) > limit
+    strata = [
+        StratumStatus(
+            position.stratum,
+            sum(counts.get(position.stratum, Counter()).values()),
+            position.last_sequence - position.next_sequence + 1,
+            {code: counts.get(position.stratum, Counter())[code] for code in codes},
         )
+        for position in positions[:limit]
+    ]
     return ListStatus(
         row.id,
         row.name,
@@ -222,71 +242,19 @@ def active_list_status(session: Session) -> ListStatus | None:
         row.locked_at is not None,
         strata,
         {code: overall[code] for code in codes},
+        strata[-1].stratum if more and strata else None,
     )
 
 
-# Decision (issue 13, the statistician's status at 100,000 subjects): reading and unsealing every
-# used slot at each view cost one unseal per randomization (80,000 at the scale world, more than
-# the process's cache of opened tokens holds, so each view opened them all again). Instead each
-# process keeps, per list, the arms counted by stratum and the last randomization id counted;
-# a view reads and unseals only the randomizations after it (one bounded query), and checks the
-# total against the strata's positions (read anyway): a randomization that committed after a
-# higher id was counted (ids are taken before commit), or one committed between the two reads,
-# makes them disagree, and the list is then counted again in full. The first view in a process
-# counts the whole list (5.7 s at the scale world); a sealed summary kept in the database would
-# spare that (a migration; not done).
-# Held in memory only, like the opened tokens (services.supply): never persisted or logged, and
-# served only behind SEE_ARM.
-@dataclass
-class _ListTally:
-    last_id: int = 0
-    counted: int = 0
-    by_stratum: dict[str, Counter[str]] = field(default_factory=dict)
-
-
-_TALLY_LOCK = threading.Lock()
-
-
-def _arm_tally(session: Session, list_id: int, total: int) -> dict[str, Counter[str]]:
-    """Used slots per stratum and arm of list `list_id` ({stratum: Counter(arm: n)}), `total`
-    of them by the strata's positions."""
-    tallies = current_app.extensions.setdefault("iwrs.arm_tallies", {})
-    with _TALLY_LOCK:
-        tally = tallies.setdefault(list_id, _ListTally())
-        _count_after(session, tally, list_id)
-        if tally.counted != total:  # a randomization committed after a higher id was counted
-            tally = tallies[list_id] = _ListTally()
-            _count_after(session, tally, list_id)
-        return {k: Counter(v) for k, v in tally.by_stratum.items()}
-
-
-def _count_after(session: Session, tally: _ListTally, list_id: int) -> None:
-    """Add the randomizations of the list after `tally.last_id` to the tally."""
-    rows = session.execute(
-        select(
-            Randomization.id,
-            RandomizationSlot.id,
-            RandomizationSlot.sealed_arm,
-            RandomizationSlot.stratum,
-            RandomizationSlot.sequence,
-        )
-        .join(RandomizationSlot, Randomization.slot_id == RandomizationSlot.id)
-        .where(RandomizationSlot.list_id == list_id, Randomization.id > tally.last_id)
-        .order_by(Randomization.id)
-    )
-    for randomization_id, slot_id, sealed, stratum, sequence in rows:
-        context = SLOT_CONTEXT.format(list_id=list_id, stratum=stratum, sequence=sequence)
-        arm = unseal_cached("randomization_slot", slot_id, sealed, context=context)
-        tally.by_stratum.setdefault(stratum, Counter())[arm] += 1
-        tally.counted += 1
-        tally.last_id = randomization_id
-
-
-def list_status(*, actor: Actor) -> ListStatus | None:
-    """The unblinded statistician's view of the active list; the viewing is audited."""
+def list_status(
+    *, actor: Actor, after: str | None = None, limit: int | None = STRATA_PAGE
+) -> ListStatus | None:
+    """The unblinded statistician's view of the active list (a page of strata after `after`);
+    the viewing is audited."""
+    stratum_tallies.fill_missing(actor)
     with transaction() as session:
         acting_user(session, actor, Permission.SEE_ARM)
-        status = active_list_status(session)
+        status = active_list_status(session, after=after, limit=limit)
         if status is not None:
             audit.record(
                 session,
