@@ -164,16 +164,8 @@ def _draw_v2(count: int, rng: Drbg, taken: Collection[str]) -> list[str]:
     if count > free:
         raise ValueError(f"kit number space exhausted: {count} wanted, {free} free")
     if 2 * count > free:
-        # The partial Fisher-Yates of v1 over the free bodies in ascending order, the array
-        # kept virtual: only the positions swapped so far are held.
-        swapped: dict[int, int] = {}
-        bodies: list[int] = []
-        for i in range(count):
-            j = i + rng.randbelow(free - i)
-            at_j = swapped.get(j, j)
-            swapped[j] = swapped.get(i, i)
-            bodies.append(_free_body(at_j, taken_bodies))
-        return [kit_number_v2(body) for body in bodies]
+        chosen = partial_shuffle(count, free, rng)
+        return [kit_number_v2(free_body_v2(index, taken_bodies)) for index in chosen]
     drawn: list[int] = []
     used = set(taken_bodies)
     while len(drawn) < count:
@@ -184,7 +176,21 @@ def _draw_v2(count: int, rng: Drbg, taken: Collection[str]) -> list[str]:
     return [kit_number_v2(body) for body in drawn]
 
 
-def _free_body(index: int, taken_sorted: Sequence[int]) -> int:
+def partial_shuffle(count: int, size: int, rng: Drbg) -> list[int]:
+    """The first `count` places of v1's partial Fisher-Yates over range(size) (i = 0, 1, ...:
+    swap i with i + randbelow(size - i)), the array kept virtual: only the places swapped so
+    far are held, so memory follows `count`, not `size`."""
+    swapped: dict[int, int] = {}
+    chosen: list[int] = []
+    for i in range(count):
+        j = i + rng.randbelow(size - i)
+        at_j = swapped.get(j, j)
+        swapped[j] = swapped.get(i, i)
+        chosen.append(at_j)
+    return chosen
+
+
+def free_body_v2(index: int, taken_sorted: Sequence[int]) -> int:
     """The `index`-th (from 0) v2 body not in `taken_sorted`, in ascending order: the least
     fixed point of body = BODY_MIN_V2 + index + (taken bodies <= body)."""
     body = BODY_MIN_V2 + index

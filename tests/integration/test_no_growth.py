@@ -62,6 +62,7 @@ def measure(world: World, *, due: int, fresh: int) -> dict:
         "supply page": ("manager", "/supply/"),
         "site inventory": ("ph-CN01", f"/supply/sites/{cn01}"),
         "audit page": ("auditor", "/audit/"),
+        "statistician page": ("stat", "/lists/"),
     }
     clients = {who: client_of(world, who) for who, _ in pages.values()}
     counts: dict[str, int] = {}
