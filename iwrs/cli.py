@@ -172,6 +172,11 @@ def init_command() -> None:
     protocol = current_app.extensions["iwrs.protocol"]
     for change in trial.load_protocol(actor=cli_actor(), protocol=protocol):
         click.echo(f"loaded {change}")
+    from iwrs.services import stratum_tallies
+
+    counted = stratum_tallies.fill_missing(cli_actor())  # a list from before migration 0021
+    if counted:
+        click.echo(f"counted the used slots of {counted} strata (the statistician's tallies)")
     click.echo(f"trial {protocol.study_id} ready (protocol file {protocol.source})")
 
 

@@ -233,6 +233,7 @@ NOT_USE_CASES: dict[str, str] = {
             "stratum_tallies.count_missing",
             "stratum_tallies.count_stratum",
             "stratum_tallies.counts_of",
+            "stratum_tallies.opened",
             "subjects.context_for",
             "subjects.evaluate_stored",
             "subjects.require_confirmed_eligible",
@@ -281,8 +282,9 @@ NOT_USE_CASES: dict[str, str] = {
         for name in ("outbox.send_outbox",)
     },
     "resupply.run_resupply": "the scheduled job (iwrs/jobs.py); no person can call it",
-    "stratum_tallies.fill_missing": "part of the statistician's status view and export, called "
-    "first by them; each of its transactions checks SEE_ARM itself (acting_user)",
+    "stratum_tallies.fill_missing": "part of the statistician's status view and export (and of "
+    "`iwrs init`), called first by them; each of its transactions checks SEE_ARM itself "
+    "(acting_user), or the operator (require_system)",
 }
 
 

@@ -204,12 +204,14 @@ def active_list_status(
         return None
     # Every arm, used or not: an arm that appears only once allocated would name the first arm.
     codes = [arm.code for arm in protocol().arms]
-    tallies = session.scalars(
-        select(StratumTally).where(StratumTally.list_id == row.id).order_by(StratumTally.stratum)
-    ).all()
-    if any(t.sealed_counts is None for t in tallies):  # a view that raced `fill_missing`
+    tallies = select(
+        StratumTally.id, StratumTally.list_id, StratumTally.stratum, StratumTally.sealed_counts
+    ).where(StratumTally.list_id == row.id)
+    rows = session.execute(tallies).all()  # plain rows: one short row per stratum
+    if any(sealed is None for *_, sealed in rows):  # a view that raced `fill_missing`
         stratum_tallies.count_missing(session, row.id)
-    counts = {t.stratum: stratum_tallies.counts_of(t) or Counter() for t in tallies}
+        rows = session.execute(tallies).all()
+    counts = {r.stratum: stratum_tallies.opened(*r) or Counter() for r in rows}
     overall: Counter[str] = Counter()
     for arms in counts.values():
         overall.update(arms)
