@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from iwrs import audit, clock
@@ -204,37 +205,37 @@ def active_list_status(
         return None
     # Every arm, used or not: an arm that appears only once allocated would name the first arm.
     codes = [arm.code for arm in protocol().arms]
-    tallies = select(
-        StratumTally.id, StratumTally.list_id, StratumTally.stratum, StratumTally.sealed_counts
-    ).where(StratumTally.list_id == row.id)
-    rows = session.execute(tallies).all()  # plain rows: one short row per stratum
-    if any(sealed is None for *_, sealed in rows):  # a view that raced `fill_missing`
-        stratum_tallies.count_missing(session, row.id)
-        rows = session.execute(tallies).all()
-    counts = {r.stratum: stratum_tallies.opened(*r) or Counter() for r in rows}
-    overall: Counter[str] = Counter()
-    for arms in counts.values():
-        overall.update(arms)
-    query = (
-        select(StratumPosition)
+    page = (
+        select(StratumPosition, StratumTally.id, StratumTally.sealed_counts)
+        .join(
+            StratumTally,
+            (StratumTally.list_id == StratumPosition.list_id)
+            & (StratumTally.stratum == StratumPosition.stratum),
+        )
         .where(StratumPosition.list_id == row.id)
         .order_by(StratumPosition.stratum)
     )
     if after is not None:
-        query = query.where(StratumPosition.stratum > after)
+        page = page.where(StratumPosition.stratum > after)
     if limit is not None:
-        query = query.limit(limit + 1)
-    positions = session.scalars(query).all()
-    more = limit is not None and len(positions) > limit
-    strata = [
-        StratumStatus(
-            position.stratum,
-            sum(counts.get(position.stratum, Counter()).values()),
-            position.last_sequence - position.next_sequence + 1,
-            {code: counts.get(position.stratum, Counter())[code] for code in codes},
+        page = page.limit(limit + 1)
+    shown = session.execute(page).all()
+    if any(sealed is None for *_, sealed in shown):  # a view that raced `fill_missing`
+        stratum_tallies.count_missing(session, row.id)
+        shown = session.execute(page).all()
+    more = limit is not None and len(shown) > limit
+    strata = []
+    for position, tally_id, sealed in shown[:limit]:
+        arms = stratum_tallies.opened(tally_id, row.id, position.stratum, sealed) or Counter()
+        strata.append(
+            StratumStatus(
+                position.stratum,
+                sum(arms.values()),
+                position.last_sequence - position.next_sequence + 1,
+                {code: arms[code] for code in codes},
+            )
         )
-        for position in positions[:limit]
-    ]
+    overall = _overall(session, row.id)
     return ListStatus(
         row.id,
         row.name,
@@ -246,6 +247,38 @@ def active_list_status(
         {code: overall[code] for code in codes},
         strata[-1].stratum if more and strata else None,
     )
+
+
+def _overall(session: Session, list_id: int) -> Counter[str]:
+    """The list's used slots by arm over every stratum: the sum of the strata's tallies, kept
+    by this process under the list's used total (the sum of its positions, one aggregate
+    statement) and read again only when that total has moved. Sound because a randomization
+    advances its position and its tally in one transaction, so in any snapshot the positions'
+    total is the tallies' total, and the total only grows (never the same total twice with other
+    counts); the total cached is the one the tallies read add up to, not the one read before
+    them. In memory only, like the opened tokens; served only behind SEE_ARM."""
+    used = session.scalar(
+        select(func.sum(StratumPosition.next_sequence - 1)).where(
+            StratumPosition.list_id == list_id
+        )
+    )
+    cache = current_app.extensions.setdefault("iwrs.overall_allocations", {})
+    known = cache.get(list_id)
+    if known is not None and known[0] == used:
+        return Counter(known[1])
+    rows = session.execute(
+        select(
+            StratumTally.id, StratumTally.list_id, StratumTally.stratum, StratumTally.sealed_counts
+        ).where(StratumTally.list_id == list_id)
+    ).all()
+    if any(sealed is None for *_, sealed in rows):
+        stratum_tallies.count_missing(session, list_id)
+        return _overall(session, list_id)
+    overall: Counter[str] = Counter()
+    for r in rows:
+        overall.update(stratum_tallies.opened(*r) or Counter())
+    cache[list_id] = (sum(overall.values()), Counter(overall))
+    return overall
 
 
 def list_status(

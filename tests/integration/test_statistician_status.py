@@ -82,6 +82,12 @@ def test_the_tallies_equal_a_full_count_and_a_view_opens_no_slot(world):
     assert status is not None
     overall = sum(full_count().values(), Counter())
     assert status.overall_by_arm == {code: overall[code] for code in ("A", "P")}
+    # the overall allocation the process keeps is read again once a randomization moved it
+    randomize(world, eligible_subject(world, "CN02"))
+    first_page = randomization_views.list_status(actor=world.actor("stat"), limit=1)
+    overall = sum(full_count().values(), Counter())
+    assert first_page is not None and sum(overall.values()) == 5
+    assert first_page.overall_by_arm == {code: overall[code] for code in ("A", "P")}
 
 
 def test_a_list_from_before_the_tally_is_counted_once_then_advanced(world):
