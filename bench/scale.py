@@ -3,7 +3,7 @@
     python bench/scale.py build --url URL --subjects N [--sites S --strata T --kits K
         --audit-events E --pool P --seed X --fresh] --manifest out.json
 
-Full size (issue 13): --subjects 100000 gives 1,500 sites, 200 strata, 2,000,000 kits wanted
+Full size (issue 13): --subjects 100000 gives 1,500 sites, 200 strata, 2,000,000 kits
 (see KITS below) and 10,000,000 audit events. Every size parameter defaults to the same
 proportion of --subjects, so `--subjects 100` builds a small world of the same shape.
 
