@@ -3,7 +3,7 @@
     python bench/scale.py build --url URL --subjects N [--sites S --strata T --kits K
         --audit-events E --pool P --seed X --fresh] --manifest out.json
 
-Full size (issue 13): --subjects 100000 gives 1,500 sites, 200 strata, 2,000,000 kits wanted
+Full size (issue 13): --subjects 100000 gives 1,500 sites, 200 strata, 2,000,000 kits
 (see KITS below) and 10,000,000 audit events. Every size parameter defaults to the same
 proportion of --subjects, so `--subjects 100` builds a small world of the same shape.
 
@@ -23,9 +23,11 @@ What holds in the world built (tests/integration/test_scale_generator.py checks 
   (computed once per stratum by the protocol's real eligibility engine).
 
 Decisions:
-- KITS: kit numbers are 7 digits (blinding.kits: 900,000 numbers). 2,000,000 kits cannot be
-  numbered; the generator builds at most NUMBER_SPACE - 10,000 kits and says so (manifest
-  "kits_capped"). More kits need a longer number format (a change to blinding.kits).
+- KITS: numbered by kit-numbers-v1 (7 digits, 900,000 numbers) while they fit with 10,000
+  to spare for lots the app generates later, else by kit-numbers-v2 (9 digits, 90,000,000:
+  blinding.kits), the scheme recorded on each lot (`lot.kit_numbers`) and in its
+  kits.generated event; the full size's 2,000,000 kits are v2. At most NUMBER_SPACE_V2 -
+  10,000 kits (manifest "kits_capped" says when fewer were built than asked).
 - Strata: two factors, disease (RA/SSc, derived from the diagnosis criterion) x `region` (a
   choice field added to the synthetic protocol, T/2 levels): --strata must be even.
 - The pool (--pool, default 200): eligible, unrandomized subjects at the benchmark sites (at most
@@ -64,7 +66,17 @@ from sqlalchemy import Table, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from blinding import schedules  # noqa: E402
-from blinding.kits import NUMBER_SPACE, kit_number, number_rank_test  # noqa: E402
+from blinding.kits import (  # noqa: E402
+    ALGORITHM,
+    ALGORITHM_V2,
+    BODY_MIN,
+    BODY_MIN_V2,
+    NUMBER_SPACE,
+    NUMBER_SPACE_V2,
+    kit_number,
+    kit_number_v2,
+    number_rank_test,
+)
 from iwrs import clock, create_app  # noqa: E402
 from iwrs.audit import EVENT_FIELDS, Actor, canonical_json, event_hash, event_mac  # noqa: E402
 from iwrs.config import Settings, create_missing_keys, read_key  # noqa: E402
@@ -73,7 +85,8 @@ from iwrs.locking import STUDY, counter_name  # noqa: E402
 from iwrs.models.audit import AuditChainHead  # noqa: E402
 from iwrs.models.sites import Depot, Site, Trial  # noqa: E402
 
-KITS_MAX = NUMBER_SPACE - 10_000
+KITS_V1_MAX = NUMBER_SPACE - 10_000  # more kits than this are numbered by kit-numbers-v2
+KITS_MAX = NUMBER_SPACE_V2 - 10_000
 FULL = {"subjects": 100_000, "sites": 1_500, "strata": 200, "kits": 2_000_000, "events": 10_000_000}
 PASSWORD = "Scale-bench-password-2026"  # noqa: S105 - the synthetic world's known password
 BENCH_SITES = 8
@@ -519,6 +532,12 @@ class KitPlan:
     lot_of: list[int]
     lot_sizes: list[int]
     site_of: dict[int, int]  # kit index -> site index (kits shipped to a site)
+    scheme: str = ALGORITHM  # the kit-number scheme (blinding.kits.ALGORITHMS)
+
+
+def kit_scheme(count: int) -> str:
+    """kit-numbers-v1 while `count` kits fit with 10,000 to spare, else kit-numbers-v2."""
+    return ALGORITHM if count <= KITS_V1_MAX else ALGORITHM_V2
 
 
 def decide_kits(world: World, rng: random.Random) -> KitPlan:
@@ -528,8 +547,13 @@ def decide_kits(world: World, rng: random.Random) -> KitPlan:
     needed = sum(p.visits_done for p in world.people) + 2 * sum(world.spare.values())
     if needed > count:
         raise SystemExit(f"--kits {count}: the sites need {needed} kits; give more kits")
-    bodies = rng.sample(range(100_000, 100_000 + NUMBER_SPACE), count)
-    numbers = [kit_number(b) for b in bodies]
+    scheme = kit_scheme(count)
+    if scheme == ALGORITHM:  # as before kit-numbers-v2: the same world from the same seed
+        bodies = rng.sample(range(BODY_MIN, BODY_MIN + NUMBER_SPACE), count)
+        numbers = [kit_number(b) for b in bodies]
+    else:
+        bodies = rng.sample(range(BODY_MIN_V2, BODY_MIN_V2 + NUMBER_SPACE_V2), count)
+        numbers = [kit_number_v2(b) for b in bodies]
     treatments: list[str] = []
     lot_of: list[int] = []
     lot_sizes: list[int] = []
@@ -553,7 +577,7 @@ def decide_kits(world: World, rng: random.Random) -> KitPlan:
         for arm in plan.arm_codes:
             for _ in range(per_arm):
                 site_of[free[arm].pop()] = site
-    return KitPlan(numbers, treatments, lot_of, lot_sizes, site_of)
+    return KitPlan(numbers, treatments, lot_of, lot_sizes, site_of, scheme)
 
 
 # --- writing the world ----------------------------------------------------------------------
@@ -754,10 +778,11 @@ def write_lots_and_kits(b: Build) -> None:
     expiry = b.today + timedelta(days=3 * 365)
     lot_id0 = b.sink.next_id("lot")
     lots = [
-        (lot_id0 + n, f"SCALE-L{n + 1:04d}", kit_type, expiry, b.now)
+        (lot_id0 + n, f"SCALE-L{n + 1:04d}", kit_type, expiry, b.now, kp.scheme)
         for n in range(len(kp.lot_sizes))
     ]
-    b.sink.write("lot", _columns("id code kit_type expiry created_at"), lots, len(lots))
+    columns = _columns("id code kit_type expiry created_at kit_numbers")
+    b.sink.write("lot", columns, lots, len(lots))
     first = 0
     for n, size in enumerate(kp.lot_sizes):
         specs = [
@@ -767,7 +792,8 @@ def write_lots_and_kits(b: Build) -> None:
         ranks = number_rank_test(specs)
         test = {"p_value": float(f"{ranks.p_value:.4g}"), "warning": ranks.warning}
         after = {"kits": size, "lots": [lots[n][1]], "kit_types": [kit_type]}
-        after |= {"depot": protocol.depot.code, "number_rank_test": test}
+        after |= {"depot": protocol.depot.code, "kit_numbers": kp.scheme}
+        after |= {"number_rank_test": test}
         b.chain.add(b.cli, "kits.generated", "lot", lots[n][1], after=after)
         first += size
     b.kit_id0 = b.sink.next_id("kit")
@@ -1323,6 +1349,21 @@ def write_slots(
         ("list_id", "stratum", "next_sequence", "last_sequence"),
         positions,
         len(positions),
+    )
+    # Each stratum's sealed tally of used slots by arm (iwrs.services.stratum_tallies), as the
+    # randomizations would have kept it.
+    from iwrs.services.stratum_tallies import TALLY_CONTEXT, encode
+
+    codes = list(b.world.plan.arm_codes)
+    tallies, tally_id0 = [], b.sink.next_id("stratum_tally")
+    for n, stratum in enumerate(sorted(b.world.slots)):
+        counts = Counter(s.arm for s in b.world.slots[stratum][: taken.get(stratum, 0)])
+        sealed = seal(
+            encode(counts, codes), context=TALLY_CONTEXT.format(list_id=list_id, stratum=stratum)
+        )
+        tallies.append((tally_id0 + n, list_id, stratum, sealed))
+    b.sink.write(
+        "stratum_tally", ("id", "list_id", "stratum", "sealed_counts"), tallies, len(tallies)
     )
     return slot_ids
 

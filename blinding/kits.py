@@ -11,6 +11,14 @@ Kit numbers carry no pattern by treatment. Algorithm "kit-numbers-v1", reproduci
            treatments (codes in sorted order, each repeated its count), again while the rank
            test of kit numbers by treatment (`blinding.ranks`) warns; kit i gets treatment i;
            the list is returned sorted by kit number, so neither order nor number says the arm
+Algorithm "kit-numbers-v2" (issue 13: v1 holds 900,000 numbers; a trial of 2,000,000 kits needs
+more): the same, with an 8-digit body 10000000..99999999 and its Damm check digit (9 digits,
+90,000,000 numbers); the draw is v1's (redraw while taken; past half of the free bodies, the same
+partial Fisher-Yates over the free bodies in ascending order, kept as a map of the swapped
+positions so memory follows the count, not the space). A 7-digit and a 9-digit number never
+collide, and each algorithm ignores the other's numbers in `taken`. v1 is unchanged, byte for
+byte (tests/unit/test_kit_numbers_v2.py holds its output): a list re-derives from its seed with
+the algorithm recorded with it (`ALGORITHMS`; the app stores it on the lot).
 A lot holds every treatment in the allocation ratio, within the protocol's tolerance
 (`check_lot_balance`); a generated lot holds them exactly in the ratio asked.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from bisect import bisect_right
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -31,6 +40,11 @@ ALGORITHM = "kit-numbers-v1"
 BODY_MIN = 100_000
 BODY_MAX = 999_999
 NUMBER_SPACE = BODY_MAX - BODY_MIN + 1
+ALGORITHM_V2 = "kit-numbers-v2"
+BODY_MIN_V2 = 10_000_000
+BODY_MAX_V2 = 99_999_999
+NUMBER_SPACE_V2 = BODY_MAX_V2 - BODY_MIN_V2 + 1
+ALGORITHMS = (ALGORITHM, ALGORITHM_V2)
 COLUMNS = ("kit_number", "kit_type", "treatment", "lot", "expiry")
 _DIGITS = frozenset("0123456789")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -65,15 +79,29 @@ def damm_check_digit(digits: str) -> str:
     return str(_damm_interim(digits))
 
 
-def is_valid_kit_number(number: str) -> bool:
-    """True for 7 ASCII digits, the first not 0, whose last digit is the Damm check of the rest."""
+def _is_valid(number: str, length: int) -> bool:
     return (
         isinstance(number, str)
-        and len(number) == 7
+        and len(number) == length
         and set(number) <= _DIGITS
         and number[0] != "0"
         and _damm_interim(number) == 0
     )
+
+
+def is_valid_kit_number(number: str) -> bool:
+    """True for a kit number of either scheme: 7 (v1) or 9 (v2) ASCII digits, the first not 0,
+    whose last digit is the Damm check of the rest."""
+    return kit_number_algorithm(number) is not None
+
+
+def kit_number_algorithm(number: str) -> str | None:
+    """The scheme whose format `number` has and whose check digit it passes, or None."""
+    if _is_valid(number, 7):
+        return ALGORITHM
+    if _is_valid(number, 9):
+        return ALGORITHM_V2
+    return None
 
 
 def kit_number(body: int) -> str:
@@ -84,11 +112,30 @@ def kit_number(body: int) -> str:
     return text + damm_check_digit(text)
 
 
-def draw_kit_numbers(count: int, rng: Drbg, *, taken: Collection[str] = ()) -> list[str]:
-    """`count` distinct random kit numbers, none in `taken`, in draw order (kit-numbers-v1)."""
+def kit_number_v2(body: int) -> str:
+    """The kit-numbers-v2 number for an 8-digit body: the body and its check digit."""
+    if not BODY_MIN_V2 <= body <= BODY_MAX_V2:
+        raise ValueError(f"a kit number body is {BODY_MIN_V2}..{BODY_MAX_V2}")
+    text = str(body)
+    return text + damm_check_digit(text)
+
+
+def draw_kit_numbers(
+    count: int, rng: Drbg, *, taken: Collection[str] = (), algorithm: str = ALGORITHM
+) -> list[str]:
+    """`count` distinct random kit numbers, none in `taken`, in draw order, by `algorithm`."""
+    if algorithm == ALGORITHM_V2:
+        return _draw_v2(count, rng, taken)
+    if algorithm != ALGORITHM:
+        raise ValueError(f"unknown kit number algorithm {algorithm!r} ({', '.join(ALGORITHMS)})")
+    return _draw_v1(count, rng, taken)
+
+
+def _draw_v1(count: int, rng: Drbg, taken: Collection[str]) -> list[str]:
+    """kit-numbers-v1, unchanged (a 9-digit number in `taken` is not one of its bodies)."""
     if count < 0:
         raise ValueError("count must not be negative")
-    taken_bodies = {int(number[:6]) for number in taken if is_valid_kit_number(number)}
+    taken_bodies = {int(number[:6]) for number in taken if _is_valid(number, 7)}
     free = NUMBER_SPACE - len(taken_bodies)
     if count > free:
         raise ValueError(f"kit number space exhausted: {count} wanted, {free} free")
@@ -106,6 +153,52 @@ def draw_kit_numbers(count: int, rng: Drbg, *, taken: Collection[str] = ()) -> l
             used.add(body)
             drawn.append(body)
     return [kit_number(body) for body in drawn]
+
+
+def _draw_v2(count: int, rng: Drbg, taken: Collection[str]) -> list[str]:
+    """kit-numbers-v2: v1's draw over the 8-digit bodies (see the module doc)."""
+    if count < 0:
+        raise ValueError("count must not be negative")
+    taken_bodies = sorted({int(number[:8]) for number in taken if _is_valid(number, 9)})
+    free = NUMBER_SPACE_V2 - len(taken_bodies)
+    if count > free:
+        raise ValueError(f"kit number space exhausted: {count} wanted, {free} free")
+    if 2 * count > free:
+        chosen = partial_shuffle(count, free, rng)
+        return [kit_number_v2(free_body_v2(index, taken_bodies)) for index in chosen]
+    drawn: list[int] = []
+    used = set(taken_bodies)
+    while len(drawn) < count:
+        body = BODY_MIN_V2 + rng.randbelow(NUMBER_SPACE_V2)
+        if body not in used:
+            used.add(body)
+            drawn.append(body)
+    return [kit_number_v2(body) for body in drawn]
+
+
+def partial_shuffle(count: int, size: int, rng: Drbg) -> list[int]:
+    """The first `count` places of v1's partial Fisher-Yates over range(size) (i = 0, 1, ...:
+    swap i with i + randbelow(size - i)), the array kept virtual: only the places swapped so
+    far are held, so memory follows `count`, not `size`."""
+    swapped: dict[int, int] = {}
+    chosen: list[int] = []
+    for i in range(count):
+        j = i + rng.randbelow(size - i)
+        at_j = swapped.get(j, j)
+        swapped[j] = swapped.get(i, i)
+        chosen.append(at_j)
+    return chosen
+
+
+def free_body_v2(index: int, taken_sorted: Sequence[int]) -> int:
+    """The `index`-th (from 0) v2 body not in `taken_sorted`, in ascending order: the least
+    fixed point of body = BODY_MIN_V2 + index + (taken bodies <= body)."""
+    body = BODY_MIN_V2 + index
+    while True:
+        moved = BODY_MIN_V2 + index + bisect_right(taken_sorted, body)
+        if moved == body:
+            return body
+        body = moved
 
 
 @dataclass(frozen=True)
@@ -127,8 +220,10 @@ def generate_kit_list(
     expiry: date,
     per_treatment: Mapping[str, int],
     taken: Collection[str] = (),
+    algorithm: str = ALGORITHM,
 ) -> list[KitSpec]:
-    """A blinded packaging lot: random numbers, treatments shuffled in, sorted by kit number."""
+    """A blinded packaging lot: random numbers (by `algorithm`, one of ALGORITHMS), treatments
+    shuffled in, sorted by kit number."""
     if not kit_type or not lot:
         raise ValueError("kit_type and lot must not be empty")
     if any(not code for code in per_treatment):
@@ -137,7 +232,7 @@ def generate_kit_list(
         raise ValueError("kit counts per treatment must be whole numbers, 0 or more")
     rng = Drbg(seed, label=f"kits/{lot}")
     treatments = [code for code in sorted(per_treatment) for _ in range(per_treatment[code])]
-    numbers = draw_kit_numbers(len(treatments), rng, taken=taken)
+    numbers = draw_kit_numbers(len(treatments), rng, taken=taken, algorithm=algorithm)
     rng.shuffle(treatments)
     while _numbers_tell_treatment(numbers, treatments):
         rng.shuffle(treatments)
@@ -215,10 +310,9 @@ def _check_number(
     row: int, number: str, seen: dict[str, int], taken: Collection[str]
 ) -> list[RowError]:
     errors: list[RowError] = []
-    if len(number) != 7 or not set(number) <= _DIGITS or number[0] == "0":
-        errors.append(
-            _error(row, "kit_number", "format", f"{_shown(number)} is not 7 digits (first not 0)")
-        )
+    if len(number) not in (7, 9) or not set(number) <= _DIGITS or number[0] == "0":
+        text = f"{_shown(number)} is not 7 or 9 digits (first not 0)"
+        errors.append(_error(row, "kit_number", "format", text))
     elif not is_valid_kit_number(number):
         errors.append(_error(row, "kit_number", "check_digit", f"{number} fails its check digit"))
     if number in seen:
@@ -343,7 +437,7 @@ def parse_kit_list_csv(
 
 
 def check_numbers_valid(kits: Sequence[KitSpec]) -> list[RowError]:
-    """Every kit number is 7 digits, first not 0, with a valid Damm check digit."""
+    """Every kit number is 7 or 9 digits, first not 0, with a valid Damm check digit."""
     return [
         _error(row, "kit_number", "check_digit", f"{_shown(kit.number)} fails its check digit")
         for row, kit in enumerate(kits, start=1)

@@ -172,6 +172,11 @@ def init_command() -> None:
     protocol = current_app.extensions["iwrs.protocol"]
     for change in trial.load_protocol(actor=cli_actor(), protocol=protocol):
         click.echo(f"loaded {change}")
+    from iwrs.services import stratum_tallies
+
+    counted = stratum_tallies.fill_missing(cli_actor())  # a list from before migration 0021
+    if counted:
+        click.echo(f"counted the used slots of {counted} strata (the statistician's tallies)")
     click.echo(f"trial {protocol.study_id} ready (protocol file {protocol.source})")
 
 
@@ -452,8 +457,17 @@ def audit_reconcile() -> None:
 @click.option("--expiry", required=True, help="the lot's expiry date, YYYY-MM-DD")
 @click.option("--count", required=True, type=int, help="kits in all, split by the ratio")
 @click.option("--seed-hex", help="64 hex digits; default: a fresh random seed (printed)")
+@click.option(
+    "--kit-numbers",
+    default="kit-numbers-v1",
+    show_default=True,
+    help="number scheme: kit-numbers-v1 (7 digits, 900,000 numbers) or kit-numbers-v2 "
+    "(9 digits, 90,000,000); recorded on the lot",
+)
 @friendly_errors
-def kits_generate(kit_type: str, lot: str, expiry, count: int, seed_hex: str | None) -> None:  # type: ignore[no-untyped-def]
+def kits_generate(  # type: ignore[no-untyped-def]
+    kit_type: str, lot: str, expiry, count: int, seed_hex: str | None, kit_numbers: str
+) -> None:
     """Generate a blinded kit list at the depot (numbers carry no pattern by treatment)."""
     from iwrs.services import supply
 
@@ -470,6 +484,7 @@ def kits_generate(kit_type: str, lot: str, expiry, count: int, seed_hex: str | N
         expiry_date=validation.iso_date(expiry, field="--expiry"),
         count=count,
         seed=seed,
+        kit_numbers=kit_numbers,
     )
     click.echo(
         f"generated {made.kits} kits in lot {lot} at the depot (seed {seed.hex()}: keep it "

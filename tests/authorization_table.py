@@ -203,6 +203,8 @@ NOT_USE_CASES: dict[str, str] = {
             "randomization.visit_plan",
             "sessions.session_digest",
             "stated_dates.parse_stated_date_text",
+            "stratum_tallies.decode",
+            "stratum_tallies.encode",
             "subjects.engine",
             "subjects.parse_date",
             "subjects.protocol",
@@ -256,6 +258,12 @@ NOT_USE_CASES: dict[str, str] = {
             "sessions.revoke_all_tokens",
             "shipments.request_initial_shipment",
             "stated_dates.stated_date",
+            "stratum_tallies.add_zero",
+            "stratum_tallies.advanced",
+            "stratum_tallies.count_missing",
+            "stratum_tallies.count_stratum",
+            "stratum_tallies.counts_of",
+            "stratum_tallies.opened",
             "subjects.context_for",
             "subjects.evaluate_stored",
             "subjects.require_confirmed_eligible",
@@ -304,6 +312,9 @@ NOT_USE_CASES: dict[str, str] = {
         for name in ("outbox.send_outbox",)
     },
     "resupply.run_resupply": "the scheduled job (iwrs/jobs.py); no person can call it",
+    "stratum_tallies.fill_missing": "part of the statistician's status view and export (and of "
+    "`iwrs init`), called first by them; each of its transactions checks SEE_ARM itself "
+    "(acting_user), or the operator (require_system)",
 }
 
 

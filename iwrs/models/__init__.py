@@ -15,6 +15,7 @@ from iwrs.models.randomization import (
     RandomizationList,
     RandomizationSlot,
     StratumPosition,
+    StratumTally,
 )
 from iwrs.models.sites import Depot, Site, SiteStatus, Trial
 from iwrs.models.subjects import (
@@ -108,6 +109,7 @@ __all__ = [
     "Site",
     "SiteStatus",
     "StratumPosition",
+    "StratumTally",
     "Subject",
     "SubjectStatus",
     "SupplyAlert",

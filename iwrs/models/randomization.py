@@ -101,6 +101,23 @@ class StratumPosition(Base):
     last_sequence: Mapped[int] = mapped_column(Integer)
 
 
+class StratumTally(Base):
+    """The used slots of a stratum by arm, kept sealed (issue 13: the statistician's status
+    reads 1 row per stratum instead of unsealing every used slot). Written only under its
+    stratum's position lock: counted by the statistician's view when `sealed_counts` is NULL
+    (a list from before migration 0021), then advanced by each randomization in the stratum in
+    its own transaction. Sealed like a slot's arm, to fixed-width text (the token's length never
+    says which count grew). Its position row is its lock; both are read in one statement."""
+
+    __tablename__ = "stratum_tally"
+    __table_args__ = (UniqueConstraint("list_id", "stratum"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("randomization_list.id"))
+    stratum: Mapped[str] = mapped_column(String(100))
+    sealed_counts: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class Randomization(Base):
     """A subject's randomization: the slot it took (the slot-subject link, held only here),
     its number, site and day 1. Its stratum is the slot's (`stratum`), never stored again."""

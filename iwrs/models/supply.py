@@ -46,6 +46,10 @@ class Lot(Base):
     kit_type: Mapped[str] = mapped_column(String(32))
     expiry: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The kit-number scheme a generated lot's numbers were drawn by (blinding.kits.ALGORITHMS),
+    # so the list re-derives from its seed; NULL: imported, or generated before migration 0021
+    # (then kit-numbers-v1, the only scheme there was).
+    kit_numbers: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Kit(Base):

@@ -572,7 +572,7 @@ def confirm_kit(*, actor: Actor, dispensation_id: int, kit_number: str) -> Dispe
     typed = kit_number.strip()
     if not is_valid_kit_number(typed):
         raise InvalidInput(
-            f"kit_number: {typed!r} is not a valid kit number (7 digits with a "
+            f"kit_number: {typed!r} is not a valid kit number (7 or 9 digits with a "
             "check digit): check for a typing error",
             field="kit_number",
             rule="check_digit",

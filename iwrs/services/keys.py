@@ -44,7 +44,7 @@ from iwrs.audit import Actor
 from iwrs.db import read_session, transaction
 from iwrs.errors import Conflict, InvalidInput
 from iwrs.models.keys import BlindingKeyState
-from iwrs.models.randomization import RandomizationList, RandomizationSlot
+from iwrs.models.randomization import RandomizationList, RandomizationSlot, StratumTally
 from iwrs.models.supply import Kit
 from iwrs.services.randomization import (
     BLOCK_CONTEXT,
@@ -53,6 +53,7 @@ from iwrs.services.randomization import (
     SLOT_CONTEXT,
     stored_slot,
 )
+from iwrs.services.stratum_tallies import TALLY_CONTEXT
 from iwrs.services.supply import KIT_CONTEXT, sealer
 from iwrs.services.users import require_system
 
@@ -75,6 +76,12 @@ SEALED: list[tuple[Any, str, Callable[[Any], str]]] = [
     (RandomizationList, "sealed_seed", lambda row: SEED_CONTEXT.format(list_id=row.id)),
     # Nullable (only a mapped import has one): the passes below skip NULL.
     (RandomizationList, "sealed_mapping", lambda row: MAPPING_CONTEXT.format(list_id=row.id)),
+    # NULL until counted (a list from before migration 0021): nothing sealed to re-seal.
+    (
+        StratumTally,
+        "sealed_counts",
+        lambda row: TALLY_CONTEXT.format(list_id=row.list_id, stratum=row.stratum),
+    ),
 ]
 
 

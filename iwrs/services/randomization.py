@@ -36,10 +36,12 @@ from iwrs.models.randomization import (
     RandomizationList,
     RandomizationSlot,
     StratumPosition,
+    StratumTally,
 )
 from iwrs.models.sites import Site, SiteStatus, Trial
 from iwrs.models.subjects import Subject, SubjectStatus
 from iwrs.models.supply import Kit
+from iwrs.services import stratum_tallies
 from iwrs.services.subjects import _investigator, require_confirmed_eligible
 from iwrs.services.supply import (
     ShelfTreatments,
@@ -249,6 +251,7 @@ def _add_slots(session: Session, row: RandomizationList, slots: list[schedules.S
                     list_id=row.id, stratum=stratum, next_sequence=1, last_sequence=last
                 )
             )
+            stratum_tallies.add_zero(session, row.id, stratum)
         else:
             position.last_sequence = last
     session.flush()
@@ -559,12 +562,13 @@ def _randomize(session: Session, actor: Actor, subject_id: int) -> Randomization
     today = clock.today(site)
     shelf = _require_stock(session, site, today)
     rlist = _share_list_to_randomize(session)
-    position, slot = _next_slot(session, rlist, stratum)
+    position, tally, slot = _next_slot(session, rlist, stratum)
     locking.failpoint("randomize.after_stratum_lock")
     arm = slot_arm(slot)
     kit = _checked_kit(session, site, shelf, arm, today)
     now = clock.now()
     position.next_sequence += 1
+    stratum_tallies.advanced(tally, arm)  # under the position lock, whichever the arm
     if rlist.locked_at is None:  # the first randomization locks the list; the first time stays
         session.execute(
             update(RandomizationList)
@@ -705,15 +709,22 @@ def _share_list_to_randomize(session: Session) -> RandomizationList:
 
 def _next_slot(
     session: Session, rlist: RandomizationList, stratum: str
-) -> tuple[StratumPosition, RandomizationSlot]:
+) -> tuple[StratumPosition, StratumTally, RandomizationSlot]:
     """The stratum's position row, locked (per stratum: slots strictly in sequence; taken as late
-    as possible, after the site and stock checks), and its next slot, locked."""
-    position = session.scalars(
-        select(StratumPosition)
+    as possible, after the site and stock checks), with its sealed tally (locked by the same
+    statement: read after the wait, never a stale copy), and its next slot, locked."""
+    found = session.execute(
+        select(StratumPosition, StratumTally)
+        .join(
+            StratumTally,
+            (StratumTally.list_id == StratumPosition.list_id)
+            & (StratumTally.stratum == StratumPosition.stratum),
+        )
         .where(StratumPosition.list_id == rlist.id, StratumPosition.stratum == stratum)
         .with_for_update()
     ).first()
-    if position is None or position.next_sequence > position.last_sequence:
+    position, tally = found if found is not None else (None, None)
+    if position is None or tally is None or position.next_sequence > position.last_sequence:
         open_alert(
             session,
             kind="stratum_exhausted",
@@ -747,7 +758,7 @@ def _next_slot(
             field="list",
             rule="integrity",
         )
-    return position, slot
+    return position, tally, slot
 
 
 def _checked_kit(

@@ -3,7 +3,6 @@ and the statistician's unblinded list status (every view audited)."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,22 +22,22 @@ from iwrs.models.randomization import (
     Dispensation,
     Randomization,
     RandomizationList,
-    RandomizationSlot,
     StratumPosition,
+    StratumTally,
 )
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
 from iwrs.models.supply import Kit, KitReturn
+from iwrs.services import stratum_tallies
 from iwrs.services.queries import visible_subject
 from iwrs.services.randomization import (
-    SLOT_CONTEXT,
     RandomizationResult,
     VisitPlan,
     _result,
     list_mapping_of,
     visit_plan,
 )
-from iwrs.services.supply import acting_user, protocol, unseal_cached
+from iwrs.services.supply import acting_user, protocol
 
 
 def result_of(*, actor: Actor, subject_id: int) -> RandomizationResult | None:
@@ -325,34 +324,57 @@ class ListStatus:
     source: str
     fingerprint: str
     locked: bool
-    strata: list[StratumStatus]
+    strata: list[StratumStatus]  # a page of them (STRATA_PAGE), or every one when unpaged
     overall_by_arm: dict[str, int]
     mapping: ListMapping | None = None  # the column mapping of an imported file
+    next_after: str | None = None  # the last stratum shown when more follow it
 
 
-def active_list_status(session: Session) -> ListStatus | None:
-    """The active list's status by stratum and arm (unblinded), computed without recording.
-    Statements: a fixed number whatever the trial's size (the arms come from `_arm_tally`)."""
+STRATA_PAGE = 25  # strata per page of the statistician's status (the full world has 200)
+
+
+# Decision (issue 13, the statistician's status at 100,000 subjects): each view read and
+# unsealed every used slot (80,000 at the scale world), then a per-process tally that each
+# process's first view still counted whole (4-6 s). Now the used slots by arm are a sealed row
+# per stratum (`StratumTally`, services.stratum_tallies) kept by each randomization under its
+# stratum's position lock: a view reads one row per stratum, opens it through the process's
+# cache, and lists a page of strata (keyset by stratum: "More strata"); the overall allocation
+# sums every stratum's tally (one short row each). Served only behind SEE_ARM.
+def active_list_status(
+    session: Session, *, after: str | None = None, limit: int | None = None
+) -> ListStatus | None:
+    """The active list's status by stratum and arm (unblinded), computed without recording:
+    the `limit` strata after `after` (every stratum when `limit` is None) and the overall
+    allocation. Statements: a fixed number whatever the trial's size."""
     row = session.scalars(
         select(RandomizationList).where(RandomizationList.active.is_(True))
     ).first()
     if row is None:
         return None
-    strata = []
-    overall: Counter[str] = Counter()
     # Every arm, used or not: an arm that appears only once allocated would name the first arm.
     codes = [arm.code for arm in protocol().arms]
-    positions = session.scalars(
-        select(StratumPosition)
+    page = (
+        select(StratumPosition, StratumTally.id, StratumTally.sealed_counts)
+        .join(
+            StratumTally,
+            (StratumTally.list_id == StratumPosition.list_id)
+            & (StratumTally.stratum == StratumPosition.stratum),
+        )
         .where(StratumPosition.list_id == row.id)
         .order_by(StratumPosition.stratum)
-    ).all()
-    # Slots are taken strictly in sequence, each by the randomization that advances its
-    # stratum's position (services.randomization._next_slot): used = next_sequence - 1.
-    tally = _arm_tally(session, row.id, sum(p.next_sequence - 1 for p in positions))
-    for position in positions:
-        arms = tally.get(position.stratum, Counter())
-        overall.update(arms)
+    )
+    if after is not None:
+        page = page.where(StratumPosition.stratum > after)
+    if limit is not None:
+        page = page.limit(limit + 1)
+    shown = session.execute(page).all()
+    if any(sealed is None for *_, sealed in shown):  # a view that raced `fill_missing`
+        stratum_tallies.count_missing(session, row.id)
+        shown = session.execute(page).all()
+    more = limit is not None and len(shown) > limit
+    strata = []
+    for position, tally_id, sealed in shown[:limit]:
+        arms = stratum_tallies.opened(tally_id, row.id, position.stratum, sealed) or Counter()
         strata.append(
             StratumStatus(
                 position.stratum,
@@ -361,6 +383,7 @@ def active_list_status(session: Session) -> ListStatus | None:
                 {code: arms[code] for code in codes},
             )
         )
+    overall = _overall(session, row.id)
     return ListStatus(
         row.id,
         row.name,
@@ -371,71 +394,51 @@ def active_list_status(session: Session) -> ListStatus | None:
         strata,
         {code: overall[code] for code in codes},
         list_mapping_of(row),
+        strata[-1].stratum if more and strata else None,
     )
 
 
-# Decision (issue 13, the statistician's status at 100,000 subjects): reading and unsealing every
-# used slot at each view cost one unseal per randomization (80,000 at the scale world, more than
-# the process's cache of opened tokens holds, so each view opened them all again). Instead each
-# process keeps, per list, the arms counted by stratum and the last randomization id counted;
-# a view reads and unseals only the randomizations after it (one bounded query), and checks the
-# total against the strata's positions (read anyway): a randomization that committed after a
-# higher id was counted (ids are taken before commit), or one committed between the two reads,
-# makes them disagree, and the list is then counted again in full. The first view in a process
-# counts the whole list (5.7 s at the scale world); a sealed summary kept in the database would
-# spare that (a migration; not done).
-# Held in memory only, like the opened tokens (services.supply): never persisted or logged, and
-# served only behind SEE_ARM.
-@dataclass
-class _ListTally:
-    last_id: int = 0
-    counted: int = 0
-    by_stratum: dict[str, Counter[str]] = field(default_factory=dict)
-
-
-_TALLY_LOCK = threading.Lock()
-
-
-def _arm_tally(session: Session, list_id: int, total: int) -> dict[str, Counter[str]]:
-    """Used slots per stratum and arm of list `list_id` ({stratum: Counter(arm: n)}), `total`
-    of them by the strata's positions."""
-    tallies = current_app.extensions.setdefault("iwrs.arm_tallies", {})
-    with _TALLY_LOCK:
-        tally = tallies.setdefault(list_id, _ListTally())
-        _count_after(session, tally, list_id)
-        if tally.counted != total:  # a randomization committed after a higher id was counted
-            tally = tallies[list_id] = _ListTally()
-            _count_after(session, tally, list_id)
-        return {k: Counter(v) for k, v in tally.by_stratum.items()}
-
-
-def _count_after(session: Session, tally: _ListTally, list_id: int) -> None:
-    """Add the randomizations of the list after `tally.last_id` to the tally."""
+def _overall(session: Session, list_id: int) -> Counter[str]:
+    """The list's used slots by arm over every stratum: the sum of the strata's tallies, kept
+    by this process under the list's used total (the sum of its positions, one aggregate
+    statement) and read again only when that total has moved. Sound because a randomization
+    advances its position and its tally in one transaction, so in any snapshot the positions'
+    total is the tallies' total, and the total only grows (never the same total twice with other
+    counts); the total cached is the one the tallies read add up to, not the one read before
+    them. In memory only, like the opened tokens; served only behind SEE_ARM."""
+    used = session.scalar(
+        select(func.sum(StratumPosition.next_sequence - 1)).where(
+            StratumPosition.list_id == list_id
+        )
+    )
+    cache = current_app.extensions.setdefault("iwrs.overall_allocations", {})
+    known = cache.get(list_id)
+    if known is not None and known[0] == used:
+        return Counter(known[1])
     rows = session.execute(
         select(
-            Randomization.id,
-            RandomizationSlot.id,
-            RandomizationSlot.sealed_arm,
-            RandomizationSlot.stratum,
-            RandomizationSlot.sequence,
-        )
-        .join(RandomizationSlot, Randomization.slot_id == RandomizationSlot.id)
-        .where(RandomizationSlot.list_id == list_id, Randomization.id > tally.last_id)
-        .order_by(Randomization.id)
-    )
-    for randomization_id, slot_id, sealed, stratum, sequence in rows:
-        context = SLOT_CONTEXT.format(list_id=list_id, stratum=stratum, sequence=sequence)
-        arm = unseal_cached("randomization_slot", slot_id, sealed, context=context)
-        tally.by_stratum.setdefault(stratum, Counter())[arm] += 1
-        tally.counted += 1
-        tally.last_id = randomization_id
+            StratumTally.id, StratumTally.list_id, StratumTally.stratum, StratumTally.sealed_counts
+        ).where(StratumTally.list_id == list_id)
+    ).all()
+    if any(sealed is None for *_, sealed in rows):
+        stratum_tallies.count_missing(session, list_id)
+        return _overall(session, list_id)
+    overall: Counter[str] = Counter()
+    for r in rows:
+        overall.update(stratum_tallies.opened(*r) or Counter())
+    cache[list_id] = (sum(overall.values()), Counter(overall))
+    return overall
 
 
-def list_status(*, actor: Actor) -> ListStatus | None:
-    """The unblinded statistician's view of the active list; the viewing is audited."""
+def list_status(
+    *, actor: Actor, after: str | None = None, limit: int | None = STRATA_PAGE
+) -> ListStatus | None:
+    """The unblinded statistician's view of the active list (a page of strata after `after`);
+    the viewing is audited."""
+    stratum_tallies.fill_missing(actor)
     with transaction() as session:
         acting_user(session, actor, Permission.SEE_ARM)
-        status = active_list_status(session)
+        status = active_list_status(session, after=after, limit=limit)
         if status is not None:
             audit.record(
                 session,

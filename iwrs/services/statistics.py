@@ -19,6 +19,7 @@ from iwrs.models.randomization import (
 )
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject
+from iwrs.services import stratum_tallies
 from iwrs.services.randomization import slot_arm, slot_block
 from iwrs.services.randomization_views import active_list_status
 from iwrs.services.supply import acting_user, protocol
@@ -110,6 +111,7 @@ def allocations_csv(*, actor: Actor) -> str:
 def list_status_csv(*, actor: Actor) -> str:
     """The list status as CSV: one audited event ("list_status.exported"), not a view too. The
     last column, `padding`, makes each row's length independent of its counts by arm."""
+    stratum_tallies.fill_missing(actor)
     with transaction() as session:
         acting_user(session, actor, Permission.SEE_ARM)
         status = active_list_status(session)

@@ -16,6 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from blinding.kit_mapping import KitListMapping, remap_kit_list
+from blinding.kits import ALGORITHM as KIT_NUMBERS_V1
+from blinding.kits import ALGORITHMS as KIT_NUMBER_SCHEMES
 from blinding.kits import (
     KitSpec,
     generate_kit_list,
@@ -228,7 +230,9 @@ class KitImportReport:
     rank_warning: bool
 
 
-def _lots_for(session: Session, specs: Sequence[KitSpec], *, now: datetime) -> dict[str, Lot]:
+def _lots_for(
+    session: Session, specs: Sequence[KitSpec], *, now: datetime, kit_numbers: str | None
+) -> dict[str, Lot]:
     """The lots the kits name, by code: existing ones checked (one kit type and one expiry per
     lot, rule lot_consistent), new ones added."""
     lots: dict[str, Lot] = {lot.code: lot for lot in session.scalars(select(Lot))}
@@ -245,7 +249,11 @@ def _lots_for(session: Session, specs: Sequence[KitSpec], *, now: datetime) -> d
                 )
         else:
             lots[code] = Lot(
-                code=code, kit_type=first.kit_type, expiry=first.expiry, created_at=now
+                code=code,
+                kit_type=first.kit_type,
+                expiry=first.expiry,
+                created_at=now,
+                kit_numbers=kit_numbers,
             )
             session.add(lots[code])
     return lots
@@ -258,6 +266,7 @@ def _store_kits(
     actor: Actor,
     how: str,
     mapping: KitListMapping | None = None,
+    kit_numbers: str | None = None,
 ) -> KitImportReport:
     """Insert verified kits at the depot, treatments sealed; audited without any treatment."""
     for code in sorted({s.lot for s in specs}):
@@ -277,7 +286,7 @@ def _store_kits(
         )
     depot = _depot(session)
     now = clock.now()
-    lots = _lots_for(session, specs, now=now)
+    lots = _lots_for(session, specs, now=now, kit_numbers=kit_numbers)
     session.flush()
     for spec in specs:
         if (spec.kit_type, spec.expiry) != (lots[spec.lot].kit_type, lots[spec.lot].expiry):
@@ -320,6 +329,7 @@ def _store_kits(
             "lots": sorted({s.lot for s in specs}),
             "kit_types": sorted({s.kit_type for s in specs}),
             "depot": depot.code,
+            **({"kit_numbers": kit_numbers} if kit_numbers is not None else {}),
             # The test's outcome only: a p-value and a flag, never a kit with its treatment.
             "number_rank_test": {
                 "p_value": report.rank_p_value,
@@ -347,13 +357,29 @@ def _taken_numbers(session: Session) -> set[str]:
 
 
 def generate_kits(
-    *, actor: Actor, kit_type: str, lot: str, expiry_date: date, count: int, seed: bytes
+    *,
+    actor: Actor,
+    kit_type: str,
+    lot: str,
+    expiry_date: date,
+    count: int,
+    seed: bytes,
+    kit_numbers: str = KIT_NUMBERS_V1,
 ) -> KitImportReport:
-    """Generate a blinded kit list at the depot: `count` kits split by the allocation ratio.
-    The supply manager's or the operator's (Forbidden `permission` otherwise)."""
+    """Generate a blinded kit list at the depot: `count` kits split by the allocation ratio,
+    numbered by the scheme `kit_numbers` (blinding.kits.ALGORITHMS; recorded on the lot and in
+    the event, so the list re-derives from its seed). The supply manager's or the operator's
+    (Forbidden `permission` otherwise)."""
     from iwrs.services.users import require
 
     require(actor, Permission.MANAGE_SUPPLY)
+    if kit_numbers not in KIT_NUMBER_SCHEMES:
+        raise InvalidInput(
+            f"kit_numbers: {kit_numbers!r} is not a kit number scheme "
+            f"({', '.join(KIT_NUMBER_SCHEMES)})",
+            field="kit_numbers",
+            rule="choice",
+        )
     known = {k.code for k in protocol().kit_types}
     if kit_type not in known:
         raise InvalidInput(
@@ -383,10 +409,11 @@ def generate_kits(
                 expiry=expiry_date,
                 per_treatment=per_arm,
                 taken=_taken_numbers(session),
+                algorithm=kit_numbers,
             )
         except ValueError as error:  # the kit number space cannot hold that many more kits
             raise InvalidInput(f"count: {error}", field="count", rule="number_space") from None
-        return _store_kits(session, specs, actor=actor, how="generated")
+        return _store_kits(session, specs, actor=actor, how="generated", kit_numbers=kit_numbers)
 
 
 def import_kits(

@@ -30,7 +30,11 @@ MAPPING_VALUES_SHOWN = 30
 @bp.get("/")
 @requires(Permission.MANAGE_LISTS, Permission.SEE_ARM)
 def index():  # type: ignore[no-untyped-def]
-    status = randomization_views.list_status(actor=Actor.of(current_user))
+    """A page of strata (`randomization_views.STRATA_PAGE`, keyset by stratum: "More strata")
+    with the overall allocation; the CSV export holds every stratum."""
+    status = randomization_views.list_status(
+        actor=Actor.of(current_user), after=request.args.get("after") or None
+    )
     return render_template("lists.html", status=status)
 
 

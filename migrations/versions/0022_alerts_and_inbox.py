@@ -2,7 +2,7 @@
 notification in the in-app inbox (issue 15)
 
 Revision ID: 0022
-Revises: 0020
+Revises: 0021
 Create Date: 2026-11-30
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 import iwrs.db
 
 revision = "0022"
-down_revision = "0020"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from blinding.sealing import Sealer, SealError
 from iwrs.audit import Actor
 from iwrs.db import read_session
-from iwrs.models import Kit, RandomizationList, RandomizationSlot
-from iwrs.services import keys, randomization
+from iwrs.models import Kit, RandomizationList, RandomizationSlot, StratumTally
+from iwrs.services import keys, randomization, stratum_tallies
 from iwrs.services.supply import KIT_CONTEXT
 
 
@@ -25,6 +25,10 @@ def test_rotation_reseals_kits_slots_and_seeds_and_randomization_goes_on(app):
         arms_before = {s.id: randomization.slot_arm(s) for s in slots}
         blocks_before = {s.id: randomization.slot_block(s) for s in slots}
         fingerprint_before = read_session().scalars(select(RandomizationList)).one().fingerprint
+        tallies_before = {
+            t.id: stratum_tallies.counts_of(t)
+            for t in read_session().scalars(select(StratumTally)).all()
+        }
         count = keys.rotate_blinding_key(
             actor=Actor.system("test"), new_key=secrets.token_bytes(32)
         )
@@ -32,7 +36,16 @@ def test_rotation_reseals_kits_slots_and_seeds_and_randomization_goes_on(app):
         kits = read_session().scalars(select(Kit)).all()
         slots = read_session().scalars(select(RandomizationSlot)).all()
         lists = read_session().scalars(select(RandomizationList)).all()
-        assert count == len(kits) + 2 * len(slots) + len(lists)
+        tallies = read_session().scalars(select(StratumTally)).all()
+        assert count == len(kits) + 2 * len(slots) + len(lists) + len(tallies)
+        assert {t.id: stratum_tallies.counts_of(t) for t in tallies} == tallies_before
+        with pytest.raises(SealError):  # the statistician's tallies too (issue 13)
+            old.unseal(
+                tallies[0].sealed_counts or "",
+                context=stratum_tallies.TALLY_CONTEXT.format(
+                    list_id=tallies[0].list_id, stratum=tallies[0].stratum
+                ),
+            )
         assert {s.id: randomization.slot_arm(s) for s in slots} == arms_before
         assert {s.id: randomization.slot_block(s) for s in slots} == blocks_before
         # The fingerprint is recomputed under the new key's derived key, and still names the list.

@@ -74,6 +74,7 @@ def measure(world: World, *, due: int, fresh: int) -> dict:
         "auditor home": ("auditor", "/"),
         "admin home": ("admin", "/"),
         "inbox": ("ph-CN01", "/inbox"),
+        "statistician page": ("stat", "/lists/"),
     }
     clients = {who: client_of(world, who) for who, _ in pages.values()}
     counts: dict[str, int] = {}

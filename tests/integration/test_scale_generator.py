@@ -27,12 +27,20 @@ from iwrs.models.randomization import (
     RandomizationCounter,
     RandomizationSlot,
     StratumPosition,
+    StratumTally,
 )
 from iwrs.models.sites import Site
 from iwrs.models.subjects import Subject, SubjectStatus
-from iwrs.models.supply import Kit
+from iwrs.models.supply import Kit, Lot
 from iwrs.models.users import User
-from iwrs.services import accountability, audit_views, dispensing, randomization, reconcile
+from iwrs.services import (
+    accountability,
+    audit_views,
+    dispensing,
+    randomization,
+    reconcile,
+    stratum_tallies,
+)
 from iwrs.services.subjects import require_confirmed_eligible
 from iwrs.services.supply import treatment_of
 from tests.conftest import PG_URL, WORKER, sign_in
@@ -138,6 +146,15 @@ def test_every_used_slot_has_one_randomization_and_kits_match_its_arm(world):
         for slot in session.scalars(select(RandomizationSlot)):
             assert randomization.slot_arm(slot) in ARM_CODES  # sealed under its own context
             assert randomization.slot_block(slot)[1] in (4, 6)
+        # each stratum's sealed tally (the statistician's status) is the count of its used slots
+        tallies = {
+            t.stratum: stratum_tallies.counts_of(t) for t in session.scalars(select(StratumTally))
+        }
+        assert tallies == {
+            stratum: Counter(randomization.slot_arm(s) for s in used if s.stratum == stratum)
+            for stratum in tallies
+        }
+        assert {lot.kit_numbers for lot in session.scalars(select(Lot))} == {"kit-numbers-v1"}
 
 
 def test_the_counters_hold_the_randomizations_made(world):
@@ -200,6 +217,14 @@ def test_sizes_are_proportional_to_subjects():
     assert (full.sites, full.strata, full.kits, full.events) == (1_500, 200, 2_000_000, 10_000_000)
     assert (small.sites, small.kits, small.events) == (2, 2_000, 10_000)
     assert small.strata % 2 == 0 and full.pool == small.pool
+
+
+def test_the_full_size_kits_fit_by_kit_numbers_v2_and_a_small_world_keeps_v1():
+    full = scale.Plan.proportional(100_000).kits
+    assert full <= scale.KITS_MAX and scale.kit_scheme(full) == "kit-numbers-v2"
+    assert scale.kit_scheme(scale.KITS_V1_MAX) == "kit-numbers-v1"
+    assert scale.kit_scheme(scale.KITS_V1_MAX + 1) == "kit-numbers-v2"
+    assert scale.kit_scheme(scale.Plan.proportional(100).kits) == "kit-numbers-v1"
 
 
 def test_awaiting_subjects_are_randomized_and_dispensed_through_the_services(world):

@@ -204,7 +204,7 @@ def test_generated_kits_are_at_the_depot_split_by_ratio_sealed_and_audited_once(
         assert not set(value.split(".")) & set(ARMS)
         assert not any(name.lower() in value.lower() for name in ARM_NAMES)
     (lot,) = fresh().scalars(select(Lot)).all()
-    assert (lot.code, lot.kit_type) == ("L001", KIT_TYPE)
+    assert (lot.code, lot.kit_type, lot.kit_numbers) == ("L001", KIT_TYPE, "kit-numbers-v1")
     events = fresh().scalars(select(AuditEvent).where(AuditEvent.seq >= first_new)).all()
     assert [e.action for e in events] == ["kits.generated"]
     after = json.loads(events[0].after)
@@ -213,8 +213,37 @@ def test_generated_kits_are_at_the_depot_split_by_ratio_sealed_and_audited_once(
         "lots": ["L001"],
         "kit_types": [KIT_TYPE],
         "depot": depot.code,
+        "kit_numbers": "kit-numbers-v1",
         "number_rank_test": {"p_value": after["number_rank_test"]["p_value"], "warning": False},
     }
+
+
+def test_a_lot_generated_by_kit_numbers_v2_has_9_digit_numbers_and_records_its_scheme(ctx):
+    made = supply.generate_kits(
+        actor=SYSTEM,
+        kit_type=KIT_TYPE,
+        lot="L002",
+        expiry_date=today() + timedelta(days=365),
+        count=20,
+        seed=b"v" * 32,
+        kit_numbers="kit-numbers-v2",
+    )
+    assert made.kits == 20
+    (lot,) = fresh().scalars(select(Lot).where(Lot.code == "L002")).all()
+    assert lot.kit_numbers == "kit-numbers-v2"
+    numbers = fresh().scalars(select(Kit.number).where(Kit.lot_id == lot.id)).all()
+    assert len(numbers) == 20 and {len(n) for n in numbers} == {9}
+    with pytest.raises(InvalidInput) as refused:
+        supply.generate_kits(
+            actor=SYSTEM,
+            kit_type=KIT_TYPE,
+            lot="L003",
+            expiry_date=today() + timedelta(days=365),
+            count=20,
+            seed=b"v" * 32,
+            kit_numbers="kit-numbers-v3",
+        )
+    assert (refused.value.field, refused.value.rule) == ("kit_numbers", "choice")
 
 
 def test_generate_refuses_bad_requests_naming_the_field(ctx):

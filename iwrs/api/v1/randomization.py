@@ -266,7 +266,7 @@ class ListStatus(MethodView):
         """Unblinded: slots used and remaining and allocation by arm (every arm), per stratum
         (audited). Whitespace after the document makes its length independent of the counts
         by arm."""
-        status = randomization_views.list_status(actor=Actor.of(current_user))
+        status = randomization_views.list_status(actor=Actor.of(current_user), limit=None)
         if status is None:
             raise NotFound("no randomization list is loaded", rule="list_loaded")
         total = sum(s.used for s in status.strata)
