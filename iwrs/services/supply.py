@@ -259,16 +259,9 @@ def _lots_for(
     return lots
 
 
-def _store_kits(
-    session: Session,
-    specs: Sequence[KitSpec],
-    *,
-    actor: Actor,
-    how: str,
-    mapping: KitListMapping | None = None,
-    kit_numbers: str | None = None,
-) -> KitImportReport:
-    """Insert verified kits at the depot, treatments sealed; audited without any treatment."""
+def _refuse_unverified(specs: Sequence[KitSpec]) -> None:
+    """Raises InvalidInput (every error, with field and rule) unless each lot may take kits and
+    the list passes the protocol's checks (`verify_kit_list` of blinding/kits.py)."""
     for code in sorted({s.lot for s in specs}):
         refusal = _lot_refusal(code)
         if refusal is not None:
@@ -284,6 +277,19 @@ def _store_kits(
             "; ".join(e.message for e in errors),
             errors=[{"field": e.field, "rule": e.rule, "message": e.message} for e in errors],
         )
+
+
+def _store_kits(
+    session: Session,
+    specs: Sequence[KitSpec],
+    *,
+    actor: Actor,
+    how: str,
+    mapping: KitListMapping | None = None,
+    kit_numbers: str | None = None,
+) -> KitImportReport:
+    """Insert verified kits at the depot, treatments sealed; audited without any treatment."""
+    _refuse_unverified(specs)
     depot = _depot(session)
     now = clock.now()
     lots = _lots_for(session, specs, now=now, kit_numbers=kit_numbers)

@@ -201,6 +201,8 @@ SEALED_OR_SALTED = {
     "sealed_arm",
     "sealed_block",
     "sealed_seed",
+    "sealed_counts",  # a stratum's used slots by arm (fixed width: the lengths agree)
+    "sealed_mapping",
     "password_hash",
     "key_sha256",
 }

@@ -108,7 +108,7 @@ def test_refusals_name_fields_and_choices_in_words(world):
         follow_redirects=True,
     ).get_data(as_text=True)
     assert 'data-field="category" data-rule="choice"' in refused
-    assert "serious adverse event" in _flashes(refused)
+    assert "serious adverse event" in _messages(refused)
 
     form = f"/subjects/{world.subject_ids['S5']}"
     token = csrf_from(investigator.get(form).get_data(as_text=True))
@@ -133,6 +133,12 @@ def test_refusals_name_fields_and_choices_in_words(world):
 
 def _flashes(page: str) -> str:
     return " ".join(re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', page, re.S))
+
+
+def _messages(page: str) -> str:
+    """What a person reads of a refusal: the flashes and the messages beside the fields."""
+    beside = re.findall(r'<span class="field-error"[^>]*>(.*?)</span>', page, re.S)
+    return " ".join([_flashes(page), *beside])
 
 
 @pytest.mark.parametrize(
