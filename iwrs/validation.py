@@ -53,8 +53,8 @@ MULTILINE_KINDS = frozenset({"reason", "note", "text"})
 PATTERNS: dict[str, str] = {
     "email": r"^\s*[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+\s*$",
     "username": r"^\s*[A-Za-z0-9][A-Za-z0-9._-]{2,63}\s*$",
-    # 7 digits, the last a check digit (blinding/kits.py)
-    "kit": r"^\s*[1-9][0-9]{6}\s*$",
+    # 7 digits (kit-numbers-v1) or 9 (kit-numbers-v2), the last a check digit (blinding/kits.py)
+    "kit": r"^\s*[1-9][0-9]{6}([0-9]{2})?\s*$",
     # 1-6 letters A-Z, with blanks, '.', '-' or "'" between (iwrs.services.persons)
     "initials": r"^[\s.'-]*([A-Za-z][\s.'-]*){1,6}$",
 }

@@ -203,11 +203,11 @@ def visits_board(
     if site_id is not None:
         query = query.where(Subject.site_id == site_id)
     if search.strip():
-        needle = f"%{search.strip().lower()}%"
+        needle = search.strip().lower()
         query = query.where(
             or_(
-                func.lower(Subject.screening_number).like(needle),
-                func.lower(Randomization.randomization_number).like(needle),
+                func.lower(Subject.screening_number).contains(needle, autoescape=True),
+                func.lower(Randomization.randomization_number).contains(needle, autoescape=True),
             )
         )
     if due != "all":

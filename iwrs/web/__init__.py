@@ -134,9 +134,11 @@ def _audit_refusal(error: IWRSError) -> None:
     """A refused request for an unblinding or an arm view is recorded (iwrs/services/refusals.py),
     whether the route's permission check or the service refused it. The requests concerned:
     the statistician's list pages and exports (/lists…, /api/v1/lists…) and the unblinding
-    pages and endpoints (…/unblind, …/unblinded, …/unblinding)."""
+    pages, endpoints and receipts (…/unblind, …/unblinded, …/unblinding, /receipts/unblinding…)."""
     rule = request.url_rule.rule if request.url_rule is not None else ""
-    if rule.endswith(("/unblind", "/unblind/confirm", "/unblinded", "/unblinding")):
+    if rule.endswith(("/unblind", "/unblind/confirm", "/unblinded", "/unblinding")) or (
+        rule.startswith("/receipts/unblinding")
+    ):
         action = refusals.UNBLINDING_REFUSED
     elif rule.startswith(("/lists", "/api/v1/lists")):
         action = refusals.ARM_ACCESS_REFUSED

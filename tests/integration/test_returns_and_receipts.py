@@ -257,3 +257,27 @@ def test_the_visit_board_lists_the_visits_due_by_the_sites_date(world, clock):
 
     dispensing.dispense(actor=ph, subject_id=subjects["A"], visit_code="V2")
     assert board(due="today") == {"O": "overdue"}
+
+
+def test_a_kit_returned_before_returns_had_details_is_verified_then_destroyable(world):
+    """A kit returned before migration 0024 has no kit_return row: verifying it is neither a
+    500 nor a dead end (review finding); it becomes pending destruction like any other."""
+    from sqlalchemy import text
+
+    from iwrs.db import engine
+
+    ph, manager = world.actor("ph-CN01"), world.actor("manager")
+    number = randomize(world, eligible_subject(world, "CN01")).kit_number
+    accountability.record_return(actor=ph, kit_number=number, condition="empty")
+    with engine().begin() as connection:  # the row 0024 could not have backfilled
+        connection.execute(text("DELETE FROM kit_return"))
+
+    accountability.verify_return(actor=ph, kit_number=number)
+    assert kit(number).state == KitState.PENDING_DESTRUCTION
+    (verified,) = events("kit.return_verified")
+    assert verified["units_returned"] is None and verified["same_person"] is None
+    accountability.destroy_kits(
+        actor=manager, kit_numbers=[number], reference="DC-9", signer_password=PASSWORD
+    )
+    assert kit(number).state == KitState.DESTROYED
+    assert ledger_check()[1] == []
