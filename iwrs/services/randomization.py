@@ -498,6 +498,7 @@ def randomize(
     if earlier is not None:
         return earlier
     confirm_signature(signer_id=actor.user_id, password=signer_password)
+    sealer().refresh()  # the current key id, read before the write lock (LiveRing.seal_held)
     refusal: Conflict | None = None
     with transaction() as session:
         try:

@@ -96,7 +96,8 @@ def advanced(tally: StratumTally, arm: str) -> None:
     if counts is None:
         return
     counts[arm] += 1
-    tally.sealed_counts = _seal(tally, counts)
+    # Inside the randomization's write transaction: under the key held (refreshed before it).
+    tally.sealed_counts = sealer().seal_held(encode(counts, _codes()), context=_context(tally))
 
 
 def count_missing(session: Session, list_id: int) -> None:
