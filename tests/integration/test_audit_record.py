@@ -10,14 +10,15 @@ from datetime import UTC, date, datetime
 
 import pytest
 from flask import g
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from iwrs import audit
 from iwrs.audit import GENESIS, Actor, AuditFieldTooLong, AuditMissing, verify_chain
-from iwrs.db import read_session, transaction
+from iwrs.db import engine, read_session, transaction
 from iwrs.models import AuditEvent
 from iwrs.models.audit import AuditChainHead
 from iwrs.models.unblinding import Notification, OutboxState
+from tests.integration.test_audit_trail import _drop_append_only_guard
 
 ADMIN = Actor(7, "test-admin", "admin", "session")
 
@@ -177,6 +178,8 @@ def test_an_outbox_claim_needs_no_event_but_a_delivery_or_other_change_does(ctx)
         claimed.claimed_at = datetime(2026, 1, 2, tzinfo=UTC)
     with transaction() as session:  # and its release
         session.get(Notification, notice.id).state = OutboxState.QUEUED
+    with transaction() as session:  # a claim's columns without its state
+        session.get(Notification, notice.id).claimed_by = "host:2"
     assert last_seq() == before
     with pytest.raises(AuditMissing), transaction() as session:
         session.get(Notification, notice.id).state = OutboxState.SENT
@@ -202,3 +205,41 @@ def test_the_export_line_is_the_event_without_its_mac(ctx):
     )
     assert body["hash"] == event.hash and body["reason"] == "é"
     assert "é" in line and list(body) == sorted(body)
+
+
+def record_three(ctx) -> int:  # type: ignore[no-untyped-def]
+    with transaction() as session:
+        for n in range(3):
+            audit.record(session, actor=ADMIN, action=f"test.{n}", entity_type="site")
+    return last_seq()
+
+
+def test_the_server_finds_a_trail_rehashed_without_its_key(ctx):
+    last = record_three(ctx)
+    rows = [audit.event_fields(e) for e in events_after(0)]
+    with engine().begin() as connection:
+        _drop_append_only_guard(connection)
+        prev = rows[last - 3]["prev_hash"]
+        for fields in rows[last - 3 :]:  # rewrite the last three, every hash recomputed
+            fields = {**fields, "reason": "rewritten", "prev_hash": prev}
+            prev = audit.event_hash(fields)
+            connection.execute(
+                text(
+                    "UPDATE audit_event SET reason = :r, prev_hash = :p, hash = :h WHERE seq = :s"
+                ),
+                {"r": "rewritten", "p": fields["prev_hash"], "h": prev, "s": fields["seq"]},
+            )
+        connection.execute(text("UPDATE audit_chain_head SET hash = :h WHERE id = 1"), {"h": prev})
+    read_session().rollback()
+    outcome = verify_chain(read_session())
+    assert (outcome.ok, outcome.kind, outcome.first_bad_seq) == (False, "mac", last - 2)
+
+
+def test_the_server_finds_the_last_events_cut_off(ctx):
+    last = record_three(ctx)
+    with engine().begin() as connection:
+        _drop_append_only_guard(connection)
+        connection.execute(text("DELETE FROM audit_event WHERE seq = :s"), {"s": last})
+    read_session().rollback()
+    outcome = verify_chain(read_session())
+    assert (outcome.ok, outcome.kind, outcome.first_bad_seq) == (False, "missing", last)
