@@ -890,6 +890,10 @@ def test_a_view_names_its_unblinding_and_site_and_each_refused_view_its_subject(
     )
     seq = head_seq()
     missing = max(world.subjects.values()) + 100
+    with pytest.raises(NotFound) as refused:
+        unblind(world, "dr.li", "R1", subject_id=max(world.subjects.values()) + 100)
+    assert (refused.value.field, refused.value.rule) == ("subject_id", "exists")
+    seq = head_seq()
     other = world.subjects["R2"]  # of the same site, not unblinded
     for username, asked, rule in (
         ("dr.li", missing, "exists"),

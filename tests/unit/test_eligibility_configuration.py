@@ -332,3 +332,48 @@ def test_each_unit_of_a_washout_period_sets_its_edge_day(unit: str, n: int, edge
         assert errors == []
         result = engine.assess(answers, CTX)
         assert next(r for r in result.results if r.number == "E3.3a").status == expected
+
+
+# ---------------------------------------------------------------- params of the other checks
+
+
+@pytest.mark.parametrize(
+    ("number", "params", "param"),
+    [
+        ("I3", {"fields": ["diagnosis_ra"], "levels": ["RA"]}, "criterion I3: param 'levels'"),
+        ("I3", {"levels": ["RA"]}, "criterion I3: param 'levels'"),
+        ("I3", {"fields": ["diagnosis_ra", "fvc_pct"]}, "criterion I3: param 'fields'"),
+        ("I3", {"fields": ["diagnosis_ra", "no_such"]}, "criterion I3: param 'fields'"),
+        ("I1", {"field": 5}, "criterion I1: param 'field'"),
+        ("I1", {"field": ""}, "criterion I1: param 'field'"),
+        ("E3.3c", {"drugs": [""]}, "criterion E3.3c: param 'drugs'"),
+        ("E15.1a", {"test": None}, "criterion E15.1a: param 'test'"),
+    ],
+)
+def test_a_bad_param_of_a_check_is_refused_naming_it(number: str, params: dict, param: str):
+    assert refused_param(with_criterion(number, **params)) == param
+
+
+def test_an_attestation_may_name_its_field():
+    engine = Engine(with_criterion("I1", field="attest_consent"))
+    assert engine.fields_for("I1") == ("attest_consent",)
+    assert "attest_consent" in {spec.name for spec in engine.fields()}
+
+
+def test_a_period_of_zero_days_is_allowed():
+    Engine(with_criterion("E3.3a", months=None, days=0))
+
+
+def test_a_date_window_from_day1_reads_day1():
+    assert Engine(with_criterion("I4", reference="day1")).fields_for("I4")[0] == "planned_day1"
+    assert "planned_day1" not in Engine(PROTOCOL).fields_for("I4")
+
+
+def test_age_is_taken_at_screening_by_default():
+    # 75 at screening (2026-03-02), 76 by day 1 (2026-03-20)
+    ctx = dataclasses.replace(CTX, date_of_birth=date(1950, 3, 10))
+    for reference, expected in ((None, "pass"), ("day1", "fail")):
+        engine = Engine(with_criterion("I2", reference=reference))
+        answers, _ = engine.parse(BASELINE)
+        result = engine.assess(answers, ctx)
+        assert next(r for r in result.results if r.number == "I2").status == expected
