@@ -90,7 +90,7 @@ def test_the_glucocorticoid_table_and_reference_default_to_the_documented_ones()
     assert result.computed["prednisone_equivalent_mg"] == 20
 
 
-def test_a_medication_check_on_the_screening_date_reads_no_day1():
+def test_a_medication_check_from_the_screening_date_reads_no_day1():
     engine = Engine(PROTOCOL)
     assert engine.fields_for("E3.3c") == ("medications",)
     assert engine.fields_for("E3.3a") == ("planned_day1", "medications")
@@ -131,7 +131,7 @@ def test_a_lab_criterion_without_a_second_test_ignores_a_second_value():
 # ---------------------------------------------------------------- attestations
 
 
-def test_an_attestation_is_a_yes_no_field_with_the_criterions_text():
+def test_each_attestation_is_a_yes_no_field_with_its_criterions_text():
     criteria = {c.number: c for c in PROTOCOL.criteria}
     attested = [s for s in Engine(PROTOCOL).fields() if s.name.startswith("attest_")]
     assert attested
@@ -377,3 +377,62 @@ def test_age_is_taken_at_screening_by_default():
         answers, _ = engine.parse(BASELINE)
         result = engine.assess(answers, ctx)
         assert next(r for r in result.results if r.number == "I2").status == expected
+
+
+# ---------------------------------------------------------------- what a criterion reads
+
+
+def test_an_age_from_day1_reads_day1_and_one_from_screening_reads_nothing():
+    assert Engine(with_criterion("I2", reference="day1")).fields_for("I2") == ("planned_day1",)
+    assert Engine(PROTOCOL).fields_for("I2") == ()
+
+
+def test_a_date_window_reads_its_event_before_its_date():
+    assert Engine(PROTOCOL).fields_for("I4")[-2:] == ("hrct_ild_confirmed", "hrct_date")
+
+
+def test_drug_groups_are_optional():
+    assert "hydroxychloroquine" in Engine(with_tables(drug_groups=None)).drug_names()
+
+
+@pytest.mark.parametrize(
+    ("removed", "missing"),
+    [
+        (("qt_ms",), ("qt_ms",)),
+        (("rr_ms",), ("rr_ms", "heart_rate_bpm")),
+        (("qt_ms", "rr_ms"), ("qt_ms", "rr_ms", "heart_rate_bpm")),
+    ],
+)
+def test_a_qtcf_without_its_inputs_names_each_one_missing(removed: tuple, missing: tuple):
+    engine = Engine(PROTOCOL)
+    answers, _ = engine.parse(baseline(**dict.fromkeys(removed)))
+    result = next(r for r in engine.assess(answers, CTX).results if r.number == "E13.4a")
+    assert (result.status, result.missing) == ("missing", missing)
+
+
+def test_each_result_carries_its_criterions_type_and_text_and_the_age_is_computed():
+    engine = Engine(PROTOCOL)
+    answers, _ = engine.parse(BASELINE)
+    assessment = engine.assess(answers, CTX)
+    criteria = {c.number: c for c in PROTOCOL.criteria}
+    for r in assessment.results:
+        assert (r.type, r.text) == (criteria[r.number].type, criteria[r.number].text)
+    assert assessment.computed["age"] == 55
+
+
+def test_a_drug_off_the_dictionary_keeps_each_medication_criterion_missing_naming_it():
+    engine = Engine(PROTOCOL)
+    other = [*BASELINE["medications"], {"drug": "zz-unknown", "ongoing": True}]
+    answers, _ = engine.parse(baseline(medications=other))
+    results = [r for r in engine.assess(answers, CTX).results if r.number in ("E3.1", "E3.3a")]
+    assert [(r.status, r.missing) for r in results] == [
+        ("missing", ("drug_class:zz-unknown",)),
+        ("missing", ("drug_class:zz-unknown",)),
+    ]
+
+
+def test_the_plausible_range_includes_both_bounds():
+    engine = Engine(PROTOCOL)
+    for value in ("1", "200"):
+        answers, errors = engine.parse(baseline(fvc_pct=value))
+        assert errors == [] and engine.validate(answers, CTX) == []
