@@ -6,7 +6,7 @@ FLASK  := $(BIN)/flask --app wsgi
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: demo test lint install serve clean bench-quick bench mutation
+.PHONY: demo test lint install serve clean bench-quick bench mutation mutation-audit mutation-services mutation-eligibility
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,18 @@ MUTATION_CHILDREN ?= 2
 mutation: $(VENV)/.installed-test
 	nice -n 10 $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
 	$(BIN)/python tests/mutation_report.py
+
+# The slower profiles of pyproject.toml ([tool.iwrs-mutation.*]), each run from a copy in
+# build/mutation/<profile>/ (tests/mutation_profile.py): the audit chain and the randomize, dispense
+# and unblind services against their database tests on SQLite; the eligibility engine.
+mutation-audit: $(VENV)/.installed-test
+	MUTATION_CHILDREN=$(MUTATION_CHILDREN) $(BIN)/python tests/mutation_profile.py audit $(MUTANTS)
+
+mutation-services: $(VENV)/.installed-test
+	MUTATION_CHILDREN=$(MUTATION_CHILDREN) $(BIN)/python tests/mutation_profile.py services $(MUTANTS)
+
+mutation-eligibility: $(VENV)/.installed-test
+	MUTATION_CHILDREN=$(MUTATION_CHILDREN) $(BIN)/python tests/mutation_profile.py eligibility $(MUTANTS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .

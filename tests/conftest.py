@@ -38,9 +38,10 @@ _counter = itertools.count()
 
 # `make mutation`: a mutant slows the code through mutmut's trampolines, so a deadline would kill
 # it for the wrong reason; derandomized so that two runs agree on which mutants survive; and each
-# property test is capped at MUTATION_EXAMPLES examples (tests/MUTATION.md), or the run takes hours.
+# property test is capped at MUTATION_EXAMPLES examples (tests/MUTATION.md), or the run takes hours;
+# a profile of tests/mutation_profile.py may set another cap (IWRS_MUTATION_EXAMPLES).
 hypothesis_settings.register_profile("mutation", deadline=None, derandomize=True, database=None)
-MUTATION_EXAMPLES = 25
+MUTATION_EXAMPLES = int(os.environ.get("IWRS_MUTATION_EXAMPLES", "25"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -64,12 +65,21 @@ def _pg_admin_engine():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The database profiles of tests/mutation_profile.py start a pytest session per mutant: they
+    # name one template file (IWRS_TEST_SQLITE_TEMPLATE) that the first session migrates and every
+    # later one copies, instead of migrating again (no migration runs mutated code).
+    shared = os.environ.get("IWRS_TEST_SQLITE_TEMPLATE")
+    if shared and Path(shared).exists():
+        return Path(shared)
     path = tmp_path_factory.mktemp("template") / "template.sqlite"
     engine = make_engine(f"sqlite:///{path}")
     upgrade_schema(engine)
     with engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()
+    if shared:
+        shutil.copy(path, f"{shared}.{os.getpid()}")
+        os.replace(f"{shared}.{os.getpid()}", shared)
     return path
 
 

@@ -831,7 +831,14 @@ def test_the_report_lists_every_unblinding_without_the_arm_scoped_to_sites(world
     unblind(world, "dr.li", "R1")
     first = world.clock.current
     world.clock.advance(days=1)
-    unblind(world, "dr.zhang", "Z1", category="pregnancy", reason="Pregnancy reported at week 2")
+    unblind(
+        world,
+        "dr.zhang",
+        "Z1",
+        category="pregnancy",
+        reason="Pregnancy reported at week 2",
+        sae_led_to_unblinding=False,
+    )
     second = world.clock.current
     session = fresh()
     number = {k: session.get(Subject, i).screening_number for k, i in world.subjects.items()}
@@ -841,9 +848,68 @@ def test_the_report_lists_every_unblinding_without_the_arm_scoped_to_sites(world
         (number["Z1"], "CN02", "dr.zhang", second, "pregnancy", "Pregnancy reported at week 2"),
         (number["R1"], "CN01", "dr.li", first, "serious adverse event", REASON),
     ]
+    assert [(x.sae, x.discontinued) for x in lines] == [
+        (False, False),
+        (True, False),
+    ]
     for line in lines:
         assert_no_arm(repr(line))
     mine = unblinding.report(actor=Actor.of(world.people["dr.li"]))
     assert [x.subject for x in mine] == [number["R1"]]
     theirs = unblinding.report(actor=Actor.of(world.people["dr.zhang"]))
     assert [x.subject for x in theirs] == [number["Z1"]]
+
+
+def test_a_view_names_its_unblinding_and_site_and_each_refused_view_its_subject(world):
+    """What a view records and returns, field by field (issue 14, mutation testing)."""
+    from iwrs.models.subjects import Subject
+    from iwrs.models.unblinding import Unblinding
+    from iwrs.services import unblinding
+
+    first = unblind(world, "dr.li", "R1")
+    subject_id = world.subjects["R1"]
+    seq = head_seq()
+    seen = unblinding.view_arm(actor=world.actor("dr.li"), subject_id=subject_id)
+    session = fresh()
+    subject = session.get(Subject, subject_id)
+    earlier = session.scalars(select(Unblinding).where(Unblinding.subject_id == subject_id)).one()
+    assert seen == unblinding.UnblindedArm(
+        subject.screening_number,
+        first.randomization_number,
+        first.arm_code,
+        first.arm_name,
+        first.unblinded_at,
+        False,
+    )
+    (event,) = events_since(seq)
+    assert (event.entity_type, event.entity_id, event.site_id, event.subject_id) == (
+        "unblinding",
+        str(earlier.id),
+        subject.site_id,
+        subject_id,
+    )
+    seq = head_seq()
+    missing = max(world.subjects.values()) + 100
+    with pytest.raises(NotFound) as refused:
+        unblind(world, "dr.li", "R1", subject_id=max(world.subjects.values()) + 100)
+    assert (refused.value.field, refused.value.rule) == ("subject_id", "exists")
+    seq = head_seq()
+    other = world.subjects["R2"]  # of the same site, not unblinded
+    for username, asked, rule in (
+        ("dr.li", missing, "exists"),
+        ("dr.lin", subject_id, "unblinded_by_you"),
+        ("dr.zhang", subject_id, "exists"),
+        ("dr.li", other, "unblinded_by_you"),
+    ):
+        with pytest.raises(NotFound) as refused:
+            unblinding.view_arm(actor=world.actor(username), subject_id=asked)
+        assert (refused.value.field, refused.value.rule) == ("subject_id", rule)
+    assert [
+        (e.action, e.entity_type, e.entity_id, json.loads(e.after)["requested_subject_id"])
+        for e in events_since(seq)
+    ] == [
+        ("unblinding.refused", "subject", str(missing), missing),
+        ("unblinding.refused", "subject", str(subject_id), subject_id),
+        ("unblinding.refused", "subject", str(subject_id), subject_id),
+        ("unblinding.refused", "subject", str(other), other),
+    ]
