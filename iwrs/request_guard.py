@@ -4,7 +4,9 @@ that an anonymous call to an API operation that needs a caller gets its 401 firs
 
 In order, each refusal naming the field and the rule:
   body_size           413: a body larger than MAX_CONTENT_LENGTH (files) or, for a form without
-                      files, MAX_FORM_BYTES; a page form's longest field is a 4,000-character text
+                      files, MAX_FORM_BYTES; a page form's longest field is a 4,000-character text.
+                      In a multipart body a text field is bounded by the body's limit, as a file
+                      is: the list mapping step carries the uploaded file's text back in one.
   content_type        415: an API write whose body is not JSON (every /api/v1 body is JSON)
   json_depth          400: JSON nested deeper than MAX_JSON_DEPTH (found without parsing it)
   json_syntax         400: JSON that does not parse, or is not UTF-8
@@ -62,7 +64,9 @@ def guard_request() -> None:
 def _check_size() -> None:
     length = request.content_length or 0
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.mimetype != "multipart/form-data":
+    if request.mimetype == "multipart/form-data":
+        request.max_form_memory_size = limit  # a file's text in a field: the file's bound
+    else:
         limit = min(limit, current_app.config["MAX_FORM_MEMORY_SIZE"])
     if length > limit:
         raise PayloadTooLarge(

@@ -34,7 +34,7 @@ from iwrs import audit, clock, signatures, validation
 from iwrs.audit import Actor
 from iwrs.auth import Permission
 from iwrs.db import read_session, transaction
-from iwrs.errors import InvalidInput
+from iwrs.errors import InvalidInput, NotFound
 from iwrs.models.randomization import Dispensation
 from iwrs.models.subjects import Subject
 from iwrs.models.supply import Destruction, Kit, KitEvent, KitReturn, ReturnCondition
@@ -117,25 +117,34 @@ def record_return(
     visit_code: str = UNSCHEDULED_VISIT,
     units_returned: int | str | None = None,
     returned_on: date | str | None = None,
+    subject_id: int | None = None,
 ) -> Kit:
     """A pharmacist records a dispensed kit brought back at a visit (its condition, the units
     left if counted, the visit and its date at the site: today unless stated): RETURNED, to be
     verified; a kit the subject reports lost (condition lost) is MISSING at the site.
+    `subject_id`: the subject bringing it back (the subject's page), when known.
     Refusals: condition/visit_code `choice`, units_returned `integer`/`range`, returned_on
     `date`/`future_date`/`before_previous_step` (before the kit was dispensed), kit_number
-    `exists` (not at the actor's sites) or `kit_transition` (not dispensed)."""
+    `exists` (not at the actor's sites, or not last dispensed to `subject_id`) or
+    `kit_transition` (not dispensed)."""
     units = _return_input(condition, visit_code, units_returned)
     lost = condition == ReturnCondition.LOST
     with transaction() as session:
         kit = site_kit(session, actor, kit_number, Permission.DISPENSE)
         site_id = site_of(session, kit)
-        subject_id = kit.place_id if kit.place_kind == "subject" else None
-        subject = session.get(Subject, subject_id) if subject_id is not None else None
+        holder_id = kit.place_id if kit.place_kind == "subject" else None
+        subject = session.get(Subject, holder_id) if holder_id is not None else None
         given = session.scalars(
             select(Dispensation)
             .where(Dispensation.kit_id == kit.id)
             .order_by(Dispensation.id.desc())
         ).first()
+        if subject_id is not None and (given is None or given.subject_id != subject_id):
+            raise NotFound(
+                f"kit_number: kit {kit.number} was not dispensed to this subject",
+                field="kit_number",
+                rule="exists",
+            )
         before = {"state": str(kit.state)}
         _apply(  # refuses a kit not dispensed (rule kit_transition) before its date is judged
             session,

@@ -4,7 +4,10 @@ as the investigator types it, so that a session that times out mid-entry loses n
 A draft is a working copy, never a record: it is not evaluated, not an eligibility decision and
 not part of what is signed; the page restores it into the form, and recording an assessment
 from the form removes it (`subjects.record_assessment`, in the assessment's transaction, whose
-audit event holds every answer that counts).
+audit event holds every answer that counts). Withdrawing the subject or confirming it a screen
+failure removes it too, in that transaction (`subjects.withdraw_subject`,
+`subjects.decide_eligibility`): a closed screening keeps no working copy of answers that can
+no longer be recorded. (Randomization leaves a draft typed after the last assessment in place.)
 
 Decision (issue 15 left it open): saving a draft writes no audit event; the draft table is
 one of the rows `iwrs.audit.UNAUDITED_ROWS` lets a transaction change without one (like the
@@ -116,7 +119,8 @@ def draft_of(*, actor: Actor, subject_id: int) -> Draft | None:
 
 
 def discard_draft(session: Session, subject_id: int) -> None:
-    """Remove the subject's draft inside the caller's transaction (an assessment recorded)."""
+    """Remove the subject's draft inside the caller's transaction (an assessment recorded, the
+    subject withdrawn or confirmed a screen failure)."""
     session.execute(delete(EligibilityDraft).where(EligibilityDraft.subject_id == subject_id))
 
 

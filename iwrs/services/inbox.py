@@ -6,6 +6,14 @@ unblinding to the sponsor's contacts, a temporary password). Each reader marks a
 for themselves (`notification_read`), audited. Nothing here can reveal the blind: the outbox
 never holds an arm (iwrs.models.unblinding.Notification), and a temporary password is shown
 only as removed (`passwords.without_credentials`), never opened.
+
+Decision (reviewer's finding on issue 15): an outbox message is the user's when it is addressed
+to their e-mail address AND was created at or after their account was (`app_user.created_at`).
+An address can pass from a former user to a new one, and the new person must not read what was
+sent to the one before. The time an address was set is not recorded apart from the account
+(no service changes an address after creation), so the account's creation stands for it; a
+message sent to the address before the account existed (e.g. about an access request) is not
+in that account's inbox. The same rule decides which message a reader may mark read.
 """
 
 from __future__ import annotations
@@ -45,6 +53,12 @@ def _person(actor: Actor) -> User:
     return user
 
 
+def _yours(note: Notification, user: User) -> bool:
+    """Whether the message is the user's: to their address, since their account exists."""
+    since = clock.as_utc(note.created_at) >= clock.as_utc(user.created_at)
+    return since and _addressed_to(note.recipient, user.email)
+
+
 def _addressed_to(recipients: str, email: str | None) -> bool:
     """Whether `email` is one of the comma-separated `recipients` (case-insensitive)."""
     if not email:
@@ -54,8 +68,9 @@ def _addressed_to(recipients: str, email: str | None) -> bool:
 
 
 def _messages(user: User) -> list[tuple[Notification, bool]]:
-    """Outbox messages to the user's address, newest first, with whether they read each: one
-    statement (a LIKE narrows, the exact address list decides)."""
+    """Outbox messages to the user's address since their account was created, newest first,
+    with whether they read each: one statement (a LIKE narrows, the exact address list
+    decides)."""
     if not user.email:
         return []
     pattern = "%" + user.email.strip().lower().replace("%", "").replace("_", "\\_") + "%"
@@ -68,12 +83,15 @@ def _messages(user: User) -> list[tuple[Notification, bool]]:
                 (NotificationRead.notification_id == Notification.id)
                 & (NotificationRead.user_id == user.id),
             )
-            .where(func.lower(Notification.recipient).like(pattern, escape="\\"))
+            .where(
+                func.lower(Notification.recipient).like(pattern, escape="\\"),
+                Notification.created_at >= user.created_at,
+            )
             .order_by(Notification.id.desc())
         )
         .all()
     )
-    return [(n, read is not None) for n, read in rows if _addressed_to(n.recipient, user.email)]
+    return [(n, read is not None) for n, read in rows if _yours(n, user)]
 
 
 def inbox_of(*, actor: Actor) -> list[InboxItem]:
@@ -106,7 +124,7 @@ def mark_message_read(*, actor: Actor, notification_id: int) -> None:
     )
     with transaction() as session:
         note = session.get(Notification, notification_id)
-        if note is None or not _addressed_to(note.recipient, user.email):
+        if note is None or not _yours(note, user):
             raise missing
         if session.get(NotificationRead, (notification_id, user.id)) is None:
             session.add(

@@ -301,12 +301,14 @@ def shipment_receipt(*, actor: Actor, shipment_id: int) -> Receipt:
     return _receipt(actor, "shipment", shipment_id)
 
 
-def unblinding_receipt(*, actor: Actor, subject_id: int) -> Receipt:
+def unblinding_receipt(*, actor: Actor, subject_id: int, with_arm: bool = False) -> Receipt:
     """The receipt of the subject's emergency unblinding: readers of the unblinding report (site
-    scoped); the treatment only for the investigator who unblinded the subject, whose reading is
-    recorded as a view of the arm (`unblinding.view_arm`)."""
+    scoped); the treatment only for the investigator who unblinded the subject and only when
+    `with_arm` (the receipt page, which shows it; never the PDF, which leaves it out), and that
+    reading is recorded as a view of the arm (`unblinding.view_arm`). Without `with_arm` the arm
+    is neither read nor recorded as viewed."""
     receipt = _receipt(actor, "unblinding", subject_id)
-    if actor.user_id is None or actor.role != Role.INVESTIGATOR:
+    if not with_arm or actor.user_id is None or actor.role != Role.INVESTIGATOR:
         return receipt
     mine = (
         read_session()

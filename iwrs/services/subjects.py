@@ -520,6 +520,8 @@ def decide_eligibility(
             subject,
             SubjectStatus.ELIGIBLE if wanted == Decision.ELIGIBLE else SubjectStatus.SCREEN_FAILED,
         )
+        if wanted != Decision.ELIGIBLE:  # screening is over: a draft would outlive it
+            eligibility_drafts.discard_draft(session, subject.id)
         session.flush()
         session.expire(subject, ["stratum"])  # derived from the decision just made
         audit.record(
@@ -551,6 +553,7 @@ def withdraw_subject(*, actor: Actor, subject_id: int, reason: str) -> Subject:
         reason = coded_reason(subject, reason) or ""
         before = _snapshot(subject)
         _set_status(subject, SubjectStatus.WITHDRAWN)
+        eligibility_drafts.discard_draft(session, subject.id)
         subject.withdrawal_reason = reason.strip()
         audit.record(
             session,

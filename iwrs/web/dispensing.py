@@ -131,6 +131,7 @@ def record_return(subject_id: int):  # type: ignore[no-untyped-def]
             visit_code=given["visit_code"],
             units_returned=given["units_returned"],
             returned_on=given["returned_on"],
+            subject_id=subject_id,  # the kit must be this subject's
         )
     except IWRSError as refusal:
         flash_refusal(refusal)

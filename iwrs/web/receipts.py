@@ -37,9 +37,13 @@ class PdfUnavailable(IWRSError):
     title = "PDF not available"
 
 
+def _pdf_asked() -> bool:
+    return request.args.get("format") == "pdf"
+
+
 def _answer(receipt: Receipt) -> Any:
     """The receipt as its page, or as a PDF when `?format=pdf`."""
-    if request.args.get("format") != "pdf":
+    if not _pdf_asked():
         return render_template("receipts/receipt.html", receipt=receipt)
     return Response(
         pdf_of(receipt),
@@ -89,7 +93,12 @@ def shipment(shipment_id: int):  # type: ignore[no-untyped-def]
 @bp.get("/unblinding/<int:subject_id>")
 @requires(Permission.VIEW_UNBLINDING_REPORT)
 def unblinding(subject_id: int):  # type: ignore[no-untyped-def]
-    return _answer(receipts.unblinding_receipt(actor=_actor(), subject_id=subject_id))
+    # Only the page shows the arm, so only the page reads it (and records the view).
+    return _answer(
+        receipts.unblinding_receipt(
+            actor=_actor(), subject_id=subject_id, with_arm=not _pdf_asked()
+        )
+    )
 
 
 def _actor() -> Actor:

@@ -248,6 +248,38 @@ def test_the_inbox_holds_notices_and_messages_each_read_by_its_reader(trial, ctx
     assert inbox.inbox_of(actor=ctx.actor("auditor")) == []
 
 
+def test_an_address_given_to_a_new_person_does_not_open_the_former_users_messages(trial, ctx):
+    """Messages to an address before the reader's account existed are not theirs (listed or
+    marked read), though the address is the same (iwrs/services/inbox.py, decision)."""
+    from sqlalchemy import update
+
+    from iwrs.db import transaction
+    from iwrs.models.users import User
+    from iwrs.services import inbox, passwords, users
+
+    def account(username: str) -> Any:
+        return users.create_user(
+            actor=Actor.system("test"),
+            username=username,
+            full_name="Mail Reader",
+            role="auditor",
+            password=PASSWORD,
+            email="shared.mail@example.org",
+        )
+
+    former = account("aud.former")
+    passwords.reset_password(actor=ctx.actor("admin"), user_id=former.id, signer_password=PASSWORD)
+    (earlier,) = [i for i in inbox.inbox_of(actor=Actor.of(former)) if i.kind == "message"]
+    with transaction() as session:  # the former user leaves; the address is free again
+        session.execute(update(User).where(User.id == former.id).values(email=None))
+    trial["clock"].advance(seconds=1)
+    successor = Actor.of(account("aud.successor"))
+    assert [i for i in inbox.inbox_of(actor=successor) if i.kind == "message"] == []
+    with pytest.raises(NotFound) as theirs:
+        inbox.mark_message_read(actor=successor, notification_id=earlier.id)
+    assert (theirs.value.field, theirs.value.rule) == ("notification_id", "exists")
+
+
 def _swap(table: Any, column: str, ids: list[int], context: Any) -> None:
     """Exchange the sealed values of two rows (each re-sealed under the other's context)."""
     from iwrs.db import engine, read_session

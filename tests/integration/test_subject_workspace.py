@@ -216,3 +216,35 @@ def test_a_draft_is_kept_until_assessed_and_a_rescreening_needs_a_reason(world):
     assert event.reason == "FVC repeated after infection"
     line = listed(world)[subject.screening_number]
     assert actions(line)["rescreen"] == "rescreen_limit"
+
+
+def test_a_draft_goes_when_the_subject_is_withdrawn_or_a_screen_failure(world):
+    """Withdrawal and a screen failure end screening: the draft is removed in that transaction
+    (it could never be recorded, and its answers should not linger)."""
+
+    def draft(subject_id: int) -> Any:
+        read_session().rollback()
+        return eligibility_drafts.draft_of(actor=world.actor("inv-CN01"), subject_id=subject_id)
+
+    def keep(subject_id: int) -> None:
+        eligibility_drafts.save_draft(
+            actor=world.actor("inv-CN01"), subject_id=subject_id, answers={"fvc_pct": "57"}
+        )
+
+    gone = screen(world, "CN01").id
+    keep(gone)
+    subjects.withdraw_subject(actor=world.actor("inv-CN01"), subject_id=gone, reason="Moved away")
+    assert draft(gone) is None
+
+    failed = screen(world, "CN01")
+    record = assess(world, read_session().get(Subject, failed.id), fvc_pct="30")
+    keep(failed.id)  # typed again after the assessment, not recorded
+    subjects.decide_eligibility(
+        actor=world.actor("inv-CN01"),
+        subject_id=failed.id,
+        assessment_id=record.row.id,
+        decision="screen_failure",
+        signer_password=PASSWORD,
+        understood=True,
+    )
+    assert draft(failed.id) is None

@@ -134,3 +134,37 @@ def test_blinded_roles_reach_neither_step_of_the_mapping(app, login_as):
         refused = client.post("/lists/import/mapped", data=body)
         assert refused.status_code in (403, 404)
         assert "arm_known" not in refused.get_data(as_text=True)
+
+
+def test_a_list_file_of_real_size_passes_both_steps_of_the_mapping(app, login_as):
+    """A ~300 KB file accepted at step 1 (2 MB limit) is carried to step 2 in a multipart form,
+    so the request guard applies the file limit to it, not the 256 KB form limit."""
+    client, _ = login_as("unblinded_statistician")
+    rows = ["redcap_randomization_number,redcap_randomization_group,disease,notes"]
+    rows += [f",{1 + (i // 2 + i) % 2},{1 + (i // 4) % 2},{'n' * 150}" for i in range(2000)]
+    body = ("\n".join(rows) + "\n").encode()
+    assert len(body) > 300_000
+    token = csrf_from(client.get("/lists/").get_data(as_text=True))
+    step1 = client.post(
+        "/lists/import/map",
+        data={"csrf_token": token, "name": "big", "file": (io.BytesIO(body), "big.csv")},
+        content_type="multipart/form-data",
+    )
+    assert step1.status_code == 200
+    page = step1.get_data(as_text=True)
+    form = page.split('action="/lists/import/mapped"', 1)[1].split(">", 1)[0]
+    assert 'enctype="multipart/form-data"' in form
+    csv_text = re.search(r'<textarea name="csv_text"[^>]*>(.*?)</textarea>', page, re.S)
+    assert csv_text
+    data = {
+        "csrf_token": csrf_from(page),
+        "name": "big",
+        "csv_text": html.unescape(csv_text.group(1)),
+        "factor": "disease",
+        "arm_column": "redcap_randomization_group",
+        "arm_values": "1=A; 2=P",
+        "factor_column": "disease",
+        "factor_values": "1=RA; 2=SSc",
+    }
+    done = client.post("/lists/import/mapped", data=data, content_type="multipart/form-data")
+    assert done.status_code == 302, refusals(done.get_data(as_text=True))

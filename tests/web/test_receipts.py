@@ -269,3 +269,29 @@ def test_a_printed_randomization_page_names_study_person_and_time(world):
     style = world.app.static_folder + "/style.css"  # type: ignore[operator]
     with open(style, encoding="utf-8") as sheet:
         assert ".print-only { display:block; }" in sheet.read()  # shown on paper only
+
+
+def test_only_the_receipt_page_records_a_view_of_the_arm(world):
+    """The PDF never shows the treatment, so asking for it records no `unblinding.viewed`; the
+    page, which shows it, records one. (Without WeasyPrint the PDF answers 503: still none.)"""
+    from iwrs.models import AuditEvent
+
+    url = f"/receipts/unblinding/{world.subject_ids['S3']}"
+    client = world.client("dr.li")
+
+    def views() -> int:
+        from sqlalchemy import func
+
+        from iwrs.db import read_session
+
+        with world.app.app_context():
+            session = read_session()
+            session.rollback()
+            query = select(func.count()).where(AuditEvent.action == "unblinding.viewed")
+            return int(session.scalar(query) or 0)
+
+    before = views()
+    assert client.get(f"{url}?format=pdf").status_code in (200, 503)
+    assert views() == before
+    assert client.get(url).status_code == 200
+    assert views() == before + 1

@@ -105,3 +105,29 @@ def test_return_verification_report_and_signed_destruction_through_the_pages(wor
     assert kit(number).state == "pending_destruction"
     post(manager, "/supply/destruction", {**form, "signature_password": PASSWORD}, "/")
     assert {kit(number).state, kit(shelf).state} == {"destroyed"}
+
+
+def test_a_kit_is_returned_only_on_the_page_of_the_subject_it_was_dispensed_to(world):
+    """The subject in the URL is checked: another subject's kit is refused (kit_number `exists`),
+    nothing changes and no event is written."""
+    from sqlalchemy import func, select
+
+    from iwrs.db import read_session
+    from iwrs.models.audit import AuditEvent
+
+    def events() -> int:
+        read_session().rollback()
+        return read_session().scalar(select(func.count()).select_from(AuditEvent)) or 0
+
+    first, second = eligible_subject(world, "CN01"), eligible_subject(world, "CN01")
+    theirs = randomize(world, first).kit_number
+    randomize(world, second)
+    pharmacist = client_of(world, "ph-CN01")
+    page = f"/dispensing/{second}"
+    form = {"kit_number": theirs, "visit_code": "V2", "condition": "empty", "units_returned": "0"}
+    before = events()
+    shown = post(pharmacist, f"{page}/returns", form, page)
+    assert refusals(shown) == {("kit_number", "exists")}
+    assert kit(theirs).state == "dispensed" and events() == before
+    post(pharmacist, f"/dispensing/{first}/returns", form, f"/dispensing/{first}")
+    assert kit(theirs).state == "returned"
