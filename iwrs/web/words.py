@@ -51,7 +51,7 @@ FIELD_WORDS = {
 VALUE_WORDS: dict[str, str] = {**UNBLINDING_CATEGORIES, "not_done": "not done"}
 
 _LEADING_CODE = re.compile(r"^([a-z][a-z0-9]*(?:[_.\[\]-]+[A-Za-z0-9]+\]?)*): ")
-_ONE_OF = re.compile(r"(must be one of:? )([a-z0-9_, ]+)")
+_ONE_OF = re.compile(r"((?i:must be one of):? )([a-z0-9_, ]+)")
 _SNAKE = re.compile(r"\b[a-z][a-z0-9]*(?:_[A-Za-z0-9]+)+\b")
 _ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b(?!T\d|-)")
 _STRATUM_KEY = re.compile(r"\b[a-z][a-z0-9_]*=[A-Za-z0-9]+(?:\|[a-z][a-z0-9_]*=[A-Za-z0-9]+)*")

@@ -34,6 +34,12 @@ class CountingSealer(Sealer):
 
     kit_unseals = 0
 
+    def refresh(self, *, force: bool = False) -> None:
+        """A fixed key: nothing to re-read (the live ring's interface, iwrs/keyring.py)."""
+
+    def seal_held(self, plaintext: str, *, context: str) -> str:
+        return self.seal(plaintext, context=context)
+
     def unseal(self, token: str, *, context: str) -> str:
         if context.startswith("kit:"):
             self.kit_unseals += 1

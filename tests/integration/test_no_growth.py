@@ -82,6 +82,7 @@ def measure(world: World, *, due: int, fresh: int) -> dict:
     for what, (who, path) in pages.items():
         with world.app.app_context():  # warm: the first request loads the session
             clients[who].get(path)
+            fresh_key_id()
         with world.app.app_context(), counted(world.app) as tally:
             response = clients[who].get(path)
         assert response.status_code == 200, (what, response.status_code)
@@ -110,10 +111,20 @@ def measure(world: World, *, due: int, fresh: int) -> dict:
         "statistician status": lambda: randomization_views.list_status(actor=world.actor("stat")),
     }
     for what, operation in operations.items():
+        fresh_key_id()
         with counted(world.app) as tally:
             operation()
         counts[what], shapes[what] = tally.count, tally.shapes()
     return {"counts": counts, "shapes": shapes}
+
+
+def fresh_key_id() -> None:
+    """Read the current blinding key id now, so that no counted request re-reads it: that read
+    happens once every IWRS_KEY_REFRESH_SECONDS whatever the trial's size (iwrs/keyring.py), so
+    whether it falls inside a count depends on the wall clock, not on growth."""
+    from iwrs.services.supply import sealer
+
+    sealer().refresh(force=True)
 
 
 def grow(world: World, clock: Any, subjects: int) -> list[int]:

@@ -7,7 +7,7 @@ the application is visited once, as the first role (home pages: every role) for 
 answers 200, so a new page cannot escape the check. axe-core is the engine Deque publishes,
 bundled by the `axe-playwright-python` package; it runs inside the page.
 
-Screenshots of every page at 390 px go to `tests/artifacts/` (git-ignored) for a person to look at.
+Screenshots of every page at 390 px go to tests/artifacts (git-ignored) for a person to look at.
 """
 
 from __future__ import annotations
