@@ -156,3 +156,127 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(visited):
 
 def test_no_page_scrolls_sideways_on_a_phone_or_at_200_percent_zoom(visited):
     assert not visited[1], "pages wider than the screen:\n" + "\n".join(visited[1])
+
+
+def _reached_only_by_posting(world: World) -> dict[str, int]:
+    """A subject dr.li may unblind (randomized, not unblinded), one they may withdraw and one
+    they may re-screen (a screen failure): the first whose page shows the form."""
+    client = world.client(BLINDED["investigator"])
+    found: dict[str, int] = {}
+    for subject_id in world.ids()["subject"]:
+        for step in ("unblind", "withdraw", "rescreen"):
+            if step in found:
+                continue
+            page = client.get(f"/subjects/{subject_id}/{step}").get_data(as_text=True)
+            action = f"/subjects/{subject_id}/{step}" + ("/confirm" if step == "unblind" else "")
+            if f'method="post" action="{action}"' in page:
+                found[step] = subject_id
+    assert set(found) == {"unblind", "withdraw", "rescreen"}, found
+    return found
+
+
+_MAP_FORM = """(token) => {
+  const form = document.createElement('form');
+  form.method = 'post'; form.action = '/lists/import/map'; form.enctype = 'multipart/form-data';
+  form.innerHTML = '<input type="hidden" name="csrf_token"><input name="name" value="clinicedc">'
+    + '<input type="file" id="m-file" name="file"><button type="submit">Map</button>';
+  form.querySelector('[name=csrf_token]').value = token;
+  document.querySelector('main').append(form);
+}"""
+_NO_BROWSER_CHECKS = (
+    "() => document.querySelectorAll('form').forEach(f => { f.noValidate = true; })"
+)
+
+
+def test_pages_reached_only_by_a_form_pass_axe_and_fit_the_phone(browser, world):
+    """The pages a GET never shows: the emergency-unblinding confirmation and both of its
+    refusals, the withdrawal and re-screening refusals, the destruction review, the list-mapping
+    step and its refusal. Each is reached by filling and submitting the form in chromium (the
+    browser's own required-field checks off, so the server's refusal page is what is shown)."""
+    launched, base = browser
+    axe_source = resources.files("axe_playwright_python").joinpath("axe.min.js").read_text()
+    subject = _reached_only_by_posting(world)
+    violations: list[str] = []
+    sideways: list[str] = []
+    checked: list[str] = []
+
+    def check(page, label: str, status_seen: int | None) -> None:  # type: ignore[no-untyped-def]
+        page.wait_for_load_state()
+        checked.append(f"{label} ({status_seen})")
+        for size in (PHONE, ZOOMED):
+            page.set_viewport_size(size)
+            overflow = page.evaluate(_SIDEWAYS)
+            if overflow > 0:
+                sideways.append(f"{label} at {size['width']} px: {overflow} px")
+        page.set_viewport_size(PHONE)
+        page.add_script_tag(content=axe_source)
+        for found in page.evaluate(_AXE_RUN):
+            if found["impact"] in IMPACTS_REFUSED:
+                violations.append(f"{label}: {found['id']} {found['nodes']}")
+
+    def submit(page, selector: str) -> int | None:  # type: ignore[no-untyped-def]
+        page.evaluate(_NO_BROWSER_CHECKS)
+        with page.expect_navigation() as navigation:
+            page.click(selector)
+        response = navigation.value
+        return response.status if response else None
+
+    def signed_in(username: str):  # type: ignore[no-untyped-def]
+        context = launched.new_context(base_url=base, viewport=PHONE, bypass_csp=True)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.goto("/sign-in")
+        page.fill("#username", username)
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+        return context, page
+
+    context, page = signed_in(BLINDED["investigator"])
+    page.goto(f"/subjects/{subject['unblind']}/unblind")
+    check(page, "unblinding request refused", submit(page, "form.unblind button[type=submit]"))
+    page.select_option("#u-category", index=1)
+    page.fill("#u-reason", "Anaphylaxis in the emergency department")
+    check(page, "unblinding confirmation", submit(page, "form.unblind button[type=submit]"))
+    # Neither ticked nor signed: refused before any password is checked, nothing unblinded.
+    check(page, "unblinding confirmation refused", submit(page, "form.unblind button[type=submit]"))
+    for step in ("withdraw", "rescreen"):
+        page.goto(f"/subjects/{subject[step]}/{step}")
+        check(page, f"{step} refused", submit(page, "main form[method=post] button[type=submit]"))
+    context.close()
+
+    context, page = signed_in(BLINDED["supply_manager"])
+    page.goto("/supply/destruction")
+    page.locator("input[name=kit_numbers]").first.check()
+    page.fill("#reference", "DC-A11Y-REVIEW")
+    check(page, "destruction review", submit(page, "form[method=get] button[type=submit]"))
+    assert page.locator("#confirm-destruction").count() == 1
+    context.close()
+
+    context, page = signed_in(STATISTICIAN)
+    page.goto("/lists/")
+    # The world's list is locked (subjects randomized), so the page offers no import: the same
+    # form as lists.html's "Import another layout" is put on the page to reach the mapping step.
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    page.evaluate(_MAP_FORM, token)
+    mapping_form = "form[action$='/lists/import/map']"
+    page.set_input_files(
+        "#m-file", str(Path(__file__).parents[1] / "fixtures" / "lists" / "clinicedc_list.csv")
+    )
+    check(page, "list mapping step", submit(page, f"{mapping_form} button[type=submit]"))
+    mapped_form = "form[action$='/lists/import/mapped']"
+    check(page, "list mapping refused", submit(page, f"{mapped_form} button[type=submit]"))
+    context.close()
+
+    assert [c.split(" (")[1] for c in checked] == [
+        "422)",
+        "200)",
+        "422)",
+        "422)",
+        "422)",
+        "200)",
+        "200)",
+        "422)",
+    ], checked
+    assert not violations, "axe-core violations:\n" + "\n".join(violations)
+    assert not sideways, "pages wider than the screen:\n" + "\n".join(sideways)
