@@ -12,28 +12,23 @@ Screenshots of every page at 390 px go to tests/artifacts (git-ignored) for a pe
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import threading
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from tests.conftest import PASSWORD
 from tests.web.blind_world import BLINDED, STATISTICIAN, World, build_world, route_urls
+from tests.web.chromium import launched, serious_violations, served
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # The roles, in the order a page is claimed by the first one that may see it.
 ROLES = [STATISTICIAN, *BLINDED.values()]
 PHONE = {"width": 390, "height": 844}
 # 200 % zoom of a 1280 px window lays the page out in 640 CSS px.
 ZOOMED = {"width": 640, "height": 400}
-IMPACTS_REFUSED = {"serious", "critical"}
 # Shapes the crawl never opens in a browser: downloads and the API (not pages).
 _NOT_PAGES = re.compile(r"^/api/|/export|\.csv|\.pdf|/sign-out|/receipt\.pdf")
 
@@ -53,26 +48,8 @@ def world(
 
 @pytest.fixture(scope="module")
 def browser(world: World) -> Iterator[tuple[object, str]]:
-    if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed: .ci/run installs it")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    httpd = make_server("127.0.0.1", 0, world.app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with sync_playwright() as playwright:
-            launched = playwright.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
-            )
-            yield launched, f"http://127.0.0.1:{httpd.server_port}"
-            launched.close()
-    finally:
-        httpd.shutdown()
-        thread.join()
+    with served(world.app) as base, launched() as chromium:
+        yield chromium, base
 
 
 def _pages_by_role(world: World) -> dict[str, list[str]]:
@@ -93,25 +70,17 @@ def _pages_by_role(world: World) -> dict[str, list[str]]:
     return claimed
 
 
-_AXE_RUN = """async () => {
-  const result = await axe.run(document, {resultTypes: ['violations']});
-  return result.violations.map(v => ({
-    id: v.id, impact: v.impact,
-    nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))
-  }));
-}"""
 _SIDEWAYS = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
 def _visit_all(browser: tuple[object, str], world: World) -> tuple[list[str], list[str], int]:
-    launched, base = browser
-    axe_source = resources.files("axe_playwright_python").joinpath("axe.min.js").read_text()
+    chromium, base = browser
     ARTIFACTS.mkdir(exist_ok=True)
     violations: list[str] = []
     sideways: list[str] = []
     visited = 0
     for role, urls in _pages_by_role(world).items():
-        context = launched.new_context(  # type: ignore[attr-defined]
+        context = chromium.new_context(  # type: ignore[attr-defined]
             base_url=base,
             viewport=PHONE,
             bypass_csp=True,  # axe is injected as a script
@@ -133,10 +102,7 @@ def _visit_all(browser: tuple[object, str], world: World) -> tuple[list[str], li
                 overflow = page.evaluate(_SIDEWAYS)
                 if overflow > 0:
                     sideways.append(f"{url} as {role} at {size['width']} px: {overflow} px")
-            page.add_script_tag(content=axe_source)
-            for found in page.evaluate(_AXE_RUN):
-                if found["impact"] in IMPACTS_REFUSED:
-                    violations.append(f"{url} as {role}: {found['id']} {found['nodes']}")
+            violations += [f"{url} as {role}: {found}" for found in serious_violations(page)]
         context.close()
     return violations, sideways, visited
 
@@ -193,8 +159,7 @@ def test_pages_reached_only_by_a_form_pass_axe_and_fit_the_phone(browser, world)
     refusals, the withdrawal and re-screening refusals, the destruction review, the list-mapping
     step and its refusal. Each is reached by filling and submitting the form in chromium (the
     browser's own required-field checks off, so the server's refusal page is what is shown)."""
-    launched, base = browser
-    axe_source = resources.files("axe_playwright_python").joinpath("axe.min.js").read_text()
+    chromium, base = browser
     subject = _reached_only_by_posting(world)
     violations: list[str] = []
     sideways: list[str] = []
@@ -209,10 +174,7 @@ def test_pages_reached_only_by_a_form_pass_axe_and_fit_the_phone(browser, world)
             if overflow > 0:
                 sideways.append(f"{label} at {size['width']} px: {overflow} px")
         page.set_viewport_size(PHONE)
-        page.add_script_tag(content=axe_source)
-        for found in page.evaluate(_AXE_RUN):
-            if found["impact"] in IMPACTS_REFUSED:
-                violations.append(f"{label}: {found['id']} {found['nodes']}")
+        violations.extend(f"{label}: {found}" for found in serious_violations(page))
 
     def submit(page, selector: str) -> int | None:  # type: ignore[no-untyped-def]
         page.evaluate(_NO_BROWSER_CHECKS)
@@ -222,7 +184,7 @@ def test_pages_reached_only_by_a_form_pass_axe_and_fit_the_phone(browser, world)
         return response.status if response else None
 
     def signed_in(username: str):  # type: ignore[no-untyped-def]
-        context = launched.new_context(base_url=base, viewport=PHONE, bypass_csp=True)
+        context = chromium.new_context(base_url=base, viewport=PHONE, bypass_csp=True)
         page = context.new_page()
         page.set_default_timeout(10_000)
         page.goto("/sign-in")

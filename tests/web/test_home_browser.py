@@ -5,18 +5,17 @@ sideways at 390 px."""
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from iwrs.audit import Actor
 from tests.conftest import PASSWORD, ManualClock
 from tests.integration.randomization_worker import make_world
-from tests.web.test_browser import CHROMIUM
+from tests.web.chromium import launched
+from tests.web.chromium import served as served_app
 
 
 @pytest.fixture(scope="module")
@@ -45,25 +44,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template) -> Iterato
             actor=Actor.system("test"),
         )
     world.app.config["IWRS_PROPAGATE_UNEXPECTED"] = False
-    httpd = make_server("127.0.0.1", 0, world.app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield {"world": world, "url": f"http://127.0.0.1:{httpd.server_port}"}
-    httpd.shutdown()
-    thread.join()
+    with served_app(world.app) as base:
+        yield {"world": world, "url": base}
     world.app.extensions["iwrs.engine"].dispose()
 
 
 def test_supply_manager_handles_an_alert_from_the_home_page_at_phone_width(served):
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     world = served["world"]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
-        )
+    with launched() as browser:
         context = browser.new_context(
             base_url=served["url"], viewport={"width": 390, "height": 844}
         )

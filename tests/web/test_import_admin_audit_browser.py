@@ -8,49 +8,22 @@ at 390 px."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
-from tests.web.test_browser import CHROMIUM, sign_in
+from tests.web.chromium import launched, serious_violations, served
+from tests.web.test_browser import sign_in
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "lists"
-AXE_RUN = """async () => {
-  const result = await axe.run(document, {resultTypes: ['violations']});
-  return result.violations.filter(v => ['serious', 'critical'].includes(v.impact))
-    .map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '));
-}"""
 
 
 @pytest.fixture
 def browser(app) -> Iterator[tuple[Any, str]]:  # type: ignore[no-untyped-def]
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    pytest.importorskip("axe_playwright_python")
-    from playwright.sync_api import sync_playwright
-
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield chromium, f"http://127.0.0.1:{httpd.server_port}"
-        chromium.close()
-    httpd.shutdown()
-    thread.join()
-
-
-def serious_violations(page: Any) -> list[str]:
-    source = resources.files("axe_playwright_python").joinpath("axe.min.js").read_text()
-    page.add_script_tag(content=source)
-    return list(page.evaluate(AXE_RUN))
+    with served(app) as base, launched() as chromium:
+        yield chromium, base
 
 
 def refused(page: Any) -> set[tuple[str, str]]:

@@ -14,18 +14,16 @@ data-field / data-rule / data-* attributes, never on wording."""
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from tests.conftest import PASSWORD, ManualClock
 from tests.integration.randomization_worker import World, eligible_subject, make_world, randomize
-from tests.web.test_browser import CHROMIUM
+from tests.web.chromium import launched, served
 
 RANDOMIZED_AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -78,27 +76,14 @@ def trial(tmp_path_factory, sqlite_template) -> Iterator[Trial]:
 
 @pytest.fixture(scope="module")
 def server(trial) -> Iterator[str]:
-    httpd = make_server("127.0.0.1", 0, trial.world.app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join()
+    with served(trial.world.app) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
-        yield launched
-        launched.close()
+    with launched() as chromium:
+        yield chromium
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from iwrs.db import read_session
 from iwrs.models.supply import Shipment
-from tests.web.test_browser import page, server, sign_in  # noqa: F401 (fixtures)
+from tests.web.test_browser import page, sign_in  # noqa: F401 (fixtures)
 from tests.web.test_supply_pages import (
     kit_numbers,
     kit_states,

@@ -7,13 +7,11 @@ browser for the module (cheap)."""
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from tests.conftest import PASSWORD, ManualClock
 from tests.integration.randomization_worker import (
@@ -23,7 +21,7 @@ from tests.integration.randomization_worker import (
     randomize,
     screen,
 )
-from tests.web.test_browser import CHROMIUM
+from tests.web.chromium import launched, served
 
 SIDEWAYS = "document.documentElement.scrollWidth > window.innerWidth"
 REASON = "Anaphylaxis after the last dose; the treating physician must know"
@@ -43,27 +41,14 @@ def world(tmp_path_factory, sqlite_template) -> Iterator[tuple[World, ManualCloc
 
 @pytest.fixture(scope="module")
 def server(world) -> Iterator[str]:
-    httpd = make_server("127.0.0.1", 0, world[0].app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join()
+    with served(world[0].app) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
-        yield launched
-        launched.close()
+    with launched() as chromium:
+        yield chromium
 
 
 @pytest.fixture
